@@ -1,0 +1,354 @@
+//! The `extern "C"` entry points behind [`export_plugin!`](crate::export_plugin).
+//!
+//! Each is generic over the plugin type and instantiated in the plugin's own crate by the
+//! macro, so the panic catching runs in the plugin's copy of std: a host's `catch_unwind` could
+//! not catch a panic raised by another std, and a panic unwinding out of an `extern "C"`
+//! function aborts the process.
+
+use std::any::Any;
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::abi::{ByteSlice, HostApi, PluginBuf, Status};
+use crate::plugin::{Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin};
+
+/// An instance as the host holds it: the plugin and the output buffer its calls reuse.
+struct Instance<P> {
+    plugin: P,
+    output: Vec<u8>,
+}
+
+/// Hands a byte vector to the host; it comes back through [`free_buf`].
+fn into_buf(bytes: Vec<u8>) -> PluginBuf {
+    let mut bytes = std::mem::ManuallyDrop::new(bytes);
+    PluginBuf {
+        ptr: bytes.as_mut_ptr(),
+        len: bytes.len(),
+        cap: bytes.capacity(),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("plugin panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("plugin panicked: {s}")
+    } else {
+        "plugin panicked".to_owned()
+    }
+}
+
+/// Runs `body`, turning its error or panic into a status and a message in `*error`.
+///
+/// # Safety
+///
+/// `error` must be null or valid for a write of a `PluginBuf`.
+unsafe fn guard(error: *mut PluginBuf, body: impl FnOnce() -> Result<(), String>) -> Status {
+    let (status, message) = match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => return Status::OK,
+        Ok(Err(message)) => (Status::ERROR, message),
+        Err(payload) => (Status::PANIC, panic_message(payload.as_ref())),
+    };
+    if !error.is_null() {
+        // SAFETY: the caller guarantees `error` is valid for writes when non-null.
+        unsafe { error.write(into_buf(message.into_bytes())) };
+    }
+    status
+}
+
+/// `create` entry point.
+///
+/// # Safety
+///
+/// `config` must be valid for the call; `host` must be null or point to a `HostApi` valid until
+/// the instance is destroyed; `instance` must be valid for a write; `error` as in [`guard`].
+pub unsafe extern "C" fn create<P: Plugin>(
+    config: ByteSlice,
+    host: *const HostApi,
+    instance: *mut *mut c_void,
+    error: *mut PluginBuf,
+) -> Status {
+    // SAFETY: forwarded contract on `error`.
+    unsafe {
+        guard(error, || {
+            // SAFETY: the host passes a slice valid for the duration of the call.
+            let config = serde_json::from_slice::<P::Config>(config.as_slice())
+                .map_err(|e| format!("invalid config: {e}"))?;
+            let context = HostContext { api: host };
+            let plugin = P::create(config, &context).map_err(|e| e.to_string())?;
+            let boxed = Box::new(Instance {
+                plugin,
+                output: Vec::new(),
+            });
+            // SAFETY: the host guarantees `instance` is valid for a write.
+            instance.write(Box::into_raw(boxed).cast());
+            Ok(())
+        })
+    }
+}
+
+/// `destroy` entry point.
+///
+/// # Safety
+///
+/// `instance` must come from [`create`] of the same `P` and not be used afterwards.
+pub unsafe extern "C" fn destroy<P: Plugin>(instance: *mut c_void) {
+    // SAFETY: per the contract, `instance` is a `Box<Instance<P>>` we created and own now.
+    let boxed = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
+    // A panicking `Drop` must not unwind into the host; the instance is gone either way.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(boxed)));
+}
+
+/// `call` entry point.
+///
+/// # Safety
+///
+/// `instance` must come from [`create`] of the same `P`, with no other call on it running;
+/// `input` valid for the call; `output` valid for a write; `error` as in [`guard`].
+pub unsafe extern "C" fn call<P: Plugin>(
+    instance: *mut c_void,
+    input: ByteSlice,
+    now_ns: i64,
+    output: *mut ByteSlice,
+    error: *mut PluginBuf,
+) -> Status {
+    // SAFETY: forwarded contract on `error`.
+    unsafe {
+        guard(error, || {
+            // SAFETY: the host serialises calls on an instance, so this is the only reference.
+            let instance = &mut *instance.cast::<Instance<P>>();
+            instance.output.clear();
+            instance
+                .plugin
+                .call(input.as_slice(), HostTime(now_ns), &mut instance.output)
+                .map_err(|e| e.to_string())?;
+            // SAFETY: `output` is valid for a write; the slice borrows the instance's buffer,
+            // untouched until the next call on this instance.
+            output.write(ByteSlice::new(&instance.output));
+            Ok(())
+        })
+    }
+}
+
+/// `snapshot` entry point.
+///
+/// # Safety
+///
+/// `instance` must come from [`create`] of the same `P`; `out` valid for a write.
+pub unsafe extern "C" fn snapshot<P: Plugin>(instance: *const c_void, out: *mut PluginBuf) -> Status {
+    let mut bytes = Vec::new();
+    // SAFETY: `out` is valid for writes (contract); it receives the message on failure.
+    let status = unsafe {
+        guard(out, || {
+            // SAFETY: the host holds the instance exclusively or shared without concurrent calls.
+            let instance = &*instance.cast::<Instance<P>>();
+            serde_json::to_writer(&mut bytes, instance.plugin.state())
+                .map_err(|e| format!("cannot serialise state: {e}"))
+        })
+    };
+    if status == Status::OK {
+        // SAFETY: `out` is valid for writes (contract).
+        unsafe { out.write(into_buf(bytes)) };
+    }
+    status
+}
+
+/// `restore` entry point.
+///
+/// # Safety
+///
+/// As [`call`].
+pub unsafe extern "C" fn restore<P: Plugin>(
+    instance: *mut c_void,
+    state: ByteSlice,
+    error: *mut PluginBuf,
+) -> Status {
+    // SAFETY: forwarded contract on `error`.
+    unsafe {
+        guard(error, || {
+            // SAFETY: exclusive access, as for `call`.
+            let instance = &mut *instance.cast::<Instance<P>>();
+            let state = serde_json::from_slice::<P::State>(state.as_slice())
+                .map_err(|e| format!("state does not match this version's schema: {e}"))?;
+            instance.plugin.restore(state).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `migrate` entry point. `version` is the library's own version, used to tell up from down.
+///
+/// # Safety
+///
+/// Slices valid for the call; `out` valid for a write.
+pub unsafe fn migrate<P: Plugin>(
+    version: &str,
+    document: ByteSlice,
+    from: ByteSlice,
+    to: ByteSlice,
+    out: *mut PluginBuf,
+) -> Status {
+    let mut bytes = Vec::new();
+    // SAFETY: `out` is valid for writes (contract).
+    let status = unsafe {
+        guard(out, || {
+            let text = |s: ByteSlice, what: &str| {
+                // SAFETY: the host passes slices valid for the call.
+                String::from_utf8(s.as_slice().to_vec())
+                    .map_err(|_| format!("`{what}` version is not UTF-8"))
+            };
+            let (from, to) = (text(from, "from")?, text(to, "to")?);
+            let direction = if to == version {
+                Direction::Up
+            } else if from == version {
+                Direction::Down
+            } else {
+                return Err(format!(
+                    "version {version} can only migrate to or from itself, not `{from}` -> `{to}`"
+                ));
+            };
+            // SAFETY: as above.
+            let doc: MigrationDoc = serde_json::from_slice(document.as_slice())
+                .map_err(|e| format!("migration document is not {{config, state}} JSON: {e}"))?;
+            let migrated = P::migrate(Migration {
+                from,
+                to,
+                direction,
+                doc,
+            })
+            .map_err(|e| e.to_string())?;
+            serde_json::to_writer(&mut bytes, &migrated)
+                .map_err(|e| format!("cannot serialise migrated document: {e}"))
+        })
+    };
+    if status == Status::OK {
+        // SAFETY: `out` is valid for writes (contract).
+        unsafe { out.write(into_buf(bytes)) };
+    }
+    status
+}
+
+/// `health` entry point.
+///
+/// # Safety
+///
+/// As [`snapshot`], with `error` as in [`guard`].
+pub unsafe extern "C" fn health<P: Plugin>(instance: *const c_void, error: *mut PluginBuf) -> Status {
+    // SAFETY: forwarded contract on `error`.
+    unsafe {
+        guard(error, || {
+            // SAFETY: no concurrent call on the instance (contract).
+            let instance = &*instance.cast::<Instance<P>>();
+            instance.plugin.health().map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `free_buf` entry point: frees a buffer this library allocated.
+///
+/// # Safety
+///
+/// `buf` must come from this library and not be used afterwards.
+pub unsafe extern "C" fn free_buf(buf: PluginBuf) {
+    if !buf.ptr.is_null() {
+        // SAFETY: `buf` was made by `into_buf` from a `Vec<u8>` of this allocator.
+        drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
+    }
+}
+
+/// Exports a [`Plugin`](crate::Plugin) type as a plugsync plugin library.
+///
+/// Call it once, at the root of a `cdylib` crate. It builds the metadata JSON at compile time
+/// (placed in the `.plugsync` section, readable without running the library) and the vtable the
+/// host loads. Plugin code needs no `unsafe`.
+///
+/// ```ignore
+/// plugsync_plugin::export_plugin!(MaCross {
+///     id: "ma_cross",
+///     version: "2.0.0",
+///     kind: "strategy",
+///     state_schema: 2,
+///     framework: ">=0.1, <1",
+///     dependencies: { "risk_model": ">=1.0, <3" },
+///     migrates_from: [">=1.0.0, <2.0.0"],
+///     downgrades_to: [">=1.0.0, <2.0.0"],
+/// });
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty {
+        id: $id:literal,
+        version: $version:literal,
+        kind: $kind:literal,
+        state_schema: $schema:literal,
+        framework: $framework:literal,
+        dependencies: { $($dep:literal : $req:literal),* $(,)? },
+        migrates_from: [ $($from:literal),* $(,)? ],
+        downgrades_to: [ $($down:literal),* $(,)? ] $(,)?
+    }) => {
+        #[allow(unsafe_code)]
+        const _: () = {
+            use $crate::__private::{abi, export, MetadataWriter};
+
+            #[cfg(panic = "unwind")]
+            const PANIC: &str = "unwind";
+            #[cfg(not(panic = "unwind"))]
+            const PANIC: &str = "abort";
+
+            const fn write<const N: usize>() -> MetadataWriter<N> {
+                MetadataWriter::<N>::new()
+                    .begin_object()
+                    .key("abi").number(abi::ABI_MAJOR as u64)
+                    .key("id").string($id)
+                    .key("version").string($version)
+                    .key("kind").string($kind)
+                    .key("state_schema").number($schema)
+                    .key("framework").string($framework)
+                    .key("dependencies").begin_object()
+                        $( .key($dep).string($req) )*
+                    .end_object()
+                    .key("migrates_from").begin_array() $( .string($from) )* .end_array()
+                    .key("downgrades_to").begin_array() $( .string($down) )* .end_array()
+                    .key("build").begin_object()
+                        .key("panic").string(PANIC)
+                        .key("sdk").string($crate::SDK_VERSION)
+                        .key("rustc").string($crate::RUSTC_VERSION)
+                    .end_object()
+                    .end_object()
+            }
+            const LEN: usize = write::<0>().len();
+
+            #[used]
+            #[unsafe(link_section = ".plugsync")]
+            static METADATA: [u8; LEN] = write::<LEN>().finish();
+
+            unsafe extern "C" fn migrate(
+                document: abi::ByteSlice,
+                from: abi::ByteSlice,
+                to: abi::ByteSlice,
+                out: *mut abi::PluginBuf,
+            ) -> abi::Status {
+                // SAFETY: the host upholds the `migrate` contract of the vtable.
+                unsafe { export::migrate::<$plugin>($version, document, from, to, out) }
+            }
+
+            static VTABLE: abi::PluginVTable = abi::PluginVTable {
+                abi_version: abi::ABI_VERSION,
+                vtable_size: ::core::mem::size_of::<abi::PluginVTable>() as u32,
+                metadata: abi::ByteSlice { ptr: METADATA.as_ptr(), len: LEN },
+                create: export::create::<$plugin>,
+                destroy: export::destroy::<$plugin>,
+                call: export::call::<$plugin>,
+                snapshot: export::snapshot::<$plugin>,
+                restore: export::restore::<$plugin>,
+                migrate,
+                health: export::health::<$plugin>,
+                free_buf: export::free_buf,
+            };
+
+            #[unsafe(no_mangle)]
+            extern "C" fn plugsync_plugin_v1() -> *const abi::PluginVTable {
+                &VTABLE
+            }
+        };
+    };
+}

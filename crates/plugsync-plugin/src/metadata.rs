@@ -1,0 +1,242 @@
+//! Plugin metadata: what a library says about itself, readable without running it.
+//!
+//! The [`export_plugin!`](crate::export_plugin) macro builds the metadata JSON at compile time
+//! from literals (with [`MetadataWriter`]) and places the bytes in the
+//! [`METADATA_SECTION`](crate::abi::METADATA_SECTION) section of the library, so that the loader
+//! and `plugsync inspect` parse it from the file before any plugin code runs. The vtable points
+//! at the same bytes, so the linker keeps them and the loader can check both copies agree.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a plugin declares about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginMetadata {
+    /// ABI major version the library was built for.
+    pub abi: u16,
+    /// Plugin id, e.g. `ma_cross`: the slot it fills in a host.
+    pub id: String,
+    /// The plugin's own semantic version, e.g. `2.1.0`.
+    pub version: String,
+    /// Kind of plugin, e.g. `strategy` or `risk`.
+    pub kind: String,
+    /// Version of the state schema; a migration changes it.
+    pub state_schema: u32,
+    /// Host framework versions this plugin runs in (a semver requirement).
+    pub framework: String,
+    /// Other plugins this one needs, by id, with a semver requirement each.
+    pub dependencies: BTreeMap<String, String>,
+    /// Semver requirements on the versions this one can migrate state up from.
+    pub migrates_from: Vec<String>,
+    /// Semver requirements on the older versions this one can migrate its state down to.
+    pub downgrades_to: Vec<String>,
+    /// How the library was built.
+    pub build: BuildInfo,
+}
+
+/// How a plugin library was built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildInfo {
+    /// `unwind` or `abort`. An `abort` plugin kills its host on its first panic, so hosts
+    /// refuse it unless explicitly allowed.
+    pub panic: String,
+    /// Version of the plugsync-plugin SDK the plugin was built with.
+    pub sdk: String,
+    /// Version of rustc that built it.
+    pub rustc: String,
+}
+
+impl PluginMetadata {
+    /// Parses metadata bytes as found in the library's section or vtable.
+    pub fn from_json(bytes: &[u8]) -> Result<PluginMetadata, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Whether the library was built with `panic = "unwind"`, so that its panics can be caught.
+    pub fn unwinds(&self) -> bool {
+        self.build.panic == "unwind"
+    }
+}
+
+/// Builds a JSON document in a `const` context from string pieces.
+///
+/// Used twice by the export macro with the same pieces: once with no buffer to learn the
+/// length, once to fill an array of exactly that length. String values are checked at compile
+/// time to contain only characters that need no JSON escaping, so a typo in a literal is a
+/// compile error rather than corrupt metadata.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct MetadataWriter<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+    /// Whether the next item in the current object or array needs a comma before it.
+    needs_comma: bool,
+}
+
+impl<const N: usize> Default for MetadataWriter<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> MetadataWriter<N> {
+    /// An empty writer.
+    pub const fn new() -> Self {
+        MetadataWriter {
+            buf: [0; N],
+            len: 0,
+            needs_comma: false,
+        }
+    }
+
+    const fn push(mut self, byte: u8) -> Self {
+        if N > 0 {
+            self.buf[self.len] = byte;
+        }
+        self.len += 1;
+        self
+    }
+
+    const fn raw(mut self, text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            self = self.push(bytes[i]);
+            i += 1;
+        }
+        self
+    }
+
+    const fn comma(mut self) -> Self {
+        if self.needs_comma {
+            self = self.push(b',');
+        }
+        self.needs_comma = true;
+        self
+    }
+
+    /// Writes a JSON string value; panics (a compile error in `const`) on characters that
+    /// would need escaping.
+    pub const fn string(self, text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            assert!(
+                b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f,
+                "plugin metadata strings must be printable ASCII without quotes or backslashes"
+            );
+            i += 1;
+        }
+        self.comma().push(b'"').raw(text).push(b'"')
+    }
+
+    /// Writes an object key (a string followed by a colon).
+    pub const fn key(self, key: &str) -> Self {
+        let mut w = self.string(key).push(b':');
+        w.needs_comma = false;
+        w
+    }
+
+    /// Writes an unsigned number.
+    pub const fn number(self, value: u64) -> Self {
+        let mut w = self.comma();
+        let mut digits = [0u8; 20];
+        let mut n = 0;
+        let mut v = value;
+        loop {
+            digits[n] = b'0' + (v % 10) as u8;
+            n += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        while n > 0 {
+            n -= 1;
+            w = w.push(digits[n]);
+        }
+        w
+    }
+
+    /// Opens an object.
+    pub const fn begin_object(self) -> Self {
+        let mut w = self.comma().push(b'{');
+        w.needs_comma = false;
+        w
+    }
+
+    /// Closes an object.
+    pub const fn end_object(self) -> Self {
+        let mut w = self.push(b'}');
+        w.needs_comma = true;
+        w
+    }
+
+    /// Opens an array.
+    pub const fn begin_array(self) -> Self {
+        let mut w = self.comma().push(b'[');
+        w.needs_comma = false;
+        w
+    }
+
+    /// Closes an array.
+    pub const fn end_array(self) -> Self {
+        let mut w = self.push(b']');
+        w.needs_comma = true;
+        w
+    }
+
+    /// Number of bytes written (or that would have been, for a zero-sized writer).
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The written bytes; `N` must equal [`len`](Self::len).
+    pub const fn finish(self) -> [u8; N] {
+        assert!(self.len == N, "metadata length mismatch");
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn write<const N: usize>() -> MetadataWriter<N> {
+        MetadataWriter::<N>::new()
+            .begin_object()
+            .key("id")
+            .string("ma_cross")
+            .key("n")
+            .number(120)
+            .key("list")
+            .begin_array()
+            .string(">=1.0, <2")
+            .string("2.x")
+            .end_array()
+            .key("empty")
+            .begin_object()
+            .end_object()
+            .end_object()
+    }
+
+    #[test]
+    fn builds_valid_json_at_compile_time() {
+        const LEN: usize = write::<0>().len();
+        const BYTES: [u8; LEN] = write::<LEN>().finish();
+        let value: serde_json::Value = serde_json::from_slice(&BYTES).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"id": "ma_cross", "n": 120, "list": [">=1.0, <2", "2.x"], "empty": {}})
+        );
+    }
+}
