@@ -1,1 +1,62 @@
-//! placeholder
+//! The plugsync host runtime: what a trading host embeds to load plugins and replace them
+//! while they are being called.
+//!
+//! - [`ArtifactStore`]: content-addressed, verified artifacts (`<store>/artifacts/<sha256>/`);
+//! - the loader: metadata read from the file and checked **before** `dlopen`; libraries opened
+//!   `RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE` and never closed;
+//! - slots: one per plugin id; [`SlotHandle::call_into`] is the hot path;
+//! - [`Runtime::swap`]: verify on throwaway instances, migrate the state, switch with a stall of
+//!   one short locked window, keep the old instance until [`Runtime::commit`];
+//! - [`Runtime::rollback`]: back to the old instance by replay, down-migration, or an exact
+//!   account of what was lost.
+//!
+//! ```no_run
+//! use plugsync_host::{Runtime, RuntimeOptions, SwapRequest};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeOptions::new("/var/lib/host/store"))?;
+//! let v1 = runtime.stage_file("libma_cross_v1_0_0.so".as_ref())?;
+//! runtime.install(&v1.digest, serde_json::json!({"fast_ma_period": 5}))?;
+//! let ma_cross = runtime.handle("ma_cross")?;
+//! let mut output = Vec::new();
+//! let receipt = ma_cross.call_into(br#"{"bar":{"instrument":"ES","close":4500.0}}"#, &mut output)?;
+//! println!("served by {}", receipt.digest);
+//!
+//! let v2 = runtime.stage_file("libma_cross_v2_0_0.so".as_ref())?;
+//! let report = runtime.swap(SwapRequest::new("ma_cross", v2.digest))?;
+//! println!("stalled callers for at most {:?}", report.locked_window);
+//! runtime.commit("ma_cross")?;
+//! # Ok(()) }
+//! ```
+
+mod clock;
+mod digest;
+mod error;
+#[allow(unsafe_code)]
+mod library;
+mod rollback;
+mod runtime;
+mod slot;
+mod store;
+mod swap;
+mod verify;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use digest::{Digest, InvalidDigest};
+pub use error::{HostError, Result};
+pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
+pub use plugsync_plugin::{HostTime, PluginMetadata};
+pub use rollback::{
+    Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
+};
+pub use runtime::{
+    Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime, RuntimeOptions,
+    RuntimeStatus, StateSnapshot,
+};
+pub use slot::{
+    CallError, CallOutput, CallReceipt, Counters, Fault, RecordedCall, SlotHandle, StepRecord,
+};
+pub use store::{ArtifactStore, StoredArtifact};
+pub use swap::{SwapMode, SwapPath, SwapReport, SwapRequest, TransitionKind};
+pub use verify::{
+    DifferentialRow, Probe, ProbeMismatch, ProbeOutcome, ProbeStep, VerifyReport, VerifySpec,
+};

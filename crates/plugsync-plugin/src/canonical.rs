@@ -22,8 +22,14 @@ mod tests {
     #[test]
     fn sorts_keys_and_drops_whitespace() {
         let cases = [
-            (json!({"b": 1, "a": {"d": [1, 2], "c": null}}), r#"{"a":{"c":null,"d":[1,2]},"b":1}"#),
-            (json!({"fast_period": 5, "slow_period": 20}), r#"{"fast_period":5,"slow_period":20}"#),
+            (
+                json!({"b": 1, "a": {"d": [1, 2], "c": null}}),
+                r#"{"a":{"c":null,"d":[1,2]},"b":1}"#,
+            ),
+            (
+                json!({"fast_period": 5, "slow_period": 20}),
+                r#"{"fast_period":5,"slow_period":20}"#,
+            ),
             (json!(1.0), "1"),
             (json!(0.01), "0.01"),
             (json!("é\n"), "\"é\\n\""),

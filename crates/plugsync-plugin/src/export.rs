@@ -135,7 +135,10 @@ pub unsafe extern "C" fn call<P: Plugin>(
 /// # Safety
 ///
 /// `instance` must come from [`create`] of the same `P`; `out` valid for a write.
-pub unsafe extern "C" fn snapshot<P: Plugin>(instance: *const c_void, out: *mut PluginBuf) -> Status {
+pub unsafe extern "C" fn snapshot<P: Plugin>(
+    instance: *const c_void,
+    out: *mut PluginBuf,
+) -> Status {
     let mut bytes = Vec::new();
     // SAFETY: `out` is valid for writes (contract); it receives the message on failure.
     let status = unsafe {
@@ -232,7 +235,10 @@ pub unsafe fn migrate<P: Plugin>(
 /// # Safety
 ///
 /// As [`snapshot`], with `error` as in [`guard`].
-pub unsafe extern "C" fn health<P: Plugin>(instance: *const c_void, error: *mut PluginBuf) -> Status {
+pub unsafe extern "C" fn health<P: Plugin>(
+    instance: *const c_void,
+    error: *mut PluginBuf,
+) -> Status {
     // SAFETY: forwarded contract on `error`.
     unsafe {
         guard(error, || {

@@ -1,0 +1,313 @@
+//! Errors of the host runtime: each variant a situation, with what to do about it.
+
+use std::path::PathBuf;
+
+use crate::digest::Digest;
+use crate::rollback::RollbackReport;
+use crate::verify::VerifyReport;
+
+/// What went wrong in the host runtime. Messages are lowercase, name things in backticks and
+/// end with the fix. Whatever the error, the slot it concerns keeps serving the version it
+/// served before the failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A file could not be read or written.
+    #[error("cannot {action} `{path}`: {source}")]
+    Io {
+        /// What was being done (`read`, `write`, …).
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// The bytes do not hash to the digest they were announced with.
+    #[error(
+        "sha256 mismatch for `{artifact}`: expected {expected}, got {actual}; the artifact is \
+         corrupt or not the one that was published: fetch it again from the registry"
+    )]
+    DigestMismatch {
+        /// The artifact's file name.
+        artifact: String,
+        /// The digest it was announced with.
+        expected: Digest,
+        /// The digest of the bytes received.
+        actual: Digest,
+    },
+
+    /// An artifact name that could escape the store directory.
+    #[error(
+        "artifact name `{name}` is not a plain file name: use a name without `/`, `\\`, `..` or \
+         a leading `.`"
+    )]
+    BadArtifactName {
+        /// The name received.
+        name: String,
+    },
+
+    /// The file is not a shared object this host can read.
+    #[error("`{artifact}` is not a loadable plugin library: {reason}")]
+    NotALibrary {
+        /// The artifact.
+        artifact: String,
+        /// What the object parser said.
+        reason: String,
+    },
+
+    /// The library has no `.plugsync` metadata section.
+    #[error(
+        "`{artifact}` has no `.plugsync` metadata section, so it was not built with the plugsync \
+         SDK; it was not opened: export the plugin with `plugsync_plugin::export_plugin!`"
+    )]
+    NoMetadata {
+        /// The artifact.
+        artifact: String,
+    },
+
+    /// The metadata section does not parse.
+    #[error(
+        "`{artifact}` has invalid plugin metadata ({reason}); it was not opened: rebuild it with the plugsync SDK"
+    )]
+    BadMetadata {
+        /// The artifact.
+        artifact: String,
+        /// The parse error.
+        reason: String,
+    },
+
+    /// The library was built for another ABI major.
+    #[error(
+        "plugin `{plugin}` {version} was built for plugin ABI {found}, this host speaks ABI \
+         {expected}; it was not opened: rebuild it against a plugsync-plugin SDK of ABI {expected}"
+    )]
+    AbiMismatch {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+        /// ABI major of the library.
+        found: u32,
+        /// ABI major of this host.
+        expected: u32,
+    },
+
+    /// The library was built with `panic = "abort"`.
+    #[error(
+        "plugin `{plugin}` {version} was built with `panic = \"abort\"`: its first panic would \
+         kill the host, so it was not opened; rebuild it with `panic = \"unwind\"` (Cargo's \
+         default)"
+    )]
+    PanicAbort {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+    },
+
+    /// The plugin does not run on this host's framework version.
+    #[error(
+        "plugin `{plugin}` {version} needs host framework `{required}`, this host is {host}: \
+         pick a plugin version built for framework {host}"
+    )]
+    FrameworkMismatch {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+        /// The plugin's requirement.
+        required: String,
+        /// This host's framework version.
+        host: String,
+    },
+
+    /// A version or requirement in the metadata is not semver.
+    #[error(
+        "plugin `{plugin}` declares `{field}` = `{value}`, which is not valid semver ({reason}): fix the plugin's `export_plugin!` call"
+    )]
+    BadVersion {
+        /// Plugin id.
+        plugin: String,
+        /// The metadata field.
+        field: &'static str,
+        /// The value.
+        value: String,
+        /// The parse error.
+        reason: String,
+    },
+
+    /// `dlopen` or the entry point failed.
+    #[error("cannot load plugin `{plugin}` {version} from `{path}`: {reason}")]
+    Load {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+        /// The store path.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
+
+    /// Too many versions of one plugin are mapped in this process.
+    #[error(
+        "cannot load `{plugin}` {version}: {resident} versions of `{plugin}` are already mapped \
+         in this host (cap {cap}) and plugin code is never unmapped; restart the host in a quiet \
+         window to release them, or raise the resident cap"
+    )]
+    ResidentCap {
+        /// Plugin id.
+        plugin: String,
+        /// The version refused.
+        version: String,
+        /// Digests of this plugin resident now.
+        resident: usize,
+        /// The cap.
+        cap: usize,
+    },
+
+    /// No artifact with that digest is in the store.
+    #[error("no artifact {digest} in the store: stage it first")]
+    UnknownArtifact {
+        /// The digest asked for.
+        digest: Digest,
+    },
+
+    /// The artifact is a different plugin than the slot it was aimed at.
+    #[error(
+        "artifact {digest} is plugin `{found}`, not `{plugin}`: check the artifact you staged for `{plugin}`"
+    )]
+    WrongPlugin {
+        /// The slot.
+        plugin: String,
+        /// The artifact's id.
+        found: String,
+        /// The artifact.
+        digest: Digest,
+    },
+
+    /// No plugin with that id is loaded.
+    #[error("no plugin `{plugin}` is loaded in this host: install it first")]
+    NotLoaded {
+        /// Plugin id.
+        plugin: String,
+    },
+
+    /// Installing over a loaded plugin.
+    #[error("plugin `{plugin}` is already loaded ({version}): swap to the new version instead")]
+    AlreadyLoaded {
+        /// Plugin id.
+        plugin: String,
+        /// The running version.
+        version: String,
+    },
+
+    /// A step is in progress on the slot.
+    #[error(
+        "a step is in progress for `{plugin}` ({from} -> {to}): commit it or roll it back first"
+    )]
+    StepInProgress {
+        /// Plugin id.
+        plugin: String,
+        /// Version before the step.
+        from: String,
+        /// Version after it.
+        to: String,
+    },
+
+    /// Commit or rollback with no step in progress.
+    #[error("no step is in progress for `{plugin}`: nothing to commit or roll back")]
+    NoStepInProgress {
+        /// Plugin id.
+        plugin: String,
+    },
+
+    /// No declared migration between the versions.
+    #[error(
+        "`{plugin}` cannot go from {from} to {to}: {to} does not declare `{field}` covering \
+         {from} ({declared}); go through an intermediate version that does"
+    )]
+    NoMigration {
+        /// Plugin id.
+        plugin: String,
+        /// Running version.
+        from: String,
+        /// Target version.
+        to: String,
+        /// `migrates_from` (up) or `downgrades_to` (down).
+        field: &'static str,
+        /// What the relevant version declares.
+        declared: String,
+    },
+
+    /// A plugin entry point failed or panicked.
+    #[error("plugin `{plugin}` {version} failed in `{operation}`{}: {message}", if *.panicked { " (panic caught)" } else { "" })]
+    Plugin {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+        /// The entry point (`create`, `migrate`, `restore`, …).
+        operation: &'static str,
+        /// The plugin's message.
+        message: String,
+        /// Whether it was a caught panic.
+        panicked: bool,
+    },
+
+    /// A migrated document is not `{config, state}`.
+    #[error(
+        "plugin `{plugin}` {version} returned a migration document that is not `{{config, state}}` JSON: {reason}"
+    )]
+    BadMigrationOutput {
+        /// Plugin id.
+        plugin: String,
+        /// The version that migrated.
+        version: String,
+        /// The parse error.
+        reason: String,
+    },
+
+    /// A state snapshot does not match its checksum or its plugin.
+    #[error("state snapshot for `{plugin}` does not verify: {reason}; it was not restored")]
+    BadSnapshot {
+        /// Plugin id.
+        plugin: String,
+        /// What did not match.
+        reason: String,
+    },
+
+    /// Verification before the switch failed; nothing live was touched.
+    #[error("verification of `{plugin}` {version} failed, the running version keeps serving: {}", .report.summary())]
+    VerificationFailed {
+        /// Plugin id.
+        plugin: String,
+        /// The version that failed.
+        version: String,
+        /// What was checked and what failed.
+        report: Box<VerifyReport>,
+    },
+
+    /// The step was switched, then rolled back by the host (health failed after the switch).
+    #[error("`{plugin}` {version} was switched in, then rolled back: {}", .report.reason)]
+    RolledBack {
+        /// Plugin id.
+        plugin: String,
+        /// The version rolled back.
+        version: String,
+        /// How the rollback went.
+        report: Box<RollbackReport>,
+    },
+
+    /// A config that is not JSON (or not an object).
+    #[error("config for `{plugin}` is not valid JSON: {reason}")]
+    BadConfig {
+        /// Plugin id.
+        plugin: String,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+/// Result alias of the host runtime.
+pub type Result<T, E = HostError> = std::result::Result<T, E>;

@@ -1,0 +1,452 @@
+//! Reading a plugin library's metadata from the file, and opening it.
+//!
+//! Invariant: nothing is `dlopen`ed before its digest is checked and its metadata section,
+//! read from the file bytes with `object`, has passed [`check_metadata`]. `dlopen` runs the
+//! library's initialisers, so a library for another ABI, or one built with `panic = "abort"`,
+//! is refused without any of its code running.
+//!
+//! Invariant: nothing is ever `dlclose`d. Libraries are opened with `RTLD_NODELETE` and the
+//! handle is leaked: a plugin that registered a per-thread destructor (any use of
+//! `std::thread::current()` or a `thread_local!` with `Drop`) would otherwise leave the host
+//! jumping into unmapped code when that thread exits (measured: a segfault).
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use object::{Object, ObjectSection};
+use plugsync_plugin::PluginMetadata;
+use plugsync_plugin::abi::{
+    ABI_MAJOR, ByteSlice, ENTRY_SYMBOL, EntryFn, METADATA_SECTION, PluginBuf, PluginVTable, Status,
+};
+
+use crate::digest::Digest;
+use crate::error::{HostError, Result};
+
+/// The framework version of this host, matched against each plugin's `framework` requirement.
+pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the loader accepts beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct LoadPolicy {
+    /// Accept libraries built with `panic = "abort"` (their first panic kills the host).
+    pub allow_panic_abort: bool,
+}
+
+/// Reads a plugin library's metadata from its file without running any of its code.
+pub fn inspect(path: &Path) -> Result<PluginMetadata> {
+    let bytes = std::fs::read(path).map_err(|source| HostError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let name = path.display().to_string();
+    read_metadata(&name, &bytes)
+}
+
+/// Parses the `.plugsync` section out of the library bytes.
+pub(crate) fn read_metadata(artifact: &str, bytes: &[u8]) -> Result<PluginMetadata> {
+    let file = object::File::parse(bytes).map_err(|e| HostError::NotALibrary {
+        artifact: artifact.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let section = file
+        .section_by_name(METADATA_SECTION)
+        .ok_or_else(|| HostError::NoMetadata {
+            artifact: artifact.to_owned(),
+        })?;
+    let data = section.data().map_err(|e| HostError::BadMetadata {
+        artifact: artifact.to_owned(),
+        reason: e.to_string(),
+    })?;
+    PluginMetadata::from_json(data).map_err(|e| HostError::BadMetadata {
+        artifact: artifact.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Checks metadata before the library may be opened: ABI, panic strategy, framework and that
+/// every version it declares is valid semver.
+pub(crate) fn check_metadata(metadata: &PluginMetadata, policy: &LoadPolicy) -> Result<()> {
+    let plugin = || metadata.id.clone();
+    let version = || metadata.version.clone();
+    if u32::from(metadata.abi) != u32::from(ABI_MAJOR) {
+        return Err(HostError::AbiMismatch {
+            plugin: plugin(),
+            version: version(),
+            found: metadata.abi.into(),
+            expected: ABI_MAJOR.into(),
+        });
+    }
+    if !metadata.unwinds() && !policy.allow_panic_abort {
+        return Err(HostError::PanicAbort {
+            plugin: plugin(),
+            version: version(),
+        });
+    }
+    let bad = |field: &'static str, value: &str, reason: String| HostError::BadVersion {
+        plugin: plugin(),
+        field,
+        value: value.to_owned(),
+        reason,
+    };
+    semver::Version::parse(&metadata.version)
+        .map_err(|e| bad("version", &metadata.version, e.to_string()))?;
+    let framework = semver::VersionReq::parse(&metadata.framework)
+        .map_err(|e| bad("framework", &metadata.framework, e.to_string()))?;
+    let host = semver::Version::parse(FRAMEWORK_VERSION).expect("the crate version is semver");
+    if !framework.matches(&host) {
+        return Err(HostError::FrameworkMismatch {
+            plugin: plugin(),
+            version: version(),
+            required: metadata.framework.clone(),
+            host: FRAMEWORK_VERSION.to_owned(),
+        });
+    }
+    for (field, reqs) in [
+        ("migrates_from", &metadata.migrates_from),
+        ("downgrades_to", &metadata.downgrades_to),
+    ] {
+        for req in reqs {
+            semver::VersionReq::parse(req).map_err(|e| bad(field, req, e.to_string()))?;
+        }
+    }
+    for req in metadata.dependencies.values() {
+        semver::VersionReq::parse(req).map_err(|e| bad("dependencies", req, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// A failure reported by a plugin entry point.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub message: String,
+    pub panicked: bool,
+}
+
+impl Failure {
+    /// Names the plugin and operation.
+    pub fn into_error(self, library: &Library, operation: &'static str) -> HostError {
+        HostError::Plugin {
+            plugin: library.metadata.id.clone(),
+            version: library.metadata.version.clone(),
+            operation,
+            message: self.message,
+            panicked: self.panicked,
+        }
+    }
+}
+
+/// A plugin library mapped into this process, for good (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Library {
+    pub digest: Digest,
+    pub metadata: PluginMetadata,
+    pub version: semver::Version,
+    pub path: PathBuf,
+    vtable: &'static PluginVTable,
+    /// Instances of this library alive now.
+    live_instances: AtomicUsize,
+}
+
+impl Library {
+    /// Opens a library whose digest and metadata have been checked.
+    pub(crate) fn open(path: &Path, digest: Digest, metadata: PluginMetadata) -> Result<Library> {
+        let load_error = |reason: String| HostError::Load {
+            plugin: metadata.id.clone(),
+            version: metadata.version.clone(),
+            path: path.to_owned(),
+            reason,
+        };
+        let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE;
+        // SAFETY: opening a library runs its initialisers. We only get here for a file of the
+        // content-addressed store whose sha256 was verified and whose metadata (ABI, panic
+        // strategy) was checked from the file bytes, so it is the plugin the operator approved,
+        // built with the plugsync SDK for this ABI. `RTLD_NOW` resolves every symbol now, so a
+        // missing one fails here rather than mid-call.
+        let library = unsafe { libloading::os::unix::Library::open(Some(path), flags) }
+            .map_err(|e| load_error(e.to_string()))?;
+        // SAFETY: the SDK exports `ENTRY_SYMBOL` with the signature `EntryFn`; a library
+        // without it fails the lookup.
+        let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }
+            .map_err(|e| load_error(format!("no entry point `plugsync_plugin_v1`: {e}")))?;
+        // SAFETY: `entry` has the `EntryFn` signature (above); the SDK's entry point only
+        // returns a pointer to a static and cannot panic.
+        let raw = unsafe { entry() };
+        // Never `dlclose`: the code stays mapped for the life of the process (module docs).
+        std::mem::forget(library);
+        let vtable_ptr = NonNull::new(raw.cast_mut())
+            .ok_or_else(|| load_error("the entry point returned a null vtable".into()))?;
+        // SAFETY: a vtable starts with two `u32`s (ABI version and size) in every ABI version,
+        // so reading them is sound before we know the rest of the layout.
+        let (abi_version, vtable_size) = unsafe {
+            let header = vtable_ptr.as_ptr().cast::<u32>();
+            (header.read(), header.add(1).read())
+        };
+        if abi_version >> 16 != u32::from(ABI_MAJOR) {
+            return Err(HostError::AbiMismatch {
+                plugin: metadata.id.clone(),
+                version: metadata.version.clone(),
+                found: abi_version >> 16,
+                expected: ABI_MAJOR.into(),
+            });
+        }
+        if (vtable_size as usize) < std::mem::size_of::<PluginVTable>() {
+            return Err(load_error(format!(
+                "its vtable has {vtable_size} bytes, this host needs {}: rebuild it with a newer SDK",
+                std::mem::size_of::<PluginVTable>()
+            )));
+        }
+        // SAFETY: the header says it is a vtable of this ABI major and at least as large as
+        // ours, and it is static data of a library that is never unmapped.
+        let vtable: &'static PluginVTable = unsafe { vtable_ptr.as_ref() };
+        // SAFETY: the SDK points `metadata` at the static section bytes.
+        let vtable_metadata = unsafe { vtable.metadata.as_slice() };
+        let vtable_metadata = PluginMetadata::from_json(vtable_metadata)
+            .map_err(|e| load_error(format!("its vtable metadata does not parse: {e}")))?;
+        if vtable_metadata != metadata {
+            return Err(load_error(
+                "the metadata in its vtable differs from its `.plugsync` section: the file was \
+                 tampered with or built by a broken SDK"
+                    .into(),
+            ));
+        }
+        let version =
+            semver::Version::parse(&metadata.version).map_err(|e| HostError::BadVersion {
+                plugin: metadata.id.clone(),
+                field: "version",
+                value: metadata.version.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Library {
+            digest,
+            metadata,
+            version,
+            path: path.to_owned(),
+            vtable,
+            live_instances: AtomicUsize::new(0),
+        })
+    }
+
+    /// Plugin id.
+    pub(crate) fn id(&self) -> &str {
+        &self.metadata.id
+    }
+
+    /// Instances of this library alive now.
+    pub(crate) fn live_instances(&self) -> usize {
+        self.live_instances.load(Ordering::Relaxed)
+    }
+
+    /// Copies a plugin buffer into host memory and gives it back to the plugin.
+    fn take(&self, buf: PluginBuf) -> Vec<u8> {
+        if buf.ptr.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the plugin filled `buf` with `len` initialised bytes it allocated.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.ptr, buf.len) }.to_vec();
+        // SAFETY: `buf` came from this library and is not used after this.
+        unsafe { (self.vtable.free_buf)(buf) };
+        bytes
+    }
+
+    fn failure(&self, status: Status, buf: PluginBuf) -> Failure {
+        let message = String::from_utf8_lossy(&self.take(buf)).into_owned();
+        Failure {
+            message: if message.is_empty() {
+                format!("entry point returned status {}", status.0)
+            } else {
+                message
+            },
+            panicked: status == Status::PANIC,
+        }
+    }
+
+    /// Runs the library's `migrate` on a `{config, state}` document.
+    pub(crate) fn migrate(
+        &self,
+        document: &[u8],
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut out = PluginBuf::EMPTY;
+        // SAFETY: the slices live for the call and `out` is a valid place for the result.
+        let status = unsafe {
+            (self.vtable.migrate)(
+                ByteSlice::new(document),
+                ByteSlice::new(from.as_bytes()),
+                ByteSlice::new(to.as_bytes()),
+                &mut out,
+            )
+        };
+        if status == Status::OK {
+            Ok(self.take(out))
+        } else {
+            Err(self.failure(status, out))
+        }
+    }
+}
+
+/// Where a plugin's log records go: the host's `tracing`, tagged with the plugin.
+#[derive(Debug)]
+struct LogTarget {
+    plugin: String,
+    version: String,
+}
+
+/// Receives a plugin's log record. Runs host code on a plugin's call, so it must not unwind.
+unsafe extern "C" fn log_record(ctx: *const c_void, level: u32, message: ByteSlice) {
+    let _ = std::panic::catch_unwind(|| {
+        // SAFETY: `ctx` is the `LogTarget` boxed in the instance, alive until it is destroyed;
+        // the message slice is valid for this call.
+        let (target, message) = unsafe { (&*ctx.cast::<LogTarget>(), message.as_slice()) };
+        let message = String::from_utf8_lossy(message);
+        let (plugin, version) = (target.plugin.as_str(), target.version.as_str());
+        match plugsync_plugin::abi::LogLevel::from_raw(level) {
+            plugsync_plugin::abi::LogLevel::Error => tracing::error!(plugin, version, "{message}"),
+            plugsync_plugin::abi::LogLevel::Warn => tracing::warn!(plugin, version, "{message}"),
+            plugsync_plugin::abi::LogLevel::Info => tracing::info!(plugin, version, "{message}"),
+            plugsync_plugin::abi::LogLevel::Debug => tracing::debug!(plugin, version, "{message}"),
+        }
+    });
+}
+
+/// One live plugin instance. Calls on it need `&mut`, so the borrow checker serialises them;
+/// dropping it destroys the instance (the library stays mapped).
+pub(crate) struct Instance {
+    library: std::sync::Arc<Library>,
+    ptr: NonNull<c_void>,
+    /// Kept alive for the instance: the plugin holds pointers to both.
+    _host_api: Box<plugsync_plugin::abi::HostApi>,
+    _log_target: Box<LogTarget>,
+}
+
+// SAFETY: the SDK requires `Plugin: Send`, so the instance behind `ptr` may move between
+// threads; `&mut self` on every mutating call keeps calls serialised.
+unsafe impl Send for Instance {}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("plugin", &self.library.metadata.id)
+            .field("version", &self.library.metadata.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Creates an instance with the given config JSON.
+    pub(crate) fn create(
+        library: std::sync::Arc<Library>,
+        config: &[u8],
+    ) -> Result<Instance, Failure> {
+        let log_target = Box::new(LogTarget {
+            plugin: library.metadata.id.clone(),
+            version: library.metadata.version.clone(),
+        });
+        let host_api = Box::new(plugsync_plugin::abi::HostApi {
+            size: std::mem::size_of::<plugsync_plugin::abi::HostApi>(),
+            ctx: std::ptr::from_ref::<LogTarget>(&log_target).cast(),
+            log: log_record,
+        });
+        let mut raw: *mut c_void = std::ptr::null_mut();
+        let mut error = PluginBuf::EMPTY;
+        // SAFETY: `config` lives for the call; `host_api` and the log target it points to are
+        // boxed and kept in the instance until it is destroyed; `raw` and `error` are valid
+        // places for the results.
+        let status = unsafe {
+            (library.vtable.create)(ByteSlice::new(config), &*host_api, &mut raw, &mut error)
+        };
+        if status != Status::OK {
+            return Err(library.failure(status, error));
+        }
+        let ptr = NonNull::new(raw).ok_or_else(|| Failure {
+            message: "`create` returned no instance".into(),
+            panicked: false,
+        })?;
+        library.live_instances.fetch_add(1, Ordering::Relaxed);
+        Ok(Instance {
+            library,
+            ptr,
+            _host_api: host_api,
+            _log_target: log_target,
+        })
+    }
+
+    /// The library this is an instance of.
+    pub(crate) fn library(&self) -> &std::sync::Arc<Library> {
+        &self.library
+    }
+
+    /// Feeds one input; the output borrows the instance's buffer until the next call.
+    pub(crate) fn call(&mut self, input: &[u8], now_ns: i64) -> Result<&[u8], Failure> {
+        let mut output = ByteSlice::EMPTY;
+        let mut error = PluginBuf::EMPTY;
+        // SAFETY: `ptr` is a live instance of this library and `&mut self` makes this the only
+        // call on it; `input` lives for the call; `output`/`error` are valid places.
+        let status = unsafe {
+            (self.library.vtable.call)(
+                self.ptr.as_ptr(),
+                ByteSlice::new(input),
+                now_ns,
+                &mut output,
+                &mut error,
+            )
+        };
+        if status == Status::OK {
+            // SAFETY: on success the plugin points `output` into the instance's buffer, which
+            // stays untouched until the next call, and the borrow of `self` outlives no call.
+            Ok(unsafe { output.as_slice() })
+        } else {
+            Err(self.library.failure(status, error))
+        }
+    }
+
+    /// Snapshots the state as JSON.
+    pub(crate) fn snapshot(&self) -> Result<Vec<u8>, Failure> {
+        let mut out = PluginBuf::EMPTY;
+        // SAFETY: `ptr` is a live instance; no call runs on it concurrently (`&self` here and
+        // `&mut self` for calls).
+        let status = unsafe { (self.library.vtable.snapshot)(self.ptr.as_ptr(), &mut out) };
+        if status == Status::OK {
+            Ok(self.library.take(out))
+        } else {
+            Err(self.library.failure(status, out))
+        }
+    }
+
+    /// Replaces the state with a JSON snapshot of this version's schema.
+    pub(crate) fn restore(&mut self, state: &[u8]) -> Result<(), Failure> {
+        let mut error = PluginBuf::EMPTY;
+        // SAFETY: as for `call`.
+        let status = unsafe {
+            (self.library.vtable.restore)(self.ptr.as_ptr(), ByteSlice::new(state), &mut error)
+        };
+        if status == Status::OK {
+            Ok(())
+        } else {
+            Err(self.library.failure(status, error))
+        }
+    }
+
+    /// Asks the instance whether it is fit to serve.
+    pub(crate) fn health(&self) -> Result<(), Failure> {
+        let mut error = PluginBuf::EMPTY;
+        // SAFETY: as for `snapshot`.
+        let status = unsafe { (self.library.vtable.health)(self.ptr.as_ptr(), &mut error) };
+        if status == Status::OK {
+            Ok(())
+        } else {
+            Err(self.library.failure(status, error))
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is a live instance of this library, destroyed exactly once here.
+        unsafe { (self.library.vtable.destroy)(self.ptr.as_ptr()) };
+        self.library.live_instances.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,309 @@
+//! Rolling a switched step back to the previous instance without losing state.
+//!
+//! The previous instance is still loaded and untouched since the switch, so a rollback is a
+//! switch back, not a reload. What the new version received meanwhile is carried back by the
+//! first of these that can:
+//!
+//! 1. **Replay**: every call since the switch is in the journal (with the host time it was
+//!    given), so feeding them to the previous instance gives exactly the state of a plugin that
+//!    was never updated. Each output it computes is compared with what the new version really
+//!    returned, and every difference is reported: the host owns the orders the new version
+//!    emitted, and their fills reach whichever version runs.
+//! 2. **Down-migration**: the journal overflowed, but the new version declares `downgrades_to`
+//!    covering the previous one: its state is migrated down (like Erlang's `code_change`) and
+//!    restored into the previous instance, keeping the effects (fills) it had received.
+//! 3. Neither: the previous instance resumes with its state at the switch, and the report says
+//!    exactly which calls it never saw and keeps the abandoned state for manual recovery.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::library::Library;
+use crate::slot::{Active, Fault, RecordedCall, SlotState, StepRecord};
+
+/// Why a step was rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RollbackReason {
+    /// An operator or the sidecar asked for it.
+    Requested,
+    /// The new version panicked in a call during the step.
+    CallPanicked {
+        /// The call that panicked.
+        seq: u64,
+        /// Its panic message.
+        message: String,
+    },
+    /// The new version failed its health check after the switch.
+    HealthFailed {
+        /// The reason it gave.
+        message: String,
+    },
+}
+
+impl fmt::Display for RollbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RollbackReason::Requested => f.write_str("rollback requested"),
+            RollbackReason::CallPanicked { seq, message } => {
+                write!(f, "the new version panicked in call #{seq} ({message})")
+            }
+            RollbackReason::HealthFailed { message } => {
+                write!(f, "the new version failed its health check ({message})")
+            }
+        }
+    }
+}
+
+/// A version of a plugin, by number and artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionRef {
+    /// Semantic version.
+    pub version: String,
+    /// Artifact sha256.
+    pub digest: Digest,
+}
+
+impl VersionRef {
+    pub(crate) fn of(library: &Library) -> VersionRef {
+        VersionRef {
+            version: library.metadata.version.clone(),
+            digest: library.digest,
+        }
+    }
+}
+
+impl fmt::Display for VersionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.version, self.digest.short())
+    }
+}
+
+/// A call whose output differs between the version rolled back and the one restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Divergence {
+    /// The call.
+    pub seq: u64,
+    /// Its input (lossy UTF-8).
+    pub input: String,
+    /// What the rolled-back version returned (`Err` for an error).
+    pub new_output: Result<String, String>,
+    /// What the restored version computes for it.
+    pub old_output: Result<String, String>,
+}
+
+/// Calls whose effect on the state could not be carried back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LostCalls {
+    /// How many.
+    pub count: u64,
+    /// First lost call.
+    pub first_seq: u64,
+    /// Last lost call.
+    pub last_seq: u64,
+    /// Why neither replay nor down-migration could be used.
+    pub why: String,
+    /// The state the rolled-back version had, kept for manual recovery.
+    pub abandoned_state: Option<serde_json::Value>,
+}
+
+/// How the state was carried back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RollbackMethod {
+    /// Every call since the switch was replayed into the previous instance.
+    Replay {
+        /// Calls replayed.
+        replayed: usize,
+        /// Calls whose outputs differ between the two versions.
+        divergences: Vec<Divergence>,
+    },
+    /// The new version's state was migrated down and restored into the previous instance.
+    DownMigration {
+        /// Calls the journal could not hold (so could not be replayed).
+        unjournaled_calls: u64,
+        /// The state restored.
+        state: serde_json::Value,
+    },
+    /// The previous instance resumed with its state at the switch.
+    Lossy {
+        /// What it never saw.
+        lost: LostCalls,
+    },
+}
+
+/// The outcome of a rollback.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollbackReport {
+    /// Plugin id.
+    pub plugin: String,
+    /// The version rolled back.
+    pub from: VersionRef,
+    /// The version serving again.
+    pub to: VersionRef,
+    /// Why.
+    pub reason: RollbackReason,
+    /// How the state came back.
+    pub method: RollbackMethod,
+    /// Calls the rolled-back version served.
+    pub calls_since_switch: u64,
+}
+
+impl RollbackReport {
+    /// Whether every state update made since the switch survived the rollback.
+    pub fn lost_nothing(&self) -> bool {
+        !matches!(self.method, RollbackMethod::Lossy { .. })
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Replays the journal into the previous instance, comparing outputs.
+fn replay(
+    previous: &mut Active,
+    calls: &[RecordedCall],
+    fault: &mut Option<Fault>,
+) -> RollbackMethod {
+    let mut divergences = Vec::new();
+    for call in calls {
+        let old_output = match previous.instance.call(&call.input, call.now.0) {
+            Ok(output) => Ok(output.to_vec()),
+            Err(failure) => {
+                if failure.panicked {
+                    *fault = Some(Fault {
+                        message: failure.message.clone(),
+                        seq: call.seq,
+                        at: call.now,
+                        digest: previous.digest(),
+                    });
+                }
+                Err(failure.message)
+            }
+        };
+        let same = match (&old_output, &call.output) {
+            (Ok(old), Ok(new)) => old == new,
+            (Err(_), Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            divergences.push(Divergence {
+                seq: call.seq,
+                input: text(&call.input),
+                new_output: call.output.as_deref().map(text).map_err(|e| e.to_owned()),
+                old_output: old_output.as_deref().map(text).map_err(|e| e.to_owned()),
+            });
+        }
+    }
+    RollbackMethod::Replay {
+        replayed: calls.len(),
+        divergences,
+    }
+}
+
+/// Migrates the new instance's state down into the previous instance, if the new version
+/// declares it can.
+fn down_migrate(
+    new: &Active,
+    previous: &mut Active,
+    unjournaled: u64,
+) -> Result<RollbackMethod, String> {
+    let target = &previous.library().version;
+    let library = new.library();
+    let declared = library
+        .metadata
+        .downgrades_to
+        .iter()
+        .filter_map(|req| semver::VersionReq::parse(req).ok())
+        .any(|req| req.matches(target));
+    if !declared {
+        return Err(format!(
+            "{} {} declares no `downgrades_to` covering {target}",
+            library.metadata.id, library.metadata.version
+        ));
+    }
+    let state = new
+        .instance
+        .snapshot()
+        .map_err(|f| format!("snapshot of the new version failed: {}", f.message))?;
+    let document = crate::swap::document(&new.config, &state);
+    let migrated = library
+        .migrate(&document, &library.metadata.version, &target.to_string())
+        .map_err(|f| format!("down-migration failed: {}", f.message))?;
+    let (_, state) = crate::swap::split_document(&migrated)
+        .map_err(|e| format!("down-migration returned an invalid document: {e}"))?;
+    previous
+        .instance
+        .restore(state.get().as_bytes())
+        .map_err(|f| {
+            format!(
+                "the previous version refused the down-migrated state: {}",
+                f.message
+            )
+        })?;
+    Ok(RollbackMethod::DownMigration {
+        unjournaled_calls: unjournaled,
+        state: serde_json::from_str(state.get()).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+/// Rolls the slot's pending step back. Called with the slot locked: calls wait for it, none
+/// fails. The slot must have a pending step.
+pub(crate) fn roll_back(
+    plugin: &str,
+    state: &mut SlotState,
+    reason: RollbackReason,
+) -> RollbackReport {
+    let step = state.step.take().expect("roll_back needs a pending step");
+    let new = state
+        .active
+        .take()
+        .expect("a pending step has an active instance");
+    let mut previous = step.previous;
+    let calls_since_switch = state.seq - step.switched_seq;
+    let mut fault = None;
+    let method = if step.journal.is_complete() {
+        replay(&mut previous, &step.journal.calls, &mut fault)
+    } else {
+        down_migrate(&new, &mut previous, step.journal.overflowed).unwrap_or_else(|why| {
+            RollbackMethod::Lossy {
+                lost: LostCalls {
+                    count: calls_since_switch,
+                    first_seq: step.switched_seq + 1,
+                    last_seq: state.seq,
+                    why: format!(
+                        "the journal overflowed after {} calls and {why}",
+                        step.journal.overflowed
+                    ),
+                    abandoned_state: new
+                        .instance
+                        .snapshot()
+                        .ok()
+                        .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+                },
+            }
+        })
+    };
+    let report = RollbackReport {
+        plugin: plugin.to_owned(),
+        from: VersionRef::of(new.library()),
+        to: VersionRef::of(previous.library()),
+        reason,
+        method,
+        calls_since_switch,
+    };
+    state.last_step = Some(StepRecord {
+        step_id: step.step_id,
+        version: new.version().to_owned(),
+        digest: new.digest(),
+        at: step.switched_at,
+        outcome: "rolled back",
+    });
+    state.active = Some(previous);
+    state.fault = fault;
+    state.last_rollback = Some(report.clone());
+    report
+}

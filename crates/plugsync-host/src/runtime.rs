@@ -1,0 +1,532 @@
+//! The runtime a host embeds: store, resident libraries and slots, and the operations on them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use plugsync_plugin::{HostTime, canonical_json};
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock};
+use crate::digest::Digest;
+use crate::error::{HostError, Result};
+use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
+use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
+use crate::slot::{
+    Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, StepRecord, lock,
+};
+use crate::store::{ArtifactStore, StoredArtifact};
+
+/// How a [`Runtime`] is set up.
+#[derive(Clone)]
+pub struct RuntimeOptions {
+    /// The store directory (artifacts live under `<store>/artifacts/<sha256>/`).
+    pub store: PathBuf,
+    /// How many versions of one plugin may be mapped in the process at once. Code is never
+    /// unmapped, so this bounds what a long-running host accumulates.
+    pub resident_cap: usize,
+    /// What the loader accepts.
+    pub load_policy: LoadPolicy,
+    /// The host clock that gives each call its time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RuntimeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeOptions")
+            .field("store", &self.store)
+            .field("resident_cap", &self.resident_cap)
+            .field("load_policy", &self.load_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeOptions {
+    /// Defaults with the given store directory: a resident cap of 8 versions per plugin, the
+    /// system clock, `panic = "abort"` plugins refused.
+    pub fn new(store: impl Into<PathBuf>) -> RuntimeOptions {
+        RuntimeOptions {
+            store: store.into(),
+            resident_cap: 8,
+            load_policy: LoadPolicy::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The plugin runtime of a host process. Cheap to clone (shared); every method may be called
+/// from any thread.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: ArtifactStore,
+    /// Every library ever mapped, by digest. Never shrinks: code is never unmapped.
+    libraries: Mutex<BTreeMap<Digest, Arc<Library>>>,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    resident_cap: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A plugin's state at one point, with its checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateSnapshot {
+    /// Plugin id.
+    pub plugin: String,
+    /// Version and artifact that produced it.
+    pub version: VersionRef,
+    /// The state schema version it follows.
+    pub state_schema: u32,
+    /// Sequence number of the last call it reflects.
+    pub seq: u64,
+    /// The state JSON, as the plugin wrote it.
+    pub state: String,
+    /// sha256 of the canonical JSON form of the state.
+    pub sha256: Digest,
+}
+
+impl StateSnapshot {
+    /// Checks the checksum (done on every restore).
+    pub fn verify(&self) -> Result<serde_json::Value> {
+        let bad = |reason: String| HostError::BadSnapshot {
+            plugin: self.plugin.clone(),
+            reason,
+        };
+        let value: serde_json::Value = serde_json::from_str(&self.state)
+            .map_err(|e| bad(format!("the state is not JSON: {e}")))?;
+        let actual = Digest::of(&canonical_json(&value).map_err(|e| bad(e.to_string()))?);
+        if actual != self.sha256 {
+            return Err(bad(format!(
+                "its sha256 is {actual} but it claims {}: it was altered or truncated",
+                self.sha256
+            )));
+        }
+        Ok(value)
+    }
+}
+
+/// The checksum of a state: sha256 of its canonical JSON.
+pub(crate) fn state_checksum(state: &[u8]) -> Option<(serde_json::Value, Digest)> {
+    let value: serde_json::Value = serde_json::from_slice(state).ok()?;
+    let digest = Digest::of(&canonical_json(&value).ok()?);
+    Some((value, digest))
+}
+
+/// What [`Runtime::install`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Installed {
+    /// Plugin id.
+    pub plugin: String,
+    /// Version and artifact now serving.
+    pub version: VersionRef,
+}
+
+/// A pending (switched, not committed) step, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingStatus {
+    /// Step id, if the sidecar gave one.
+    pub step_id: Option<String>,
+    /// The version kept for rollback.
+    pub previous: VersionRef,
+    /// Calls served since the switch.
+    pub calls_since_switch: u64,
+    /// Whether every one of them is journaled (rollback by replay possible).
+    pub journal_complete: bool,
+}
+
+/// What one slot runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginStatus {
+    /// Plugin id.
+    pub plugin: String,
+    /// Version and artifact serving.
+    pub version: VersionRef,
+    /// Its config.
+    pub config: serde_json::Value,
+    /// sha256 of the canonical JSON form of the config.
+    pub config_hash: Digest,
+    /// State schema version of the serving version.
+    pub state_schema: u32,
+    /// `Ok` or the reason the health check gave.
+    pub health: Result<(), String>,
+    /// The panic that marked the slot faulted, if any.
+    pub fault: Option<Fault>,
+    /// Call counters.
+    pub counters: Counters,
+    /// The step in progress, if any.
+    pub pending: Option<PendingStatus>,
+    /// The last step applied.
+    pub last_step: Option<StepRecord>,
+    /// The last rollback.
+    pub last_rollback: Option<RollbackReport>,
+}
+
+/// A library mapped in the process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResidentLibrary {
+    /// Plugin id.
+    pub plugin: String,
+    /// Version and artifact.
+    pub version: VersionRef,
+    /// Where it was mapped from.
+    pub path: PathBuf,
+    /// Instances of it alive now (0: forgotten, but still mapped).
+    pub live_instances: usize,
+}
+
+/// What the runtime runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeStatus {
+    /// Plugin ABI major this host speaks.
+    pub abi: u16,
+    /// The host framework version.
+    pub framework: String,
+    /// Host time of this status.
+    pub now: HostTime,
+    /// One entry per loaded plugin, by id.
+    pub plugins: Vec<PluginStatus>,
+    /// Every library mapped in the process.
+    pub resident: Vec<ResidentLibrary>,
+    /// The cap on resident versions per plugin.
+    pub resident_cap: usize,
+    /// Plugin instances alive now, over all libraries (live, kept for rollback, throwaway).
+    pub live_instances: usize,
+}
+
+impl Runtime {
+    /// Starts a runtime over the store in `options`.
+    pub fn new(options: RuntimeOptions) -> Result<Runtime> {
+        let store = ArtifactStore::open(&options.store, options.load_policy.clone())?;
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                store,
+                libraries: Mutex::new(BTreeMap::new()),
+                slots: RwLock::new(BTreeMap::new()),
+                resident_cap: options.resident_cap,
+                clock: options.clock,
+            }),
+        })
+    }
+
+    /// The artifact store.
+    pub fn store(&self) -> &ArtifactStore {
+        &self.shared.store
+    }
+
+    /// Stages artifact bytes announced with `sha256`: verified, then written to the store.
+    pub fn stage(&self, name: &str, bytes: &[u8], sha256: &Digest) -> Result<StoredArtifact> {
+        self.shared.store.put(name, bytes, sha256)
+    }
+
+    /// Stages a local library file (its digest is what its bytes hash to).
+    pub fn stage_file(&self, path: &Path) -> Result<StoredArtifact> {
+        self.shared.store.put_file(path)
+    }
+
+    /// Maps the library of a stored artifact, or reuses it if it is resident already.
+    pub(crate) fn library(&self, digest: &Digest) -> Result<Arc<Library>> {
+        let mut libraries = lock(&self.shared.libraries);
+        if let Some(library) = libraries.get(digest) {
+            return Ok(library.clone());
+        }
+        let artifact = self.shared.store.get(digest)?;
+        let resident = libraries
+            .values()
+            .filter(|l| l.id() == artifact.metadata.id)
+            .count();
+        if resident >= self.shared.resident_cap {
+            return Err(HostError::ResidentCap {
+                plugin: artifact.metadata.id,
+                version: artifact.metadata.version,
+                resident,
+                cap: self.shared.resident_cap,
+            });
+        }
+        let library = Arc::new(Library::open(
+            &artifact.path,
+            artifact.digest,
+            artifact.metadata,
+        )?);
+        tracing::info!(
+            plugin = library.id(),
+            version = %library.version,
+            digest = %library.digest.short(),
+            "mapped plugin library"
+        );
+        libraries.insert(*digest, library.clone());
+        Ok(library)
+    }
+
+    pub(crate) fn slot(&self, plugin: &str) -> Result<Arc<Slot>> {
+        self.shared
+            .slots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(plugin)
+            .cloned()
+            .ok_or_else(|| HostError::NotLoaded {
+                plugin: plugin.to_owned(),
+            })
+    }
+
+    fn slot_or_new(&self, plugin: &str) -> Arc<Slot> {
+        let mut slots = self
+            .shared
+            .slots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .entry(plugin.to_owned())
+            .or_insert_with(|| Arc::new(Slot::new(plugin.to_owned(), self.shared.clock.clone())))
+            .clone()
+    }
+
+    /// Loads a staged artifact into its (empty) slot with a config, fresh state.
+    pub fn install(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
+        let library = self.library(artifact)?;
+        let slot = self.slot_or_new(library.id());
+        let _control = lock(&slot.control);
+        if let Some(active) = &slot.state().active {
+            return Err(HostError::AlreadyLoaded {
+                plugin: slot.id.clone(),
+                version: active.version().to_owned(),
+            });
+        }
+        let config_bytes = serde_json::to_vec(&config).map_err(|e| HostError::BadConfig {
+            plugin: slot.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let instance = Instance::create(library.clone(), &config_bytes)
+            .map_err(|f| f.into_error(&library, "create"))?;
+        let mut state = slot.state();
+        state.active = Some(Active { instance, config });
+        state.fault = None;
+        tracing::info!(plugin = %slot.id, version = %library.version, "installed");
+        Ok(Installed {
+            plugin: slot.id.clone(),
+            version: VersionRef::of(&library),
+        })
+    }
+
+    /// A handle for calling `plugin` on the hot path without a lookup.
+    pub fn handle(&self, plugin: &str) -> Result<SlotHandle> {
+        Ok(SlotHandle {
+            slot: self.slot(plugin)?,
+        })
+    }
+
+    /// Calls `plugin` once (looks the slot up; keep a [`SlotHandle`] on hot paths).
+    pub fn call(&self, plugin: &str, input: &[u8]) -> Result<CallOutput, CallError> {
+        self.handle(plugin)
+            .map_err(|_| CallError::NotLoaded {
+                plugin: plugin.to_owned(),
+            })?
+            .call(input)
+    }
+
+    /// Snapshots a plugin's state (briefly holding its slot: calls wait, none fails).
+    pub fn snapshot(&self, plugin: &str) -> Result<StateSnapshot> {
+        let slot = self.slot(plugin)?;
+        let (bytes, library, seq) = {
+            let state = slot.state();
+            let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+                plugin: plugin.to_owned(),
+            })?;
+            let bytes = active
+                .instance
+                .snapshot()
+                .map_err(|f| f.into_error(active.library(), "snapshot"))?;
+            (bytes, active.library().clone(), state.seq)
+        };
+        let (_, sha256) = state_checksum(&bytes).ok_or_else(|| HostError::BadSnapshot {
+            plugin: plugin.to_owned(),
+            reason: "the plugin's snapshot is not JSON".into(),
+        })?;
+        Ok(StateSnapshot {
+            plugin: plugin.to_owned(),
+            version: VersionRef::of(&library),
+            state_schema: library.metadata.state_schema,
+            seq,
+            state: String::from_utf8_lossy(&bytes).into_owned(),
+            sha256,
+        })
+    }
+
+    /// Restores a snapshot into the running instance, after checking its checksum and that it
+    /// was taken from the same version.
+    pub fn restore(&self, snapshot: &StateSnapshot) -> Result<()> {
+        snapshot.verify()?;
+        let slot = self.slot(&snapshot.plugin)?;
+        let _control = lock(&slot.control);
+        let mut state = slot.state();
+        let active = state.active.as_mut().ok_or_else(|| HostError::NotLoaded {
+            plugin: snapshot.plugin.clone(),
+        })?;
+        if active.digest() != snapshot.version.digest {
+            return Err(HostError::BadSnapshot {
+                plugin: snapshot.plugin.clone(),
+                reason: format!(
+                    "it was taken from {} but {} is running: migrate it instead",
+                    snapshot.version,
+                    VersionRef::of(active.library())
+                ),
+            });
+        }
+        let library = active.library().clone();
+        active
+            .instance
+            .restore(snapshot.state.as_bytes())
+            .map_err(|f| f.into_error(&library, "restore"))
+    }
+
+    /// Commits the pending step of `plugin`: the previous instance is destroyed (its library
+    /// stays mapped) and the journal dropped.
+    pub fn commit(&self, plugin: &str) -> Result<VersionRef> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        let (previous, committed) = {
+            let mut state = slot.state();
+            let step = state
+                .step
+                .take()
+                .ok_or_else(|| HostError::NoStepInProgress {
+                    plugin: plugin.to_owned(),
+                })?;
+            let active = state
+                .active
+                .as_ref()
+                .expect("a pending step has an active instance");
+            let committed = VersionRef::of(active.library());
+            if let Some(record) = &mut state.last_step {
+                record.outcome = "committed";
+            }
+            (step.previous, committed)
+        };
+        // Destroy the previous instance outside the slot lock.
+        drop(previous);
+        tracing::info!(plugin, version = %committed, "committed");
+        Ok(committed)
+    }
+
+    /// Rolls the pending step of `plugin` back (see [`rollback`](crate::rollback)).
+    pub fn rollback(&self, plugin: &str) -> Result<RollbackReport> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        let mut state = slot.state();
+        if state.step.is_none() {
+            return Err(HostError::NoStepInProgress {
+                plugin: plugin.to_owned(),
+            });
+        }
+        let report = rollback::roll_back(plugin, &mut state, RollbackReason::Requested);
+        tracing::warn!(plugin, from = %report.from, to = %report.to, "rolled back");
+        Ok(report)
+    }
+
+    /// Checks the health of what `plugin` runs. During a step, a failed check rolls the step
+    /// back (the error carries the report).
+    pub fn check_health(&self, plugin: &str) -> Result<()> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        let mut state = slot.state();
+        let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+            plugin: plugin.to_owned(),
+        })?;
+        let Err(failure) = active.instance.health() else {
+            return Ok(());
+        };
+        let library = active.library().clone();
+        if state.step.is_some() {
+            let reason = RollbackReason::HealthFailed {
+                message: failure.message,
+            };
+            let report = rollback::roll_back(plugin, &mut state, reason);
+            tracing::error!(plugin, "{}", report.reason);
+            return Err(HostError::RolledBack {
+                plugin: plugin.to_owned(),
+                version: library.metadata.version.clone(),
+                report: Box::new(report),
+            });
+        }
+        Err(failure.into_error(&library, "health"))
+    }
+
+    /// Unloads `plugin`: destroys its instances and forgets its version. The library stays
+    /// mapped (never `dlclose`d) and is reused if the same digest is loaded again.
+    pub fn unload(&self, plugin: &str) -> Result<VersionRef> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        let (active, step) = {
+            let mut state = slot.state();
+            let active = state.active.take().ok_or_else(|| HostError::NotLoaded {
+                plugin: plugin.to_owned(),
+            })?;
+            (active, state.step.take())
+        };
+        let version = VersionRef::of(active.library());
+        drop(step);
+        drop(active);
+        tracing::info!(plugin, %version, "unloaded");
+        Ok(version)
+    }
+
+    /// What the runtime runs now. Runs each plugin's health check.
+    pub fn status(&self) -> RuntimeStatus {
+        let slots: Vec<Arc<Slot>> = self
+            .shared
+            .slots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut plugins = Vec::new();
+        for slot in slots {
+            let state = slot.state();
+            let Some(active) = &state.active else {
+                continue;
+            };
+            let library = active.library();
+            plugins.push(PluginStatus {
+                plugin: slot.id.clone(),
+                version: VersionRef::of(library),
+                config: active.config.clone(),
+                config_hash: Digest::of(&canonical_json(&active.config).unwrap_or_default()),
+                state_schema: library.metadata.state_schema,
+                health: active.instance.health().map_err(|f| f.message),
+                fault: state.fault.clone(),
+                counters: state.counters,
+                pending: state.step.as_ref().map(|step| PendingStatus {
+                    step_id: step.step_id.clone(),
+                    previous: VersionRef::of(step.previous.library()),
+                    calls_since_switch: state.seq - step.switched_seq,
+                    journal_complete: step.journal.is_complete(),
+                }),
+                last_step: state.last_step.clone(),
+                last_rollback: state.last_rollback.clone(),
+            });
+        }
+        let libraries = lock(&self.shared.libraries);
+        let resident: Vec<ResidentLibrary> = libraries
+            .values()
+            .map(|l| ResidentLibrary {
+                plugin: l.id().to_owned(),
+                version: VersionRef::of(l),
+                path: l.path.clone(),
+                live_instances: l.live_instances(),
+            })
+            .collect();
+        RuntimeStatus {
+            abi: plugsync_plugin::abi::ABI_MAJOR,
+            framework: FRAMEWORK_VERSION.to_owned(),
+            now: self.shared.clock.now(),
+            live_instances: resident.iter().map(|r| r.live_instances).sum(),
+            plugins,
+            resident,
+            resident_cap: self.shared.resident_cap,
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Slots: one per plugin id, holding the instance that serves calls, and the hot path.
+//!
+//! Calls to one instance are serialised by the slot's lock (a stateful instance is mutated by
+//! each call); the drain of a swap is taking that same lock, so in-flight calls finish and new
+//! ones wait. Beyond that lock the hot path touches no shared atomics: counters and the
+//! sequence number live under it, the host time is read under it, and the receipt returned is
+//! plain data.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use plugsync_plugin::HostTime;
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::digest::Digest;
+use crate::library::{Failure, Instance, Library};
+use crate::rollback::{self, RollbackReason, RollbackReport};
+
+/// What a call returns besides its output: which call it was and which artifact served it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CallReceipt {
+    /// Position of the call in the slot's total order (taken under the slot lock).
+    pub seq: u64,
+    /// Host time the plugin was given.
+    pub now: HostTime,
+    /// sha256 of the artifact whose instance served the call (to tag orders with).
+    pub digest: Digest,
+}
+
+/// A call's output, copied out of the plugin, with its receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallOutput {
+    /// The bytes the plugin returned.
+    pub output: Vec<u8>,
+    /// Which call, when, served by what.
+    pub receipt: CallReceipt,
+}
+
+/// A call that did not produce an output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Nothing is loaded in the slot.
+    #[error("no plugin `{plugin}` is loaded in this host")]
+    NotLoaded {
+        /// Plugin id.
+        plugin: String,
+    },
+    /// The plugin returned an error or panicked.
+    #[error("plugin `{plugin}` ({}) {}: {message}", .digest.short(), if *.panicked { "panicked (caught; slot marked faulted)" } else { "returned an error" })]
+    Plugin {
+        /// Plugin id.
+        plugin: String,
+        /// Artifact that failed.
+        digest: Digest,
+        /// The plugin's message.
+        message: String,
+        /// Whether it was a caught panic.
+        panicked: bool,
+        /// Sequence number of the failed call.
+        seq: u64,
+    },
+}
+
+/// A panic caught in a plugin: its state is suspect from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fault {
+    /// The panic message.
+    pub message: String,
+    /// Sequence number of the call that panicked.
+    pub seq: u64,
+    /// Host time of that call.
+    pub at: HostTime,
+    /// Artifact that panicked.
+    pub digest: Digest,
+}
+
+/// Per-slot counters, kept under the slot lock (no shared atomics on the hot path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Calls served (successfully or not).
+    pub calls: u64,
+    /// Calls that returned an error or panicked.
+    pub errors: u64,
+    /// Calls that panicked.
+    pub panics: u64,
+}
+
+/// One call as recorded for replay: enough to feed it again, deterministically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The host time it was given.
+    pub now: HostTime,
+    /// Its input.
+    pub input: Vec<u8>,
+    /// What the serving instance returned (or its error message).
+    pub output: Result<Vec<u8>, String>,
+}
+
+/// A bounded record of calls. On overflow it drops what it held (replay is then impossible
+/// anyway) and only counts.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    capacity: usize,
+    pub calls: Vec<RecordedCall>,
+    /// Calls that arrived while full (the journal then holds none).
+    pub overflowed: u64,
+}
+
+impl Journal {
+    pub fn new(capacity: usize) -> Journal {
+        Journal {
+            capacity,
+            calls: Vec::new(),
+            overflowed: 0,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.overflowed == 0
+    }
+
+    fn record(&mut self, seq: u64, now: HostTime, input: &[u8], output: Result<&[u8], &str>) {
+        if self.overflowed > 0 || self.calls.len() >= self.capacity {
+            if self.overflowed == 0 {
+                self.overflowed = self.calls.len() as u64;
+                self.calls = Vec::new();
+            }
+            self.overflowed += 1;
+            return;
+        }
+        self.calls.push(RecordedCall {
+            seq,
+            now,
+            input: input.to_vec(),
+            output: output.map(<[u8]>::to_vec).map_err(str::to_owned),
+        });
+    }
+}
+
+/// The instance a slot serves with, and what it was made from.
+#[derive(Debug)]
+pub(crate) struct Active {
+    pub instance: Instance,
+    pub config: serde_json::Value,
+}
+
+impl Active {
+    pub fn library(&self) -> &Arc<Library> {
+        self.instance.library()
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.library().digest
+    }
+
+    pub fn version(&self) -> &str {
+        &self.library().metadata.version
+    }
+}
+
+/// A switched but not yet committed step: the previous instance is kept, untouched since the
+/// switch, and every call since is journaled so a rollback can replay it.
+#[derive(Debug)]
+pub(crate) struct PendingStep {
+    pub previous: Active,
+    pub step_id: Option<String>,
+    pub switched_seq: u64,
+    pub switched_at: HostTime,
+    pub journal: Journal,
+}
+
+/// The last step applied to a slot, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepRecord {
+    /// The step id the sidecar gave, if any.
+    pub step_id: Option<String>,
+    /// Version switched to.
+    pub version: String,
+    /// Artifact switched to.
+    pub digest: Digest,
+    /// Host time of the switch.
+    pub at: HostTime,
+    /// `pending`, `committed` or `rolled back`.
+    pub outcome: &'static str,
+}
+
+/// Everything under a slot's lock.
+#[derive(Debug, Default)]
+pub(crate) struct SlotState {
+    pub active: Option<Active>,
+    pub seq: u64,
+    pub counters: Counters,
+    pub fault: Option<Fault>,
+    pub step: Option<PendingStep>,
+    /// Calls recorded while a swap migrates a snapshot off the lock (see `swap`).
+    pub catch_up: Option<Journal>,
+    pub last_step: Option<StepRecord>,
+    pub last_rollback: Option<RollbackReport>,
+}
+
+/// One plugin id's slot.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub id: String,
+    state: Mutex<SlotState>,
+    /// Serialises control operations (swap, commit, rollback, unload) on this slot; calls never
+    /// take it.
+    pub control: Mutex<()>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Locks a mutex, carrying on after a poisoning panic: the runtime's own code does not panic
+/// while holding these locks, and a host must keep serving whatever happened.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Slot {
+    pub fn new(id: String, clock: Arc<dyn Clock>) -> Slot {
+        Slot {
+            id,
+            state: Mutex::new(SlotState::default()),
+            control: Mutex::new(()),
+            clock,
+        }
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, SlotState> {
+        lock(&self.state)
+    }
+
+    /// The hot path: one call, its output handed to `on_output` while still borrowed from the
+    /// plugin (no copy, no allocation unless a step or swap is recording).
+    pub fn call_with<R>(
+        &self,
+        input: &[u8],
+        on_output: impl FnOnce(&[u8]) -> R,
+    ) -> Result<(CallReceipt, R), CallError> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let now = self.clock.now();
+        let Some(active) = state.active.as_mut() else {
+            return Err(CallError::NotLoaded {
+                plugin: self.id.clone(),
+            });
+        };
+        state.seq += 1;
+        state.counters.calls += 1;
+        let seq = state.seq;
+        let digest = active.digest();
+        match active.instance.call(input, now.0) {
+            Ok(output) => {
+                if let Some(step) = &mut state.step {
+                    step.journal.record(seq, now, input, Ok(output));
+                }
+                if let Some(catch_up) = &mut state.catch_up {
+                    catch_up.record(seq, now, input, Ok(output));
+                }
+                let result = on_output(output);
+                Ok((CallReceipt { seq, now, digest }, result))
+            }
+            Err(failure) => self.failed_call(state, seq, now, digest, input, failure, on_output),
+        }
+    }
+
+    /// A call failed. A panic marks the slot faulted; during a step it rolls the step back at
+    /// once and serves this same call with the previous version, so the caller gets an answer
+    /// and no input is lost.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    fn failed_call<R>(
+        &self,
+        state: &mut SlotState,
+        seq: u64,
+        now: HostTime,
+        digest: Digest,
+        input: &[u8],
+        failure: Failure,
+        on_output: impl FnOnce(&[u8]) -> R,
+    ) -> Result<(CallReceipt, R), CallError> {
+        state.counters.errors += 1;
+        if let Some(catch_up) = &mut state.catch_up {
+            catch_up.record(seq, now, input, Err(&failure.message));
+        }
+        if failure.panicked {
+            state.counters.panics += 1;
+            state.fault = Some(Fault {
+                message: failure.message.clone(),
+                seq,
+                at: now,
+                digest,
+            });
+            if state.step.is_some() {
+                let reason = RollbackReason::CallPanicked {
+                    seq,
+                    message: failure.message.clone(),
+                };
+                let report = rollback::roll_back(&self.id, state, reason);
+                tracing::error!(plugin = %self.id, "{}", report.reason);
+                let active = state
+                    .active
+                    .as_mut()
+                    .expect("a rollback leaves an active instance");
+                let digest = active.digest();
+                if let Ok(output) = active.instance.call(input, now.0) {
+                    let result = on_output(output);
+                    return Ok((CallReceipt { seq, now, digest }, result));
+                }
+            }
+        } else {
+            if let Some(step) = &mut state.step {
+                step.journal.record(seq, now, input, Err(&failure.message));
+            }
+        }
+        Err(CallError::Plugin {
+            plugin: self.id.clone(),
+            digest,
+            message: failure.message,
+            panicked: failure.panicked,
+            seq,
+        })
+    }
+}
+
+/// A cheap, cloneable handle on one plugin's slot: the hot path for a host that calls the same
+/// plugin often (no lookup by id). It stays valid across swaps, and after an unload it answers
+/// [`CallError::NotLoaded`] until the plugin is installed again.
+#[derive(Debug, Clone)]
+pub struct SlotHandle {
+    pub(crate) slot: Arc<Slot>,
+}
+
+impl SlotHandle {
+    /// The plugin id.
+    pub fn plugin(&self) -> &str {
+        &self.slot.id
+    }
+
+    /// Calls the plugin and lets `on_output` read the output in place.
+    pub fn call_with<R>(
+        &self,
+        input: &[u8],
+        on_output: impl FnOnce(&[u8]) -> R,
+    ) -> Result<(CallReceipt, R), CallError> {
+        self.slot.call_with(input, on_output)
+    }
+
+    /// Calls the plugin, copying the output into `output` (cleared first; reuse it and a
+    /// steady-state call allocates nothing).
+    pub fn call_into(&self, input: &[u8], output: &mut Vec<u8>) -> Result<CallReceipt, CallError> {
+        output.clear();
+        self.slot
+            .call_with(input, |bytes| output.extend_from_slice(bytes))
+            .map(|(receipt, ())| receipt)
+    }
+
+    /// Calls the plugin, returning its output in a new buffer.
+    pub fn call(&self, input: &[u8]) -> Result<CallOutput, CallError> {
+        self.slot
+            .call_with(input, <[u8]>::to_vec)
+            .map(|(receipt, output)| CallOutput { output, receipt })
+    }
+}

@@ -1,0 +1,708 @@
+//! The hot swap: replacing the instance in a slot while it is being called, state migrated.
+//!
+//! 1. **check**: the new artifact is the same plugin, and the version change is declared
+//!    (`migrates_from` of the newer version going up, `downgrades_to` of the running one going
+//!    down; the same version is a reconfigure and keeps the state as is);
+//! 2. **verify** on throwaway instances ([`verify`](crate::verify)); nothing live is touched;
+//! 3. **cut**: under the slot lock, snapshot the live state and start recording calls;
+//! 4. **prepare**, off the lock: migrate the snapshot and create the new instance from it;
+//! 5. **switch**, under the lock: feed the new instance the calls that arrived since the cut
+//!    (served by the old version meanwhile); if each gives the output the old version gave,
+//!    switch. If one differs, or too many came in, the swap falls back to doing the cut, the
+//!    migration and the switch all under the lock, so that no state update is ever lost.
+//!    The old instance is kept, and every call from now on is journaled, until commit;
+//! 6. **health** of what now serves: a failure rolls the step back at once.
+//!
+//! Callers wait only for the switch window (and, briefly, the snapshot); none fails.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::digest::Digest;
+use crate::error::{HostError, Result};
+use crate::library::{Instance, Library};
+use crate::rollback::{self, RollbackReason, VersionRef};
+use crate::runtime::{Runtime, state_checksum};
+use crate::slot::{Active, Journal, PendingStep, Slot, SlotState, StepRecord, lock};
+use crate::verify::{self, Subject, VerifyReport, VerifySpec};
+
+/// How many calls a swap records while it migrates off the lock before it gives up and does
+/// the whole switch under the lock.
+const CATCH_UP_CAPACITY: usize = 1024;
+
+/// How the switch is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapMode {
+    /// Migrate a snapshot off the lock, then catch up on the calls that came in meanwhile
+    /// (falls back to `locked` when their outputs differ): the shortest stall.
+    #[default]
+    Optimistic,
+    /// Snapshot, migrate, restore and switch all under the lock.
+    Locked,
+}
+
+/// A request to switch a plugin to another artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwapRequest {
+    /// Plugin id.
+    pub plugin: String,
+    /// The staged artifact to switch to.
+    pub artifact: Digest,
+    /// The config to run with; when absent, the running config as the migration left it.
+    #[serde(default)]
+    pub config: Option<Value>,
+    /// Checks before the switch.
+    #[serde(default)]
+    pub verify: VerifySpec,
+    /// How to switch.
+    #[serde(default)]
+    pub mode: SwapMode,
+    /// How many calls the step's journal keeps for rollback by replay.
+    #[serde(default = "default_journal_capacity")]
+    pub journal_capacity: usize,
+    /// The sidecar's step id, recorded in status.
+    #[serde(default)]
+    pub step_id: Option<String>,
+}
+
+fn default_journal_capacity() -> usize {
+    100_000
+}
+
+impl SwapRequest {
+    /// A swap of `plugin` to `artifact` with the defaults: migrated config, health checked,
+    /// optimistic switch, a journal of 100 000 calls.
+    pub fn new(plugin: impl Into<String>, artifact: Digest) -> SwapRequest {
+        SwapRequest {
+            plugin: plugin.into(),
+            artifact,
+            config: None,
+            verify: VerifySpec::default(),
+            mode: SwapMode::default(),
+            journal_capacity: default_journal_capacity(),
+            step_id: None,
+        }
+    }
+
+    /// Runs the new version with `config`.
+    pub fn config(mut self, config: Value) -> SwapRequest {
+        self.config = Some(config);
+        self
+    }
+
+    /// Checks `spec` before the switch.
+    pub fn verify(mut self, spec: VerifySpec) -> SwapRequest {
+        self.verify = spec;
+        self
+    }
+
+    /// Switches in the given mode.
+    pub fn mode(mut self, mode: SwapMode) -> SwapRequest {
+        self.mode = mode;
+        self
+    }
+
+    /// Keeps at most `calls` calls for rollback by replay.
+    pub fn journal_capacity(mut self, calls: usize) -> SwapRequest {
+        self.journal_capacity = calls;
+        self
+    }
+}
+
+/// What kind of version change a swap is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionKind {
+    /// To a newer version (the new version's `migrate`, declared in its `migrates_from`).
+    Upgrade,
+    /// To an older version (the running version's `migrate` down, declared in its
+    /// `downgrades_to`).
+    Downgrade,
+    /// The same version with another config or build: the state passes unchanged.
+    Reconfigure,
+}
+
+/// How the switch was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SwapPath {
+    /// Migrated off the lock; the calls since the cut were caught up.
+    Optimistic,
+    /// Everything under the lock.
+    Locked {
+        /// Why (asked for, or why the optimistic attempt was abandoned).
+        reason: String,
+    },
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwapReport {
+    /// Plugin id.
+    pub plugin: String,
+    /// Version before.
+    pub from: VersionRef,
+    /// Version now serving.
+    pub to: VersionRef,
+    /// Upgrade, downgrade or reconfigure.
+    pub kind: TransitionKind,
+    /// Config before.
+    pub config_before: Value,
+    /// Config now.
+    pub config_after: Value,
+    /// The state at the cut, as the old version had it.
+    pub state_before: Value,
+    /// sha256 of `state_before` (canonical JSON).
+    pub state_before_sha256: Digest,
+    /// That state migrated, as restored into the new version.
+    pub state_after: Value,
+    /// Last call whose effect is in `state_before`: calls after it reach the new version's
+    /// state (served by the old version until the switch, then caught up).
+    pub cut_seq: u64,
+    /// Last call served by the old version.
+    pub switched_seq: u64,
+    /// Calls replayed into the new version between cut and switch.
+    pub caught_up: usize,
+    /// How the switch was done.
+    pub path: SwapPath,
+    /// How long the swap held the slot for the switch (callers waited at most this).
+    pub locked_window: Duration,
+    /// What verification found.
+    pub verification: VerifyReport,
+}
+
+/// The `{config, state}` document a migration transforms, built without re-parsing the state.
+pub(crate) fn document(config: &Value, state: &[u8]) -> Vec<u8> {
+    let mut doc = Vec::with_capacity(state.len() + 64);
+    doc.extend_from_slice(b"{\"config\":");
+    serde_json::to_writer(&mut doc, config).expect("a JSON value serialises");
+    doc.extend_from_slice(b",\"state\":");
+    doc.extend_from_slice(state);
+    doc.push(b'}');
+    doc
+}
+
+#[derive(Deserialize)]
+struct Document {
+    config: Box<RawValue>,
+    state: Box<RawValue>,
+}
+
+/// Splits a migrated document into its config and state, leaving both as raw JSON.
+pub(crate) fn split_document(bytes: &[u8]) -> serde_json::Result<(Box<RawValue>, Box<RawValue>)> {
+    let doc: Document = serde_json::from_slice(bytes)?;
+    Ok((doc.config, doc.state))
+}
+
+/// A version change, and which library migrates it.
+struct Transition {
+    kind: TransitionKind,
+    migrator: Arc<Library>,
+    from: String,
+    to: String,
+}
+
+impl Transition {
+    fn between(plugin: &str, old: &Arc<Library>, new: &Arc<Library>) -> Result<Transition> {
+        let declares = |library: &Library, reqs: &[String], version: &semver::Version| {
+            let _ = library;
+            reqs.iter()
+                .filter_map(|r| semver::VersionReq::parse(r).ok())
+                .any(|r| r.matches(version))
+        };
+        let (kind, migrator, field, declared) = match new.version.cmp(&old.version) {
+            std::cmp::Ordering::Equal => (TransitionKind::Reconfigure, new, "", &Vec::new()),
+            std::cmp::Ordering::Greater => (
+                TransitionKind::Upgrade,
+                new,
+                "migrates_from",
+                &new.metadata.migrates_from,
+            ),
+            std::cmp::Ordering::Less => (
+                TransitionKind::Downgrade,
+                old,
+                "downgrades_to",
+                &old.metadata.downgrades_to,
+            ),
+        };
+        let other = if kind == TransitionKind::Downgrade {
+            &new.version
+        } else {
+            &old.version
+        };
+        if kind != TransitionKind::Reconfigure && !declares(migrator, declared, other) {
+            return Err(HostError::NoMigration {
+                plugin: plugin.to_owned(),
+                from: old.metadata.version.clone(),
+                to: new.metadata.version.clone(),
+                field,
+                declared: if declared.is_empty() {
+                    "it declares none".to_owned()
+                } else {
+                    format!("it declares `{}`", declared.join("`, `"))
+                },
+            });
+        }
+        Ok(Transition {
+            kind,
+            migrator: migrator.clone(),
+            from: old.metadata.version.clone(),
+            to: new.metadata.version.clone(),
+        })
+    }
+}
+
+/// A migrated config and state, ready to create the new instance from.
+struct Migrated {
+    config: Value,
+    config_bytes: Vec<u8>,
+    state: Vec<u8>,
+}
+
+fn migrate(
+    transition: &Transition,
+    config: &Value,
+    state: &[u8],
+    desired: Option<&Value>,
+) -> Result<Migrated> {
+    let (config, state) = if transition.kind == TransitionKind::Reconfigure {
+        (desired.unwrap_or(config).clone(), state.to_vec())
+    } else {
+        let library = &transition.migrator;
+        let migrated = library
+            .migrate(&document(config, state), &transition.from, &transition.to)
+            .map_err(|f| f.into_error(library, "migrate"))?;
+        let bad = |e: serde_json::Error| HostError::BadMigrationOutput {
+            plugin: library.metadata.id.clone(),
+            version: library.metadata.version.clone(),
+            reason: e.to_string(),
+        };
+        let (migrated_config, migrated_state) = split_document(&migrated).map_err(bad)?;
+        let config = match desired {
+            Some(desired) => desired.clone(),
+            None => serde_json::from_str(migrated_config.get()).map_err(bad)?,
+        };
+        (config, migrated_state.get().as_bytes().to_vec())
+    };
+    let config_bytes = serde_json::to_vec(&config).expect("a JSON value serialises");
+    Ok(Migrated {
+        config,
+        config_bytes,
+        state,
+    })
+}
+
+fn create_restored(library: &Arc<Library>, migrated: &Migrated) -> Result<Instance> {
+    let mut instance = Instance::create(library.clone(), &migrated.config_bytes)
+        .map_err(|f| f.into_error(library, "create"))?;
+    instance
+        .restore(&migrated.state)
+        .map_err(|f| f.into_error(library, "restore"))?;
+    Ok(instance)
+}
+
+/// Everything needed to build the new instance, shared by both switch paths.
+struct Target<'a> {
+    slot: &'a Slot,
+    transition: &'a Transition,
+    old_config: &'a Value,
+    desired: Option<&'a Value>,
+    library: &'a Arc<Library>,
+}
+
+impl Target<'_> {
+    fn snapshot(&self, state: &SlotState) -> Result<Vec<u8>> {
+        let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+            plugin: self.slot.id.clone(),
+        })?;
+        active
+            .instance
+            .snapshot()
+            .map_err(|f| f.into_error(active.library(), "snapshot"))
+    }
+
+    /// Cut, migration and creation all under the lock.
+    fn prepare_locked(&self, state: &SlotState) -> Result<(Vec<u8>, Migrated, Instance)> {
+        let before = self.snapshot(state)?;
+        let migrated = migrate(self.transition, self.old_config, &before, self.desired)?;
+        let instance = create_restored(self.library, &migrated)?;
+        Ok((before, migrated, instance))
+    }
+}
+
+/// What the switch did, before the report is assembled.
+struct Switched {
+    before: Vec<u8>,
+    migrated: Migrated,
+    cut_seq: u64,
+    switched_seq: u64,
+    caught_up: usize,
+    path: SwapPath,
+    locked_window: Duration,
+}
+
+/// Feeds the calls recorded since the cut to the new instance; `Err` says why the optimistic
+/// attempt must be abandoned.
+fn catch_up(instance: &mut Instance, recorded: &Journal) -> Result<usize, String> {
+    if !recorded.is_complete() {
+        return Err(format!(
+            "more than {CATCH_UP_CAPACITY} calls arrived while the state migrated"
+        ));
+    }
+    for call in &recorded.calls {
+        let agrees = match (instance.call(&call.input, call.now.0), &call.output) {
+            (Ok(new), Ok(old)) => new == old.as_slice(),
+            _ => false,
+        };
+        if !agrees {
+            return Err(format!(
+                "call #{} answered differently by the new version during catch-up",
+                call.seq
+            ));
+        }
+    }
+    Ok(recorded.calls.len())
+}
+
+/// Installs `instance` as the active one and keeps the old one for rollback.
+fn switch(
+    state: &mut SlotState,
+    instance: Instance,
+    config: Value,
+    journal_capacity: usize,
+    step_id: Option<String>,
+    now: plugsync_plugin::HostTime,
+) {
+    let previous = state
+        .active
+        .replace(Active { instance, config })
+        .expect("the slot was checked to be loaded");
+    let active = state.active.as_ref().expect("just set");
+    state.last_step = Some(StepRecord {
+        step_id: step_id.clone(),
+        version: active.version().to_owned(),
+        digest: active.digest(),
+        at: now,
+        outcome: "pending",
+    });
+    state.step = Some(PendingStep {
+        previous,
+        step_id,
+        switched_seq: state.seq,
+        switched_at: now,
+        journal: Journal::new(journal_capacity),
+    });
+    state.fault = None;
+}
+
+impl Runtime {
+    /// Verifies a staged artifact against what `plugin` runs, on throwaway instances only.
+    pub fn verify(
+        &self,
+        plugin: &str,
+        artifact: &Digest,
+        config: Option<&Value>,
+        spec: &VerifySpec,
+    ) -> Result<VerifyReport> {
+        let slot = self.slot(plugin)?;
+        let (old_library, old_config) = self.running(&slot)?;
+        let new_library = self.target_library(&slot, artifact)?;
+        let transition = Transition::between(&slot.id, &old_library, &new_library)?;
+        self.verify_against(
+            &slot,
+            &old_library,
+            &old_config,
+            &new_library,
+            &transition,
+            config,
+            spec,
+        )
+    }
+
+    fn running(&self, slot: &Slot) -> Result<(Arc<Library>, Value)> {
+        let state = slot.state();
+        let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+            plugin: slot.id.clone(),
+        })?;
+        Ok((active.library().clone(), active.config.clone()))
+    }
+
+    fn target_library(&self, slot: &Slot, artifact: &Digest) -> Result<Arc<Library>> {
+        let library = self.library(artifact)?;
+        if library.id() != slot.id {
+            return Err(HostError::WrongPlugin {
+                plugin: slot.id.clone(),
+                found: library.id().to_owned(),
+                digest: *artifact,
+            });
+        }
+        Ok(library)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn verify_against(
+        &self,
+        slot: &Slot,
+        old_library: &Arc<Library>,
+        old_config: &Value,
+        new_library: &Arc<Library>,
+        transition: &Transition,
+        desired: Option<&Value>,
+        spec: &VerifySpec,
+    ) -> Result<VerifyReport> {
+        let snapshot = {
+            let state = slot.state();
+            let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+                plugin: slot.id.clone(),
+            })?;
+            active
+                .instance
+                .snapshot()
+                .map_err(|f| f.into_error(active.library(), "snapshot"))?
+        };
+        let migrated = migrate(transition, old_config, &snapshot, desired)?;
+        let old_config = serde_json::to_vec(old_config).expect("a JSON value serialises");
+        Ok(verify::run(
+            spec,
+            &Subject {
+                old_library,
+                old_config: &old_config,
+                snapshot: &snapshot,
+                new_library,
+                new_config: &migrated.config_bytes,
+                migrated_state: &migrated.state,
+                now_ns: self.shared.clock.now().0,
+            },
+        ))
+    }
+
+    /// Hot-swaps a plugin to a staged artifact (see the [module docs](crate::swap)). On any
+    /// error the running version keeps serving, untouched; on success the step is pending
+    /// until [`commit`](Runtime::commit) or [`rollback`](Runtime::rollback).
+    pub fn swap(&self, request: SwapRequest) -> Result<SwapReport> {
+        let slot = self.slot(&request.plugin)?;
+        let _control = lock(&slot.control);
+        {
+            let state = slot.state();
+            if let (Some(step), Some(active)) = (&state.step, &state.active) {
+                return Err(HostError::StepInProgress {
+                    plugin: slot.id.clone(),
+                    from: step.previous.version().to_owned(),
+                    to: active.version().to_owned(),
+                });
+            }
+        }
+        let (old_library, old_config) = self.running(&slot)?;
+        let new_library = self.target_library(&slot, &request.artifact)?;
+        let transition = Transition::between(&slot.id, &old_library, &new_library)?;
+        let desired = request.config.as_ref();
+        let verification = self.verify_against(
+            &slot,
+            &old_library,
+            &old_config,
+            &new_library,
+            &transition,
+            desired,
+            &request.verify,
+        )?;
+        if !verification.passed() {
+            return Err(HostError::VerificationFailed {
+                plugin: slot.id.clone(),
+                version: new_library.metadata.version.clone(),
+                report: Box::new(verification),
+            });
+        }
+        let target = Target {
+            slot: &slot,
+            transition: &transition,
+            old_config: &old_config,
+            desired,
+            library: &new_library,
+        };
+        let switched = match request.mode {
+            SwapMode::Optimistic => self.switch_optimistic(&target, &request)?,
+            SwapMode::Locked => self.switch_locked(&target, &request, "requested".to_owned())?,
+        };
+        self.check_after_switch(&slot, &new_library)?;
+        let (state_before, state_before_sha256) =
+            state_checksum(&switched.before).unwrap_or((Value::Null, Digest::of(&switched.before)));
+        let state_after = serde_json::from_slice(&switched.migrated.state).unwrap_or(Value::Null);
+        tracing::info!(
+            plugin = %slot.id,
+            from = %old_library.version,
+            to = %new_library.version,
+            locked_us = switched.locked_window.as_micros() as u64,
+            "switched"
+        );
+        Ok(SwapReport {
+            plugin: slot.id.clone(),
+            from: VersionRef::of(&old_library),
+            to: VersionRef::of(&new_library),
+            kind: transition.kind,
+            config_before: old_config,
+            config_after: switched.migrated.config,
+            state_before,
+            state_before_sha256,
+            state_after,
+            cut_seq: switched.cut_seq,
+            switched_seq: switched.switched_seq,
+            caught_up: switched.caught_up,
+            path: switched.path,
+            locked_window: switched.locked_window,
+            verification,
+        })
+    }
+
+    fn switch_locked(
+        &self,
+        target: &Target<'_>,
+        request: &SwapRequest,
+        reason: String,
+    ) -> Result<Switched> {
+        let mut state = target.slot.state();
+        let started = Instant::now();
+        let (before, migrated, instance) = target.prepare_locked(&state)?;
+        let seq = state.seq;
+        switch(
+            &mut state,
+            instance,
+            migrated.config.clone(),
+            request.journal_capacity,
+            request.step_id.clone(),
+            self.shared.clock.now(),
+        );
+        let locked_window = started.elapsed();
+        Ok(Switched {
+            before,
+            migrated,
+            cut_seq: seq,
+            switched_seq: seq,
+            caught_up: 0,
+            path: SwapPath::Locked { reason },
+            locked_window,
+        })
+    }
+
+    fn switch_optimistic(&self, target: &Target<'_>, request: &SwapRequest) -> Result<Switched> {
+        let slot = target.slot;
+        // Cut: snapshot and start recording, briefly under the lock.
+        let (cut_seq, before) = {
+            let mut state = slot.state();
+            let before = target.snapshot(&state)?;
+            state.catch_up = Some(Journal::new(CATCH_UP_CAPACITY));
+            (state.seq, before)
+        };
+        // Prepare off the lock: calls go on being served by the old version.
+        let prepared = migrate(
+            target.transition,
+            target.old_config,
+            &before,
+            target.desired,
+        )
+        .and_then(|migrated| {
+            create_restored(target.library, &migrated).map(|instance| (migrated, instance))
+        });
+        let mut state = slot.state();
+        let started = Instant::now();
+        let recorded = state
+            .catch_up
+            .take()
+            .expect("only this swap records, under its control lock");
+        let (migrated, mut instance) = prepared?;
+        match catch_up(&mut instance, &recorded) {
+            Ok(caught_up) => {
+                let switched_seq = state.seq;
+                switch(
+                    &mut state,
+                    instance,
+                    migrated.config.clone(),
+                    request.journal_capacity,
+                    request.step_id.clone(),
+                    self.shared.clock.now(),
+                );
+                let locked_window = started.elapsed();
+                Ok(Switched {
+                    before,
+                    migrated,
+                    cut_seq,
+                    switched_seq,
+                    caught_up,
+                    path: SwapPath::Optimistic,
+                    locked_window,
+                })
+            }
+            Err(reason) => {
+                drop(instance);
+                let (before, migrated, instance) = target.prepare_locked(&state)?;
+                let seq = state.seq;
+                switch(
+                    &mut state,
+                    instance,
+                    migrated.config.clone(),
+                    request.journal_capacity,
+                    request.step_id.clone(),
+                    self.shared.clock.now(),
+                );
+                let locked_window = started.elapsed();
+                Ok(Switched {
+                    before,
+                    migrated,
+                    cut_seq: seq,
+                    switched_seq: seq,
+                    caught_up: 0,
+                    path: SwapPath::Locked { reason },
+                    locked_window,
+                })
+            }
+        }
+    }
+
+    /// Health of what now serves; a failure (or a panic that already rolled the step back on
+    /// the hot path) returns the rollback.
+    fn check_after_switch(&self, slot: &Slot, library: &Arc<Library>) -> Result<()> {
+        let mut state = slot.state();
+        let rolled_back = |report| HostError::RolledBack {
+            plugin: slot.id.clone(),
+            version: library.metadata.version.clone(),
+            report: Box::new(report),
+        };
+        if state.step.is_none() {
+            let report = state
+                .last_rollback
+                .clone()
+                .expect("a step ended without commit was rolled back");
+            return Err(rolled_back(report));
+        }
+        let active = state
+            .active
+            .as_ref()
+            .expect("a pending step has an active instance");
+        if let Err(failure) = active.instance.health() {
+            let reason = RollbackReason::HealthFailed {
+                message: failure.message,
+            };
+            let report = rollback::roll_back(&slot.id, &mut state, reason);
+            tracing::error!(plugin = %slot.id, "{}", report.reason);
+            return Err(rolled_back(report));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_back_into_config_and_state() {
+        let doc = document(&serde_json::json!({"fast": 5}), br#"{"closes":[1.5,2]}"#);
+        let (config, state) = split_document(&doc).unwrap();
+        assert_eq!(config.get(), r#"{"fast":5}"#);
+        assert_eq!(state.get(), r#"{"closes":[1.5,2]}"#);
+    }
+}
