@@ -1,1 +1,14 @@
-//! plugsync
+//! plugsync keeps the plugins of a running Rust host in the state operators committed to git,
+//! and changes them without restarting the host.
+//!
+//! This crate is the sidecar and CLI. The runtime a host embeds is `plugsync-host`; plugin
+//! authors use `plugsync-plugin`. Each command of the binary is a thin handler over one
+//! function of [`ops`].
+
+mod cli;
+mod error;
+pub mod market;
+pub mod ops;
+
+pub use cli::run;
+pub use error::{Error, Result};

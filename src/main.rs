@@ -1,1 +1,5 @@
-fn main() {}
+//! The `plugsync` binary.
+
+fn main() -> std::process::ExitCode {
+    plugsync::run()
+}

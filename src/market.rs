@@ -1,0 +1,395 @@
+//! The reference trading desk: a synthetic market feed, a simulated exchange and the host's
+//! ledger, wired to a strategy plugin and a risk plugin.
+//!
+//! Effects go through the host (DESIGN §3): the strategy returns orders, the risk model
+//! approves them, the exchange fills them, and the host feeds each fill back to both plugins as
+//! a call and books it in its own ledger. Each plugin's state is then a function of its inputs,
+//! and the ledger is the truth its positions are checked against.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use plugsync_host::{CallError, Digest, SlotHandle};
+use serde::{Deserialize, Serialize};
+
+/// How many recent closes the ledger keeps per instrument (the strategies' longest window).
+pub const CLOSES_KEPT: usize = 20;
+
+/// A deterministic random walk with trending regimes, so moving averages cross now and then.
+#[derive(Debug, Clone)]
+pub struct PriceFeed {
+    state: u64,
+    price: f64,
+    drift: f64,
+    regime_left: u32,
+}
+
+impl PriceFeed {
+    /// A feed starting at `start`, its path fixed by `seed`.
+    pub fn new(seed: u64, start: f64) -> PriceFeed {
+        PriceFeed {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            price: start,
+            drift: 0.0,
+            regime_left: 0,
+        }
+    }
+
+    /// xorshift64*: tiny, fast and reproducible; cryptographic quality is not needed here.
+    fn next_unit(&mut self) -> f64 {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        let bits = self.state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        bits as f64 / (1u64 << 53) as f64
+    }
+
+    /// The next bar's close, on a 0.25 tick.
+    pub fn next_close(&mut self) -> f64 {
+        if self.regime_left == 0 {
+            self.drift = (self.next_unit() - 0.5) * 0.004;
+            self.regime_left = 20 + (self.next_unit() * 60.0) as u32;
+        }
+        self.regime_left -= 1;
+        let shock = (self.next_unit() - 0.5) * 0.003;
+        self.price = (self.price * (1.0 + self.drift + shock)).max(1.0);
+        (self.price * 4.0).round() / 4.0
+    }
+}
+
+/// An order, as strategies emit it and the risk model checks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// The strategy's id for it.
+    pub order_id: u64,
+    /// What to trade.
+    pub instrument: String,
+    /// Signed quantity: positive buys, negative sells.
+    pub qty: i64,
+    /// Worst acceptable price (only newer strategies send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_price: Option<f64>,
+}
+
+/// An execution, fed back to the plugins by the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fill {
+    /// The order it fills.
+    pub order_id: u64,
+    /// What was traded.
+    pub instrument: String,
+    /// Signed quantity filled.
+    pub qty: i64,
+    /// Execution price.
+    pub price: f64,
+}
+
+/// Inputs of a strategy plugin.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyInput<'a> {
+    /// A bar closed.
+    Bar {
+        /// Instrument.
+        instrument: &'a str,
+        /// Close price.
+        close: f64,
+    },
+    /// One of its orders was filled.
+    Fill(&'a Fill),
+}
+
+/// Inputs of a risk plugin.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskInput<'a> {
+    /// May this order go to the market?
+    Check(&'a Order),
+    /// An order was filled.
+    Fill(&'a Fill),
+}
+
+#[derive(Debug, Deserialize)]
+struct StrategyOutput {
+    orders: Vec<Order>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RiskDecision {
+    approved: bool,
+}
+
+/// The host's own books: what was really traded, and the recent closes it fed.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    positions: Mutex<BTreeMap<String, i64>>,
+    closes: Mutex<BTreeMap<String, VecDeque<f64>>>,
+}
+
+impl Ledger {
+    /// Books a fill.
+    pub fn book(&self, fill: &Fill) {
+        *lock(&self.positions)
+            .entry(fill.instrument.clone())
+            .or_default() += fill.qty;
+    }
+
+    /// Records a close fed to the strategy.
+    pub fn record_close(&self, instrument: &str, close: f64) {
+        let mut closes = lock(&self.closes);
+        let window = closes.entry(instrument.to_owned()).or_default();
+        if window.len() == CLOSES_KEPT {
+            window.pop_front();
+        }
+        window.push_back(close);
+    }
+
+    /// Net position per instrument.
+    pub fn positions(&self) -> BTreeMap<String, i64> {
+        lock(&self.positions).clone()
+    }
+
+    /// Recent closes per instrument, oldest first.
+    pub fn closes(&self) -> BTreeMap<String, Vec<f64>> {
+        lock(&self.closes)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
+            .collect()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counters of one feed thread: written by that thread only, read by whoever reports.
+#[derive(Debug, Default)]
+pub struct DeskStats {
+    /// Plugin calls answered.
+    pub calls: AtomicU64,
+    /// Plugin calls that failed.
+    pub failed: AtomicU64,
+    /// Orders emitted by the strategy.
+    pub orders: AtomicU64,
+    /// Orders the risk model rejected.
+    pub rejected: AtomicU64,
+    /// Longest single call seen since the last reset, in nanoseconds.
+    pub longest_call_ns: AtomicU64,
+}
+
+impl DeskStats {
+    fn call_took(&self, started: Instant) {
+        let ns = started.elapsed().as_nanos() as u64;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if ns > self.longest_call_ns.load(Ordering::Relaxed) {
+            self.longest_call_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The last call failure a desk saw (for the report).
+#[derive(Debug, Clone)]
+pub struct DeskFailure {
+    /// The error.
+    pub error: CallError,
+}
+
+/// One thread's view of the trading loop: strategy → risk → exchange → fills back.
+#[derive(Debug)]
+pub struct Desk<'a> {
+    /// The strategy plugin's slot.
+    pub strategy: SlotHandle,
+    /// The risk plugin's slot.
+    pub risk: SlotHandle,
+    /// The host's books.
+    pub ledger: &'a Ledger,
+    /// This thread's counters.
+    pub stats: &'a DeskStats,
+    /// Orders per strategy artifact (tagged with the digest that emitted them).
+    pub orders_by_digest: BTreeMap<Digest, u64>,
+    /// The failures seen.
+    pub failures: Vec<DeskFailure>,
+    input: Vec<u8>,
+}
+
+impl<'a> Desk<'a> {
+    /// A desk over the two slots.
+    pub fn new(
+        strategy: SlotHandle,
+        risk: SlotHandle,
+        ledger: &'a Ledger,
+        stats: &'a DeskStats,
+    ) -> Desk<'a> {
+        Desk {
+            strategy,
+            risk,
+            ledger,
+            stats,
+            orders_by_digest: BTreeMap::new(),
+            failures: Vec::new(),
+            input: Vec::with_capacity(256),
+        }
+    }
+
+    fn call<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        slot: Slot,
+        message: &impl Serialize,
+    ) -> Option<(Digest, T)> {
+        self.input.clear();
+        serde_json::to_writer(&mut self.input, message).expect("protocol messages serialise");
+        let handle = match slot {
+            Slot::Strategy => &self.strategy,
+            Slot::Risk => &self.risk,
+        };
+        let started = Instant::now();
+        let result = handle.call_with(&self.input, |out| serde_json::from_slice::<T>(out));
+        self.stats.call_took(started);
+        match result {
+            Ok((receipt, Ok(parsed))) => Some((receipt.digest, parsed)),
+            Ok((receipt, Err(reason))) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.failures.push(DeskFailure {
+                    error: CallError::Plugin {
+                        plugin: handle.plugin().to_owned(),
+                        digest: receipt.digest,
+                        message: format!("unparsable output: {reason}"),
+                        panicked: false,
+                        seq: receipt.seq,
+                    },
+                });
+                None
+            }
+            Err(error) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.failures.push(DeskFailure { error });
+                None
+            }
+        }
+    }
+
+    /// Feeds one bar through the loop: the strategy's orders go through risk to the exchange,
+    /// which fills them at the close; the fills go back to both plugins and into the ledger.
+    pub fn on_bar(&mut self, instrument: &str, close: f64) {
+        self.ledger.record_close(instrument, close);
+        let bar = StrategyInput::Bar { instrument, close };
+        let Some((digest, output)) = self.call::<StrategyOutput>(Slot::Strategy, &bar) else {
+            return;
+        };
+        for order in output.orders {
+            self.stats.orders.fetch_add(1, Ordering::Relaxed);
+            *self.orders_by_digest.entry(digest).or_default() += 1;
+            let Some((_, decision)) =
+                self.call::<RiskDecision>(Slot::Risk, &RiskInput::Check(&order))
+            else {
+                continue;
+            };
+            if !decision.approved {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // The simulated exchange fills in full at the limit, or at the close.
+            let fill = Fill {
+                order_id: order.order_id,
+                instrument: order.instrument.clone(),
+                qty: order.qty,
+                price: order.limit_price.unwrap_or(close),
+            };
+            self.ledger.book(&fill);
+            self.call::<serde_json::Value>(Slot::Strategy, &StrategyInput::Fill(&fill));
+            self.call::<serde_json::Value>(Slot::Risk, &RiskInput::Fill(&fill));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Strategy,
+    Risk,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_is_reproducible_and_on_tick() {
+        let path = |seed| {
+            let mut feed = PriceFeed::new(seed, 100.0);
+            (0..500).map(|_| feed.next_close()).collect::<Vec<_>>()
+        };
+        assert_eq!(path(7), path(7));
+        assert_ne!(path(7), path(8));
+        assert!(
+            path(7)
+                .iter()
+                .all(|p| (p * 4.0).fract() == 0.0 && *p >= 1.0)
+        );
+    }
+
+    #[test]
+    fn messages_follow_the_plugin_protocol() {
+        let fill = Fill {
+            order_id: 3,
+            instrument: "ES".into(),
+            qty: -1,
+            price: 4500.25,
+        };
+        let cases = [
+            (
+                serde_json::to_string(&StrategyInput::Bar {
+                    instrument: "ES",
+                    close: 4500.25,
+                })
+                .unwrap(),
+                r#"{"bar":{"instrument":"ES","close":4500.25}}"#,
+            ),
+            (
+                serde_json::to_string(&StrategyInput::Fill(&fill)).unwrap(),
+                r#"{"fill":{"order_id":3,"instrument":"ES","qty":-1,"price":4500.25}}"#,
+            ),
+            (
+                serde_json::to_string(&RiskInput::Check(&Order {
+                    order_id: 3,
+                    instrument: "ES".into(),
+                    qty: 1,
+                    limit_price: None,
+                }))
+                .unwrap(),
+                r#"{"check":{"order_id":3,"instrument":"ES","qty":1}}"#,
+            ),
+        ];
+        for (actual, expected) in cases {
+            assert_eq!(actual, expected);
+        }
+    }
+
+    #[test]
+    fn the_ledger_keeps_positions_and_recent_closes() {
+        let ledger = Ledger::default();
+        for i in 0..25 {
+            ledger.record_close("ES", f64::from(i));
+        }
+        ledger.book(&Fill {
+            order_id: 1,
+            instrument: "ES".into(),
+            qty: 2,
+            price: 1.0,
+        });
+        ledger.book(&Fill {
+            order_id: 2,
+            instrument: "ES".into(),
+            qty: -1,
+            price: 1.0,
+        });
+        assert_eq!(ledger.positions()["ES"], 1);
+        assert_eq!(
+            ledger.closes()["ES"],
+            (5..25).map(f64::from).collect::<Vec<_>>()
+        );
+    }
+}
