@@ -99,6 +99,8 @@ pub enum StrategyInput<'a> {
     },
     /// One of its orders was filled.
     Fill(&'a Fill),
+    /// One of its orders will not fill (the risk model rejected it).
+    Cancel(&'a Order),
 }
 
 /// Inputs of a risk plugin.
@@ -289,7 +291,9 @@ impl<'a> Desk<'a> {
                 continue;
             };
             if !decision.approved {
+                // Tell the strategy, so that it stops counting the order as pending.
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                self.call::<serde_json::Value>(Slot::Strategy, &StrategyInput::Cancel(&order));
                 continue;
             }
             // The simulated exchange fills in full at the limit, or at the close.

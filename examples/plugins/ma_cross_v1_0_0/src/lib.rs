@@ -1,30 +1,17 @@
-//! ma_cross 1.0.0 (scratch for SDK bring-up).
-use plugsync_plugin::{HostContext, HostTime, Plugin, PluginError};
-use serde::{Deserialize, Serialize};
+//! `ma_cross` 1.0.0: a moving-average crossover strategy, as a plugsync plugin.
+//!
+//! On every bar it compares the mean of the last `fast_ma_period` closes with the mean of the
+//! last `slow_ma_period` closes of the instrument and, when the fast average crosses the slow
+//! one, asks the host for the order that takes its position to `order_qty` long or short. The
+//! host feeds the fills back, so the state (price windows, positions) is a function of the
+//! config and the inputs alone. The message protocol and the state schema are described in
+//! `examples/plugins/README.md`.
+//!
+//! State schema 1. Needs `risk_model >=1.0, <2`; has no migrations (it is the first version).
 
-/// Config.
-#[derive(Deserialize)]
-pub struct Config { fast_ma_period: usize }
-/// State.
-#[derive(Serialize, Deserialize)]
-pub struct State { fast_ma_period: usize, n: u64 }
-/// Plugin.
-pub struct MaCross { state: State }
-impl Plugin for MaCross {
-    type Config = Config;
-    type State = State;
-    fn create(config: Config, _host: &HostContext) -> Result<Self, PluginError> {
-        Ok(MaCross { state: State { fast_ma_period: config.fast_ma_period, n: 0 } })
-    }
-    fn call(&mut self, input: &[u8], _now: HostTime, output: &mut Vec<u8>) -> Result<(), PluginError> {
-        if input == b"panic" { panic!("boom"); }
-        self.state.n += 1;
-        output.extend_from_slice(input);
-        Ok(())
-    }
-    fn state(&self) -> &State { &self.state }
-    fn restore(&mut self, state: State) -> Result<(), PluginError> { self.state = state; Ok(()) }
-}
+mod strategy;
+pub use strategy::*;
+
 plugsync_plugin::export_plugin!(MaCross {
     id: "ma_cross",
     version: "1.0.0",

@@ -1,0 +1,306 @@
+//! The cost of calling a plugin through the plugsync ABI, against calling the same code as a
+//! `dyn Trait` (DESIGN §7: "ABI call vs a direct `dyn Trait` call of the same code").
+//!
+//! All variants run `ma_cross` 2.0.0's real `on_bar`: parse a JSON bar, update a full 20-close
+//! window of one of 8 instruments, compare the averages, write the `{"orders":[…]}` output.
+//!
+//! - `abi_call`: the built `libma_cross_v2_0_0.so`, staged into a store and loaded by
+//!   `plugsync_host::Runtime`, called with `SlotHandle::call_into` and a reused output buffer
+//!   (slot lock, host clock, sequence number, the `extern "C"` call with its `catch_unwind`, the
+//!   copy of the output); `abi_call_fixed_clock` is the same with the direct calls' fixed host
+//!   time, to tell the ABI's own cost from the clock read's;
+//! - `direct_locked_baseline`: the same plugin type from the crate's rlib, behind a
+//!   `Box<dyn Strategy>` in a `std::sync::Mutex`, as a host without plugsync would keep a
+//!   stateful strategy that several threads call;
+//! - `direct_unlocked`, for context: the bare `dyn` call.
+//!
+//! divan prints each variant's distribution. The ratios are then measured again in interleaved
+//! rounds, so that a shared machine slowing down half-way affects every variant alike.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use ma_cross_v2_0_0::{Config, MaCross};
+use plugsync_host::{Clock, Runtime, RuntimeOptions, SlotHandle};
+use plugsync_plugin::{HostContext, HostTime, Plugin, PluginError};
+use tempfile::TempDir;
+
+/// Instruments the feed cycles through: enough that consecutive calls touch different
+/// windows, few enough that the state stays in cache as a busy strategy's would.
+const INSTRUMENTS: usize = 8;
+/// Bars per instrument fed before measuring, so that every window is full (`slow_period`).
+const WARM_UP_BARS: usize = 20;
+/// Host time given to the direct calls: `ma_cross` ignores it, and reading a clock is the
+/// host's business (the runtime reads its own).
+const NOW: HostTime = HostTime(1_700_000_000_000_000_000);
+
+fn main() {
+    divan::main();
+    if common::is_bench_run() {
+        print_ratios();
+    }
+}
+
+/// A plugin instance the benchmark can feed, whichever way it is called.
+trait Variant {
+    /// Feeds one input; returns the output length (so the work cannot be optimised away).
+    fn call(&mut self, input: &[u8]) -> usize;
+}
+
+/// The inputs, in a cycle.
+struct Feed {
+    inputs: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl Feed {
+    /// A feed whose warm-up has been given to `variant`.
+    fn warmed(variant: &mut dyn Variant) -> Feed {
+        let inputs = common::bar_feed(&common::instruments(INSTRUMENTS));
+        let mut feed = Feed { inputs, next: 0 };
+        for _ in 0..WARM_UP_BARS * INSTRUMENTS {
+            variant.call(feed.next());
+        }
+        feed
+    }
+
+    fn next(&mut self) -> &[u8] {
+        let input = &self.inputs[self.next];
+        self.next = (self.next + 1) % self.inputs.len();
+        input
+    }
+}
+
+fn config() -> serde_json::Value {
+    serde_json::json!({"fast_period": 5, "slow_period": 20})
+}
+
+/// `ma_cross` 2.0.0 loaded from its cdylib by the plugsync runtime.
+struct Abi {
+    slot: SlotHandle,
+    output: Vec<u8>,
+    // Dropped last: the store the library was loaded from (the mapping outlives the file).
+    _store: TempDir,
+}
+
+/// A clock that always reads [`NOW`], to tell the ABI's own cost from the clock read's.
+#[derive(Debug)]
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn now(&self) -> HostTime {
+        NOW
+    }
+}
+
+impl Abi {
+    /// The runtime as a host runs it, with the system clock (`fixed_clock: false`), or with
+    /// the direct calls' fixed time.
+    fn new(fixed_clock: bool) -> Abi {
+        let [library] = common::plugin_libraries(["ma_cross_v2_0_0"]);
+        let store = tempfile::tempdir().expect("a temporary store");
+        let mut options = RuntimeOptions::new(store.path());
+        if fixed_clock {
+            options.clock = Arc::new(FixedClock);
+        }
+        let runtime = Runtime::new(options).expect("a runtime");
+        let artifact = runtime.stage_file(&library).expect("ma_cross 2.0.0 stages");
+        runtime
+            .install(&artifact.digest, config())
+            .expect("ma_cross 2.0.0 installs");
+        Abi {
+            slot: runtime.handle("ma_cross").expect("installed just now"),
+            output: Vec::with_capacity(256),
+            _store: store,
+        }
+    }
+}
+
+impl Variant for Abi {
+    fn call(&mut self, input: &[u8]) -> usize {
+        self.slot
+            .call_into(input, &mut self.output)
+            .expect("ma_cross accepts its bars");
+        self.output.len()
+    }
+}
+
+/// What a host without plugsync would call: the plugin's own `call`, as a trait object.
+trait Strategy: Send {
+    fn on_input(
+        &mut self,
+        input: &[u8],
+        now: HostTime,
+        output: &mut Vec<u8>,
+    ) -> Result<(), PluginError>;
+}
+
+impl<P: Plugin> Strategy for P {
+    fn on_input(
+        &mut self,
+        input: &[u8],
+        now: HostTime,
+        output: &mut Vec<u8>,
+    ) -> Result<(), PluginError> {
+        output.clear();
+        self.call(input, now, output)
+    }
+}
+
+fn strategy() -> Box<dyn Strategy> {
+    let config: Config = serde_json::from_value(config()).expect("a valid config");
+    let plugin = MaCross::create(config, &HostContext::detached()).expect("ma_cross creates");
+    // Hidden from the optimiser, so that the call stays a real virtual call rather than being
+    // devirtualised and inlined into the benchmark loop.
+    black_box(Box::new(plugin) as Box<dyn Strategy>)
+}
+
+/// The baseline: the trait object behind a per-slot mutex, like the runtime's slot lock.
+struct DirectLocked {
+    slot: Mutex<Box<dyn Strategy>>,
+    output: Vec<u8>,
+}
+
+impl Variant for DirectLocked {
+    fn call(&mut self, input: &[u8]) -> usize {
+        let mut strategy = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        strategy
+            .on_input(input, NOW, &mut self.output)
+            .expect("ma_cross accepts its bars");
+        self.output.len()
+    }
+}
+
+/// The bare trait object.
+struct DirectUnlocked {
+    strategy: Box<dyn Strategy>,
+    output: Vec<u8>,
+}
+
+impl Variant for DirectUnlocked {
+    fn call(&mut self, input: &[u8]) -> usize {
+        self.strategy
+            .on_input(input, NOW, &mut self.output)
+            .expect("ma_cross accepts its bars");
+        self.output.len()
+    }
+}
+
+impl DirectLocked {
+    fn new() -> DirectLocked {
+        DirectLocked {
+            slot: Mutex::new(strategy()),
+            output: Vec::with_capacity(256),
+        }
+    }
+}
+
+impl DirectUnlocked {
+    fn new() -> DirectUnlocked {
+        DirectUnlocked {
+            strategy: strategy(),
+            output: Vec::with_capacity(256),
+        }
+    }
+}
+
+fn bench(bencher: divan::Bencher, mut variant: impl Variant) {
+    let mut feed = Feed::warmed(&mut variant);
+    bencher.bench_local(|| variant.call(feed.next()));
+}
+
+/// Enough calls per sample that the timer's resolution does not matter, enough samples for a
+/// stable median; about a second per variant.
+const SAMPLE_SIZE: u32 = 2_000;
+const SAMPLE_COUNT: u32 = 1_000;
+
+#[divan::bench(sample_size = SAMPLE_SIZE, sample_count = SAMPLE_COUNT)]
+fn abi_call(bencher: divan::Bencher) {
+    bench(bencher, Abi::new(false));
+}
+
+#[divan::bench(sample_size = SAMPLE_SIZE, sample_count = SAMPLE_COUNT)]
+fn abi_call_fixed_clock(bencher: divan::Bencher) {
+    bench(bencher, Abi::new(true));
+}
+
+#[divan::bench(sample_size = SAMPLE_SIZE, sample_count = SAMPLE_COUNT)]
+fn direct_locked_baseline(bencher: divan::Bencher) {
+    bench(bencher, DirectLocked::new());
+}
+
+#[divan::bench(sample_size = SAMPLE_SIZE, sample_count = SAMPLE_COUNT)]
+fn direct_unlocked(bencher: divan::Bencher) {
+    bench(bencher, DirectUnlocked::new());
+}
+
+/// Interleaved rounds: each round times a batch of every variant in turn.
+const ROUNDS: usize = 31;
+const CALLS_PER_BATCH: u32 = 20_000;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn print_ratios() {
+    let mut variants: [(&str, Box<dyn Variant>); 4] = [
+        (
+            "direct dyn call, per-slot Mutex (baseline)",
+            Box::new(DirectLocked::new()),
+        ),
+        ("ABI call via plugsync-host", Box::new(Abi::new(false))),
+        ("  the same with a fixed clock", Box::new(Abi::new(true))),
+        ("direct dyn call, no lock", Box::new(DirectUnlocked::new())),
+    ];
+    let mut feeds: Vec<Feed> = variants
+        .iter_mut()
+        .map(|(_, variant)| Feed::warmed(variant.as_mut()))
+        .collect();
+    let mut per_call = vec![Vec::with_capacity(ROUNDS); variants.len()];
+    for _ in 0..ROUNDS {
+        for ((_, variant), (feed, times)) in variants
+            .iter_mut()
+            .zip(feeds.iter_mut().zip(per_call.iter_mut()))
+        {
+            let started = Instant::now();
+            for _ in 0..CALLS_PER_BATCH {
+                black_box(variant.call(black_box(feed.next())));
+            }
+            times.push(started.elapsed().as_nanos() as f64 / f64::from(CALLS_PER_BATCH));
+        }
+    }
+    // The ratio is taken within each round, then the median over rounds: a round shares its
+    // machine conditions between the variants, the median drops the rounds that were disturbed.
+    let ratio = |variant: usize| {
+        let mut ratios: Vec<f64> = per_call[variant]
+            .iter()
+            .zip(&per_call[0])
+            .map(|(t, base)| t / base)
+            .collect();
+        median(&mut ratios)
+    };
+    let ratios: Vec<f64> = (0..variants.len()).map(ratio).collect();
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    println!();
+    println!(
+        "ma_cross 2.0.0 on_bar ({INSTRUMENTS} instruments, full 20-close windows); median of \
+         {ROUNDS} interleaved rounds of {CALLS_PER_BATCH} calls; {cpus} CPUs"
+    );
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let nanos = median(&mut per_call[i].clone());
+        println!(
+            "  {name:<44} {:>8.1?} per call  {:>5.3}x",
+            Duration::from_secs_f64(nanos / 1e9),
+            ratios[i]
+        );
+    }
+    let overhead = (ratios[1] - 1.0) * 100.0;
+    println!(
+        "  ABI overhead over the baseline: {overhead:+.1} % (target <= 10 %: {})",
+        if overhead <= 10.0 { "met" } else { "missed" }
+    );
+}

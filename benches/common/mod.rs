@@ -1,0 +1,100 @@
+//! What both benchmarks share: finding the built example plugins and the `ma_cross` bar feed.
+
+use std::f64::consts::TAU;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Whether this is a measuring run (`cargo bench`) rather than a smoke run (`cargo test
+/// --benches`, or `cargo bench -- --test`): cargo passes `--bench` only to the former.
+pub fn is_bench_run() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test")
+}
+
+/// The directory cargo built this benchmark into the `deps` folder of: `target/release`, where
+/// `cargo build --release` puts the plugin cdylibs.
+fn release_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the benchmark knows its own path");
+    let deps = exe
+        .parent()
+        .expect("the benchmark binary lives in a directory");
+    assert!(
+        deps.ends_with("deps"),
+        "expected the benchmark binary in target/<profile>/deps, found {}",
+        exe.display()
+    );
+    deps.parent()
+        .expect("deps has a parent: the profile directory")
+        .to_owned()
+}
+
+/// The built cdylib of an example plugin package (e.g. `ma_cross_v2_0_0`).
+///
+/// The packages are always (re)built first: `cargo bench` builds them only as rlibs linked into
+/// the benchmark, so without this the `.so` could be missing or older than the code the direct
+/// baseline runs, and the comparison would not be of the same code. Only the packages asked for
+/// are built (a no-op when fresh), so an unrelated package being mid-edit does not stop the
+/// benchmark.
+pub fn plugin_libraries<const N: usize>(packages: [&str; N]) -> [PathBuf; N] {
+    let dir = release_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    command.args(["build", "--release", "--quiet", "--lib"]);
+    for package in packages {
+        command.args(["--package", package]);
+    }
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", Path::new(&cargo).display()));
+    assert!(
+        status.success(),
+        "building the example plugins failed ({status}); run `cargo build --release --workspace --lib` to see why"
+    );
+    packages.map(|package| {
+        let path = dir.join(format!("lib{package}.so"));
+        assert!(
+            path.is_file(),
+            "{} is missing although `cargo build --release --package {package}` succeeded",
+            path.display()
+        );
+        path
+    })
+}
+
+/// Instrument names for a feed: a few real ones, then numbered ones.
+pub fn instruments(count: usize) -> Vec<String> {
+    const NAMES: [&str; 8] = ["ES", "NQ", "CL", "GC", "ZN", "6E", "RTY", "YM"];
+    (0..count)
+        .map(|i| match NAMES.get(i) {
+            Some(name) => (*name).to_owned(),
+            None => format!("FUT{i:03}"),
+        })
+        .collect()
+}
+
+/// Bars per instrument before the feed repeats. The price cycle divides it, so the repeated
+/// feed carries on smoothly.
+pub const FEED_BARS: usize = 64;
+
+/// `{"bar":{…}}` inputs for `instruments`, interleaved (one bar of each, then the next one of
+/// each, …) so that consecutive calls land on different instruments' windows, as a
+/// multi-instrument feed does.
+pub fn bar_feed(instruments: &[String]) -> Vec<Vec<u8>> {
+    let mut feed = Vec::with_capacity(instruments.len() * FEED_BARS);
+    for bar in 0..FEED_BARS {
+        for (index, name) in instruments.iter().enumerate() {
+            feed.push(bar_input(name, index, bar));
+        }
+    }
+    feed
+}
+
+/// Bar number `bar` of the instrument at `index`. Each price swings ±2 % over 32 bars, so the
+/// averages cross and orders come out now and then, as in real trading, rather than never.
+pub fn bar_input(name: &str, index: usize, bar: usize) -> Vec<u8> {
+    let base = 100.0 + 37.0 * index as f64;
+    let phase = TAU * (bar % FEED_BARS) as f64 / 32.0 + index as f64;
+    // Rounded to a cent: prices come on a tick grid.
+    let close = (base * (1.0 + 0.02 * phase.sin()) * 100.0).round() / 100.0;
+    format!(r#"{{"bar":{{"instrument":"{name}","close":{close}}}}}"#).into_bytes()
+}
