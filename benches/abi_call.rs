@@ -299,8 +299,11 @@ fn print_ratios() {
         );
     }
     let overhead = (ratios[1] - 1.0) * 100.0;
+    let fixed_clock_overhead = (ratios[2] - 1.0) * 100.0;
     println!(
-        "  ABI overhead over the baseline: {overhead:+.1} % (target <= 10 %: {})",
-        if overhead <= 10.0 { "met" } else { "missed" }
+        "  ABI overhead over the baseline: {overhead:+.1} % (target <= 10 %: {}); {:+.1} % with \
+         a fixed clock, the rest is the runtime reading its clock for each call",
+        if overhead <= 10.0 { "met" } else { "missed" },
+        fixed_clock_overhead,
     );
 }

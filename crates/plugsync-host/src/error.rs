@@ -224,8 +224,9 @@ pub enum HostError {
 
     /// No declared migration between the versions.
     #[error(
-        "`{plugin}` cannot go from {from} to {to}: {to} does not declare `{field}` covering \
-         {from} ({declared}); go through an intermediate version that does"
+        "`{plugin}` cannot go from {from} to {to}: {} does not declare `{field}` covering {} \
+         ({declared}); go through an intermediate version that does",
+        declarer_covered(.field, .from, .to).0, declarer_covered(.field, .from, .to).1
     )]
     NoMigration {
         /// Plugin id.
@@ -234,7 +235,8 @@ pub enum HostError {
         from: String,
         /// Target version.
         to: String,
-        /// `migrates_from` (up) or `downgrades_to` (down).
+        /// `migrates_from` (up: declared by `to`) or `downgrades_to` (down: declared by
+        /// `from`).
         field: &'static str,
         /// What the relevant version declares.
         declared: String,
@@ -253,6 +255,22 @@ pub enum HostError {
         message: String,
         /// Whether it was a caught panic.
         panicked: bool,
+    },
+
+    /// The plugin panicked in a call (caught): its instance's state is suspect.
+    #[error(
+        "plugin `{plugin}` {version} is faulted: it panicked in call #{seq} ({message}), so its \
+         state is suspect; swap to a fixed version or reinstall it"
+    )]
+    Faulted {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+        /// The call that panicked.
+        seq: u64,
+        /// Its panic message.
+        message: String,
     },
 
     /// A migrated document is not `{config, state}`.
@@ -307,6 +325,16 @@ pub enum HostError {
         /// The parse error.
         reason: String,
     },
+}
+
+/// For [`HostError::NoMigration`]: the version whose `field` would have to declare the change
+/// (the target going up, the running version going down), and the version it would cover.
+pub(crate) fn declarer_covered<'a>(field: &str, from: &'a str, to: &'a str) -> (&'a str, &'a str) {
+    if field == "downgrades_to" {
+        (from, to)
+    } else {
+        (to, from)
+    }
 }
 
 /// Result alias of the host runtime.

@@ -10,7 +10,10 @@
 //! `std::thread::current()` or a `thread_local!` with `Drop`) would otherwise leave the host
 //! jumping into unmapped code when that thread exits (measured: a segfault).
 
+use std::cell::Cell;
 use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use object::{Object, ObjectSection};
 use plugsync_plugin::PluginMetadata;
 use plugsync_plugin::abi::{
-    ABI_MAJOR, ByteSlice, ENTRY_SYMBOL, EntryFn, METADATA_SECTION, PluginBuf, PluginVTable, Status,
+    ABI_MAJOR, ByteSlice, ENTRY_SYMBOL, EntryFn, HostApi, METADATA_SECTION, PluginBuf,
+    PluginVTable, Status,
 };
 
 use crate::digest::Digest;
@@ -138,6 +142,23 @@ impl Failure {
     }
 }
 
+/// A library that could not be adopted, and whether it stayed mapped (it then counts against
+/// the resident cap: its code can never be unmapped).
+#[derive(Debug)]
+pub(crate) struct OpenFailure {
+    pub error: HostError,
+    pub mapped: bool,
+}
+
+fn load_error(path: &Path, metadata: &PluginMetadata, reason: String) -> HostError {
+    HostError::Load {
+        plugin: metadata.id.clone(),
+        version: metadata.version.clone(),
+        path: path.to_owned(),
+        reason,
+    }
+}
+
 /// A plugin library mapped into this process, for good (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Library {
@@ -146,27 +167,53 @@ pub(crate) struct Library {
     pub version: semver::Version,
     pub path: PathBuf,
     vtable: &'static PluginVTable,
+    /// The host services handed to every instance. Leaked like the library itself: an instance
+    /// may give a copy of its context to a thread that outlives it, so it must stay valid for
+    /// as long as the code that may use it is mapped, which is for ever.
+    host_api: &'static HostApi,
     /// Instances of this library alive now.
     live_instances: AtomicUsize,
 }
 
 impl Library {
     /// Opens a library whose digest and metadata have been checked.
-    pub(crate) fn open(path: &Path, digest: Digest, metadata: PluginMetadata) -> Result<Library> {
-        let load_error = |reason: String| HostError::Load {
-            plugin: metadata.id.clone(),
-            version: metadata.version.clone(),
-            path: path.to_owned(),
-            reason,
-        };
+    pub(crate) fn open(
+        path: &Path,
+        digest: Digest,
+        metadata: PluginMetadata,
+    ) -> Result<Library, OpenFailure> {
         let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE;
         // SAFETY: opening a library runs its initialisers. We only get here for a file of the
         // content-addressed store whose sha256 was verified and whose metadata (ABI, panic
         // strategy) was checked from the file bytes, so it is the plugin the operator approved,
         // built with the plugsync SDK for this ABI. `RTLD_NOW` resolves every symbol now, so a
         // missing one fails here rather than mid-call.
-        let library = unsafe { libloading::os::unix::Library::open(Some(path), flags) }
-            .map_err(|e| load_error(e.to_string()))?;
+        let library = match unsafe { libloading::os::unix::Library::open(Some(path), flags) } {
+            Ok(library) => library,
+            Err(e) => {
+                return Err(OpenFailure {
+                    error: load_error(path, &metadata, e.to_string()),
+                    mapped: false,
+                });
+            }
+        };
+        // Never `dlclose`, not even on the error paths below: the code stays mapped for the life
+        // of the process (module docs), so the handle is never dropped.
+        let library = ManuallyDrop::new(library);
+        Library::adopt(&library, path, digest, metadata).map_err(|error| OpenFailure {
+            error,
+            mapped: true,
+        })
+    }
+
+    /// Checks a freshly mapped library's entry point and vtable.
+    fn adopt(
+        library: &libloading::os::unix::Library,
+        path: &Path,
+        digest: Digest,
+        metadata: PluginMetadata,
+    ) -> Result<Library> {
+        let load_error = |reason: String| load_error(path, &metadata, reason);
         // SAFETY: the SDK exports `ENTRY_SYMBOL` with the signature `EntryFn`; a library
         // without it fails the lookup.
         let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL) }
@@ -174,8 +221,6 @@ impl Library {
         // SAFETY: `entry` has the `EntryFn` signature (above); the SDK's entry point only
         // returns a pointer to a static and cannot panic.
         let raw = unsafe { entry() };
-        // Never `dlclose`: the code stays mapped for the life of the process (module docs).
-        std::mem::forget(library);
         let vtable_ptr = NonNull::new(raw.cast_mut())
             .ok_or_else(|| load_error("the entry point returned a null vtable".into()))?;
         // SAFETY: a vtable starts with two `u32`s (ABI version and size) in every ABI version,
@@ -219,12 +264,22 @@ impl Library {
                 value: metadata.version.clone(),
                 reason: e.to_string(),
             })?;
+        let log_target: &'static LogTarget = Box::leak(Box::new(LogTarget {
+            plugin: metadata.id.clone(),
+            version: metadata.version.clone(),
+        }));
+        let host_api: &'static HostApi = Box::leak(Box::new(HostApi {
+            size: std::mem::size_of::<HostApi>(),
+            ctx: std::ptr::from_ref(log_target).cast(),
+            log: log_record,
+        }));
         Ok(Library {
             digest,
             metadata,
             version,
             path: path.to_owned(),
             vtable,
+            host_api,
             live_instances: AtomicUsize::new(0),
         })
     }
@@ -298,8 +353,8 @@ struct LogTarget {
 /// Receives a plugin's log record. Runs host code on a plugin's call, so it must not unwind.
 unsafe extern "C" fn log_record(ctx: *const c_void, level: u32, message: ByteSlice) {
     let _ = std::panic::catch_unwind(|| {
-        // SAFETY: `ctx` is the `LogTarget` boxed in the instance, alive until it is destroyed;
-        // the message slice is valid for this call.
+        // SAFETY: `ctx` is the `LogTarget` its library leaked (valid for ever); the message
+        // slice is valid for this call.
         let (target, message) = unsafe { (&*ctx.cast::<LogTarget>(), message.as_slice()) };
         let message = String::from_utf8_lossy(message);
         let (plugin, version) = (target.plugin.as_str(), target.version.as_str());
@@ -317,9 +372,9 @@ unsafe extern "C" fn log_record(ctx: *const c_void, level: u32, message: ByteSli
 pub(crate) struct Instance {
     library: std::sync::Arc<Library>,
     ptr: NonNull<c_void>,
-    /// Kept alive for the instance: the plugin holds pointers to both.
-    _host_api: Box<plugsync_plugin::abi::HostApi>,
-    _log_target: Box<LogTarget>,
+    /// An instance is `Send` but not `Sync`: `&self` methods (snapshot, health) rely on no
+    /// other thread calling into it at the same time.
+    _not_sync: PhantomData<Cell<()>>,
 }
 
 // SAFETY: the SDK requires `Plugin: Send`, so the instance behind `ptr` may move between
@@ -341,22 +396,18 @@ impl Instance {
         library: std::sync::Arc<Library>,
         config: &[u8],
     ) -> Result<Instance, Failure> {
-        let log_target = Box::new(LogTarget {
-            plugin: library.metadata.id.clone(),
-            version: library.metadata.version.clone(),
-        });
-        let host_api = Box::new(plugsync_plugin::abi::HostApi {
-            size: std::mem::size_of::<plugsync_plugin::abi::HostApi>(),
-            ctx: std::ptr::from_ref::<LogTarget>(&log_target).cast(),
-            log: log_record,
-        });
         let mut raw: *mut c_void = std::ptr::null_mut();
         let mut error = PluginBuf::EMPTY;
-        // SAFETY: `config` lives for the call; `host_api` and the log target it points to are
-        // boxed and kept in the instance until it is destroyed; `raw` and `error` are valid
-        // places for the results.
+        // SAFETY: `config` lives for the call; the library's `host_api` is leaked, so valid for
+        // as long as the plugin could use it; `raw` and `error` are valid places for the
+        // results.
         let status = unsafe {
-            (library.vtable.create)(ByteSlice::new(config), &*host_api, &mut raw, &mut error)
+            (library.vtable.create)(
+                ByteSlice::new(config),
+                library.host_api,
+                &mut raw,
+                &mut error,
+            )
         };
         if status != Status::OK {
             return Err(library.failure(status, error));
@@ -369,8 +420,7 @@ impl Instance {
         Ok(Instance {
             library,
             ptr,
-            _host_api: host_api,
-            _log_target: log_target,
+            _not_sync: PhantomData,
         })
     }
 

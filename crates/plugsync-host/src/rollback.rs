@@ -9,9 +9,11 @@
 //!    was never updated. Each output it computes is compared with what the new version really
 //!    returned, and every difference is reported: the host owns the orders the new version
 //!    emitted, and their fills reach whichever version runs.
-//! 2. **Down-migration**: the journal overflowed, but the new version declares `downgrades_to`
-//!    covering the previous one: its state is migrated down (like Erlang's `code_change`) and
-//!    restored into the previous instance, keeping the effects (fills) it had received.
+//! 2. **Down-migration**: the journal overflowed, but a migration back to the previous version
+//!    is declared: its state is migrated to the previous version's schema (like Erlang's
+//!    `code_change`) and restored into the previous instance, keeping the effects (fills) it had
+//!    received. After an upgrade that is the new version's `downgrades_to`; after a downgrade,
+//!    the previous version's `migrates_from`; after a reconfigure the state passes unchanged.
 //! 3. Neither: the previous instance resumes with its state at the switch, and the report says
 //!    exactly which calls it never saw and keeps the abandoned state for manual recovery.
 
@@ -20,8 +22,10 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::digest::Digest;
+use crate::error::{HostError, declarer_covered};
 use crate::library::Library;
 use crate::slot::{Active, Fault, RecordedCall, SlotState, StepRecord};
+use crate::swap::Transition;
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,7 +124,9 @@ pub enum RollbackMethod {
         /// Calls whose outputs differ between the two versions.
         divergences: Vec<Divergence>,
     },
-    /// The new version's state was migrated down and restored into the previous instance.
+    /// The new version's state was migrated back to the previous version (down after an
+    /// upgrade, up after a downgrade, unchanged after a reconfigure) and restored into the
+    /// previous instance.
     DownMigration {
         /// Calls the journal could not hold (so could not be replayed).
         unjournaled_calls: u64,
@@ -204,49 +210,40 @@ fn replay(
     }
 }
 
-/// Migrates the new instance's state down into the previous instance, if the new version
-/// declares it can.
+/// Migrates the new instance's state back into the previous instance, if a migration between
+/// the two versions is declared (the same rules as a swap from the new version to the previous
+/// one).
 fn down_migrate(
+    plugin: &str,
     new: &Active,
     previous: &mut Active,
     unjournaled: u64,
 ) -> Result<RollbackMethod, String> {
-    let target = &previous.library().version;
-    let library = new.library();
-    let declared = library
-        .metadata
-        .downgrades_to
-        .iter()
-        .filter_map(|req| semver::VersionReq::parse(req).ok())
-        .any(|req| req.matches(target));
-    if !declared {
-        return Err(format!(
-            "{} {} declares no `downgrades_to` covering {target}",
-            library.metadata.id, library.metadata.version
-        ));
-    }
+    let transition =
+        Transition::between(plugin, new.library(), previous.library()).map_err(|e| match e {
+            HostError::NoMigration {
+                from, to, field, ..
+            } => {
+                let (declarer, covered) = declarer_covered(field, &from, &to);
+                format!("{plugin} {declarer} declares no `{field}` covering {covered}")
+            }
+            other => other.to_string(),
+        })?;
     let state = new
         .instance
         .snapshot()
         .map_err(|f| format!("snapshot of the new version failed: {}", f.message))?;
-    let document = crate::swap::document(&new.config, &state);
-    let migrated = library
-        .migrate(&document, &library.metadata.version, &target.to_string())
-        .map_err(|f| format!("down-migration failed: {}", f.message))?;
-    let (_, state) = crate::swap::split_document(&migrated)
-        .map_err(|e| format!("down-migration returned an invalid document: {e}"))?;
-    previous
-        .instance
-        .restore(state.get().as_bytes())
-        .map_err(|f| {
-            format!(
-                "the previous version refused the down-migrated state: {}",
-                f.message
-            )
-        })?;
+    let migrated = crate::swap::migrate(&transition, &new.config, &state, Some(&previous.config))
+        .map_err(|e| format!("down-migration failed: {e}"))?;
+    previous.instance.restore(&migrated.state).map_err(|f| {
+        format!(
+            "the previous version refused the down-migrated state: {}",
+            f.message
+        )
+    })?;
     Ok(RollbackMethod::DownMigration {
         unjournaled_calls: unjournaled,
-        state: serde_json::from_str(state.get()).unwrap_or(serde_json::Value::Null),
+        state: serde_json::from_slice(&migrated.state).unwrap_or(serde_json::Value::Null),
     })
 }
 
@@ -268,7 +265,7 @@ pub(crate) fn roll_back(
     let method = if step.journal.is_complete() {
         replay(&mut previous, &step.journal.calls, &mut fault)
     } else {
-        down_migrate(&new, &mut previous, step.journal.overflowed).unwrap_or_else(|why| {
+        down_migrate(plugin, &new, &mut previous, step.journal.overflowed).unwrap_or_else(|why| {
             RollbackMethod::Lossy {
                 lost: LostCalls {
                     count: calls_since_switch,

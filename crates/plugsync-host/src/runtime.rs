@@ -66,6 +66,9 @@ pub(crate) struct Shared {
     pub store: ArtifactStore,
     /// Every library ever mapped, by digest. Never shrinks: code is never unmapped.
     libraries: Mutex<BTreeMap<Digest, Arc<Library>>>,
+    /// Libraries mapped but refused after `dlopen` (a bad vtable), by digest, with their plugin
+    /// id: their code is mapped for good too, so they count against the resident cap.
+    refused_mapped: Mutex<BTreeMap<Digest, String>>,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     resident_cap: usize,
     pub clock: Arc<dyn Clock>,
@@ -150,7 +153,7 @@ pub struct PluginStatus {
     pub config_hash: Digest,
     /// State schema version of the serving version.
     pub state_schema: u32,
-    /// `Ok` or the reason the health check gave.
+    /// `Ok`, or why not: the reason the health check gave, or the panic that faulted the slot.
     pub health: Result<(), String>,
     /// The panic that marked the slot faulted, if any.
     pub fault: Option<Fault>,
@@ -204,6 +207,7 @@ impl Runtime {
             shared: Arc::new(Shared {
                 store,
                 libraries: Mutex::new(BTreeMap::new()),
+                refused_mapped: Mutex::new(BTreeMap::new()),
                 slots: RwLock::new(BTreeMap::new()),
                 resident_cap: options.resident_cap,
                 clock: options.clock,
@@ -233,10 +237,15 @@ impl Runtime {
             return Ok(library.clone());
         }
         let artifact = self.shared.store.get(digest)?;
+        let mut refused_mapped = lock(&self.shared.refused_mapped);
         let resident = libraries
             .values()
             .filter(|l| l.id() == artifact.metadata.id)
-            .count();
+            .count()
+            + refused_mapped
+                .iter()
+                .filter(|(d, id)| **id == artifact.metadata.id && *d != digest)
+                .count();
         if resident >= self.shared.resident_cap {
             return Err(HostError::ResidentCap {
                 plugin: artifact.metadata.id,
@@ -245,11 +254,16 @@ impl Runtime {
                 cap: self.shared.resident_cap,
             });
         }
-        let library = Arc::new(Library::open(
-            &artifact.path,
-            artifact.digest,
-            artifact.metadata,
-        )?);
+        let id = artifact.metadata.id.clone();
+        let library = match Library::open(&artifact.path, artifact.digest, artifact.metadata) {
+            Ok(library) => Arc::new(library),
+            Err(failure) => {
+                if failure.mapped {
+                    refused_mapped.insert(*digest, id);
+                }
+                return Err(failure.error);
+            }
+        };
         tracing::info!(
             plugin = library.id(),
             version = %library.version,
@@ -362,6 +376,15 @@ impl Runtime {
         let slot = self.slot(&snapshot.plugin)?;
         let _control = lock(&slot.control);
         let mut state = slot.state();
+        // A restore during a step would be invisible to the journal: a rollback by replay would
+        // silently undo it.
+        if let (Some(step), Some(active)) = (&state.step, &state.active) {
+            return Err(HostError::StepInProgress {
+                plugin: snapshot.plugin.clone(),
+                from: step.previous.version().to_owned(),
+                to: active.version().to_owned(),
+            });
+        }
         let active = state.active.as_mut().ok_or_else(|| HostError::NotLoaded {
             plugin: snapshot.plugin.clone(),
         })?;
@@ -426,8 +449,8 @@ impl Runtime {
         Ok(report)
     }
 
-    /// Checks the health of what `plugin` runs. During a step, a failed check rolls the step
-    /// back (the error carries the report).
+    /// Checks the health of what `plugin` runs: a slot faulted by a panic is unhealthy. During
+    /// a step, a failed check rolls the step back (the error carries the report).
     pub fn check_health(&self, plugin: &str) -> Result<()> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
@@ -435,6 +458,14 @@ impl Runtime {
         let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
             plugin: plugin.to_owned(),
         })?;
+        if let Some(fault) = &state.fault {
+            return Err(HostError::Faulted {
+                plugin: plugin.to_owned(),
+                version: active.version().to_owned(),
+                seq: fault.seq,
+                message: fault.message.clone(),
+            });
+        }
         let Err(failure) = active.instance.health() else {
             return Ok(());
         };
@@ -496,7 +527,13 @@ impl Runtime {
                 config: active.config.clone(),
                 config_hash: Digest::of(&canonical_json(&active.config).unwrap_or_default()),
                 state_schema: library.metadata.state_schema,
-                health: active.instance.health().map_err(|f| f.message),
+                health: match &state.fault {
+                    Some(fault) => Err(format!(
+                        "faulted: it panicked in call #{} ({})",
+                        fault.seq, fault.message
+                    )),
+                    None => active.instance.health().map_err(|f| f.message),
+                },
                 fault: state.fault.clone(),
                 counters: state.counters,
                 pending: state.step.as_ref().map(|step| PendingStatus {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::digest::Digest;
 use crate::library::{Failure, Instance, Library};
-use crate::rollback::{self, RollbackReason, RollbackReport};
+use crate::rollback::{self, RollbackMethod, RollbackReason, RollbackReport};
 
 /// What a call returns besides its output: which call it was and which artifact served it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -299,14 +299,12 @@ impl Slot {
                 };
                 let report = rollback::roll_back(&self.id, state, reason);
                 tracing::error!(plugin = %self.id, "{}", report.reason);
-                let active = state
-                    .active
-                    .as_mut()
-                    .expect("a rollback leaves an active instance");
-                let digest = active.digest();
-                if let Ok(output) = active.instance.call(input, now.0) {
-                    let result = on_output(output);
-                    return Ok((CallReceipt { seq, now, digest }, result));
+                // After a replay (or a loss) the previous version never saw this call: serve it
+                // there. After a down-migration its state came from the instance that panicked
+                // midway through this call, so serving it again could apply it twice: the
+                // caller gets the error instead (the report marks the call as in doubt).
+                if !matches!(report.method, RollbackMethod::DownMigration { .. }) {
+                    return self.serve_again(state, seq, now, input, on_output);
                 }
             }
         } else {
@@ -321,6 +319,47 @@ impl Slot {
             panicked: failure.panicked,
             seq,
         })
+    }
+}
+
+impl Slot {
+    /// Serves a call with the instance a rollback just restored.
+    #[cold]
+    fn serve_again<R>(
+        &self,
+        state: &mut SlotState,
+        seq: u64,
+        now: HostTime,
+        input: &[u8],
+        on_output: impl FnOnce(&[u8]) -> R,
+    ) -> Result<(CallReceipt, R), CallError> {
+        let active = state
+            .active
+            .as_mut()
+            .expect("a rollback leaves an active instance");
+        let digest = active.digest();
+        match active.instance.call(input, now.0) {
+            Ok(output) => Ok((CallReceipt { seq, now, digest }, on_output(output))),
+            Err(failure) => {
+                state.counters.errors += 1;
+                if failure.panicked {
+                    state.counters.panics += 1;
+                    state.fault = Some(Fault {
+                        message: failure.message.clone(),
+                        seq,
+                        at: now,
+                        digest,
+                    });
+                }
+                Err(CallError::Plugin {
+                    plugin: self.id.clone(),
+                    digest,
+                    message: failure.message,
+                    panicked: failure.panicked,
+                    seq,
+                })
+            }
+        }
     }
 }
 
@@ -339,6 +378,9 @@ impl SlotHandle {
     }
 
     /// Calls the plugin and lets `on_output` read the output in place.
+    ///
+    /// `on_output` runs while the slot is locked: keep it short, and never call the runtime
+    /// from it (calling this same slot would deadlock).
     pub fn call_with<R>(
         &self,
         input: &[u8],

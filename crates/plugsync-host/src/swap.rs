@@ -200,7 +200,7 @@ pub(crate) fn split_document(bytes: &[u8]) -> serde_json::Result<(Box<RawValue>,
 }
 
 /// A version change, and which library migrates it.
-struct Transition {
+pub(crate) struct Transition {
     kind: TransitionKind,
     migrator: Arc<Library>,
     from: String,
@@ -208,7 +208,11 @@ struct Transition {
 }
 
 impl Transition {
-    fn between(plugin: &str, old: &Arc<Library>, new: &Arc<Library>) -> Result<Transition> {
+    pub(crate) fn between(
+        plugin: &str,
+        old: &Arc<Library>,
+        new: &Arc<Library>,
+    ) -> Result<Transition> {
         let declares = |library: &Library, reqs: &[String], version: &semver::Version| {
             let _ = library;
             reqs.iter()
@@ -258,13 +262,15 @@ impl Transition {
 }
 
 /// A migrated config and state, ready to create the new instance from.
-struct Migrated {
-    config: Value,
-    config_bytes: Vec<u8>,
-    state: Vec<u8>,
+pub(crate) struct Migrated {
+    pub config: Value,
+    pub config_bytes: Vec<u8>,
+    pub state: Vec<u8>,
 }
 
-fn migrate(
+/// Migrates a config and state along `transition` (a reconfigure passes the state unchanged);
+/// `desired`, when given, replaces the migrated config.
+pub(crate) fn migrate(
     transition: &Transition,
     config: &Value,
     state: &[u8],

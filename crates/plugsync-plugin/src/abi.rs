@@ -92,7 +92,7 @@ impl ByteSlice {
 #[repr(C)]
 #[derive(Debug)]
 pub struct PluginBuf {
-    /// First byte, or null for an empty buffer.
+    /// First byte: null for a buffer that owns nothing, dangling when `cap` is 0.
     pub ptr: *mut u8,
     /// Initialised bytes.
     pub len: usize,
@@ -110,7 +110,8 @@ impl PluginBuf {
 }
 
 /// What the host gives a plugin instance at creation: its logger. Passed by pointer; the host
-/// keeps it alive until the instance is destroyed.
+/// keeps it alive for as long as the library is loaded (for ever: libraries are never
+/// unloaded), since an instance may hand copies of its context to threads that outlive it.
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostApi {
@@ -121,6 +122,12 @@ pub struct HostApi {
     /// Writes one log record through the host's logger (`level`: see [`LogLevel`]).
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: u32, message: ByteSlice),
 }
+
+// SAFETY: a `HostApi` is immutable after the host builds it; `ctx` points to host data that the
+// host requires to be usable from any thread (its `log` may be called from any thread).
+unsafe impl Sync for HostApi {}
+// SAFETY: as above; nothing in it is tied to a thread.
+unsafe impl Send for HostApi {}
 
 /// Log levels as passed to [`HostApi::log`].
 #[repr(u32)]
@@ -206,8 +213,6 @@ pub struct PluginVTable {
 
 // SAFETY: a vtable is immutable static data: function pointers and a pointer to static
 // metadata bytes that are never written. Sharing it between threads is sound.
-#[allow(unsafe_code)]
 unsafe impl Sync for PluginVTable {}
 // SAFETY: as above; nothing in it is tied to a thread.
-#[allow(unsafe_code)]
 unsafe impl Send for PluginVTable {}

@@ -38,6 +38,14 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// Drops a panic payload without letting a panicking `Drop` escape (`panic_any` takes any
+/// type, and its destructor runs plugin code).
+fn drop_payload(payload: Box<dyn Any + Send>) {
+    if let Err(nested) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(nested);
+    }
+}
+
 /// Runs `body`, turning its error or panic into a status and a message in `*error`.
 ///
 /// # Safety
@@ -47,7 +55,11 @@ unsafe fn guard(error: *mut PluginBuf, body: impl FnOnce() -> Result<(), String>
     let (status, message) = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => return Status::OK,
         Ok(Err(message)) => (Status::ERROR, message),
-        Err(payload) => (Status::PANIC, panic_message(payload.as_ref())),
+        Err(payload) => {
+            let message = panic_message(payload.as_ref());
+            drop_payload(payload);
+            (Status::PANIC, message)
+        }
     };
     if !error.is_null() {
         // SAFETY: the caller guarantees `error` is valid for writes when non-null.
@@ -60,31 +72,37 @@ unsafe fn guard(error: *mut PluginBuf, body: impl FnOnce() -> Result<(), String>
 ///
 /// # Safety
 ///
-/// `config` must be valid for the call; `host` must be null or point to a `HostApi` valid until
-/// the instance is destroyed; `instance` must be valid for a write; `error` as in [`guard`].
+/// `config` must be valid for the call; `host` must be null or point to a `HostApi` that stays
+/// valid for as long as the library is loaded (instances may hand copies of their
+/// [`HostContext`] to other threads); `instance` must be valid for a write; `error` as in
+/// [`guard`].
 pub unsafe extern "C" fn create<P: Plugin>(
     config: ByteSlice,
     host: *const HostApi,
     instance: *mut *mut c_void,
     error: *mut PluginBuf,
 ) -> Status {
+    // SAFETY: the host passes a slice valid for the duration of the call.
+    let config = unsafe { config.as_slice() };
+    let mut created = None;
+    let body = || {
+        let config = serde_json::from_slice::<P::Config>(config)
+            .map_err(|e| format!("invalid config: {e}"))?;
+        let context = HostContext { api: host };
+        let plugin = P::create(config, &context).map_err(|e| e.to_string())?;
+        created = Some(Box::new(Instance {
+            plugin,
+            output: Vec::new(),
+        }));
+        Ok(())
+    };
     // SAFETY: forwarded contract on `error`.
-    unsafe {
-        guard(error, || {
-            // SAFETY: the host passes a slice valid for the duration of the call.
-            let config = serde_json::from_slice::<P::Config>(config.as_slice())
-                .map_err(|e| format!("invalid config: {e}"))?;
-            let context = HostContext { api: host };
-            let plugin = P::create(config, &context).map_err(|e| e.to_string())?;
-            let boxed = Box::new(Instance {
-                plugin,
-                output: Vec::new(),
-            });
-            // SAFETY: the host guarantees `instance` is valid for a write.
-            instance.write(Box::into_raw(boxed).cast());
-            Ok(())
-        })
+    let status = unsafe { guard(error, body) };
+    if let Some(boxed) = created {
+        // SAFETY: the host guarantees `instance` is valid for a write.
+        unsafe { instance.write(Box::into_raw(boxed).cast()) };
     }
+    status
 }
 
 /// `destroy` entry point.
@@ -96,7 +114,9 @@ pub unsafe extern "C" fn destroy<P: Plugin>(instance: *mut c_void) {
     // SAFETY: per the contract, `instance` is a `Box<Instance<P>>` we created and own now.
     let boxed = unsafe { Box::from_raw(instance.cast::<Instance<P>>()) };
     // A panicking `Drop` must not unwind into the host; the instance is gone either way.
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(boxed)));
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
+        drop_payload(payload);
+    }
 }
 
 /// `call` entry point.
@@ -112,43 +132,45 @@ pub unsafe extern "C" fn call<P: Plugin>(
     output: *mut ByteSlice,
     error: *mut PluginBuf,
 ) -> Status {
+    // SAFETY: the host serialises calls on an instance, so this is the only reference to it
+    // while the call runs; `input` is valid for the call.
+    let (instance, input) = unsafe { (&mut *instance.cast::<Instance<P>>(), input.as_slice()) };
+    let body = || {
+        instance.output.clear();
+        instance
+            .plugin
+            .call(input, HostTime(now_ns), &mut instance.output)
+            .map_err(|e| e.to_string())
+    };
     // SAFETY: forwarded contract on `error`.
-    unsafe {
-        guard(error, || {
-            // SAFETY: the host serialises calls on an instance, so this is the only reference.
-            let instance = &mut *instance.cast::<Instance<P>>();
-            instance.output.clear();
-            instance
-                .plugin
-                .call(input.as_slice(), HostTime(now_ns), &mut instance.output)
-                .map_err(|e| e.to_string())?;
-            // SAFETY: `output` is valid for a write; the slice borrows the instance's buffer,
-            // untouched until the next call on this instance.
-            output.write(ByteSlice::new(&instance.output));
-            Ok(())
-        })
+    let status = unsafe { guard(error, body) };
+    if status == Status::OK {
+        // SAFETY: `output` is valid for a write; the slice borrows the instance's buffer,
+        // untouched until the next call on this instance.
+        unsafe { output.write(ByteSlice::new(&instance.output)) };
     }
+    status
 }
 
 /// `snapshot` entry point.
 ///
 /// # Safety
 ///
-/// `instance` must come from [`create`] of the same `P`; `out` valid for a write.
+/// `instance` must come from [`create`] of the same `P`, with no call on it running; `out`
+/// valid for a write.
 pub unsafe extern "C" fn snapshot<P: Plugin>(
     instance: *const c_void,
     out: *mut PluginBuf,
 ) -> Status {
+    // SAFETY: no call mutates the instance while it is snapshotted (contract).
+    let instance = unsafe { &*instance.cast::<Instance<P>>() };
     let mut bytes = Vec::new();
-    // SAFETY: `out` is valid for writes (contract); it receives the message on failure.
-    let status = unsafe {
-        guard(out, || {
-            // SAFETY: the host holds the instance exclusively or shared without concurrent calls.
-            let instance = &*instance.cast::<Instance<P>>();
-            serde_json::to_writer(&mut bytes, instance.plugin.state())
-                .map_err(|e| format!("cannot serialise state: {e}"))
-        })
+    let body = || {
+        serde_json::to_writer(&mut bytes, instance.plugin.state())
+            .map_err(|e| format!("cannot serialise state: {e}"))
     };
+    // SAFETY: `out` is valid for writes (contract); it receives the message on failure.
+    let status = unsafe { guard(out, body) };
     if status == Status::OK {
         // SAFETY: `out` is valid for writes (contract).
         unsafe { out.write(into_buf(bytes)) };
@@ -166,16 +188,15 @@ pub unsafe extern "C" fn restore<P: Plugin>(
     state: ByteSlice,
     error: *mut PluginBuf,
 ) -> Status {
+    // SAFETY: exclusive access, as for `call`; `state` is valid for the call.
+    let (instance, state) = unsafe { (&mut *instance.cast::<Instance<P>>(), state.as_slice()) };
+    let body = || {
+        let state = serde_json::from_slice::<P::State>(state)
+            .map_err(|e| format!("state does not match this version's schema: {e}"))?;
+        instance.plugin.restore(state).map_err(|e| e.to_string())
+    };
     // SAFETY: forwarded contract on `error`.
-    unsafe {
-        guard(error, || {
-            // SAFETY: exclusive access, as for `call`.
-            let instance = &mut *instance.cast::<Instance<P>>();
-            let state = serde_json::from_slice::<P::State>(state.as_slice())
-                .map_err(|e| format!("state does not match this version's schema: {e}"))?;
-            instance.plugin.restore(state).map_err(|e| e.to_string())
-        })
-    }
+    unsafe { guard(error, body) }
 }
 
 /// `migrate` entry point. `version` is the library's own version, used to tell up from down.
@@ -190,39 +211,37 @@ pub unsafe fn migrate<P: Plugin>(
     to: ByteSlice,
     out: *mut PluginBuf,
 ) -> Status {
+    // SAFETY: the host passes slices valid for the call.
+    let (document, from, to) = unsafe { (document.as_slice(), from.as_slice(), to.as_slice()) };
     let mut bytes = Vec::new();
-    // SAFETY: `out` is valid for writes (contract).
-    let status = unsafe {
-        guard(out, || {
-            let text = |s: ByteSlice, what: &str| {
-                // SAFETY: the host passes slices valid for the call.
-                String::from_utf8(s.as_slice().to_vec())
-                    .map_err(|_| format!("`{what}` version is not UTF-8"))
-            };
-            let (from, to) = (text(from, "from")?, text(to, "to")?);
-            let direction = if to == version {
-                Direction::Up
-            } else if from == version {
-                Direction::Down
-            } else {
-                return Err(format!(
-                    "version {version} can only migrate to or from itself, not `{from}` -> `{to}`"
-                ));
-            };
-            // SAFETY: as above.
-            let doc: MigrationDoc = serde_json::from_slice(document.as_slice())
-                .map_err(|e| format!("migration document is not {{config, state}} JSON: {e}"))?;
-            let migrated = P::migrate(Migration {
-                from,
-                to,
-                direction,
-                doc,
-            })
-            .map_err(|e| e.to_string())?;
-            serde_json::to_writer(&mut bytes, &migrated)
-                .map_err(|e| format!("cannot serialise migrated document: {e}"))
+    let body = || {
+        let text = |s: &[u8], what: &str| {
+            String::from_utf8(s.to_vec()).map_err(|_| format!("`{what}` version is not UTF-8"))
+        };
+        let (from, to) = (text(from, "from")?, text(to, "to")?);
+        let direction = if to == version {
+            Direction::Up
+        } else if from == version {
+            Direction::Down
+        } else {
+            return Err(format!(
+                "version {version} can only migrate to or from itself, not `{from}` -> `{to}`"
+            ));
+        };
+        let doc: MigrationDoc = serde_json::from_slice(document)
+            .map_err(|e| format!("migration document is not {{config, state}} JSON: {e}"))?;
+        let migrated = P::migrate(Migration {
+            from,
+            to,
+            direction,
+            doc,
         })
+        .map_err(|e| e.to_string())?;
+        serde_json::to_writer(&mut bytes, &migrated)
+            .map_err(|e| format!("cannot serialise migrated document: {e}"))
     };
+    // SAFETY: `out` is valid for writes (contract).
+    let status = unsafe { guard(out, body) };
     if status == Status::OK {
         // SAFETY: `out` is valid for writes (contract).
         unsafe { out.write(into_buf(bytes)) };
@@ -239,14 +258,11 @@ pub unsafe extern "C" fn health<P: Plugin>(
     instance: *const c_void,
     error: *mut PluginBuf,
 ) -> Status {
+    // SAFETY: no call mutates the instance during the check (contract).
+    let instance = unsafe { &*instance.cast::<Instance<P>>() };
+    let body = || instance.plugin.health().map_err(|e| e.to_string());
     // SAFETY: forwarded contract on `error`.
-    unsafe {
-        guard(error, || {
-            // SAFETY: no concurrent call on the instance (contract).
-            let instance = &*instance.cast::<Instance<P>>();
-            instance.plugin.health().map_err(|e| e.to_string())
-        })
-    }
+    unsafe { guard(error, body) }
 }
 
 /// `free_buf` entry point: frees a buffer this library allocated.
@@ -255,7 +271,7 @@ pub unsafe extern "C" fn health<P: Plugin>(
 ///
 /// `buf` must come from this library and not be used afterwards.
 pub unsafe extern "C" fn free_buf(buf: PluginBuf) {
-    if !buf.ptr.is_null() {
+    if !buf.ptr.is_null() && buf.cap > 0 {
         // SAFETY: `buf` was made by `into_buf` from a `Vec<u8>` of this allocator.
         drop(unsafe { Vec::from_raw_parts(buf.ptr, buf.len, buf.cap) });
     }
@@ -291,7 +307,6 @@ macro_rules! export_plugin {
         migrates_from: [ $($from:literal),* $(,)? ],
         downgrades_to: [ $($down:literal),* $(,)? ] $(,)?
     }) => {
-        #[allow(unsafe_code)]
         const _: () = {
             use $crate::__private::{abi, export, MetadataWriter};
 

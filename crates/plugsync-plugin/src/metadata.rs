@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Everything a plugin declares about itself.
+///
+/// Unknown fields are ignored rather than refused: a later ABI minor may add fields, and an
+/// older host must still load the library.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PluginMetadata {
     /// ABI major version the library was built for.
     pub abi: u16,
@@ -38,7 +40,6 @@ pub struct PluginMetadata {
 
 /// How a plugin library was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BuildInfo {
     /// `unwind` or `abort`. An `abort` plugin kills its host on its first panic, so hosts
     /// refuse it unless explicitly allowed.

@@ -99,8 +99,9 @@ pub struct HostContext {
     pub(crate) api: *const HostApi,
 }
 
-// SAFETY: the host guarantees its `HostApi` and the context it points to stay valid until the
-// instance is destroyed and that `log` may be called from any thread.
+// SAFETY: the host guarantees its `HostApi` and the context it points to stay valid for as long
+// as the library is loaded (not only the instance: a plugin may keep a clone in a thread) and
+// that `log` may be called from any thread.
 #[allow(unsafe_code)]
 unsafe impl Send for HostContext {}
 
@@ -125,7 +126,7 @@ impl HostContext {
         }
         #[allow(unsafe_code)]
         // SAFETY: `api` is non-null and, per the host's contract (see `HostContext`), valid for
-        // the life of the instance; the message slice is borrowed for the duration of the call.
+        // as long as the library is loaded; the message slice is borrowed for the call.
         unsafe {
             let api = &*self.api;
             (api.log)(api.ctx, level as u32, ByteSlice::new(message.as_bytes()));

@@ -1,0 +1,252 @@
+//! Each fault fixture (ma_cross 2.0.x with one injected fault) leaves the previous version
+//! serving, with an error that says what happened: a migration that panics, a health check
+//! that fails after the switch, a probe that catches wrong orders, a panic in a call after
+//! commit (the slot is marked faulted, the host keeps serving) and during a step (the step
+//! rolls back by itself and the same call is served by the previous version).
+//!
+//! Libraries refused before `dlopen` (wrong ABI, `panic = "abort"`, wrong digest) are in
+//! `tests/loader.rs`.
+
+mod support;
+
+use plugsync_host::{
+    CallError, HostError, RollbackMethod, RollbackReason, Runtime, SwapRequest, VerifySpec,
+};
+use serde_json::json;
+use support::*;
+
+const CONFIG: fn() -> serde_json::Value = || json!({"fast_ma_period": 2, "slow_ma_period": 4});
+
+/// A runtime serving ma_cross 1.0.0 after a few bars, with the digest of 1.0.0.
+fn serving_1_0_0() -> (tempfile::TempDir, Runtime, plugsync_host::Digest) {
+    let (dir, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
+    for close in [100.0, 101.0, 102.0] {
+        runtime.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+    (dir, runtime, v1)
+}
+
+/// Checks that `v1` serves, with no step pending and no fault, and nothing but its instance
+/// alive.
+fn assert_still_serving(runtime: &Runtime, v1: plugsync_host::Digest) {
+    let out = runtime.call("ma_cross", &bar("ES", 103.0)).unwrap();
+    assert_eq!(out.receipt.digest, v1);
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!((plugin.version.digest, &plugin.pending), (v1, &None));
+    assert_eq!((&plugin.fault, &plugin.health), (&None, &Ok(())));
+    assert_eq!(status.live_instances, 1);
+    runtime.check_health("ma_cross").unwrap();
+}
+
+#[test]
+fn a_migration_that_panics_is_refused_and_the_old_version_keeps_serving() {
+    let (_dir, runtime, v1) = serving_1_0_0();
+    let before = runtime.snapshot("ma_cross").unwrap();
+    let faulty = stage(&runtime, FAULT_MIGRATE);
+
+    let error = runtime
+        .swap(SwapRequest::new("ma_cross", faulty))
+        .unwrap_err();
+    let HostError::Plugin {
+        operation,
+        panicked,
+        ..
+    } = &error
+    else {
+        panic!("expected a plugin error, got {error:?}");
+    };
+    assert_eq!((*operation, *panicked), ("migrate", true));
+    assert_eq!(
+        error.to_string(),
+        "plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration \
+         bug: cannot migrate 1.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate \
+         fixture)"
+    );
+    let after = runtime.snapshot("ma_cross").unwrap();
+    assert_eq!((after.seq, after.sha256), (before.seq, before.sha256));
+    assert_still_serving(&runtime, v1);
+}
+
+#[test]
+fn a_version_that_fails_its_health_check_after_the_switch_is_rolled_back() {
+    let (_dir, runtime, v1) = serving_1_0_0();
+    let faulty = stage(&runtime, FAULT_HEALTH);
+    // Healthy until it has served a call: it passes verification and the check at the switch.
+    let report = runtime.swap(SwapRequest::new("ma_cross", faulty)).unwrap();
+    assert_eq!(report.verification.health, Some(Ok(())));
+    let served = runtime.call("ma_cross", &bar("ES", 104.0)).unwrap();
+    assert_eq!(served.receipt.digest, faulty);
+
+    let error = runtime.check_health("ma_cross").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "`ma_cross` 2.0.1 was switched in, then rolled back: the new version failed its health \
+         check (order book desynchronised: positions disagree with the exchange after 1 calls \
+         (fault injected by the ma_cross_fault_health fixture))"
+    );
+    let HostError::RolledBack { report, .. } = error else {
+        panic!("expected a rollback");
+    };
+    assert!(matches!(report.reason, RollbackReason::HealthFailed { .. }));
+    // The one call it served is replayed into 1.0.0 (which answers it the same way).
+    assert_eq!(
+        report.method,
+        RollbackMethod::Replay {
+            replayed: 1,
+            divergences: Vec::new()
+        }
+    );
+    assert_eq!((report.from.digest, report.to.digest), (faulty, v1));
+    let closes = &state(&runtime.snapshot("ma_cross").unwrap())["instruments"]["ES"]["closes"];
+    assert_eq!(*closes, json!([100.0, 101.0, 102.0, 104.0]));
+    assert_still_serving(&runtime, v1);
+}
+
+#[test]
+fn a_probe_catches_wrong_orders_before_the_switch() {
+    let (_dir, runtime, v1) = serving_1_0_0();
+    let faulty = stage(&runtime, FAULT_PROBE);
+    let spec = VerifySpec {
+        probes: vec![crossing_up_probe(1)],
+        ..VerifySpec::default()
+    };
+
+    let error = runtime
+        .swap(SwapRequest::new("ma_cross", faulty).verify(spec))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        r#"verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}"#
+    );
+    let HostError::VerificationFailed { report, .. } = error else {
+        panic!("expected a verification failure");
+    };
+    assert_eq!(report.health, Some(Ok(())), "only the probe fails");
+    let mismatches = &report.probes[0].mismatches;
+    assert_eq!(mismatches.len(), 1);
+    assert_eq!(mismatches[0].step, 4);
+    assert_eq!(mismatches[0].actual, Ok(orders(&[(1, "ES", -1)])));
+    assert_still_serving(&runtime, v1);
+}
+
+#[test]
+fn a_panic_in_a_call_after_commit_fails_that_call_marks_the_slot_faulted_and_the_host_serves_on() {
+    let (_dir, runtime, _) = serving_1_0_0();
+    let faulty = stage(&runtime, FAULT_CALL);
+    runtime.swap(SwapRequest::new("ma_cross", faulty)).unwrap();
+    runtime.commit("ma_cross").unwrap();
+    let risk = install(&runtime, RISK_MODEL_1_0_0, json!({}));
+
+    let error = runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+    let CallError::Plugin {
+        panicked,
+        digest,
+        seq,
+        ..
+    } = &error
+    else {
+        panic!("expected a plugin error, got {error:?}");
+    };
+    assert_eq!((*panicked, *digest, *seq), (true, faulty, 4));
+    assert_eq!(
+        normalise(&error.to_string(), std::path::Path::new("/")),
+        "plugin `ma_cross` ([SHORT]) panicked (caught; slot marked faulted): plugin panicked: \
+         call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)"
+    );
+
+    // Status says the slot is faulted and why; its health fails.
+    let status = runtime.status();
+    let plugin = status
+        .plugins
+        .iter()
+        .find(|p| p.plugin == "ma_cross")
+        .unwrap();
+    let fault = plugin.fault.as_ref().expect("the slot is marked faulted");
+    assert_eq!((fault.seq, fault.digest), (4, faulty));
+    assert!(
+        fault.message.contains("call on instrument CRASH"),
+        "{fault:?}"
+    );
+    assert_eq!(
+        (
+            plugin.counters.calls,
+            plugin.counters.errors,
+            plugin.counters.panics
+        ),
+        (4, 1, 1)
+    );
+    assert!(plugin.health.is_err(), "{:?}", plugin.health);
+    let health = runtime.check_health("ma_cross").unwrap_err();
+    assert_eq!(
+        health.to_string(),
+        "plugin `ma_cross` 2.0.3 is faulted: it panicked in call #4 (plugin panicked: call on \
+         instrument CRASH (fault injected by the ma_cross_fault_call fixture)), so its state is \
+         suspect; swap to a fixed version or reinstall it"
+    );
+
+    // The host serves on: other instruments, and other plugins.
+    let out = runtime.call("ma_cross", &bar("ES", 103.0)).unwrap();
+    assert_eq!((out.receipt.digest, out.receipt.seq), (faulty, 5));
+    let check = json!({"check": {"order_id": 1, "instrument": "ES", "qty": 1}});
+    let out = runtime
+        .call("risk_model", check.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(out.receipt.digest, risk);
+    assert_eq!(json(&out.output)["approved"], true);
+}
+
+#[test]
+fn a_panic_in_a_call_during_a_step_rolls_the_step_back_and_that_call_is_served_by_the_old_version()
+{
+    let (_dir, runtime, v1) = serving_1_0_0();
+    let faulty = stage(&runtime, FAULT_CALL);
+    let mut calls = Vec::new();
+    runtime.swap(SwapRequest::new("ma_cross", faulty)).unwrap();
+    calls.push(record(&runtime, "ma_cross", bar("NQ", 50.0)));
+    assert_eq!(calls[0].receipt.digest, faulty);
+
+    // No failed call: the caller gets 1.0.0's answer.
+    calls.push(record(&runtime, "ma_cross", bar("CRASH", 1.0)));
+    assert_eq!(calls[1].receipt.digest, v1);
+    assert_eq!(calls[1].receipt.seq, 5);
+    assert_eq!(json(&calls[1].output), orders(&[]));
+
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!((plugin.version.digest, &plugin.pending), (v1, &None));
+    assert_eq!(plugin.fault, None, "1.0.0 did not panic");
+    let rollback = plugin.last_rollback.as_ref().expect("the step rolled back");
+    assert!(
+        matches!(&rollback.reason, RollbackReason::CallPanicked { seq: 5, message }
+            if message.contains("call on instrument CRASH")),
+        "{:?}",
+        rollback.reason
+    );
+    assert_eq!(
+        rollback.method,
+        RollbackMethod::Replay {
+            replayed: 1,
+            divergences: Vec::new()
+        }
+    );
+    assert_eq!(
+        rollback.reason.to_string(),
+        "the new version panicked in call #5 (plugin panicked: call on instrument CRASH (fault \
+         injected by the ma_cross_fault_call fixture))"
+    );
+
+    // 1.0.0's state is that of a plugin that was never updated, the CRASH bar included.
+    let (_reference_dir, reference, clock) = reference_runtime();
+    install(&reference, MA_CROSS_1_0_0, CONFIG());
+    for close in [100.0, 101.0, 102.0] {
+        reference.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+    replay(&reference, &clock, "ma_cross", &calls);
+    assert_eq!(
+        state(&runtime.snapshot("ma_cross").unwrap()),
+        state(&reference.snapshot("ma_cross").unwrap())
+    );
+    assert_still_serving(&runtime, v1);
+}

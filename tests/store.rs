@@ -1,0 +1,165 @@
+//! Staging into the content-addressed store: bytes that do not hash to the digest announced,
+//! and names that could leave the store directory, write nothing; a verified artifact is
+//! written once, read-only, under its digest; a file altered in the store is caught at load.
+
+mod support;
+
+use std::path::Path;
+
+use plugsync_host::{Digest, HostError};
+use serde_json::json;
+use support::*;
+
+/// Every file and directory under `dir`, relative to it, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            found.push(path.strip_prefix(dir).unwrap().display().to_string());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn staging_with_a_wrong_digest_writes_nothing_into_the_store() {
+    let (dir, runtime) = runtime();
+    let bytes = std::fs::read(lib(MA_CROSS_1_0_0)).unwrap();
+    let cases = [
+        (
+            "another artifact's digest",
+            &bytes[..],
+            digest_of(MA_CROSS_2_0_0),
+        ),
+        (
+            "truncated bytes",
+            &bytes[..bytes.len() / 2],
+            Digest::of(&bytes),
+        ),
+    ];
+    for (case, bytes, announced) in cases {
+        let error = runtime
+            .stage("libma_cross_v1_0_0.so", bytes, &announced)
+            .unwrap_err();
+        assert!(
+            matches!(error, HostError::DigestMismatch { expected, .. } if expected == announced),
+            "{case}: {error:?}"
+        );
+        assert_eq!(
+            normalise(&error.to_string(), dir.path()),
+            "sha256 mismatch for `libma_cross_v1_0_0.so`: expected [HASH], got [HASH]; the \
+             artifact is corrupt or not the one that was published: fetch it again from the \
+             registry",
+            "{case}"
+        );
+        assert_eq!(
+            tree(dir.path()),
+            ["artifacts"],
+            "{case}: something was written"
+        );
+    }
+    let error = runtime
+        .install(&digest_of(MA_CROSS_2_0_0), json!({}))
+        .unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), dir.path()),
+        "no artifact [HASH] in the store: stage it first"
+    );
+}
+
+#[test]
+fn artifact_names_that_could_leave_the_store_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let runtime = plugsync_host::Runtime::new(options(&store)).unwrap();
+    let bytes = std::fs::read(lib(MA_CROSS_1_0_0)).unwrap();
+    let digest = Digest::of(&bytes);
+    for name in [
+        "../../evil.so",
+        "..",
+        ".",
+        "",
+        "sub/lib.so",
+        "..\\evil.so",
+        ".hidden.so",
+        "/tmp/evil.so",
+        "lib\0.so",
+    ] {
+        let error = runtime.stage(name, &bytes, &digest).unwrap_err();
+        assert!(
+            matches!(error, HostError::BadArtifactName { .. }),
+            "{name:?}: {error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "artifact name `{name}` is not a plain file name: use a name without `/`, `\\`, \
+                 `..` or a leading `.`"
+            )
+        );
+    }
+    assert_eq!(tree(dir.path()), ["store", "store/artifacts"]);
+}
+
+#[test]
+fn a_verified_artifact_is_stored_once_read_only_under_its_digest() {
+    let (dir, runtime) = runtime();
+    let bytes = std::fs::read(lib(MA_CROSS_1_0_0)).unwrap();
+    let digest = Digest::of(&bytes);
+    let first = runtime
+        .stage("libma_cross_v1_0_0.so", &bytes, &digest)
+        .unwrap();
+    let again = runtime.stage_file(&lib(MA_CROSS_1_0_0)).unwrap();
+    assert_eq!((first.digest, &first.path), (again.digest, &again.path));
+    assert_eq!(
+        (first.metadata.id.as_str(), first.metadata.version.as_str()),
+        ("ma_cross", "1.0.0")
+    );
+    let relative = format!("artifacts/{digest}/libma_cross_v1_0_0.so");
+    assert_eq!(first.path, dir.path().join(&relative));
+    assert_eq!(
+        tree(dir.path()),
+        [
+            "artifacts".to_owned(),
+            format!("artifacts/{digest}"),
+            relative
+        ]
+    );
+    assert!(
+        std::fs::metadata(&first.path)
+            .unwrap()
+            .permissions()
+            .readonly()
+    );
+    assert_eq!(std::fs::read(&first.path).unwrap(), bytes);
+}
+
+#[test]
+fn an_artifact_altered_in_the_store_is_refused_at_load() {
+    let (dir, runtime) = runtime();
+    let stored = runtime.stage_file(&lib(MA_CROSS_1_0_0)).unwrap();
+    // An operator (or a disk) changes the file after it was staged.
+    let mut permissions = std::fs::metadata(&stored.path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&stored.path, permissions).unwrap();
+    let mut bytes = std::fs::read(&stored.path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&stored.path, &bytes).unwrap();
+
+    let error = runtime.install(&stored.digest, json!({})).unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), dir.path()),
+        "sha256 mismatch for `[ROOT]/artifacts/[HASH]/libma_cross_v1_0_0.so`: expected [HASH], \
+         got [HASH]; the artifact is corrupt or not the one that was published: fetch it again \
+         from the registry"
+    );
+    assert_eq!(runtime.status().resident, []);
+}

@@ -1,0 +1,420 @@
+//! Shared by the integration tests: the real plugin libraries (built once per test binary, in
+//! the profile the tests were built with), runtimes over fresh stores, messages, and the
+//! normalisation that makes error messages comparable.
+#![allow(dead_code)] // each test binary uses a part of it
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use plugsync_host::{
+    CallReceipt, Clock, Digest, HostTime, ManualClock, Probe, Runtime, RuntimeOptions,
+    StateSnapshot,
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The workspace root.
+pub const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Host time at which every test clock starts (2023-11-14T22:13:20Z).
+pub const START: HostTime = HostTime(1_700_000_000_000_000_000);
+
+/// How long a poll waits for something that should happen almost at once.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The env var the fault fixtures' constructors read: they create the file it names.
+pub const MARKER_ENV: &str = "PLUGSYNC_FIXTURE_MARKER";
+
+// Library names (`lib<name>.so` in the target directory).
+pub const MA_CROSS_1_0_0: &str = "ma_cross_v1_0_0";
+pub const MA_CROSS_2_0_0: &str = "ma_cross_v2_0_0";
+pub const MA_CROSS_2_1_0: &str = "ma_cross_v2_1_0";
+pub const RISK_MODEL_1_0_0: &str = "risk_model_v1_0_0";
+pub const RISK_MODEL_1_1_0: &str = "risk_model_v1_1_0";
+pub const RISK_MODEL_2_0_0: &str = "risk_model_v2_0_0";
+pub const FAULT_HEALTH: &str = "ma_cross_fault_health";
+pub const FAULT_MIGRATE: &str = "ma_cross_fault_migrate";
+pub const FAULT_CALL: &str = "ma_cross_fault_call";
+pub const FAULT_PROBE: &str = "ma_cross_fault_probe";
+pub const FAULT_ABI: &str = "ma_cross_fault_abi";
+pub const FAULT_TLS: &str = "ma_cross_fault_tls";
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
+}
+
+fn run(mut command: Command, what: &str) {
+    let output = command
+        .current_dir(WORKSPACE)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {what}: {e}"));
+    assert!(
+        output.status.success(),
+        "building {what} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The target directory of the profile these tests were built with (`target/debug` or
+/// `target/release`): the test binary lives in its `deps` directory.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps")
+        .to_owned()
+}
+
+/// Set by [`run_child_test`]: its parent built the libraries already.
+const PREBUILT_ENV: &str = "PLUGSYNC_TESTS_PREBUILT";
+
+/// Builds every library of the workspace (examples and fixtures) once per test binary, in
+/// the profile of the tests, and returns where they are.
+fn built() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        if std::env::var_os(PREBUILT_ENV).is_some() {
+            return profile_dir();
+        }
+        let mut command = cargo();
+        command.args(["build", "--workspace", "--lib", "--quiet"]);
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        run(command, "the plugin libraries");
+        profile_dir()
+    })
+}
+
+/// Path of a built plugin library of the workspace, e.g. `lib("ma_cross_v1_0_0")`.
+pub fn lib(name: &str) -> PathBuf {
+    let path = built().join(format!("lib{name}.so"));
+    assert!(
+        path.is_file(),
+        "`{}` was not built: is `{name}` a cdylib member of the workspace?",
+        path.display()
+    );
+    path
+}
+
+/// The `panic = "abort"` fixture, built once per test binary outside the workspace.
+pub fn panic_abort_lib() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let fixture = Path::new(WORKSPACE).join("tests/fixtures/panic_abort");
+            let path = fixture.join("target/release/libma_cross_fault_abort.so");
+            if std::env::var_os(PREBUILT_ENV).is_some() {
+                return path;
+            }
+            let mut command = cargo();
+            command
+                .args(["build", "--release", "--quiet", "--manifest-path"])
+                .arg(fixture.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(fixture.join("target"));
+            run(command, "the panic = \"abort\" fixture");
+            assert!(path.is_file(), "`{}` was not built", path.display());
+            path
+        })
+        .clone()
+}
+
+/// Options over `store` with a [`ManualClock`] starting at [`START`].
+pub fn options(store: &Path) -> RuntimeOptions {
+    let mut options = RuntimeOptions::new(store);
+    options.clock = Arc::new(ManualClock::starting_at(START));
+    options
+}
+
+/// A runtime over a fresh temporary store, with a [`ManualClock`].
+pub fn runtime() -> (TempDir, Runtime) {
+    runtime_with(|_| {})
+}
+
+/// A runtime over a fresh temporary store, with a [`ManualClock`] and options changed by
+/// `configure`.
+pub fn runtime_with(configure: impl FnOnce(&mut RuntimeOptions)) -> (TempDir, Runtime) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut options = options(dir.path());
+    configure(&mut options);
+    let runtime = Runtime::new(options).expect("a runtime over a fresh store");
+    (dir, runtime)
+}
+
+/// Stages a built library into the runtime's store and returns its digest.
+pub fn stage(runtime: &Runtime, name: &str) -> Digest {
+    runtime
+        .stage_file(&lib(name))
+        .unwrap_or_else(|e| panic!("staging {name}: {e}"))
+        .digest
+}
+
+/// Stages and installs a built library with `config`, returning its digest.
+pub fn install(runtime: &Runtime, name: &str, config: Value) -> Digest {
+    let digest = stage(runtime, name);
+    runtime
+        .install(&digest, config)
+        .unwrap_or_else(|e| panic!("installing {name}: {e}"));
+    digest
+}
+
+/// The sha256 of a built library's bytes.
+pub fn digest_of(name: &str) -> Digest {
+    Digest::of(&std::fs::read(lib(name)).expect("the library is readable"))
+}
+
+/// `{"bar":{"instrument":…,"close":…}}`.
+pub fn bar(instrument: &str, close: f64) -> Vec<u8> {
+    json!({"bar": {"instrument": instrument, "close": close}})
+        .to_string()
+        .into_bytes()
+}
+
+/// `{"fill":{"order_id":…,"instrument":…,"qty":…,"price":…}}`.
+pub fn fill(order_id: u64, instrument: &str, qty: i64, price: f64) -> Vec<u8> {
+    json!({"fill": {"order_id": order_id, "instrument": instrument, "qty": qty, "price": price}})
+        .to_string()
+        .into_bytes()
+}
+
+/// The `{"orders":[…]}` output of ma_cross 1.x/2.0 for `(order_id, instrument, qty)`s.
+pub fn orders(orders: &[(u64, &str, i64)]) -> Value {
+    let orders: Vec<Value> = orders
+        .iter()
+        .map(|(id, instrument, qty)| json!({"order_id": id, "instrument": instrument, "qty": qty}))
+        .collect();
+    json!({ "orders": orders })
+}
+
+/// Bars that take a fresh instance (periods 2 and 4) long: the fifth crosses up by 7%.
+pub fn crossing_up_probe(expected_qty: i64) -> Probe {
+    let mut steps: Vec<Value> = [10.0, 10.0, 10.0, 10.0]
+        .into_iter()
+        .map(|close| {
+            json!({"input": {"bar": {"instrument": "ES", "close": close}},
+                            "expect": orders(&[])})
+        })
+        .collect();
+    steps.push(
+        json!({"input": {"bar": {"instrument": "ES", "close": 13.0}},
+                      "expect": orders(&[(1, "ES", expected_qty)])}),
+    );
+    serde_json::from_value(json!({"name": "a fresh instance buys on a cross up", "steps": steps}))
+        .unwrap()
+}
+
+/// An order an ma_cross output asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: u64,
+    pub instrument: String,
+    pub qty: i64,
+}
+
+/// The orders of an ma_cross output.
+pub fn parse_orders(output: &[u8]) -> Vec<Order> {
+    let value: Value = serde_json::from_slice(output).unwrap_or_else(|e| {
+        panic!(
+            "ma_cross output is not JSON ({e}): {}",
+            String::from_utf8_lossy(output)
+        )
+    });
+    value["orders"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ma_cross output has no `orders`: {value}"))
+        .iter()
+        .map(|order| Order {
+            order_id: order["order_id"].as_u64().expect("an order id"),
+            instrument: order["instrument"]
+                .as_str()
+                .expect("an instrument")
+                .to_owned(),
+            qty: order["qty"].as_i64().expect("a quantity"),
+        })
+        .collect()
+}
+
+/// Parses JSON bytes.
+pub fn json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
+}
+
+/// The state of a snapshot, as JSON.
+pub fn state(snapshot: &StateSnapshot) -> Value {
+    serde_json::from_str(&snapshot.state).expect("a snapshot's state is JSON")
+}
+
+/// Makes a message comparable: `root` becomes `[ROOT]`, every word of exactly 64 hex digits
+/// `[HASH]` and every word of exactly 12 (a short digest) `[SHORT]`.
+pub fn normalise(message: &str, root: &Path) -> String {
+    let message = message.replace(&root.display().to_string(), "[ROOT]");
+    let mut out = String::with_capacity(message.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let hex = word.chars().all(|c| c.is_ascii_hexdigit());
+        match word.len() {
+            64 if hex => out.push_str("[HASH]"),
+            12 if hex => out.push_str("[SHORT]"),
+            _ => out.push_str(word),
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Polls `done` until it holds, failing with `what` after [`DEADLINE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// A clock the test sets: it gives the time it was last set to, so that a reference run can
+/// give each call the host time it was recorded with.
+#[derive(Debug)]
+pub struct SetClock {
+    nanos: AtomicI64,
+}
+
+impl SetClock {
+    /// A clock showing [`START`].
+    pub fn new() -> Arc<SetClock> {
+        Arc::new(SetClock {
+            nanos: AtomicI64::new(START.0),
+        })
+    }
+
+    /// Sets the time the next readings give.
+    pub fn set(&self, now: HostTime) {
+        self.nanos.store(now.0, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SetClock {
+    fn now(&self) -> HostTime {
+        HostTime(self.nanos.load(Ordering::SeqCst))
+    }
+}
+
+/// One call as a test recorded it: what was sent, what came back, and the receipt.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub receipt: CallReceipt,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+}
+
+/// A runtime over a fresh store whose clock the test sets ([`SetClock`]), for reference runs
+/// that reproduce recorded host times.
+pub fn reference_runtime() -> (TempDir, Runtime, Arc<SetClock>) {
+    let clock = SetClock::new();
+    let shared = clock.clone();
+    let (dir, runtime) = runtime_with(move |options| options.clock = shared);
+    (dir, runtime, clock)
+}
+
+/// Feeds recorded calls to `plugin` of a reference runtime at their recorded host times,
+/// checking that each gets the sequence number it got in the recorded run; returns the
+/// outputs.
+pub fn feed_at(
+    runtime: &Runtime,
+    clock: &SetClock,
+    plugin: &str,
+    calls: &[Recorded],
+) -> Vec<Vec<u8>> {
+    let handle = runtime.handle(plugin).expect("the plugin is installed");
+    calls
+        .iter()
+        .map(|call| {
+            clock.set(call.receipt.now);
+            let replayed = handle.call(&call.input).unwrap_or_else(|e| {
+                panic!(
+                    "reference call #{} failed: {e}\ninput: {}",
+                    call.receipt.seq,
+                    String::from_utf8_lossy(&call.input)
+                )
+            });
+            assert_eq!(
+                replayed.receipt.seq, call.receipt.seq,
+                "the reference run lost step with the recorded one"
+            );
+            replayed.output
+        })
+        .collect()
+}
+
+/// [`feed_at`], checking that each call also answers what it answered in the recorded run.
+pub fn replay(runtime: &Runtime, clock: &SetClock, plugin: &str, calls: &[Recorded]) {
+    let outputs = feed_at(runtime, clock, plugin, calls);
+    for (call, output) in calls.iter().zip(outputs) {
+        assert_eq!(
+            String::from_utf8_lossy(&output),
+            String::from_utf8_lossy(&call.output),
+            "call #{} ({}) answered differently in the reference run",
+            call.receipt.seq,
+            String::from_utf8_lossy(&call.input)
+        );
+    }
+}
+
+/// Calls `plugin` and records the call; panics if it fails.
+pub fn record(runtime: &Runtime, plugin: &str, input: Vec<u8>) -> Recorded {
+    let out = runtime.call(plugin, &input).unwrap_or_else(|e| {
+        panic!(
+            "call to {plugin} failed: {e}\ninput: {}",
+            String::from_utf8_lossy(&input)
+        )
+    });
+    Recorded {
+        receipt: out.receipt,
+        input,
+        output: out.output,
+    }
+}
+
+/// Runs test `test` of this same test binary in a child process with `env` set, and returns
+/// its output once it passed. Used where a test needs an environment variable that must not
+/// be set in this (multi-threaded) process. The libraries the child uses must have been built
+/// by the caller ([`lib`], [`panic_abort_lib`]): the child does not build.
+pub fn run_child_test(test: &str, env: &[(&str, &Path)]) -> Output {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let mut command = Command::new(exe);
+    command.env(PREBUILT_ENV, "1");
+    command.args([
+        test,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "child test `{test}` failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
