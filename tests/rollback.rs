@@ -154,11 +154,13 @@ fn rollback_after_overflow_keeps_the_fills(case: Overflow) {
     let RollbackMethod::DownMigration {
         unjournaled_calls,
         state: migrated,
+        in_doubt_call,
     } = &report.method
     else {
         panic!("expected a rollback by migration: {:?}", report.method);
     };
     assert_eq!(*unjournaled_calls, 4);
+    assert_eq!(*in_doubt_call, None);
 
     // Positions are the sums of the fills, before and after the switch; windows and orders
     // are carried as well.

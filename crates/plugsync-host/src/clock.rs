@@ -12,16 +12,47 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn now(&self) -> HostTime;
 }
 
-/// Wall-clock time.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// Wall-clock time, read cheaply: the wall time at start-up plus the time elapsed since on the
+/// CPU's time-stamp counter (`quanta`, calibrated against the OS clock). Reading the OS wall
+/// clock costs ~40 ns on a VM, a sixth of a plugin call; the counter costs a few. The time never
+/// goes backwards and does not follow later adjustments of the wall clock (NTP steps), which
+/// suits host times that must only order and date calls.
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    counter: quanta::Clock,
+    start: quanta::Instant,
+    start_wall_ns: i64,
+}
 
-impl Clock for SystemClock {
-    fn now(&self) -> HostTime {
+impl SystemClock {
+    /// A clock anchored at the current wall time.
+    pub fn new() -> SystemClock {
+        let counter = quanta::Clock::new();
+        let start = counter.now();
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        HostTime(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))
+        SystemClock {
+            start,
+            counter,
+            start_wall_ns: i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> HostTime {
+        let elapsed = self.counter.now().duration_since(self.start).as_nanos();
+        HostTime(
+            self.start_wall_ns
+                .saturating_add(i64::try_from(elapsed).unwrap_or(i64::MAX)),
+        )
     }
 }
 

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::{HostError, declarer_covered};
@@ -62,7 +62,7 @@ impl fmt::Display for RollbackReason {
 }
 
 /// A version of a plugin, by number and artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRef {
     /// Semantic version.
     pub version: String,
@@ -132,6 +132,9 @@ pub enum RollbackMethod {
         unjournaled_calls: u64,
         /// The state restored.
         state: serde_json::Value,
+        /// A call whose effect is in doubt: the rolled-back version panicked midway through
+        /// it, so the state migrated back may hold part of it. The caller got an error for it.
+        in_doubt_call: Option<u64>,
     },
     /// The previous instance resumed with its state at the switch.
     Lossy {
@@ -160,7 +163,11 @@ pub struct RollbackReport {
 impl RollbackReport {
     /// Whether every state update made since the switch survived the rollback.
     pub fn lost_nothing(&self) -> bool {
-        !matches!(self.method, RollbackMethod::Lossy { .. })
+        match &self.method {
+            RollbackMethod::Replay { .. } => true,
+            RollbackMethod::DownMigration { in_doubt_call, .. } => in_doubt_call.is_none(),
+            RollbackMethod::Lossy { .. } => false,
+        }
     }
 }
 
@@ -244,6 +251,7 @@ fn down_migrate(
     Ok(RollbackMethod::DownMigration {
         unjournaled_calls: unjournaled,
         state: serde_json::from_slice(&migrated.state).unwrap_or(serde_json::Value::Null),
+        in_doubt_call: None,
     })
 }
 
@@ -261,8 +269,10 @@ pub(crate) fn roll_back(
         .expect("a pending step has an active instance");
     let mut previous = step.previous;
     let calls_since_switch = state.seq - step.switched_seq;
-    let mut fault = None;
-    let method = if step.journal.is_complete() {
+    // The previous instance's own fault, if it had one, comes back with it (a replay that
+    // panics replaces it).
+    let mut fault = step.previous_fault;
+    let mut method = if step.journal.is_complete() {
         replay(&mut previous, &step.journal.calls, &mut fault)
     } else {
         down_migrate(plugin, &new, &mut previous, step.journal.overflowed).unwrap_or_else(|why| {
@@ -284,6 +294,13 @@ pub(crate) fn roll_back(
             }
         })
     };
+    if let (
+        RollbackMethod::DownMigration { in_doubt_call, .. },
+        RollbackReason::CallPanicked { seq, .. },
+    ) = (&mut method, &reason)
+    {
+        *in_doubt_call = Some(*seq);
+    }
     let report = RollbackReport {
         plugin: plugin.to_owned(),
         from: VersionRef::of(new.library()),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use plugsync_plugin::{HostTime, canonical_json};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
 use crate::digest::Digest;
@@ -49,7 +49,7 @@ impl RuntimeOptions {
             store: store.into(),
             resident_cap: 8,
             load_policy: LoadPolicy::default(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemClock::new()),
         }
     }
 }
@@ -75,7 +75,7 @@ pub(crate) struct Shared {
 }
 
 /// A plugin's state at one point, with its checksum.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateSnapshot {
     /// Plugin id.
     pub plugin: String,
@@ -232,11 +232,24 @@ impl Runtime {
 
     /// Maps the library of a stored artifact, or reuses it if it is resident already.
     pub(crate) fn library(&self, digest: &Digest) -> Result<Arc<Library>> {
+        match self.resident(digest) {
+            Some(library) => Ok(library),
+            None => self.map(self.shared.store.get(digest)?),
+        }
+    }
+
+    /// The library of `digest` if it is mapped already.
+    pub(crate) fn resident(&self, digest: &Digest) -> Option<Arc<Library>> {
+        lock(&self.shared.libraries).get(digest).cloned()
+    }
+
+    /// Maps a verified artifact (or reuses it if another thread just did), within the cap.
+    pub(crate) fn map(&self, artifact: StoredArtifact) -> Result<Arc<Library>> {
+        let digest = &artifact.digest;
         let mut libraries = lock(&self.shared.libraries);
         if let Some(library) = libraries.get(digest) {
             return Ok(library.clone());
         }
-        let artifact = self.shared.store.get(digest)?;
         let mut refused_mapped = lock(&self.shared.refused_mapped);
         let resident = libraries
             .values()
@@ -402,7 +415,10 @@ impl Runtime {
         active
             .instance
             .restore(snapshot.state.as_bytes())
-            .map_err(|f| f.into_error(&library, "restore"))
+            .map_err(|f| f.into_error(&library, "restore"))?;
+        // A verified snapshot replaces whatever a panic left behind.
+        state.fault = None;
+        Ok(())
     }
 
     /// Commits the pending step of `plugin`: the previous instance is destroyed (its library
@@ -410,7 +426,7 @@ impl Runtime {
     pub fn commit(&self, plugin: &str) -> Result<VersionRef> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
-        let (previous, committed) = {
+        let (step, committed) = {
             let mut state = slot.state();
             let step = state
                 .step
@@ -426,10 +442,10 @@ impl Runtime {
             if let Some(record) = &mut state.last_step {
                 record.outcome = "committed";
             }
-            (step.previous, committed)
+            (step, committed)
         };
-        // Destroy the previous instance outside the slot lock.
-        drop(previous);
+        // Destroy the previous instance and free the journal outside the slot lock.
+        drop(step);
         tracing::info!(plugin, version = %committed, "committed");
         Ok(committed)
     }

@@ -169,6 +169,8 @@ pub(crate) struct PendingStep {
     pub switched_seq: u64,
     pub switched_at: HostTime,
     pub journal: Journal,
+    /// The fault the slot carried before the switch: restored if the step rolls back.
+    pub previous_fault: Option<Fault>,
 }
 
 /// The last step applied to a slot, for status.
@@ -233,14 +235,18 @@ impl Slot {
 
     /// The hot path: one call, its output handed to `on_output` while still borrowed from the
     /// plugin (no copy, no allocation unless a step or swap is recording).
+    ///
+    /// `now` is the host time to give the plugin; `None` reads the runtime's clock (under the
+    /// lock, so times follow the calls' order).
     pub fn call_with<R>(
         &self,
         input: &[u8],
+        now: Option<HostTime>,
         on_output: impl FnOnce(&[u8]) -> R,
     ) -> Result<(CallReceipt, R), CallError> {
         let mut guard = self.state();
         let state = &mut *guard;
-        let now = self.clock.now();
+        let now = now.unwrap_or_else(|| self.clock.now());
         let Some(active) = state.active.as_mut() else {
             return Err(CallError::NotLoaded {
                 plugin: self.id.clone(),
@@ -386,22 +392,43 @@ impl SlotHandle {
         input: &[u8],
         on_output: impl FnOnce(&[u8]) -> R,
     ) -> Result<(CallReceipt, R), CallError> {
-        self.slot.call_with(input, on_output)
+        self.slot.call_with(input, None, on_output)
     }
 
     /// Calls the plugin, copying the output into `output` (cleared first; reuse it and a
-    /// steady-state call allocates nothing).
+    /// steady-state call allocates nothing). The runtime's clock gives the host time.
     pub fn call_into(&self, input: &[u8], output: &mut Vec<u8>) -> Result<CallReceipt, CallError> {
+        self.copy_into(input, None, output)
+    }
+
+    /// As [`call_into`](Self::call_into), at a host time the caller gives (a trading host has
+    /// the event's own timestamp; this also saves reading a clock per call). The time is
+    /// recorded with the call, so replay stays exact whatever the caller passes.
+    pub fn call_into_at(
+        &self,
+        input: &[u8],
+        now: HostTime,
+        output: &mut Vec<u8>,
+    ) -> Result<CallReceipt, CallError> {
+        self.copy_into(input, Some(now), output)
+    }
+
+    fn copy_into(
+        &self,
+        input: &[u8],
+        now: Option<HostTime>,
+        output: &mut Vec<u8>,
+    ) -> Result<CallReceipt, CallError> {
         output.clear();
         self.slot
-            .call_with(input, |bytes| output.extend_from_slice(bytes))
+            .call_with(input, now, |bytes| output.extend_from_slice(bytes))
             .map(|(receipt, ())| receipt)
     }
 
     /// Calls the plugin, returning its output in a new buffer.
     pub fn call(&self, input: &[u8]) -> Result<CallOutput, CallError> {
         self.slot
-            .call_with(input, <[u8]>::to_vec)
+            .call_with(input, None, <[u8]>::to_vec)
             .map(|(receipt, output)| CallOutput { output, receipt })
     }
 }

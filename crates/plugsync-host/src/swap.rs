@@ -1,15 +1,19 @@
 //! The hot swap: replacing the instance in a slot while it is being called, state migrated.
 //!
-//! 1. **check**: the new artifact is the same plugin, and the version change is declared
-//!    (`migrates_from` of the newer version going up, `downgrades_to` of the running one going
-//!    down; the same version is a reconfigure and keeps the state as is);
-//! 2. **verify** on throwaway instances ([`verify`](crate::verify)); nothing live is touched;
-//! 3. **cut**: under the slot lock, snapshot the live state and start recording calls;
-//! 4. **prepare**, off the lock: migrate the snapshot and create the new instance from it;
-//! 5. **switch**, under the lock: feed the new instance the calls that arrived since the cut
-//!    (served by the old version meanwhile); if each gives the output the old version gave,
-//!    switch. If one differs, or too many came in, the swap falls back to doing the cut, the
-//!    migration and the switch all under the lock, so that no state update is ever lost.
+//! 1. **check**, from the artifact's metadata alone (nothing refused is `dlopen`ed): the same
+//!    plugin, and a declared version change (`migrates_from` of the newer version going up,
+//!    `downgrades_to` of the running one going down; the same version is a reconfigure and
+//!    keeps the state as is);
+//! 2. **cut**: under the slot lock, snapshot the live state and start recording calls;
+//! 3. **migrate** the snapshot off the lock and **verify** on throwaway instances
+//!    ([`verify`](crate::verify)); nothing live is touched, and the old version keeps serving;
+//! 4. **catch up**, off the lock, in rounds: create the new instance from the migrated state and
+//!    feed it the calls recorded since the cut (served by the old version meanwhile), swapping
+//!    in a fresh record each round, until a round is small;
+//! 5. **switch**, under the lock: replay that last small round and switch, provided every
+//!    replayed call gave the output the old version gave. If one differs (the new version
+//!    would have answered otherwise) or too many came in, the swap falls back to doing the cut,
+//!    the migration and the switch all under the lock, so that no state update is ever lost.
 //!    The old instance is kept, and every call from now on is journaled, until commit;
 //! 6. **health** of what now serves: a failure rolls the step back at once.
 //!
@@ -18,6 +22,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plugsync_plugin::PluginMetadata;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -27,12 +32,18 @@ use crate::error::{HostError, Result};
 use crate::library::{Instance, Library};
 use crate::rollback::{self, RollbackReason, VersionRef};
 use crate::runtime::{Runtime, state_checksum};
-use crate::slot::{Active, Journal, PendingStep, Slot, SlotState, StepRecord, lock};
+use crate::slot::{Active, Fault, Journal, PendingStep, Slot, SlotState, StepRecord, lock};
 use crate::verify::{self, Subject, VerifyReport, VerifySpec};
 
-/// How many calls a swap records while it migrates off the lock before it gives up and does
-/// the whole switch under the lock.
-const CATCH_UP_CAPACITY: usize = 1024;
+/// How many calls one round of catch-up may record before the swap gives up and does the whole
+/// switch under the lock (a round lasts as long as the migration, or the previous round).
+const CATCH_UP_CAPACITY: usize = 1 << 16;
+
+/// Rounds of catch-up off the lock, at most, before the last one, under it.
+const CATCH_UP_ROUNDS: usize = 16;
+
+/// A round this small is replayed under the lock, and the switch follows.
+const FINAL_ROUND_CALLS: usize = 8;
 
 /// How the switch is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -174,6 +185,10 @@ pub struct SwapReport {
     pub locked_window: Duration,
     /// What verification found.
     pub verification: VerifyReport,
+    /// The fault the slot carried before the swap, if any: the state migrated into the new
+    /// version came from an instance that had panicked (the new version starts unfaulted; a
+    /// rollback brings the fault back with the old instance).
+    pub replaced_fault: Option<Fault>,
 }
 
 /// The `{config, state}` document a migration transforms, built without re-parsing the state.
@@ -199,6 +214,59 @@ pub(crate) fn split_document(bytes: &[u8]) -> serde_json::Result<(Box<RawValue>,
     Ok((doc.config, doc.state))
 }
 
+impl TransitionKind {
+    /// Which change goes from `old` to `new`, refused unless the version that would migrate
+    /// declares it. Decided from metadata alone, so a refused version is never `dlopen`ed.
+    pub(crate) fn between(
+        plugin: &str,
+        old: &PluginMetadata,
+        new: &PluginMetadata,
+    ) -> Result<TransitionKind> {
+        let version = |metadata: &PluginMetadata| {
+            semver::Version::parse(&metadata.version).map_err(|e| HostError::BadVersion {
+                plugin: plugin.to_owned(),
+                field: "version",
+                value: metadata.version.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let (old_version, new_version) = (version(old)?, version(new)?);
+        let (kind, field, declared, covered) = match new_version.cmp(&old_version) {
+            std::cmp::Ordering::Equal => return Ok(TransitionKind::Reconfigure),
+            std::cmp::Ordering::Greater => (
+                TransitionKind::Upgrade,
+                "migrates_from",
+                &new.migrates_from,
+                &old_version,
+            ),
+            std::cmp::Ordering::Less => (
+                TransitionKind::Downgrade,
+                "downgrades_to",
+                &old.downgrades_to,
+                &new_version,
+            ),
+        };
+        let declares = declared
+            .iter()
+            .filter_map(|r| semver::VersionReq::parse(r).ok())
+            .any(|r| r.matches(covered));
+        if declares {
+            return Ok(kind);
+        }
+        Err(HostError::NoMigration {
+            plugin: plugin.to_owned(),
+            from: old.version.clone(),
+            to: new.version.clone(),
+            field,
+            declared: if declared.is_empty() {
+                "it declares none".to_owned()
+            } else {
+                format!("it declares `{}`", declared.join("`, `"))
+            },
+        })
+    }
+}
+
 /// A version change, and which library migrates it.
 pub(crate) struct Transition {
     kind: TransitionKind,
@@ -213,45 +281,12 @@ impl Transition {
         old: &Arc<Library>,
         new: &Arc<Library>,
     ) -> Result<Transition> {
-        let declares = |library: &Library, reqs: &[String], version: &semver::Version| {
-            let _ = library;
-            reqs.iter()
-                .filter_map(|r| semver::VersionReq::parse(r).ok())
-                .any(|r| r.matches(version))
-        };
-        let (kind, migrator, field, declared) = match new.version.cmp(&old.version) {
-            std::cmp::Ordering::Equal => (TransitionKind::Reconfigure, new, "", &Vec::new()),
-            std::cmp::Ordering::Greater => (
-                TransitionKind::Upgrade,
-                new,
-                "migrates_from",
-                &new.metadata.migrates_from,
-            ),
-            std::cmp::Ordering::Less => (
-                TransitionKind::Downgrade,
-                old,
-                "downgrades_to",
-                &old.metadata.downgrades_to,
-            ),
-        };
-        let other = if kind == TransitionKind::Downgrade {
-            &new.version
+        let kind = TransitionKind::between(plugin, &old.metadata, &new.metadata)?;
+        let migrator = if kind == TransitionKind::Downgrade {
+            old
         } else {
-            &old.version
+            new
         };
-        if kind != TransitionKind::Reconfigure && !declares(migrator, declared, other) {
-            return Err(HostError::NoMigration {
-                plugin: plugin.to_owned(),
-                from: old.metadata.version.clone(),
-                to: new.metadata.version.clone(),
-                field,
-                declared: if declared.is_empty() {
-                    "it declares none".to_owned()
-                } else {
-                    format!("it declares `{}`", declared.join("`, `"))
-                },
-            });
-        }
         Ok(Transition {
             kind,
             migrator: migrator.clone(),
@@ -312,6 +347,17 @@ fn create_restored(library: &Arc<Library>, migrated: &Migrated) -> Result<Instan
     Ok(instance)
 }
 
+/// The live state at the cut, and its migration.
+struct Cut {
+    /// Last call whose effect is in `before`.
+    seq: u64,
+    before: Vec<u8>,
+    migrated: Migrated,
+    /// How long the snapshot and the migration took: what a switch under the lock would cost
+    /// besides creating the instance.
+    took: Duration,
+}
+
 /// Everything needed to build the new instance, shared by both switch paths.
 struct Target<'a> {
     slot: &'a Slot,
@@ -332,42 +378,82 @@ impl Target<'_> {
             .map_err(|f| f.into_error(active.library(), "snapshot"))
     }
 
+    /// Snapshots the live state (briefly holding the slot) and migrates it off the lock; with
+    /// `record`, calls from the cut on are recorded for the catch-up.
+    fn cut(&self, record: bool) -> Result<Cut> {
+        let started = Instant::now();
+        let (seq, before) = {
+            let mut state = self.slot.state();
+            let before = self.snapshot(&state)?;
+            if record {
+                state.catch_up = Some(Journal::new(CATCH_UP_CAPACITY));
+            }
+            (state.seq, before)
+        };
+        match migrate(self.transition, self.old_config, &before, self.desired) {
+            Ok(migrated) => Ok(Cut {
+                seq,
+                before,
+                migrated,
+                took: started.elapsed(),
+            }),
+            Err(error) => {
+                self.stop_recording();
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops recording (the journal is dropped off the lock).
+    fn stop_recording(&self) {
+        let recorded = self.slot.state().catch_up.take();
+        drop(recorded);
+    }
+
     /// Cut, migration and creation all under the lock.
-    fn prepare_locked(&self, state: &SlotState) -> Result<(Vec<u8>, Migrated, Instance)> {
+    fn prepare_locked(&self, state: &SlotState) -> Result<(Cut, Instance)> {
+        let started = Instant::now();
         let before = self.snapshot(state)?;
         let migrated = migrate(self.transition, self.old_config, &before, self.desired)?;
         let instance = create_restored(self.library, &migrated)?;
-        Ok((before, migrated, instance))
+        Ok((
+            Cut {
+                seq: state.seq,
+                before,
+                migrated,
+                took: started.elapsed(),
+            },
+            instance,
+        ))
     }
 }
 
 /// What the switch did, before the report is assembled.
 struct Switched {
-    before: Vec<u8>,
-    migrated: Migrated,
-    cut_seq: u64,
+    cut: Cut,
     switched_seq: u64,
     caught_up: usize,
     path: SwapPath,
     locked_window: Duration,
 }
 
-/// Feeds the calls recorded since the cut to the new instance; `Err` says why the optimistic
-/// attempt must be abandoned.
+/// Feeds recorded calls to the new instance; `Err` says why the optimistic attempt must be
+/// abandoned (an output that differs from the one the old version gave, or an overflow).
 fn catch_up(instance: &mut Instance, recorded: &Journal) -> Result<usize, String> {
     if !recorded.is_complete() {
         return Err(format!(
-            "more than {CATCH_UP_CAPACITY} calls arrived while the state migrated"
+            "more than {CATCH_UP_CAPACITY} calls arrived during one round of catch-up"
         ));
     }
     for call in &recorded.calls {
         let agrees = match (instance.call(&call.input, call.now.0), &call.output) {
             (Ok(new), Ok(old)) => new == old.as_slice(),
+            (Err(_), Err(_)) => true,
             _ => false,
         };
         if !agrees {
             return Err(format!(
-                "call #{} answered differently by the new version during catch-up",
+                "call #{} was answered differently by the new version during catch-up",
                 call.seq
             ));
         }
@@ -402,8 +488,8 @@ fn switch(
         switched_seq: state.seq,
         switched_at: now,
         journal: Journal::new(journal_capacity),
+        previous_fault: state.fault.take(),
     });
-    state.fault = None;
 }
 
 impl Runtime {
@@ -417,17 +503,17 @@ impl Runtime {
     ) -> Result<VerifyReport> {
         let slot = self.slot(plugin)?;
         let (old_library, old_config) = self.running(&slot)?;
-        let new_library = self.target_library(&slot, artifact)?;
+        let new_library = self.target_library(&slot, &old_library, artifact)?;
         let transition = Transition::between(&slot.id, &old_library, &new_library)?;
-        self.verify_against(
-            &slot,
-            &old_library,
-            &old_config,
-            &new_library,
-            &transition,
-            config,
-            spec,
-        )
+        let target = Target {
+            slot: &slot,
+            transition: &transition,
+            old_config: &old_config,
+            desired: config,
+            library: &new_library,
+        };
+        let cut = target.cut(false)?;
+        Ok(self.verify_cut(&target, &old_library, &cut, spec))
     }
 
     fn running(&self, slot: &Slot) -> Result<(Arc<Library>, Value)> {
@@ -438,53 +524,53 @@ impl Runtime {
         Ok((active.library().clone(), active.config.clone()))
     }
 
-    fn target_library(&self, slot: &Slot, artifact: &Digest) -> Result<Arc<Library>> {
-        let library = self.library(artifact)?;
-        if library.id() != slot.id {
-            return Err(HostError::WrongPlugin {
-                plugin: slot.id.clone(),
-                found: library.id().to_owned(),
-                digest: *artifact,
-            });
-        }
-        Ok(library)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn verify_against(
+    /// Maps the target artifact's library, after checking from its metadata alone that it is
+    /// the slot's plugin and a declared transition from what runs.
+    fn target_library(
         &self,
         slot: &Slot,
-        old_library: &Arc<Library>,
-        old_config: &Value,
-        new_library: &Arc<Library>,
-        transition: &Transition,
-        desired: Option<&Value>,
-        spec: &VerifySpec,
-    ) -> Result<VerifyReport> {
-        let snapshot = {
-            let state = slot.state();
-            let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
-                plugin: slot.id.clone(),
-            })?;
-            active
-                .instance
-                .snapshot()
-                .map_err(|f| f.into_error(active.library(), "snapshot"))?
+        running: &Library,
+        artifact: &Digest,
+    ) -> Result<Arc<Library>> {
+        let check = |metadata: &PluginMetadata| {
+            if metadata.id != slot.id {
+                return Err(HostError::WrongPlugin {
+                    plugin: slot.id.clone(),
+                    found: metadata.id.clone(),
+                    digest: *artifact,
+                });
+            }
+            TransitionKind::between(&slot.id, &running.metadata, metadata)
         };
-        let migrated = migrate(transition, old_config, &snapshot, desired)?;
-        let old_config = serde_json::to_vec(old_config).expect("a JSON value serialises");
-        Ok(verify::run(
+        if let Some(library) = self.resident(artifact) {
+            check(&library.metadata)?;
+            return Ok(library);
+        }
+        let stored = self.store().get(artifact)?;
+        check(&stored.metadata)?;
+        self.map(stored)
+    }
+
+    fn verify_cut(
+        &self,
+        target: &Target<'_>,
+        old_library: &Arc<Library>,
+        cut: &Cut,
+        spec: &VerifySpec,
+    ) -> VerifyReport {
+        let old_config = serde_json::to_vec(target.old_config).expect("a JSON value serialises");
+        verify::run(
             spec,
             &Subject {
                 old_library,
                 old_config: &old_config,
-                snapshot: &snapshot,
-                new_library,
-                new_config: &migrated.config_bytes,
-                migrated_state: &migrated.state,
+                snapshot: &cut.before,
+                new_library: target.library,
+                new_config: &cut.migrated.config_bytes,
+                migrated_state: &cut.migrated.state,
                 now_ns: self.shared.clock.now().0,
             },
-        ))
+        )
     }
 
     /// Hot-swaps a plugin to a staged artifact (see the [module docs](crate::swap)). On any
@@ -504,40 +590,39 @@ impl Runtime {
             }
         }
         let (old_library, old_config) = self.running(&slot)?;
-        let new_library = self.target_library(&slot, &request.artifact)?;
+        let replaced_fault = slot.state().fault.clone();
+        let new_library = self.target_library(&slot, &old_library, &request.artifact)?;
         let transition = Transition::between(&slot.id, &old_library, &new_library)?;
-        let desired = request.config.as_ref();
-        let verification = self.verify_against(
-            &slot,
-            &old_library,
-            &old_config,
-            &new_library,
-            &transition,
-            desired,
-            &request.verify,
-        )?;
+        let target = Target {
+            slot: &slot,
+            transition: &transition,
+            old_config: &old_config,
+            desired: request.config.as_ref(),
+            library: &new_library,
+        };
+        // One cut serves both the verification and, when optimistic, the switch.
+        let optimistic = request.mode == SwapMode::Optimistic;
+        let cut = target.cut(optimistic)?;
+        let verification = self.verify_cut(&target, &old_library, &cut, &request.verify);
         if !verification.passed() {
+            target.stop_recording();
             return Err(HostError::VerificationFailed {
                 plugin: slot.id.clone(),
                 version: new_library.metadata.version.clone(),
                 report: Box::new(verification),
             });
         }
-        let target = Target {
-            slot: &slot,
-            transition: &transition,
-            old_config: &old_config,
-            desired,
-            library: &new_library,
-        };
-        let switched = match request.mode {
-            SwapMode::Optimistic => self.switch_optimistic(&target, &request)?,
-            SwapMode::Locked => self.switch_locked(&target, &request, "requested".to_owned())?,
+        let switched = if optimistic {
+            self.switch_optimistic(&target, &request, cut)?
+        } else {
+            self.switch_locked(&target, &request, "requested".to_owned())?
         };
         self.check_after_switch(&slot, &new_library)?;
+        let before = &switched.cut.before;
         let (state_before, state_before_sha256) =
-            state_checksum(&switched.before).unwrap_or((Value::Null, Digest::of(&switched.before)));
-        let state_after = serde_json::from_slice(&switched.migrated.state).unwrap_or(Value::Null);
+            state_checksum(before).unwrap_or((Value::Null, Digest::of(before)));
+        let state_after =
+            serde_json::from_slice(&switched.cut.migrated.state).unwrap_or(Value::Null);
         tracing::info!(
             plugin = %slot.id,
             from = %old_library.version,
@@ -551,16 +636,17 @@ impl Runtime {
             to: VersionRef::of(&new_library),
             kind: transition.kind,
             config_before: old_config,
-            config_after: switched.migrated.config,
+            config_after: switched.cut.migrated.config,
             state_before,
             state_before_sha256,
             state_after,
-            cut_seq: switched.cut_seq,
+            cut_seq: switched.cut.seq,
             switched_seq: switched.switched_seq,
             caught_up: switched.caught_up,
             path: switched.path,
             locked_window: switched.locked_window,
             verification,
+            replaced_fault,
         })
     }
 
@@ -572,94 +658,131 @@ impl Runtime {
     ) -> Result<Switched> {
         let mut state = target.slot.state();
         let started = Instant::now();
-        let (before, migrated, instance) = target.prepare_locked(&state)?;
-        let seq = state.seq;
-        switch(
-            &mut state,
-            instance,
-            migrated.config.clone(),
-            request.journal_capacity,
-            request.step_id.clone(),
-            self.shared.clock.now(),
-        );
+        let (cut, instance) = target.prepare_locked(&state)?;
+        let replaced = self.switch_now(&mut state, instance, &cut, request);
         let locked_window = started.elapsed();
+        drop(state);
+        drop(replaced);
         Ok(Switched {
-            before,
-            migrated,
-            cut_seq: seq,
-            switched_seq: seq,
+            switched_seq: cut.seq,
+            cut,
             caught_up: 0,
             path: SwapPath::Locked { reason },
             locked_window,
         })
     }
 
-    fn switch_optimistic(&self, target: &Target<'_>, request: &SwapRequest) -> Result<Switched> {
+    /// Switches under the lock already held; returns what must be dropped once it is released.
+    fn switch_now(
+        &self,
+        state: &mut SlotState,
+        instance: Instance,
+        cut: &Cut,
+        request: &SwapRequest,
+    ) -> Option<Journal> {
+        switch(
+            state,
+            instance,
+            cut.migrated.config.clone(),
+            request.journal_capacity,
+            request.step_id.clone(),
+            self.shared.clock.now(),
+        );
+        state.catch_up.take()
+    }
+
+    /// The optimistic switch (module docs): catch up off the lock in rounds, each replaying
+    /// what the previous one left, until few enough calls remain to replay under the lock.
+    fn switch_optimistic(
+        &self,
+        target: &Target<'_>,
+        request: &SwapRequest,
+        cut: Cut,
+    ) -> Result<Switched> {
         let slot = target.slot;
-        // Cut: snapshot and start recording, briefly under the lock.
-        let (cut_seq, before) = {
-            let mut state = slot.state();
-            let before = target.snapshot(&state)?;
-            state.catch_up = Some(Journal::new(CATCH_UP_CAPACITY));
-            (state.seq, before)
+        let creating = Instant::now();
+        let mut instance = match create_restored(target.library, &cut.migrated) {
+            Ok(instance) => instance,
+            Err(error) => {
+                target.stop_recording();
+                return Err(error);
+            }
         };
-        // Prepare off the lock: calls go on being served by the old version.
-        let prepared = migrate(
-            target.transition,
-            target.old_config,
-            &before,
-            target.desired,
-        )
-        .and_then(|migrated| {
-            create_restored(target.library, &migrated).map(|instance| (migrated, instance))
-        });
+        // What switching under the lock would cost: the bound on what catching up may cost.
+        let locked_cost = cut.took + creating.elapsed();
+        let (mut caught_up, mut replaying) = (0, Duration::ZERO);
+        let mut abandoned = None;
+        let mut last_pending = usize::MAX;
+        for _ in 0..CATCH_UP_ROUNDS {
+            let recorded = {
+                let mut state = slot.state();
+                let pending = state.catch_up.as_ref().map_or(0, |j| j.calls.len());
+                // Done when few are left, or when calls arrive as fast as they are replayed.
+                if pending <= FINAL_ROUND_CALLS || pending >= last_pending {
+                    break;
+                }
+                last_pending = pending;
+                state.catch_up.replace(Journal::new(CATCH_UP_CAPACITY))
+            };
+            let recorded = recorded.expect("this swap records until it switches");
+            let started = Instant::now();
+            let result = catch_up(&mut instance, &recorded);
+            replaying += started.elapsed();
+            match result {
+                Ok(n) => caught_up += n,
+                Err(reason) => {
+                    abandoned = Some(reason);
+                    break;
+                }
+            }
+        }
         let mut state = slot.state();
         let started = Instant::now();
-        let recorded = state
+        let last_round = state
             .catch_up
             .take()
-            .expect("only this swap records, under its control lock");
-        let (migrated, mut instance) = prepared?;
-        match catch_up(&mut instance, &recorded) {
-            Ok(caught_up) => {
+            .expect("this swap records until it switches");
+        let left = last_round.calls.len();
+        if abandoned.is_none() && left > FINAL_ROUND_CALLS && caught_up > 0 {
+            let estimate = replaying.mul_f64(left as f64 / caught_up as f64);
+            if estimate > locked_cost {
+                abandoned = Some(format!(
+                    "calls arrived as fast as they were caught up ({left} left, ~{} µs to \
+                     replay, more than switching under the lock)",
+                    estimate.as_micros()
+                ));
+            }
+        }
+        let result = match abandoned {
+            Some(reason) => Err(reason),
+            None => catch_up(&mut instance, &last_round),
+        };
+        match result {
+            Ok(n) => {
                 let switched_seq = state.seq;
-                switch(
-                    &mut state,
-                    instance,
-                    migrated.config.clone(),
-                    request.journal_capacity,
-                    request.step_id.clone(),
-                    self.shared.clock.now(),
-                );
+                let replaced = self.switch_now(&mut state, instance, &cut, request);
                 let locked_window = started.elapsed();
+                drop(state);
+                drop((replaced, last_round));
                 Ok(Switched {
-                    before,
-                    migrated,
-                    cut_seq,
+                    cut,
                     switched_seq,
-                    caught_up,
+                    caught_up: caught_up + n,
                     path: SwapPath::Optimistic,
                     locked_window,
                 })
             }
             Err(reason) => {
-                drop(instance);
-                let (before, migrated, instance) = target.prepare_locked(&state)?;
-                let seq = state.seq;
-                switch(
-                    &mut state,
-                    instance,
-                    migrated.config.clone(),
-                    request.journal_capacity,
-                    request.step_id.clone(),
-                    self.shared.clock.now(),
-                );
+                // Outputs the old version gave cannot be reproduced: switch exactly, under
+                // the lock, from the state as it is now.
+                let (cut, fresh) = target.prepare_locked(&state)?;
+                let replaced = self.switch_now(&mut state, fresh, &cut, request);
                 let locked_window = started.elapsed();
+                drop(state);
+                drop((replaced, last_round, instance));
                 Ok(Switched {
-                    before,
-                    migrated,
-                    cut_seq: seq,
-                    switched_seq: seq,
+                    switched_seq: cut.seq,
+                    cut,
                     caught_up: 0,
                     path: SwapPath::Locked { reason },
                     locked_window,
