@@ -317,6 +317,16 @@ pub enum HostError {
         report: Box<RollbackReport>,
     },
 
+    /// A step id that cannot name a file in the store.
+    #[error(
+        "step id `{step_id}` is not usable: use 1 to 128 letters, digits, `.`, `_` or `-`, not \
+         starting with `.`"
+    )]
+    BadStepId {
+        /// The step id received.
+        step_id: String,
+    },
+
     /// A config that is not JSON (or not an object).
     #[error("config for `{plugin}` is not valid JSON: {reason}")]
     BadConfig {
@@ -334,6 +344,41 @@ pub(crate) fn declarer_covered<'a>(field: &str, from: &'a str, to: &'a str) -> (
         (from, to)
     } else {
         (to, from)
+    }
+}
+
+impl HostError {
+    /// A stable, machine-readable code for the error (the control API's `code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            HostError::Io { .. } => "io",
+            HostError::DigestMismatch { .. } => "digest_mismatch",
+            HostError::BadArtifactName { .. } => "bad_artifact_name",
+            HostError::NotALibrary { .. } => "not_a_library",
+            HostError::NoMetadata { .. } => "no_metadata",
+            HostError::BadMetadata { .. } => "bad_metadata",
+            HostError::AbiMismatch { .. } => "abi_mismatch",
+            HostError::PanicAbort { .. } => "panic_abort",
+            HostError::FrameworkMismatch { .. } => "framework_mismatch",
+            HostError::BadVersion { .. } => "bad_version",
+            HostError::Load { .. } => "load_failed",
+            HostError::ResidentCap { .. } => "resident_cap",
+            HostError::UnknownArtifact { .. } => "unknown_artifact",
+            HostError::WrongPlugin { .. } => "wrong_plugin",
+            HostError::NotLoaded { .. } => "not_loaded",
+            HostError::AlreadyLoaded { .. } => "already_loaded",
+            HostError::StepInProgress { .. } => "step_in_progress",
+            HostError::NoStepInProgress { .. } => "no_step_in_progress",
+            HostError::NoMigration { .. } => "no_migration",
+            HostError::Plugin { .. } => "plugin_failed",
+            HostError::BadMigrationOutput { .. } => "bad_migration_output",
+            HostError::BadSnapshot { .. } => "bad_snapshot",
+            HostError::VerificationFailed { .. } => "verification_failed",
+            HostError::RolledBack { .. } => "rolled_back",
+            HostError::BadConfig { .. } => "bad_config",
+            HostError::Faulted { .. } => "faulted",
+            HostError::BadStepId { .. } => "bad_step_id",
+        }
     }
 }
 

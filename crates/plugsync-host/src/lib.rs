@@ -33,9 +33,11 @@ mod digest;
 mod error;
 #[allow(unsafe_code)]
 mod library;
+mod persist;
 mod rollback;
 mod runtime;
 mod slot;
+mod steward;
 mod store;
 mod swap;
 mod verify;
@@ -44,6 +46,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
+pub use persist::{
+    CheckpointRef, CommittedPlugin, CommittedSet, RecoveredPlugin, Recovery, StepOutcome,
+};
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
@@ -55,6 +60,7 @@ pub use runtime::{
 pub use slot::{
     CallError, CallOutput, CallReceipt, Counters, Fault, RecordedCall, SlotHandle, StepRecord,
 };
+pub use steward::SoakThresholds;
 pub use store::{ArtifactStore, StoredArtifact};
 pub use swap::{SwapMode, SwapPath, SwapReport, SwapRequest, TransitionKind};
 pub use verify::{

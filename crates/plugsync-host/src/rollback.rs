@@ -45,6 +45,18 @@ pub enum RollbackReason {
         /// The reason it gave.
         message: String,
     },
+    /// The switch's lease ran out before a commit arrived.
+    LeaseExpired {
+        /// The lease the switch was given.
+        lease_ms: u64,
+    },
+    /// The new version crossed a soak threshold during the lease.
+    SoakThreshold {
+        /// Which threshold.
+        threshold: String,
+        /// What was observed.
+        observed: String,
+    },
 }
 
 impl fmt::Display for RollbackReason {
@@ -56,6 +68,21 @@ impl fmt::Display for RollbackReason {
             }
             RollbackReason::HealthFailed { message } => {
                 write!(f, "the new version failed its health check ({message})")
+            }
+            RollbackReason::LeaseExpired { lease_ms } => {
+                write!(
+                    f,
+                    "no commit arrived within the switch's lease of {lease_ms} ms"
+                )
+            }
+            RollbackReason::SoakThreshold {
+                threshold,
+                observed,
+            } => {
+                write!(
+                    f,
+                    "the new version crossed its soak threshold `{threshold}`: {observed}"
+                )
             }
         }
     }

@@ -11,10 +11,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
+use crate::persist::Recovery;
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, StepRecord, lock,
 };
+use crate::steward;
 use crate::store::{ArtifactStore, StoredArtifact};
 
 /// How a [`Runtime`] is set up.
@@ -72,6 +74,12 @@ pub(crate) struct Shared {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     resident_cap: usize,
     pub clock: Arc<dyn Clock>,
+    /// What [`Runtime::recover`] came back on, for status.
+    pub recovery: Mutex<Option<Recovery>>,
+    /// Serialises operations run once per step id.
+    pub step_lock: Mutex<()>,
+    /// The last failure to persist the committed set or a checkpoint, for status.
+    persist_error: Mutex<Option<String>>,
 }
 
 /// A plugin's state at one point, with its checksum.
@@ -197,13 +205,17 @@ pub struct RuntimeStatus {
     pub resident_cap: usize,
     /// Plugin instances alive now, over all libraries (live, kept for rollback, throwaway).
     pub live_instances: usize,
+    /// What this host came back on from its store when it started, if it recovered.
+    pub recovered: Option<Recovery>,
+    /// The last failure to persist the committed set or a checkpoint (cleared by a success).
+    pub persist_error: Option<String>,
 }
 
 impl Runtime {
     /// Starts a runtime over the store in `options`.
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let store = ArtifactStore::open(&options.store, options.load_policy.clone())?;
-        Ok(Runtime {
+        let runtime = Runtime {
             shared: Arc::new(Shared {
                 store,
                 libraries: Mutex::new(BTreeMap::new()),
@@ -211,8 +223,13 @@ impl Runtime {
                 slots: RwLock::new(BTreeMap::new()),
                 resident_cap: options.resident_cap,
                 clock: options.clock,
+                recovery: Mutex::new(None),
+                step_lock: Mutex::new(()),
+                persist_error: Mutex::new(None),
             }),
-        })
+        };
+        steward::spawn(Arc::downgrade(&runtime.shared));
+        Ok(runtime)
     }
 
     /// The artifact store.
@@ -299,6 +316,32 @@ impl Runtime {
             })
     }
 
+    /// Every slot, loaded or not.
+    pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
+        self.shared
+            .slots
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Persists after a change of the committed set; a failure is logged and shown in status
+    /// (the change itself stands: the host keeps serving it).
+    pub(crate) fn persisted(&self, what: Result<()>) {
+        let mut last = lock(&self.shared.persist_error);
+        match what {
+            Ok(()) => *last = None,
+            Err(error) => {
+                tracing::error!(
+                    "cannot persist to the store, a restart would come back on the previous committed set: {error}"
+                );
+                *last = Some(error.to_string());
+            }
+        }
+    }
+
     fn slot_or_new(&self, plugin: &str) -> Arc<Slot> {
         let mut slots = self
             .shared
@@ -313,6 +356,17 @@ impl Runtime {
 
     /// Loads a staged artifact into its (empty) slot with a config, fresh state.
     pub fn install(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
+        let installed = self.install_unpersisted(artifact, config)?;
+        self.persisted(self.persist_committed());
+        Ok(installed)
+    }
+
+    /// Installs without writing the committed set (recovery writes nothing while it reads it).
+    pub(crate) fn install_unpersisted(
+        &self,
+        artifact: &Digest,
+        config: serde_json::Value,
+    ) -> Result<Installed> {
         let library = self.library(artifact)?;
         let slot = self.slot_or_new(library.id());
         let _control = lock(&slot.control);
@@ -328,9 +382,11 @@ impl Runtime {
         })?;
         let instance = Instance::create(library.clone(), &config_bytes)
             .map_err(|f| f.into_error(&library, "create"))?;
-        let mut state = slot.state();
-        state.active = Some(Active { instance, config });
-        state.fault = None;
+        {
+            let mut state = slot.state();
+            state.active = Some(Active { instance, config });
+            state.fault = None;
+        }
         tracing::info!(plugin = %slot.id, version = %library.version, "installed");
         Ok(Installed {
             plugin: slot.id.clone(),
@@ -447,6 +503,10 @@ impl Runtime {
         // Destroy the previous instance and free the journal outside the slot lock.
         drop(step);
         tracing::info!(plugin, version = %committed, "committed");
+        self.persisted(
+            self.persist_committed()
+                .and_then(|()| self.write_checkpoint(&slot)),
+        );
         Ok(committed)
     }
 
@@ -511,25 +571,23 @@ impl Runtime {
             let active = state.active.take().ok_or_else(|| HostError::NotLoaded {
                 plugin: plugin.to_owned(),
             })?;
+            state.checkpointing = None;
             (active, state.step.take())
         };
         let version = VersionRef::of(active.library());
         drop(step);
         drop(active);
         tracing::info!(plugin, %version, "unloaded");
+        self.persisted(
+            self.persist_committed()
+                .and_then(|()| self.forget_checkpoint(plugin)),
+        );
         Ok(version)
     }
 
     /// What the runtime runs now. Runs each plugin's health check.
     pub fn status(&self) -> RuntimeStatus {
-        let slots: Vec<Arc<Slot>> = self
-            .shared
-            .slots
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        let slots = self.slots();
         let mut plugins = Vec::new();
         for slot in slots {
             let state = slot.state();
@@ -580,6 +638,8 @@ impl Runtime {
             plugins,
             resident,
             resident_cap: self.shared.resident_cap,
+            recovered: lock(&self.shared.recovery).clone(),
+            persist_error: lock(&self.shared.persist_error).clone(),
         }
     }
 }

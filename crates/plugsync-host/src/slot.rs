@@ -7,6 +7,7 @@
 //! plain data.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use plugsync_plugin::HostTime;
 use serde::Serialize;
@@ -14,7 +15,9 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::digest::Digest;
 use crate::library::{Failure, Instance, Library};
+use crate::persist::Checkpointing;
 use crate::rollback::{self, RollbackMethod, RollbackReason, RollbackReport};
+use crate::steward::StepWatch;
 
 /// What a call returns besides its output: which call it was and which artifact served it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,6 +174,8 @@ pub(crate) struct PendingStep {
     pub journal: Journal,
     /// The fault the slot carried before the switch: restored if the step rolls back.
     pub previous_fault: Option<Fault>,
+    /// Lease and soak thresholds, watched by the steward.
+    pub watch: StepWatch,
 }
 
 /// The last step applied to a slot, for status.
@@ -200,6 +205,8 @@ pub(crate) struct SlotState {
     pub catch_up: Option<Journal>,
     pub last_step: Option<StepRecord>,
     pub last_rollback: Option<RollbackReport>,
+    /// Whether and when this plugin's state is checkpointed to the store.
+    pub checkpointing: Option<Checkpointing>,
 }
 
 /// One plugin id's slot.
@@ -256,10 +263,15 @@ impl Slot {
         state.counters.calls += 1;
         let seq = state.seq;
         let digest = active.digest();
+        // Only a step in soak is timed (its latency threshold); otherwise no clock is read.
+        let started = state.step.is_some().then(Instant::now);
         match active.instance.call(input, now.0) {
             Ok(output) => {
                 if let Some(step) = &mut state.step {
                     step.journal.record(seq, now, input, Ok(output));
+                    if let Some(started) = started {
+                        step.watch.slowest_call = step.watch.slowest_call.max(started.elapsed());
+                    }
                 }
                 if let Some(catch_up) = &mut state.catch_up {
                     catch_up.record(seq, now, input, Ok(output));

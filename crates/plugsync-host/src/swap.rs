@@ -33,6 +33,7 @@ use crate::library::{Instance, Library};
 use crate::rollback::{self, RollbackReason, VersionRef};
 use crate::runtime::{Runtime, state_checksum};
 use crate::slot::{Active, Fault, Journal, PendingStep, Slot, SlotState, StepRecord, lock};
+use crate::steward::{SoakThresholds, StepWatch};
 use crate::verify::{self, Subject, VerifyReport, VerifySpec};
 
 /// How many calls one round of catch-up may record before the swap gives up and does the whole
@@ -79,6 +80,13 @@ pub struct SwapRequest {
     /// The sidecar's step id, recorded in status.
     #[serde(default)]
     pub step_id: Option<String>,
+    /// Milliseconds the sidecar has to commit after the switch; when they run out, the host
+    /// rolls the step back by itself. No lease: the step waits for a commit or rollback.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+    /// Thresholds watched during the lease (a panic always rolls back at once).
+    #[serde(default)]
+    pub soak: SoakThresholds,
 }
 
 fn default_journal_capacity() -> usize {
@@ -97,6 +105,8 @@ impl SwapRequest {
             mode: SwapMode::default(),
             journal_capacity: default_journal_capacity(),
             step_id: None,
+            lease_ms: None,
+            soak: SoakThresholds::default(),
         }
     }
 
@@ -115,6 +125,19 @@ impl SwapRequest {
     /// Switches in the given mode.
     pub fn mode(mut self, mode: SwapMode) -> SwapRequest {
         self.mode = mode;
+        self
+    }
+
+    /// Rolls the step back unless it is committed within `lease`, watching `soak` meanwhile.
+    pub fn lease(mut self, lease: Duration, soak: SoakThresholds) -> SwapRequest {
+        self.lease_ms = Some(lease.as_millis() as u64);
+        self.soak = soak;
+        self
+    }
+
+    /// Records `step_id` with the step.
+    pub fn step_id(mut self, step_id: impl Into<String>) -> SwapRequest {
+        self.step_id = Some(step_id.into());
         self
     }
 
@@ -466,10 +489,10 @@ fn switch(
     state: &mut SlotState,
     instance: Instance,
     config: Value,
-    journal_capacity: usize,
-    step_id: Option<String>,
+    request: &SwapRequest,
     now: plugsync_plugin::HostTime,
 ) {
+    let step_id = request.step_id.clone();
     let previous = state
         .active
         .replace(Active { instance, config })
@@ -487,8 +510,13 @@ fn switch(
         step_id,
         switched_seq: state.seq,
         switched_at: now,
-        journal: Journal::new(journal_capacity),
+        journal: Journal::new(request.journal_capacity),
         previous_fault: state.fault.take(),
+        watch: StepWatch::new(
+            request.lease_ms.map(Duration::from_millis),
+            request.soak.clone(),
+            state.counters,
+        ),
     });
 }
 
@@ -684,8 +712,7 @@ impl Runtime {
             state,
             instance,
             cut.migrated.config.clone(),
-            request.journal_capacity,
-            request.step_id.clone(),
+            request,
             self.shared.clock.now(),
         );
         state.catch_up.take()

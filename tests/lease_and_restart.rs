@@ -1,0 +1,238 @@
+//! The host acting on its own and coming back: a switch's lease expires and the host rolls the
+//! step back; a soak threshold crossed rolls back; a host started again on the same store comes
+//! back on its committed set with the checkpointed state; a step id is applied once.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use plugsync_host::{RollbackReason, Runtime, SoakThresholds, SwapRequest};
+use serde_json::{Value, json};
+use support::*;
+
+fn ma_cross_1() -> Value {
+    json!({"fast_ma_period": 2, "slow_ma_period": 3, "order_qty": 1})
+}
+
+/// Waits until the slot's last rollback is there, and returns its reason.
+fn rolled_back_by_host(runtime: &Runtime, plugin: &str) -> RollbackReason {
+    let mut reason = None;
+    wait_until("the host rolls the step back", || {
+        let status = runtime.status();
+        let slot = status.plugins.iter().find(|p| p.plugin == plugin).unwrap();
+        reason = slot.last_rollback.as_ref().map(|r| r.reason.clone());
+        reason.is_some() && slot.pending.is_none()
+    });
+    reason.unwrap()
+}
+
+#[test]
+fn a_switch_whose_lease_expires_is_rolled_back_by_the_host_alone() {
+    let (_store, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    runtime
+        .swap(
+            SwapRequest::new("ma_cross", v2)
+                .lease(Duration::from_millis(30), SoakThresholds::default()),
+        )
+        .unwrap();
+    let served = runtime.call("ma_cross", &bar("ES", 101.0)).unwrap();
+    assert_eq!(
+        served.receipt.digest, v2,
+        "the new version serves during the lease"
+    );
+
+    let reason = rolled_back_by_host(&runtime, "ma_cross");
+    assert_eq!(reason, RollbackReason::LeaseExpired { lease_ms: 30 });
+    assert_eq!(
+        reason.to_string(),
+        "no commit arrived within the switch's lease of 30 ms"
+    );
+    let after = runtime.call("ma_cross", &bar("ES", 102.0)).unwrap();
+    assert_eq!(
+        after.receipt.digest, v1,
+        "the previous version serves again"
+    );
+    // Nothing was lost: the call served by 2.0.0 was replayed into 1.0.0.
+    let closes = &state(&runtime.snapshot("ma_cross").unwrap())["instruments"]["ES"]["closes"];
+    assert_eq!(closes, &json!([100.0, 101.0, 102.0]));
+    assert!(
+        runtime.commit("ma_cross").is_err(),
+        "nothing is left to commit"
+    );
+}
+
+#[test]
+fn a_step_committed_within_its_lease_stays() {
+    let (_store, runtime) = runtime();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    runtime
+        .swap(
+            SwapRequest::new("ma_cross", v2)
+                .lease(Duration::from_secs(600), SoakThresholds::default()),
+        )
+        .unwrap();
+    runtime.commit("ma_cross").unwrap();
+    // Wait past a few steward ticks: a committed step has no lease left to expire.
+    std::thread::sleep(Duration::from_millis(50));
+    let status = runtime.status();
+    assert_eq!(status.plugins[0].version.digest, v2);
+    assert!(status.plugins[0].last_rollback.is_none());
+}
+
+#[test]
+fn an_error_rate_above_the_soak_threshold_rolls_back() {
+    let (_store, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    let soak = SoakThresholds {
+        max_error_rate: Some(0.25),
+        min_calls: 4,
+        max_call_latency_us: None,
+    };
+    runtime
+        .swap(SwapRequest::new("ma_cross", v2).lease(Duration::from_secs(600), soak))
+        .unwrap();
+    // Two good calls, two refused (a close must be positive): half of them failed.
+    runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    runtime.call("ma_cross", &bar("ES", 101.0)).unwrap();
+    runtime.call("ma_cross", &bar("ES", -1.0)).unwrap_err();
+    runtime.call("ma_cross", &bar("ES", -2.0)).unwrap_err();
+
+    let reason = rolled_back_by_host(&runtime, "ma_cross");
+    assert_eq!(
+        reason.to_string(),
+        "the new version crossed its soak threshold `max_error_rate 0.25`: 2 of 4 calls failed \
+         (0.5000)"
+    );
+    assert_eq!(
+        runtime
+            .call("ma_cross", &bar("ES", 102.0))
+            .unwrap()
+            .receipt
+            .digest,
+        v1
+    );
+}
+
+#[test]
+fn a_restarted_host_comes_back_on_its_committed_set_and_checkpointed_state() {
+    let store = tempfile::tempdir().unwrap();
+    let (v2, state_at_commit) = {
+        let runtime = Runtime::new(options(store.path())).unwrap();
+        install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+        install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+        runtime
+            .set_checkpointing("ma_cross", Some(Duration::from_secs(3600)))
+            .unwrap();
+        for close in [100.0, 101.0, 103.0] {
+            runtime.call("ma_cross", &bar("ES", close)).unwrap();
+        }
+        let v2 = stage(&runtime, MA_CROSS_2_0_0);
+        runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
+        runtime.call("ma_cross", &bar("ES", 104.0)).unwrap();
+        runtime.commit("ma_cross").unwrap();
+        let state_at_commit = state(&runtime.snapshot("ma_cross").unwrap());
+        // A step switched but never committed is not in the committed set.
+        let risk_2 = stage(&runtime, RISK_MODEL_2_0_0);
+        runtime
+            .swap(SwapRequest::new("risk_model", risk_2))
+            .unwrap();
+        // The process dies here: nothing runs on the way out (the runtime is leaked, as a
+        // killed process leaves it).
+        std::mem::forget(runtime);
+        (v2, state_at_commit)
+    };
+
+    let restarted = Runtime::new(options(store.path())).unwrap();
+    let recovery = restarted.recover().unwrap();
+    let summary: Vec<(String, String, bool)> = recovery
+        .plugins
+        .iter()
+        .map(|p| {
+            (
+                p.plugin.clone(),
+                p.version.version.clone(),
+                matches!(p.checkpoint, Ok(Some(_))),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("ma_cross".to_owned(), "2.0.0".to_owned(), true),
+            ("risk_model".to_owned(), "1.0.0".to_owned(), false),
+        ]
+    );
+    let status = restarted.status();
+    assert_eq!(status.recovered.as_ref(), Some(&recovery));
+    assert_eq!(status.plugins[0].version.digest, v2);
+    assert_eq!(
+        state(&restarted.snapshot("ma_cross").unwrap()),
+        state_at_commit
+    );
+    // And it trades on from there.
+    restarted.call("ma_cross", &bar("ES", 105.0)).unwrap();
+}
+
+#[test]
+fn a_checkpoint_that_does_not_verify_is_refused_and_the_plugin_starts_fresh() {
+    let store = tempfile::tempdir().unwrap();
+    {
+        let runtime = Runtime::new(options(store.path())).unwrap();
+        install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+        runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+        runtime
+            .set_checkpointing("ma_cross", Some(Duration::from_secs(3600)))
+            .unwrap();
+    }
+    let checkpoint = store.path().join("checkpoints").join("ma_cross.json");
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, text.replace("100.0", "999.0")).unwrap();
+
+    let restarted = Runtime::new(options(store.path())).unwrap();
+    let recovery = restarted.recover().unwrap();
+    let refused = recovery.plugins[0].checkpoint.clone().unwrap_err();
+    assert!(
+        refused.starts_with("state snapshot for `ma_cross` does not verify: its sha256 is "),
+        "{refused}"
+    );
+    let fresh = state(&restarted.snapshot("ma_cross").unwrap());
+    assert_eq!(fresh["instruments"], json!({}));
+}
+
+#[test]
+fn the_same_step_id_applies_once() {
+    let (_store, runtime) = runtime();
+    let applied = AtomicUsize::new(0);
+    let apply = || {
+        applied.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({"switched": true}))
+    };
+    let first = runtime.once_per_step("step-1", "switch", apply).unwrap();
+    let retry = runtime.once_per_step("step-1", "switch", apply).unwrap();
+    assert_eq!(applied.load(Ordering::SeqCst), 1);
+    assert!(!first.replayed && retry.replayed);
+    assert_eq!(first.outcome, retry.outcome);
+    // Another operation of the same step, or another step, applies.
+    runtime.once_per_step("step-1", "commit", apply).unwrap();
+    runtime.once_per_step("step-2", "switch", apply).unwrap();
+    assert_eq!(applied.load(Ordering::SeqCst), 3);
+    // A failure is recorded too: the retry gets the same failure, nothing is applied again.
+    let failing = || Err(json!({"code": "verification_failed"}));
+    let failed = runtime.once_per_step("step-3", "switch", failing).unwrap();
+    let again = runtime.once_per_step("step-3", "switch", apply).unwrap();
+    assert_eq!(failed.outcome, again.outcome);
+    assert_eq!(applied.load(Ordering::SeqCst), 3);
+    // Step ids name files: anything else is refused.
+    let error = runtime.once_per_step("../x", "switch", apply).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "step id `../x` is not usable: use 1 to 128 letters, digits, `.`, `_` or `-`, not \
+         starting with `.`"
+    );
+}
