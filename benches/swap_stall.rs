@@ -2,34 +2,45 @@
 //! restarting a process that loads the plugin and restores its state (DESIGN §3, §7).
 //!
 //! `ma_cross` holds ~10 KB of state (many instruments, each with a full window of closes). Two
-//! caller threads call it without pause and time every call; the main thread swaps it 1.0.0 →
-//! 2.0.0 (upgrade, migrated up) → commit → 1.0.0 (downgrade, 2.0.0's down-migration) → commit,
-//! in three series taking turns pair by pair (so that drift on a shared machine hits them
-//! alike): `SwapMode::Optimistic` and `SwapMode::Locked` with a 2.0.0 config that answers as
-//! 1.0.0 does, and `Optimistic` with the config 2.0.0's migration gives, which answers
-//! otherwise (its catch-up then disagrees and it falls back to the locked path). Per swap it
-//! records the longest call that overlapped the swap and its commit, and `SwapReport`'s locked
-//! window, catch-up and path.
+//! caller threads call it and time every call; the main thread swaps it 1.0.0 → 2.0.0 (upgrade,
+//! migrated up) → commit → 1.0.0 (downgrade, 2.0.0's down-migration) → commit, in three series:
+//! `SwapMode::Optimistic` and `SwapMode::Locked` with a 2.0.0 config that answers as 1.0.0
+//! does, and `Optimistic` with the config 2.0.0's migration gives, which answers otherwise (its
+//! catch-up then disagrees and it falls back to the locked path). Per swap it records the
+//! longest call that overlapped the swap and its commit, and `SwapReport`'s locked window,
+//! catch-up and path.
+//!
+//! Each series runs under three loads ([`LOADS`]): callers that call without pause (the slot
+//! busy nearly all the time: an overload, which no host should run at), and callers that call,
+//! then busy-wait a fixed gap, as a host's feed handlers pinned to their cores do between
+//! market-data events. The gap is a spin on `Instant`, not a sleep: a sleeping caller would
+//! measure the scheduler's wake-up latency (tens of µs) rather than the swap. Each load level
+//! reports its call rate, and the slot's utilisation estimated as that rate times a lone
+//! call's mean. Loads and series take turns pair by pair, so that drift on a shared machine
+//! hits them alike.
 //!
 //! A call's wall time includes the time its thread queued for a CPU, and on two shared cores
-//! with three busy threads that is often a whole scheduler slice (milliseconds), swap or not.
-//! Callers therefore also read their run-queue delay (`/proc/thread-self/schedstat`) around the
-//! calls made inside a window, and the table leads with the wall time net of it: waiting for
-//! the slot lock, plus the call's own work.
+//! with three busy threads (spinning callers are busy too) that is often a whole scheduler
+//! slice (milliseconds), swap or not. Callers therefore also read their run-queue delay
+//! (`/proc/thread-self/schedstat`) around the calls that overlap a window, and the table leads
+//! with the wall time net of it: waiting for the slot lock, plus the call's own work.
 //!
 //! Two baselines run in the same process:
-//! - **no swap**: after each swap, a window of the same length in which the main thread only
-//!   spins. It loads the CPUs as the swap did but never takes the slot: the machine's noise;
+//! - **no swap**: after each swap, a window of the same length, under the same load, in which
+//!   the main thread only spins. It loads the CPUs as the swap did but never takes the slot:
+//!   the machine's noise;
 //! - **restart**: this binary re-executed as a child process that opens a runtime over the
 //!   store, stages and installs the library, restores the state from a checkpoint file
-//!   (`Runtime::restore`, digest checked), serves one call and exits; timed spawn to exit.
+//!   (`Runtime::restore`, digest checked), serves one call and exits; timed spawn to exit. The
+//!   callers are stopped by then (a restart takes the plugin away from them: the load does not
+//!   slow it down), so it is measured once and compared with every load level.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,22 +62,59 @@ const CALLERS: usize = 2;
 /// The stall an optimistic swap should stay under, at p99.
 const TARGET_P99: Duration = Duration::from_micros(100);
 
-/// How much to measure.
-struct Params {
-    /// Up/down pairs per series (each pair is two swaps).
-    pairs_per_series: usize,
-    restarts: usize,
+/// How hard the callers call.
+struct Load {
+    name: &'static str,
+    /// What each caller does between two calls, spinning on `Instant`; zero: nothing.
+    gap: Duration,
 }
 
-/// `cargo bench`: 900 swaps and 20 restarts, about ten seconds on 2 cores.
+impl Load {
+    fn paced(&self) -> bool {
+        !self.gap.is_zero()
+    }
+}
+
+/// The load levels, lightest first. The paced ones stand for a host whose feed handlers call
+/// the strategy once per market-data event and poll between events, the slot idle most of the
+/// time; flat out is an overload (callers always queued at the slot) that bounds what any load
+/// can do to a swap.
+const LOADS: [Load; 3] = [
+    Load {
+        name: "paced, 20 µs gap",
+        gap: Duration::from_micros(20),
+    },
+    Load {
+        name: "paced, 5 µs gap",
+        gap: Duration::from_micros(5),
+    },
+    Load {
+        name: "flat out",
+        gap: Duration::ZERO,
+    },
+];
+
+/// How much to measure.
+struct Params {
+    /// Up/down pairs per series and load (each pair is two swaps).
+    pairs_per_series: usize,
+    restarts: usize,
+    /// Calls a lone caller makes to time the slot's service time.
+    lone_calls: usize,
+}
+
+/// `cargo bench`: 3 600 swaps (400 per series and load: a p99 is the 4th longest) and 20
+/// restarts, about a minute on 2 cores.
 const FULL: Params = Params {
-    pairs_per_series: 150,
+    pairs_per_series: 200,
     restarts: 20,
+    lone_calls: 200_000,
 };
 /// `cargo test --benches`: checks that everything runs.
 const SMOKE: Params = Params {
     pairs_per_series: 1,
     restarts: 2,
+    lone_calls: 20_000,
 };
 
 fn main() {
@@ -106,22 +154,34 @@ fn main() {
         .len();
 
     let feed = Arc::new(common::bar_feed(&instruments));
-    let probe = Arc::new(Probe::new(4 * Series::ALL.len() * params.pairs_per_series));
+    // The warm-up used the first bars of every instrument; carry on from there.
+    let start = WARM_UP_BARS * instruments.len();
+    let lone_call = lone_call_mean(&slot, &feed, start, params.lone_calls);
+    let cut_hold = serialisation_time(&runtime.snapshot("ma_cross").expect("a snapshot").state);
+    let windows = 4 * LOADS.len() * Series::ALL.len() * params.pairs_per_series;
+    let probe = Arc::new(Probe::new(windows));
+    let cpu_before = CpuUse::now();
     let callers: Vec<_> = (0..CALLERS)
         .map(|caller| {
             let (slot, feed, probe) = (slot.clone(), feed.clone(), probe.clone());
-            // The warm-up used the first bars of every instrument; carry on from there, each
-            // caller half a feed apart.
-            let start = WARM_UP_BARS * instruments.len() + caller * feed.len() / CALLERS;
-            thread::spawn(move || call_continuously(&slot, &feed, start % feed.len(), &probe))
+            // Each caller half a feed apart.
+            let start = (start + caller * feed.len() / CALLERS) % feed.len();
+            thread::spawn(move || call_until_stopped(&slot, &feed, start, &probe))
         })
         .collect();
-    let samples = swap_back_and_forth(&runtime, &probe, v1, v2, params.pairs_per_series);
+    let (samples, time_at_load) =
+        swap_back_and_forth(&runtime, &probe, v1, v2, params.pairs_per_series);
     probe.stop.store(true, Ordering::Relaxed);
-    let mut latencies = Histogram::new();
+    let mut latencies: Vec<Histogram> = LOADS.iter().map(|_| Histogram::new()).collect();
     for caller in callers {
-        latencies.merge(&caller.join().expect("a caller thread panicked"));
+        let per_load = caller.join().expect("a caller thread panicked");
+        for (total, caller) in latencies.iter_mut().zip(&per_load) {
+            total.merge(caller);
+        }
     }
+    let elsewhere = cpu_before
+        .zip(CpuUse::now())
+        .map(|(before, after)| after.elsewhere_since(&before));
     let samples: Vec<SwapSample> = samples
         .into_iter()
         .map(|sample| sample.with_waits(&probe))
@@ -139,6 +199,10 @@ fn main() {
         state_bytes,
         samples: &samples,
         latencies: &latencies,
+        time_at_load: &time_at_load,
+        lone_call,
+        cut_hold,
+        elsewhere,
         restarts: &restarts,
     });
 }
@@ -168,6 +232,109 @@ fn grow_state(runtime: &Runtime, slot: &SlotHandle) -> Vec<String> {
     }
 }
 
+/// The slot's service time: the mean wall time of a call with no other caller, so never waiting
+/// for the lock. A load level's utilisation is its call rate times this (an estimate: callers
+/// taking turns also pay for moving the lock and the state between cores).
+fn lone_call_mean(slot: &SlotHandle, feed: &[Vec<u8>], start: usize, calls: usize) -> Duration {
+    let mut output = Vec::with_capacity(256);
+    let started = Instant::now();
+    for input in feed.iter().cycle().skip(start).take(calls) {
+        slot.call_into(input, &mut output)
+            .expect("ma_cross accepts its bars");
+    }
+    started.elapsed() / calls as u32
+}
+
+/// The machine's CPU time, and this process's, in clock ticks (`/proc/stat`,
+/// `/proc/self/stat`; Linux).
+struct CpuUse {
+    /// All CPUs, idle included.
+    total: u64,
+    busy: u64,
+    /// Taken by the hypervisor for other guests.
+    steal: u64,
+    /// This process, and its children it has waited for.
+    own: u64,
+}
+
+/// Where the CPUs went while the callers ran, besides this benchmark, as fractions of them all.
+#[derive(Clone, Copy)]
+struct Elsewhere {
+    other_processes: f64,
+    steal: f64,
+}
+
+impl CpuUse {
+    fn now() -> Option<CpuUse> {
+        let parse = |fields: &str| -> Option<Vec<u64>> {
+            fields.split_whitespace().map(|f| f.parse().ok()).collect()
+        };
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"; guest time is
+        // counted in user already.
+        let cpu = parse(stat.lines().next()?.strip_prefix("cpu")?)?;
+        let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After the parenthesised command name (which may hold spaces), utime, stime, cutime
+        // and cstime are the 12th to 15th fields.
+        let own: u64 = own_stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|f| f.parse::<u64>().ok())
+            .sum::<Option<u64>>()?;
+        Some(CpuUse {
+            total: cpu.iter().take(8).sum(),
+            busy: cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6],
+            steal: *cpu.get(7)?,
+            own,
+        })
+    }
+
+    /// What other processes and the hypervisor took since `before`: either preempts callers
+    /// and the swapping thread alike, and shows in every row, no-swap included.
+    fn elsewhere_since(&self, before: &CpuUse) -> Elsewhere {
+        let total = self.total.saturating_sub(before.total).max(1) as f64;
+        let others = (self.busy.saturating_sub(before.busy))
+            .saturating_sub(self.own.saturating_sub(before.own));
+        Elsewhere {
+            other_processes: others as f64 / total,
+            steal: self.steal.saturating_sub(before.steal) as f64 / total,
+        }
+    }
+}
+
+/// How long the plugin's `snapshot` takes to serialise `state` (a 1.0.0 snapshot), p50 of a
+/// few hundred: what every swap's cut holds the slot for, so the floor of an optimistic swap's
+/// stall. Timed on 2.0.0's state type (the one linked into this benchmark), which holds the
+/// same per-instrument windows as 1.0.0's under other names for a few scalars, with the code
+/// the plugin SDK's `snapshot` entry point runs.
+fn serialisation_time(state: &str) -> Duration {
+    let v1: Value = serde_json::from_str(state).expect("a snapshot is JSON");
+    let field = |name: &str| v1[name].as_u64().expect("1.0.0 state fields");
+    let state = ma_cross_v2_0_0::State {
+        fast_period: field("fast_ma_period") as u32,
+        slow_period: field("slow_ma_period") as u32,
+        order_qty: field("order_qty") as u32,
+        signal_threshold: 0.0,
+        next_order_id: field("next_order_id"),
+        instruments: serde_json::from_value(v1["instruments"].clone())
+            .expect("1.0.0 and 2.0.0 keep instruments alike"),
+    };
+    let times: Vec<Duration> = (0..300)
+        .map(|_| {
+            let started = Instant::now();
+            let mut bytes = Vec::new();
+            serde_json::to_writer(&mut bytes, std::hint::black_box(&state))
+                .expect("the state serialises");
+            std::hint::black_box(bytes);
+            started.elapsed()
+        })
+        .collect();
+    percentile(&times, 0.5)
+}
+
 /// Time each window starts with before the main thread acts (swaps, or spins): by then every
 /// call begun before the window has ended, unless it lost its CPU, so the calls that can have
 /// waited for the swap all started inside the window, where callers measure their CPU queueing.
@@ -181,6 +348,8 @@ const LEAD_IN: Duration = Duration::from_micros(50);
 /// two reads of a line written twice per window.
 struct Probe {
     epoch: AtomicU64,
+    /// Index into [`LOADS`]: how the callers pace their calls.
+    load: AtomicUsize,
     stop: AtomicBool,
     windows: Vec<WindowStats>,
 }
@@ -208,6 +377,7 @@ impl Probe {
     fn new(windows: usize) -> Probe {
         Probe {
             epoch: AtomicU64::new(0),
+            load: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             windows: (0..windows).map(|_| WindowStats::default()).collect(),
         }
@@ -224,7 +394,8 @@ impl Probe {
     }
 
     /// Records a call that overlapped the windows open between the two epoch readings. `net`
-    /// is `None` for a call begun before its window, whose CPU queueing was not measured.
+    /// is `None` for a call whose CPU queueing was not measured (flat out, one begun before
+    /// its window).
     fn observe(&self, epoch_before: u64, epoch_after: u64, wall: u64, net: Option<u64>) {
         let mut epoch = epoch_before | 1;
         while epoch <= epoch_after {
@@ -289,26 +460,36 @@ impl CpuQueueing {
     }
 }
 
-/// A caller thread: calls without pause, timing every call, until told to stop. Inside windows
-/// it also reads its CPU queueing after each call (the reading after one call is the reading
-/// before the next).
-fn call_continuously(
+/// A caller thread: calls, paced as [`Probe::load`] says, timing every call, until told to
+/// stop; returns the calls' wall times per load level. Calls that overlap a window also have
+/// their CPU queueing read around them.
+fn call_until_stopped(
     slot: &SlotHandle,
     feed: &[Vec<u8>],
     start: usize,
     probe: &Probe,
-) -> Histogram {
+) -> Vec<Histogram> {
     let queueing = CpuQueueing::for_this_thread();
-    let mut latencies = Histogram::new();
+    let mut latencies: Vec<Histogram> = LOADS.iter().map(|_| Histogram::new()).collect();
     let mut output = Vec::with_capacity(256);
     let mut next = start;
     let mut queued_after_previous = None;
     while !probe.stop.load(Ordering::Relaxed) {
+        let load = probe.load.load(Ordering::Relaxed);
+        let paced = LOADS[load].paced();
         let input = &feed[next];
         next = (next + 1) % feed.len();
         let epoch_before = probe.epoch.load(Ordering::SeqCst);
         let in_window = epoch_before % 2 == 1;
-        let queued_before = if in_window {
+        let queued_before = if paced {
+            // Read before every call: the reading after the previous call would also count
+            // queueing during the gap, which is not in this call's wall time. Read outside
+            // windows too, so that the call rate is the same inside and outside them (the read
+            // is part of the gap the rate is reported with).
+            queueing.total_ns()
+        } else if in_window {
+            // Flat out, the reading after one call is the reading before the next: a second
+            // read per call would slow the callers down inside windows only.
             queued_after_previous.or_else(|| queueing.total_ns())
         } else {
             None
@@ -316,9 +497,10 @@ fn call_continuously(
         let started = Instant::now();
         slot.call_into(input, &mut output)
             .expect("ma_cross accepts its bars, in every version");
-        let wall = started.elapsed().as_nanos() as u64;
+        let ended = Instant::now();
+        let wall = (ended - started).as_nanos() as u64;
         let epoch_after = probe.epoch.load(Ordering::SeqCst);
-        latencies.record(wall);
+        latencies[load].record(wall);
         queued_after_previous = None;
         if in_window || epoch_after != epoch_before {
             let queued_after = queueing.total_ns();
@@ -327,8 +509,15 @@ fn call_continuously(
                 _ => None,
             };
             probe.observe(epoch_before, epoch_after, wall, net);
-            if epoch_after % 2 == 1 {
+            if !paced && epoch_after % 2 == 1 {
                 queued_after_previous = queued_after;
+            }
+        }
+        if paced {
+            // Spin rather than sleep: waking from a sleep takes the scheduler tens of µs,
+            // which would pace the calls (and show in their latency) more than the gap does.
+            while ended.elapsed() < LOADS[load].gap {
+                std::hint::spin_loop();
             }
         }
     }
@@ -376,6 +565,8 @@ impl Series {
 
 /// One swap as the main thread saw it; the callers' view is added once they stopped.
 struct SwapSample {
+    /// Index into [`LOADS`].
+    load: usize,
     series: Series,
     upgrade: bool,
     /// The swap's window and the no-swap window after it.
@@ -399,18 +590,25 @@ impl SwapSample {
     }
 }
 
-/// Up/down pairs, the series taking turns pair by pair so that drift on a shared machine hits
-/// them alike.
+/// Up/down pairs, the loads and series taking turns pair by pair so that drift on a shared
+/// machine hits them alike. Also returns how long the callers spent at each load level.
 fn swap_back_and_forth(
     runtime: &Runtime,
     probe: &Probe,
     v1: Digest,
     v2: Digest,
     pairs_per_series: usize,
-) -> Vec<SwapSample> {
-    let mut samples = Vec::with_capacity(2 * Series::ALL.len() * pairs_per_series);
-    for pair in 0..Series::ALL.len() * pairs_per_series {
+) -> (Vec<SwapSample>, Vec<Duration>) {
+    let turns = LOADS.len() * Series::ALL.len();
+    let mut samples = Vec::with_capacity(2 * turns * pairs_per_series);
+    let mut time_at_load = vec![Duration::ZERO; LOADS.len()];
+    let mut load_since = Instant::now();
+    for pair in 0..turns * pairs_per_series {
+        let load = pair % turns / Series::ALL.len();
         let series = Series::ALL[pair % Series::ALL.len()];
+        let previous = probe.load.swap(load, Ordering::Relaxed);
+        time_at_load[previous] += load_since.elapsed();
+        load_since = Instant::now();
         for upgrade in [true, false] {
             let mut request =
                 SwapRequest::new("ma_cross", if upgrade { v2 } else { v1 }).mode(series.mode());
@@ -418,7 +616,8 @@ fn swap_back_and_forth(
                 request = request.config(config);
             }
             let window = 2 * samples.len();
-            // Callers alone for a moment between windows, so that each window starts alike.
+            // Callers alone for a moment between windows, so that each window starts alike
+            // (and, at a change of load, at the new pace).
             thread::sleep(Duration::from_millis(1));
             let (elapsed, report) = probe.window(window, || {
                 let started = Instant::now();
@@ -435,6 +634,7 @@ fn swap_back_and_forth(
                 _ => None,
             };
             samples.push(SwapSample {
+                load,
                 series,
                 upgrade,
                 window,
@@ -448,7 +648,9 @@ fn swap_back_and_forth(
             });
         }
     }
-    samples
+    // The callers stop right after this returns: the last level's time ends here.
+    time_at_load[probe.load.load(Ordering::Relaxed)] += load_since.elapsed();
+    (samples, time_at_load)
 }
 
 /// What the restart child needs, written by the parent.
@@ -575,6 +777,8 @@ fn restart_baseline(
 struct Histogram {
     counts: Vec<u64>,
     total: u64,
+    /// Sum of the values: how long the callers spent inside calls.
+    sum: u64,
     max: u64,
 }
 
@@ -586,6 +790,7 @@ impl Histogram {
         Histogram {
             counts: vec![0; 64 * SUB_BUCKETS as usize],
             total: 0,
+            sum: 0,
             max: 0,
         }
     }
@@ -611,6 +816,7 @@ impl Histogram {
     fn record(&mut self, nanos: u64) {
         self.counts[Self::bucket(nanos)] += 1;
         self.total += 1;
+        self.sum += nanos;
         self.max = self.max.max(nanos);
     }
 
@@ -619,6 +825,7 @@ impl Histogram {
             *count += other;
         }
         self.total += other.total;
+        self.sum += other.sum;
         self.max = self.max.max(other.max);
     }
 
@@ -651,7 +858,14 @@ struct Report<'a> {
     instruments: usize,
     state_bytes: usize,
     samples: &'a [SwapSample],
-    latencies: &'a Histogram,
+    /// Every call's wall time, per load level.
+    latencies: &'a [Histogram],
+    /// How long the callers ran at each load level.
+    time_at_load: &'a [Duration],
+    lone_call: Duration,
+    /// How long serialising the state takes: what a swap's cut holds the slot for.
+    cut_hold: Duration,
+    elsewhere: Option<Elsewhere>,
     restarts: &'a [Duration],
 }
 
@@ -746,44 +960,73 @@ fn us(duration: Duration) -> String {
     format!("{:.1}µs", duration.as_secs_f64() * 1e6)
 }
 
-fn print_report(report: &Report<'_>) {
-    let cpus = thread::available_parallelism().map_or(0, usize::from);
-    let select = |filter: &dyn Fn(&SwapSample) -> bool| -> Vec<&SwapSample> {
-        report.samples.iter().filter(|s| filter(s)).collect()
+/// The rows of one load level's table, from its swaps.
+fn level_rows(samples: &[&SwapSample]) -> [Row; 8] {
+    let select = |series: Series, upgrade: Option<bool>| -> Vec<&SwapSample> {
+        samples
+            .iter()
+            .copied()
+            .filter(|s| s.series == series && upgrade.is_none_or(|u| s.upgrade == u))
+            .collect()
     };
-    let series = |series: Series, upgrade: Option<bool>| {
-        move |s: &SwapSample| s.series == series && upgrade.is_none_or(|u| s.upgrade == u)
-    };
-    let rows = [
-        Row::swaps("optimistic", &select(&series(Series::Optimistic, None))),
-        Row::swaps(
-            "  upgrades",
-            &select(&series(Series::Optimistic, Some(true))),
-        ),
-        Row::swaps(
-            "  downgrades",
-            &select(&series(Series::Optimistic, Some(false))),
-        ),
-        Row::swaps("locked", &select(&series(Series::Locked, None))),
-        Row::swaps("  upgrades", &select(&series(Series::Locked, Some(true)))),
-        Row::swaps(
-            "  downgrades",
-            &select(&series(Series::Locked, Some(false))),
-        ),
+    [
+        Row::swaps("optimistic", &select(Series::Optimistic, None)),
+        Row::swaps("  upgrades", &select(Series::Optimistic, Some(true))),
+        Row::swaps("  downgrades", &select(Series::Optimistic, Some(false))),
+        Row::swaps("locked", &select(Series::Locked, None)),
+        Row::swaps("  upgrades", &select(Series::Locked, Some(true))),
+        Row::swaps("  downgrades", &select(Series::Locked, Some(false))),
         Row::swaps(
             "optimistic, 1 %",
-            &select(&series(Series::OptimisticDiverging, None)),
+            &select(Series::OptimisticDiverging, None),
         ),
-        Row::no_swap("no swap", &select(&|_| true)),
-    ];
+        Row::no_swap("no swap", samples),
+    ]
+}
+
+/// The share of the CPUs that, taken by others, marks a run as disturbed: on 2 CPUs, 5 % is a
+/// tenth of a core, often enough to preempt a lock holder in a window.
+const DISTURBED: f64 = 0.05;
+
+/// Where the optimistic and locked rows sit in [`level_rows`].
+const OPTIMISTIC_ROW: usize = 0;
+const LOCKED_ROW: usize = 3;
+
+fn print_report(report: &Report<'_>) {
+    let cpus = thread::available_parallelism().map_or(0, usize::from);
+    let per_load: Vec<Vec<&SwapSample>> = (0..LOADS.len())
+        .map(|load| report.samples.iter().filter(|s| s.load == load).collect())
+        .collect();
     println!();
     println!(
         "swap stall: ma_cross 1.0.0 <-> 2.0.0 with {} B of state ({} instruments x {WARM_UP_BARS} \
-         closes), {CALLERS} callers calling without pause, {} swaps (each + commit), {cpus} CPUs",
+         closes), {CALLERS} callers, {} swaps (each + commit) per load level, {cpus} CPUs",
         report.state_bytes,
         report.instruments,
-        report.samples.len(),
+        per_load[0].len(),
     );
+    println!(
+        "every swap's cut serialises that state under the slot lock: {} (p50, alone, in a hot \
+         loop), a floor under every swap's stall",
+        us(report.cut_hold)
+    );
+    match report.elsewhere {
+        Some(elsewhere) => {
+            let taken = elsewhere.other_processes + elsewhere.steal;
+            println!(
+                "CPUs taken from this benchmark while its callers ran: {:.1} % by other \
+                 processes, {:.1} % by the hypervisor (steal){}",
+                100.0 * elsewhere.other_processes,
+                100.0 * elsewhere.steal,
+                if taken > DISTURBED {
+                    ": DISTURBED, every row overstates"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => println!("CPUs taken from this benchmark: unknown (no /proc/stat)"),
+    }
     println!(
         "per swap, the longest call that overlapped it: net = its wall time minus its time \
          queued for a CPU"
@@ -817,46 +1060,60 @@ fn print_report(report: &Report<'_>) {
         "commit",
         "probed"
     );
-    for row in &rows {
-        row.print();
+    let mut tables = Vec::with_capacity(LOADS.len());
+    for (load, level) in LOADS.iter().enumerate() {
+        let latencies = &report.latencies[load];
+        let calls_per_s = latencies.total as f64 / report.time_at_load[load].as_secs_f64();
+        let pace = if level.paced() {
+            format!("each caller calls, then spins {:?}", level.gap)
+        } else {
+            "each caller calls without pause".to_owned()
+        };
+        let inside_calls = Duration::from_nanos(latencies.sum).as_secs_f64()
+            / (CALLERS as f64 * report.time_at_load[load].as_secs_f64());
+        println!();
+        println!(
+            "{}: {pace}; {:.0}k calls/s, slot busy ~{:.0} %, callers inside a call {:.0} % of \
+             the time",
+            level.name,
+            calls_per_s / 1e3,
+            100.0 * calls_per_s * report.lone_call.as_secs_f64(),
+            100.0 * inside_calls,
+        );
+        let rows = level_rows(&per_load[load]);
+        for row in &rows {
+            row.print();
+        }
+        println!(
+            "  every call ({} calls, wall): p50 {}, p99 {}, p99.9 {}, p99.99 {}, max {}",
+            latencies.total,
+            us(latencies.percentile(0.5)),
+            us(latencies.percentile(0.99)),
+            us(latencies.percentile(0.999)),
+            us(latencies.percentile(0.9999)),
+            us(Duration::from_nanos(latencies.max)),
+        );
+        for (series, kind, count) in fall_back_reasons(&per_load[load]) {
+            println!("  {series:?} fell back {count}x: {kind}");
+        }
+        tables.push(rows);
     }
+    println!();
+    println!(
+        "  slot busy: calls/s x a lone caller's mean call ({}), the share of time the slot is \
+         held; callers inside a call: including waiting for the lock",
+        us(report.lone_call)
+    );
     println!(
         "  optimistic, locked: 2.0.0 runs with signal_threshold 0, answering as 1.0.0 does; \
          optimistic, 1 %: with the 1 % its migration gives, answering otherwise"
     );
     println!(
-        "  no swap: after each swap, a window as long, the main thread spinning instead: the \
-         machine's noise"
+        "  no swap: after each swap, a window as long, under the same load, the main thread \
+         spinning instead: the machine's noise"
     );
     println!(
         "  unprobed: windows in which no caller got a CPU to call (left out of the net figures)"
-    );
-    let mut reasons: Vec<(Series, String, usize)> = Vec::new();
-    for sample in report.samples {
-        let Some(reason) = &sample.fell_back else {
-            continue;
-        };
-        let kind = reason_kind(reason);
-        match reasons
-            .iter_mut()
-            .find(|(series, k, _)| *series == sample.series && *k == kind)
-        {
-            Some((_, _, count)) => *count += 1,
-            None => reasons.push((sample.series, kind, 1)),
-        }
-    }
-    for (series, kind, count) in reasons {
-        println!("  {series:?} fell back {count}x: {kind}");
-    }
-    let latencies = report.latencies;
-    println!(
-        "  every call ({} calls, wall): p50 {}, p99 {}, p99.9 {}, p99.99 {}, max {}",
-        latencies.total,
-        us(latencies.percentile(0.5)),
-        us(latencies.percentile(0.99)),
-        us(latencies.percentile(0.999)),
-        us(latencies.percentile(0.9999)),
-        us(Duration::from_nanos(latencies.max)),
     );
 
     let restart = [
@@ -872,40 +1129,72 @@ fn print_report(report: &Report<'_>) {
         restart[0],
         restart[1],
     );
-    for row in [&rows[0], &rows[3]] {
-        let ratio = |i: usize| restart[i].as_secs_f64() / row.net[i].as_secs_f64();
+    println!(
+        "  {:<17} | {:^23} | {:^23} | {}",
+        "restart / stall",
+        "optimistic, net",
+        "locked, net",
+        format_args!("optimistic p99 stall, target <= {TARGET_P99:?}"),
+    );
+    for (level, rows) in LOADS.iter().zip(&tables) {
+        let ratios = |row: &Row| {
+            let ratio = |i: usize| restart[i].as_secs_f64() / row.net[i].as_secs_f64();
+            format!("p50 {:>5.0}x  p99 {:>5.0}x", ratio(0), ratio(1))
+        };
+        let p99 = rows[OPTIMISTIC_ROW].net[1];
+        let verdict = if p99 <= TARGET_P99 {
+            "met".to_owned()
+        } else {
+            format!(
+                "missed by {} ({:.1}x)",
+                us(p99 - TARGET_P99),
+                p99.as_secs_f64() / TARGET_P99.as_secs_f64()
+            )
+        };
         println!(
-            "  restart / {} swap stall (net): p50 {:.0}x, p99 {:.0}x",
-            row.name,
-            ratio(0),
-            ratio(1)
-        );
-    }
-    let p99 = rows[0].net[1];
-    if p99 <= TARGET_P99 {
-        println!(
-            "  optimistic p99 stall {}: target <= {TARGET_P99:?} met",
-            us(p99)
-        );
-    } else {
-        println!(
-            "  optimistic p99 stall {}: target <= {TARGET_P99:?} missed by {} ({:.1}x)",
+            "  {:<17} | {} | {} | {} ({} without a swap): {verdict}",
+            level.name,
+            ratios(&rows[OPTIMISTIC_ROW]),
+            ratios(&rows[LOCKED_ROW]),
             us(p99),
-            us(p99 - TARGET_P99),
-            p99.as_secs_f64() / TARGET_P99.as_secs_f64()
+            us(rows[rows.len() - 1].net[1]),
         );
     }
 }
 
-/// A fall-back reason with its call number blanked, to count alike reasons together.
+/// Why optimistic swaps fell back, counted per series and kind of reason, in order of first
+/// appearance.
+fn fall_back_reasons(samples: &[&SwapSample]) -> Vec<(Series, String, usize)> {
+    let mut reasons: Vec<(Series, String, usize)> = Vec::new();
+    for sample in samples {
+        let Some(reason) = &sample.fell_back else {
+            continue;
+        };
+        let kind = reason_kind(reason);
+        match reasons
+            .iter_mut()
+            .find(|(series, k, _)| *series == sample.series && *k == kind)
+        {
+            Some((_, _, count)) => *count += 1,
+            None => reasons.push((sample.series, kind, 1)),
+        }
+    }
+    reasons
+}
+
+/// A fall-back reason with its numbers (call number, calls left, µs) replaced by `N`, to count
+/// alike reasons together.
 fn reason_kind(reason: &str) -> String {
     let mut kind = String::with_capacity(reason.len());
     let mut in_number = false;
     for c in reason.chars() {
-        in_number = c == '#' || (in_number && c.is_ascii_digit());
-        if !in_number || c == '#' {
+        let digit = c.is_ascii_digit();
+        if digit && !in_number {
+            kind.push('N');
+        } else if !digit {
             kind.push(c);
         }
+        in_number = digit;
     }
     kind
 }

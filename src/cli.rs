@@ -1,5 +1,6 @@
 //! The command line: parse, call one operation, map the result to an exit code.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +23,11 @@ enum Command {
     Demo(DemoArgs),
     /// Print a built plugin's metadata, read from the file without running it.
     Inspect(InspectArgs),
+    /// Run the reference trading host: the plugin runtime, its control API and a synthetic
+    /// desk trading through the plugins, until SIGTERM or SIGINT.
+    Host(HostArgs),
+    /// Show what a running host runs: versions, health, counters, pending steps.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,9 +59,66 @@ struct InspectArgs {
     output: Output,
 }
 
-fn init_logging() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, clap::Args)]
+struct HostArgs {
+    /// Address the control API listens on (port 0: any free port, printed when ready). A
+    /// non-loopback address also needs `--allow-remote`.
+    #[arg(long, value_name = "ADDR", default_value_t = plugsync_host::control::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// File holding the control API's bearer token; it must be readable by its owner only
+    /// (mode 0600).
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The host's own store: verified artifacts, the committed set, state checkpoints. A host
+    /// started again on the same store comes back on what was committed.
+    #[arg(long, value_name = "DIR", default_value = "plugsync-host-store")]
+    store: PathBuf,
+    /// ed25519 public keys (one per line, 64 hex digits) one of which must have signed each
+    /// artifact staged through the control API (default: signatures not required).
+    #[arg(long, value_name = "FILE")]
+    trusted_keys: Option<PathBuf>,
+    /// Accept a non-loopback `--listen` address (the token then crosses the network in clear).
+    #[arg(long)]
+    allow_remote: bool,
+    /// A plugin library to load at start, with config `{}` (repeatable). Skipped when that
+    /// plugin already runs from the store.
+    #[arg(long = "load", value_name = "LIB")]
+    load: Vec<PathBuf>,
+    /// Trade a synthetic desk through `ma_cross` and `risk_model` (both must be loaded).
+    #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
+    feed: Switch,
+    /// How often the plugins loaded with `--load` have their state checkpointed in the store
+    /// (also at each commit and when the host stops); 0: never.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    checkpoint_every_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusArgs {
+    /// Output format (the JSON is a contract).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Include every plugin's state.
+    #[arg(long)]
+    with_state: bool,
+    /// The host's control API.
+    #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
+    host: String,
+    /// File holding the host's bearer token (the host's `--token-file`).
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PLUGSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter =
+        EnvFilter::try_from_env("PLUGSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -65,10 +128,27 @@ fn init_logging() {
         .init();
 }
 
+fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
+    let mut options = ops::HostOptions::new(args.token_file.ok_or(crate::Error::NoTokenFile)?);
+    options.listen = args.listen;
+    options.store = args.store;
+    options.trusted_keys = args.trusted_keys;
+    options.allow_remote = args.allow_remote;
+    options.load = args.load;
+    options.feed = args.feed == Switch::On;
+    options.checkpoint_every =
+        (args.checkpoint_every_ms > 0).then(|| Duration::from_millis(args.checkpoint_every_ms));
+    Ok(options)
+}
+
 /// Runs the `plugsync` command line; `main` only calls this.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // A host is a daemon: its log says what it runs. Other commands speak on stdout.
+    init_logging(match cli.command {
+        Command::Host(_) => "info",
+        _ => "warn",
+    });
     let result = match cli.command {
         Command::Demo(args) => {
             let options = ops::DemoOptions {
@@ -85,6 +165,24 @@ pub fn run() -> ExitCode {
                 Output::Json => ops::InspectFormat::Json,
             };
             ops::inspect(&args.library, format).map(|text| {
+                print!("{text}");
+                true
+            })
+        }
+        Command::Host(args) => {
+            host_options(args).and_then(|options| ops::host(&options).map(|()| true))
+        }
+        Command::Status(args) => {
+            let options = ops::StatusOptions {
+                host: Some(args.host),
+                token_file: args.token_file,
+                format: match args.output {
+                    Output::Text => ops::StatusFormat::Text,
+                    Output::Json => ops::StatusFormat::Json,
+                },
+                with_state: args.with_state,
+            };
+            ops::status(&options).map(|text| {
                 print!("{text}");
                 true
             })

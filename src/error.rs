@@ -10,6 +10,121 @@ pub enum Error {
     #[error(transparent)]
     Host(#[from] plugsync_host::HostError),
 
+    /// The control API server refused its configuration or failed.
+    #[error(transparent)]
+    Control(#[from] plugsync_host::control::ControlError),
+
+    /// The async runtime or the signal handlers could not be set up.
+    #[error("cannot {action}: {source}")]
+    Setup {
+        /// What was being set up.
+        action: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// `--load` names two libraries of the same plugin.
+    #[error(
+        "`--load` names two libraries of `{plugin}` (`{first}` and `{second}`): a host runs one \
+         version of a plugin; load one and switch to the other through the control API"
+    )]
+    LoadedTwice {
+        /// Plugin id.
+        plugin: String,
+        /// The library loaded.
+        first: PathBuf,
+        /// The library refused.
+        second: PathBuf,
+    },
+
+    /// No token file was given for the control API.
+    #[error(
+        "no token file given: pass `--token-file FILE` or set `PLUGSYNC_TOKEN_FILE` (the file \
+         holding the host's control API token)"
+    )]
+    NoTokenFile,
+
+    /// The token file could not be read.
+    #[error("cannot read the token file `{path}`: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// The token file holds no token.
+    #[error("the token file `{path}` is empty: it must hold the host's control API token")]
+    EmptyToken {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// `--host` / `PLUGSYNC_HOST` is not a URL of a host.
+    #[error("`{url}` is not a valid host URL: expected e.g. http://127.0.0.1:7077")]
+    BadHostUrl {
+        /// What was given.
+        url: String,
+    },
+
+    /// An `https://` host URL: this build speaks plain HTTP only.
+    #[error(
+        "`{url}`: this build of plugsync talks to the host's control API over plain HTTP only \
+         (it listens on loopback): use `http://`"
+    )]
+    TlsUnsupported {
+        /// What was given.
+        url: String,
+    },
+
+    /// The host's control API could not be reached.
+    #[error("cannot reach the plugsync host at {url}: {cause}; is `plugsync host` running?")]
+    Unreachable {
+        /// The host URL.
+        url: String,
+        /// The cause, e.g. `connection refused`.
+        cause: String,
+    },
+
+    /// The host refused the token.
+    #[error(
+        "the plugsync host at {url} refused the token in `{path}`: check that it matches the \
+         host's `--token-file`"
+    )]
+    Unauthorized {
+        /// The host URL.
+        url: String,
+        /// The token file sent.
+        path: PathBuf,
+    },
+
+    /// The host answered a request with an error.
+    #[error("{message}")]
+    HostRefused {
+        /// The host URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+        /// The host's message.
+        message: String,
+    },
+
+    /// Something answered that is not a plugsync host's control API.
+    #[error(
+        "the answer of {url} ({status}) is not the plugsync control API's ({reason}): is \
+         `plugsync host` listening there?"
+    )]
+    BadAnswer {
+        /// The host URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// What was wrong with it.
+        reason: String,
+    },
+
     /// Plugin libraries the command needs are not built.
     #[error(
         "the example plugins are not built in `{dir}` (missing: {}): run `cargo build --release \

@@ -6,9 +6,11 @@
 //! function of [`ops`].
 
 mod cli;
+mod client;
 mod error;
 pub mod market;
 pub mod ops;
 
 pub use cli::run;
+pub use client::DEFAULT_HOST;
 pub use error::{Error, Result};

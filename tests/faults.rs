@@ -2,7 +2,9 @@
 //! serving, with an error that says what happened: a migration that panics, a health check
 //! that fails after the switch, a probe that catches wrong orders, a panic in a call after
 //! commit (the slot is marked faulted, the host keeps serving) and during a step (the step
-//! rolls back by itself and the same call is served by the previous version).
+//! rolls back by itself; the same call is served by the previous version after a replay, but
+//! fails after a down-migration, whose state may hold part of it). A swap away from a faulted
+//! slot starts the new version unfaulted, and its rollback brings the fault back.
 //!
 //! Libraries refused before `dlopen` (wrong ABI, `panic = "abort"`, wrong digest) are in
 //! `tests/loader.rs`.
@@ -10,7 +12,8 @@
 mod support;
 
 use plugsync_host::{
-    CallError, HostError, RollbackMethod, RollbackReason, Runtime, SwapRequest, VerifySpec,
+    CallError, Health, HostError, RollbackMethod, RollbackReason, Runtime, SwapRequest,
+    TransitionKind, VerifySpec, inspect,
 };
 use serde_json::json;
 use support::*;
@@ -35,7 +38,7 @@ fn assert_still_serving(runtime: &Runtime, v1: plugsync_host::Digest) {
     let status = runtime.status();
     let plugin = &status.plugins[0];
     assert_eq!((plugin.version.digest, &plugin.pending), (v1, &None));
-    assert_eq!((&plugin.fault, &plugin.health), (&None, &Ok(())));
+    assert_eq!((&plugin.fault, &plugin.health), (&None, &Health::Ok));
     assert_eq!(status.live_instances, 1);
     runtime.check_health("ma_cross").unwrap();
 }
@@ -177,7 +180,7 @@ fn a_panic_in_a_call_after_commit_fails_that_call_marks_the_slot_faulted_and_the
         ),
         (4, 1, 1)
     );
-    assert!(plugin.health.is_err(), "{:?}", plugin.health);
+    assert!(!plugin.health.is_ok(), "{:?}", plugin.health);
     let health = runtime.check_health("ma_cross").unwrap_err();
     assert_eq!(
         health.to_string(),
@@ -249,4 +252,168 @@ fn a_panic_in_a_call_during_a_step_rolls_the_step_back_and_that_call_is_served_b
         state(&reference.snapshot("ma_cross").unwrap())
     );
     assert_still_serving(&runtime, v1);
+}
+
+#[test]
+fn a_panic_in_a_call_during_a_step_whose_journal_overflowed_fails_that_call_and_migrates_the_state_back()
+ {
+    let (_dir, runtime, v1) = serving_1_0_0();
+    let faulty = stage(&runtime, FAULT_CALL);
+    let swap = runtime
+        .swap(SwapRequest::new("ma_cross", faulty).journal_capacity(1))
+        .unwrap();
+    assert_eq!(swap.switched_seq, 3);
+    // Three calls, more than the journal holds: a replay is impossible.
+    let calls: Vec<Recorded> = [bar("NQ", 50.0), fill(1, "NQ", 2, 50.0), bar("ES", 104.0)]
+        .into_iter()
+        .map(|input| record(&runtime, "ma_cross", input))
+        .collect();
+    assert!(calls.iter().all(|c| c.receipt.digest == faulty));
+    assert_eq!(json(&calls[2].output), orders(&[(1, "ES", 1)]));
+    assert!(
+        !runtime.status().plugins[0]
+            .pending
+            .as_ref()
+            .unwrap()
+            .journal_complete
+    );
+
+    // The step rolls back by down-migration of the state of the instance that panicked midway
+    // through this call: serving it again could apply it twice, so the caller gets the error.
+    let error = runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+    let panic = "plugin panicked: call on instrument CRASH (fault injected by the \
+                 ma_cross_fault_call fixture)";
+    assert_eq!(
+        error,
+        CallError::Plugin {
+            plugin: "ma_cross".into(),
+            digest: faulty,
+            message: panic.into(),
+            panicked: true,
+            seq: 7,
+        }
+    );
+    assert_eq!(
+        normalise(&error.to_string(), std::path::Path::new("/")),
+        format!("plugin `ma_cross` ([SHORT]) panicked (caught; slot marked faulted): {panic}")
+    );
+
+    // 1.0.0 has the state of a plugin that was never updated, fed the three calls (the fixture
+    // panics before touching its state, so nothing of the `CRASH` bar is in it).
+    let (_reference_dir, reference, clock) = reference_runtime();
+    install(&reference, MA_CROSS_1_0_0, CONFIG());
+    for close in [100.0, 101.0, 102.0] {
+        reference.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+    replay(&reference, &clock, "ma_cross", &calls);
+    let expected = state(&reference.snapshot("ma_cross").unwrap());
+    assert_eq!(expected["instruments"]["NQ"]["position"], 2);
+
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!((plugin.version.digest, &plugin.pending), (v1, &None));
+    let rollback = plugin.last_rollback.clone().expect("the step rolled back");
+    assert_eq!(
+        rollback.reason,
+        RollbackReason::CallPanicked {
+            seq: 7,
+            message: panic.into()
+        }
+    );
+    assert_eq!(
+        rollback.method,
+        RollbackMethod::DownMigration {
+            unjournaled_calls: 3,
+            state: expected.clone(),
+            in_doubt_call: Some(7),
+        }
+    );
+    assert!(!rollback.lost_nothing());
+    assert_eq!((rollback.from.digest, rollback.to.digest), (faulty, v1));
+    assert_eq!(rollback.calls_since_switch, 4);
+    assert_eq!(
+        (
+            plugin.counters.calls,
+            plugin.counters.errors,
+            plugin.counters.panics
+        ),
+        (7, 1, 1)
+    );
+    // The state came back from the instance that panicked midway through call #7: the slot
+    // stays faulted (and unhealthy) until a good state replaces it.
+    let fault = plugin.fault.as_ref().expect("the slot is faulted");
+    assert_eq!((fault.seq, fault.digest), (7, faulty));
+    assert!(!plugin.health.is_ok());
+    assert_eq!(state(&runtime.snapshot("ma_cross").unwrap()), expected);
+
+    // 1.0.0 serves the next call, still flagged until a good state replaces the suspect one.
+    let next = runtime.call("ma_cross", &bar("ES", 105.0)).unwrap();
+    assert_eq!((next.receipt.digest, next.receipt.seq), (v1, 8));
+    let status = runtime.status();
+    assert_eq!(status.plugins[0].pending, None);
+    assert_eq!(status.live_instances, 1);
+}
+
+#[test]
+fn a_swap_of_a_faulted_slot_reports_the_fault_it_replaced_and_a_rollback_brings_it_back() {
+    let (_dir, runtime, _) = serving_1_0_0();
+    let faulty = stage(&runtime, FAULT_CALL);
+    let fixed = stage(&runtime, MA_CROSS_2_0_0);
+    // 2.0.3 -> 2.0.0 is a downgrade: 2.0.3 declares it.
+    let metadata = inspect(&lib(FAULT_CALL)).unwrap();
+    assert_eq!(metadata.version, "2.0.3");
+    assert!(
+        metadata.downgrades_to.contains(&"=2.0.0".to_owned()),
+        "{:?}",
+        metadata.downgrades_to
+    );
+    runtime.swap(SwapRequest::new("ma_cross", faulty)).unwrap();
+    runtime.commit("ma_cross").unwrap();
+    runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+    let fault = runtime.status().plugins[0]
+        .fault
+        .clone()
+        .expect("the slot is marked faulted");
+    assert_eq!((fault.seq, fault.digest), (4, faulty));
+
+    let report = runtime.swap(SwapRequest::new("ma_cross", fixed)).unwrap();
+    assert_eq!(report.kind, TransitionKind::Downgrade);
+    assert_eq!((report.from.digest, report.to.digest), (faulty, fixed));
+    assert_eq!(report.replaced_fault.as_ref(), Some(&fault));
+    // The new version starts unfaulted, and serves.
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!(plugin.version.digest, fixed);
+    assert_eq!((&plugin.fault, &plugin.health), (&None, &Health::Ok));
+    runtime.check_health("ma_cross").unwrap();
+    let out = runtime.call("ma_cross", &bar("ES", 103.0)).unwrap();
+    assert_eq!((out.receipt.digest, out.receipt.seq), (fixed, 5));
+
+    // A rollback brings 2.0.3 back with its fault, as it was.
+    let rollback = runtime.rollback("ma_cross").unwrap();
+    assert_eq!((rollback.from.digest, rollback.to.digest), (fixed, faulty));
+    assert_eq!(
+        rollback.method,
+        RollbackMethod::Replay {
+            replayed: 1,
+            divergences: Vec::new()
+        }
+    );
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!(plugin.version.digest, faulty);
+    assert_eq!(plugin.fault.as_ref(), Some(&fault));
+    assert_eq!(
+        plugin.health,
+        Health::Unhealthy {
+            reason: "faulted: it panicked in call #4 (plugin panicked: call on instrument CRASH \
+                     (fault injected by the ma_cross_fault_call fixture))"
+                .to_owned()
+        }
+    );
+    let health = runtime.check_health("ma_cross").unwrap_err();
+    assert!(
+        matches!(health, HostError::Faulted { seq: 4, .. }),
+        "{health:?}"
+    );
 }

@@ -88,7 +88,7 @@ fn swap_under_load_loses_nothing(mode: SwapMode) {
     let v2 = stage(&runtime, MA_CROSS_2_0_0);
     // Map 2.0.0 before the load starts (loading re-hashes the file, slow in a debug build).
     runtime
-        .verify("ma_cross", &v2, None, &VerifySpec::default())
+        .verify("ma_cross", &v2, None, None, &VerifySpec::default())
         .unwrap();
     let handle = runtime.handle("ma_cross").unwrap();
     // A large state (one entry per instrument) makes each migration take a while, so that
@@ -398,7 +398,7 @@ fn verification_runs_probes_and_a_differential_on_throwaway_instances_only() {
     let before = runtime.snapshot("ma_cross").unwrap();
     let instances = runtime.status().live_instances;
 
-    let report = runtime.verify("ma_cross", &v2, None, &spec).unwrap();
+    let report = runtime.verify("ma_cross", &v2, None, None, &spec).unwrap();
     assert!(report.passed(), "{}", report.summary());
     assert_eq!(report.health, Some(Ok(())));
     assert_eq!(report.probes.len(), 1);

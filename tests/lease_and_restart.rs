@@ -7,7 +7,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use plugsync_host::{RollbackReason, Runtime, SoakThresholds, SwapRequest};
+use plugsync_host::{CheckpointOutcome, RollbackReason, Runtime, SoakThresholds, SwapRequest};
 use serde_json::{Value, json};
 use support::*;
 
@@ -157,7 +157,7 @@ fn a_restarted_host_comes_back_on_its_committed_set_and_checkpointed_state() {
             (
                 p.plugin.clone(),
                 p.version.version.clone(),
-                matches!(p.checkpoint, Ok(Some(_))),
+                matches!(p.checkpoint, CheckpointOutcome::Restored { .. }),
             )
         })
         .collect();
@@ -196,7 +196,10 @@ fn a_checkpoint_that_does_not_verify_is_refused_and_the_plugin_starts_fresh() {
 
     let restarted = Runtime::new(options(store.path())).unwrap();
     let recovery = restarted.recover().unwrap();
-    let refused = recovery.plugins[0].checkpoint.clone().unwrap_err();
+    let CheckpointOutcome::Refused { reason: refused } = recovery.plugins[0].checkpoint.clone()
+    else {
+        panic!("the checkpoint should be refused");
+    };
     assert!(
         refused.starts_with("state snapshot for `ma_cross` does not verify: its sha256 is "),
         "{refused}"

@@ -1,11 +1,18 @@
 //! Rollback of a switched step with the real example plugins: by replay it gives exactly the
-//! state of a plugin that was never updated and lists the outputs that differed; when the
-//! journal overflowed, by the declared migration back, keeping the fills the new version
-//! received (after an upgrade, a downgrade or a reconfigure).
+//! state of a plugin that was never updated and lists the outputs that differed, each call
+//! replayed at the host time it was first given; when the journal overflowed, by the declared
+//! migration back, keeping the fills the new version received (after an upgrade, a downgrade
+//! or a reconfigure); with neither, the previous version resumes with its state at the switch
+//! and the report accounts exactly for the calls lost.
 
 mod support;
 
-use plugsync_host::{Divergence, HostError, RollbackMethod, RollbackReason, SwapRequest};
+use std::path::Path;
+
+use plugsync_host::{
+    Divergence, HostError, HostTime, RollbackMethod, RollbackReason, SlotHandle, SwapRequest,
+    TransitionKind, inspect,
+};
 use serde_json::{Value, json};
 use support::*;
 
@@ -233,4 +240,201 @@ fn rollback_of_a_reconfigure_after_a_journal_overflow_keeps_the_state_as_it_is()
     // The previous config is back in force.
     assert_eq!(state(&snapshot)["slow_ma_period"], 4);
     assert_eq!(runtime.status().plugins[0].config, CONFIG());
+}
+
+#[test]
+fn rollback_with_neither_replay_nor_down_migration_resumes_the_state_at_the_switch_and_accounts_for_every_lost_call()
+ {
+    // 2.0.8 migrates up from 1.x but declares no way back.
+    let metadata = inspect(&lib(NO_DOWNGRADE)).unwrap();
+    assert_eq!(
+        (metadata.version.as_str(), &metadata.downgrades_to),
+        ("2.0.8", &Vec::<String>::new())
+    );
+    let (_dir, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
+    let v2 = stage(&runtime, NO_DOWNGRADE);
+    for input in [fill(7, "ES", 2, 100.0), bar("ES", 100.0), bar("ES", 101.0)] {
+        record(&runtime, "ma_cross", input);
+    }
+    let swap = runtime
+        .swap(SwapRequest::new("ma_cross", v2).journal_capacity(2))
+        .unwrap();
+    assert_eq!(swap.kind, TransitionKind::Upgrade);
+    // One thread: no call arrived between the cut and the switch, so `state_before` is the
+    // state 1.0.0 had at the switch.
+    assert_eq!((swap.cut_seq, swap.switched_seq), (3, 3));
+
+    // Five calls, bars and fills, more than the journal holds.
+    let lost: Vec<Recorded> = [
+        fill(8, "ES", -5, 101.0),
+        fill(9, "NQ", 3, 50.0),
+        bar("ES", 102.0),
+        fill(10, "NQ", 1, 51.0),
+        bar("NQ", 52.0),
+    ]
+    .into_iter()
+    .map(|input| record(&runtime, "ma_cross", input))
+    .collect();
+    assert!(lost.iter().all(|c| c.receipt.digest == v2));
+    let pending = runtime.status().plugins[0].pending.clone().unwrap();
+    assert_eq!(
+        (pending.calls_since_switch, pending.journal_complete),
+        (5, false)
+    );
+    let abandoned = runtime.snapshot("ma_cross").unwrap();
+    assert_eq!(abandoned.version.digest, v2);
+    assert_eq!(state(&abandoned)["instruments"]["ES"]["position"], -3);
+    assert_eq!(state(&abandoned)["instruments"]["NQ"]["position"], 4);
+
+    let report = runtime.rollback("ma_cross").unwrap();
+    assert_eq!((report.from.digest, report.to.digest), (v2, v1));
+    assert_eq!(report.reason, RollbackReason::Requested);
+    assert_eq!(report.calls_since_switch, 5);
+    assert!(!report.lost_nothing());
+    let RollbackMethod::Lossy { lost: account } = &report.method else {
+        panic!("expected a lossy rollback: {:?}", report.method);
+    };
+    assert_eq!(
+        (account.count, account.first_seq, account.last_seq),
+        (5, swap.switched_seq + 1, lost[4].receipt.seq)
+    );
+    assert_eq!(account.last_seq, 8);
+    assert_eq!(
+        normalise(&account.why, Path::new("/")),
+        "the journal holds 2 calls and 5 came since the switch, and ma_cross 2.0.8 declares no \
+         `downgrades_to` covering 1.0.0"
+    );
+    // The state 2.0.8 had, fills and all, is kept for manual recovery.
+    assert_eq!(account.abandoned_state.as_ref(), Some(&state(&abandoned)));
+
+    // 1.0.0 serves again with its state exactly as at the switch: none of the five calls.
+    let resumed = runtime.snapshot("ma_cross").unwrap();
+    assert_eq!(resumed.version.digest, v1);
+    assert_eq!(state(&resumed), swap.state_before);
+    assert_eq!(resumed.sha256, swap.state_before_sha256);
+    assert_eq!(state(&resumed)["instruments"]["ES"]["position"], 2);
+    assert_eq!(state(&resumed)["instruments"].get("NQ"), None);
+    let next = runtime.call("ma_cross", &bar("ES", 103.0)).unwrap();
+    assert_eq!((next.receipt.digest, next.receipt.seq), (v1, 9));
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!((&plugin.pending, &plugin.fault), (&None, &None));
+    assert_eq!(plugin.last_step.as_ref().unwrap().outcome, "rolled back");
+    assert_eq!(plugin.last_rollback.as_ref(), Some(&report));
+    assert_eq!(status.live_instances, 1);
+}
+
+/// Calls `handle` at the host time `now` and records the call, checking the receipt carries
+/// that time.
+fn record_at(handle: &SlotHandle, input: Vec<u8>, now: HostTime) -> Recorded {
+    let mut output = Vec::new();
+    let receipt = handle
+        .call_into_at(&input, now, &mut output)
+        .unwrap_or_else(|e| panic!("call at {now:?} failed: {e}"));
+    assert_eq!(receipt.now, now, "the receipt carries the time given");
+    Recorded {
+        receipt,
+        input,
+        output,
+    }
+}
+
+/// Event times a caller gives: an hour before the runtime's clock, and out of order.
+fn event_time(i: i64) -> HostTime {
+    HostTime(START.0 - 3_600_000_000_000 + (i % 3) * 1_000_000_000 - i)
+}
+
+#[test]
+fn calls_at_a_host_time_the_caller_gives_are_replayed_at_that_time_by_a_rollback() {
+    let (_dir, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    let handle = runtime.handle("ma_cross").unwrap();
+    let mut calls: Vec<Recorded> = (0..4)
+        .map(|i| record_at(&handle, bar("ES", 100.0), event_time(i)))
+        .collect();
+    runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
+    for (i, input) in [
+        bar("ES", 100.2),
+        bar("ES", 105.0),
+        fill(1, "ES", 1, 105.0),
+        bar("NQ", 50.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        calls.push(record_at(&handle, input, event_time(4 + i as i64)));
+    }
+    assert!(calls[4..].iter().all(|c| c.receipt.digest == v2));
+    // Not the runtime's clock: it shows START and later.
+    assert!(calls.iter().all(|c| c.receipt.now.0 < START.0));
+
+    let report = runtime.rollback("ma_cross").unwrap();
+    assert!(
+        matches!(report.method, RollbackMethod::Replay { replayed: 4, .. }),
+        "{:?}",
+        report.method
+    );
+    assert_eq!(report.to.digest, v1);
+
+    // The reference: 1.0.0 alone, given the same times.
+    let (_reference_dir, reference, clock) = reference_runtime();
+    install(&reference, MA_CROSS_1_0_0, CONFIG());
+    feed_at(&reference, &clock, "ma_cross", &calls);
+    let restored = runtime.snapshot("ma_cross").unwrap();
+    let never_updated = reference.snapshot("ma_cross").unwrap();
+    assert_eq!(state(&restored), state(&never_updated));
+    assert_eq!(
+        (restored.seq, restored.sha256),
+        (never_updated.seq, never_updated.sha256)
+    );
+}
+
+#[test]
+fn a_rollback_by_replay_gives_each_call_the_host_time_it_was_first_given() {
+    // The example plugins ignore the time; what a replayed call was given shows where the
+    // previous version panics on it: 2.0.3 panics on `CRASH`, which 2.0.0 serves.
+    let (_dir, runtime) = runtime();
+    let faulty = install(
+        &runtime,
+        FAULT_CALL,
+        json!({"fast_period": 2, "slow_period": 4}),
+    );
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    let handle = runtime.handle("ma_cross").unwrap();
+    record_at(&handle, bar("ES", 100.0), event_time(0));
+    let swap = runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
+    assert_eq!(swap.kind, TransitionKind::Downgrade);
+    let calls = [
+        record_at(&handle, bar("ES", 101.0), event_time(1)),
+        record_at(&handle, bar("CRASH", 1.0), event_time(2)),
+        record_at(&handle, bar("ES", 102.0), event_time(3)),
+    ];
+    assert_eq!(calls[1].receipt.digest, v2);
+    assert_eq!(json(&calls[1].output), orders(&[]));
+
+    let report = runtime.rollback("ma_cross").unwrap();
+    assert_eq!((report.from.digest, report.to.digest), (v2, faulty));
+    let panic = "plugin panicked: call on instrument CRASH (fault injected by the \
+                 ma_cross_fault_call fixture)";
+    assert_eq!(
+        report.method,
+        RollbackMethod::Replay {
+            replayed: 3,
+            divergences: vec![Divergence {
+                seq: 3,
+                input: String::from_utf8(bar("CRASH", 1.0)).unwrap(),
+                new_output: Ok(r#"{"orders":[]}"#.to_owned()),
+                old_output: Err(panic.to_owned()),
+            }],
+        }
+    );
+    // The restored instance panicked in the replay of call #3: the slot is faulted, at the time
+    // that call was given, not at a reading of the runtime's clock.
+    let fault = runtime.status().plugins[0].fault.clone().expect("faulted");
+    assert_eq!(
+        (fault.seq, fault.at, fault.digest, fault.message.as_str()),
+        (3, event_time(2), faulty, panic)
+    );
 }

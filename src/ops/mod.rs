@@ -2,7 +2,11 @@
 //! which tests call directly.
 
 mod demo;
+mod host;
 mod inspect;
+mod status;
 
 pub use demo::{DemoOptions, DemoOutcome, StepOutcome, demo};
+pub use host::{HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
+pub use status::{StatusFormat, StatusOptions, status};

@@ -42,6 +42,7 @@ pub const FAULT_CALL: &str = "ma_cross_fault_call";
 pub const FAULT_PROBE: &str = "ma_cross_fault_probe";
 pub const FAULT_ABI: &str = "ma_cross_fault_abi";
 pub const FAULT_TLS: &str = "ma_cross_fault_tls";
+pub const NO_DOWNGRADE: &str = "ma_cross_no_downgrade";
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))

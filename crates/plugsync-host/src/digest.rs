@@ -81,6 +81,22 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// In JSON Schema (the control API's documents), a digest is its 64 lowercase hex digits.
+#[cfg(feature = "control-api")]
+impl schemars::JsonSchema for Digest {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Digest".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A SHA-256 digest: 64 lowercase hex digits.",
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -317,6 +317,21 @@ pub enum HostError {
         report: Box<RollbackReport>,
     },
 
+    /// A declarative migration rule did not fit the document.
+    #[error(
+        "migrating `{plugin}` from {from} to {to}: {error}; fix the rule for this state schema"
+    )]
+    MigrationRule {
+        /// Plugin id.
+        plugin: String,
+        /// Running version.
+        from: String,
+        /// Target version.
+        to: String,
+        /// Which rule failed and why (boxed: it is rare, and keeps every `Result` small).
+        error: Box<crate::rules::RuleError>,
+    },
+
     /// A step id that cannot name a file in the store.
     #[error(
         "step id `{step_id}` is not usable: use 1 to 128 letters, digits, `.`, `_` or `-`, not \
@@ -378,6 +393,7 @@ impl HostError {
             HostError::BadConfig { .. } => "bad_config",
             HostError::Faulted { .. } => "faulted",
             HostError::BadStepId { .. } => "bad_step_id",
+            HostError::MigrationRule { .. } => "migration_rule",
         }
     }
 }

@@ -29,12 +29,15 @@
 //! ```
 
 mod clock;
+#[cfg(feature = "control-api")]
+pub mod control;
 mod digest;
 mod error;
 #[allow(unsafe_code)]
 mod library;
 mod persist;
 mod rollback;
+mod rules;
 mod runtime;
 mod slot;
 mod steward;
@@ -47,14 +50,16 @@ pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
 pub use persist::{
-    CheckpointRef, CommittedPlugin, CommittedSet, RecoveredPlugin, Recovery, StepOutcome,
+    CheckpointOutcome, CheckpointRef, CommittedPlugin, CommittedSet, RecoveredPlugin, Recovery,
+    StepOutcome,
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };
+pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
-    Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime, RuntimeOptions,
+    Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime, RuntimeOptions,
     RuntimeStatus, StateSnapshot,
 };
 pub use slot::{

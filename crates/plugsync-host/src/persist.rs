@@ -49,19 +49,42 @@ pub struct CommittedSet {
 
 /// How one plugin came back after a restart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RecoveredPlugin {
     /// Plugin id.
     pub plugin: String,
     /// The version it runs again.
     pub version: VersionRef,
-    /// The checkpoint its state came from (`None`: a fresh state), with why not if it failed.
-    pub checkpoint: Result<Option<CheckpointRef>, String>,
+    /// Where its state came from.
+    pub checkpoint: CheckpointOutcome,
+}
+
+/// Where a recovered plugin's state came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum CheckpointOutcome {
+    /// Its checkpoint, verified and restored.
+    Restored {
+        /// The checkpoint.
+        #[serde(flatten)]
+        checkpoint: CheckpointRef,
+    },
+    /// It had no checkpoint: a fresh state.
+    Missing,
+    /// Its checkpoint did not verify: a fresh state.
+    Refused {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A checkpoint that was restored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct CheckpointRef {
-    /// Sequence number of the last call it reflects.
+    /// Calls the slot had served when it was taken (after a lossy rollback, not all of them
+    /// are reflected: the rollback report says which are not).
     pub seq: u64,
     /// sha256 of the state.
     pub sha256: Digest,
@@ -69,6 +92,7 @@ pub struct CheckpointRef {
 
 /// What a restarted host came back on, from its store alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Recovery {
     /// The plugins, as committed.
     pub plugins: Vec<RecoveredPlugin>,
@@ -193,6 +217,13 @@ impl Runtime {
         self.persist_committed()
     }
 
+    /// Writes `plugin`'s checkpoint now, if it opted in (`set_checkpointing`) and no step is
+    /// pending (a host about to stop, say).
+    pub fn checkpoint_now(&self, plugin: &str) -> Result<()> {
+        let slot = self.slot(plugin)?;
+        self.write_checkpoint(&slot)
+    }
+
     /// Writes the checkpoint of a slot that opted in and has no step pending.
     pub(crate) fn write_checkpoint(&self, slot: &Arc<Slot>) -> Result<()> {
         {
@@ -246,15 +277,19 @@ impl Runtime {
                 every: Duration::from_millis(ms),
                 last: Instant::now(),
             });
-            let checkpoint = self.restore_checkpoint(&committed.plugin);
+            let checkpoint = match self.restore_checkpoint(&committed.plugin) {
+                Ok(Some(checkpoint)) => CheckpointOutcome::Restored { checkpoint },
+                Ok(None) => CheckpointOutcome::Missing,
+                Err(reason) => CheckpointOutcome::Refused { reason },
+            };
             match &checkpoint {
-                Ok(Some(c)) => {
+                CheckpointOutcome::Restored { checkpoint: c } => {
                     tracing::info!(plugin = %committed.plugin, version = %installed.version, seq = c.seq, "recovered from the store with its checkpointed state")
                 }
-                Ok(None) => {
+                CheckpointOutcome::Missing => {
                     tracing::info!(plugin = %committed.plugin, version = %installed.version, "recovered from the store with a fresh state (no checkpoint)")
                 }
-                Err(why) => {
+                CheckpointOutcome::Refused { reason: why } => {
                     tracing::error!(plugin = %committed.plugin, version = %installed.version, "recovered with a fresh state: its checkpoint was refused: {why}")
                 }
             }

@@ -29,6 +29,7 @@ use crate::swap::Transition;
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackReason {
     /// An operator or the sidecar asked for it.
@@ -90,6 +91,7 @@ impl fmt::Display for RollbackReason {
 
 /// A version of a plugin, by number and artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct VersionRef {
     /// Semantic version.
     pub version: String,
@@ -114,6 +116,7 @@ impl fmt::Display for VersionRef {
 
 /// A call whose output differs between the version rolled back and the one restored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Divergence {
     /// The call.
     pub seq: u64,
@@ -127,6 +130,7 @@ pub struct Divergence {
 
 /// Calls whose effect on the state could not be carried back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct LostCalls {
     /// How many.
     pub count: u64,
@@ -142,6 +146,7 @@ pub struct LostCalls {
 
 /// How the state was carried back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackMethod {
     /// Every call since the switch was replayed into the previous instance.
@@ -172,6 +177,7 @@ pub enum RollbackMethod {
 
 /// The outcome of a rollback.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RollbackReport {
     /// Plugin id.
     pub plugin: String,
@@ -309,7 +315,8 @@ pub(crate) fn roll_back(
                     first_seq: step.switched_seq + 1,
                     last_seq: state.seq,
                     why: format!(
-                        "the journal overflowed after {} calls and {why}",
+                        "the journal holds {} calls and {} came since the switch, and {why}",
+                        step.journal.capacity(),
                         step.journal.overflowed
                     ),
                     abandoned_state: new
@@ -326,7 +333,11 @@ pub(crate) fn roll_back(
         RollbackReason::CallPanicked { seq, .. },
     ) = (&mut method, &reason)
     {
+        // The state came back from the instance that panicked midway through this call: it is
+        // suspect, and the slot says so.
         *in_doubt_call = Some(*seq);
+        // `failed_call` recorded that panic as the slot's fault just before rolling back.
+        fault = state.fault.clone();
     }
     let report = RollbackReport {
         plugin: plugin.to_owned(),

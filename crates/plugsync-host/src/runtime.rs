@@ -84,6 +84,7 @@ pub(crate) struct Shared {
 
 /// A plugin's state at one point, with its checksum.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct StateSnapshot {
     /// Plugin id.
     pub plugin: String,
@@ -91,7 +92,8 @@ pub struct StateSnapshot {
     pub version: VersionRef,
     /// The state schema version it follows.
     pub state_schema: u32,
-    /// Sequence number of the last call it reflects.
+    /// Calls the slot had served when it was taken (after a lossy rollback, not all of them
+    /// are reflected: the rollback report says which are not).
     pub seq: u64,
     /// The state JSON, as the plugin wrote it.
     pub state: String,
@@ -128,6 +130,7 @@ pub(crate) fn state_checksum(state: &[u8]) -> Option<(serde_json::Value, Digest)
 
 /// What [`Runtime::install`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Installed {
     /// Plugin id.
     pub plugin: String,
@@ -137,6 +140,7 @@ pub struct Installed {
 
 /// A pending (switched, not committed) step, for status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct PendingStatus {
     /// Step id, if the sidecar gave one.
     pub step_id: Option<String>,
@@ -148,8 +152,30 @@ pub struct PendingStatus {
     pub journal_complete: bool,
 }
 
+/// What a plugin's health check says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Health {
+    /// Fit to serve.
+    Ok,
+    /// Not fit to serve.
+    Unhealthy {
+        /// The reason the plugin gave, or the panic that faulted the slot.
+        reason: String,
+    },
+}
+
+impl Health {
+    /// Whether it is fit to serve.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Health::Ok)
+    }
+}
+
 /// What one slot runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct PluginStatus {
     /// Plugin id.
     pub plugin: String,
@@ -161,8 +187,8 @@ pub struct PluginStatus {
     pub config_hash: Digest,
     /// State schema version of the serving version.
     pub state_schema: u32,
-    /// `Ok`, or why not: the reason the health check gave, or the panic that faulted the slot.
-    pub health: Result<(), String>,
+    /// What its health check says (a slot faulted by a panic is unhealthy).
+    pub health: Health,
     /// The panic that marked the slot faulted, if any.
     pub fault: Option<Fault>,
     /// Call counters.
@@ -177,6 +203,7 @@ pub struct PluginStatus {
 
 /// A library mapped in the process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ResidentLibrary {
     /// Plugin id.
     pub plugin: String,
@@ -190,12 +217,14 @@ pub struct ResidentLibrary {
 
 /// What the runtime runs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RuntimeStatus {
     /// Plugin ABI major this host speaks.
     pub abi: u16,
     /// The host framework version.
     pub framework: String,
     /// Host time of this status.
+    #[cfg_attr(feature = "control-api", schemars(with = "i64"))]
     pub now: HostTime,
     /// One entry per loaded plugin, by id.
     pub plugins: Vec<PluginStatus>,
@@ -510,7 +539,8 @@ impl Runtime {
         Ok(committed)
     }
 
-    /// Rolls the pending step of `plugin` back (see [`rollback`](crate::rollback)).
+    /// Rolls the pending step of `plugin` back: by replay, else down-migration, else with an
+    /// exact account of what was lost (see [`RollbackMethod`](crate::RollbackMethod)).
     pub fn rollback(&self, plugin: &str) -> Result<RollbackReport> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
@@ -602,11 +632,18 @@ impl Runtime {
                 config_hash: Digest::of(&canonical_json(&active.config).unwrap_or_default()),
                 state_schema: library.metadata.state_schema,
                 health: match &state.fault {
-                    Some(fault) => Err(format!(
-                        "faulted: it panicked in call #{} ({})",
-                        fault.seq, fault.message
-                    )),
-                    None => active.instance.health().map_err(|f| f.message),
+                    Some(fault) => Health::Unhealthy {
+                        reason: format!(
+                            "faulted: it panicked in call #{} ({})",
+                            fault.seq, fault.message
+                        ),
+                    },
+                    None => match active.instance.health() {
+                        Ok(()) => Health::Ok,
+                        Err(failure) => Health::Unhealthy {
+                            reason: failure.message,
+                        },
+                    },
                 },
                 fault: state.fault.clone(),
                 counters: state.counters,

@@ -66,12 +66,14 @@ pub enum CallError {
 
 /// A panic caught in a plugin: its state is suspect from then on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Fault {
     /// The panic message.
     pub message: String,
     /// Sequence number of the call that panicked.
     pub seq: u64,
     /// Host time of that call.
+    #[cfg_attr(feature = "control-api", schemars(with = "i64"))]
     pub at: HostTime,
     /// Artifact that panicked.
     pub digest: Digest,
@@ -79,6 +81,7 @@ pub struct Fault {
 
 /// Per-slot counters, kept under the slot lock (no shared atomics on the hot path).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Counters {
     /// Calls served (successfully or not).
     pub calls: u64,
@@ -118,6 +121,10 @@ impl Journal {
             calls: Vec::new(),
             overflowed: 0,
         }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn is_complete(&self) -> bool {
@@ -180,6 +187,7 @@ pub(crate) struct PendingStep {
 
 /// The last step applied to a slot, for status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct StepRecord {
     /// The step id the sidecar gave, if any.
     pub step_id: Option<String>,
@@ -188,6 +196,7 @@ pub struct StepRecord {
     /// Artifact switched to.
     pub digest: Digest,
     /// Host time of the switch.
+    #[cfg_attr(feature = "control-api", schemars(with = "i64"))]
     pub at: HostTime,
     /// `pending`, `committed` or `rolled back`.
     pub outcome: &'static str,

@@ -22,6 +22,7 @@ const TICK: Duration = Duration::from_millis(10);
 
 /// What a step must stay within while its lease runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SoakThresholds {
     /// Roll back when more than this share of the calls since the switch failed.

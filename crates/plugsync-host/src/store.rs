@@ -44,7 +44,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HostE
 }
 
 /// Accepts only a plain file name: nothing that could leave the digest's directory.
-fn check_name(name: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str) -> Result<()> {
     let plain = !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\', '\0'])

@@ -31,6 +31,7 @@ use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::library::{Instance, Library};
 use crate::rollback::{self, RollbackReason, VersionRef};
+use crate::rules::{self, MigrationRule};
 use crate::runtime::{Runtime, state_checksum};
 use crate::slot::{Active, Fault, Journal, PendingStep, Slot, SlotState, StepRecord, lock};
 use crate::steward::{SoakThresholds, StepWatch};
@@ -48,6 +49,7 @@ const FINAL_ROUND_CALLS: usize = 8;
 
 /// How the switch is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SwapMode {
     /// Migrate a snapshot off the lock, then catch up on the calls that came in meanwhile
@@ -87,6 +89,10 @@ pub struct SwapRequest {
     /// Thresholds watched during the lease (a panic always rolls back at once).
     #[serde(default)]
     pub soak: SoakThresholds,
+    /// Declarative migration rules to use instead of the plugins' own `migrate` (they also
+    /// stand for the declaration: any version change may be made with them).
+    #[serde(default)]
+    pub migration_rules: Option<Vec<MigrationRule>>,
 }
 
 fn default_journal_capacity() -> usize {
@@ -107,7 +113,14 @@ impl SwapRequest {
             step_id: None,
             lease_ms: None,
             soak: SoakThresholds::default(),
+            migration_rules: None,
         }
+    }
+
+    /// Migrates by `rules` instead of the plugins' own `migrate`.
+    pub fn migration_rules(mut self, rules: Vec<MigrationRule>) -> SwapRequest {
+        self.migration_rules = Some(rules);
+        self
     }
 
     /// Runs the new version with `config`.
@@ -150,6 +163,7 @@ impl SwapRequest {
 
 /// What kind of version change a swap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionKind {
     /// To a newer version (the new version's `migrate`, declared in its `migrates_from`).
@@ -163,6 +177,7 @@ pub enum TransitionKind {
 
 /// How the switch was done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SwapPath {
     /// Migrated off the lock; the calls since the cut were caught up.
@@ -176,6 +191,7 @@ pub enum SwapPath {
 
 /// What a swap did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct SwapReport {
     /// Plugin id.
     pub plugin: String,
@@ -240,10 +256,13 @@ pub(crate) fn split_document(bytes: &[u8]) -> serde_json::Result<(Box<RawValue>,
 impl TransitionKind {
     /// Which change goes from `old` to `new`, refused unless the version that would migrate
     /// declares it. Decided from metadata alone, so a refused version is never `dlopen`ed.
+    /// With `ruled`, the operator sent migration rules: they are the declaration, and any
+    /// version change of the plugin may be made with them.
     pub(crate) fn between(
         plugin: &str,
         old: &PluginMetadata,
         new: &PluginMetadata,
+        ruled: bool,
     ) -> Result<TransitionKind> {
         let version = |metadata: &PluginMetadata| {
             semver::Version::parse(&metadata.version).map_err(|e| HostError::BadVersion {
@@ -273,7 +292,7 @@ impl TransitionKind {
             .iter()
             .filter_map(|r| semver::VersionReq::parse(r).ok())
             .any(|r| r.matches(covered));
-        if declares {
+        if declares || ruled {
             return Ok(kind);
         }
         Err(HostError::NoMigration {
@@ -290,29 +309,50 @@ impl TransitionKind {
     }
 }
 
-/// A version change, and which library migrates it.
+/// What migrates a document along a transition.
+enum Migrator {
+    /// A plugin library's own `migrate` (the newer version's, going up or down).
+    Plugin(Arc<Library>),
+    /// The rules the operator sent with the switch.
+    Rules(Vec<MigrationRule>),
+}
+
+/// A version change, and what migrates it.
 pub(crate) struct Transition {
     kind: TransitionKind,
-    migrator: Arc<Library>,
+    migrator: Migrator,
+    plugin: String,
     from: String,
     to: String,
 }
 
 impl Transition {
+    /// The change from `old` to `new` by the migration the plugins declare.
     pub(crate) fn between(
         plugin: &str,
         old: &Arc<Library>,
         new: &Arc<Library>,
     ) -> Result<Transition> {
-        let kind = TransitionKind::between(plugin, &old.metadata, &new.metadata)?;
-        let migrator = if kind == TransitionKind::Downgrade {
-            old
-        } else {
-            new
+        Transition::new(plugin, old, new, None)
+    }
+
+    /// The change from `old` to `new`, by `rules` when given, else as the plugins declare.
+    fn new(
+        plugin: &str,
+        old: &Arc<Library>,
+        new: &Arc<Library>,
+        rules: Option<&[MigrationRule]>,
+    ) -> Result<Transition> {
+        let kind = TransitionKind::between(plugin, &old.metadata, &new.metadata, rules.is_some())?;
+        let migrator = match rules {
+            Some(rules) => Migrator::Rules(rules.to_vec()),
+            None if kind == TransitionKind::Downgrade => Migrator::Plugin(old.clone()),
+            None => Migrator::Plugin(new.clone()),
         };
         Ok(Transition {
             kind,
-            migrator: migrator.clone(),
+            migrator,
+            plugin: plugin.to_owned(),
             from: old.metadata.version.clone(),
             to: new.metadata.version.clone(),
         })
@@ -334,24 +374,47 @@ pub(crate) fn migrate(
     state: &[u8],
     desired: Option<&Value>,
 ) -> Result<Migrated> {
-    let (config, state) = if transition.kind == TransitionKind::Reconfigure {
-        (desired.unwrap_or(config).clone(), state.to_vec())
-    } else {
-        let library = &transition.migrator;
-        let migrated = library
-            .migrate(&document(config, state), &transition.from, &transition.to)
-            .map_err(|f| f.into_error(library, "migrate"))?;
-        let bad = |e: serde_json::Error| HostError::BadMigrationOutput {
-            plugin: library.metadata.id.clone(),
-            version: library.metadata.version.clone(),
-            reason: e.to_string(),
-        };
-        let (migrated_config, migrated_state) = split_document(&migrated).map_err(bad)?;
-        let config = match desired {
-            Some(desired) => desired.clone(),
-            None => serde_json::from_str(migrated_config.get()).map_err(bad)?,
-        };
-        (config, migrated_state.get().as_bytes().to_vec())
+    let (config, state) = match &transition.migrator {
+        Migrator::Rules(rules) => {
+            let bad_state = |e: serde_json::Error| HostError::BadSnapshot {
+                plugin: transition.plugin.clone(),
+                reason: format!("the state is not JSON: {e}"),
+            };
+            let doc = serde_json::json!({
+                "config": config,
+                "state": serde_json::from_slice::<Value>(state).map_err(bad_state)?,
+            });
+            let migrated = rules::apply(rules, &doc).map_err(|error| HostError::MigrationRule {
+                plugin: transition.plugin.clone(),
+                from: transition.from.clone(),
+                to: transition.to.clone(),
+                error: Box::new(error),
+            })?;
+            let config = desired
+                .cloned()
+                .unwrap_or_else(|| migrated["config"].clone());
+            let state = serde_json::to_vec(&migrated["state"]).expect("a JSON value serialises");
+            (config, state)
+        }
+        Migrator::Plugin(_) if transition.kind == TransitionKind::Reconfigure => {
+            (desired.unwrap_or(config).clone(), state.to_vec())
+        }
+        Migrator::Plugin(library) => {
+            let migrated = library
+                .migrate(&document(config, state), &transition.from, &transition.to)
+                .map_err(|f| f.into_error(library, "migrate"))?;
+            let bad = |e: serde_json::Error| HostError::BadMigrationOutput {
+                plugin: library.metadata.id.clone(),
+                version: library.metadata.version.clone(),
+                reason: e.to_string(),
+            };
+            let (migrated_config, migrated_state) = split_document(&migrated).map_err(bad)?;
+            let config = match desired {
+                Some(desired) => desired.clone(),
+                None => serde_json::from_str(migrated_config.get()).map_err(bad)?,
+            };
+            (config, migrated_state.get().as_bytes().to_vec())
+        }
     };
     let config_bytes = serde_json::to_vec(&config).expect("a JSON value serialises");
     Ok(Migrated {
@@ -521,18 +584,20 @@ fn switch(
 }
 
 impl Runtime {
-    /// Verifies a staged artifact against what `plugin` runs, on throwaway instances only.
+    /// Verifies a staged artifact against what `plugin` runs, on throwaway instances only,
+    /// migrating by `rules` when given (else by the plugins' declared migrations).
     pub fn verify(
         &self,
         plugin: &str,
         artifact: &Digest,
         config: Option<&Value>,
+        rules: Option<&[MigrationRule]>,
         spec: &VerifySpec,
     ) -> Result<VerifyReport> {
         let slot = self.slot(plugin)?;
         let (old_library, old_config) = self.running(&slot)?;
-        let new_library = self.target_library(&slot, &old_library, artifact)?;
-        let transition = Transition::between(&slot.id, &old_library, &new_library)?;
+        let new_library = self.target_library(&slot, &old_library, artifact, rules.is_some())?;
+        let transition = Transition::new(&slot.id, &old_library, &new_library, rules)?;
         let target = Target {
             slot: &slot,
             transition: &transition,
@@ -559,6 +624,7 @@ impl Runtime {
         slot: &Slot,
         running: &Library,
         artifact: &Digest,
+        ruled: bool,
     ) -> Result<Arc<Library>> {
         let check = |metadata: &PluginMetadata| {
             if metadata.id != slot.id {
@@ -568,7 +634,7 @@ impl Runtime {
                     digest: *artifact,
                 });
             }
-            TransitionKind::between(&slot.id, &running.metadata, metadata)
+            TransitionKind::between(&slot.id, &running.metadata, metadata, ruled)
         };
         if let Some(library) = self.resident(artifact) {
             check(&library.metadata)?;
@@ -601,9 +667,10 @@ impl Runtime {
         )
     }
 
-    /// Hot-swaps a plugin to a staged artifact (see the [module docs](crate::swap)). On any
-    /// error the running version keeps serving, untouched; on success the step is pending
-    /// until [`commit`](Runtime::commit) or [`rollback`](Runtime::rollback).
+    /// Hot-swaps a plugin to a staged artifact: verify, cut, migrate, catch up, switch, health
+    /// (see `ARCHITECTURE.md`). On any error the running version keeps serving, untouched; on
+    /// success the step is pending until [`commit`](Runtime::commit) or
+    /// [`rollback`](Runtime::rollback).
     pub fn swap(&self, request: SwapRequest) -> Result<SwapReport> {
         let slot = self.slot(&request.plugin)?;
         let _control = lock(&slot.control);
@@ -619,8 +686,10 @@ impl Runtime {
         }
         let (old_library, old_config) = self.running(&slot)?;
         let replaced_fault = slot.state().fault.clone();
-        let new_library = self.target_library(&slot, &old_library, &request.artifact)?;
-        let transition = Transition::between(&slot.id, &old_library, &new_library)?;
+        let rules = request.migration_rules.as_deref();
+        let new_library =
+            self.target_library(&slot, &old_library, &request.artifact, rules.is_some())?;
+        let transition = Transition::new(&slot.id, &old_library, &new_library, rules)?;
         let target = Target {
             slot: &slot,
             transition: &transition,

@@ -18,6 +18,7 @@ use crate::library::{Instance, Library};
 
 /// What to check before a switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VerifySpec {
     /// Check the health of the new version restored from the migrated live state.
@@ -47,6 +48,7 @@ impl Default for VerifySpec {
 
 /// A sequence of inputs fed to a throwaway instance, with the outputs expected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
     /// Name shown in reports.
@@ -60,6 +62,7 @@ pub struct Probe {
 
 /// One input of a probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProbeStep {
     /// The input (sent as JSON).
@@ -71,6 +74,7 @@ pub struct ProbeStep {
 
 /// A probe step whose output was not the one expected.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ProbeMismatch {
     /// Index of the step.
     pub step: usize,
@@ -84,6 +88,7 @@ pub struct ProbeMismatch {
 
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ProbeOutcome {
     /// The probe's name.
     pub name: String,
@@ -102,6 +107,7 @@ impl ProbeOutcome {
 
 /// One input of the differential check, with both versions' outputs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct DifferentialRow {
     /// The input.
     pub input: Value,
@@ -120,6 +126,7 @@ impl DifferentialRow {
 
 /// Everything verification found.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct VerifyReport {
     /// Health of the migrated clone: `Ok` or the reason it gave.
     pub health: Option<Result<(), String>>,

@@ -75,7 +75,7 @@ unsafe fn guard(error: *mut PluginBuf, body: impl FnOnce() -> Result<(), String>
 /// `config` must be valid for the call; `host` must be null or point to a `HostApi` that stays
 /// valid for as long as the library is loaded (instances may hand copies of their
 /// [`HostContext`] to other threads); `instance` must be valid for a write; `error` as in
-/// [`guard`].
+/// `guard`.
 pub unsafe extern "C" fn create<P: Plugin>(
     config: ByteSlice,
     host: *const HostApi,
@@ -124,7 +124,7 @@ pub unsafe extern "C" fn destroy<P: Plugin>(instance: *mut c_void) {
 /// # Safety
 ///
 /// `instance` must come from [`create`] of the same `P`, with no other call on it running;
-/// `input` valid for the call; `output` valid for a write; `error` as in [`guard`].
+/// `input` valid for the call; `output` valid for a write; `error` as in `guard`.
 pub unsafe extern "C" fn call<P: Plugin>(
     instance: *mut c_void,
     input: ByteSlice,
@@ -253,7 +253,7 @@ pub unsafe fn migrate<P: Plugin>(
 ///
 /// # Safety
 ///
-/// As [`snapshot`], with `error` as in [`guard`].
+/// As [`snapshot`], with `error` as in `guard`.
 pub unsafe extern "C" fn health<P: Plugin>(
     instance: *const c_void,
     error: *mut PluginBuf,

@@ -1,0 +1,258 @@
+//! The wire types of the control API: what each request sends and each response returns.
+//!
+//! Requests refuse unknown fields (a misspelt `lease_ms` must not silently mean "no lease").
+//! Responses reuse the runtime's own types ([`RuntimeStatus`], [`SwapReport`](crate::SwapReport), …), so the API
+//! says exactly what the runtime reports. The JSON Schema of each is in the OpenAPI document
+//! ([`openapi`](super::openapi)); the running state's is also `schemas/running-state.schema.json`.
+
+use std::collections::BTreeMap;
+
+use plugsync_plugin::PluginMetadata;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::rollback::VersionRef;
+use crate::rules::MigrationRule;
+use crate::runtime::{RuntimeStatus, StateSnapshot};
+use crate::steward::SoakThresholds;
+use crate::swap::SwapMode;
+use crate::verify::{VerifyReport, VerifySpec};
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: the runtime's
+    /// [`HostError::code`](crate::HostError::code) (`not_loaded`, `step_in_progress`, …) or one
+    /// of the API's own (`unauthorized`, `bad_request`, `body_too_large`, `bad_signature`,
+    /// `signature_required`, `not_found`, `method_not_allowed`, `internal`).
+    pub code: String,
+    /// What happened and what to do about it.
+    pub message: String,
+}
+
+/// The query of `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    /// Also return every plugin's state (they hold positions: ask only when needed).
+    #[serde(default)]
+    pub with_state: bool,
+}
+
+/// What the host runs: the runtime's status, and the plugins' states when asked for.
+///
+/// Its JSON shape is a contract (`plugsync status --output json` prints it): its schema is
+/// `schemas/running-state.schema.json`, checked by a test.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct RunningState {
+    /// The runtime's status.
+    #[serde(flatten)]
+    pub status: RuntimeStatus,
+    /// Each loaded plugin's state, by plugin id; only with `with_state=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub states: Option<BTreeMap<String, StateSnapshot>>,
+}
+
+/// The response of `PUT /v1/artifacts/{sha256}/{file_name}`: the artifact is in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Staged {
+    /// Its sha256 (the one in the path, checked).
+    pub sha256: Digest,
+    /// Its file name in the store.
+    pub file: String,
+    /// Its metadata, read from its `.plugsync` section without running it.
+    #[schemars(with = "MetadataSchema")]
+    pub metadata: PluginMetadata,
+}
+
+/// The body of `POST /v1/steps/{step_id}/verify`: checks a staged artifact against what a
+/// plugin runs, on throwaway instances (nothing live changes, no step is recorded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Plugin id.
+    pub plugin: String,
+    /// The staged artifact to check.
+    pub artifact: Digest,
+    /// The config the new version would run with; the running config migrated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    /// The checks (health by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+    /// Declarative migration rules to migrate the state by, instead of the plugins' own
+    /// `migrate` (as the switch would be sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_rules: Option<Vec<MigrationRule>>,
+}
+
+/// The response of `POST /v1/steps/{step_id}/verify`.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Verified {
+    /// Whether the new version may be switched in (health and every probe passed;
+    /// differential rows are shown, not judged).
+    pub passed: bool,
+    /// What was checked and found.
+    #[serde(flatten)]
+    pub report: VerifyReport,
+}
+
+/// The body of `POST /v1/steps/{step_id}/install`: loads a staged artifact into an empty slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallRequest {
+    /// The staged artifact.
+    pub artifact: Digest,
+    /// Its config.
+    pub config: Value,
+    /// Checkpoint the plugin's state this often (and at each commit), for a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_ms: Option<u64>,
+}
+
+/// The body of `POST /v1/steps/{step_id}/switch`: the runtime's
+/// [`SwapRequest`](crate::SwapRequest), its step id taken from the path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRequest {
+    /// Plugin id.
+    pub plugin: String,
+    /// The staged artifact to switch to.
+    pub artifact: Digest,
+    /// The config to run with; the running config as the migration left it when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    /// Checks before the switch (health by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+    /// How to switch (`optimistic` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SwapMode>,
+    /// How many calls the step's journal keeps for rollback by replay (100 000 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_capacity: Option<usize>,
+    /// Milliseconds to commit in after the switch; when they run out, the host rolls the step
+    /// back by itself. No lease: the step waits for a commit or a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// Thresholds watched during the lease (a panic always rolls back at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakThresholds>,
+    /// Declarative migration rules to use instead of the plugins' own `migrate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_rules: Option<Vec<MigrationRule>>,
+}
+
+/// The body of `commit`, `rollback` and `unload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginRequest {
+    /// Plugin id.
+    pub plugin: String,
+}
+
+/// The response of `POST /v1/steps/{step_id}/commit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Committed {
+    /// Plugin id.
+    pub plugin: String,
+    /// The version now committed (the one a restart comes back on).
+    pub version: VersionRef,
+}
+
+/// The response of `POST /v1/steps/{step_id}/unload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Unloaded {
+    /// Plugin id.
+    pub plugin: String,
+    /// The version unloaded (its code stays mapped, never `dlclose`d).
+    pub version: VersionRef,
+}
+
+/// The schema of [`PluginMetadata`] (a type of the plugin SDK, which has no schema
+/// dependency); a test checks it names the same fields.
+#[derive(JsonSchema)]
+#[schemars(rename = "PluginMetadata")]
+#[allow(dead_code)] // only its schema is used
+pub(crate) struct MetadataSchema {
+    /// ABI major version the library was built for.
+    abi: u16,
+    /// Plugin id, e.g. `ma_cross`.
+    id: String,
+    /// The plugin's own semantic version, e.g. `2.1.0`.
+    version: String,
+    /// Kind of plugin, e.g. `strategy` or `risk`.
+    kind: String,
+    /// Version of the state schema; a migration changes it.
+    state_schema: u32,
+    /// Host framework versions this plugin runs in (a semver requirement).
+    framework: String,
+    /// Other plugins this one needs, by id, with a semver requirement each.
+    dependencies: BTreeMap<String, String>,
+    /// Semver requirements on the versions this one can migrate state up from.
+    migrates_from: Vec<String>,
+    /// Semver requirements on the older versions this one can migrate its state down to.
+    downgrades_to: Vec<String>,
+    /// How the library was built.
+    build: BuildSchema,
+}
+
+/// The schema of [`plugsync_plugin::metadata::BuildInfo`].
+#[derive(JsonSchema)]
+#[schemars(rename = "BuildInfo")]
+#[allow(dead_code)] // only its schema is used
+pub(crate) struct BuildSchema {
+    /// `unwind` or `abort`.
+    panic: String,
+    /// Version of the plugsync-plugin SDK the plugin was built with.
+    sdk: String,
+    /// Version of rustc that built it.
+    rustc: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The property names of a schema, sorted.
+    fn properties(schema: &Value) -> Vec<String> {
+        let mut names: Vec<String> = schema["properties"]
+            .as_object()
+            .expect("an object schema")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn keys(value: &Value) -> Vec<String> {
+        let mut names: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_metadata_schema_names_the_sdk_fields() {
+        let metadata: PluginMetadata = serde_json::from_value(serde_json::json!({
+            "abi": 1, "id": "x", "version": "1.0.0", "kind": "strategy", "state_schema": 1,
+            "framework": "*", "dependencies": {}, "migrates_from": [], "downgrades_to": [],
+            "build": {"panic": "unwind", "sdk": "0.1.0", "rustc": "1.95.0"}
+        }))
+        .unwrap();
+        let value = serde_json::to_value(&metadata).unwrap();
+        let schema = serde_json::to_value(schemars::schema_for!(MetadataSchema)).unwrap();
+        assert_eq!(properties(&schema), keys(&value));
+        let build = &schema["$defs"]["BuildInfo"];
+        assert_eq!(properties(build), keys(&value["build"]));
+    }
+}

@@ -1,0 +1,206 @@
+//! The control API: how the sidecar (or an operator's `curl`) drives a running host over
+//! HTTP/JSON (feature `control-api`, off by default).
+//!
+//! A request goes through:
+//!
+//! 1. **route**: one table (`server::ROUTES`) makes both the router and the OpenAPI
+//!    document ([`openapi`]), so neither can list a path the other lacks;
+//! 2. **auth**: `Authorization: Bearer <token>`, compared in constant time with the token read
+//!    at start from a file that only its owner may read (`0600`); the server listens on a
+//!    loopback address unless [`ControlConfig::allow_remote`];
+//! 3. **body**: at most [`ControlConfig::max_json_bytes`] of JSON (requests refuse unknown
+//!    fields), or [`ControlConfig::max_artifact_bytes`] of library bytes;
+//! 4. **once per step**: a mutating operation (`install`, `switch`, `commit`, `rollback`,
+//!    `unload`) runs through [`Runtime::once_per_step`](crate::Runtime::once_per_step) with the
+//!    step id of its path, so a sidecar that retries after a crash gets the recorded response
+//!    (same status, same body, header `x-plugsync-replayed: true`) and nothing is applied
+//!    twice. Staging is idempotent by nature (content-addressed); `verify` and the reads
+//!    mutate nothing;
+//! 5. **runtime**: every runtime call runs on a blocking thread (`spawn_blocking`): it may
+//!    run plugin code, wait for a slot, or fsync;
+//! 6. **answer**: the result as JSON, or `{"error": {"code", "message"}}` with the runtime's
+//!    stable [`HostError::code`](crate::HostError::code) and a message that says what to do.
+//!
+//! Staging checks, in order, before anything is written: the file name (nothing that could
+//! leave the store), the size, the sha256 announced in the path, the metadata section, and,
+//! when trusted keys are configured, the ed25519 signature of [`signature_payload`] in the
+//! header `x-plugsync-signature`.
+//!
+//! ```no_run
+//! use plugsync_host::control::{ControlConfig, ControlServer};
+//! use plugsync_host::{Runtime, RuntimeOptions};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new(RuntimeOptions::new("/var/lib/host/store"))?;
+//! let server = ControlServer::bind(runtime, ControlConfig::new("/etc/host/token")).await?;
+//! println!("control API on http://{}", server.local_addr());
+//! server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+//! # Ok(()) }
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+pub mod api;
+mod auth;
+mod keys;
+mod openapi;
+mod server;
+
+pub use keys::{TrustedKeys, signature_payload};
+pub use openapi::{openapi, running_state_schema};
+pub use server::ControlServer;
+
+/// Where the control API listens unless told otherwise: `127.0.0.1:7077`.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7077));
+
+/// How the control API is served.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// The address to listen on ([`DEFAULT_LISTEN`] by default). A non-loopback address is
+    /// refused unless [`allow_remote`](ControlConfig::allow_remote) is set.
+    pub listen: SocketAddr,
+    /// The file holding the bearer token; it must be a regular file that only its owner can
+    /// read or write (mode `0600` or stricter).
+    pub token_file: PathBuf,
+    /// Accept a non-loopback [`listen`](ControlConfig::listen) address (`--allow-remote`).
+    pub allow_remote: bool,
+    /// Public keys whose signature an artifact must carry to be staged; none: signatures are
+    /// not required.
+    pub trusted_keys: TrustedKeys,
+    /// The largest artifact accepted, in bytes (256 MiB by default).
+    pub max_artifact_bytes: usize,
+    /// The largest JSON request accepted, in bytes (4 MiB by default).
+    pub max_json_bytes: usize,
+}
+
+impl ControlConfig {
+    /// The defaults with the given token file: [`DEFAULT_LISTEN`], loopback only, no trusted
+    /// keys, artifacts up to 256 MiB, JSON requests up to 4 MiB.
+    pub fn new(token_file: impl Into<PathBuf>) -> Self {
+        ControlConfig {
+            listen: DEFAULT_LISTEN,
+            token_file: token_file.into(),
+            allow_remote: false,
+            trusted_keys: TrustedKeys::none(),
+            max_artifact_bytes: 256 << 20,
+            max_json_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Why the control API could not start or stopped. Each message is lowercase and ends with
+/// the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The token file does not exist.
+    #[error(
+        "token file `{}` does not exist: create it with a random token, e.g. \
+         `head -c 32 /dev/urandom | base64 > {0} && chmod 600 {0}`",
+        .path.display()
+    )]
+    TokenFileMissing {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The token file exists but cannot be read.
+    #[error("cannot read token file `{}`: {source}; make it a readable file holding the token", .path.display())]
+    TokenFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// The token file is a directory, a socket, …
+    #[error("token file `{}` is not a regular file: point the token file at a file holding the token", .path.display())]
+    TokenFileNotRegular {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// Other users can read or write the token file.
+    #[error(
+        "token file `{}` has mode {mode:04o}, so other users can read or change it: run `chmod 600 {}`",
+        .path.display(), .path.display()
+    )]
+    TokenFileTooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The token file holds only whitespace.
+    #[error(
+        "token file `{}` is empty: write a random token into it, e.g. \
+         `head -c 32 /dev/urandom | base64 > {0}`",
+        .path.display()
+    )]
+    TokenFileEmpty {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A non-loopback listen address without `allow_remote`.
+    #[error(
+        "refusing to listen on `{listen}`: it is not a loopback address, and whoever reaches the \
+         control API can change what the host runs; listen on `127.0.0.1`, or pass \
+         `--allow-remote` to accept other machines"
+    )]
+    RemoteBindRefused {
+        /// The address asked for.
+        listen: SocketAddr,
+    },
+
+    /// The listening socket could not be bound.
+    #[error("cannot listen on `{listen}`: {source}; pick another address with `--listen`")]
+    Bind {
+        /// The address asked for.
+        listen: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// The trusted keys file cannot be read.
+    #[error("cannot read trusted keys file `{}`: {source}; check the path given as the trusted keys file", .path.display())]
+    KeysUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// A line of the trusted keys file is not an ed25519 public key.
+    #[error(
+        "`{}:{line}`: {reason}; write one ed25519 public key per line as 64 hex digits (`#` \
+         starts a comment)",
+        .path.display()
+    )]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The trusted keys file holds no key (which would silently accept unsigned artifacts).
+    #[error(
+        "trusted keys file `{}` holds no key: add one ed25519 public key per line (64 hex \
+         digits), or leave out the trusted keys to accept unsigned artifacts",
+        .path.display()
+    )]
+    NoTrustedKeys {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The server stopped on an I/O error.
+    #[error("the control API server failed: {source}; restart the host's control API")]
+    Serve {
+        /// The cause.
+        source: std::io::Error,
+    },
+}

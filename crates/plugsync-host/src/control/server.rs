@@ -1,0 +1,940 @@
+//! The HTTP server: the route table, the router built from it, and the handlers.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::api::{
+    Committed, ErrorBody, ErrorDetail, InstallRequest, PluginRequest, RunningState, Staged,
+    StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
+};
+use super::auth::{Token, check_listen};
+use super::keys::{SignatureError, TrustedKeys, signature_payload};
+use super::{ControlConfig, ControlError};
+use crate::digest::Digest;
+use crate::error::HostError;
+use crate::library::read_metadata;
+use crate::persist::check_step_id;
+use crate::rollback::RollbackReport;
+use crate::runtime::{Installed, Runtime, StateSnapshot};
+use crate::store::check_name;
+use crate::swap::{SwapReport, SwapRequest};
+
+/// The header that carries an artifact's signature (128 hex digits).
+pub(crate) const SIGNATURE_HEADER: &str = "x-plugsync-signature";
+
+/// The header set on a response replayed from a step's record.
+pub(crate) const REPLAYED_HEADER: &str = "x-plugsync-replayed";
+
+/// Makes the JSON Schema of a wire type, for the OpenAPI document.
+pub(crate) type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T` (a reference to it in the generator's definitions).
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// An HTTP method a route answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verb {
+    /// A read.
+    Get,
+    /// An upload (the artifact: idempotent by content).
+    Put,
+    /// An operation.
+    Post,
+}
+
+impl Verb {
+    /// Its name in an OpenAPI path item.
+    pub fn openapi(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::Put => "put",
+            Verb::Post => "post",
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Post => MethodFilter::POST,
+        }
+    }
+}
+
+/// What a route does: which handler serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `GET /v1/status`.
+    Status,
+    /// `GET /v1/plugins/{plugin}/state`.
+    State,
+    /// `PUT /v1/artifacts/{sha256}/{file_name}`.
+    Stage,
+    /// `POST /v1/steps/{step_id}/verify`.
+    Verify,
+    /// `POST /v1/steps/{step_id}/install`.
+    Install,
+    /// `POST /v1/steps/{step_id}/switch`.
+    Switch,
+    /// `POST /v1/steps/{step_id}/commit`.
+    Commit,
+    /// `POST /v1/steps/{step_id}/rollback`.
+    Rollback,
+    /// `POST /v1/steps/{step_id}/unload`.
+    Unload,
+}
+
+/// A request body.
+#[derive(Clone, Copy)]
+pub(crate) enum Body {
+    /// None.
+    Empty,
+    /// JSON of this schema, at most `max_json_bytes`.
+    Json(SchemaFn),
+    /// Raw library bytes, at most `max_artifact_bytes`.
+    Artifact,
+}
+
+/// One route of the API: what the router serves and the OpenAPI document describes.
+pub(crate) struct Route {
+    /// Which handler serves it.
+    pub op: Op,
+    /// Its method.
+    pub verb: Verb,
+    /// The path template (axum's and OpenAPI's syntax agree: `{name}`).
+    pub path: &'static str,
+    /// The OpenAPI `operationId`.
+    pub id: &'static str,
+    /// One line, for the OpenAPI `summary`.
+    pub summary: &'static str,
+    /// What it does, for the OpenAPI `description`.
+    pub description: &'static str,
+    /// The path parameters, with their descriptions, in the order of the template.
+    pub params: &'static [(&'static str, &'static str)],
+    /// The query, as an object schema whose properties are the query parameters.
+    pub query: Option<SchemaFn>,
+    /// Its request body.
+    pub body: Body,
+    /// The schema of a `200` response.
+    pub ok: SchemaFn,
+    /// The error statuses it may answer besides `401` (every route) and `413` (with a body).
+    pub errors: &'static [u16],
+    /// The operation recorded once per step id (mutating routes).
+    pub step: Option<&'static str>,
+}
+
+const STEP_ID: (&str, &str) = (
+    "step_id",
+    "The sidecar's step id: 1 to 128 letters, digits, `.`, `_` or `-`, not starting with `.`.",
+);
+
+/// Every route of the API. The router and the OpenAPI document are both built from it.
+pub(crate) static ROUTES: &[Route] = &[
+    Route {
+        op: Op::Status,
+        verb: Verb::Get,
+        path: "/v1/status",
+        id: "status",
+        summary: "What the host runs",
+        description: "The running state: each plugin's version, digest, config, health, \
+                      counters, pending step, last step and last rollback; the resident \
+                      libraries; what the host recovered on at start. With `with_state=true`, \
+                      also each plugin's state snapshot.",
+        params: &[],
+        query: Some(schema::<StatusQuery>),
+        body: Body::Empty,
+        ok: schema::<RunningState>,
+        errors: &[400, 422, 500],
+        step: None,
+    },
+    Route {
+        op: Op::State,
+        verb: Verb::Get,
+        path: "/v1/plugins/{plugin}/state",
+        id: "state",
+        summary: "A plugin's state",
+        description: "A snapshot of the plugin's state with its sha256 (calls wait briefly, none \
+                      fails).",
+        params: &[("plugin", "Plugin id.")],
+        query: None,
+        body: Body::Empty,
+        ok: schema::<StateSnapshot>,
+        errors: &[404, 422, 500],
+        step: None,
+    },
+    Route {
+        op: Op::Stage,
+        verb: Verb::Put,
+        path: "/v1/artifacts/{sha256}/{file_name}",
+        id: "stage",
+        summary: "Stage an artifact",
+        description: "Writes library bytes into the host's content-addressed store after \
+                      checking, with nothing written on any failure: the file name, the sha256 \
+                      in the path, the `.plugsync` metadata section (read without running the \
+                      library), and, when the host has trusted keys, the ed25519 signature in \
+                      the `x-plugsync-signature` header (128 hex digits) over the canonical JSON \
+                      of `{\"id\", \"version\", \"sha256\"}`. Idempotent: the same bytes stage to \
+                      the same place.",
+        params: &[
+            ("sha256", "The artifact's sha256, 64 hex digits."),
+            (
+                "file_name",
+                "The library's file name: no `/`, `\\`, `..` or leading `.`.",
+            ),
+        ],
+        query: None,
+        body: Body::Artifact,
+        ok: schema::<Staged>,
+        errors: &[400, 403, 500],
+        step: None,
+    },
+    Route {
+        op: Op::Verify,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/verify",
+        id: "verify",
+        summary: "Verify a staged artifact",
+        description: "Runs the health check, probes and differential check of a staged version \
+                      against what the plugin runs, on throwaway instances only. Mutates \
+                      nothing and records nothing (`passed` says whether a switch would go \
+                      ahead).",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<VerifyRequest>),
+        ok: schema::<Verified>,
+        errors: &[400, 404, 409, 422, 500],
+        step: None,
+    },
+    Route {
+        op: Op::Install,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/install",
+        id: "install",
+        summary: "Install a plugin",
+        description: "Loads a staged artifact into its empty slot with a config and a fresh \
+                      state, and adds it to the committed set. Applied once per step id.",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<InstallRequest>),
+        ok: schema::<Installed>,
+        errors: &[400, 404, 409, 422, 500],
+        step: Some("install"),
+    },
+    Route {
+        op: Op::Switch,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/switch",
+        id: "switch",
+        summary: "Hot-swap a plugin",
+        description: "Verifies the staged version, migrates the live state and switches with a \
+                      short locked window; the previous instance is kept until commit. With \
+                      `lease_ms`, the host rolls the step back by itself unless it is committed \
+                      in time. Applied once per step id.",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<SwitchRequest>),
+        ok: schema::<SwapReport>,
+        errors: &[400, 404, 409, 422, 500],
+        step: Some("switch"),
+    },
+    Route {
+        op: Op::Commit,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/commit",
+        id: "commit",
+        summary: "Commit a plugin's pending step",
+        description: "Ends the pending step: the previous instance is destroyed (its code stays \
+                      mapped) and the new version becomes the committed one. Applied once per \
+                      step id.",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<PluginRequest>),
+        ok: schema::<Committed>,
+        errors: &[400, 404, 409, 500],
+        step: Some("commit"),
+    },
+    Route {
+        op: Op::Rollback,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/rollback",
+        id: "rollback",
+        summary: "Roll a plugin's pending step back",
+        description: "Switches back to the previous instance, carrying the calls made since the \
+                      switch back by replay, else down-migration, else reporting exactly what \
+                      was lost. Applied once per step id.",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<PluginRequest>),
+        ok: schema::<RollbackReport>,
+        errors: &[400, 404, 409, 500],
+        step: Some("rollback"),
+    },
+    Route {
+        op: Op::Unload,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/unload",
+        id: "unload",
+        summary: "Unload a plugin",
+        description: "Destroys the plugin's instances and removes it from the committed set. Its \
+                      code stays mapped (never `dlclose`d). Applied once per step id.",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<PluginRequest>),
+        ok: schema::<Unloaded>,
+        errors: &[400, 404, 500],
+        step: Some("unload"),
+    },
+];
+
+/// What the handlers share.
+#[derive(Clone)]
+struct App {
+    /// The runtime served.
+    runtime: Runtime,
+    /// The bearer token requests must carry.
+    token: Arc<Token>,
+    /// Whose signatures staged artifacts must carry (none: not checked).
+    keys: Arc<TrustedKeys>,
+    /// The body limit of `PUT /v1/artifacts/…`.
+    max_artifact_bytes: usize,
+    /// The body limit of JSON requests.
+    max_json_bytes: usize,
+}
+
+/// The control API server of a [`Runtime`], bound and ready to serve.
+pub struct ControlServer {
+    /// The bound socket.
+    listener: tokio::net::TcpListener,
+    /// Every route, behind the token check.
+    router: Router,
+    /// The address bound (with the port chosen for port 0).
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for ControlServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlServer {
+    /// Reads and checks the token file (it must exist, be a regular file with no permission
+    /// for group or others, and hold a token), checks the listen address (loopback unless
+    /// [`ControlConfig::allow_remote`]), then binds it. Must be called within a Tokio runtime.
+    pub async fn bind(
+        runtime: Runtime,
+        config: ControlConfig,
+    ) -> Result<ControlServer, ControlError> {
+        let token = Token::read(&config.token_file)?;
+        check_listen(config.listen, config.allow_remote)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ControlError::Bind {
+                listen: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ControlError::Bind {
+            listen: config.listen,
+            source,
+        })?;
+        let app = App {
+            runtime,
+            token: Arc::new(token),
+            keys: Arc::new(config.trusted_keys),
+            max_artifact_bytes: config.max_artifact_bytes,
+            max_json_bytes: config.max_json_bytes,
+        };
+        if app.keys.is_empty() {
+            tracing::warn!(
+                "control API: no trusted keys, artifacts are staged without a signature check"
+            );
+        }
+        tracing::info!(%local_addr, "control API listening");
+        Ok(ControlServer {
+            listener,
+            router: router(app),
+            local_addr,
+        })
+    }
+
+    /// The address the server listens on (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves requests until `shutdown` completes, then lets the requests in flight finish.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControlError> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| ControlError::Serve { source })
+    }
+}
+
+/// The router: every route of [`ROUTES`] behind the token check.
+fn router(app: App) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES {
+        router = router.route(route.path, method_router(route, &app));
+    }
+    router
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorize))
+        .layer(DefaultBodyLimit::max(app.max_json_bytes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+/// The handler of a route, with its body limit.
+fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
+    let filter = route.verb.filter();
+    match route.op {
+        Op::Status => on(filter, status),
+        Op::State => on(filter, state),
+        Op::Stage => on(filter, stage).layer(DefaultBodyLimit::max(app.max_artifact_bytes)),
+        Op::Verify => on(filter, verify),
+        Op::Install => step_route(route, install),
+        Op::Switch => step_route(route, switch),
+        Op::Commit => step_route(route, commit),
+        Op::Rollback => step_route(route, rollback),
+        Op::Unload => step_route(route, unload),
+    }
+}
+
+/// The handler of a mutating route: [`step`] with the route's operation.
+fn step_route<R: DeserializeOwned + Send + 'static>(
+    route: &'static Route,
+    apply: fn(&Runtime, &str, R) -> Result<Value, ApiError>,
+) -> MethodRouter<App> {
+    on(
+        route.verb.filter(),
+        move |app: State<App>,
+              path: Result<Path<String>, PathRejection>,
+              bytes: Result<Bytes, BytesRejection>| step(app, path, bytes, route, apply),
+    )
+}
+
+/// An error response: `{"error": {"code", "message"}}` with a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    /// The HTTP status.
+    status: StatusCode,
+    /// The stable code (`HostError::code` or the API's own).
+    code: Cow<'static, str>,
+    /// What happened and what to do.
+    message: String,
+}
+
+impl ApiError {
+    /// An error of the API's own.
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: Cow::Borrowed(code),
+            message: message.into(),
+        }
+    }
+
+    /// A request that cannot be understood (`400 bad_request`).
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A failure of the host itself (`500 internal`).
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// The JSON a step records for it (replayed with the same status).
+    fn recorded(&self) -> Value {
+        json!({"code": self.code, "message": self.message, "status": self.status.as_u16()})
+    }
+
+    /// Back from a step's record.
+    fn from_record(record: &Value) -> ApiError {
+        let status = record["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        ApiError {
+            status,
+            code: Cow::Owned(record["code"].as_str().unwrap_or("internal").to_owned()),
+            message: record["message"].as_str().unwrap_or_default().to_owned(),
+        }
+    }
+}
+
+impl From<HostError> for ApiError {
+    fn from(error: HostError) -> ApiError {
+        ApiError {
+            status: status_of(&error),
+            code: Cow::Borrowed(error.code()),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The HTTP status of a runtime error: 400 bad input, 404 unknown plugin or artifact, 409 a
+/// conflict with what runs, 422 the plugin or its verification failed, 500 the host failed.
+pub(crate) fn status_of(error: &HostError) -> StatusCode {
+    match error {
+        HostError::DigestMismatch { .. }
+        | HostError::BadArtifactName { .. }
+        | HostError::NotALibrary { .. }
+        | HostError::NoMetadata { .. }
+        | HostError::BadMetadata { .. }
+        | HostError::AbiMismatch { .. }
+        | HostError::PanicAbort { .. }
+        | HostError::FrameworkMismatch { .. }
+        | HostError::BadVersion { .. }
+        | HostError::WrongPlugin { .. }
+        | HostError::BadConfig { .. }
+        | HostError::BadStepId { .. } => StatusCode::BAD_REQUEST,
+        HostError::UnknownArtifact { .. } | HostError::NotLoaded { .. } => StatusCode::NOT_FOUND,
+        HostError::AlreadyLoaded { .. }
+        | HostError::StepInProgress { .. }
+        | HostError::NoStepInProgress { .. }
+        | HostError::NoMigration { .. }
+        | HostError::ResidentCap { .. }
+        | HostError::Faulted { .. } => StatusCode::CONFLICT,
+        HostError::VerificationFailed { .. }
+        | HostError::RolledBack { .. }
+        | HostError::Plugin { .. }
+        | HostError::BadMigrationOutput { .. }
+        | HostError::MigrationRule { .. }
+        | HostError::BadSnapshot { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        HostError::Io { .. } | HostError::Load { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Runs a runtime call on a blocking thread: it may run plugin code, wait for a slot or fsync.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        ApiError::internal(format!(
+            "the host's handler failed ({e}); the runtime is unchanged unless its status says \
+             otherwise: look at the host's log"
+        ))
+    })
+}
+
+/// A response value as JSON.
+fn ok_json<T: Serialize>(value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value)
+        .map_err(|e| ApiError::internal(format!("cannot serialise the response: {e}")))
+}
+
+/// Checks the bearer token of a request to a route.
+async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match app.token.check(header) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => {
+            let mut response =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.message())
+                    .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+/// The answer to a path no route serves.
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route `{}`: the routes are listed in the control API's OpenAPI document",
+            request.uri().path()
+        ),
+    )
+}
+
+/// The answer to a method a route does not serve.
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "`{}` does not answer {}: the methods are listed in the control API's OpenAPI \
+             document",
+            request.uri().path(),
+            request.method()
+        ),
+    )
+}
+
+/// The body of a request, or why it was refused (413 when over `limit`).
+fn body(body: Result<Bytes, BytesRejection>, what: &str, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the {what} is larger than the {limit} bytes this host accepts: send less, \
+                     or raise the host's limit"
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!(
+                "cannot read the request body: {}",
+                rejection.body_text()
+            ))
+        }
+    })
+}
+
+/// A JSON request body of type `T`.
+fn parse<T: DeserializeOwned>(
+    bytes: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = body(bytes, "JSON request body", limit)?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid request body: {e}; send the JSON fields this route documents in the \
+             OpenAPI document"
+        ))
+    })
+}
+
+/// A path that does not decode (e.g. not UTF-8).
+fn path_error(rejection: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))
+}
+
+/// `GET /v1/status[?with_state=true]`.
+async fn status(
+    State(app): State<App>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!(
+            "invalid query: {}; the only parameter is `with_state=true|false`",
+            rejection.body_text()
+        ))
+    })?;
+    let runtime = app.runtime.clone();
+    let state = blocking(move || -> Result<RunningState, HostError> {
+        let status = runtime.status();
+        let states = if query.with_state {
+            let mut states = std::collections::BTreeMap::new();
+            for plugin in &status.plugins {
+                match runtime.snapshot(&plugin.plugin) {
+                    Ok(snapshot) => {
+                        states.insert(plugin.plugin.clone(), snapshot);
+                    }
+                    // Unloaded since the status was taken: it is not running any more.
+                    Err(HostError::NotLoaded { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Some(states)
+        } else {
+            None
+        };
+        Ok(RunningState { status, states })
+    })
+    .await??;
+    Ok(axum::Json(ok_json(&state)?))
+}
+
+/// `GET /v1/plugins/{plugin}/state`.
+async fn state(
+    State(app): State<App>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Path(plugin) = path.map_err(path_error)?;
+    let runtime = app.runtime.clone();
+    let snapshot = blocking(move || runtime.snapshot(&plugin)).await??;
+    Ok(axum::Json(ok_json(&snapshot)?))
+}
+
+/// `PUT /v1/artifacts/{sha256}/{file_name}`: checks everything, then stages.
+async fn stage(
+    State(app): State<App>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Path((sha256, file_name)) = path.map_err(path_error)?;
+    let expected: Digest = sha256.parse().map_err(|e: crate::digest::InvalidDigest| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_digest",
+            format!("{e}: put the artifact's sha256 in the path"),
+        )
+    })?;
+    // The decoded name: a `%2F` in the path arrives here as `/` and is refused.
+    check_name(&file_name)?;
+    let bytes = body(bytes, "artifact", app.max_artifact_bytes)?;
+    let signature = headers
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    let keys = app.keys.clone();
+    let runtime = app.runtime.clone();
+    let staged = blocking(move || -> Result<Staged, ApiError> {
+        let actual = Digest::of(&bytes);
+        if actual != expected {
+            return Err(HostError::DigestMismatch {
+                artifact: file_name,
+                expected,
+                actual,
+            }
+            .into());
+        }
+        if !keys.is_empty() {
+            let metadata = read_metadata(&file_name, &bytes)?;
+            check_signature(&keys, &metadata, &expected, signature.as_deref())?;
+        }
+        let stored = runtime.stage(&file_name, &bytes, &expected)?;
+        tracing::info!(
+            plugin = %stored.metadata.id,
+            version = %stored.metadata.version,
+            digest = %stored.digest.short(),
+            "staged through the control API"
+        );
+        Ok(Staged {
+            sha256: stored.digest,
+            file: file_name,
+            metadata: stored.metadata,
+        })
+    })
+    .await??;
+    Ok(axum::Json(ok_json(&staged)?))
+}
+
+/// Refuses an artifact that no trusted key signed (for these bytes, id and version).
+fn check_signature(
+    keys: &TrustedKeys,
+    metadata: &plugsync_plugin::PluginMetadata,
+    sha256: &Digest,
+    signature: Option<&str>,
+) -> Result<(), ApiError> {
+    let what = format!(
+        "`{}` {} ({})",
+        metadata.id,
+        metadata.version,
+        sha256.short()
+    );
+    let Some(signature) = signature else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "signature_required",
+            format!(
+                "{what} carries no signature, and this host only stages artifacts signed by a \
+                 key it trusts: send the publisher's signature in `{SIGNATURE_HEADER}`; nothing \
+                 was written"
+            ),
+        ));
+    };
+    let payload = signature_payload(&metadata.id, &metadata.version, sha256);
+    keys.verify(&payload, signature).map_err(|error| {
+        let why = match error {
+            SignatureError::Malformed => "is not 128 hex digits",
+            SignatureError::Untrusted => "was not made by a key this host trusts",
+        };
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_signature",
+            format!(
+                "the signature of {what} in `{SIGNATURE_HEADER}` {why}: sign the artifact's id, \
+                 version and sha256 with a trusted key (or add the publisher's public key to the \
+                 host's trusted keys); nothing was written"
+            ),
+        )
+    })
+}
+
+/// `POST /v1/steps/{step_id}/verify`: not recorded, nothing changes.
+async fn verify(
+    State(app): State<App>,
+    path: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Path(step_id) = path.map_err(path_error)?;
+    check_step_id(&step_id)?;
+    let request: VerifyRequest = parse(bytes, app.max_json_bytes)?;
+    let runtime = app.runtime.clone();
+    let report = blocking(move || {
+        runtime.verify(
+            &request.plugin,
+            &request.artifact,
+            request.config.as_ref(),
+            request.migration_rules.as_deref(),
+            &request.verify.unwrap_or_default(),
+        )
+    })
+    .await??;
+    Ok(axum::Json(ok_json(&Verified {
+        passed: report.passed(),
+        report,
+    })?))
+}
+
+/// A mutating operation: applied once per step id; a retry gets the recorded response.
+async fn step<R: DeserializeOwned + Send + 'static>(
+    State(app): State<App>,
+    path: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+    route: &'static Route,
+    apply: fn(&Runtime, &str, R) -> Result<Value, ApiError>,
+) -> Response {
+    let operation = route.step.expect("a step route names its operation");
+    // Refused here (bad step id, bad body), nothing is recorded: the same id may be retried.
+    let (step_id, request) = match prepare::<R>(path, bytes, app.max_json_bytes) {
+        Ok(prepared) => prepared,
+        Err(error) => return error.into_response(),
+    };
+    let runtime = app.runtime.clone();
+    let id = step_id.clone();
+    let outcome = blocking(move || {
+        runtime.once_per_step(&id, operation, || {
+            apply(&runtime, &id, request).map_err(|e| e.recorded())
+        })
+    })
+    .await;
+    let outcome = match outcome {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => return ApiError::from(error).into_response(),
+        Err(error) => return error.into_response(),
+    };
+    let mut response = match outcome.outcome {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(record) => ApiError::from_record(&record).into_response(),
+    };
+    if outcome.replayed {
+        tracing::info!(
+            step_id,
+            operation,
+            "replayed the response recorded for this step"
+        );
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The step id and body of a mutating request, checked.
+fn prepare<R: DeserializeOwned>(
+    path: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<(String, R), ApiError> {
+    let Path(step_id) = path.map_err(path_error)?;
+    check_step_id(&step_id)?;
+    let request = parse(bytes, limit)?;
+    Ok((step_id, request))
+}
+
+/// `install`: the artifact into its empty slot, then its checkpointing (undone together).
+fn install(runtime: &Runtime, _step_id: &str, request: InstallRequest) -> Result<Value, ApiError> {
+    if request.checkpoint_every_ms == Some(0) {
+        return Err(ApiError::bad_request(
+            "`checkpoint_every_ms` is 0: give an interval in milliseconds, or leave it out to \
+             checkpoint only at each commit",
+        ));
+    }
+    let installed = runtime.install(&request.artifact, request.config)?;
+    if let Some(ms) = request.checkpoint_every_ms
+        && let Err(error) =
+            runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms)))
+    {
+        // Nothing half-applied: the install is undone (its instance has a fresh state).
+        if let Err(undo) = runtime.unload(&installed.plugin) {
+            tracing::error!(plugin = %installed.plugin, "cannot undo the install: {undo}");
+        }
+        return Err(error.into());
+    }
+    ok_json(&installed)
+}
+
+/// `switch`: the runtime's swap, its request built from the defaults so that a field added to
+/// [`SwapRequest`] keeps its default here.
+fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Value, ApiError> {
+    let mut swap = SwapRequest::new(request.plugin, request.artifact).step_id(step_id);
+    swap.config = request.config;
+    if let Some(verify) = request.verify {
+        swap.verify = verify;
+    }
+    if let Some(mode) = request.mode {
+        swap.mode = mode;
+    }
+    if let Some(capacity) = request.journal_capacity {
+        swap.journal_capacity = capacity;
+    }
+    swap.lease_ms = request.lease_ms;
+    if let Some(soak) = request.soak {
+        swap.soak = soak;
+    }
+    swap.migration_rules = request.migration_rules;
+    ok_json(&runtime.swap(swap)?)
+}
+
+/// `commit`: the pending step ends, the new version is committed.
+fn commit(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+    let version = runtime.commit(&request.plugin)?;
+    ok_json(&Committed {
+        plugin: request.plugin,
+        version,
+    })
+}
+
+/// `rollback`: back to the previous version.
+fn rollback(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+    ok_json(&runtime.rollback(&request.plugin)?)
+}
+
+/// `unload`: instances destroyed, the version forgotten (its code stays mapped).
+fn unload(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+    let version = runtime.unload(&request.plugin)?;
+    ok_json(&Unloaded {
+        plugin: request.plugin,
+        version,
+    })
+}

@@ -1,0 +1,915 @@
+//! The control API through a real server on 127.0.0.1 and a real HTTP client, with the real
+//! plugin libraries of the workspace.
+//!
+//! The schema files under `schemas/` are checked here too; refresh them on purpose with
+//! `PLUGSYNC_BLESS=1 cargo test -p plugsync-host --features control-api --test control_api`
+//! and review the diff.
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+use plugsync_host::control::{
+    ControlConfig, ControlError, ControlServer, TrustedKeys, openapi, running_state_schema,
+    signature_payload,
+};
+use plugsync_host::{Digest, Runtime, RuntimeOptions};
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const TOKEN: &str = "t0ken-for-tests";
+const MA_CROSS_1_0_0: &str = "ma_cross_v1_0_0";
+const MA_CROSS_2_0_0: &str = "ma_cross_v2_0_0";
+/// How long a poll waits for something that should happen almost at once.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+// ---- the plugin libraries (as `tests/support` of the workspace finds them) ----
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds every library of the workspace once per test binary, in the profile of the tests,
+/// and returns the directory they are in (`target/<profile>`, where this binary's `deps` is).
+fn built() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        let mut command = Command::new(cargo);
+        command
+            .args(["build", "--workspace", "--lib", "--quiet"])
+            .current_dir(workspace());
+        if !cfg!(debug_assertions) {
+            command.arg("--release");
+        }
+        let output = command.output().expect("cargo runs");
+        assert!(
+            output.status.success(),
+            "building the plugin libraries failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let exe = std::env::current_exe().expect("the test binary knows its path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target>/<profile>/deps")
+            .to_owned()
+    })
+}
+
+/// The bytes of a built library, e.g. `library("ma_cross_v1_0_0")`, and its file name.
+fn library(name: &str) -> (Vec<u8>, String) {
+    let file = format!("lib{name}.so");
+    let path = built().join(&file);
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("`{}` was not built: {e}", path.display()));
+    (bytes, file)
+}
+
+/// A config of ma_cross 1.0.0.
+fn v1_config() -> Value {
+    json!({"fast_ma_period": 2, "slow_ma_period": 4})
+}
+
+fn bar(instrument: &str, close: f64) -> Vec<u8> {
+    json!({"bar": {"instrument": instrument, "close": close}})
+        .to_string()
+        .into_bytes()
+}
+
+// ---- a host with its control API ----
+
+/// A runtime over a fresh store, served by a control API on 127.0.0.1 with a fresh token.
+struct Host {
+    dir: TempDir,
+    runtime: Runtime,
+    url: String,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<Result<(), ControlError>>>,
+}
+
+/// A file holding `TOKEN` with mode 0600.
+fn token_file(dir: &Path) -> PathBuf {
+    let path = dir.join("token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+impl Host {
+    async fn start() -> Host {
+        Host::start_with(|_, _| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut ControlConfig, &Path)) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store"))).unwrap();
+        let mut config = ControlConfig::new(token_file(dir.path()));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        configure(&mut config, dir.path());
+        let server = ControlServer::bind(runtime.clone(), config).await.unwrap();
+        let url = format!("http://{}", server.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(server.serve(async {
+            stopped.await.ok();
+        }));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        Host {
+            dir,
+            runtime,
+            url,
+            client,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    /// Stops the server and waits for it.
+    async fn shutdown(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.served.take().unwrap().await.unwrap().unwrap();
+    }
+
+    fn artifacts(&self) -> PathBuf {
+        self.dir.path().join("store/artifacts")
+    }
+
+    /// Every file under the store's artifacts (nothing is written by a refused stage).
+    fn stored_files(&self) -> Vec<String> {
+        fn walk(dir: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path.display().to_string());
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.artifacts(), &mut files);
+        files
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the request reaches the server");
+        Answer::read(response).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.client.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+
+    /// `PUT /v1/artifacts/{sha256}/{name}` (the name as given: already percent-encoded).
+    async fn put(
+        &self,
+        sha256: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        signature: Option<&str>,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .put(format!("{}/v1/artifacts/{sha256}/{name}", self.url))
+            .body(bytes);
+        if let Some(signature) = signature {
+            request = request.header("x-plugsync-signature", signature);
+        }
+        self.send(request).await
+    }
+
+    /// Stages a built library through the API; returns its digest.
+    async fn stage(&self, name: &str) -> Digest {
+        let (bytes, file) = library(name);
+        let digest = Digest::of(&bytes);
+        let answer = self.put(&digest.to_string(), &file, bytes, None).await;
+        answer.expect_ok();
+        assert_eq!(answer.body["sha256"], digest.to_string());
+        digest
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    async fn read(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a response body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("a {status} response is not JSON ({e}): {text}"));
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn expect_ok(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "{:#}", self.body);
+        &self.body
+    }
+
+    fn expect_error(&self, status: StatusCode, code: &str) -> &str {
+        assert_eq!(
+            (self.status, self.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{:#}",
+            self.body
+        );
+        self.body["error"]["message"].as_str().unwrap()
+    }
+
+    fn replayed(&self) -> bool {
+        self.headers
+            .get("x-plugsync-replayed")
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// Polls `done` every few milliseconds until it holds, failing with `what` after [`DEADLINE`].
+async fn poll_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---- refusals at start ----
+
+async fn bind_error(configure: impl FnOnce(&mut ControlConfig)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store"))).unwrap();
+    let mut config = ControlConfig::new(dir.path().join("token"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    configure(&mut config);
+    ControlServer::bind(runtime, config)
+        .await
+        .expect_err("the server must not start")
+        .to_string()
+}
+
+#[tokio::test]
+async fn token_files_that_are_missing_open_or_empty_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    let shown = path.display().to_string();
+
+    let missing = path.clone();
+    assert_eq!(
+        bind_error(|c| c.token_file = missing).await,
+        format!(
+            "token file `{shown}` does not exist: create it with a random token, e.g. `head -c \
+             32 /dev/urandom | base64 > {shown} && chmod 600 {shown}`"
+        )
+    );
+
+    std::fs::write(&path, "s3cret\n").unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o620] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let open = path.clone();
+        assert_eq!(
+            bind_error(|c| c.token_file = open).await,
+            format!(
+                "token file `{shown}` has mode {mode:04o}, so other users can read or change it: \
+                 run `chmod 600 {shown}`"
+            )
+        );
+    }
+
+    std::fs::write(&path, " \n\t\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let empty = path.clone();
+    assert_eq!(
+        bind_error(|c| c.token_file = empty).await,
+        format!(
+            "token file `{shown}` is empty: write a random token into it, e.g. `head -c 32 \
+             /dev/urandom | base64 > {shown}`"
+        )
+    );
+
+    let directory = dir.path().join("a-directory");
+    std::fs::create_dir(&directory).unwrap();
+    std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let shown_dir = directory.display().to_string();
+    assert_eq!(
+        bind_error(|c| c.token_file = directory).await,
+        format!(
+            "token file `{shown_dir}` is not a regular file: point the token file at a file \
+             holding the token"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_is_refused_unless_remote_access_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path());
+    let shown = token.clone();
+    assert_eq!(
+        bind_error(|c| {
+            c.token_file = shown;
+            c.listen = "0.0.0.0:0".parse().unwrap();
+        })
+        .await,
+        "refusing to listen on `0.0.0.0:0`: it is not a loopback address, and whoever reaches the \
+         control API can change what the host runs; listen on `127.0.0.1`, or pass \
+         `--allow-remote` to accept other machines"
+    );
+    // Allowed on purpose, it binds (and is dropped at once: nothing is sent to it).
+    let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store"))).unwrap();
+    let mut config = ControlConfig::new(token);
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    config.allow_remote = true;
+    let server = ControlServer::bind(runtime, config).await.unwrap();
+    assert!(server.local_addr().ip().is_unspecified());
+}
+
+// ---- authentication and routing ----
+
+#[tokio::test]
+async fn requests_without_the_token_are_refused() {
+    let host = Host::start().await;
+    let url = format!("{}/v1/status", host.url);
+    let cases = [
+        (
+            None,
+            "missing bearer token: send `Authorization: Bearer <token>` with the token from the \
+             host's token file",
+        ),
+        (
+            Some("Basic dDBrZW4="),
+            "missing bearer token: send `Authorization: Bearer <token>` with the token from the \
+             host's token file",
+        ),
+        (
+            Some("Bearer not-the-token"),
+            "wrong bearer token: send the token from the host's token file (it is read when the \
+             host starts)",
+        ),
+        (
+            Some("Bearer t0ken-for-test"),
+            "wrong bearer token: send the token from the host's token file (it is read when the \
+             host starts)",
+        ),
+    ];
+    for (authorization, message) in cases {
+        let mut request = host.client.get(&url);
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let answer = Answer::read(request.send().await.unwrap()).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{authorization:?}");
+        assert_eq!(
+            answer.body,
+            json!({"error": {"code": "unauthorized", "message": message}}),
+            "{authorization:?}"
+        );
+        assert_eq!(answer.headers["www-authenticate"], "Bearer");
+    }
+    // A mutating request without the token does nothing.
+    let answer = Answer::read(
+        host.client
+            .post(format!("{}/v1/steps/s1/unload", host.url))
+            .json(&json!({"plugin": "ma_cross"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    answer.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    host.get("/v1/status").await.expect_ok();
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served_and_behind_the_token() {
+    let host = Host::start().await;
+    let document = openapi();
+    let paths = document["paths"].as_object().unwrap();
+    assert_eq!(
+        paths.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "/v1/artifacts/{sha256}/{file_name}",
+            "/v1/plugins/{plugin}/state",
+            "/v1/status",
+            "/v1/steps/{step_id}/commit",
+            "/v1/steps/{step_id}/install",
+            "/v1/steps/{step_id}/rollback",
+            "/v1/steps/{step_id}/switch",
+            "/v1/steps/{step_id}/unload",
+            "/v1/steps/{step_id}/verify",
+        ]
+    );
+    let digest = Digest::of(b"x").to_string();
+    for (template, item) in paths {
+        let path = template
+            .replace("{sha256}", &digest)
+            .replace("{file_name}", "lib.so")
+            .replace("{plugin}", "ma_cross")
+            .replace("{step_id}", "s1");
+        for method in item.as_object().unwrap().keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = host
+                .client
+                .request(method.clone(), format!("{}{path}", host.url))
+                .send()
+                .await
+                .unwrap();
+            // Routed (not 404/405) and refused before anything ran.
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path}"
+            );
+        }
+    }
+    let answer = host.get("/v1/no-such-route").await;
+    let message = answer.expect_error(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        message,
+        "no route `/v1/no-such-route`: the routes are listed in the control API's OpenAPI document"
+    );
+    let answer = host.get("/v1/steps/s1/commit").await;
+    answer.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    host.shutdown().await;
+}
+
+// ---- staging ----
+
+#[tokio::test]
+async fn a_wrong_digest_stages_nothing() {
+    let host = Host::start().await;
+    let (bytes, file) = library(MA_CROSS_1_0_0);
+    let wrong = Digest::of(b"other bytes");
+    let answer = host
+        .put(&wrong.to_string(), &file, bytes.clone(), None)
+        .await;
+    let message = answer.expect_error(StatusCode::BAD_REQUEST, "digest_mismatch");
+    assert!(
+        message.starts_with(&format!(
+            "sha256 mismatch for `{file}`: expected {wrong}, got {}",
+            Digest::of(&bytes)
+        )),
+        "{message}"
+    );
+    assert_eq!(host.stored_files(), Vec::<String>::new());
+
+    let answer = host.put("not-a-digest", &file, bytes, None).await;
+    let message = answer.expect_error(StatusCode::BAD_REQUEST, "bad_digest");
+    assert_eq!(
+        message,
+        "`not-a-digest` is not a sha256 digest: expected 64 hex digits: put the artifact's sha256 \
+         in the path"
+    );
+    assert_eq!(host.stored_files(), Vec::<String>::new());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn names_that_could_leave_the_store_are_refused() {
+    let host = Host::start().await;
+    let (bytes, _) = library(MA_CROSS_1_0_0);
+    let digest = Digest::of(&bytes).to_string();
+    // Percent-encoded as sent; the server decodes before checking.
+    let cases = [
+        ("..%2Fx.so", "../x.so"),
+        ("..%2F..%2F..%2Ftmp%2Fx.so", "../../../tmp/x.so"),
+        ("%2Fetc%2Fx.so", "/etc/x.so"),
+        (".hidden.so", ".hidden.so"),
+        ("..%5Cx.so", "..\\x.so"),
+        ("x%00.so", "x\0.so"),
+    ];
+    for (sent, decoded) in cases {
+        let answer = host.put(&digest, sent, bytes.clone(), None).await;
+        let message = answer.expect_error(StatusCode::BAD_REQUEST, "bad_artifact_name");
+        assert_eq!(
+            message,
+            format!(
+                "artifact name `{decoded}` is not a plain file name: use a name without `/`, \
+                 `\\`, `..` or a leading `.`"
+            ),
+            "{sent}"
+        );
+    }
+    assert_eq!(host.stored_files(), Vec::<String>::new());
+    assert!(!host.dir.path().join("store/x.so").exists());
+    assert!(!host.dir.path().join("x.so").exists());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limits_get_413_and_change_nothing() {
+    let host = Host::start_with(|config, _| {
+        config.max_artifact_bytes = 64 << 10;
+        config.max_json_bytes = 1 << 10;
+    })
+    .await;
+    let big = vec![0x7f; 200 << 10];
+    let answer = host
+        .put(&Digest::of(&big).to_string(), "libbig.so", big, None)
+        .await;
+    let message = answer.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    assert_eq!(
+        message,
+        "the artifact is larger than the 65536 bytes this host accepts: send less, or raise the \
+         host's limit"
+    );
+    assert_eq!(host.stored_files(), Vec::<String>::new());
+
+    let padding = "x".repeat(4 << 10);
+    let body = json!({"artifact": Digest::of(b"x"), "config": {"padding": padding}});
+    let answer = host.post("/v1/steps/big-1/install", body).await;
+    answer.expect_error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    assert!(!answer.replayed());
+    // Refused before the step ran: nothing is recorded under its id.
+    assert!(!host.dir.path().join("store/steps/big-1").exists());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_trusted_keys_only_a_trusted_signature_stages() {
+    let trusted = SigningKey::from_bytes(&[7; 32]);
+    let stranger = SigningKey::from_bytes(&[9; 32]);
+    let host = Host::start_with(|config, dir| {
+        let keys = dir.join("trusted.keys");
+        let public: String = trusted
+            .verifying_key()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(&keys, format!("# the release key\n{public}\n")).unwrap();
+        config.trusted_keys = TrustedKeys::load(&keys).unwrap();
+    })
+    .await;
+    let (bytes, file) = library(MA_CROSS_1_0_0);
+    let digest = Digest::of(&bytes);
+    let sign = |key: &SigningKey, version: &str| -> String {
+        let payload = signature_payload("ma_cross", version, &digest);
+        key.sign(&payload)
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let short = &digest.to_string()[..12];
+    let untrusted = format!(
+        "the signature of `ma_cross` 1.0.0 ({short}) in `x-plugsync-signature` was not made by a \
+         key this host trusts: sign the artifact's id, version and sha256 with a trusted key (or \
+         add the publisher's public key to the host's trusted keys); nothing was written"
+    );
+    let cases = [
+        (
+            None,
+            "signature_required",
+            format!(
+                "`ma_cross` 1.0.0 ({short}) carries no signature, and this host only stages \
+                 artifacts signed by a key it trusts: send the publisher's signature in \
+                 `x-plugsync-signature`; nothing was written"
+            ),
+        ),
+        (
+            Some("abcd".to_owned()),
+            "bad_signature",
+            untrusted.replace(
+                "was not made by a key this host trusts",
+                "is not 128 hex digits",
+            ),
+        ),
+        (
+            Some(sign(&stranger, "1.0.0")),
+            "bad_signature",
+            untrusted.clone(),
+        ),
+        // A trusted signature of other metadata does not carry over.
+        (
+            Some(sign(&trusted, "9.9.9")),
+            "bad_signature",
+            untrusted.clone(),
+        ),
+    ];
+    for (signature, code, message) in cases {
+        let answer = host
+            .put(
+                &digest.to_string(),
+                &file,
+                bytes.clone(),
+                signature.as_deref(),
+            )
+            .await;
+        assert_eq!(answer.expect_error(StatusCode::FORBIDDEN, code), message);
+        assert_eq!(host.stored_files(), Vec::<String>::new());
+    }
+    let good = sign(&trusted, "1.0.0");
+    let answer = host
+        .put(&digest.to_string(), &file, bytes.clone(), Some(&good))
+        .await;
+    let staged = answer.expect_ok();
+    assert_eq!(staged["file"], file);
+    assert_eq!(staged["metadata"]["id"], "ma_cross");
+    assert_eq!(staged["metadata"]["version"], "1.0.0");
+    let stored = host.artifacts().join(digest.to_string()).join(&file);
+    assert_eq!(std::fs::read(stored).unwrap(), bytes);
+    // Content-addressed: staging again is a no-op with the same answer.
+    let again = host
+        .put(&digest.to_string(), &file, bytes, Some(&good))
+        .await;
+    assert_eq!(again.expect_ok(), staged);
+    host.shutdown().await;
+}
+
+// ---- steps ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_driven_over_http_under_load_fails_no_call() {
+    let host = Host::start().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await;
+    let installed = host
+        .post(
+            "/v1/steps/install-1/install",
+            json!({"artifact": v1, "config": v1_config()}),
+        )
+        .await;
+    assert_eq!(installed.expect_ok()["version"]["version"], "1.0.0");
+
+    // The host's own hot path, called directly while the sidecar drives the step over HTTP.
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let handle = host.runtime.handle("ma_cross").unwrap();
+        let (stop, calls) = (stop.clone(), calls.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut output = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let close = 100.0 + (i % 7) as f64 - (i % 3) as f64 * 2.0;
+                if let Err(e) = handle.call_into(&bar("ES", close), &mut output) {
+                    failures.push(e.to_string());
+                }
+                calls.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+            failures
+        })
+    };
+    let more_calls = |n: u64| {
+        let calls = calls.clone();
+        let goal = calls.load(Ordering::SeqCst) + n;
+        async move {
+            poll_until("the host has called again", || {
+                let calls = calls.clone();
+                async move { calls.load(Ordering::SeqCst) >= goal }
+            })
+            .await
+        }
+    };
+
+    more_calls(100).await;
+    let v2 = host.stage(MA_CROSS_2_0_0).await;
+    let verified = host
+        .post(
+            "/v1/steps/switch-2/verify",
+            json!({"plugin": "ma_cross", "artifact": v2}),
+        )
+        .await;
+    let verified = verified.expect_ok();
+    assert_eq!(verified["passed"], true, "{verified:#}");
+    assert_eq!(verified["health"], json!({"Ok": null}));
+    // Verify records nothing under the step id.
+    assert!(!host.dir.path().join("store/steps/switch-2").exists());
+
+    more_calls(100).await;
+    let switched = host
+        .post(
+            "/v1/steps/switch-2/switch",
+            json!({"plugin": "ma_cross", "artifact": v2, "lease_ms": 600_000}),
+        )
+        .await;
+    let report = switched.expect_ok();
+    assert_eq!(report["kind"], "upgrade");
+    assert_eq!(report["to"]["digest"], v2.to_string());
+    let status = host.get("/v1/status").await;
+    let plugin = &status.expect_ok()["plugins"][0];
+    assert_eq!(plugin["pending"]["step_id"], "switch-2");
+    assert_eq!(plugin["last_step"]["outcome"], "pending");
+
+    more_calls(100).await;
+    let committed = host
+        .post("/v1/steps/commit-2/commit", json!({"plugin": "ma_cross"}))
+        .await;
+    assert_eq!(
+        committed.expect_ok(),
+        &json!({"plugin": "ma_cross", "version": {"version": "2.0.0", "digest": v2}})
+    );
+    more_calls(100).await;
+    stop.store(true, Ordering::SeqCst);
+    let failures = feeder.join().unwrap();
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "calls failed during the step"
+    );
+
+    let status = host.get("/v1/status").await;
+    let status = status.expect_ok();
+    assert!(status.get("states").is_none(), "states only when asked for");
+    let plugin = &status["plugins"][0];
+    assert_eq!(plugin["version"]["version"], "2.0.0");
+    assert_eq!(plugin["pending"], Value::Null);
+    assert_eq!(plugin["last_step"]["outcome"], "committed");
+    assert_eq!(plugin["counters"]["errors"], 0);
+    assert!(plugin["counters"]["calls"].as_u64().unwrap() >= 400);
+
+    let with_state = host.get("/v1/status?with_state=true").await;
+    let snapshot = &with_state.expect_ok()["states"]["ma_cross"];
+    assert_eq!(snapshot["version"]["digest"], v2.to_string());
+    let state = host.get("/v1/plugins/ma_cross/state").await;
+    assert_eq!(state.expect_ok()["sha256"], snapshot["sha256"]);
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_same_step_id_applies_once() {
+    let host = Host::start().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await;
+    let request = json!({"artifact": v1, "config": v1_config()});
+    let first = host
+        .post("/v1/steps/install-1/install", request.clone())
+        .await;
+    first.expect_ok();
+    assert!(!first.replayed());
+    let retry = host
+        .post("/v1/steps/install-1/install", request.clone())
+        .await;
+    assert!(retry.replayed(), "{:?}", retry.headers);
+    assert_eq!((retry.status, &retry.body), (first.status, &first.body));
+
+    // A new step id is a new operation: installing over a loaded plugin is a conflict...
+    let conflict = host.post("/v1/steps/install-2/install", request).await;
+    let message = conflict.expect_error(StatusCode::CONFLICT, "already_loaded");
+    assert_eq!(
+        message,
+        "plugin `ma_cross` is already loaded (1.0.0): swap to the new version instead"
+    );
+    assert!(!conflict.replayed());
+    // ...and a failure is recorded too: the retry gets it again, with the same status.
+    let again = host
+        .post(
+            "/v1/steps/install-2/install",
+            json!({"artifact": v1, "config": v1_config()}),
+        )
+        .await;
+    assert!(again.replayed());
+    assert_eq!(
+        (again.status, &again.body),
+        (conflict.status, &conflict.body)
+    );
+
+    // A commit with nothing pending: 409, recorded.
+    let commit = host
+        .post("/v1/steps/commit-1/commit", json!({"plugin": "ma_cross"}))
+        .await;
+    commit.expect_error(StatusCode::CONFLICT, "no_step_in_progress");
+
+    // Refused before running (bad input) is not recorded: fixed, the same id then runs.
+    let typo = host
+        .post(
+            "/v1/steps/unload-1/unload",
+            json!({"plugin": "ma_cross", "plugn": "x"}),
+        )
+        .await;
+    let message = typo.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert!(message.contains("unknown field `plugn`"), "{message}");
+    let unloaded = host
+        .post("/v1/steps/unload-1/unload", json!({"plugin": "ma_cross"}))
+        .await;
+    assert!(!unloaded.replayed());
+    assert_eq!(unloaded.expect_ok()["version"]["version"], "1.0.0");
+    let bad_id = host
+        .post("/v1/steps/..hidden/unload", json!({"plugin": "ma_cross"}))
+        .await;
+    bad_id.expect_error(StatusCode::BAD_REQUEST, "bad_step_id");
+    let state = host.get("/v1/plugins/ma_cross/state").await;
+    state.expect_error(StatusCode::NOT_FOUND, "not_loaded");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_switch_not_committed_within_its_lease_is_rolled_back_by_the_host() {
+    let host = Host::start().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await;
+    let v2 = host.stage(MA_CROSS_2_0_0).await;
+    host.post(
+        "/v1/steps/install-1/install",
+        json!({"artifact": v1, "config": v1_config()}),
+    )
+    .await
+    .expect_ok();
+    for close in [10.0, 11.0, 12.0] {
+        host.runtime.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+    let switched = host
+        .post(
+            "/v1/steps/switch-2/switch",
+            json!({"plugin": "ma_cross", "artifact": v2, "lease_ms": 50}),
+        )
+        .await;
+    assert_eq!(switched.expect_ok()["to"]["version"], "2.0.0");
+    // Nobody commits: the sidecar "crashed". The host rolls back by itself.
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        let status = host.get("/v1/status").await.body;
+        if status["plugins"][0]["last_rollback"]["reason"]["kind"] == "lease_expired" {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host did not roll back: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let plugin = &status["plugins"][0];
+    assert_eq!(plugin["version"]["digest"], v1.to_string());
+    assert_eq!(plugin["pending"], Value::Null);
+    assert_eq!(plugin["last_step"]["outcome"], "rolled back");
+    assert_eq!(plugin["last_rollback"]["reason"]["lease_ms"], 50);
+    assert_eq!(plugin["last_rollback"]["method"]["kind"], "replay");
+    // The late commit finds nothing to commit.
+    let late = host
+        .post("/v1/steps/commit-2/commit", json!({"plugin": "ma_cross"}))
+        .await;
+    late.expect_error(StatusCode::CONFLICT, "no_step_in_progress");
+    host.shutdown().await;
+}
+
+// ---- the documents under `schemas/` ----
+
+/// Compares `value` with `schemas/<name>`, or writes it there with `PLUGSYNC_BLESS=1`.
+fn check_document(name: &str, value: &Value) {
+    let path = workspace().join("schemas").join(name);
+    let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+    if std::env::var_os("PLUGSYNC_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let refresh = "`PLUGSYNC_BLESS=1 cargo test -p plugsync-host --features control-api --test \
+                   control_api`";
+    let Ok(current) = std::fs::read_to_string(&path) else {
+        panic!("`schemas/{name}` does not exist: write it with {refresh}");
+    };
+    if current != text {
+        let line = current
+            .lines()
+            .zip(text.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| current.lines().count().min(text.lines().count()));
+        panic!(
+            "`schemas/{name}` is not what the code generates (first difference at line {}): \
+             refresh it with {refresh} and review the diff",
+            line + 1
+        );
+    }
+}
+
+#[test]
+fn the_running_state_schema_is_current() {
+    let schema = running_state_schema();
+    assert_eq!(schema["title"], "RunningState");
+    check_document("running-state.schema.json", &schema);
+}
+
+#[test]
+fn the_openapi_document_is_current() {
+    let document = openapi();
+    assert_eq!(document["openapi"], "3.1.0");
+    check_document("control-api.openapi.json", &document);
+}

@@ -1,0 +1,343 @@
+//! A client of a host's control API (HTTP/JSON, bearer token): `status` uses it, and so will
+//! `reconcile` and `run`.
+//!
+//! Plain HTTP only: the control API listens on loopback by default. TLS comes with the HTTP
+//! registry, which needs it anyway.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Where `plugsync host` listens unless told otherwise.
+pub const DEFAULT_HOST: &str = "http://127.0.0.1:7077";
+
+/// How long connecting may take: the host is on this machine or next to it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a whole request may take (a status with every plugin's state included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A connection to one host's control API.
+#[derive(Debug)]
+pub(crate) struct ControlClient {
+    /// The API's root, ending with `/`.
+    base: Url,
+    /// The URL as the operator gave it, for messages.
+    shown: String,
+    token: String,
+    token_file: PathBuf,
+    http: reqwest::Client,
+    io: tokio::runtime::Runtime,
+}
+
+impl ControlClient {
+    /// A client of the host at `host` (default [`DEFAULT_HOST`]) authenticating with the token
+    /// in `token_file`. Checks the URL, then reads the token; connects on the first request.
+    pub fn new(host: Option<&str>, token_file: Option<&Path>) -> Result<ControlClient> {
+        let (base, shown) = parse_host(host.unwrap_or(DEFAULT_HOST))?;
+        let token_file = token_file.ok_or(Error::NoTokenFile)?.to_owned();
+        let token = std::fs::read_to_string(&token_file)
+            .map_err(|source| Error::TokenFile {
+                path: token_file.clone(),
+                source,
+            })?
+            .trim()
+            .to_owned();
+        if token.is_empty() {
+            return Err(Error::EmptyToken { path: token_file });
+        }
+        let http = reqwest::Client::builder()
+            // The token must never go to a proxy named by the environment.
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| Error::Setup {
+                action: "set up the HTTP client",
+                source: std::io::Error::other(e),
+            })?;
+        let io = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Setup {
+                action: "start the async runtime",
+                source,
+            })?;
+        Ok(ControlClient {
+            base,
+            shown,
+            token,
+            token_file,
+            http,
+            io,
+        })
+    }
+
+    /// `GET path?query`, returning the body of a successful answer (checked to be JSON).
+    pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<String> {
+        let url = self.base.join(path).expect("API paths are relative URLs");
+        let request = self.http.get(url).query(query).bearer_auth(&self.token);
+        self.io.block_on(async {
+            let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+            let status = response.status();
+            let body = response.text().await.map_err(|e| self.unreachable(&e))?;
+            self.check(status, body)
+        })
+    }
+
+    /// Turns an answer into its body, or into the error it carries.
+    fn check(&self, status: StatusCode, body: String) -> Result<String> {
+        let parsed: Option<Value> = serde_json::from_str(&body).ok();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(Error::Unauthorized {
+                url: self.shown.clone(),
+                path: self.token_file.clone(),
+            });
+        }
+        if status.is_success() {
+            return match parsed {
+                Some(_) => Ok(body),
+                None => Err(self.bad_answer(status, "not JSON")),
+            };
+        }
+        let error = parsed.as_ref().map(|v| &v["error"]);
+        match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?))) {
+            Some((code, message)) => Err(Error::HostRefused {
+                url: self.shown.clone(),
+                status: status.as_u16(),
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }),
+            None => Err(self.bad_answer(status, "an error without `error.message`")),
+        }
+    }
+
+    fn bad_answer(&self, status: StatusCode, reason: &str) -> Error {
+        Error::BadAnswer {
+            url: self.shown.clone(),
+            status: status.as_u16(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> Error {
+        Error::Unreachable {
+            url: self.shown.clone(),
+            cause: cause(error),
+        }
+    }
+}
+
+/// Checks a host URL: `http://HOST[:PORT][/PREFIX]`. Returns the API root (ending with `/`)
+/// and the URL as shown in messages.
+fn parse_host(url: &str) -> Result<(Url, String)> {
+    let bad = || Error::BadHostUrl {
+        url: url.to_owned(),
+    };
+    let parsed = Url::parse(url).map_err(|_| bad())?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(Error::TlsUnsupported {
+                url: url.to_owned(),
+            });
+        }
+        _ => return Err(bad()),
+    }
+    if parsed.host_str().is_none_or(str::is_empty)
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+        || !parsed.username().is_empty()
+        || parsed.password().is_some()
+    {
+        return Err(bad());
+    }
+    let mut base = parsed;
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    Ok((base, url.trim_end_matches('/').to_owned()))
+}
+
+/// The root cause of a failed request, in a few lowercase words (`connection refused`).
+fn cause(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return format!(
+            "no answer within {} s (connect) / {} s (request)",
+            CONNECT_TIMEOUT.as_secs(),
+            REQUEST_TIMEOUT.as_secs()
+        );
+    }
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(source) = innermost.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            return io_cause(io);
+        }
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+fn io_cause(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let words = match error.kind() {
+        ErrorKind::ConnectionRefused => "connection refused",
+        ErrorKind::ConnectionReset => "connection reset",
+        ErrorKind::ConnectionAborted => "connection aborted",
+        ErrorKind::TimedOut => "timed out",
+        ErrorKind::AddrNotAvailable => "address not available",
+        ErrorKind::HostUnreachable => "host unreachable",
+        ErrorKind::NetworkUnreachable => "network unreachable",
+        ErrorKind::UnexpectedEof => "the connection closed before an answer",
+        _ => return error.to_string(),
+    };
+    words.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Answers one request with `response` on a loopback port; returns the URL and the
+    /// request it received.
+    fn serve_once(response: String) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 4096];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the client closed before its request ended");
+                request.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(response.as_bytes()).unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (url, server)
+    }
+
+    fn answer(status: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    /// `GET v1/status` against a server answering `response`.
+    fn ask(response: String) -> (Result<String>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  the-token\n").unwrap();
+        let (url, server) = serve_once(response);
+        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let result = client.get("v1/status", &[("with_state", "true")]);
+        (result, server.join().unwrap())
+    }
+
+    #[test]
+    fn requests_carry_the_trimmed_token_and_the_query() {
+        let (result, request) = ask(answer("200 OK", r#"{"plugins":[]}"#));
+        assert_eq!(result.unwrap(), r#"{"plugins":[]}"#);
+        assert!(
+            request.starts_with("GET /v1/status?with_state=true HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("authorization: bearer the-token\r\n"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn answers_become_errors() {
+        let (refused, _) = ask(answer(
+            "409 Conflict",
+            r#"{"error":{"code":"step_in_progress","message":"`ma_cross` is switching: commit or roll back first"}}"#,
+        ));
+        let refused = refused.unwrap_err();
+        assert!(
+            matches!(&refused, Error::HostRefused { status: 409, code, .. } if code == "step_in_progress"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            refused.to_string(),
+            "`ma_cross` is switching: commit or roll back first"
+        );
+        let (unauthorized, _) = ask(answer(
+            "401 Unauthorized",
+            r#"{"error":{"code":"unauthorized","message":"wrong bearer token"}}"#,
+        ));
+        assert!(matches!(unauthorized, Err(Error::Unauthorized { .. })));
+        for (response, reason) in [
+            (answer("200 OK", "<html>"), "not JSON"),
+            (
+                answer("502 Bad Gateway", "upstream down"),
+                "an error without `error.message`",
+            ),
+        ] {
+            let (result, _) = ask(response);
+            let error = result.unwrap_err();
+            assert!(
+                matches!(&error, Error::BadAnswer { reason: r, .. } if r == reason),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_urls() {
+        let ok = |url: &str, base: &str, shown: &str| {
+            let (b, s) = parse_host(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!((b.as_str(), s.as_str()), (base, shown), "{url}");
+        };
+        ok(
+            "http://127.0.0.1:7077",
+            "http://127.0.0.1:7077/",
+            "http://127.0.0.1:7077",
+        );
+        ok(
+            "http://127.0.0.1:7077/",
+            "http://127.0.0.1:7077/",
+            "http://127.0.0.1:7077",
+        );
+        ok(
+            "http://[::1]:7077/desk-a",
+            "http://[::1]:7077/desk-a/",
+            "http://[::1]:7077/desk-a",
+        );
+        ok("http://localhost", "http://localhost/", "http://localhost");
+        for bad in [
+            "foo",
+            "127.0.0.1:7077",
+            "localhost:7077",
+            "ftp://127.0.0.1",
+            "http://",
+            "http://u:p@127.0.0.1:7077",
+            "http://127.0.0.1:7077/?x=1",
+            "",
+        ] {
+            let error = parse_host(bad).unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                format!("`{bad}` is not a valid host URL: expected e.g. http://127.0.0.1:7077"),
+            );
+        }
+        assert!(matches!(
+            parse_host("https://127.0.0.1:7077"),
+            Err(Error::TlsUnsupported { .. })
+        ));
+    }
+}

@@ -1,0 +1,373 @@
+//! `plugsync host`: the reference trading host — a runtime over its own store, the control API
+//! for the sidecar, and a synthetic desk trading through the plugins.
+//!
+//! 1. **bind** the control API (token file and listen address checked before any plugin code
+//!    is loaded);
+//! 2. **recover** the committed set from the store, with each plugin's checkpointed state;
+//! 3. **load** each `--load LIB` whose plugin is not already running: staged (verified into
+//!    the store), installed with config `{}`, its state checkpointed;
+//! 4. **trade** (`--feed on`, with `ma_cross` and `risk_model` loaded): feed threads push bars
+//!    through strategy → risk → simulated exchange, fills back to both plugins and the ledger;
+//! 5. **serve** the control API until SIGTERM or SIGINT;
+//! 6. **stop**: the server drains, the feed threads are joined, a step still pending is rolled
+//!    back (a restart comes back on the committed set) and the states are checkpointed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use plugsync_host::control::{ControlConfig, ControlServer, TrustedKeys};
+use plugsync_host::{
+    CheckpointOutcome, Recovery, Runtime, RuntimeOptions, SlotHandle, StoredArtifact,
+};
+use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::error::{Error, Result};
+use crate::market::{Desk, DeskStats, Ledger, PriceFeed};
+
+/// The plugins the desk trades through: a strategy and a risk model.
+const STRATEGY: &str = "ma_cross";
+const RISK: &str = "risk_model";
+
+const INSTRUMENTS: [&str; 12] = [
+    "ES", "NQ", "YM", "RTY", "CL", "NG", "GC", "SI", "ZN", "ZB", "6E", "6J",
+];
+
+/// How often a feed thread reports failed calls (it counts them in between).
+const FAILURE_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How `plugsync host` runs.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Where the control API listens (port 0: any free port, shown in the ready line).
+    pub listen: SocketAddr,
+    /// The file holding the control API's bearer token (mode 0600).
+    pub token_file: PathBuf,
+    /// Accept a non-loopback `listen` address.
+    pub allow_remote: bool,
+    /// The host's store: artifacts, committed set, checkpoints, step outcomes.
+    pub store: PathBuf,
+    /// Keys whose signature an artifact staged through the control API must carry.
+    pub trusted_keys: Option<PathBuf>,
+    /// Plugin libraries to load at start (skipped when their plugin runs from the store).
+    pub load: Vec<PathBuf>,
+    /// Run the synthetic desk.
+    pub feed: bool,
+    /// How often each plugin loaded here has its state checkpointed; `None`: never.
+    pub checkpoint_every: Option<Duration>,
+    /// Feed threads of the desk.
+    pub feed_threads: usize,
+    /// Instruments each feed thread trades.
+    pub instruments_per_thread: usize,
+    /// Pause between a feed thread's rounds of bars.
+    pub feed_pace: Duration,
+}
+
+impl HostOptions {
+    /// Defaults, with the token file: loopback port 7077, store `./plugsync-host-store`, the
+    /// feed on (2 threads × 3 instruments, a round of bars every millisecond), checkpoints
+    /// every second.
+    pub fn new(token_file: impl Into<PathBuf>) -> HostOptions {
+        HostOptions {
+            listen: plugsync_host::control::DEFAULT_LISTEN,
+            token_file: token_file.into(),
+            allow_remote: false,
+            store: PathBuf::from("plugsync-host-store"),
+            trusted_keys: None,
+            load: Vec::new(),
+            feed: true,
+            checkpoint_every: Some(Duration::from_secs(1)),
+            feed_threads: 2,
+            instruments_per_thread: 3,
+            feed_pace: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Runs the reference host until SIGTERM or SIGINT. Prints `plugsync host listening on
+/// http://ADDR` on stdout once the control API accepts connections.
+pub fn host(options: &HostOptions) -> Result<()> {
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("plugsync-control")
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Setup {
+            action: "start the async runtime",
+            source,
+        })?;
+    // From here on SIGTERM and SIGINT are ours: they stop the host cleanly.
+    let stop_signal = {
+        let _entered = io.enter();
+        StopSignal::install()?
+    };
+
+    let runtime = Runtime::new(RuntimeOptions::new(&options.store))?;
+    let mut config = ControlConfig::new(options.token_file.clone());
+    config.listen = options.listen;
+    config.allow_remote = options.allow_remote;
+    config.trusted_keys = match &options.trusted_keys {
+        Some(path) => TrustedKeys::load(path)?,
+        None => TrustedKeys::none(),
+    };
+    let server = io.block_on(ControlServer::bind(runtime.clone(), config))?;
+    let address = server.local_addr();
+
+    let recovery = runtime.recover()?;
+    log_recovery(&recovery, &options.store);
+    load(&runtime, &recovery, options)?;
+    let desk = if options.feed {
+        desk_handles(&runtime)
+    } else {
+        tracing::info!("the feed is off (`--feed off`)");
+        None
+    };
+
+    let threads = options.feed_threads.clamp(1, INSTRUMENTS.len());
+    let per_thread = options
+        .instruments_per_thread
+        .clamp(1, INSTRUMENTS.len() / threads);
+    let stats: Vec<DeskStats> = (0..threads).map(|_| DeskStats::default()).collect();
+    let (ledger, stop) = (Ledger::default(), AtomicBool::new(false));
+    let served = std::thread::scope(|scope| {
+        let mut feeds = Vec::new();
+        if let Some((strategy, risk)) = &desk {
+            for (t, instruments) in INSTRUMENTS.chunks(per_thread).take(threads).enumerate() {
+                let desk = Desk::new(strategy.clone(), risk.clone(), &ledger, &stats[t]);
+                let (stop, pace) = (&stop, options.feed_pace);
+                let feed = std::thread::Builder::new()
+                    .name(format!("feed-{t}"))
+                    .spawn_scoped(scope, move || trade(desk, instruments, t, pace, stop))
+                    .expect("a feed thread starts");
+                feeds.push(feed);
+            }
+            tracing::info!(
+                threads,
+                instruments = threads * per_thread,
+                "the feed is on: bars go through {STRATEGY} → {RISK} → the simulated exchange"
+            );
+        }
+        println!("plugsync host listening on http://{address}");
+        tracing::info!(%address, store = %options.store.display(), "ready");
+        let served = io.block_on(server.serve(stop_signal.wait()));
+        stop.store(true, Ordering::Relaxed);
+        for feed in feeds {
+            if feed.join().is_err() {
+                tracing::error!("a feed thread panicked");
+            }
+        }
+        served
+    });
+    settle(&runtime);
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGTERM and SIGINT, listened for from the start.
+struct StopSignal {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    /// Must run inside the async runtime.
+    fn install() -> Result<StopSignal> {
+        let listen = |kind| {
+            signal(kind).map_err(|source| Error::Setup {
+                action: "listen for signals",
+                source,
+            })
+        };
+        Ok(StopSignal {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the first SIGTERM or SIGINT; a second one while stopping exits at once.
+    async fn wait(mut self) {
+        let name = tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        };
+        tracing::info!("{name} received: stopping (send it again to exit at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.terminate.recv() => {}
+                _ = self.interrupt.recv() => {}
+            }
+            tracing::warn!("second stop signal: exiting without stopping cleanly");
+            std::process::exit(1);
+        });
+    }
+}
+
+fn log_recovery(recovery: &Recovery, store: &Path) {
+    if recovery.plugins.is_empty() {
+        tracing::info!(
+            store = %store.display(),
+            "nothing to recover: the store has no committed plugin"
+        );
+    }
+    for plugin in &recovery.plugins {
+        let (id, version, digest) = (
+            &plugin.plugin,
+            &plugin.version.version,
+            plugin.version.digest,
+        );
+        match &plugin.checkpoint {
+            CheckpointOutcome::Restored { checkpoint } => tracing::info!(
+                "recovered {id} {version} (sha256 {digest}) from the store with its checkpointed \
+                 state (as of call #{})",
+                checkpoint.seq
+            ),
+            CheckpointOutcome::Missing => tracing::info!(
+                "recovered {id} {version} (sha256 {digest}) from the store with a fresh state \
+                 (it had no checkpoint)"
+            ),
+            CheckpointOutcome::Refused { reason: why } => tracing::warn!(
+                "recovered {id} {version} (sha256 {digest}) from the store with a fresh state: \
+                 its checkpoint was refused ({why})"
+            ),
+        }
+    }
+}
+
+/// Loads each `--load` library whose plugin is not running already.
+fn load(runtime: &Runtime, recovery: &Recovery, options: &HostOptions) -> Result<()> {
+    // Every library is staged (its digest and metadata checked, no code run) before any is
+    // installed: a bad `--load` refuses the start with nothing installed.
+    let mut staged: BTreeMap<String, (&Path, StoredArtifact)> = BTreeMap::new();
+    for path in &options.load {
+        let artifact = runtime.stage_file(path)?;
+        if let Some((first, _)) = staged.get(&artifact.metadata.id) {
+            return Err(Error::LoadedTwice {
+                plugin: artifact.metadata.id.clone(),
+                first: first.to_path_buf(),
+                second: path.clone(),
+            });
+        }
+        staged.insert(artifact.metadata.id.clone(), (path, artifact));
+    }
+    for (id, (path, artifact)) in staged {
+        let version = &artifact.metadata.version;
+        if let Some(running) = recovery.plugins.iter().find(|p| p.plugin == id) {
+            tracing::info!(
+                "{id} {} runs from the store: `--load {}` ({id} {version}) skipped; change a \
+                 running plugin through the control API",
+                running.version.version,
+                path.display()
+            );
+            continue;
+        }
+        runtime.install(&artifact.digest, json!({}))?;
+        runtime.set_checkpointing(&id, options.checkpoint_every)?;
+        tracing::info!(
+            "loaded {id} {version} (sha256 {}) from `{}`",
+            artifact.digest,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The strategy and risk slots, if both are loaded; else logs why the feed is off.
+fn desk_handles(runtime: &Runtime) -> Option<(SlotHandle, SlotHandle)> {
+    let running: Vec<String> = runtime
+        .status()
+        .plugins
+        .into_iter()
+        .map(|p| p.plugin)
+        .collect();
+    let missing: Vec<&str> = [STRATEGY, RISK]
+        .into_iter()
+        .filter(|id| !running.iter().any(|r| r == id))
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "the feed is off: the desk trades through {STRATEGY} and {RISK}, and {} not \
+             loaded (pass `--load` with its library)",
+            match missing.as_slice() {
+                [one] => format!("{one} is"),
+                _ => "neither is".to_owned(),
+            }
+        );
+        return None;
+    }
+    Some((runtime.handle(STRATEGY).ok()?, runtime.handle(RISK).ok()?))
+}
+
+/// One feed thread: rounds of bars for its instruments until told to stop.
+fn trade(
+    mut desk: Desk<'_>,
+    instruments: &[&str],
+    thread: usize,
+    pace: Duration,
+    stop: &AtomicBool,
+) {
+    let mut prices: Vec<(&str, PriceFeed)> = instruments
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let seed = (thread * 31 + i) as u64 + 1;
+            (*name, PriceFeed::new(seed, 100.0 + 37.0 * i as f64))
+        })
+        .collect();
+    // A long-running host keeps no list of failures: it counts them and reports the first at
+    // once, then at most one line per interval.
+    let (mut failed, mut reported) = (0u64, None::<Instant>);
+    while !stop.load(Ordering::Relaxed) {
+        for (name, feed) in &mut prices {
+            desk.on_bar(name, feed.next_close());
+        }
+        if let Some(last) = desk.failures.last() {
+            failed += desk.failures.len() as u64;
+            if reported.is_none_or(|at| at.elapsed() >= FAILURE_REPORT_EVERY) {
+                tracing::warn!(
+                    thread,
+                    failed,
+                    "feed calls failed; the last: {}",
+                    last.error
+                );
+                reported = Some(Instant::now());
+                failed = 0;
+            }
+            desk.failures.clear();
+        }
+        std::thread::sleep(pace);
+    }
+}
+
+/// After the last call: a step still pending is rolled back (a restart would come back on the
+/// committed version anyway; the rollback replays its calls into it), then every plugin that
+/// checkpoints writes its final state.
+fn settle(runtime: &Runtime) {
+    for plugin in runtime.status().plugins {
+        if plugin.pending.is_none() {
+            continue;
+        }
+        match runtime.rollback(&plugin.plugin) {
+            Ok(report) => tracing::warn!(
+                plugin = %plugin.plugin,
+                "stopping with a step not committed: rolled back from {} to {}",
+                report.from,
+                report.to
+            ),
+            Err(error) => {
+                tracing::error!(plugin = %plugin.plugin, "cannot roll the pending step back: {error}")
+            }
+        }
+    }
+    for plugin in runtime.committed().plugins {
+        if plugin.checkpoint_every_ms.is_none() {
+            continue;
+        }
+        if let Err(error) = runtime.checkpoint_now(&plugin.plugin) {
+            tracing::error!(plugin = %plugin.plugin, "cannot write the final checkpoint: {error}");
+        }
+    }
+}

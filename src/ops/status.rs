@@ -1,0 +1,400 @@
+//! `plugsync status`: what a running host runs, asked from its control API.
+//!
+//! 1. **connect**: check the host URL, read the token file;
+//! 2. **ask**: `GET /v1/status` (`?with_state=true` for every plugin's state);
+//! 3. **render**: a table (plugins, then resident libraries and what the host recovered from
+//!    its store), or the JSON as the host sent it, pretty-printed with its key order kept.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::client::ControlClient;
+use crate::error::Result;
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatusFormat {
+    /// A table for people.
+    #[default]
+    Text,
+    /// The host's JSON (a contract), pretty-printed.
+    Json,
+}
+
+/// Which host to ask, and how to print its answer.
+#[derive(Debug, Clone, Default)]
+pub struct StatusOptions {
+    /// The host's control API URL (default `http://127.0.0.1:7077`).
+    pub host: Option<String>,
+    /// The file holding the host's bearer token.
+    pub token_file: Option<PathBuf>,
+    /// How to print.
+    pub format: StatusFormat,
+    /// Also ask for every plugin's state.
+    pub with_state: bool,
+}
+
+/// Asks the host what it runs and renders the answer.
+pub fn status(options: &StatusOptions) -> Result<String> {
+    let client = ControlClient::new(options.host.as_deref(), options.token_file.as_deref())?;
+    let query: &[(&str, &str)] = if options.with_state {
+        &[("with_state", "true")]
+    } else {
+        &[]
+    };
+    let body = client.get("v1/status", query)?;
+    Ok(match options.format {
+        StatusFormat::Json => pretty_json(&body) + "\n",
+        StatusFormat::Text => {
+            let status: Value = serde_json::from_str(&body).expect("the client checked it");
+            render(&status)
+        }
+    })
+}
+
+/// Pretty-prints JSON text with two-space indents, keeping the order of its keys (the host's
+/// order is part of what it sent; parsing into a map would sort them). `text` must be JSON.
+fn pretty_json(text: &str) -> String {
+    fn newline(out: &mut String, indent: usize) {
+        out.push('\n');
+        out.extend(std::iter::repeat_n("  ", indent));
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut indent = 0;
+    let (mut in_string, mut escaped) = (false, false);
+    let mut chars = text.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                while chars.next_if(|c| c.is_whitespace()).is_some() {}
+                match chars.next_if(|c| matches!(c, '}' | ']')) {
+                    Some(close) => out.push(close),
+                    None => {
+                        indent += 1;
+                        newline(&mut out, indent);
+                    }
+                }
+            }
+            '}' | ']' => {
+                indent = indent.saturating_sub(1);
+                newline(&mut out, indent);
+                out.push(c);
+            }
+            ',' => {
+                out.push(c);
+                newline(&mut out, indent);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The text of a JSON string, or `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The first 12 hex digits of a digest.
+fn short(digest: &Value) -> String {
+    let digest = text(digest);
+    digest.get(..12).unwrap_or(&digest).to_owned()
+}
+
+/// `Ok(())` or the reason, from `{"status":"ok"}` / `{"status":"unhealthy","reason":"…"}`.
+fn health(value: &Value) -> Result<(), String> {
+    match value["status"].as_str() {
+        Some("ok") => Ok(()),
+        _ => Err(text(&value["reason"])),
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The table of what the host runs.
+fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let plugins = status["plugins"].as_array().unwrap_or(&empty);
+    let _ = writeln!(
+        out,
+        "host: plugin ABI {}, framework {}, {}",
+        text(&status["abi"]),
+        text(&status["framework"]),
+        plural(plugins.len() as u64, "plugin", "plugins")
+    );
+    let mut rows = vec![
+        [
+            "PLUGIN",
+            "VERSION",
+            "SHA256",
+            "HEALTH",
+            "FAULTED",
+            "CALLS",
+            "ERRORS",
+            "PANICS",
+            "PENDING STEP",
+            "LAST STEP",
+        ]
+        .map(str::to_owned),
+    ];
+    let mut notes = Vec::new();
+    for plugin in plugins {
+        let id = text(&plugin["plugin"]);
+        let health = match health(&plugin["health"]) {
+            Ok(()) => "ok".to_owned(),
+            Err(reason) => {
+                notes.push(format!("{id}: unhealthy: {reason}"));
+                "failing".to_owned()
+            }
+        };
+        let fault = &plugin["fault"];
+        let faulted = if fault.is_null() {
+            "no".to_owned()
+        } else {
+            notes.push(format!(
+                "{id}: faulted by a panic in call #{}: {}",
+                text(&fault["seq"]),
+                text(&fault["message"])
+            ));
+            format!("call #{}", text(&fault["seq"]))
+        };
+        let pending = &plugin["pending"];
+        let pending = if pending.is_null() {
+            "-".to_owned()
+        } else {
+            let mut words = format!(
+                "from {}, {}",
+                text(&pending["previous"]["version"]),
+                plural(
+                    pending["calls_since_switch"].as_u64().unwrap_or(0),
+                    "call",
+                    "calls"
+                )
+            );
+            if let Some(step) = pending["step_id"].as_str() {
+                let _ = write!(words, " (step {step})");
+            }
+            words
+        };
+        let last = &plugin["last_step"];
+        let last = if last.is_null() {
+            "-".to_owned()
+        } else {
+            format!("{} {}", text(&last["version"]), text(&last["outcome"]))
+        };
+        let counters = &plugin["counters"];
+        rows.push([
+            id,
+            text(&plugin["version"]["version"]),
+            short(&plugin["version"]["digest"]),
+            health,
+            faulted,
+            text(&counters["calls"]),
+            text(&counters["errors"]),
+            text(&counters["panics"]),
+            pending,
+            last,
+        ]);
+    }
+    if plugins.is_empty() {
+        out.push_str("no plugin is loaded\n");
+    } else {
+        table(&mut out, &rows, &[5, 6, 7]);
+    }
+    for note in notes {
+        let _ = writeln!(out, "  {note}");
+    }
+
+    let mut resident: Vec<&Value> = status["resident"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .collect();
+    resident.sort_by_key(|library| {
+        let version = text(&library["version"]["version"]);
+        (
+            text(&library["plugin"]),
+            semver::Version::parse(&version).ok(),
+            version,
+        )
+    });
+    let _ = writeln!(
+        out,
+        "\nresident libraries ({} mapped, at most {} versions per plugin; code is never unmapped):",
+        resident.len(),
+        text(&status["resident_cap"])
+    );
+    for library in resident {
+        let live = library["live_instances"].as_u64().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  {} {} ({}): {}",
+            text(&library["plugin"]),
+            text(&library["version"]["version"]),
+            short(&library["version"]["digest"]),
+            plural(live, "live instance", "live instances")
+        );
+    }
+
+    let recovered = status["recovered"]["plugins"].as_array().unwrap_or(&empty);
+    if !recovered.is_empty() {
+        let _ = writeln!(out, "\nrecovered from its store when it started:");
+        for plugin in recovered {
+            let checkpoint = &plugin["checkpoint"];
+            let state = match checkpoint["status"].as_str() {
+                Some("restored") => {
+                    format!("its checkpointed state{}", describe_snapshot(checkpoint))
+                }
+                Some("missing") => "a fresh state (no checkpoint)".to_owned(),
+                Some("refused") => format!(
+                    "a fresh state: its checkpoint was refused ({})",
+                    text(&checkpoint["reason"])
+                ),
+                _ => "an unknown state".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} ({}) with {state}",
+                text(&plugin["plugin"]),
+                text(&plugin["version"]["version"]),
+                short(&plugin["version"]["digest"]),
+            );
+        }
+    }
+    if let Some(error) = status["persist_error"].as_str() {
+        let _ = writeln!(
+            out,
+            "\nwarning: the host cannot persist to its store (a restart would come back on an \
+             older committed set): {error}"
+        );
+    }
+    render_states(&mut out, &status["states"]);
+    out
+}
+
+/// The states of `?with_state=true`: per plugin, a snapshot (`state` as JSON text or value).
+fn render_states(out: &mut String, states: &Value) {
+    let entries: Vec<(String, &Value)> = match states {
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Value::Array(list) => list.iter().map(|v| (text(&v["plugin"]), v)).collect(),
+        _ => return,
+    };
+    for (plugin, snapshot) in entries {
+        let (state, about) = match &snapshot["state"] {
+            Value::String(json) => (pretty_json(json), describe_snapshot(snapshot)),
+            Value::Null => (pretty_json(&snapshot.to_string()), String::new()),
+            value => (pretty_json(&value.to_string()), describe_snapshot(snapshot)),
+        };
+        let _ = writeln!(out, "\nstate of {plugin}{about}:");
+        for line in state.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+}
+
+fn describe_snapshot(snapshot: &Value) -> String {
+    let mut about = Vec::new();
+    // Sequence numbers count the calls of this run of the host: 0 is "none yet".
+    if let Some(seq) = snapshot["seq"].as_u64().filter(|seq| *seq > 0) {
+        about.push(format!("as of call #{seq}"));
+    }
+    if snapshot["sha256"].is_string() {
+        about.push(format!("sha256 {}", short(&snapshot["sha256"])));
+    }
+    if about.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", about.join(", "))
+    }
+}
+
+/// Writes rows as aligned columns (two spaces apart); the columns in `right` are right-aligned.
+fn table<const N: usize>(out: &mut String, rows: &[[String; N]], right: &[usize]) {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if right.contains(&i) {
+                let _ = write!(line, "{cell:>width$}");
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_json_keeps_the_key_order_and_strings() {
+        let check = |input: &str, expected: &str| {
+            let pretty = pretty_json(input);
+            assert_eq!(pretty, expected, "{input}");
+            let (a, b): (Value, Value) = (
+                serde_json::from_str(input).unwrap(),
+                serde_json::from_str(&pretty).unwrap(),
+            );
+            assert_eq!(a, b);
+        };
+        check(
+            r#"{"z":1,"a":[1,2]}"#,
+            "{\n  \"z\": 1,\n  \"a\": [\n    1,\n    2\n  ]\n}",
+        );
+        check(
+            r#"{"a":{},"b":[ ],"c":null}"#,
+            "{\n  \"a\": {},\n  \"b\": [],\n  \"c\": null\n}",
+        );
+        check(
+            r#"["a,b:{c}", "q\"}", "\\"]"#,
+            "[\n  \"a,b:{c}\",\n  \"q\\\"}\",\n  \"\\\\\"\n]",
+        );
+        check("{\n    \"x\" :  [ 1 ]\n}\n", "{\n  \"x\": [\n    1\n  ]\n}");
+        check("3", "3");
+    }
+
+    #[test]
+    fn health_reads_the_status_forms() {
+        assert_eq!(health(&serde_json::json!({"status": "ok"})), Ok(()));
+        assert_eq!(
+            health(&serde_json::json!({"status": "unhealthy", "reason": "stale"})),
+            Err("stale".to_owned())
+        );
+    }
+}

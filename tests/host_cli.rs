@@ -1,0 +1,918 @@
+//! `plugsync host` and `plugsync status` through the real binary: a host started with the
+//! example plugins answers `status` (table and JSON); every refusal is one clear line and
+//! exit 1; SIGTERM stops a trading host cleanly; a host killed with SIGKILL after two commits
+//! comes back on its committed set with the checkpointed states, from its store alone.
+//!
+//! Every host runs with `--feed off` except where trading is the point (the feed only
+//! supplies state; no assertion depends on what it traded). Waits are deadlines on what the
+//! host prints or answers, never sleeps; every child is killed when its guard drops, so a
+//! failing test leaves no host behind.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use expect_test::{Expect, expect};
+use serde_json::{Value, json};
+use support::*;
+
+const PLUGSYNC: &str = env!("CARGO_BIN_EXE_plugsync");
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+const READY: &str = "plugsync host listening on http://";
+
+/// A running `plugsync` process: its output collected as it comes, killed and reaped when
+/// dropped (even when the test fails).
+struct Proc {
+    child: Child,
+    lines: Receiver<String>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// How a process ended.
+#[derive(Debug)]
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn collect(
+    pipe: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+    lines: Option<mpsc::Sender<String>>,
+) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            into.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(lines) = &lines {
+                let _ = lines.send(line);
+            }
+        }
+    })
+}
+
+impl Proc {
+    /// Starts `plugsync ARGS` with a clean environment for plugsync's own variables.
+    fn spawn<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &OsStr)]) -> Proc {
+        let mut command = Command::new(PLUGSYNC);
+        command
+            .args(args)
+            .env_remove("PLUGSYNC_HOST")
+            .env_remove("PLUGSYNC_TOKEN_FILE")
+            .env_remove("PLUGSYNC_LOG")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("the plugsync binary starts");
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        let (send, lines) = mpsc::channel();
+        let readers = vec![
+            collect(
+                child.stdout.take().unwrap(),
+                Arc::clone(&stdout),
+                Some(send),
+            ),
+            collect(child.stderr.take().unwrap(), Arc::clone(&stderr), None),
+        ];
+        Proc {
+            child,
+            lines,
+            stdout,
+            stderr,
+            readers,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits for a line of stdout starting with `prefix`, failing (with the log) at the
+    /// deadline or if the process ends first.
+    fn line_starting(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no `{prefix}` line in time; stderr:\n{}", self.stderr())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    panic!(
+                        "plugsync ended ({status}) before printing `{prefix}`; stderr:\n{}",
+                        self.stderr()
+                    )
+                }
+            }
+        }
+    }
+
+    /// Sends a signal (`TERM`, `INT`, …) with kill(1).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Waits for the process to end (failing at the deadline) and collects its output.
+    fn finish(mut self) -> Finished {
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugsync did not end in time; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
+        }
+        Finished {
+            status,
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short `plugsync` command to its end.
+fn plugsync<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &OsStr)]) -> Finished {
+    Proc::spawn(args, env).finish()
+}
+
+/// Writes a token file with the given mode.
+fn token_file(dir: &Path, name: &str, token: &str, mode: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// A `plugsync host` that printed its ready line.
+struct Host {
+    proc: Proc,
+    url: String,
+}
+
+impl Host {
+    /// Starts `plugsync host --listen 127.0.0.1:0 --token-file TOKEN --store STORE ARGS` and
+    /// waits until it is ready.
+    fn start<S: AsRef<OsStr>>(store: &Path, token: &Path, args: &[S]) -> Host {
+        let mut all: Vec<&OsStr> = vec![
+            "host".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+        ];
+        all.extend(args.iter().map(AsRef::<OsStr>::as_ref));
+        let mut proc = Proc::spawn(&all, &[]);
+        let ready = proc.line_starting(READY);
+        let url = ready["plugsync host listening on ".len()..].to_owned();
+        Host { proc, url }
+    }
+
+    /// `plugsync status --host URL --token-file TOKEN ARGS`.
+    fn status(&self, token: &Path, args: &[&str]) -> Finished {
+        let mut all: Vec<&OsStr> = vec![
+            "status".as_ref(),
+            "--host".as_ref(),
+            self.url.as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+        ];
+        all.extend(args.iter().map(OsStr::new));
+        plugsync(&all, &[])
+    }
+
+    /// Sends SIGTERM and returns how it ended.
+    fn terminate(self) -> Finished {
+        self.proc.signal("TERM");
+        self.proc.finish()
+    }
+}
+
+/// The control API, driven directly (what the sidecar will do).
+struct Api {
+    url: String,
+    http: reqwest::Client,
+    io: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new(host: &Host) -> Api {
+        Api {
+            url: host.url.clone(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            io: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn send(&self, request: reqwest::RequestBuilder) -> Value {
+        self.io.block_on(async {
+            let response = request.bearer_auth(TOKEN).send().await.unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert!(status.is_success(), "the host answered {status}: {body}");
+            json(body.as_bytes())
+        })
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+    }
+
+    /// Stages a library file and returns its sha256.
+    fn stage(&self, library: &Path) -> String {
+        let bytes = std::fs::read(library).unwrap();
+        let sha256 = plugsync_host::Digest::of(&bytes).to_string();
+        let name = library.file_name().unwrap().to_str().unwrap();
+        let url = format!("{}/v1/artifacts/{sha256}/{name}", self.url);
+        self.send(self.http.put(url).body(bytes));
+        sha256
+    }
+
+    /// Switches `plugin` to a library and commits, as step `step`.
+    fn upgrade(&self, step: &str, plugin: &str, library: &Path) {
+        let artifact = self.stage(library);
+        self.post(
+            &format!("/v1/steps/{step}/switch"),
+            json!({"plugin": plugin, "artifact": artifact}),
+        );
+        self.post(
+            &format!("/v1/steps/{step}/commit"),
+            json!({"plugin": plugin}),
+        );
+    }
+
+    fn status(&self) -> Value {
+        self.get("/v1/status")
+    }
+
+    fn plugin(&self, id: &str) -> Value {
+        let status = self.status();
+        status["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["plugin"] == id)
+            .unwrap_or_else(|| panic!("no `{id}` in the status: {status}"))
+            .clone()
+    }
+}
+
+/// Makes output comparable: temporary paths become `[ROOT]`, the host URL `[HOST]`, digests
+/// `[HASH]`, and short digests `[SHORT]` padded to their width (tables stay aligned).
+fn normalised(text: &str, root: &Path, host: Option<&str>) -> String {
+    let text = match host {
+        Some(url) => text.replace(url, "[HOST]"),
+        None => text.to_owned(),
+    };
+    normalise(&text, root).replace("[SHORT]", "[SHORT]     ")
+}
+
+fn check(actual: &str, expected: &Expect) {
+    expected.assert_eq(actual);
+}
+
+/// Checks that `plugsync ARGS` exits 1 with exactly `expected` on stderr and nothing on stdout.
+fn refused(finished: &Finished, root: &Path, host: Option<&str>, expected: &str) {
+    assert_eq!(
+        (
+            finished.status.code(),
+            normalised(&finished.stderr, root, host).as_str(),
+            finished.stdout.as_str()
+        ),
+        (Some(1), expected, ""),
+    );
+}
+
+#[test]
+fn status_shows_what_a_host_started_with_two_plugins_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "token", TOKEN, 0o600);
+    let host = Host::start(
+        &dir.path().join("store"),
+        &token,
+        &[
+            OsStr::new("--feed"),
+            "off".as_ref(),
+            "--load".as_ref(),
+            lib(MA_CROSS_1_0_0).as_os_str(),
+            "--load".as_ref(),
+            lib(RISK_MODEL_1_0_0).as_os_str(),
+        ],
+    );
+
+    let text = host.status(&token, &[]);
+    assert_eq!(text.status.code(), Some(0), "{}", text.stderr);
+    check(
+        &normalised(&text.stdout, dir.path(), Some(&host.url)),
+        &expect![[r#"
+            host: plugin ABI 1, framework 0.1.0, 2 plugins
+            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
+            ma_cross    1.0.0    [SHORT]       ok      no           0       0       0  -             -
+            risk_model  1.0.0    [SHORT]       ok      no           0       0       0  -             -
+
+            resident libraries (2 mapped, at most 8 versions per plugin; code is never unmapped):
+              ma_cross 1.0.0 ([SHORT]     ): 1 live instance
+              risk_model 1.0.0 ([SHORT]     ): 1 live instance
+        "#]],
+    );
+    assert_eq!(text.stderr, "");
+
+    let with_state = host.status(&token, &["--with-state"]);
+    assert_eq!(with_state.status.code(), Some(0), "{}", with_state.stderr);
+    assert!(
+        with_state.stdout.starts_with(&text.stdout),
+        "{}",
+        with_state.stdout
+    );
+    check(
+        &normalised(&with_state.stdout[text.stdout.len()..], dir.path(), None),
+        &expect![[r#"
+
+            state of ma_cross (sha256 [SHORT]     ):
+              {
+                "fast_ma_period": 5,
+                "slow_ma_period": 20,
+                "order_qty": 1,
+                "next_order_id": 1,
+                "instruments": {}
+              }
+
+            state of risk_model (sha256 [SHORT]     ):
+              {
+                "max_position": 10,
+                "rejected": 0,
+                "instruments": {}
+              }
+        "#]],
+    );
+
+    let json_out = host.status(&token, &["--output", "json"]);
+    assert_eq!(json_out.status.code(), Some(0), "{}", json_out.stderr);
+    assert!(
+        json_out.stdout.starts_with("{\n  \""),
+        "pretty JSON: {}",
+        json_out.stdout
+    );
+    let status = json(json_out.stdout.as_bytes());
+    for field in [
+        "abi",
+        "framework",
+        "now",
+        "plugins",
+        "resident",
+        "resident_cap",
+        "live_instances",
+        "recovered",
+        "persist_error",
+    ] {
+        assert!(status.get(field).is_some(), "no `{field}` in {status:#}");
+    }
+    assert!(status.get("states").is_none(), "states only when asked");
+    let plugins = status["plugins"].as_array().unwrap();
+    let versions: Vec<(&str, &str, String)> = plugins
+        .iter()
+        .map(|p| {
+            (
+                p["plugin"].as_str().unwrap(),
+                p["version"]["version"].as_str().unwrap(),
+                p["version"]["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("ma_cross", "1.0.0", digest_of(MA_CROSS_1_0_0).to_string()),
+            (
+                "risk_model",
+                "1.0.0",
+                digest_of(RISK_MODEL_1_0_0).to_string()
+            ),
+        ]
+    );
+    for plugin in plugins {
+        for field in [
+            "config",
+            "config_hash",
+            "state_schema",
+            "health",
+            "fault",
+            "counters",
+            "pending",
+            "last_step",
+            "last_rollback",
+        ] {
+            assert!(plugin.get(field).is_some(), "no `{field}` in {plugin:#}");
+        }
+        assert_eq!(plugin["config"], json!({}));
+    }
+    assert_eq!(status["recovered"]["plugins"], json!([]));
+
+    let with_state = host.status(&token, &["--output", "json", "--with-state"]);
+    let states = &json(with_state.stdout.as_bytes())["states"];
+    assert_eq!(states["ma_cross"]["version"]["version"], "1.0.0");
+    assert_eq!(states["risk_model"]["version"]["version"], "1.0.0");
+
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("the feed is off (`--feed off`)"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        stopped.stderr.trim_end().ends_with("stopped"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn status_refusals_are_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let wrong = token_file(root, "wrong-token", "not-the-token", 0o600);
+    let host = Host::start(&root.join("store"), &token, &["--feed", "off"]);
+    let url = host.url.clone();
+    let missing = root.join("missing");
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let status = |args: &[&OsStr], env: &[(&str, &OsStr)], shown: Option<&str>, expected: &str| {
+        let mut all = vec![OsStr::new("status")];
+        all.extend(args);
+        refused(&plugsync(&all, env), root, shown, expected);
+    };
+    let (url_arg, token_arg) = (OsStr::new(&url), token.as_os_str());
+    status(
+        &["--host".as_ref(), url_arg],
+        &[],
+        None,
+        "error: no token file given: pass `--token-file FILE` or set `PLUGSYNC_TOKEN_FILE` (the \
+         file holding the host's control API token)\n",
+    );
+    status(
+        &[
+            "--host".as_ref(),
+            url_arg,
+            "--token-file".as_ref(),
+            missing.as_os_str(),
+        ],
+        &[],
+        None,
+        "error: cannot read the token file `[ROOT]/missing`: No such file or directory (os error \
+         2)\n",
+    );
+    status(
+        &[
+            "--host".as_ref(),
+            url_arg,
+            "--token-file".as_ref(),
+            wrong.as_os_str(),
+        ],
+        &[],
+        Some(&url),
+        "error: the plugsync host at [HOST] refused the token in `[ROOT]/wrong-token`: check that \
+         it matches the host's `--token-file`\n",
+    );
+    // The same from the environment.
+    status(
+        &[],
+        &[
+            ("PLUGSYNC_HOST", url_arg),
+            ("PLUGSYNC_TOKEN_FILE", wrong.as_os_str()),
+        ],
+        Some(&url),
+        "error: the plugsync host at [HOST] refused the token in `[ROOT]/wrong-token`: check that \
+         it matches the host's `--token-file`\n",
+    );
+    status(
+        &[
+            "--host".as_ref(),
+            closed.as_ref(),
+            "--token-file".as_ref(),
+            token_arg,
+        ],
+        &[],
+        Some(&closed),
+        "error: cannot reach the plugsync host at [HOST]: connection refused; is `plugsync host` \
+         running?\n",
+    );
+    status(
+        &[
+            "--host".as_ref(),
+            "foo".as_ref(),
+            "--token-file".as_ref(),
+            token_arg,
+        ],
+        &[],
+        None,
+        "error: `foo` is not a valid host URL: expected e.g. http://127.0.0.1:7077\n",
+    );
+    status(
+        &[],
+        &[
+            ("PLUGSYNC_HOST", "127.0.0.1:7077".as_ref()),
+            ("PLUGSYNC_TOKEN_FILE", token_arg),
+        ],
+        None,
+        "error: `127.0.0.1:7077` is not a valid host URL: expected e.g. http://127.0.0.1:7077\n",
+    );
+    // The right token still works: the refusals changed nothing.
+    assert_eq!(host.status(&token, &[]).status.code(), Some(0));
+}
+
+#[test]
+fn a_host_refuses_to_start_without_a_private_token_file_or_on_a_remote_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = root.join("store");
+    let private = token_file(root, "token", TOKEN, 0o600);
+    let open = token_file(root, "open-token", TOKEN, 0o644);
+    let host = |args: &[&OsStr]| {
+        let mut all: Vec<&OsStr> = vec![
+            "host".as_ref(),
+            "--store".as_ref(),
+            store.as_os_str(),
+            "--feed".as_ref(),
+            "off".as_ref(),
+        ];
+        all.extend(args);
+        plugsync(&all, &[])
+    };
+    refused(
+        &host(&["--listen".as_ref(), "127.0.0.1:0".as_ref()]),
+        root,
+        None,
+        "error: no token file given: pass `--token-file FILE` or set `PLUGSYNC_TOKEN_FILE` (the \
+         file holding the host's control API token)\n",
+    );
+    refused(
+        &host(&[
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--token-file".as_ref(),
+            open.as_os_str(),
+        ]),
+        root,
+        None,
+        "error: token file `[ROOT]/open-token` has mode 0644, so other users can read or change \
+         it: run `chmod 600 [ROOT]/open-token`\n",
+    );
+    refused(
+        &host(&[
+            "--listen".as_ref(),
+            "0.0.0.0:0".as_ref(),
+            "--token-file".as_ref(),
+            private.as_os_str(),
+        ]),
+        root,
+        None,
+        "error: refusing to listen on `0.0.0.0:0`: it is not a loopback address, and whoever \
+         reaches the control API can change what the host runs; listen on `127.0.0.1`, or pass \
+         `--allow-remote` to accept other machines\n",
+    );
+
+    // Two versions of one plugin: refused before anything is installed.
+    let (v1, v2) = (lib(MA_CROSS_1_0_0), lib(MA_CROSS_2_0_0));
+    let twice = host(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--token-file".as_ref(),
+        private.as_os_str(),
+        "--load".as_ref(),
+        v1.as_os_str(),
+        "--load".as_ref(),
+        v2.as_os_str(),
+    ]);
+    assert_eq!(twice.status.code(), Some(1), "{}", twice.stderr);
+    assert_eq!(
+        twice.stderr.lines().last(),
+        Some(
+            format!(
+                "error: `--load` names two libraries of `ma_cross` (`{}` and `{}`): a host runs \
+                 one version of a plugin; load one and switch to the other through the control \
+                 API",
+                v1.display(),
+                v2.display()
+            )
+            .as_str()
+        ),
+    );
+    assert!(
+        !twice.stderr.contains("installed"),
+        "nothing was installed: {}",
+        twice.stderr
+    );
+
+    // Asked for, a remote address is served.
+    let mut remote = Proc::spawn(
+        &[
+            OsStr::new("host"),
+            "--store".as_ref(),
+            store.as_os_str(),
+            "--feed".as_ref(),
+            "off".as_ref(),
+            "--listen".as_ref(),
+            "0.0.0.0:0".as_ref(),
+            "--allow-remote".as_ref(),
+            "--token-file".as_ref(),
+            private.as_os_str(),
+        ],
+        &[],
+    );
+    let ready = remote.line_starting(READY);
+    assert!(
+        ready.starts_with("plugsync host listening on http://0.0.0.0:"),
+        "{ready}"
+    );
+    remote.signal("INT");
+    let stopped = remote.finish();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("SIGINT received"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_trading_host_stops_cleanly_on_sigterm_and_a_killed_one_comes_back_from_its_store_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = root.join("store");
+    let token = token_file(root, "token", TOKEN, 0o600);
+    // The libraries come from a directory of their own, removed before the last start: the
+    // host needs nothing but its store to come back.
+    let libraries = root.join("libraries");
+    std::fs::create_dir(&libraries).unwrap();
+    let copy = |name: &str| {
+        let to = libraries.join(format!("lib{name}.so"));
+        std::fs::copy(lib(name), &to).unwrap();
+        to
+    };
+    let (ma_cross_1, risk_model_1) = (copy(MA_CROSS_1_0_0), copy(RISK_MODEL_1_0_0));
+    let (ma_cross_2, risk_model_2) = (copy(MA_CROSS_2_0_0), copy(RISK_MODEL_2_0_0));
+
+    // 1. A trading host, stopped by SIGTERM: the feed threads are joined, the states
+    //    checkpointed, exit 0.
+    let trading = Host::start(
+        &store,
+        &token,
+        &[
+            OsStr::new("--load"),
+            ma_cross_1.as_os_str(),
+            "--load".as_ref(),
+            risk_model_1.as_os_str(),
+        ],
+    );
+    let api = Api::new(&trading);
+    wait_until("the desk has traded a while", || {
+        api.plugin("ma_cross")["counters"]["calls"]
+            .as_u64()
+            .unwrap()
+            >= 200
+    });
+    let stopped = trading.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    for line in ["the feed is on", "SIGTERM received: stopping", "stopped"] {
+        assert!(
+            stopped.stderr.contains(line),
+            "no `{line}` in:\n{}",
+            stopped.stderr
+        );
+    }
+
+    // 2. Started again on its store: the committed set with the states it stopped with; a
+    //    `--load` of a plugin that runs from the store is skipped. Two upgrades committed
+    //    through the control API, then SIGKILL.
+    let host = Host::start(
+        &store,
+        &token,
+        &[
+            OsStr::new("--feed"),
+            "off".as_ref(),
+            "--load".as_ref(),
+            ma_cross_1.as_os_str(),
+        ],
+    );
+    let api = Api::new(&host);
+    let recovered = &api.status()["recovered"]["plugins"];
+    assert_eq!(recovered[0]["plugin"], "ma_cross");
+    assert!(
+        recovered[0]["checkpoint"]["seq"].as_u64().unwrap() >= 200,
+        "{recovered:#}"
+    );
+    let traded = api.get("/v1/plugins/ma_cross/state");
+    let traded_state = json(traded["state"].as_str().unwrap().as_bytes());
+    assert!(
+        traded_state["instruments"].as_object().unwrap().len() >= 3,
+        "the desk's state came back: {traded_state:#}"
+    );
+    api.upgrade("ma_cross-2.0.0", "ma_cross", &ma_cross_2);
+    api.upgrade("risk_model-2.0.0", "risk_model", &risk_model_2);
+    let committed = api.get("/v1/plugins/ma_cross/state");
+    let risk_committed = api.get("/v1/plugins/risk_model/state");
+    assert_eq!(committed["version"]["version"], "2.0.0");
+    let migrated = json(committed["state"].as_str().unwrap().as_bytes());
+    assert_eq!(
+        migrated["instruments"], traded_state["instruments"],
+        "the upgrade carried the traded state over"
+    );
+    let mut host = host;
+    host.proc.child.kill().unwrap();
+    let killed = host.proc.finish();
+    assert_eq!(killed.status.signal(), Some(9));
+    assert!(
+        killed.stderr.contains("runs from the store: `--load"),
+        "{}",
+        killed.stderr
+    );
+
+    // 3. With no library left anywhere but in its store, and no `--load`.
+    std::fs::remove_dir_all(&libraries).unwrap();
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    let api = Api::new(&host);
+    let status = api.status();
+    let running: Vec<(&str, &str)> = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["plugin"].as_str().unwrap(),
+                p["version"]["version"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(running, [("ma_cross", "2.0.0"), ("risk_model", "2.0.0")]);
+    let recovered = &status["recovered"]["plugins"];
+    assert_eq!(
+        (
+            &recovered[0]["checkpoint"]["sha256"],
+            &recovered[1]["checkpoint"]["sha256"]
+        ),
+        (&committed["sha256"], &risk_committed["sha256"]),
+        "{recovered:#}"
+    );
+    for (plugin, before) in [("ma_cross", &committed), ("risk_model", &risk_committed)] {
+        let now = api.get(&format!("/v1/plugins/{plugin}/state"));
+        assert_eq!(
+            (&now["version"], &now["state"], &now["sha256"]),
+            (&before["version"], &before["state"], &before["sha256"]),
+            "{plugin}'s state is the one committed before the kill"
+        );
+    }
+    let text = host.status(&token, &[]);
+    check(
+        &normalised(
+            &text.stdout[text.stdout.find("recovered").expect("says it recovered")..],
+            root,
+            None,
+        ),
+        &expect![[r#"
+            recovered from its store when it started:
+              ma_cross 2.0.0 ([SHORT]     ) with its checkpointed state (sha256 [SHORT]     )
+              risk_model 2.0.0 ([SHORT]     ) with its checkpointed state (sha256 [SHORT]     )
+        "#]],
+    );
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("recovered ma_cross 2.0.0 (sha256 "),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        stopped.stderr.contains("the feed is off (`--feed off`)"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_host_with_one_desk_plugin_runs_without_the_feed_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "token", TOKEN, 0o600);
+    let host = Host::start(
+        &dir.path().join("store"),
+        &token,
+        &[OsStr::new("--load"), lib(MA_CROSS_1_0_0).as_os_str()],
+    );
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains(
+            "the feed is off: the desk trades through ma_cross and risk_model, and risk_model is \
+             not loaded (pass `--load` with its library)"
+        ),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_step_pending_when_the_host_stops_is_rolled_back_so_a_restart_runs_what_was_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (store, token) = (root.join("store"), token_file(root, "token", TOKEN, 0o600));
+    let host = Host::start(
+        &store,
+        &token,
+        &[
+            OsStr::new("--feed"),
+            "off".as_ref(),
+            "--load".as_ref(),
+            lib(MA_CROSS_1_0_0).as_os_str(),
+            "--load".as_ref(),
+            lib(RISK_MODEL_1_0_0).as_os_str(),
+        ],
+    );
+    let api = Api::new(&host);
+    let artifact = api.stage(&lib(MA_CROSS_2_0_0));
+    api.post(
+        "/v1/steps/s1/switch",
+        json!({"plugin": "ma_cross", "artifact": artifact}),
+    );
+    let text = host.status(&token, &[]);
+    check(
+        &normalised(&text.stdout, root, None),
+        &expect![[r#"
+        host: plugin ABI 1, framework 0.1.0, 2 plugins
+        PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP                   LAST STEP
+        ma_cross    2.0.0    [SHORT]       ok      no           0       0       0  from 1.0.0, 0 calls (step s1)  2.0.0 pending
+        risk_model  1.0.0    [SHORT]       ok      no           0       0       0  -                              -
+
+        resident libraries (3 mapped, at most 8 versions per plugin; code is never unmapped):
+          ma_cross 1.0.0 ([SHORT]     ): 1 live instance
+          ma_cross 2.0.0 ([SHORT]     ): 1 live instance
+          risk_model 1.0.0 ([SHORT]     ): 1 live instance
+    "#]],
+    );
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        normalise(&stopped.stderr, root).contains(
+            "stopping with a step not committed: rolled back from 2.0.0 ([SHORT]) to 1.0.0 ([SHORT])"
+        ),
+        "{}",
+        stopped.stderr
+    );
+
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    assert_eq!(
+        Api::new(&host).plugin("ma_cross")["version"]["version"],
+        "1.0.0"
+    );
+}
