@@ -398,5 +398,18 @@ impl HostError {
     }
 }
 
+/// Builds [`HostError::Io`] for `action` on `path`, for `map_err`.
+pub(crate) fn io(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> HostError {
+    let path = path.to_owned();
+    move |source| HostError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Result alias of the host runtime.
 pub type Result<T, E = HostError> = std::result::Result<T, E>;

@@ -26,7 +26,7 @@ use plugsync_plugin::abi::{
 };
 
 use crate::digest::Digest;
-use crate::error::{HostError, Result};
+use crate::error::{HostError, Result, io};
 
 /// The framework version of this host, matched against each plugin's `framework` requirement.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -40,11 +40,7 @@ pub struct LoadPolicy {
 
 /// Reads a plugin library's metadata from its file without running any of its code.
 pub fn inspect(path: &Path) -> Result<PluginMetadata> {
-    let bytes = std::fs::read(path).map_err(|source| HostError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(io("read", path))?;
     let name = path.display().to_string();
     read_metadata(&name, &bytes)
 }

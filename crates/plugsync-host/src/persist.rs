@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
-use crate::error::{HostError, Result};
+use crate::error::{HostError, Result, io};
 use crate::rollback::VersionRef;
 use crate::runtime::{Runtime, StateSnapshot};
 use crate::slot::{Slot, lock};
@@ -103,15 +103,6 @@ pub struct Recovery {
 pub(crate) struct Checkpointing {
     pub every: Duration,
     pub last: Instant,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HostError {
-    let path = path.to_owned();
-    move |source| HostError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use plugsync_plugin::PluginMetadata;
 
 use crate::digest::Digest;
-use crate::error::{HostError, Result};
+use crate::error::{HostError, Result, io};
 use crate::library::{LoadPolicy, check_metadata, read_metadata};
 
 /// An artifact in the store, checked and ready to load.
@@ -32,15 +32,6 @@ pub struct StoredArtifact {
 pub struct ArtifactStore {
     root: PathBuf,
     policy: LoadPolicy,
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HostError {
-    let path = path.to_owned();
-    move |source| HostError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 /// Accepts only a plain file name: nothing that could leave the digest's directory.

@@ -27,6 +27,7 @@ use tempfile::TempDir;
 const TOKEN: &str = "t0ken-for-tests";
 const MA_CROSS_1_0_0: &str = "ma_cross_v1_0_0";
 const MA_CROSS_2_0_0: &str = "ma_cross_v2_0_0";
+const FAULT_CALL: &str = "ma_cross_fault_call";
 /// How long a poll waits for something that should happen almost at once.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -868,6 +869,39 @@ async fn a_switch_not_committed_within_its_lease_is_rolled_back_by_the_host() {
         .post("/v1/steps/commit-2/commit", json!({"plugin": "ma_cross"}))
         .await;
     late.expect_error(StatusCode::CONFLICT, "no_step_in_progress");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panic_during_the_soak_rolls_the_step_back_and_no_call_fails() {
+    let host = Host::start().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await;
+    let faulty = host.stage(FAULT_CALL).await;
+    host.post(
+        "/v1/steps/install-1/install",
+        json!({"artifact": v1, "config": v1_config()}),
+    )
+    .await
+    .expect_ok();
+    host.runtime.call("ma_cross", &bar("ES", 10.0)).unwrap();
+    let soak = json!({"max_error_rate": 0.0, "min_calls": 1});
+    host.post(
+        "/v1/steps/switch-2/switch",
+        json!({"plugin": "ma_cross", "artifact": faulty, "lease_ms": 60_000, "soak": soak}),
+    )
+    .await
+    .expect_ok();
+    // The fixture panics on this instrument: the host rolls the step back at once and the
+    // same call is answered by 1.0.0.
+    let answered = host.runtime.call("ma_cross", &bar("CRASH", 11.0)).unwrap();
+    assert_eq!(answered.receipt.digest, v1);
+    let status = host.get("/v1/status").await.body;
+    let plugin = &status["plugins"][0];
+    assert_eq!(plugin["version"]["digest"], v1.to_string());
+    assert_eq!(plugin["pending"], Value::Null);
+    assert_eq!(plugin["last_rollback"]["reason"]["kind"], "call_panicked");
+    assert_eq!(plugin["last_rollback"]["method"]["kind"], "replay");
+    assert_eq!(plugin["health"]["status"], "ok");
     host.shutdown().await;
 }
 
