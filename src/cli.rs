@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a live trading desk in-process and hot-update its plugins under load.
+    /// Run a live trading desk and hot-update its plugins under load: in this process, or
+    /// through a host's control API (`--via-host`, `--host URL`).
     Demo(DemoArgs),
     /// Print a built plugin's metadata, read from the file without running it.
     Inspect(InspectArgs),
@@ -36,12 +37,23 @@ struct DemoArgs {
     /// demand under `cargo run`).
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
-    /// Feed threads calling the plugins.
-    #[arg(long, default_value_t = 3)]
+    /// Feed threads calling the plugins (in process; a host runs its own feed).
+    #[arg(long, default_value_t = 3, conflicts_with_all = ["via_host", "host"])]
     threads: usize,
     /// Milliseconds each step soaks before it is committed.
     #[arg(long, value_name = "MS", default_value_t = 600)]
     soak_ms: u64,
+    /// Run the steps through the control API of a `plugsync host` the demo starts (over a
+    /// temporary store and token, trading with its feed) and stops with SIGTERM at the end.
+    #[arg(long, conflicts_with = "host")]
+    via_host: bool,
+    /// Run the steps through the control API of this running host instead: it must run
+    /// `ma_cross` 1.0.0 and `risk_model` 1.0.0 with `--feed on`.
+    #[arg(long, value_name = "URL", requires = "token_file")]
+    host: Option<String>,
+    /// File holding that host's bearer token (its `--token-file`).
+    #[arg(long, value_name = "FILE", requires = "host")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,6 +140,27 @@ fn init_logging(default: &str) {
         .init();
 }
 
+fn demo_options(args: DemoArgs) -> crate::Result<ops::DemoOptions> {
+    let venue = match (args.via_host, args.host, args.token_file) {
+        (true, _, _) => ops::DemoVenue::SpawnHost {
+            program: std::env::current_exe().map_err(|source| crate::Error::Setup {
+                action: "find the `plugsync` binary to run the host with",
+                source,
+            })?,
+        },
+        (false, Some(url), Some(token_file)) => ops::DemoVenue::Host { url, token_file },
+        // clap makes `--host` and `--token-file` come together.
+        _ => ops::DemoVenue::InProcess,
+    };
+    Ok(ops::DemoOptions {
+        plugins: args.plugins,
+        venue,
+        threads: args.threads,
+        soak: Duration::from_millis(args.soak_ms),
+        ..ops::DemoOptions::default()
+    })
+}
+
 fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     let mut options = ops::HostOptions::new(args.token_file.ok_or(crate::Error::NoTokenFile)?);
     options.listen = args.listen;
@@ -150,15 +183,9 @@ pub fn run() -> ExitCode {
         _ => "warn",
     });
     let result = match cli.command {
-        Command::Demo(args) => {
-            let options = ops::DemoOptions {
-                plugins: args.plugins,
-                threads: args.threads,
-                soak: Duration::from_millis(args.soak_ms),
-                ..ops::DemoOptions::default()
-            };
+        Command::Demo(args) => demo_options(args).and_then(|options| {
             ops::demo(&options, &mut std::io::stdout()).map(|outcome| outcome.passed())
-        }
+        }),
         Command::Inspect(args) => {
             let format = match args.output {
                 Output::Text => ops::InspectFormat::Text,

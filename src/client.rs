@@ -1,5 +1,5 @@
-//! A client of a host's control API (HTTP/JSON, bearer token): `status` uses it, and so will
-//! `reconcile` and `run`.
+//! A client of a host's control API (HTTP/JSON, bearer token): `status` and `demo --via-host`
+//! use it, and so will `reconcile` and `run`.
 //!
 //! Plain HTTP only: the control API listens on loopback by default. TLS comes with the HTTP
 //! registry, which needs it anyway.
@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use reqwest::header::CONTENT_TYPE;
 use reqwest::{StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -77,16 +80,56 @@ impl ControlClient {
         })
     }
 
+    /// The host URL, as the operator gave it.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
     /// `GET path?query`, returning the body of a successful answer (checked to be JSON).
     pub fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<String> {
-        let url = self.base.join(path).expect("API paths are relative URLs");
-        let request = self.http.get(url).query(query).bearer_auth(&self.token);
+        self.send(self.http.get(self.url_of(path)).query(query))
+    }
+
+    /// `GET path?query`, its answer read as a `T`.
+    pub fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
+        self.parse(&self.get(path, query)?)
+    }
+
+    /// `POST path` with a JSON body, its answer read as a `T`.
+    pub fn post_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.parse(&self.send(self.http.post(self.url_of(path)).json(body))?)
+    }
+
+    /// `PUT path` with raw bytes (an artifact), its answer read as a `T`.
+    pub fn put_bytes<T: DeserializeOwned>(&self, path: &str, bytes: Vec<u8>) -> Result<T> {
+        let request = self
+            .http
+            .put(self.url_of(path))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        self.parse(&self.send(request)?)
+    }
+
+    fn url_of(&self, path: &str) -> Url {
+        self.base.join(path).expect("API paths are relative URLs")
+    }
+
+    /// Sends a request with the token, returning the body of a successful answer (checked to
+    /// be JSON).
+    fn send(&self, request: reqwest::RequestBuilder) -> Result<String> {
+        let request = request.bearer_auth(&self.token);
         self.io.block_on(async {
             let response = request.send().await.map_err(|e| self.unreachable(&e))?;
             let status = response.status();
             let body = response.text().await.map_err(|e| self.unreachable(&e))?;
             self.check(status, body)
         })
+    }
+
+    /// A successful answer's JSON as a `T`.
+    fn parse<T: DeserializeOwned>(&self, body: &str) -> Result<T> {
+        serde_json::from_str(body)
+            .map_err(|e| self.bad_answer(StatusCode::OK, &format!("unexpected JSON: {e}")))
     }
 
     /// Turns an answer into its body, or into the error it carries.
@@ -215,7 +258,18 @@ mod tests {
             let (mut stream, _) = listener.accept().unwrap();
             let mut request = Vec::new();
             let mut buf = [0; 4096];
-            while !request.ends_with(b"\r\n\r\n") {
+            let complete = |request: &[u8]| {
+                let text = String::from_utf8_lossy(request).to_ascii_lowercase();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    return false;
+                };
+                let length = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                request.len() >= end + 4 + length
+            };
+            while !complete(&request) {
                 let n = stream.read(&mut buf).unwrap();
                 assert!(n > 0, "the client closed before its request ended");
                 request.extend_from_slice(&buf[..n]);
@@ -258,6 +312,57 @@ mod tests {
                 .to_ascii_lowercase()
                 .contains("authorization: bearer the-token\r\n"),
             "{request}"
+        );
+    }
+
+    #[test]
+    fn posts_send_json_and_puts_send_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "the-token").unwrap();
+        let (url, server) = serve_once(answer("200 OK", r#"{"plugin":"ma_cross"}"#));
+        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let committed: Value = client
+            .post_json(
+                "v1/steps/s1/commit",
+                &serde_json::json!({"plugin": "ma_cross"}),
+            )
+            .unwrap();
+        assert_eq!(committed["plugin"], "ma_cross");
+        let request = server.join().unwrap().to_ascii_lowercase();
+        assert!(
+            request.starts_with("post /v1/steps/s1/commit http/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("content-type: application/json\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.ends_with("\r\n\r\n{\"plugin\":\"ma_cross\"}"),
+            "{request}"
+        );
+
+        let (url, server) = serve_once(answer("200 OK", "[1]"));
+        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let staged: Vec<u8> = client
+            .put_bytes("v1/artifacts/ab/lib.so", b"\x7fELF".to_vec())
+            .unwrap();
+        assert_eq!(staged, [1]);
+        let request = server.join().unwrap();
+        assert!(
+            request.starts_with("PUT /v1/artifacts/ab/lib.so HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(request.ends_with("\r\n\r\n\x7fELF"), "{request}");
+
+        // An answer that is JSON, but not what was asked for.
+        let (url, _server) = serve_once(answer("200 OK", r#"{"plugin":"ma_cross"}"#));
+        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let error = client.get_json::<Vec<u8>>("v1/status", &[]).unwrap_err();
+        assert!(
+            matches!(&error, Error::BadAnswer { reason, .. } if reason.starts_with("unexpected JSON: ")),
+            "{error:?}"
         );
     }
 

@@ -158,6 +158,57 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The host `demo --via-host` started did not become ready.
+    #[error(
+        "the demo's `plugsync host` did not start: {why}; its log is kept in `{log}` (run \
+         `plugsync demo` without `--via-host` to see the demo in one process)"
+    )]
+    DemoHostStart {
+        /// What happened (exited, or no ready line in time).
+        why: String,
+        /// The host's log file.
+        log: PathBuf,
+    },
+
+    /// The host `demo --via-host` started did not stop cleanly on SIGTERM.
+    #[error(
+        "the demo's `plugsync host` did not stop cleanly on SIGTERM ({status}): its log is kept \
+         in `{log}`"
+    )]
+    DemoHostStop {
+        /// How it ended.
+        status: String,
+        /// The host's log file.
+        log: PathBuf,
+    },
+
+    /// `demo --host` found a host that does not run the demo's starting point.
+    #[error(
+        "the host at {url} runs {found}: `plugsync demo --host` starts from `ma_cross` 1.0.0 and \
+         `risk_model` 1.0.0 with no step pending; start a fresh host (`plugsync host --store \
+         NEW_DIR --load DIR/libma_cross_v1_0_0.so --load DIR/librisk_model_v1_0_0.so`), or run \
+         `plugsync demo --via-host`"
+    )]
+    DemoHostNotAtStart {
+        /// The host URL.
+        url: String,
+        /// What it runs.
+        found: String,
+    },
+
+    /// The desk the demo updates served no call while the demo warmed up.
+    #[error(
+        "no call reached the plugins in the {warm_up_ms} ms before the first step ({venue}): the \
+         demo updates a desk while it trades; start the host with `--feed on` (the default) and \
+         both plugins loaded"
+    )]
+    DemoNotTrading {
+        /// Where the desk runs.
+        venue: String,
+        /// How long the demo watched.
+        warm_up_ms: u64,
+    },
+
     /// A plugin answered something that is not the protocol the host speaks.
     #[error(
         "plugin `{plugin}` answered `{output}`, which is not its documented protocol ({reason}): check `examples/plugins/README.md`"

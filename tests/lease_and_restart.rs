@@ -120,6 +120,30 @@ fn an_error_rate_above_the_soak_threshold_rolls_back() {
 }
 
 #[test]
+fn a_version_that_turns_unhealthy_while_it_soaks_is_rolled_back_by_the_host_alone() {
+    let (_store, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    let faulty = stage(&runtime, FAULT_HEALTH);
+    // Healthy until it has served a call: it passes verification and the check at the switch.
+    runtime.swap(SwapRequest::new("ma_cross", faulty)).unwrap();
+    runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+
+    let reason = rolled_back_by_host(&runtime, "ma_cross");
+    assert!(
+        matches!(reason, RollbackReason::HealthFailed { .. }),
+        "{reason:?}"
+    );
+    assert_eq!(
+        runtime
+            .call("ma_cross", &bar("ES", 101.0))
+            .unwrap()
+            .receipt
+            .digest,
+        v1
+    );
+}
+
+#[test]
 fn a_restarted_host_comes_back_on_its_committed_set_and_checkpointed_state() {
     let store = tempfile::tempdir().unwrap();
     let (v2, state_at_commit) = {

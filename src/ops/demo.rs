@@ -1,44 +1,78 @@
-//! `plugsync demo`: hot updates of a live trading desk, in one process, for a newcomer.
+//! `plugsync demo`: hot updates of a live trading desk, for a newcomer — in this process, or
+//! through the control API of a `plugsync host`.
 //!
 //! 1. **locate** the example plugins (building them with cargo when run through `cargo run`);
-//! 2. **install** risk_model 1.0.0 and ma_cross 1.0.0 in a runtime over a temporary store;
-//! 3. **trade**: feed threads push synthetic bars through strategy → risk → exchange, fills
-//!    back to both plugins and into the host's ledger;
-//! 4. **step** through the upgrades of DESIGN §6 while they trade: a faulty ma_cross (caught in
-//!    soak, rolled back), then ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0; per step it
-//!    prints the state before and after migration, calls served and failed, the longest wait a
-//!    caller saw, and checks the plugins' positions and price windows against the ledger;
-//! 5. **verdict**: success only if no call failed, no state was lost and every check matched.
+//! 2. **start** the desk: in this process (a runtime over a temporary store with risk_model
+//!    1.0.0 and ma_cross 1.0.0, feed threads pushing bars through strategy → risk → exchange,
+//!    fills back to both plugins and into the host's ledger), or in a host: one the demo starts
+//!    (`--via-host`) or one already running (`--host URL`), trading with its own feed;
+//! 3. **stage** the artifacts of the steps (`PUT /v1/artifacts/…` for a host);
+//! 4. **step** through the upgrades of DESIGN §6 while the desk trades: a faulty ma_cross
+//!    (caught at the switch or in soak, rolled back), then ma_cross 2.0.0, risk_model 2.0.0,
+//!    ma_cross 2.1.0.
+//!    Each step is one switch request (step id, lease, health, probes, differential, soak
+//!    thresholds), a soak that polls health, then a commit or the rollback; it prints the
+//!    state before and after migration, the calls served and failed, and checks the books;
+//! 5. **verdict**: success only if no call failed, no rollback lost state, the faulty step was
+//!    rolled back and the others committed, and the books matched after every step.
+//!
+//! The step list, the requests, the soak and the report are shared: a [`Venue`] says only how
+//! a step reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API).
 
-use std::collections::BTreeMap;
+mod in_process;
+mod report;
+mod via_host;
+
 use std::io::Write;
+use std::ops::Sub;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use plugsync_host::{
-    Digest, HostError, Probe, ProbeStep, RollbackMethod, RollbackReport, Runtime, RuntimeOptions,
-    SwapPath, SwapReport, SwapRequest, VerifySpec,
-};
-use serde_json::{Value, json};
+use plugsync_host::{Digest, Probe, ProbeStep, SoakThresholds, SwapRequest, VerifySpec};
+use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::market::{CLOSES_KEPT, Desk, DeskStats, Ledger, PriceFeed};
+use crate::market::CLOSES_KEPT;
+use report::{RollbackView, SwitchView, print_rollback, print_switch};
+
+/// Where the demo's desk trades, and so how its steps are applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DemoVenue {
+    /// In this process: a runtime, a desk and a ledger of the demo's own.
+    #[default]
+    InProcess,
+    /// Through the control API of a `plugsync host` the demo starts with `program host --feed
+    /// on …` over a temporary store and token, and stops with SIGTERM at the end.
+    SpawnHost {
+        /// The `plugsync` binary to run.
+        program: PathBuf,
+    },
+    /// Through the control API of a host already running `ma_cross` 1.0.0 and `risk_model`
+    /// 1.0.0 with its feed on.
+    Host {
+        /// Its control API URL.
+        url: String,
+        /// The file holding its bearer token.
+        token_file: PathBuf,
+    },
+}
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     /// Where the built plugin libraries are; by default beside the running binary.
     pub plugins: Option<PathBuf>,
-    /// Feed threads calling the plugins.
+    /// Where the desk trades.
+    pub venue: DemoVenue,
+    /// Feed threads calling the plugins (in process; a host runs its own feed).
     pub threads: usize,
-    /// Instruments each feed thread trades.
+    /// Instruments each feed thread trades (in process).
     pub instruments_per_thread: usize,
-    /// How long each step soaks (health checked) before it is committed.
+    /// How long each step soaks (health checked) before it is committed; also the warm-up
+    /// before the first step.
     pub soak: Duration,
-    /// Pause between a feed thread's rounds of bars (paces the load).
+    /// Pause between a feed thread's rounds of bars (in process).
     pub pace: Duration,
 }
 
@@ -46,6 +80,7 @@ impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
             plugins: None,
+            venue: DemoVenue::InProcess,
             threads: 3,
             instruments_per_thread: 3,
             soak: Duration::from_millis(600),
@@ -61,17 +96,19 @@ pub struct StepOutcome {
     pub plugin: String,
     /// Library switched to.
     pub library: String,
-    /// Whether the step was committed (else rolled back or refused).
+    /// Whether the step was committed.
     pub committed: bool,
+    /// Whether the step was switched in, then rolled back.
+    pub rolled_back: bool,
     /// Whether the outcome was the one the demo expects of this step.
     pub as_expected: bool,
     /// Calls answered during the step.
     pub calls: u64,
     /// Calls failed during the step.
     pub failed: u64,
-    /// Longest wait of a single call during the swap.
-    pub longest_wait: Duration,
-    /// Whether the plugins' books matched the ledger after the step.
+    /// Longest wait of a single call during the swap (measured in process only).
+    pub longest_wait: Option<Duration>,
+    /// Whether the plugins' books matched after the step.
     pub consistent: bool,
     /// Whether a rollback lost state updates.
     pub lost_state: bool,
@@ -99,6 +136,16 @@ impl DemoOutcome {
     }
 }
 
+/// Runs the demo, narrating to `out`.
+pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoOutcome> {
+    let dir = locate_plugins(options, out)?;
+    match &options.venue {
+        DemoVenue::InProcess => in_process::run(&dir, options, out),
+        DemoVenue::SpawnHost { program } => via_host::spawn_and_run(program, &dir, options, out),
+        DemoVenue::Host { url, token_file } => via_host::run(url, token_file, &dir, options, out),
+    }
+}
+
 /// The libraries the demo loads, by file name.
 const LIBRARIES: [&str; 6] = [
     "libma_cross_v1_0_0.so",
@@ -109,9 +156,19 @@ const LIBRARIES: [&str; 6] = [
     "libma_cross_fault_health.so",
 ];
 
-const INSTRUMENTS: [&str; 12] = [
-    "ES", "NQ", "YM", "RTY", "CL", "NG", "GC", "SI", "ZN", "ZB", "6E", "6J",
-];
+/// The libraries the desk starts on.
+const STRATEGY_START: &str = "libma_cross_v1_0_0.so";
+const RISK_START: &str = "librisk_model_v1_0_0.so";
+
+/// The instrument of the differential check: both desks trade it first.
+const DIFFERENTIAL_INSTRUMENT: &str = "ES";
+
+/// How often the soak looks at the step.
+const SOAK_POLL: Duration = Duration::from_millis(50);
+
+/// The lease each switch carries beyond its soak: if the demo dies mid-step, the runtime rolls
+/// the step back by itself this long after the soak should have ended.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Finds the plugin libraries; under `cargo run`, builds them first if they are missing.
 fn locate_plugins(options: &DemoOptions, out: &mut dyn Write) -> Result<PathBuf> {
@@ -183,12 +240,21 @@ fn locate_plugins(options: &DemoOptions, out: &mut dyn Write) -> Result<PathBuf>
     }
 }
 
+/// What the demo expects of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Switched in, caught in soak, rolled back without losing state.
+    RolledBack,
+    /// Switched in, soaked, committed.
+    Committed,
+}
+
 /// A step of the story.
 struct Step {
     plugin: &'static str,
     library: &'static str,
     title: &'static str,
-    expect_commit: bool,
+    expect: Expect,
 }
 
 const STEPS: [Step; 4] = [
@@ -196,25 +262,25 @@ const STEPS: [Step; 4] = [
         plugin: "ma_cross",
         library: "libma_cross_fault_health.so",
         title: "a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)",
-        expect_commit: false,
+        expect: Expect::RolledBack,
     },
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_0_0.so",
         title: "ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)",
-        expect_commit: true,
+        expect: Expect::Committed,
     },
     Step {
         plugin: "risk_model",
         library: "librisk_model_v2_0_0.so",
         title: "risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)",
-        expect_commit: true,
+        expect: Expect::Committed,
     },
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_1_0.so",
         title: "ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)",
-        expect_commit: true,
+        expect: Expect::Committed,
     },
 ];
 
@@ -252,361 +318,295 @@ fn risk_probe() -> Probe {
     }
 }
 
-/// Everything the feed threads share with the main thread.
-struct Floor {
-    ledger: Ledger,
-    stats: Vec<DeskStats>,
-    /// Feed threads hold it shared per round of bars; the main thread takes it exclusively to
-    /// check the books at a quiet point.
-    gate: RwLock<()>,
-    stop: AtomicBool,
+/// What the soak watches besides health: no call may fail.
+fn soak_thresholds() -> SoakThresholds {
+    SoakThresholds {
+        max_error_rate: Some(0.0),
+        min_calls: 1,
+        max_call_latency_us: None,
+    }
 }
 
-impl Floor {
-    fn calls(&self) -> (u64, u64) {
-        self.stats.iter().fold((0, 0), |(c, f), s| {
-            (
-                c + s.calls.load(Ordering::Relaxed),
-                f + s.failed.load(Ordering::Relaxed),
-            )
+/// The switch of a step, the same in process and through the control API: its step id, the
+/// checks before the switch, and the lease and thresholds the runtime watches after it.
+fn switch_request(
+    step: &Step,
+    artifact: &Staged,
+    step_id: String,
+    options: &DemoOptions,
+) -> SwapRequest {
+    let (probe, differential) = if step.plugin == "ma_cross" {
+        (
+            crossover_probe(&artifact.version),
+            json!({"bar": {"instrument": DIFFERENTIAL_INSTRUMENT, "close": 100.0}}),
+        )
+    } else {
+        (
+            risk_probe(),
+            json!({"check": {"order_id": 1_000_000, "instrument": DIFFERENTIAL_INSTRUMENT, "qty": 1, "limit_price": 100.0}}),
+        )
+    };
+    SwapRequest::new(step.plugin, artifact.digest)
+        .step_id(step_id)
+        .verify(VerifySpec {
+            health: true,
+            probes: vec![probe],
+            differential: vec![differential],
         })
-    }
+        .lease(options.soak + LEASE_MARGIN, soak_thresholds())
+}
 
-    fn reset_longest(&self) {
-        for s in &self.stats {
-            s.longest_call_ns.store(0, Ordering::Relaxed);
+/// An artifact in the venue's store.
+#[derive(Debug, Clone)]
+struct Staged {
+    digest: Digest,
+    version: String,
+}
+
+/// Calls served and failed by both plugins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Calls {
+    served: u64,
+    failed: u64,
+}
+
+impl Sub for Calls {
+    type Output = Calls;
+
+    fn sub(self, earlier: Calls) -> Calls {
+        Calls {
+            served: self.served.saturating_sub(earlier.served),
+            failed: self.failed.saturating_sub(earlier.failed),
         }
     }
-
-    fn longest(&self) -> Duration {
-        let ns = self
-            .stats
-            .iter()
-            .map(|s| s.longest_call_ns.load(Ordering::Relaxed))
-            .max();
-        Duration::from_nanos(ns.unwrap_or(0))
-    }
 }
 
-/// Elides price windows so a state fits on a screen.
-fn elide(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| match v {
-                    Value::Array(items) if items.len() > 4 => {
-                        (k.clone(), json!(format!("[{} values]", items.len())))
-                    }
-                    _ => (k.clone(), elide(v)),
-                })
-                .collect(),
+/// A step rolled back, with who asked for it when it was not the runtime on its own check.
+#[derive(Debug, Clone)]
+struct RolledBack {
+    report: RollbackView,
+    by: Option<String>,
+}
+
+/// What a switch request came to.
+#[derive(Debug)]
+enum Switched {
+    /// Switched in: the step is pending. `notes` say what the venue measured besides.
+    Done {
+        report: Box<SwitchView>,
+        longest_wait: Option<Duration>,
+        notes: Vec<String>,
+    },
+    /// Switched in and rolled back before the answer: the runtime checks the health of what
+    /// serves right after the switch, and a panic rolls back at once.
+    RolledBack(RollbackView),
+    /// Refused before anything changed (verification failed, …).
+    Refused(String),
+}
+
+/// The books after a step.
+#[derive(Debug, Clone)]
+struct Books {
+    /// What agreed, when nothing disagreed: `match the ledger on 9 instruments`.
+    agreed: String,
+    /// What disagreed.
+    problems: Vec<String>,
+}
+
+/// How a step reaches the desk's plugins.
+trait Venue {
+    /// Where the desk trades, for messages.
+    fn name(&self) -> String;
+    /// Stages a library: its digest and metadata checked, none of its code run.
+    fn stage(&mut self, library: &Path) -> Result<Staged>;
+    /// Calls served and failed so far by both plugins.
+    fn calls(&mut self) -> Result<Calls>;
+    /// Verifies, migrates and switches.
+    fn switch(&mut self, request: &SwapRequest) -> Result<Switched>;
+    /// One look during the soak: the rollback, once the step was rolled back (by the runtime,
+    /// or asked for here because the plugin is unhealthy).
+    fn watch(&mut self, request: &SwapRequest) -> Result<Option<RolledBack>>;
+    /// Commits the step.
+    fn commit(&mut self, request: &SwapRequest) -> Result<()>;
+    /// Checks the plugins' books.
+    fn books(&mut self) -> Result<Books>;
+}
+
+/// The rollback the runtime did on its own (a soak threshold crossed, the lease out, a
+/// panic), if the step `request` switched is no longer pending.
+fn ended_by_runtime(
+    pending: Option<&str>,
+    request: &SwapRequest,
+    last_rollback: Option<RollbackView>,
+) -> Option<RolledBack> {
+    if pending.is_some() && pending == request.step_id.as_deref() {
+        return None;
+    }
+    last_rollback.map(|report| RolledBack {
+        report,
+        by: Some(
+            "rolled back by the runtime on its own: it watches the switch's lease and soak \
+             thresholds"
+                .to_owned(),
         ),
-        other => other.clone(),
-    }
+    })
 }
 
-/// The first instrument of a state, with the top-level fields: enough to see a migration.
-fn excerpt(state: &Value) -> String {
-    let mut shown = serde_json::Map::new();
-    if let Value::Object(map) = state {
-        for (key, value) in map {
-            if key == "instruments" {
-                if let Some((name, first)) = value.as_object().and_then(|m| m.iter().next()) {
-                    shown.insert(
-                        key.clone(),
-                        json!({ name: elide(first), "…": "one instrument of many shown" }),
-                    );
-                }
-            } else {
-                shown.insert(key.clone(), elide(value));
+/// The shared part: warm up, stage, run every step, and total the calls.
+fn run_steps(
+    venue: &mut dyn Venue,
+    dir: &Path,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<DemoOutcome> {
+    let start = venue.calls()?;
+    // Let the windows fill before the first step.
+    std::thread::sleep(options.soak);
+    if venue.calls()?.served == start.served {
+        return Err(Error::DemoNotTrading {
+            venue: venue.name(),
+            warm_up_ms: options.soak.as_millis() as u64,
+        });
+    }
+    let mut staged = Vec::new();
+    for step in &STEPS {
+        staged.push(venue.stage(&dir.join(step.library))?);
+    }
+    let run = run_id();
+    let _ = writeln!(
+        out,
+        "  each step: one switch (step id {run}-N, lease {} ms, soak threshold max_error_rate \
+         {}), health polled every {} ms for {} ms, then commit\n",
+        (options.soak + LEASE_MARGIN).as_millis(),
+        soak_thresholds().max_error_rate.unwrap_or(1.0),
+        SOAK_POLL.as_millis(),
+        options.soak.as_millis()
+    );
+    let mut outcomes = Vec::new();
+    for (n, (step, artifact)) in STEPS.iter().zip(&staged).enumerate() {
+        let _ = writeln!(out, "step {}/{}: {}", n + 1, STEPS.len(), step.title);
+        let request = switch_request(step, artifact, format!("{run}-{}", n + 1), options);
+        outcomes.push(run_step(venue, step, &request, options, out)?);
+    }
+    let total = venue.calls()? - start;
+    Ok(DemoOutcome {
+        steps: outcomes,
+        calls: total.served,
+        failed: total.failed,
+    })
+}
+
+/// One step: switch, soak, commit or report the rollback, check the books.
+fn run_step(
+    venue: &mut dyn Venue,
+    step: &Step,
+    request: &SwapRequest,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<StepOutcome> {
+    let before = venue.calls()?;
+    let (mut rollback, longest_wait, pending) = match venue.switch(request)? {
+        Switched::Done {
+            report,
+            longest_wait,
+            notes,
+        } => {
+            print_switch(out, &report);
+            for note in notes {
+                let _ = writeln!(out, "  {note}");
             }
+            (None, longest_wait, true)
+        }
+        Switched::RolledBack(report) => {
+            let by = "during the switch request: the runtime rolls back at once when what now \
+                      serves fails its health check or panics";
+            let rolled_back = RolledBack {
+                report,
+                by: Some(by.to_owned()),
+            };
+            (Some(rolled_back), None, false)
+        }
+        Switched::Refused(why) => {
+            let _ = writeln!(out, "  refused: {why}");
+            (None, None, false)
+        }
+    };
+    let mut committed = false;
+    if pending {
+        // Soak: health watched while it trades; a failure rolls the step back.
+        let until = Instant::now() + options.soak;
+        while rollback.is_none() && Instant::now() < until {
+            std::thread::sleep(SOAK_POLL);
+            rollback = venue.watch(request)?;
+        }
+        if rollback.is_none() {
+            venue.commit(request)?;
+            committed = true;
         }
     }
-    serde_json::to_string_pretty(&Value::Object(shown)).unwrap_or_default() + "\n"
-}
-
-fn print_swap(out: &mut dyn Write, report: &SwapReport) {
-    let before = excerpt(&report.state_before);
-    let after = excerpt(&report.state_after);
-    let _ = writeln!(
-        out,
-        "  state migrated {} -> {} (diff of one instrument and the top-level fields):",
-        report.from.version, report.to.version
-    );
-    let diff = similar::TextDiff::from_lines(&before, &after);
-    let header_old = format!("state {}", report.from.version);
-    let header_new = format!("state {}", report.to.version);
-    for line in diff
-        .unified_diff()
-        .context_radius(2)
-        .header(&header_old, &header_new)
-        .to_string()
-        .lines()
-    {
-        let _ = writeln!(out, "    {line}");
+    if let Some(RolledBack { report, by }) = &rollback {
+        print_rollback(out, report, by.as_deref());
     }
-    let path = match &report.path {
-        SwapPath::Optimistic => format!("optimistic, {} calls caught up", report.caught_up),
-        SwapPath::Locked { reason } => format!("under the lock ({reason})"),
-    };
+    let books = venue.books()?;
+    let calls = venue.calls()? - before;
+    let rolled_back = rollback.is_some();
+    let lost_state = rollback.as_ref().is_some_and(|r| !r.report.lost_nothing());
     let _ = writeln!(
         out,
-        "  switch: {path}; slot held {:.1} µs; cut at call #{}, switched at #{}",
-        report.locked_window.as_secs_f64() * 1e6,
-        report.cut_seq,
-        report.switched_seq
-    );
-    let verification = &report.verification;
-    let probes: Vec<String> = verification
-        .probes
-        .iter()
-        .map(|p| {
-            format!(
-                "`{}` {}",
-                p.name,
-                if p.passed() { "passed" } else { "FAILED" }
-            )
-        })
-        .collect();
-    let differing = verification
-        .differential
-        .iter()
-        .filter(|r| !r.agrees())
-        .count();
-    let _ = writeln!(
-        out,
-        "  verified before the switch: health {}, probes {}, differential {} inputs ({} differ)",
-        match &verification.health {
-            Some(Ok(())) => "ok".to_owned(),
-            Some(Err(e)) => format!("FAILED ({e})"),
-            None => "skipped".to_owned(),
-        },
-        if probes.is_empty() {
-            "none".to_owned()
+        "  {}; {} calls served during the step, {} failed; books {}\n",
+        if committed {
+            "committed"
         } else {
-            probes.join(", ")
+            "not committed: the previous version serves"
         },
-        verification.differential.len(),
-        differing
+        calls.served,
+        calls.failed,
+        if books.problems.is_empty() {
+            books.agreed.clone()
+        } else {
+            format!("MISMATCH: {}", books.problems.join("; "))
+        }
     );
+    Ok(StepOutcome {
+        plugin: step.plugin.to_owned(),
+        library: step.library.to_owned(),
+        committed,
+        rolled_back,
+        as_expected: match step.expect {
+            Expect::Committed => committed,
+            Expect::RolledBack => rolled_back && !lost_state,
+        },
+        calls: calls.served,
+        failed: calls.failed,
+        longest_wait,
+        consistent: books.problems.is_empty(),
+        lost_state,
+    })
 }
 
-fn print_rollback(out: &mut dyn Write, report: &RollbackReport) {
-    let _ = writeln!(
-        out,
-        "  ROLLED BACK {} -> {}: {}",
-        report.from, report.to, report.reason
-    );
-    match &report.method {
-        RollbackMethod::Replay {
-            replayed,
-            divergences,
-        } => {
-            let _ = writeln!(
-                out,
-                "  state carried back by replay: {replayed} calls replayed into {}, {} outputs differ",
-                report.to.version,
-                divergences.len()
-            );
-            if !divergences.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  (orders one version sent and the other would not have: the host owns them and \
-                     reconciles; positions follow fills, so the books still match)"
-                );
-            }
-            for d in divergences.iter().take(2) {
-                let _ = writeln!(
-                    out,
-                    "    call #{}: {} answered {:?}, {} computes {:?}",
-                    d.seq, report.from.version, d.new_output, report.to.version, d.old_output
-                );
-            }
-        }
-        RollbackMethod::DownMigration {
-            unjournaled_calls, ..
-        } => {
-            let _ = writeln!(
-                out,
-                "  state carried back by down-migration ({unjournaled_calls} calls were beyond the journal)"
-            );
-        }
-        RollbackMethod::Lossy { lost } => {
-            let _ = writeln!(
-                out,
-                "  LOST {} calls (#{}..#{}): {}",
-                lost.count, lost.first_seq, lost.last_seq, lost.why
-            );
-        }
-    }
+/// A prefix for this run's step ids, unique on this machine: a host replays the recorded
+/// answer to a step id it has seen.
+fn run_id() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("demo-{secs}-{}", std::process::id())
 }
 
-/// Compares the plugins' books with the ledger at a quiet point.
-fn check_books(runtime: &Runtime, floor: &Floor, instruments: &[&str]) -> Result<Vec<String>> {
-    let _quiet = floor
-        .gate
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let strategy: Value =
-        serde_json::from_str(&runtime.snapshot("ma_cross")?.state).unwrap_or_default();
-    let risk: Value =
-        serde_json::from_str(&runtime.snapshot("risk_model")?.state).unwrap_or_default();
-    let positions = floor.ledger.positions();
-    let closes = floor.ledger.closes();
-    let mut problems = Vec::new();
-    for instrument in instruments {
-        let booked = positions.get(*instrument).copied().unwrap_or(0);
-        let held = strategy["instruments"][instrument]["position"]
-            .as_i64()
-            .unwrap_or(0);
-        let exposure = risk["instruments"][instrument]["exposure"]
-            .as_i64()
-            .unwrap_or(0);
-        if held != booked || exposure != booked {
-            problems.push(format!(
-                "{instrument}: ledger {booked}, ma_cross {held}, risk_model {exposure}"
-            ));
-        }
-        let window: Vec<f64> = strategy["instruments"][instrument]["closes"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        let fed = closes.get(*instrument).cloned().unwrap_or_default();
-        if !fed.ends_with(&window) || window.is_empty() {
-            problems.push(format!(
-                "{instrument}: ma_cross's price window is not the last closes the host fed"
-            ));
-        }
-    }
-    Ok(problems)
-}
-
-/// Runs the demo, narrating to `out`.
-pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoOutcome> {
-    let dir = locate_plugins(options, out)?;
-    let store = std::env::temp_dir().join(format!("plugsync-demo-{}", std::process::id()));
-    let runtime = Runtime::new(RuntimeOptions::new(&store))?;
-    let mut digests: BTreeMap<&str, Digest> = BTreeMap::new();
-    for name in LIBRARIES {
-        digests.insert(name, runtime.stage_file(&dir.join(name))?.digest);
-    }
+/// The summary and the verdict.
+fn print_verdict(outcome: &DemoOutcome, books_checked: &str, out: &mut dyn Write) {
     let _ = writeln!(
         out,
-        "plugsync demo: hot updates of a live trading desk\n  plugins from {}\n  store {}",
-        dir.display(),
-        store.display()
-    );
-    runtime.install(
-        &digests["librisk_model_v1_0_0.so"],
-        json!({"max_position": 10}),
-    )?;
-    runtime.install(
-        &digests["libma_cross_v1_0_0.so"],
-        json!({"fast_ma_period": 5, "slow_ma_period": 20, "order_qty": 1}),
-    )?;
-    let _ = writeln!(out, "  installed risk_model 1.0.0 and ma_cross 1.0.0");
-
-    let threads = options.threads.max(1);
-    let per_thread = options
-        .instruments_per_thread
-        .clamp(1, INSTRUMENTS.len() / threads.min(INSTRUMENTS.len()));
-    let instruments: Vec<&str> = INSTRUMENTS
-        .iter()
-        .copied()
-        .take(threads * per_thread)
-        .collect();
-    let floor = Floor {
-        ledger: Ledger::default(),
-        stats: (0..threads).map(|_| DeskStats::default()).collect(),
-        gate: RwLock::new(()),
-        stop: AtomicBool::new(false),
-    };
-    let _ = writeln!(
-        out,
-        "  trading {} instruments from {threads} feed threads\n",
-        instruments.len()
-    );
-
-    let (strategy, risk) = (runtime.handle("ma_cross")?, runtime.handle("risk_model")?);
-    let result = std::thread::scope(|scope| {
-        let mut feeds = Vec::new();
-        for (t, mine) in instruments.chunks(per_thread).enumerate() {
-            let floor = &floor;
-            let (strategy, risk) = (strategy.clone(), risk.clone());
-            let pace = options.pace;
-            feeds.push(scope.spawn(move || {
-                let mut desk = Desk::new(strategy, risk, &floor.ledger, &floor.stats[t]);
-                let mut prices: Vec<(&str, PriceFeed)> = mine
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| {
-                        (
-                            *name,
-                            PriceFeed::new((t * 31 + i) as u64 + 1, 100.0 + 37.0 * i as f64),
-                        )
-                    })
-                    .collect();
-                while !floor.stop.load(Ordering::Relaxed) {
-                    {
-                        let _open = floor
-                            .gate
-                            .read()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        for (name, feed) in &mut prices {
-                            desk.on_bar(name, feed.next_close());
-                        }
-                    }
-                    std::thread::sleep(pace);
-                }
-                desk
-            }));
-        }
-        let steps = run_steps(&runtime, &floor, &digests, &instruments, options, out);
-        floor.stop.store(true, Ordering::Relaxed);
-        let desks: Vec<Desk<'_>> = feeds
-            .into_iter()
-            .map(|h| h.join().expect("feed threads do not panic"))
-            .collect();
-        steps.map(|steps| (steps, desks))
-    });
-    let _ = std::fs::remove_dir_all(&store);
-    let (steps, desks) = result?;
-
-    let (calls, failed) = floor.calls();
-    let mut by_digest: BTreeMap<Digest, u64> = BTreeMap::new();
-    for desk in &desks {
-        for (digest, n) in &desk.orders_by_digest {
-            *by_digest.entry(*digest).or_default() += n;
-        }
-        for failure in desk.failures.iter().take(3) {
-            let _ = writeln!(out, "  failed call: {}", failure.error);
-        }
-    }
-    let names: BTreeMap<Digest, &str> = digests.iter().map(|(name, d)| (*d, *name)).collect();
-    let tagged: Vec<String> = by_digest
-        .iter()
-        .map(|(d, n)| format!("{} ({}): {n}", names.get(d).unwrap_or(&"?"), d.short()))
-        .collect();
-    let outcome = DemoOutcome {
-        steps,
-        calls,
-        failed,
-    };
-    let _ = writeln!(
-        out,
-        "orders by the strategy version that emitted them: {}",
-        tagged.join(", ")
-    );
-    let _ = writeln!(
-        out,
-        "summary: {} steps ({} committed, {} rolled back), {calls} calls served, {failed} failed; books {}; state {}",
+        "summary: {} steps ({} committed, {} rolled back), {} calls served, {} failed; books {}; state {}",
         outcome.steps.len(),
         outcome.steps.iter().filter(|s| s.committed).count(),
-        outcome.steps.iter().filter(|s| !s.committed).count(),
+        outcome.steps.iter().filter(|s| s.rolled_back).count(),
+        outcome.calls,
+        outcome.failed,
         if outcome.steps.iter().all(|s| s.consistent) {
-            "match the ledger after every step"
+            format!("{books_checked} after every step")
         } else {
-            "DO NOT match the ledger"
+            format!("DO NOT {books_checked}")
         },
         if outcome.steps.iter().any(|s| s.lost_state) {
             "LOST in a rollback"
@@ -615,110 +615,4 @@ pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoOutcome> {
         },
     );
     let _ = writeln!(out, "{}", if outcome.passed() { "PASS" } else { "FAIL" });
-    Ok(outcome)
-}
-
-fn run_steps(
-    runtime: &Runtime,
-    floor: &Floor,
-    digests: &BTreeMap<&str, Digest>,
-    instruments: &[&str],
-    options: &DemoOptions,
-    out: &mut dyn Write,
-) -> Result<Vec<StepOutcome>> {
-    // Let the windows fill before the first step.
-    std::thread::sleep(options.soak);
-    let mut outcomes = Vec::new();
-    for (n, step) in STEPS.iter().enumerate() {
-        let _ = writeln!(out, "step {}/{}: {}", n + 1, STEPS.len(), step.title);
-        let (calls_before, failed_before) = floor.calls();
-        let target = digests[step.library];
-        let version = runtime.store().get(&target)?.metadata.version;
-        let probe = if step.plugin == "ma_cross" {
-            crossover_probe(&version)
-        } else {
-            risk_probe()
-        };
-        let differential = vec![if step.plugin == "ma_cross" {
-            json!({"bar": {"instrument": instruments[0], "close": 100.0}})
-        } else {
-            json!({"check": {"order_id": 1_000_000, "instrument": instruments[0], "qty": 1, "limit_price": 100.0}})
-        }];
-        let request = SwapRequest::new(step.plugin, target).verify(VerifySpec {
-            health: true,
-            probes: vec![probe],
-            differential,
-        });
-        floor.reset_longest();
-        let started = Instant::now();
-        let swapped = runtime.swap(request);
-        let longest_wait = floor.longest();
-        let mut rollback = None;
-        match &swapped {
-            Ok(report) => {
-                print_swap(out, report);
-                let _ = writeln!(
-                    out,
-                    "  longest wait of any call while swapping: {:.1} µs (swap call took {:.1} ms)",
-                    longest_wait.as_secs_f64() * 1e6,
-                    started.elapsed().as_secs_f64() * 1e3
-                );
-            }
-            Err(HostError::RolledBack { report, .. }) => rollback = Some((**report).clone()),
-            Err(error) => {
-                let _ = writeln!(out, "  refused: {error}");
-            }
-        }
-        let mut committed = false;
-        if swapped.is_ok() {
-            // Soak: health checked while it trades; a failure rolls the step back.
-            let soak_until = Instant::now() + options.soak;
-            while rollback.is_none() && Instant::now() < soak_until {
-                std::thread::sleep(Duration::from_millis(50));
-                match runtime.check_health(step.plugin) {
-                    Ok(()) => {}
-                    Err(HostError::RolledBack { report, .. }) => rollback = Some(*report),
-                    Err(error) => return Err(error.into()),
-                }
-            }
-            if rollback.is_none() {
-                runtime.commit(step.plugin)?;
-                committed = true;
-            }
-        }
-        if let Some(report) = &rollback {
-            print_rollback(out, report);
-        }
-        let problems = check_books(runtime, floor, instruments)?;
-        let (calls_after, failed_after) = floor.calls();
-        let outcome = StepOutcome {
-            plugin: step.plugin.to_owned(),
-            library: step.library.to_owned(),
-            committed,
-            as_expected: committed == step.expect_commit,
-            calls: calls_after - calls_before,
-            failed: failed_after - failed_before,
-            longest_wait,
-            consistent: problems.is_empty(),
-            lost_state: rollback.as_ref().is_some_and(|r| !r.lost_nothing()),
-        };
-        let _ = writeln!(
-            out,
-            "  {}; {} calls served during the step, {} failed; books {}\n",
-            if committed {
-                "committed"
-            } else {
-                "not committed: the previous version serves"
-            },
-            outcome.calls,
-            outcome.failed,
-            if problems.is_empty() {
-                format!("match the ledger on {} instruments", instruments.len())
-            } else {
-                format!("MISMATCH: {}", problems.join("; "))
-            }
-        );
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
 }

@@ -2,11 +2,11 @@
 //! asked.
 //!
 //! A switch holds a **lease** (like Junos `commit confirmed`): if no commit arrives before it
-//! expires (the sidecar crashed, the network dropped), the steward rolls the step back. During
-//! the lease it watches the step's **soak thresholds** (error rate, call latency; a panic rolls
-//! back at once on the hot path) and rolls back when one is crossed. The rollback and its reason
-//! appear in the running state like any other. It also writes the periodic state checkpoints
-//! of the plugins that opted in (see [`persist`](crate::persist)).
+//! expires (the sidecar crashed, the network dropped), the steward rolls the step back. Until
+//! the commit it watches the step's **soak thresholds** (error rate, call latency; a panic
+//! rolls back at once on the hot path) and the new version's health, and rolls back when one
+//! fails. The rollback and its reason appear in the running state like any other. It also
+//! writes the periodic state checkpoints of the plugins that opted in.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -19,6 +19,9 @@ use crate::slot::Counters;
 
 /// How often the steward looks: the precision of leases and thresholds.
 const TICK: Duration = Duration::from_millis(10);
+
+/// How often a soaking step's health is checked (it runs plugin code under the slot lock).
+const HEALTH_EVERY: Duration = Duration::from_millis(100);
 
 /// What a step must stay within while its lease runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,6 +49,8 @@ pub(crate) struct StepWatch {
     pub counters_at_switch: Counters,
     /// The longest call since the switch.
     pub slowest_call: Duration,
+    /// When the steward last checked the new version's health.
+    pub health_checked: Instant,
 }
 
 impl StepWatch {
@@ -55,6 +60,7 @@ impl StepWatch {
             soak,
             counters_at_switch: counters,
             slowest_call: Duration::ZERO,
+            health_checked: Instant::now(),
         }
     }
 
@@ -121,10 +127,22 @@ impl Runtime {
             };
             let report = {
                 let mut state = slot.state();
-                let breach = state
+                let mut breach = state
                     .step
                     .as_ref()
                     .and_then(|step| step.watch.breach(&state.counters, now));
+                // The new version's health, looked at every `HEALTH_EVERY` while it soaks.
+                if breach.is_none()
+                    && let Some(step) = &mut state.step
+                    && now.duration_since(step.watch.health_checked) >= HEALTH_EVERY
+                {
+                    step.watch.health_checked = now;
+                    if let Some(Err(failure)) = state.active.as_ref().map(|a| a.instance.health()) {
+                        breach = Some(RollbackReason::HealthFailed {
+                            message: failure.message,
+                        });
+                    }
+                }
                 breach.map(|reason| rollback::roll_back(&slot.id, &mut state, reason))
             };
             if let Some(report) = report {
@@ -162,6 +180,7 @@ mod tests {
             soak: soak.clone(),
             counters_at_switch: counters(1000, 500),
             slowest_call: Duration::from_micros(slowest_us),
+            health_checked: start,
         };
         let cases: [(&str, StepWatch, Counters, Option<&str>); 6] = [
             (

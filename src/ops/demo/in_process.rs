@@ -1,0 +1,310 @@
+//! The desk in this process: a runtime over a temporary store, feed threads, the host's ledger;
+//! steps applied by calling the runtime.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use plugsync_host::{Digest, HostError, Runtime, RuntimeOptions, SwapRequest};
+use serde_json::{Value, json};
+
+use super::report::{RollbackView, SwitchView};
+use super::{
+    Books, Calls, DemoOptions, DemoOutcome, LIBRARIES, RISK_START, RolledBack, STRATEGY_START,
+    Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
+};
+use crate::error::Result;
+use crate::market::{Desk, DeskStats, Ledger, PriceFeed};
+
+const INSTRUMENTS: [&str; 12] = [
+    "ES", "NQ", "YM", "RTY", "CL", "NG", "GC", "SI", "ZN", "ZB", "6E", "6J",
+];
+
+/// Everything the feed threads share with the main thread.
+struct Floor {
+    ledger: Ledger,
+    stats: Vec<DeskStats>,
+    /// Feed threads hold it shared per round of bars; the main thread takes it exclusively to
+    /// check the books at a quiet point.
+    gate: RwLock<()>,
+    stop: AtomicBool,
+}
+
+impl Floor {
+    fn calls(&self) -> Calls {
+        self.stats.iter().fold(Calls::default(), |c, s| Calls {
+            served: c.served + s.calls.load(Ordering::Relaxed),
+            failed: c.failed + s.failed.load(Ordering::Relaxed),
+        })
+    }
+
+    fn reset_longest(&self) {
+        for s in &self.stats {
+            s.longest_call_ns.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn longest(&self) -> Duration {
+        let ns = self
+            .stats
+            .iter()
+            .map(|s| s.longest_call_ns.load(Ordering::Relaxed))
+            .max();
+        Duration::from_nanos(ns.unwrap_or(0))
+    }
+}
+
+/// The runtime in this process, its desk and ledger.
+struct InProcess<'a> {
+    runtime: &'a Runtime,
+    floor: &'a Floor,
+    instruments: &'a [&'a str],
+}
+
+impl Venue for InProcess<'_> {
+    fn name(&self) -> String {
+        "the desk in this process".to_owned()
+    }
+
+    fn stage(&mut self, library: &Path) -> Result<Staged> {
+        let stored = self.runtime.stage_file(library)?;
+        Ok(Staged {
+            digest: stored.digest,
+            version: stored.metadata.version,
+        })
+    }
+
+    fn calls(&mut self) -> Result<Calls> {
+        Ok(self.floor.calls())
+    }
+
+    fn switch(&mut self, request: &SwapRequest) -> Result<Switched> {
+        self.floor.reset_longest();
+        let started = Instant::now();
+        let swapped = self.runtime.swap(request.clone());
+        let took = started.elapsed();
+        let longest_wait = self.floor.longest();
+        Ok(match swapped {
+            Ok(report) => Switched::Done {
+                report: Box::new(SwitchView::of(&report)),
+                longest_wait: Some(longest_wait),
+                notes: vec![format!(
+                    "longest wait of any call while swapping: {:.1} µs (swap call took {:.1} ms)",
+                    longest_wait.as_secs_f64() * 1e6,
+                    took.as_secs_f64() * 1e3
+                )],
+            },
+            Err(HostError::RolledBack { report, .. }) => {
+                Switched::RolledBack(RollbackView::of(&report))
+            }
+            Err(error) => Switched::Refused(error.to_string()),
+        })
+    }
+
+    fn watch(&mut self, request: &SwapRequest) -> Result<Option<RolledBack>> {
+        // A failed health check during the step rolls it back.
+        match self.runtime.check_health(&request.plugin) {
+            Ok(()) => {}
+            Err(HostError::RolledBack { report, .. }) => {
+                return Ok(Some(RolledBack {
+                    report: RollbackView::of(&report),
+                    by: None,
+                }));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        // The runtime's steward may have ended it: a soak threshold crossed, the lease out.
+        let status = self.runtime.status();
+        let Some(plugin) = status.plugins.iter().find(|p| p.plugin == request.plugin) else {
+            return Ok(None);
+        };
+        let pending = plugin.pending.as_ref().and_then(|p| p.step_id.as_deref());
+        Ok(ended_by_runtime(
+            pending,
+            request,
+            plugin.last_rollback.as_ref().map(RollbackView::of),
+        ))
+    }
+
+    fn commit(&mut self, request: &SwapRequest) -> Result<()> {
+        self.runtime.commit(&request.plugin)?;
+        Ok(())
+    }
+
+    fn books(&mut self) -> Result<Books> {
+        let problems = check_books(self.runtime, self.floor, self.instruments)?;
+        Ok(Books {
+            agreed: format!("match the ledger on {} instruments", self.instruments.len()),
+            problems,
+        })
+    }
+}
+
+/// Compares the plugins' books with the ledger at a quiet point.
+fn check_books(runtime: &Runtime, floor: &Floor, instruments: &[&str]) -> Result<Vec<String>> {
+    let _quiet = floor
+        .gate
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let strategy: Value =
+        serde_json::from_str(&runtime.snapshot("ma_cross")?.state).unwrap_or_default();
+    let risk: Value =
+        serde_json::from_str(&runtime.snapshot("risk_model")?.state).unwrap_or_default();
+    let positions = floor.ledger.positions();
+    let closes = floor.ledger.closes();
+    let mut problems = Vec::new();
+    for instrument in instruments {
+        let booked = positions.get(*instrument).copied().unwrap_or(0);
+        let held = strategy["instruments"][instrument]["position"]
+            .as_i64()
+            .unwrap_or(0);
+        let exposure = risk["instruments"][instrument]["exposure"]
+            .as_i64()
+            .unwrap_or(0);
+        if held != booked || exposure != booked {
+            problems.push(format!(
+                "{instrument}: ledger {booked}, ma_cross {held}, risk_model {exposure}"
+            ));
+        }
+        let window: Vec<f64> = strategy["instruments"][instrument]["closes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let fed = closes.get(*instrument).cloned().unwrap_or_default();
+        if !fed.ends_with(&window) || window.is_empty() {
+            problems.push(format!(
+                "{instrument}: ma_cross's price window is not the last closes the host fed"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Runs the demo with the desk in this process.
+pub(super) fn run(dir: &Path, options: &DemoOptions, out: &mut dyn Write) -> Result<DemoOutcome> {
+    let store = std::env::temp_dir().join(format!("plugsync-demo-{}", std::process::id()));
+    let runtime = Runtime::new(RuntimeOptions::new(&store))?;
+    let result = trade(&runtime, dir, &store, options, out);
+    let _ = std::fs::remove_dir_all(&store);
+    result
+}
+
+fn trade(
+    runtime: &Runtime,
+    dir: &Path,
+    store: &Path,
+    options: &DemoOptions,
+    out: &mut dyn Write,
+) -> Result<DemoOutcome> {
+    let mut digests: BTreeMap<&str, Digest> = BTreeMap::new();
+    for name in LIBRARIES {
+        digests.insert(name, runtime.stage_file(&dir.join(name))?.digest);
+    }
+    let _ = writeln!(
+        out,
+        "plugsync demo: hot updates of a live trading desk\n  plugins from {}\n  store {}",
+        dir.display(),
+        store.display()
+    );
+    runtime.install(&digests[RISK_START], json!({"max_position": 10}))?;
+    runtime.install(
+        &digests[STRATEGY_START],
+        json!({"fast_ma_period": 5, "slow_ma_period": 20, "order_qty": 1}),
+    )?;
+    let _ = writeln!(out, "  installed risk_model 1.0.0 and ma_cross 1.0.0");
+
+    let threads = options.threads.max(1);
+    let per_thread = options
+        .instruments_per_thread
+        .clamp(1, INSTRUMENTS.len() / threads.min(INSTRUMENTS.len()));
+    let instruments: Vec<&str> = INSTRUMENTS
+        .iter()
+        .copied()
+        .take(threads * per_thread)
+        .collect();
+    let floor = Floor {
+        ledger: Ledger::default(),
+        stats: (0..threads).map(|_| DeskStats::default()).collect(),
+        gate: RwLock::new(()),
+        stop: AtomicBool::new(false),
+    };
+    let _ = writeln!(
+        out,
+        "  trading {} instruments from {threads} feed threads",
+        instruments.len()
+    );
+
+    let (strategy, risk) = (runtime.handle("ma_cross")?, runtime.handle("risk_model")?);
+    let (outcome, desks) = std::thread::scope(|scope| {
+        let mut feeds = Vec::new();
+        for (t, mine) in instruments.chunks(per_thread).enumerate() {
+            let floor = &floor;
+            let (strategy, risk) = (strategy.clone(), risk.clone());
+            let pace = options.pace;
+            feeds.push(scope.spawn(move || {
+                let mut desk = Desk::new(strategy, risk, &floor.ledger, &floor.stats[t]);
+                let mut prices: Vec<(&str, PriceFeed)> = mine
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        (
+                            *name,
+                            PriceFeed::new((t * 31 + i) as u64 + 1, 100.0 + 37.0 * i as f64),
+                        )
+                    })
+                    .collect();
+                while !floor.stop.load(Ordering::Relaxed) {
+                    {
+                        let _open = floor
+                            .gate
+                            .read()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for (name, feed) in &mut prices {
+                            desk.on_bar(name, feed.next_close());
+                        }
+                    }
+                    std::thread::sleep(pace);
+                }
+                desk
+            }));
+        }
+        let mut venue = InProcess {
+            runtime,
+            floor: &floor,
+            instruments: &instruments,
+        };
+        let outcome = run_steps(&mut venue, dir, options, out);
+        floor.stop.store(true, Ordering::Relaxed);
+        let desks: Vec<Desk<'_>> = feeds
+            .into_iter()
+            .map(|h| h.join().expect("feed threads do not panic"))
+            .collect();
+        (outcome, desks)
+    });
+    let outcome = outcome?;
+
+    let mut by_digest: BTreeMap<Digest, u64> = BTreeMap::new();
+    for desk in &desks {
+        for (digest, n) in &desk.orders_by_digest {
+            *by_digest.entry(*digest).or_default() += n;
+        }
+        for failure in desk.failures.iter().take(3) {
+            let _ = writeln!(out, "  failed call: {}", failure.error);
+        }
+    }
+    let names: BTreeMap<Digest, &str> = digests.iter().map(|(name, d)| (*d, *name)).collect();
+    let tagged: Vec<String> = by_digest
+        .iter()
+        .map(|(d, n)| format!("{} ({}): {n}", names.get(d).unwrap_or(&"?"), d.short()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "orders by the strategy version that emitted them: {}",
+        tagged.join(", ")
+    );
+    print_verdict(&outcome, "match the ledger", out);
+    Ok(outcome)
+}

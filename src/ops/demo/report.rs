@@ -1,0 +1,456 @@
+//! What a step reports, and how the demo prints it.
+//!
+//! The control API answers a switch with the JSON of the runtime's [`SwapReport`] and a
+//! rollback with that of its [`RollbackReport`]; in one process the demo has the values
+//! themselves. Both are read into the views below through that JSON, the wire form being the
+//! contract, so that the two modes print from one code path.
+
+use std::fmt;
+use std::io::Write;
+use std::time::Duration;
+
+use plugsync_host::{RollbackReport, SwapReport, VersionRef};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// What a switch did: the fields of a [`SwapReport`] the demo prints.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct SwitchView {
+    pub from: VersionRef,
+    pub to: VersionRef,
+    pub state_before: Value,
+    pub state_after: Value,
+    pub path: PathView,
+    pub caught_up: usize,
+    pub locked_window: Duration,
+    pub cut_seq: u64,
+    pub switched_seq: u64,
+    pub verification: VerificationView,
+}
+
+impl SwitchView {
+    /// The view of a report of the runtime in this process.
+    pub fn of(report: &SwapReport) -> SwitchView {
+        through_json(report)
+    }
+}
+
+/// How the switch was done.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum PathView {
+    Optimistic,
+    Locked { reason: String },
+}
+
+/// What verification found.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct VerificationView {
+    pub health: Option<Result<(), String>>,
+    pub probes: Vec<ProbeView>,
+    pub differential: Vec<DifferentialView>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct ProbeView {
+    pub name: String,
+    pub mismatches: Vec<Value>,
+    pub error: Option<String>,
+}
+
+/// Both versions' outputs for one input, each `{"Ok": …}` or `{"Err": …}`.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct DifferentialView {
+    pub old: Value,
+    pub new: Value,
+}
+
+/// What a rollback did: the fields of a [`RollbackReport`] the demo prints.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(super) struct RollbackView {
+    pub from: VersionRef,
+    pub to: VersionRef,
+    pub reason: ReasonView,
+    pub method: MethodView,
+}
+
+impl RollbackView {
+    /// The view of a report of the runtime in this process.
+    pub fn of(report: &RollbackReport) -> RollbackView {
+        through_json(report)
+    }
+
+    /// Whether every state update made since the switch survived the rollback (as
+    /// [`RollbackReport::lost_nothing`]).
+    pub fn lost_nothing(&self) -> bool {
+        match &self.method {
+            MethodView::Replay { .. } => true,
+            MethodView::DownMigration { in_doubt_call, .. } => in_doubt_call.is_none(),
+            MethodView::Lossy { .. } => false,
+        }
+    }
+}
+
+/// Why a step was rolled back ([`plugsync_host::RollbackReason`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum ReasonView {
+    Requested,
+    CallPanicked { seq: u64, message: String },
+    HealthFailed { message: String },
+    LeaseExpired { lease_ms: u64 },
+    SoakThreshold { threshold: String, observed: String },
+}
+
+impl fmt::Display for ReasonView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReasonView::Requested => f.write_str("rollback requested"),
+            ReasonView::CallPanicked { seq, message } => {
+                write!(f, "the new version panicked in call #{seq} ({message})")
+            }
+            ReasonView::HealthFailed { message } => {
+                write!(f, "the new version failed its health check ({message})")
+            }
+            ReasonView::LeaseExpired { lease_ms } => {
+                write!(
+                    f,
+                    "no commit arrived within the switch's lease of {lease_ms} ms"
+                )
+            }
+            ReasonView::SoakThreshold {
+                threshold,
+                observed,
+            } => write!(
+                f,
+                "the new version crossed its soak threshold `{threshold}`: {observed}"
+            ),
+        }
+    }
+}
+
+/// How the state was carried back ([`plugsync_host::RollbackMethod`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(super) enum MethodView {
+    Replay {
+        replayed: usize,
+        divergences: Vec<DivergenceView>,
+    },
+    DownMigration {
+        unjournaled_calls: u64,
+        in_doubt_call: Option<u64>,
+    },
+    Lossy {
+        lost: LostView,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(super) struct DivergenceView {
+    pub seq: u64,
+    pub new_output: Result<String, String>,
+    pub old_output: Result<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub(super) struct LostView {
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub why: String,
+}
+
+/// A runtime report read as its view, through its wire form.
+fn through_json<T: serde::Serialize, V: DeserializeOwned>(report: &T) -> V {
+    serde_json::to_value(report)
+        .and_then(serde_json::from_value)
+        .expect("a runtime report's JSON reads as its view (checked by the tests below)")
+}
+
+/// Elides price windows so a state fits on a screen.
+fn elide(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match v {
+                    Value::Array(items) if items.len() > 4 => {
+                        (k.clone(), json!(format!("[{} values]", items.len())))
+                    }
+                    _ => (k.clone(), elide(v)),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The first instrument of a state, with the top-level fields: enough to see a migration.
+fn excerpt(state: &Value) -> String {
+    let mut shown = serde_json::Map::new();
+    if let Value::Object(map) = state {
+        for (key, value) in map {
+            if key == "instruments" {
+                if let Some((name, first)) = value.as_object().and_then(|m| m.iter().next()) {
+                    shown.insert(
+                        key.clone(),
+                        json!({ name: elide(first), "…": "one instrument of many shown" }),
+                    );
+                }
+            } else {
+                shown.insert(key.clone(), elide(value));
+            }
+        }
+    }
+    serde_json::to_string_pretty(&Value::Object(shown)).unwrap_or_default() + "\n"
+}
+
+/// The state diff, the switch and the verification of a step.
+pub(super) fn print_switch(out: &mut dyn Write, report: &SwitchView) {
+    let before = excerpt(&report.state_before);
+    let after = excerpt(&report.state_after);
+    let _ = writeln!(
+        out,
+        "  state migrated {} -> {} (diff of one instrument and the top-level fields):",
+        report.from.version, report.to.version
+    );
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    let header_old = format!("state {}", report.from.version);
+    let header_new = format!("state {}", report.to.version);
+    for line in diff
+        .unified_diff()
+        .context_radius(2)
+        .header(&header_old, &header_new)
+        .to_string()
+        .lines()
+    {
+        let _ = writeln!(out, "    {line}");
+    }
+    let path = match &report.path {
+        PathView::Optimistic => format!("optimistic, {} calls caught up", report.caught_up),
+        PathView::Locked { reason } => format!("under the lock ({reason})"),
+    };
+    let _ = writeln!(
+        out,
+        "  switch: {path}; slot held {:.1} µs; cut at call #{}, switched at #{}",
+        report.locked_window.as_secs_f64() * 1e6,
+        report.cut_seq,
+        report.switched_seq
+    );
+    let verification = &report.verification;
+    let probes: Vec<String> = verification
+        .probes
+        .iter()
+        .map(|p| {
+            let passed = p.mismatches.is_empty() && p.error.is_none();
+            format!("`{}` {}", p.name, if passed { "passed" } else { "FAILED" })
+        })
+        .collect();
+    let differing = verification
+        .differential
+        .iter()
+        .filter(|r| r.old != r.new)
+        .count();
+    let _ = writeln!(
+        out,
+        "  verified before the switch: health {}, probes {}, differential {} inputs ({} differ)",
+        match &verification.health {
+            Some(Ok(())) => "ok".to_owned(),
+            Some(Err(e)) => format!("FAILED ({e})"),
+            None => "skipped".to_owned(),
+        },
+        if probes.is_empty() {
+            "none".to_owned()
+        } else {
+            probes.join(", ")
+        },
+        verification.differential.len(),
+        differing
+    );
+}
+
+/// A rollback: why, who asked for it when it was not the runtime itself, and how the state
+/// came back.
+pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackView, by: Option<&str>) {
+    let _ = writeln!(
+        out,
+        "  ROLLED BACK {} -> {}: {}",
+        report.from, report.to, report.reason
+    );
+    if let Some(by) = by {
+        let _ = writeln!(out, "  ({by})");
+    }
+    match &report.method {
+        MethodView::Replay {
+            replayed,
+            divergences,
+        } => {
+            let _ = writeln!(
+                out,
+                "  state carried back by replay: {replayed} calls replayed into {}, {} outputs differ",
+                report.to.version,
+                divergences.len()
+            );
+            if !divergences.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  (orders one version sent and the other would not have: the host owns them and \
+                     reconciles; positions follow fills, so the books still match)"
+                );
+            }
+            for d in divergences.iter().take(2) {
+                let _ = writeln!(
+                    out,
+                    "    call #{}: {} answered {:?}, {} computes {:?}",
+                    d.seq, report.from.version, d.new_output, report.to.version, d.old_output
+                );
+            }
+        }
+        MethodView::DownMigration {
+            unjournaled_calls, ..
+        } => {
+            let _ = writeln!(
+                out,
+                "  state carried back by down-migration ({unjournaled_calls} calls were beyond the journal)"
+            );
+        }
+        MethodView::Lossy { lost } => {
+            let _ = writeln!(
+                out,
+                "  LOST {} calls (#{}..#{}): {}",
+                lost.count, lost.first_seq, lost.last_seq, lost.why
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plugsync_host::{
+        DifferentialRow, Digest, Divergence, LostCalls, ProbeOutcome, RollbackMethod,
+        RollbackReason, SwapPath, TransitionKind, VerifyReport,
+    };
+
+    use super::*;
+
+    fn version(v: &str, byte: u8) -> VersionRef {
+        VersionRef {
+            version: v.to_owned(),
+            digest: Digest::of(&[byte]),
+        }
+    }
+
+    fn rollback(reason: RollbackReason, method: RollbackMethod) -> RollbackReport {
+        RollbackReport {
+            plugin: "ma_cross".into(),
+            from: version("2.0.1", 1),
+            to: version("1.0.0", 0),
+            reason,
+            method,
+            calls_since_switch: 3,
+        }
+    }
+
+    /// Every reason and method the runtime reports reads as its view, which prints and judges
+    /// it as the runtime does.
+    #[test]
+    fn rollback_reports_read_as_their_views() {
+        let reasons = [
+            RollbackReason::Requested,
+            RollbackReason::CallPanicked {
+                seq: 7,
+                message: "boom".into(),
+            },
+            RollbackReason::HealthFailed {
+                message: "desynchronised".into(),
+            },
+            RollbackReason::LeaseExpired { lease_ms: 5000 },
+            RollbackReason::SoakThreshold {
+                threshold: "max_error_rate 0".into(),
+                observed: "1 of 9 calls failed".into(),
+            },
+        ];
+        let methods = [
+            RollbackMethod::Replay {
+                replayed: 3,
+                divergences: vec![Divergence {
+                    seq: 2,
+                    input: "{}".into(),
+                    new_output: Ok("a".into()),
+                    old_output: Err("b".into()),
+                }],
+            },
+            RollbackMethod::DownMigration {
+                unjournaled_calls: 4,
+                state: json!({}),
+                in_doubt_call: Some(9),
+            },
+            RollbackMethod::Lossy {
+                lost: LostCalls {
+                    count: 2,
+                    first_seq: 5,
+                    last_seq: 6,
+                    why: "no down-migration".into(),
+                    abandoned_state: None,
+                },
+            },
+        ];
+        for reason in &reasons {
+            for method in &methods {
+                let report = rollback(reason.clone(), method.clone());
+                let view = RollbackView::of(&report);
+                assert_eq!(view.reason.to_string(), report.reason.to_string());
+                assert_eq!(view.lost_nothing(), report.lost_nothing(), "{method:?}");
+                assert_eq!((&view.from, &view.to), (&report.from, &report.to));
+            }
+        }
+    }
+
+    #[test]
+    fn swap_reports_read_as_their_views() {
+        let report = SwapReport {
+            plugin: "ma_cross".into(),
+            from: version("1.0.0", 0),
+            to: version("2.0.0", 2),
+            kind: TransitionKind::Upgrade,
+            config_before: json!({}),
+            config_after: json!({}),
+            state_before: json!({"fast_ma_period": 5}),
+            state_before_sha256: Digest::of(b"{}"),
+            state_after: json!({"fast_period": 5}),
+            cut_seq: 10,
+            switched_seq: 12,
+            caught_up: 2,
+            path: SwapPath::Locked {
+                reason: "outputs differ".into(),
+            },
+            locked_window: Duration::from_micros(250),
+            verification: VerifyReport {
+                health: Some(Err("sick".into())),
+                probes: vec![ProbeOutcome {
+                    name: "crossover buys".into(),
+                    mismatches: Vec::new(),
+                    error: Some("cannot restore".into()),
+                }],
+                differential: vec![DifferentialRow {
+                    input: json!({}),
+                    old: Ok(json!({"orders": []})),
+                    new: Err("no".into()),
+                }],
+            },
+            replaced_fault: None,
+        };
+        let mut printed = Vec::new();
+        print_switch(&mut printed, &SwitchView::of(&report));
+        let printed = String::from_utf8(printed).unwrap();
+        for line in [
+            "  state migrated 1.0.0 -> 2.0.0 (diff of one instrument and the top-level fields):",
+            "    -  \"fast_ma_period\": 5",
+            "  switch: under the lock (outputs differ); slot held 250.0 µs; cut at call #10, switched at #12",
+            "  verified before the switch: health FAILED (sick), probes `crossover buys` FAILED, differential 1 inputs (1 differ)",
+        ] {
+            assert!(printed.lines().any(|l| l == line), "{line}\n{printed}");
+        }
+    }
+}
