@@ -10,9 +10,9 @@
 //! longest call that overlapped the swap and its commit, and `SwapReport`'s locked window,
 //! catch-up and path.
 //!
-//! Each series runs under three loads ([`LOADS`]): callers that call without pause (the slot
-//! busy nearly all the time: an overload, which no host should run at), and callers that call,
-//! then busy-wait a fixed gap, as a host's feed handlers pinned to their cores do between
+//! Each series runs under three loads ([`LOADS`]): callers that call without pause (always
+//! queued at the slot: an overload, which no host should run at), and callers that call, then
+//! busy-wait a fixed gap, as a host's feed handlers polling on their cores do between
 //! market-data events. The gap is a spin on `Instant`, not a sleep: a sleeping caller would
 //! measure the scheduler's wake-up latency (tens of µs) rather than the swap. Each load level
 //! reports its call rate, and the slot's utilisation estimated as that rate times a lone
@@ -25,10 +25,13 @@
 //! (`/proc/thread-self/schedstat`) around the calls that overlap a window, and the table leads
 //! with the wall time net of it: waiting for the slot lock, plus the call's own work.
 //!
-//! Two baselines run in the same process:
+//! Three baselines run in the same process:
 //! - **no swap**: after each swap, a window of the same length, under the same load, in which
 //!   the main thread only spins. It loads the CPUs as the swap did but never takes the slot:
 //!   the machine's noise;
+//! - **snapshot only**: another such window, in which the main thread takes one
+//!   `Runtime::snapshot`: the slot held while the plugin serialises its state, as every swap's
+//!   cut holds it. No swap can stall its callers for less;
 //! - **restart**: this binary re-executed as a child process that opens a runtime over the
 //!   store, stages and installs the library, restores the state from a checkpoint file
 //!   (`Runtime::restore`, digest checked), serves one call and exits; timed spawn to exit. The
@@ -104,7 +107,7 @@ struct Params {
 }
 
 /// `cargo bench`: 3 600 swaps (400 per series and load: a p99 is the 4th longest) and 20
-/// restarts, about a minute on 2 cores.
+/// restarts, about 70 s on 2 idle cores (longer when something else runs).
 const FULL: Params = Params {
     pairs_per_series: 200,
     restarts: 20,
@@ -157,8 +160,7 @@ fn main() {
     // The warm-up used the first bars of every instrument; carry on from there.
     let start = WARM_UP_BARS * instruments.len();
     let lone_call = lone_call_mean(&slot, &feed, start, params.lone_calls);
-    let cut_hold = serialisation_time(&runtime.snapshot("ma_cross").expect("a snapshot").state);
-    let windows = 4 * LOADS.len() * Series::ALL.len() * params.pairs_per_series;
+    let windows = 2 * WINDOWS_PER_SWAP * LOADS.len() * Series::ALL.len() * params.pairs_per_series;
     let probe = Arc::new(Probe::new(windows));
     let cpu_before = CpuUse::now();
     let callers: Vec<_> = (0..CALLERS)
@@ -201,7 +203,6 @@ fn main() {
         latencies: &latencies,
         time_at_load: &time_at_load,
         lone_call,
-        cut_hold,
         elsewhere,
         restarts: &restarts,
     });
@@ -274,8 +275,8 @@ impl CpuUse {
         // counted in user already.
         let cpu = parse(stat.lines().next()?.strip_prefix("cpu")?)?;
         let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // After the parenthesised command name (which may hold spaces), utime, stime, cutime
-        // and cstime are the 12th to 15th fields.
+        // utime, stime, cutime and cstime (fields 14 to 17 in proc(5)) are the 12th to 15th
+        // after the parenthesised command name, which may hold spaces.
         let own: u64 = own_stat
             .rsplit_once(')')?
             .1
@@ -305,35 +306,12 @@ impl CpuUse {
     }
 }
 
-/// How long the plugin's `snapshot` takes to serialise `state` (a 1.0.0 snapshot), p50 of a
-/// few hundred: what every swap's cut holds the slot for, so the floor of an optimistic swap's
-/// stall. Timed on 2.0.0's state type (the one linked into this benchmark), which holds the
-/// same per-instrument windows as 1.0.0's under other names for a few scalars, with the code
-/// the plugin SDK's `snapshot` entry point runs.
-fn serialisation_time(state: &str) -> Duration {
-    let v1: Value = serde_json::from_str(state).expect("a snapshot is JSON");
-    let field = |name: &str| v1[name].as_u64().expect("1.0.0 state fields");
-    let state = ma_cross_v2_0_0::State {
-        fast_period: field("fast_ma_period") as u32,
-        slow_period: field("slow_ma_period") as u32,
-        order_qty: field("order_qty") as u32,
-        signal_threshold: 0.0,
-        next_order_id: field("next_order_id"),
-        instruments: serde_json::from_value(v1["instruments"].clone())
-            .expect("1.0.0 and 2.0.0 keep instruments alike"),
-    };
-    let times: Vec<Duration> = (0..300)
-        .map(|_| {
-            let started = Instant::now();
-            let mut bytes = Vec::new();
-            serde_json::to_writer(&mut bytes, std::hint::black_box(&state))
-                .expect("the state serialises");
-            std::hint::black_box(bytes);
-            started.elapsed()
-        })
-        .collect();
-    percentile(&times, 0.5)
-}
+/// Windows the main thread opens per swap: the swap, then two of the same length under the same
+/// load, as baselines: one in which it only spins (the machine's noise), one in which it takes a
+/// `Runtime::snapshot` and spins for the rest. The snapshot holds the slot while the plugin
+/// serialises its state, exactly as every swap's cut does (its checksum is computed off the
+/// lock), so that window shows the stall a swap cannot go below, measured where the swap runs.
+const WINDOWS_PER_SWAP: usize = 3;
 
 /// Time each window starts with before the main thread acts (swaps, or spins): by then every
 /// call begun before the window has ended, unless it lost its CPU, so the calls that can have
@@ -484,8 +462,8 @@ fn call_until_stopped(
         let queued_before = if paced {
             // Read before every call: the reading after the previous call would also count
             // queueing during the gap, which is not in this call's wall time. Read outside
-            // windows too, so that the call rate is the same inside and outside them (the read
-            // is part of the gap the rate is reported with).
+            // windows too, so that the pace is the same inside and outside them (the read,
+            // ~1 µs, lengthens every gap alike; the rate reported is measured, so includes it).
             queueing.total_ns()
         } else if in_window {
             // Flat out, the reading after one call is the reading before the next: a second
@@ -569,9 +547,8 @@ struct SwapSample {
     load: usize,
     series: Series,
     upgrade: bool,
-    /// The swap's window and the no-swap window after it.
+    /// The swap's window; the no-swap and snapshot-only windows after it are the next two.
     window: usize,
-    control_window: usize,
     /// Swap and commit, as the main thread timed them.
     elapsed: Duration,
     locked_window: Duration,
@@ -579,13 +556,15 @@ struct SwapSample {
     /// Why an optimistic swap fell back to the locked path.
     fell_back: Option<String>,
     seen: Seen,
-    control_seen: Seen,
+    no_swap_seen: Seen,
+    snapshot_seen: Seen,
 }
 
 impl SwapSample {
     fn with_waits(mut self, probe: &Probe) -> SwapSample {
         self.seen = probe.seen(self.window);
-        self.control_seen = probe.seen(self.control_window);
+        self.no_swap_seen = probe.seen(self.window + 1);
+        self.snapshot_seen = probe.seen(self.window + 2);
         self
     }
 }
@@ -615,7 +594,7 @@ fn swap_back_and_forth(
             if let Some(config) = series.upgrade_config().filter(|_| upgrade) {
                 request = request.config(config);
             }
-            let window = 2 * samples.len();
+            let window = WINDOWS_PER_SWAP * samples.len();
             // Callers alone for a moment between windows, so that each window starts alike
             // (and, at a change of load, at the new pace).
             thread::sleep(Duration::from_millis(1));
@@ -629,6 +608,12 @@ fn swap_back_and_forth(
             });
             thread::sleep(Duration::from_millis(1));
             probe.window(window + 1, || spin_for(elapsed));
+            thread::sleep(Duration::from_millis(1));
+            probe.window(window + 2, || {
+                let started = Instant::now();
+                runtime.snapshot("ma_cross").expect("a snapshot");
+                spin_for(elapsed.saturating_sub(started.elapsed()));
+            });
             let fell_back = match (series.mode(), report.path) {
                 (SwapMode::Optimistic, SwapPath::Locked { reason }) => Some(reason),
                 _ => None,
@@ -638,13 +623,13 @@ fn swap_back_and_forth(
                 series,
                 upgrade,
                 window,
-                control_window: window + 1,
                 elapsed,
                 locked_window: report.locked_window,
                 caught_up: report.caught_up,
                 fell_back,
                 seen: Seen::default(),
-                control_seen: Seen::default(),
+                no_swap_seen: Seen::default(),
+                snapshot_seen: Seen::default(),
             });
         }
     }
@@ -863,8 +848,6 @@ struct Report<'a> {
     /// How long the callers ran at each load level.
     time_at_load: &'a [Duration],
     lone_call: Duration,
-    /// How long serialising the state takes: what a swap's cut holds the slot for.
-    cut_hold: Duration,
     elsewhere: Option<Elsewhere>,
     restarts: &'a [Duration],
 }
@@ -906,7 +889,11 @@ impl Row {
     }
 
     fn no_swap(name: &'static str, samples: &[&SwapSample]) -> Row {
-        Row::windows(name, samples, |s| s.control_seen)
+        Row::windows(name, samples, |s| s.no_swap_seen)
+    }
+
+    fn snapshot_only(name: &'static str, samples: &[&SwapSample]) -> Row {
+        Row::windows(name, samples, |s| s.snapshot_seen)
     }
 
     fn windows(name: &'static str, samples: &[&SwapSample], seen: fn(&SwapSample) -> Seen) -> Row {
@@ -961,7 +948,7 @@ fn us(duration: Duration) -> String {
 }
 
 /// The rows of one load level's table, from its swaps.
-fn level_rows(samples: &[&SwapSample]) -> [Row; 8] {
+fn level_rows(samples: &[&SwapSample]) -> [Row; 9] {
     let select = |series: Series, upgrade: Option<bool>| -> Vec<&SwapSample> {
         samples
             .iter()
@@ -981,6 +968,7 @@ fn level_rows(samples: &[&SwapSample]) -> [Row; 8] {
             &select(Series::OptimisticDiverging, None),
         ),
         Row::no_swap("no swap", samples),
+        Row::snapshot_only("snapshot only", samples),
     ]
 }
 
@@ -988,9 +976,11 @@ fn level_rows(samples: &[&SwapSample]) -> [Row; 8] {
 /// tenth of a core, often enough to preempt a lock holder in a window.
 const DISTURBED: f64 = 0.05;
 
-/// Where the optimistic and locked rows sit in [`level_rows`].
+/// Where rows sit in [`level_rows`].
 const OPTIMISTIC_ROW: usize = 0;
 const LOCKED_ROW: usize = 3;
+const NO_SWAP_ROW: usize = 7;
+const SNAPSHOT_ROW: usize = 8;
 
 fn print_report(report: &Report<'_>) {
     let cpus = thread::available_parallelism().map_or(0, usize::from);
@@ -1004,11 +994,6 @@ fn print_report(report: &Report<'_>) {
         report.state_bytes,
         report.instruments,
         per_load[0].len(),
-    );
-    println!(
-        "every swap's cut serialises that state under the slot lock: {} (p50, alone, in a hot \
-         loop), a floor under every swap's stall",
-        us(report.cut_hold)
     );
     match report.elsewhere {
         Some(elsewhere) => {
@@ -1113,6 +1098,11 @@ fn print_report(report: &Report<'_>) {
          spinning instead: the machine's noise"
     );
     println!(
+        "  snapshot only: another such window, in which the main thread takes a snapshot (the \
+         plugin serialising its state under the slot lock, as every swap's cut does): the floor \
+         of a swap's stall"
+    );
+    println!(
         "  unprobed: windows in which no caller got a CPU to call (left out of the net figures)"
     );
 
@@ -1152,12 +1142,13 @@ fn print_report(report: &Report<'_>) {
             )
         };
         println!(
-            "  {:<17} | {} | {} | {} ({} without a swap): {verdict}",
+            "  {:<17} | {} | {} | {} (no swap {}, snapshot only {}): {verdict}",
             level.name,
             ratios(&rows[OPTIMISTIC_ROW]),
             ratios(&rows[LOCKED_ROW]),
             us(p99),
-            us(rows[rows.len() - 1].net[1]),
+            us(rows[NO_SWAP_ROW].net[1]),
+            us(rows[SNAPSHOT_ROW].net[1]),
         );
     }
 }
