@@ -462,6 +462,27 @@ impl Instance {
         }
     }
 
+    /// Copies the state without serialising it: cheap enough to do while holding the slot,
+    /// and the copy is serialised after the slot is released.
+    pub(crate) fn copy_state(&self) -> Result<StateCopy, Failure> {
+        let mut copy: *mut c_void = std::ptr::null_mut();
+        let mut error = PluginBuf::EMPTY;
+        // SAFETY: as for `snapshot`; `copy` and `error` are valid places for the results.
+        let status =
+            unsafe { (self.library.vtable.copy_state)(self.ptr.as_ptr(), &mut copy, &mut error) };
+        if status != Status::OK {
+            return Err(self.library.failure(status, error));
+        }
+        let ptr = NonNull::new(copy).ok_or_else(|| Failure {
+            message: "`copy_state` returned no copy".into(),
+            panicked: false,
+        })?;
+        Ok(StateCopy {
+            library: self.library.clone(),
+            ptr,
+        })
+    }
+
     /// Replaces the state with a JSON snapshot of this version's schema.
     pub(crate) fn restore(&mut self, state: &[u8]) -> Result<(), Failure> {
         let mut error = PluginBuf::EMPTY;
@@ -486,6 +507,37 @@ impl Instance {
         } else {
             Err(self.library.failure(status, error))
         }
+    }
+}
+
+/// A copy of an instance's state, owned by the plugin's allocator, independent of the instance.
+pub(crate) struct StateCopy {
+    library: std::sync::Arc<Library>,
+    ptr: NonNull<c_void>,
+}
+
+// SAFETY: the SDK requires `Plugin::State: Send`, and the copy is only read (`serialize`) or
+// freed, through `&self`/`Drop` of this one owner.
+unsafe impl Send for StateCopy {}
+
+impl StateCopy {
+    /// The state's JSON.
+    pub(crate) fn serialize(&self) -> Result<Vec<u8>, Failure> {
+        let mut out = PluginBuf::EMPTY;
+        // SAFETY: `ptr` is a live copy made by this library's `copy_state`; `out` is valid.
+        let status = unsafe { (self.library.vtable.serialize_copy)(self.ptr.as_ptr(), &mut out) };
+        if status == Status::OK {
+            Ok(self.library.take(out))
+        } else {
+            Err(self.library.failure(status, out))
+        }
+    }
+}
+
+impl Drop for StateCopy {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is a live copy made by this library's `copy_state`, freed once here.
+        unsafe { (self.library.vtable.free_copy)(self.ptr.as_ptr()) };
     }
 }
 

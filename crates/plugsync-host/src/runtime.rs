@@ -439,20 +439,25 @@ impl Runtime {
             .call(input)
     }
 
-    /// Snapshots a plugin's state (briefly holding its slot: calls wait, none fails).
+    /// Snapshots a plugin's state. Calls wait only while the state is copied (a clone); it is
+    /// serialised after the slot is released.
     pub fn snapshot(&self, plugin: &str) -> Result<StateSnapshot> {
         let slot = self.slot(plugin)?;
-        let (bytes, library, seq) = {
+        let (copy, library, seq) = {
             let state = slot.state();
             let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
                 plugin: plugin.to_owned(),
             })?;
-            let bytes = active
+            let copy = active
                 .instance
-                .snapshot()
-                .map_err(|f| f.into_error(active.library(), "snapshot"))?;
-            (bytes, active.library().clone(), state.seq)
+                .copy_state()
+                .map_err(|f| f.into_error(active.library(), "copy_state"))?;
+            (copy, active.library().clone(), state.seq)
         };
+        let bytes = copy
+            .serialize()
+            .map_err(|f| f.into_error(&library, "snapshot"))?;
+        drop(copy);
         let (_, sha256) = state_checksum(&bytes).ok_or_else(|| HostError::BadSnapshot {
             plugin: plugin.to_owned(),
             reason: "the plugin's snapshot is not JSON".into(),

@@ -468,14 +468,30 @@ impl Target<'_> {
     /// `record`, calls from the cut on are recorded for the catch-up.
     fn cut(&self, record: bool) -> Result<Cut> {
         let started = Instant::now();
-        let (seq, before) = {
+        // Under the lock only a copy of the state is taken (a clone); it is serialised after.
+        let (seq, copy, running) = {
             let mut state = self.slot.state();
-            let before = self.snapshot(&state)?;
+            let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+                plugin: self.slot.id.clone(),
+            })?;
+            let copy = active
+                .instance
+                .copy_state()
+                .map_err(|f| f.into_error(active.library(), "copy_state"))?;
+            let running = active.library().clone();
             if record {
                 state.catch_up = Some(Journal::new(CATCH_UP_CAPACITY));
             }
-            (state.seq, before)
+            (state.seq, copy, running)
         };
+        let before = match copy.serialize() {
+            Ok(before) => before,
+            Err(failure) => {
+                self.stop_recording();
+                return Err(failure.into_error(&running, "snapshot"));
+            }
+        };
+        drop(copy);
         match migrate(self.transition, self.old_config, &before, self.desired) {
             Ok(migrated) => Ok(Cut {
                 seq,

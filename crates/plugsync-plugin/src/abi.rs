@@ -16,7 +16,7 @@ use std::ffi::c_void;
 /// Major version of the ABI. A host refuses a library whose major differs.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor version of the ABI. Minor versions only append entries to the vtable.
-pub const ABI_MINOR: u16 = 0;
+pub const ABI_MINOR: u16 = 1;
 /// `ABI_MAJOR` and `ABI_MINOR` packed as the vtable stores them: `major << 16 | minor`.
 pub const ABI_VERSION: u32 = ((ABI_MAJOR as u32) << 16) | ABI_MINOR as u32;
 
@@ -209,6 +209,18 @@ pub struct PluginVTable {
     pub health: unsafe extern "C" fn(instance: *const c_void, error: *mut PluginBuf) -> Status,
     /// Frees a buffer this library allocated.
     pub free_buf: unsafe extern "C" fn(buf: PluginBuf),
+    /// Copies the instance's state without serialising it (a clone), so that the host can
+    /// serialise it later without holding the instance: `*copy` receives an opaque copy, freed
+    /// by `free_copy`. Added in ABI 1.1.
+    pub copy_state: unsafe extern "C" fn(
+        instance: *const c_void,
+        copy: *mut *mut c_void,
+        error: *mut PluginBuf,
+    ) -> Status,
+    /// Serialises a copy made by `copy_state` as JSON into `*out` (on failure, a message).
+    pub serialize_copy: unsafe extern "C" fn(copy: *const c_void, out: *mut PluginBuf) -> Status,
+    /// Frees a copy made by `copy_state`.
+    pub free_copy: unsafe extern "C" fn(copy: *mut c_void),
 }
 
 // SAFETY: a vtable is immutable static data: function pointers and a pointer to static

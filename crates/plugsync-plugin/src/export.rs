@@ -265,6 +265,70 @@ pub unsafe extern "C" fn health<P: Plugin>(
     unsafe { guard(error, body) }
 }
 
+/// `copy_state` entry point: clones the state into a box the host holds.
+///
+/// # Safety
+///
+/// As [`snapshot`]; `copy` valid for a write; `error` as in `guard`.
+pub unsafe extern "C" fn copy_state<P: Plugin>(
+    instance: *const c_void,
+    copy: *mut *mut c_void,
+    error: *mut PluginBuf,
+) -> Status {
+    // SAFETY: no call mutates the instance while it is copied (contract).
+    let instance = unsafe { &*instance.cast::<Instance<P>>() };
+    let mut made = None;
+    let body = || {
+        made = Some(Box::new(instance.plugin.state().clone()));
+        Ok(())
+    };
+    // SAFETY: forwarded contract on `error`.
+    let status = unsafe { guard(error, body) };
+    if let Some(boxed) = made {
+        // SAFETY: the host guarantees `copy` is valid for a write.
+        unsafe { copy.write(Box::into_raw(boxed).cast()) };
+    }
+    status
+}
+
+/// `serialize_copy` entry point: the JSON of a copy made by [`copy_state`].
+///
+/// # Safety
+///
+/// `copy` must come from [`copy_state`] of the same `P` and not be freed yet; `out` valid for
+/// a write.
+pub unsafe extern "C" fn serialize_copy<P: Plugin>(
+    copy: *const c_void,
+    out: *mut PluginBuf,
+) -> Status {
+    // SAFETY: `copy` is a live `Box<P::State>` of ours (contract), only read here.
+    let state = unsafe { &*copy.cast::<P::State>() };
+    let mut bytes = Vec::new();
+    let body = || {
+        serde_json::to_writer(&mut bytes, state).map_err(|e| format!("cannot serialise state: {e}"))
+    };
+    // SAFETY: `out` is valid for writes (contract); it receives the message on failure.
+    let status = unsafe { guard(out, body) };
+    if status == Status::OK {
+        // SAFETY: `out` is valid for writes (contract).
+        unsafe { out.write(into_buf(bytes)) };
+    }
+    status
+}
+
+/// `free_copy` entry point.
+///
+/// # Safety
+///
+/// `copy` must come from [`copy_state`] of the same `P` and not be used afterwards.
+pub unsafe extern "C" fn free_copy<P: Plugin>(copy: *mut c_void) {
+    // SAFETY: per the contract, `copy` is a `Box<P::State>` we made and the host gives back.
+    let boxed = unsafe { Box::from_raw(copy.cast::<P::State>()) };
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
+        drop_payload(payload);
+    }
+}
+
 /// `free_buf` entry point: frees a buffer this library allocated.
 ///
 /// # Safety
@@ -364,6 +428,9 @@ macro_rules! export_plugin {
                 migrate,
                 health: export::health::<$plugin>,
                 free_buf: export::free_buf,
+                copy_state: export::copy_state::<$plugin>,
+                serialize_copy: export::serialize_copy::<$plugin>,
+                free_copy: export::free_copy::<$plugin>,
             };
 
             #[unsafe(no_mangle)]

@@ -155,8 +155,9 @@ impl HostContext {
 pub trait Plugin: Sized + Send + 'static {
     /// The config the instance is created with (deserialised from JSON).
     type Config: DeserializeOwned;
-    /// The instance's state, snapshotted and restored as JSON.
-    type State: Serialize + DeserializeOwned;
+    /// The instance's state, snapshotted and restored as JSON. `Clone` lets the host copy it
+    /// in the short window it holds the instance and serialise the copy after.
+    type State: Serialize + DeserializeOwned + Clone + Send;
 
     /// Creates an instance with a fresh state.
     fn create(config: Self::Config, host: &HostContext) -> Result<Self, PluginError>;
