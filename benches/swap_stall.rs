@@ -30,8 +30,8 @@
 //!   the main thread only spins. It loads the CPUs as the swap did but never takes the slot:
 //!   the machine's noise;
 //! - **snapshot only**: another such window, in which the main thread takes one
-//!   `Runtime::snapshot`: the slot held while the plugin serialises its state, as every swap's
-//!   cut holds it. No swap can stall its callers for less;
+//!   `Runtime::snapshot`: the slot held while the plugin copies its state (it is serialised
+//!   after), as every swap's cut holds it. No swap can stall its callers for less;
 //! - **restart**: this binary re-executed as a child process that opens a runtime over the
 //!   store, stages and installs the library, restores the state from a checkpoint file
 //!   (`Runtime::restore`, digest checked), serves one call and exits; timed spawn to exit. The
@@ -309,8 +309,9 @@ impl CpuUse {
 /// Windows the main thread opens per swap: the swap, then two of the same length under the same
 /// load, as baselines: one in which it only spins (the machine's noise), one in which it takes a
 /// `Runtime::snapshot` and spins for the rest. The snapshot holds the slot while the plugin
-/// serialises its state, exactly as every swap's cut does (its checksum is computed off the
-/// lock), so that window shows the stall a swap cannot go below, measured where the swap runs.
+/// copies its state, exactly as every swap's cut does (serialising it and its checksum happen
+/// off the lock), so that window shows the stall a swap cannot go below, measured where the
+/// swap runs.
 const WINDOWS_PER_SWAP: usize = 3;
 
 /// Time each window starts with before the main thread acts (swaps, or spins): by then every
@@ -1099,8 +1100,8 @@ fn print_report(report: &Report<'_>) {
     );
     println!(
         "  snapshot only: another such window, in which the main thread takes a snapshot (the \
-         plugin serialising its state under the slot lock, as every swap's cut does): the floor \
-         of a swap's stall"
+         plugin copying its state under the slot lock, as every swap's cut does): the floor of a \
+         swap's stall"
     );
     println!(
         "  unprobed: windows in which no caller got a CPU to call (left out of the net figures)"
