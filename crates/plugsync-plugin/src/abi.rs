@@ -82,7 +82,7 @@ impl ByteSlice {
             return &[];
         }
         // SAFETY: the caller guarantees `ptr..ptr+len` is valid for `'a`; `len > 0` so `ptr`
-        // is not the dangling placeholder.
+        // is not the dangling pointer of an empty slice.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
