@@ -302,8 +302,10 @@ fn once_per_step<T: serde::Serialize>(
     operation: &str,
     apply: impl FnOnce() -> plugsync_host::Result<T>,
 ) -> (Value, bool) {
+    // The handler fingerprints the request body; here the step id stands for it.
+    let request = plugsync_host::Digest::of(step_id.as_bytes());
     let outcome = runtime
-        .once_per_step(step_id, operation, || {
+        .once_per_step(step_id, operation, &request, || {
             apply()
                 .map(|value| serde_json::to_value(value).expect("a report serialises"))
                 .map_err(|e| recorded_error(&e))

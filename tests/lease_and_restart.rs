@@ -7,7 +7,9 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use plugsync_host::{CheckpointOutcome, RollbackReason, Runtime, SoakThresholds, SwapRequest};
+use plugsync_host::{
+    CheckpointOutcome, Digest, RollbackReason, Runtime, SoakThresholds, SwapRequest,
+};
 use serde_json::{Value, json};
 use support::*;
 
@@ -240,23 +242,49 @@ fn the_same_step_id_applies_once() {
         applied.fetch_add(1, Ordering::SeqCst);
         Ok(json!({"switched": true}))
     };
-    let first = runtime.once_per_step("step-1", "switch", apply).unwrap();
-    let retry = runtime.once_per_step("step-1", "switch", apply).unwrap();
+    let request = Digest::of(b"the switch request");
+    let first = runtime
+        .once_per_step("step-1", "switch", &request, apply)
+        .unwrap();
+    let retry = runtime
+        .once_per_step("step-1", "switch", &request, apply)
+        .unwrap();
     assert_eq!(applied.load(Ordering::SeqCst), 1);
     assert!(!first.replayed && retry.replayed);
     assert_eq!(first.outcome, retry.outcome);
     // Another operation of the same step, or another step, applies.
-    runtime.once_per_step("step-1", "commit", apply).unwrap();
-    runtime.once_per_step("step-2", "switch", apply).unwrap();
+    runtime
+        .once_per_step("step-1", "commit", &request, apply)
+        .unwrap();
+    runtime
+        .once_per_step("step-2", "switch", &request, apply)
+        .unwrap();
     assert_eq!(applied.load(Ordering::SeqCst), 3);
     // A failure is recorded too: the retry gets the same failure, nothing is applied again.
     let failing = || Err(json!({"code": "verification_failed"}));
-    let failed = runtime.once_per_step("step-3", "switch", failing).unwrap();
-    let again = runtime.once_per_step("step-3", "switch", apply).unwrap();
+    let failed = runtime
+        .once_per_step("step-3", "switch", &request, failing)
+        .unwrap();
+    let again = runtime
+        .once_per_step("step-3", "switch", &request, apply)
+        .unwrap();
     assert_eq!(failed.outcome, again.outcome);
     assert_eq!(applied.load(Ordering::SeqCst), 3);
+    // The same step id with another request is a mistake, not a retry: refused, not applied.
+    let other = Digest::of(b"another switch request");
+    let reused = runtime
+        .once_per_step("step-1", "switch", &other, apply)
+        .unwrap_err();
+    assert_eq!(
+        reused.to_string(),
+        "step id `step-1` was already used for a different `switch` request: a retry must send \
+         the same request; give a new step a new step id"
+    );
+    assert_eq!(applied.load(Ordering::SeqCst), 3);
     // Step ids name files: anything else is refused.
-    let error = runtime.once_per_step("../x", "switch", apply).unwrap_err();
+    let error = runtime
+        .once_per_step("../x", "switch", &request, apply)
+        .unwrap_err();
     assert_eq!(
         error.to_string(),
         "step id `../x` is not usable: use 1 to 128 letters, digits, `.`, `_` or `-`, not \

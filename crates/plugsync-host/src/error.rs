@@ -332,6 +332,18 @@ pub enum HostError {
         error: Box<crate::rules::RuleError>,
     },
 
+    /// A step id already used for another request of the same operation.
+    #[error(
+        "step id `{step_id}` was already used for a different `{operation}` request: a retry must \
+         send the same request; give a new step a new step id"
+    )]
+    StepIdReused {
+        /// The step id.
+        step_id: String,
+        /// The operation.
+        operation: String,
+    },
+
     /// A step id that cannot name a file in the store.
     #[error(
         "step id `{step_id}` is not usable: use 1 to 128 letters, digits, `.`, `_` or `-`, not \
@@ -393,6 +405,7 @@ impl HostError {
             HostError::BadConfig { .. } => "bad_config",
             HostError::Faulted { .. } => "faulted",
             HostError::BadStepId { .. } => "bad_step_id",
+            HostError::StepIdReused { .. } => "step_id_reused",
             HostError::MigrationRule { .. } => "migration_rule",
         }
     }

@@ -317,32 +317,53 @@ impl Runtime {
     }
 
     /// Runs a mutating operation once per step id: the first call runs `apply` and records its
-    /// outcome (success or failure) in the store; a retry with the same step id and operation
-    /// returns the recorded outcome without applying anything. Retries are serialised with the
-    /// first call, so two at once never both apply.
+    /// outcome (success or failure) in the store with the request's fingerprint (`request`,
+    /// e.g. the sha256 of its canonical JSON); a retry with the same step id, operation and
+    /// request returns the recorded outcome without applying anything, and one with another
+    /// request is refused ([`HostError::StepIdReused`]). Retries are serialised with the first
+    /// call, so two at once never both apply.
     pub fn once_per_step(
         &self,
         step_id: &str,
         operation: &str,
+        request: &Digest,
         apply: impl FnOnce() -> Result<Value, Value>,
     ) -> Result<StepOutcome> {
         check_step_id(step_id)?;
         let _steps = lock(&self.shared.step_lock);
         let path = self.step_path(step_id, operation);
-        if let Some(recorded) = read_json::<Result<Value, Value>>(&path)? {
+        if let Some(recorded) = read_json::<StepRecord>(&path)? {
+            if recorded.request != *request {
+                return Err(HostError::StepIdReused {
+                    step_id: step_id.to_owned(),
+                    operation: operation.to_owned(),
+                });
+            }
             return Ok(StepOutcome {
-                outcome: recorded,
+                outcome: recorded.outcome,
                 replayed: true,
             });
         }
-        let outcome = apply();
-        let bytes = serde_json::to_vec(&outcome).expect("an outcome serialises");
+        let record = StepRecord {
+            request: *request,
+            outcome: apply(),
+        };
+        let bytes = serde_json::to_vec(&record).expect("an outcome serialises");
         write_atomic(&path, &bytes)?;
         Ok(StepOutcome {
-            outcome,
+            outcome: record.outcome,
             replayed: false,
         })
     }
+}
+
+/// What the store keeps of a mutating operation, under its step id.
+#[derive(Debug, Serialize, Deserialize)]
+struct StepRecord {
+    /// The fingerprint of the request that applied it.
+    request: Digest,
+    /// What it returned.
+    outcome: Result<Value, Value>,
 }
 
 /// The outcome of a mutating operation run once per step id.

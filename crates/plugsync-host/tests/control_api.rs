@@ -178,6 +178,16 @@ impl Host {
             .await
     }
 
+    /// A POST of a body exactly as written (key order and spacing kept).
+    async fn post_raw(&self, path: &str, body: String) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(request).await
+    }
+
     /// `PUT /v1/artifacts/{sha256}/{name}` (the name as given: already percent-encoded).
     async fn put(
         &self,
@@ -794,6 +804,31 @@ async fn the_same_step_id_applies_once() {
         (again.status, &again.body),
         (conflict.status, &conflict.body)
     );
+
+    // The same step id with another request is not a retry: 409, nothing applied.
+    let reused = host
+        .post(
+            "/v1/steps/install-1/install",
+            json!({"artifact": v1, "config": {"fast_ma_period": 3}}),
+        )
+        .await;
+    let message = reused.expect_error(StatusCode::CONFLICT, "step_id_reused");
+    assert_eq!(
+        message,
+        "step id `install-1` was already used for a different `install` request: a retry must \
+         send the same request; give a new step a new step id"
+    );
+    // Key order and spacing do not make a request different.
+    let reordered = host
+        .post_raw(
+            "/v1/steps/install-1/install",
+            format!(
+                r#"{{ "config": {}, "artifact": "{v1}" }}"#,
+                serde_json::to_string(&v1_config()).unwrap()
+            ),
+        )
+        .await;
+    assert!(reordered.replayed(), "{:?}", reordered.body);
 
     // A commit with nothing pending: 409, recorded.
     let commit = host

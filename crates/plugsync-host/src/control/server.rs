@@ -530,6 +530,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         HostError::AlreadyLoaded { .. }
         | HostError::StepInProgress { .. }
         | HostError::NoStepInProgress { .. }
+        | HostError::StepIdReused { .. }
         | HostError::NoMigration { .. }
         | HostError::ResidentCap { .. }
         | HostError::Faulted { .. } => StatusCode::CONFLICT,
@@ -826,14 +827,14 @@ async fn step<R: DeserializeOwned + Send + 'static>(
 ) -> Response {
     let operation = route.step.expect("a step route names its operation");
     // Refused here (bad step id, bad body), nothing is recorded: the same id may be retried.
-    let (step_id, request) = match prepare::<R>(path, bytes, app.max_json_bytes) {
+    let (step_id, request, fingerprint) = match prepare::<R>(path, bytes, app.max_json_bytes) {
         Ok(prepared) => prepared,
         Err(error) => return error.into_response(),
     };
     let runtime = app.runtime.clone();
     let id = step_id.clone();
     let outcome = blocking(move || {
-        runtime.once_per_step(&id, operation, || {
+        runtime.once_per_step(&id, operation, &fingerprint, || {
             apply(&runtime, &id, request).map_err(|e| e.recorded())
         })
     })
@@ -861,15 +862,25 @@ async fn step<R: DeserializeOwned + Send + 'static>(
 }
 
 /// The step id and body of a mutating request, checked.
+/// Also the request's fingerprint: the sha256 of its canonical JSON, so that a retry is known
+/// from a different request reusing the step id whatever its key order or spacing.
 fn prepare<R: DeserializeOwned>(
     path: Result<Path<String>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
     limit: usize,
-) -> Result<(String, R), ApiError> {
+) -> Result<(String, R, Digest), ApiError> {
     let Path(step_id) = path.map_err(path_error)?;
     check_step_id(&step_id)?;
-    let request = parse(bytes, limit)?;
-    Ok((step_id, request))
+    let value: Value = parse(bytes, limit)?;
+    let canonical = plugsync_plugin::canonical_json(&value)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+    let request = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid request body: {e}; send the JSON fields this route documents in the \
+             OpenAPI document"
+        ))
+    })?;
+    Ok((step_id, request, Digest::of(&canonical)))
 }
 
 /// `install`: the artifact into its empty slot, then its checkpointing (undone together).
