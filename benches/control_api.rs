@@ -300,10 +300,12 @@ fn once_per_step<T: serde::Serialize>(
     runtime: &Runtime,
     step_id: &str,
     operation: &str,
+    body: &Value,
     apply: impl FnOnce() -> plugsync_host::Result<T>,
 ) -> (Value, bool) {
-    // The handler fingerprints the request body; here the step id stands for it.
-    let request = plugsync_host::Digest::of(step_id.as_bytes());
+    // The request's fingerprint, as the handler takes it: the sha256 of its canonical JSON.
+    let canonical = plugsync_plugin::canonical_json(body).expect("a JSON body is canonical");
+    let request = plugsync_host::Digest::of(&canonical);
     let outcome = runtime
         .once_per_step(step_id, operation, &request, || {
             apply()
@@ -482,10 +484,10 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                 for target in [v2, v1] {
                     let id = fresh_step_id("swap");
                     timed(s, || {
-                        once_per_step(runtime, &id, "switch", || {
+                        once_per_step(runtime, &id, "switch", &json!({"plugin": PLUGIN}), || {
                             runtime.swap(swap_request(host, target, &id))
                         });
-                        once_per_step(runtime, &id, "commit", || {
+                        once_per_step(runtime, &id, "commit", &json!({"plugin": PLUGIN}), || {
                             runtime
                                 .commit(PLUGIN)
                                 .map(|version| json!({"plugin": PLUGIN, "version": version}))
@@ -528,7 +530,9 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                 let id = fresh_step_id("rollback");
                 switch_up(&id);
                 timed(s, || {
-                    once_per_step(runtime, &id, "rollback", || runtime.rollback(PLUGIN))
+                    once_per_step(runtime, &id, "rollback", &json!({"plugin": PLUGIN}), || {
+                        runtime.rollback(PLUGIN)
+                    })
                 });
             }),
             by(Via::Bare, |s| {
@@ -570,6 +574,7 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                         runtime,
                         &replayed_id,
                         "switch",
+                        &replayed_body,
                         || -> plugsync_host::Result<()> {
                             panic!("a retried step id must not switch again")
                         },
