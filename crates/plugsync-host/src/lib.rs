@@ -35,6 +35,7 @@ mod digest;
 mod error;
 #[allow(unsafe_code)]
 mod library;
+mod migration;
 mod persist;
 mod rollback;
 mod rules;
@@ -49,6 +50,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
+pub use migration::TransitionKind;
 pub use persist::{
     CheckpointOutcome, CheckpointRef, CommittedPlugin, CommittedSet, RecoveredPlugin, Recovery,
     StepOutcome,
@@ -67,7 +69,7 @@ pub use slot::{
 };
 pub use steward::SoakThresholds;
 pub use store::{ArtifactStore, StoredArtifact};
-pub use swap::{SwapMode, SwapPath, SwapReport, SwapRequest, TransitionKind};
+pub use swap::{SwapMode, SwapPath, SwapReport, SwapRequest};
 pub use verify::{
     DifferentialRow, Probe, ProbeMismatch, ProbeOutcome, ProbeStep, VerifyReport, VerifySpec,
 };

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::{HostError, declarer_covered};
 use crate::library::Library;
+use crate::migration::{Transition, migrate};
 use crate::slot::{Active, Fault, RecordedCall, SlotState, StepRecord};
-use crate::swap::Transition;
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -273,7 +273,7 @@ fn down_migrate(
         .instance
         .snapshot()
         .map_err(|f| format!("snapshot of the new version failed: {}", f.message))?;
-    let migrated = crate::swap::migrate(&transition, &new.config, &state, Some(&previous.config))
+    let migrated = migrate(&transition, &new.config, &state, Some(&previous.config))
         .map_err(|e| format!("down-migration failed: {e}"))?;
     previous.instance.restore(&migrated.state).map_err(|f| {
         format!(

@@ -1,0 +1,237 @@
+//! Migrations: which version change a swap is, what migrates its `{config, state}` document
+//! (the plugin's own `migrate`, or the operator's rules), and running it.
+//!
+//! The transition is decided from the plugins' metadata alone ([`TransitionKind::between`]),
+//! so a version that declares no path from the running one is refused before it is mapped.
+
+use std::sync::Arc;
+
+use plugsync_plugin::PluginMetadata;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::{HostError, Result};
+use crate::library::Library;
+use crate::rules::{self, MigrationRule};
+
+/// What kind of version change a swap is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionKind {
+    /// To a newer version (the new version's `migrate`, declared in its `migrates_from`).
+    Upgrade,
+    /// To an older version (the running version's `migrate` down, declared in its
+    /// `downgrades_to`).
+    Downgrade,
+    /// The same version with another config or build: the state passes unchanged.
+    Reconfigure,
+}
+
+/// The `{config, state}` document a migration transforms, built without re-parsing the state.
+pub(crate) fn document(config: &Value, state: &[u8]) -> Vec<u8> {
+    let mut doc = Vec::with_capacity(state.len() + 64);
+    doc.extend_from_slice(b"{\"config\":");
+    serde_json::to_writer(&mut doc, config).expect("a JSON value serialises");
+    doc.extend_from_slice(b",\"state\":");
+    doc.extend_from_slice(state);
+    doc.push(b'}');
+    doc
+}
+
+#[derive(Deserialize)]
+struct Document {
+    config: Box<RawValue>,
+    state: Box<RawValue>,
+}
+
+/// Splits a migrated document into its config and state, leaving both as raw JSON.
+pub(crate) fn split_document(bytes: &[u8]) -> serde_json::Result<(Box<RawValue>, Box<RawValue>)> {
+    let doc: Document = serde_json::from_slice(bytes)?;
+    Ok((doc.config, doc.state))
+}
+
+impl TransitionKind {
+    /// Which change goes from `old` to `new`, refused unless the version that would migrate
+    /// declares it. Decided from metadata alone, so a refused version is never `dlopen`ed.
+    /// With `ruled`, the operator sent migration rules: they are the declaration, and any
+    /// version change of the plugin may be made with them.
+    pub(crate) fn between(
+        plugin: &str,
+        old: &PluginMetadata,
+        new: &PluginMetadata,
+        ruled: bool,
+    ) -> Result<TransitionKind> {
+        let version = |metadata: &PluginMetadata| {
+            semver::Version::parse(&metadata.version).map_err(|e| HostError::BadVersion {
+                plugin: plugin.to_owned(),
+                field: "version",
+                value: metadata.version.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let (old_version, new_version) = (version(old)?, version(new)?);
+        let (kind, field, declared, covered) = match new_version.cmp(&old_version) {
+            std::cmp::Ordering::Equal => return Ok(TransitionKind::Reconfigure),
+            std::cmp::Ordering::Greater => (
+                TransitionKind::Upgrade,
+                "migrates_from",
+                &new.migrates_from,
+                &old_version,
+            ),
+            std::cmp::Ordering::Less => (
+                TransitionKind::Downgrade,
+                "downgrades_to",
+                &old.downgrades_to,
+                &new_version,
+            ),
+        };
+        let declares = declared
+            .iter()
+            .filter_map(|r| semver::VersionReq::parse(r).ok())
+            .any(|r| r.matches(covered));
+        if declares || ruled {
+            return Ok(kind);
+        }
+        Err(HostError::NoMigration {
+            plugin: plugin.to_owned(),
+            from: old.version.clone(),
+            to: new.version.clone(),
+            field,
+            declared: if declared.is_empty() {
+                "it declares none".to_owned()
+            } else {
+                format!("it declares `{}`", declared.join("`, `"))
+            },
+        })
+    }
+}
+
+/// What migrates a document along a transition.
+enum Migrator {
+    /// A plugin library's own `migrate` (the newer version's, going up or down).
+    Plugin(Arc<Library>),
+    /// The rules the operator sent with the switch.
+    Rules(Vec<MigrationRule>),
+}
+
+/// A version change, and what migrates it.
+pub(crate) struct Transition {
+    pub kind: TransitionKind,
+    migrator: Migrator,
+    plugin: String,
+    from: String,
+    to: String,
+}
+
+impl Transition {
+    /// The change from `old` to `new` by the migration the plugins declare.
+    pub(crate) fn between(
+        plugin: &str,
+        old: &Arc<Library>,
+        new: &Arc<Library>,
+    ) -> Result<Transition> {
+        Transition::new(plugin, old, new, None)
+    }
+
+    /// The change from `old` to `new`, by `rules` when given, else as the plugins declare.
+    pub(crate) fn new(
+        plugin: &str,
+        old: &Arc<Library>,
+        new: &Arc<Library>,
+        rules: Option<&[MigrationRule]>,
+    ) -> Result<Transition> {
+        let kind = TransitionKind::between(plugin, &old.metadata, &new.metadata, rules.is_some())?;
+        let migrator = match rules {
+            Some(rules) => Migrator::Rules(rules.to_vec()),
+            None if kind == TransitionKind::Downgrade => Migrator::Plugin(old.clone()),
+            None => Migrator::Plugin(new.clone()),
+        };
+        Ok(Transition {
+            kind,
+            migrator,
+            plugin: plugin.to_owned(),
+            from: old.metadata.version.clone(),
+            to: new.metadata.version.clone(),
+        })
+    }
+}
+
+/// A migrated config and state, ready to create the new instance from.
+pub(crate) struct Migrated {
+    pub config: Value,
+    pub config_bytes: Vec<u8>,
+    pub state: Vec<u8>,
+}
+
+/// Migrates a config and state along `transition` (a reconfigure passes the state unchanged);
+/// `desired`, when given, replaces the migrated config.
+pub(crate) fn migrate(
+    transition: &Transition,
+    config: &Value,
+    state: &[u8],
+    desired: Option<&Value>,
+) -> Result<Migrated> {
+    let (config, state) = match &transition.migrator {
+        Migrator::Rules(rules) => {
+            let bad_state = |e: serde_json::Error| HostError::BadSnapshot {
+                plugin: transition.plugin.clone(),
+                reason: format!("the state is not JSON: {e}"),
+            };
+            let doc = serde_json::json!({
+                "config": config,
+                "state": serde_json::from_slice::<Value>(state).map_err(bad_state)?,
+            });
+            let migrated = rules::apply(rules, &doc).map_err(|error| HostError::MigrationRule {
+                plugin: transition.plugin.clone(),
+                from: transition.from.clone(),
+                to: transition.to.clone(),
+                error: Box::new(error),
+            })?;
+            let config = desired
+                .cloned()
+                .unwrap_or_else(|| migrated["config"].clone());
+            let state = serde_json::to_vec(&migrated["state"]).expect("a JSON value serialises");
+            (config, state)
+        }
+        Migrator::Plugin(_) if transition.kind == TransitionKind::Reconfigure => {
+            (desired.unwrap_or(config).clone(), state.to_vec())
+        }
+        Migrator::Plugin(library) => {
+            let migrated = library
+                .migrate(&document(config, state), &transition.from, &transition.to)
+                .map_err(|f| f.into_error(library, "migrate"))?;
+            let bad = |e: serde_json::Error| HostError::BadMigrationOutput {
+                plugin: library.metadata.id.clone(),
+                version: library.metadata.version.clone(),
+                reason: e.to_string(),
+            };
+            let (migrated_config, migrated_state) = split_document(&migrated).map_err(bad)?;
+            let config = match desired {
+                Some(desired) => desired.clone(),
+                None => serde_json::from_str(migrated_config.get()).map_err(bad)?,
+            };
+            (config, migrated_state.get().as_bytes().to_vec())
+        }
+    };
+    let config_bytes = serde_json::to_vec(&config).expect("a JSON value serialises");
+    Ok(Migrated {
+        config,
+        config_bytes,
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_back_into_config_and_state() {
+        let doc = document(&serde_json::json!({"fast": 5}), br#"{"closes":[1.5,2]}"#);
+        let (config, state) = split_document(&doc).unwrap();
+        assert_eq!(config.get(), r#"{"fast":5}"#);
+        assert_eq!(state.get(), r#"{"closes":[1.5,2]}"#);
+    }
+}
