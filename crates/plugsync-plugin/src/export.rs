@@ -8,8 +8,10 @@
 use std::any::Any;
 use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::abi::{ByteSlice, HostApi, PluginBuf, Status};
+use crate::abi::{ByteSlice, HostApi, LogLevel, PluginBuf, Status};
 use crate::plugin::{Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin};
 
 /// An instance as the host holds it: the plugin and the output buffer its calls reuse.
@@ -28,14 +30,50 @@ fn into_buf(bytes: Vec<u8>) -> PluginBuf {
     }
 }
 
+/// The text of a panic payload, when it is one (`panic!` with a message gives a `&str` or a
+/// `String`; `panic_any` may give anything).
+fn payload_text(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("plugin panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("plugin panicked: {s}")
-    } else {
-        "plugin panicked".to_owned()
+    match payload_text(payload) {
+        Some(text) => format!("plugin panicked: {text}"),
+        None => "plugin panicked".to_owned(),
     }
+}
+
+/// The host services this library's panics are reported through (each plugin library has its
+/// own copy of std, so its own panic hook and its own copy of this static).
+static PANIC_HOST: AtomicPtr<HostApi> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Routes this library's panic reports (message and location) to the host's logger instead of
+/// the default hook's stderr; the panic itself is still caught and returned as an error.
+fn report_panics_to(host: *const HostApi) {
+    static HOOK: Once = Once::new();
+    if host.is_null() {
+        return;
+    }
+    PANIC_HOST.store(host.cast_mut(), Ordering::Release);
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let host = PANIC_HOST.load(Ordering::Acquire);
+            // One line: a log record's fields follow its message.
+            let message = payload_text(info.payload()).unwrap_or("(a non-string payload)");
+            let report = match info.location() {
+                Some(at) => format!("plugin panicked at {at}: {message}"),
+                None => format!("plugin panicked: {message}"),
+            };
+            if host.is_null() {
+                eprintln!("{report}");
+            } else {
+                HostContext { api: host }.log(LogLevel::Error, &report);
+            }
+        }));
+    });
 }
 
 /// Drops a panic payload without letting a panicking `Drop` escape (`panic_any` takes any
@@ -84,6 +122,7 @@ pub unsafe extern "C" fn create<P: Plugin>(
 ) -> Status {
     // SAFETY: the host passes a slice valid for the duration of the call.
     let config = unsafe { config.as_slice() };
+    report_panics_to(host);
     let mut created = None;
     let body = || {
         let config = serde_json::from_slice::<P::Config>(config)
