@@ -24,10 +24,13 @@
 //!    window open longer, so it catches more of that noise).
 
 mod common;
+mod stall;
+
+use stall::{CpuQueueing, Probe, Seen, spin_for};
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -690,122 +693,6 @@ const LOADS: [Load; 2] = [
     },
 ];
 
-/// Time each window starts with before the main thread acts: by then every call begun before
-/// the window has ended (unless it lost its CPU), so the calls that can have waited for the
-/// swap started inside the window, where callers measure their CPU queueing.
-const LEAD_IN: Duration = Duration::from_micros(50);
-
-/// What the callers report about each window the main thread opens (`swap_stall`'s probe).
-///
-/// Window `w` is open while `epoch` is `2w + 1`. A caller reads the epoch before and after each
-/// call: every window open at some point between the two overlapped the call.
-struct Probe {
-    epoch: AtomicU64,
-    /// Index into [`LOADS`].
-    load: AtomicUsize,
-    stop: AtomicBool,
-    windows: Vec<WindowStats>,
-}
-
-#[derive(Default)]
-struct WindowStats {
-    longest_wall_ns: AtomicU64,
-    /// Longest wall time of a call minus the time it spent queued for a CPU.
-    longest_net_ns: AtomicU64,
-    net_calls: AtomicU64,
-}
-
-/// What the callers saw of one window.
-#[derive(Clone, Copy)]
-struct Seen {
-    wall: Duration,
-    /// `None`: no call was measured net in the window (the callers had no CPU throughout).
-    net: Option<Duration>,
-}
-
-impl Probe {
-    fn new(windows: usize) -> Probe {
-        Probe {
-            epoch: AtomicU64::new(0),
-            load: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            windows: (0..windows).map(|_| WindowStats::default()).collect(),
-        }
-    }
-
-    /// Runs `body` as window `window`, after the lead-in.
-    fn window<R>(&self, window: usize, body: impl FnOnce() -> R) -> R {
-        let epoch = 2 * window as u64;
-        self.epoch.store(epoch + 1, Ordering::SeqCst);
-        spin_for(LEAD_IN);
-        let result = body();
-        self.epoch.store(epoch + 2, Ordering::SeqCst);
-        result
-    }
-
-    fn observe(&self, epoch_before: u64, epoch_after: u64, wall: u64, net: Option<u64>) {
-        let mut epoch = epoch_before | 1;
-        while epoch <= epoch_after {
-            let stats = &self.windows[(epoch / 2) as usize];
-            stats.longest_wall_ns.fetch_max(wall, Ordering::Relaxed);
-            if let Some(net) = net {
-                stats.longest_net_ns.fetch_max(net, Ordering::Relaxed);
-                stats.net_calls.fetch_add(1, Ordering::Relaxed);
-            }
-            epoch += 2;
-        }
-    }
-
-    /// Read after the callers stopped.
-    fn seen(&self, window: usize) -> Seen {
-        let stats = &self.windows[window];
-        let nanos = |n: &AtomicU64| Duration::from_nanos(n.load(Ordering::Relaxed));
-        Seen {
-            wall: nanos(&stats.longest_wall_ns),
-            net: (stats.net_calls.load(Ordering::Relaxed) > 0)
-                .then(|| nanos(&stats.longest_net_ns)),
-        }
-    }
-}
-
-fn spin_for(duration: Duration) {
-    let started = Instant::now();
-    while started.elapsed() < duration {
-        std::hint::spin_loop();
-    }
-}
-
-/// The calling thread's total time runnable but not running, from
-/// `/proc/thread-self/schedstat` (Linux, about 1 µs a read). On two cores shared by two
-/// spinning callers, the swapping thread and the server's threads, a caller regularly loses
-/// its CPU for a scheduler slice (milliseconds) whether or not a swap runs; subtracting this
-/// leaves what the swap can cause: waiting for the slot lock, and the call's own work.
-struct CpuQueueing {
-    file: Option<std::fs::File>,
-}
-
-impl CpuQueueing {
-    /// Opened by the thread it measures: `thread-self` is resolved at open.
-    fn for_this_thread() -> CpuQueueing {
-        CpuQueueing {
-            file: std::fs::File::open("/proc/thread-self/schedstat").ok(),
-        }
-    }
-
-    fn total_ns(&self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 96];
-        let len = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
-        // "<on-CPU ns> <queued ns> <timeslices>"
-        std::str::from_utf8(&buf[..len])
-            .ok()?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-}
-
 /// A caller thread (`swap_stall`'s): calls, paced as [`Probe::load`] says, until told to stop;
 /// returns how many calls it made at each load level.
 fn call_until_stopped(
@@ -1023,8 +910,11 @@ impl StallRow {
     fn new(name: &'static str, stall: &Stall, samples: &[&StallSample], control: bool) -> StallRow {
         let window =
             |s: &StallSample| stall.seen[if control { s.control_window } else { s.window }];
-        let net: Vec<Duration> = samples.iter().filter_map(|s| window(s).net).collect();
-        let wall: Vec<Duration> = samples.iter().map(|s| window(s).wall).collect();
+        let net: Vec<Duration> = samples
+            .iter()
+            .filter_map(|s| window(s).longest_net)
+            .collect();
+        let wall: Vec<Duration> = samples.iter().map(|s| window(s).longest_wall).collect();
         let locked: Vec<Duration> = samples.iter().map(|s| s.locked_window).collect();
         let elapsed: Vec<Duration> = samples.iter().map(|s| s.elapsed).collect();
         StallRow {
