@@ -307,10 +307,43 @@ impl Slot {
         failure: Failure,
         on_output: impl FnOnce(&[u8]) -> R,
     ) -> Result<(CallReceipt, R), CallError> {
-        state.counters.errors += 1;
         if let Some(catch_up) = &mut state.catch_up {
             catch_up.record(seq, now, input, Err(&failure.message));
         }
+        // A panic during a step rolls it back (below); any other failure is journaled.
+        let step_panicked =
+            (failure.panicked && state.step.is_some()).then(|| failure.message.clone());
+        if !failure.panicked
+            && let Some(step) = &mut state.step
+        {
+            step.journal.record(seq, now, input, Err(&failure.message));
+        }
+        let error = self.count_failure(state, seq, now, digest, failure);
+        if let Some(message) = step_panicked {
+            let reason = RollbackReason::CallPanicked { seq, message };
+            let report = rollback::roll_back(&self.id, state, reason);
+            tracing::error!(plugin = %self.id, "{}", report.reason);
+            // After a replay (or a loss) the previous version never saw this call: serve it
+            // there. After a down-migration its state came from the instance that panicked
+            // midway through this call, so serving it again could apply it twice: the
+            // caller gets the error instead (the report marks the call as in doubt).
+            if !matches!(report.method, RollbackMethod::DownMigration { .. }) {
+                return self.serve_again(state, seq, now, input, on_output);
+            }
+        }
+        Err(error)
+    }
+
+    /// Counts a failed call; a panic marks the slot faulted (its state is suspect).
+    fn count_failure(
+        &self,
+        state: &mut SlotState,
+        seq: u64,
+        now: HostTime,
+        digest: Digest,
+        failure: Failure,
+    ) -> CallError {
+        state.counters.errors += 1;
         if failure.panicked {
             state.counters.panics += 1;
             state.fault = Some(Fault {
@@ -319,33 +352,14 @@ impl Slot {
                 at: now,
                 digest,
             });
-            if state.step.is_some() {
-                let reason = RollbackReason::CallPanicked {
-                    seq,
-                    message: failure.message.clone(),
-                };
-                let report = rollback::roll_back(&self.id, state, reason);
-                tracing::error!(plugin = %self.id, "{}", report.reason);
-                // After a replay (or a loss) the previous version never saw this call: serve it
-                // there. After a down-migration its state came from the instance that panicked
-                // midway through this call, so serving it again could apply it twice: the
-                // caller gets the error instead (the report marks the call as in doubt).
-                if !matches!(report.method, RollbackMethod::DownMigration { .. }) {
-                    return self.serve_again(state, seq, now, input, on_output);
-                }
-            }
-        } else {
-            if let Some(step) = &mut state.step {
-                step.journal.record(seq, now, input, Err(&failure.message));
-            }
         }
-        Err(CallError::Plugin {
+        CallError::Plugin {
             plugin: self.id.clone(),
             digest,
             message: failure.message,
             panicked: failure.panicked,
             seq,
-        })
+        }
     }
 }
 
@@ -367,25 +381,7 @@ impl Slot {
         let digest = active.digest();
         match active.instance.call(input, now.0) {
             Ok(output) => Ok((CallReceipt { seq, now, digest }, on_output(output))),
-            Err(failure) => {
-                state.counters.errors += 1;
-                if failure.panicked {
-                    state.counters.panics += 1;
-                    state.fault = Some(Fault {
-                        message: failure.message.clone(),
-                        seq,
-                        at: now,
-                        digest,
-                    });
-                }
-                Err(CallError::Plugin {
-                    plugin: self.id.clone(),
-                    digest,
-                    message: failure.message,
-                    panicked: failure.panicked,
-                    seq,
-                })
-            }
+            Err(failure) => Err(self.count_failure(state, seq, now, digest, failure)),
         }
     }
 }
