@@ -19,7 +19,7 @@
 //!
 //! Callers wait only for the switch window (and, briefly, the snapshot); none fails.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use plugsync_plugin::PluginMetadata;
@@ -561,8 +561,20 @@ impl Runtime {
         request: &SwapRequest,
         reason: String,
     ) -> Result<Switched> {
-        let mut state = target.slot.state();
+        let state = target.slot.state();
         let started = Instant::now();
+        self.switch_locked_held(state, started, target, request, reason)
+    }
+
+    /// Cut, migration, creation and switch all under the lock already held since `started`.
+    fn switch_locked_held(
+        &self,
+        mut state: MutexGuard<'_, SlotState>,
+        started: Instant,
+        target: &Target<'_>,
+        request: &SwapRequest,
+        reason: String,
+    ) -> Result<Switched> {
         let (cut, instance) = target.prepare_locked(&state)?;
         let replaced = self.switch_now(&mut state, instance, &cut, request);
         let locked_window = started.elapsed();
@@ -679,18 +691,9 @@ impl Runtime {
             Err(reason) => {
                 // Outputs the old version gave cannot be reproduced: switch exactly, under
                 // the lock, from the state as it is now.
-                let (cut, fresh) = target.prepare_locked(&state)?;
-                let replaced = self.switch_now(&mut state, fresh, &cut, request);
-                let locked_window = started.elapsed();
-                drop(state);
-                drop((replaced, last_round, instance));
-                Ok(Switched {
-                    switched_seq: cut.seq,
-                    cut,
-                    caught_up: 0,
-                    path: SwapPath::Locked { reason },
-                    locked_window,
-                })
+                let switched = self.switch_locked_held(state, started, target, request, reason);
+                drop((last_round, instance));
+                switched
             }
         }
     }
