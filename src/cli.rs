@@ -109,6 +109,11 @@ struct HostArgs {
     /// (also at each commit and when the host stops); 0: never.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     checkpoint_every_ms: u64,
+    /// Start PLUGIN with a fresh state if its checkpoint in the store cannot be restored
+    /// (repeatable). Without it such a plugin is not started, so that its positions are never
+    /// silently forgotten.
+    #[arg(long = "fresh-state", value_name = "PLUGIN")]
+    fresh_state: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +176,7 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     options.feed = args.feed == Switch::On;
     options.checkpoint_every =
         (args.checkpoint_every_ms > 0).then(|| Duration::from_millis(args.checkpoint_every_ms));
+    options.fresh_state = args.fresh_state;
     Ok(options)
 }
 

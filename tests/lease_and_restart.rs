@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plugsync_host::{
-    CheckpointOutcome, Digest, RollbackReason, Runtime, SoakThresholds, SwapRequest,
+    CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime, SoakThresholds, SwapRequest,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -31,7 +31,7 @@ fn rolled_back_by_host(runtime: &Runtime, plugin: &str) -> RollbackReason {
 
 #[test]
 fn a_switch_whose_lease_expires_is_rolled_back_by_the_host_alone() {
-    let (_store, runtime) = runtime();
+    let (_store, runtime, clock) = runtime_and_clock();
     let v1 = install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
     let v2 = stage(&runtime, MA_CROSS_2_0_0);
     runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
@@ -47,6 +47,7 @@ fn a_switch_whose_lease_expires_is_rolled_back_by_the_host_alone() {
         "the new version serves during the lease"
     );
 
+    clock.advance(31_000_000);
     let reason = rolled_back_by_host(&runtime, "ma_cross");
     assert_eq!(reason, RollbackReason::LeaseExpired { lease_ms: 30 });
     assert_eq!(
@@ -69,18 +70,31 @@ fn a_switch_whose_lease_expires_is_rolled_back_by_the_host_alone() {
 
 #[test]
 fn a_step_committed_within_its_lease_stays() {
-    let (_store, runtime) = runtime();
+    let (_store, runtime, clock) = runtime_and_clock();
     install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
     let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    let lease = |digest| {
+        SwapRequest::new("", digest).lease(Duration::from_millis(30), SoakThresholds::default())
+    };
     runtime
-        .swap(
-            SwapRequest::new("ma_cross", v2)
-                .lease(Duration::from_secs(600), SoakThresholds::default()),
-        )
+        .swap(SwapRequest {
+            plugin: "ma_cross".to_owned(),
+            ..lease(v2)
+        })
         .unwrap();
     runtime.commit("ma_cross").unwrap();
-    // Wait past a few steward ticks: a committed step has no lease left to expire.
-    std::thread::sleep(Duration::from_millis(50));
+    // A second step, left uncommitted, tells when the steward has looked past both leases:
+    // it looks at every slot on each tick, `ma_cross` before `risk_model`.
+    let risk_2 = stage(&runtime, RISK_MODEL_2_0_0);
+    runtime
+        .swap(SwapRequest {
+            plugin: "risk_model".to_owned(),
+            ..lease(risk_2)
+        })
+        .unwrap();
+    clock.advance(3_600_000_000_000);
+    rolled_back_by_host(&runtime, "risk_model");
     let status = runtime.status();
     assert_eq!(status.plugins[0].version.digest, v2);
     assert!(status.plugins[0].last_rollback.is_none());
@@ -206,7 +220,7 @@ fn a_restarted_host_comes_back_on_its_committed_set_and_checkpointed_state() {
 }
 
 #[test]
-fn a_checkpoint_that_does_not_verify_is_refused_and_the_plugin_starts_fresh() {
+fn a_checkpoint_that_does_not_verify_keeps_the_plugin_stopped_unless_fresh_state_is_chosen() {
     let store = tempfile::tempdir().unwrap();
     {
         let runtime = Runtime::new(options(store.path())).unwrap();
@@ -220,17 +234,44 @@ fn a_checkpoint_that_does_not_verify_is_refused_and_the_plugin_starts_fresh() {
     let text = std::fs::read_to_string(&checkpoint).unwrap();
     std::fs::write(&checkpoint, text.replace("100.0", "999.0")).unwrap();
 
+    // Its positions would be forgotten: the plugin is not started, and says why.
     let restarted = Runtime::new(options(store.path())).unwrap();
     let recovery = restarted.recover().unwrap();
-    let CheckpointOutcome::Refused { reason: refused } = recovery.plugins[0].checkpoint.clone()
-    else {
-        panic!("the checkpoint should be refused");
+    let CheckpointOutcome::NotStarted { reason } = recovery.plugins[0].checkpoint.clone() else {
+        panic!("the plugin should not start: {:?}", recovery.plugins[0]);
     };
-    assert!(
-        refused.starts_with("state snapshot for `ma_cross` does not verify: its sha256 is "),
-        "{refused}"
+    assert_eq!(
+        normalise(&reason, store.path()),
+        "state snapshot for `ma_cross` does not verify: its sha256 is [HASH] but it claims \
+         [HASH]: it was altered or truncated; it was not restored; it was not started, so that \
+         its state is not silently forgotten: fix or restore `checkpoints/ma_cross.json`, or \
+         start it with a fresh state on purpose (`plugsync host --fresh-state ma_cross`)"
     );
-    let fresh = state(&restarted.snapshot("ma_cross").unwrap());
+    assert!(restarted.status().plugins.is_empty());
+    assert!(restarted.call("ma_cross", &bar("ES", 101.0)).is_err());
+    // It stays committed: a commit of another plugin does not drop it from the store.
+    assert_eq!(restarted.committed().plugins.len(), 1);
+    install(&restarted, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    drop(restarted);
+    let committed = std::fs::read_to_string(store.path().join("committed.json")).unwrap();
+    assert!(committed.contains("\"ma_cross\""), "{committed}");
+
+    // Starting fresh is the operator's explicit choice.
+    let chosen = Runtime::new(options(store.path())).unwrap();
+    let recovery = chosen
+        .recover_with(&RecoverOptions {
+            fresh_state: ["ma_cross".to_owned()].into(),
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            recovery.plugins[0].checkpoint,
+            CheckpointOutcome::Fresh { .. }
+        ),
+        "{:?}",
+        recovery.plugins[0]
+    );
+    let fresh = state(&chosen.snapshot("ma_cross").unwrap());
     assert_eq!(fresh["instruments"], json!({}));
 }
 

@@ -64,6 +64,9 @@ pub struct HostOptions {
     pub instruments_per_thread: usize,
     /// Pause between a feed thread's rounds of bars.
     pub feed_pace: Duration,
+    /// Plugins to start with a fresh state if their checkpoint cannot be restored (otherwise
+    /// such a plugin is not started).
+    pub fresh_state: Vec<String>,
 }
 
 impl HostOptions {
@@ -83,6 +86,7 @@ impl HostOptions {
             feed_threads: 2,
             instruments_per_thread: 3,
             feed_pace: Duration::from_millis(1),
+            fresh_state: Vec::new(),
         }
     }
 }
@@ -116,7 +120,9 @@ pub fn host(options: &HostOptions) -> Result<()> {
     let server = io.block_on(ControlServer::bind(runtime.clone(), config))?;
     let address = server.local_addr();
 
-    let recovery = runtime.recover()?;
+    let recovery = runtime.recover_with(&plugsync_host::RecoverOptions {
+        fresh_state: options.fresh_state.iter().cloned().collect(),
+    })?;
     log_recovery(&recovery, &options.store);
     load(&runtime, &recovery, options)?;
     let desk = if options.feed {
@@ -229,9 +235,18 @@ fn log_recovery(recovery: &Recovery, store: &Path) {
                 "recovered {id} {version} (sha256 {digest}) from the store with a fresh state \
                  (it had no checkpoint)"
             ),
-            CheckpointOutcome::Refused { reason: why } => tracing::warn!(
-                "recovered {id} {version} (sha256 {digest}) from the store with a fresh state: \
-                 its checkpoint was refused ({why})"
+            CheckpointOutcome::Migrated { checkpoint, from } => tracing::warn!(
+                "recovered {id} {version} (sha256 {digest}) from the store with the checkpoint \
+                 of {from} (as of call #{}), migrated forward: the commit's own checkpoint was \
+                 not written",
+                checkpoint.seq
+            ),
+            CheckpointOutcome::NotStarted { reason } => {
+                tracing::error!("{id} {version} (sha256 {digest}) was not started: {reason}")
+            }
+            CheckpointOutcome::Fresh { reason } => tracing::warn!(
+                "recovered {id} {version} (sha256 {digest}) with a fresh state, as asked by \
+                 `--fresh-state {id}`: {reason}"
             ),
         }
     }

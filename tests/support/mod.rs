@@ -138,6 +138,15 @@ pub fn runtime() -> (TempDir, Runtime) {
     runtime_with(|_| {})
 }
 
+/// A runtime over a fresh temporary store, and its [`ManualClock`] for the test to move
+/// (leases expire by the runtime's clock).
+pub fn runtime_and_clock() -> (TempDir, Runtime, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::starting_at(START));
+    let shared = clock.clone();
+    let (dir, runtime) = runtime_with(move |options| options.clock = shared);
+    (dir, runtime, clock)
+}
+
 /// A runtime over a fresh temporary store, with a [`ManualClock`] and options changed by
 /// `configure`.
 pub fn runtime_with(configure: impl FnOnce(&mut RuntimeOptions)) -> (TempDir, Runtime) {

@@ -242,6 +242,23 @@ pub enum HostError {
         declared: String,
     },
 
+    /// Two builds of one version with different state schemas.
+    #[error(
+        "`{plugin}` {version} is running with state schema {running}, and the build to switch \
+         to has state schema {target}: a switch within one version keeps the state as it is; \
+         give the new build its own version (with a migration), or send migration rules"
+    )]
+    StateSchemaDiffers {
+        /// Plugin id.
+        plugin: String,
+        /// The version both builds claim.
+        version: String,
+        /// The running build's state schema.
+        running: u32,
+        /// The target build's state schema.
+        target: u32,
+    },
+
     /// A plugin entry point failed or panicked.
     #[error("plugin `{plugin}` {version} failed in `{operation}`{}: {message}", if *.panicked { " (panic caught)" } else { "" })]
     Plugin {
@@ -354,6 +371,58 @@ pub enum HostError {
         step_id: String,
     },
 
+    /// The new version panicked replaying a call during the swap's catch-up.
+    #[error(
+        "plugin `{plugin}` {version} panicked replaying call #{seq} during the swap ({message}); \
+         the swap was abandoned and the running version keeps serving: fix the new version"
+    )]
+    SwapPanicked {
+        /// Plugin id.
+        plugin: String,
+        /// The version swapped to.
+        version: String,
+        /// The call it panicked in.
+        seq: u64,
+        /// Its panic message.
+        message: String,
+    },
+
+    /// A step journal larger than the host allows.
+    #[error(
+        "a journal of {requested} calls for `{plugin}` is more than this host keeps ({max}): \
+         ask for at most {max}, and commit sooner"
+    )]
+    JournalTooLarge {
+        /// Plugin id.
+        plugin: String,
+        /// The capacity asked for.
+        requested: usize,
+        /// The most allowed.
+        max: usize,
+    },
+
+    /// A plugin id that is not a plain lowercase name.
+    #[error(
+        "plugin id `{id}` is not valid: use a lowercase letter, then up to 63 lowercase \
+         letters, digits or `_` (like `ma_cross`); it was not loaded"
+    )]
+    BadPluginId {
+        /// The id found (control characters escaped).
+        id: String,
+    },
+
+    /// A metadata string that holds control characters.
+    #[error(
+        "plugin `{plugin}` has a control character in its metadata field `{field}`; it was not \
+         opened: rebuild it without one"
+    )]
+    ControlCharacter {
+        /// Plugin id (escaped).
+        plugin: String,
+        /// The field.
+        field: &'static str,
+    },
+
     /// A config that is not JSON (or not an object).
     #[error("config for `{plugin}` is not valid JSON: {reason}")]
     BadConfig {
@@ -407,6 +476,11 @@ impl HostError {
             HostError::BadStepId { .. } => "bad_step_id",
             HostError::StepIdReused { .. } => "step_id_reused",
             HostError::MigrationRule { .. } => "migration_rule",
+            HostError::SwapPanicked { .. } => "swap_panicked",
+            HostError::StateSchemaDiffers { .. } => "state_schema_differs",
+            HostError::JournalTooLarge { .. } => "journal_too_large",
+            HostError::BadPluginId { .. } => "bad_plugin_id",
+            HostError::ControlCharacter { .. } => "control_character",
         }
     }
 }

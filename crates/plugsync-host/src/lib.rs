@@ -52,8 +52,8 @@ pub use error::{HostError, Result};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
 pub use migration::TransitionKind;
 pub use persist::{
-    CheckpointOutcome, CheckpointRef, CommittedPlugin, CommittedSet, RecoveredPlugin, Recovery,
-    StepOutcome,
+    CheckpointOutcome, CheckpointRef, CommittedPlugin, CommittedSet, RecoverOptions,
+    RecoveredPlugin, Recovery, StepOutcome,
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use rollback::{
@@ -66,10 +66,11 @@ pub use runtime::{
 };
 pub use slot::{
     CallError, CallOutput, CallReceipt, Counters, Fault, RecordedCall, SlotHandle, StepRecord,
+    StuckCall,
 };
 pub use steward::SoakThresholds;
 pub use store::{ArtifactStore, StoredArtifact};
-pub use swap::{SwapMode, SwapPath, SwapReport, SwapRequest};
+pub use swap::{MAX_JOURNAL_CAPACITY, SwapMode, SwapPath, SwapReport, SwapRequest};
 pub use verify::{
     DifferentialRow, Probe, ProbeMismatch, ProbeOutcome, ProbeStep, VerifyReport, VerifySpec,
 };

@@ -69,6 +69,8 @@ pub(crate) fn read_metadata(artifact: &str, bytes: &[u8]) -> Result<PluginMetada
 /// Checks metadata before the library may be opened: ABI, panic strategy, framework and that
 /// every version it declares is valid semver.
 pub(crate) fn check_metadata(metadata: &PluginMetadata, policy: &LoadPolicy) -> Result<()> {
+    check_plugin_id(&metadata.id)?;
+    check_plain_strings(metadata)?;
     let plugin = || metadata.id.clone();
     let version = || metadata.version.clone();
     if u32::from(metadata.abi) != u32::from(ABI_MAJOR) {
@@ -114,6 +116,55 @@ pub(crate) fn check_metadata(metadata: &PluginMetadata, policy: &LoadPolicy) -> 
     }
     for req in metadata.dependencies.values() {
         semver::VersionReq::parse(req).map_err(|e| bad("dependencies", req, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Accepts a plugin id that is safe everywhere an id goes (file names in the store, URLs, log
+/// lines): a lowercase letter, then up to 63 lowercase letters, digits or `_`.
+pub(crate) fn check_plugin_id(id: &str) -> Result<()> {
+    let mut bytes = id.bytes();
+    let plain = bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && id.len() <= 64
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain {
+        Ok(())
+    } else {
+        Err(HostError::BadPluginId {
+            id: id.escape_debug().to_string(),
+        })
+    }
+}
+
+/// Refuses metadata strings with control characters: they end up in status, logs and
+/// operators' terminals, where they could forge lines or colours.
+fn check_plain_strings(metadata: &PluginMetadata) -> Result<()> {
+    let strings = [
+        ("version", &metadata.version),
+        ("kind", &metadata.kind),
+        ("framework", &metadata.framework),
+        ("build.panic", &metadata.build.panic),
+        ("build.sdk", &metadata.build.sdk),
+        ("build.rustc", &metadata.build.rustc),
+    ];
+    let lists = metadata
+        .migrates_from
+        .iter()
+        .map(|v| ("migrates_from", v))
+        .chain(metadata.downgrades_to.iter().map(|v| ("downgrades_to", v)))
+        .chain(
+            metadata
+                .dependencies
+                .iter()
+                .flat_map(|(id, req)| [("dependencies", id), ("dependencies", req)]),
+        );
+    for (field, value) in strings.into_iter().chain(lists) {
+        if value.chars().any(char::is_control) {
+            return Err(HostError::ControlCharacter {
+                plugin: metadata.id.escape_debug().to_string(),
+                field,
+            });
+        }
     }
     Ok(())
 }

@@ -73,6 +73,16 @@ impl TransitionKind {
         };
         let (old_version, new_version) = (version(old)?, version(new)?);
         let (kind, field, declared, covered) = match new_version.cmp(&old_version) {
+            // Two builds of one version must share a state schema: a reconfigure hands the
+            // state over unchanged (rules may still transform it).
+            std::cmp::Ordering::Equal if old.state_schema != new.state_schema && !ruled => {
+                return Err(HostError::StateSchemaDiffers {
+                    plugin: plugin.to_owned(),
+                    version: new.version.clone(),
+                    running: old.state_schema,
+                    target: new.state_schema,
+                });
+            }
             std::cmp::Ordering::Equal => return Ok(TransitionKind::Reconfigure),
             std::cmp::Ordering::Greater => (
                 TransitionKind::Upgrade,

@@ -12,10 +12,12 @@
 //! Every file is written whole: beside, fsync, rename, fsync the directory. A crash leaves the
 //! old file or the new one, never a mix.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -24,8 +26,8 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::error::{HostError, Result, io};
 use crate::rollback::VersionRef;
-use crate::runtime::{Runtime, StateSnapshot};
-use crate::slot::{Slot, lock};
+use crate::runtime::{Runtime, StateSnapshot, snapshot_of};
+use crate::slot::{Slot, lock, try_lock};
 
 /// One plugin of the committed set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +61,9 @@ pub struct RecoveredPlugin {
     pub checkpoint: CheckpointOutcome,
 }
 
-/// Where a recovered plugin's state came from.
+/// Where a recovered plugin's state came from. A plugin whose checkpoint existed never comes
+/// back with a fresh state unless the operator asked for it
+/// ([`RecoverOptions::fresh_state`]): positions would be silently forgotten.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -70,11 +74,26 @@ pub enum CheckpointOutcome {
         #[serde(flatten)]
         checkpoint: CheckpointRef,
     },
+    /// Its checkpoint was taken from another version (the commit's checkpoint was not
+    /// written): verified, migrated forward by the plugins' declared migration, restored.
+    Migrated {
+        /// The checkpoint.
+        #[serde(flatten)]
+        checkpoint: CheckpointRef,
+        /// The version it was taken from.
+        from: VersionRef,
+    },
     /// It had no checkpoint: a fresh state.
     Missing,
-    /// Its checkpoint did not verify: a fresh state.
-    Refused {
-        /// Why.
+    /// Its checkpoint could not be restored, so the plugin was **not started**: it stays in
+    /// the committed set, and calls to it fail as not loaded until an operator decides.
+    NotStarted {
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Its checkpoint could not be restored and the operator chose a fresh state.
+    Fresh {
+        /// Why the checkpoint was not used.
         reason: String,
     },
 }
@@ -98,6 +117,24 @@ pub struct Recovery {
     pub plugins: Vec<RecoveredPlugin>,
 }
 
+/// How [`Runtime::recover_with`] treats checkpoints it cannot restore.
+#[derive(Debug, Clone, Default)]
+pub struct RecoverOptions {
+    /// Plugins to start with a fresh state when their checkpoint cannot be restored (an
+    /// explicit operator choice: their positions are forgotten). Others are not started.
+    pub fresh_state: std::collections::BTreeSet<String>,
+}
+
+/// A checkpoint file: a state snapshot, and the config the instance ran with when it was taken
+/// (what a migration forward needs).
+#[derive(Debug, Serialize, Deserialize)]
+struct Checkpoint {
+    #[serde(flatten)]
+    snapshot: StateSnapshot,
+    #[serde(default)]
+    config: Option<Value>,
+}
+
 /// When a slot's next checkpoint is due.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Checkpointing {
@@ -105,14 +142,18 @@ pub(crate) struct Checkpointing {
     pub last: Instant,
 }
 
-/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory. The file
+/// beside has a name no other writer uses (process and a per-process counter), so two threads
+/// writing the same file never write into one partial file; the last rename wins whole.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("store files live in a directory");
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io("create", dir))?;
     let partial = dir.join(format!(
-        ".{}.partial-{}",
+        ".{}.partial-{}-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
     ));
     let mut file = fs::File::create(&partial).map_err(io("create", &partial))?;
     file.write_all(bytes).map_err(io("write", &partial))?;
@@ -166,31 +207,30 @@ impl Runtime {
             .join(format!("{plugin}.json"))
     }
 
-    /// The committed set as it is now: per slot, the committed instance (the previous one
-    /// while a step is pending).
+    /// The committed set as it is now: per plugin, the version committed (the previous one
+    /// while a step is pending). Read without touching any slot.
     pub fn committed(&self) -> CommittedSet {
-        let mut plugins = Vec::new();
-        for slot in self.slots() {
-            let state = slot.state();
-            let committed = match &state.step {
-                Some(step) => Some(&step.previous),
-                None => state.active.as_ref(),
-            };
-            if let Some(active) = committed {
-                plugins.push(CommittedPlugin {
-                    plugin: slot.id.clone(),
-                    version: VersionRef::of(active.library()),
-                    config: active.config.clone(),
-                    checkpoint_every_ms: state.checkpointing.map(|c| c.every.as_millis() as u64),
-                });
-            }
+        CommittedSet {
+            plugins: lock(&self.shared.committed).values().cloned().collect(),
         }
-        CommittedSet { plugins }
     }
 
-    /// Writes the committed set to the store.
-    pub(crate) fn persist_committed(&self) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(&self.committed()).expect("the set serialises");
+    /// Changes the committed set and writes it to the store, both under the set's lock: two
+    /// changes at once are both in the file, whichever writes last.
+    pub(crate) fn update_committed(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, CommittedPlugin>),
+    ) -> Result<()> {
+        let mut committed = lock(&self.shared.committed);
+        change(&mut committed);
+        let set = CommittedSet {
+            plugins: committed.values().cloned().collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&set).map_err(|e| HostError::Io {
+            action: "serialise",
+            path: self.committed_path(),
+            source: std::io::Error::other(e),
+        })?;
         write_atomic(&self.committed_path(), &bytes)
     }
 
@@ -205,7 +245,12 @@ impl Runtime {
         if every.is_some() {
             self.write_checkpoint(&slot)?;
         }
-        self.persist_committed()
+        let every_ms = every.map(|every| every.as_millis() as u64);
+        self.update_committed(|set| {
+            if let Some(entry) = set.get_mut(plugin) {
+                entry.checkpoint_every_ms = every_ms;
+            }
+        })
     }
 
     /// Writes `plugin`'s checkpoint now, if it opted in (`set_checkpointing`) and no step is
@@ -217,16 +262,44 @@ impl Runtime {
 
     /// Writes the checkpoint of a slot that opted in and has no step pending.
     pub(crate) fn write_checkpoint(&self, slot: &Arc<Slot>) -> Result<()> {
-        {
-            let mut guard = slot.state();
+        // One writer per slot at a time, snapshot to rename: a checkpoint taken earlier never
+        // lands after (and over) one taken later.
+        let _writing = lock(&slot.checkpoint);
+        self.write_checkpoint_held(slot, true)
+    }
+
+    /// Writes the checkpoint with the slot's checkpoint lock held; with `wait` false, does
+    /// nothing if the slot is busy now.
+    fn write_checkpoint_held(&self, slot: &Arc<Slot>, wait: bool) -> Result<()> {
+        let config = {
+            let Some(mut guard) = (if wait {
+                Some(slot.state())
+            } else {
+                slot.try_state()
+            }) else {
+                return Ok(());
+            };
             let state = &mut *guard;
-            match (&mut state.checkpointing, &state.step) {
-                (Some(checkpointing), None) => checkpointing.last = Instant::now(),
+            match (&mut state.checkpointing, &state.step, &state.active) {
+                (Some(checkpointing), None, Some(active)) => {
+                    checkpointing.last = Instant::now();
+                    active.config.clone()
+                }
                 _ => return Ok(()),
             }
-        }
-        let snapshot = self.snapshot(&slot.id)?;
-        let bytes = serde_json::to_vec(&snapshot).expect("a snapshot serialises");
+        };
+        let Some(snapshot) = snapshot_of(slot, wait)? else {
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            snapshot,
+            config: Some(config),
+        };
+        let bytes = serde_json::to_vec(&checkpoint).map_err(|e| HostError::Io {
+            action: "serialise",
+            path: self.checkpoint_path(&slot.id),
+            source: std::io::Error::other(e),
+        })?;
         write_atomic(&self.checkpoint_path(&slot.id), &bytes)
     }
 
@@ -240,54 +313,87 @@ impl Runtime {
         }
     }
 
-    /// The steward's periodic checkpoint.
+    /// The steward's periodic checkpoint. It never waits: a slot busy now (a long call, a
+    /// checkpoint already being written) is looked at again next tick.
     pub(crate) fn checkpoint_if_due(&self, slot: &Arc<Slot>, now: Instant) {
-        let due = {
-            let state = slot.state();
-            state.step.is_none()
-                && state
-                    .checkpointing
-                    .is_some_and(|c| now.duration_since(c.last) >= c.every)
+        let Some(_writing) = try_lock(&slot.checkpoint) else {
+            return;
         };
-        if due && let Err(error) = self.write_checkpoint(slot) {
+        let due = match slot.try_state() {
+            Some(state) => {
+                state.step.is_none()
+                    && state
+                        .checkpointing
+                        .is_some_and(|c| now.duration_since(c.last) >= c.every)
+            }
+            None => false,
+        };
+        if due && let Err(error) = self.write_checkpoint_held(slot, false) {
             tracing::error!(plugin = %slot.id, "checkpoint failed: {error}");
         }
     }
 
     /// Comes back on the committed set of the store, with the checkpointed states: for a host
     /// started again with the same store, with no registry or sidecar needed. An empty store
-    /// recovers nothing.
+    /// recovers nothing. A plugin whose checkpoint cannot be restored is not started (see
+    /// [`recover_with`](Runtime::recover_with)).
     pub fn recover(&self) -> Result<Recovery> {
+        self.recover_with(&RecoverOptions::default())
+    }
+
+    /// As [`recover`](Runtime::recover), with the operator's choices for checkpoints that
+    /// cannot be restored.
+    pub fn recover_with(&self, options: &RecoverOptions) -> Result<Recovery> {
         let set: CommittedSet = read_json(&self.committed_path())?.unwrap_or_default();
         let mut plugins = Vec::new();
         for committed in set.plugins {
-            let installed =
-                self.install_unpersisted(&committed.version.digest, committed.config.clone())?;
-            let slot = self.slot(&committed.plugin)?;
-            slot.state().checkpointing = committed.checkpoint_every_ms.map(|ms| Checkpointing {
-                every: Duration::from_millis(ms),
-                last: Instant::now(),
-            });
-            let checkpoint = match self.restore_checkpoint(&committed.plugin) {
-                Ok(Some(checkpoint)) => CheckpointOutcome::Restored { checkpoint },
-                Ok(None) => CheckpointOutcome::Missing,
-                Err(reason) => CheckpointOutcome::Refused { reason },
+            lock(&self.shared.committed).insert(committed.plugin.clone(), committed.clone());
+            let plugin = committed.plugin.clone();
+            let outcome = match self.recover_plugin(&committed) {
+                Ok(outcome) => outcome,
+                Err(reason) if options.fresh_state.contains(&plugin) => {
+                    self.evict(&plugin);
+                    self.install_unpersisted(&committed.version.digest, committed.config.clone())?;
+                    tracing::warn!(plugin = %plugin, "recovered with a fresh state, as the operator chose: {reason}");
+                    CheckpointOutcome::Fresh { reason }
+                }
+                Err(reason) => {
+                    self.evict(&plugin);
+                    let reason = format!(
+                        "{reason}; it was not started, so that its state is not silently \
+                         forgotten: fix or restore `checkpoints/{plugin}.json`, or start it \
+                         with a fresh state on purpose (`plugsync host --fresh-state {plugin}`)"
+                    );
+                    tracing::error!(plugin = %plugin, "not started: {reason}");
+                    CheckpointOutcome::NotStarted { reason }
+                }
             };
-            match &checkpoint {
+            if let Ok(slot) = self.slot(&plugin) {
+                slot.state().checkpointing =
+                    committed.checkpoint_every_ms.map(|ms| Checkpointing {
+                        every: Duration::from_millis(ms),
+                        last: Instant::now(),
+                    });
+            }
+            match &outcome {
                 CheckpointOutcome::Restored { checkpoint: c } => {
-                    tracing::info!(plugin = %committed.plugin, version = %installed.version, seq = c.seq, "recovered from the store with its checkpointed state")
+                    tracing::info!(plugin = %plugin, version = %committed.version, seq = c.seq, "recovered from the store with its checkpointed state")
+                }
+                CheckpointOutcome::Migrated {
+                    checkpoint: c,
+                    from,
+                } => {
+                    tracing::warn!(plugin = %plugin, version = %committed.version, seq = c.seq, "recovered from the store with the checkpoint of {from}, migrated forward")
                 }
                 CheckpointOutcome::Missing => {
-                    tracing::info!(plugin = %committed.plugin, version = %installed.version, "recovered from the store with a fresh state (no checkpoint)")
+                    tracing::info!(plugin = %plugin, version = %committed.version, "recovered from the store with a fresh state (no checkpoint)")
                 }
-                CheckpointOutcome::Refused { reason: why } => {
-                    tracing::error!(plugin = %committed.plugin, version = %installed.version, "recovered with a fresh state: its checkpoint was refused: {why}")
-                }
+                CheckpointOutcome::NotStarted { .. } | CheckpointOutcome::Fresh { .. } => {}
             }
             plugins.push(RecoveredPlugin {
-                plugin: committed.plugin,
-                version: installed.version,
-                checkpoint,
+                plugin,
+                version: committed.version,
+                checkpoint: outcome,
             });
         }
         let recovery = Recovery { plugins };
@@ -295,17 +401,53 @@ impl Runtime {
         Ok(recovery)
     }
 
-    fn restore_checkpoint(&self, plugin: &str) -> Result<Option<CheckpointRef>, String> {
-        let snapshot: Option<StateSnapshot> =
-            read_json(&self.checkpoint_path(plugin)).map_err(|e| e.to_string())?;
-        let Some(snapshot) = snapshot else {
-            return Ok(None);
+    /// Starts one committed plugin with its checkpointed state; `Err` says why it cannot be.
+    fn recover_plugin(&self, committed: &CommittedPlugin) -> Result<CheckpointOutcome, String> {
+        let path = self.checkpoint_path(&committed.plugin);
+        let checkpoint: Option<Checkpoint> = read_json(&path).map_err(|e| e.to_string())?;
+        let Some(Checkpoint { snapshot, config }) = checkpoint else {
+            self.install_unpersisted(&committed.version.digest, committed.config.clone())
+                .map_err(|e| e.to_string())?;
+            return Ok(CheckpointOutcome::Missing);
         };
-        self.restore(&snapshot).map_err(|e| e.to_string())?;
-        Ok(Some(CheckpointRef {
+        snapshot.verify().map_err(|e| e.to_string())?;
+        let checkpoint = CheckpointRef {
             seq: snapshot.seq,
             sha256: snapshot.sha256,
-        }))
+        };
+        if snapshot.version.digest == committed.version.digest {
+            self.install_unpersisted(&committed.version.digest, committed.config.clone())
+                .map_err(|e| e.to_string())?;
+            self.restore(&snapshot).map_err(|e| e.to_string())?;
+            return Ok(CheckpointOutcome::Restored { checkpoint });
+        }
+        // The checkpoint is another version's: the commit that changed the version did not
+        // write its own. Migrate it forward (or back) as a swap would.
+        let from = snapshot.version.clone();
+        let why = |e: HostError| {
+            format!(
+                "its checkpoint was taken from {from}, not the committed {}, and cannot be \
+                 migrated: {e}",
+                committed.version
+            )
+        };
+        let old = self.library(&from.digest).map_err(why)?;
+        let new = self.library(&committed.version.digest).map_err(why)?;
+        let transition =
+            crate::migration::Transition::new(&committed.plugin, &old, &new, None).map_err(why)?;
+        let old_config = config.unwrap_or_else(|| committed.config.clone());
+        let migrated = crate::migration::migrate(
+            &transition,
+            &old_config,
+            snapshot.state.as_bytes(),
+            Some(&committed.config),
+        )
+        .map_err(why)?;
+        self.install_unpersisted(&committed.version.digest, committed.config.clone())
+            .map_err(|e| e.to_string())?;
+        self.restore_state(&committed.plugin, &migrated.state)
+            .map_err(why)?;
+        Ok(CheckpointOutcome::Migrated { checkpoint, from })
     }
 
     fn step_path(&self, step_id: &str, operation: &str) -> PathBuf {
@@ -330,7 +472,27 @@ impl Runtime {
         apply: impl FnOnce() -> Result<Value, Value>,
     ) -> Result<StepOutcome> {
         check_step_id(step_id)?;
-        let _steps = lock(&self.shared.step_lock);
+        let step_lock = lock(&self.shared.step_locks)
+            .entry(step_id.to_owned())
+            .or_default()
+            .clone();
+        let _step = lock(&step_lock);
+        let result = self.once_per_step_locked(step_id, operation, request, apply);
+        // The last user of this step id's lock removes it (the map holds one reference).
+        let mut locks = lock(&self.shared.step_locks);
+        if std::sync::Arc::strong_count(&step_lock) <= 2 {
+            locks.remove(step_id);
+        }
+        result
+    }
+
+    fn once_per_step_locked(
+        &self,
+        step_id: &str,
+        operation: &str,
+        request: &Digest,
+        apply: impl FnOnce() -> Result<Value, Value>,
+    ) -> Result<StepOutcome> {
         let path = self.step_path(step_id, operation);
         if let Some(recorded) = read_json::<StepRecord>(&path)? {
             if recorded.request != *request {

@@ -25,7 +25,7 @@ use crate::digest::Digest;
 use crate::error::{HostError, declarer_covered};
 use crate::library::Library;
 use crate::migration::{Transition, migrate};
-use crate::slot::{Active, Fault, RecordedCall, SlotState, StepRecord};
+use crate::slot::{Active, Fault, Journal, RecordedCall, SlotState, StepRecord};
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -288,18 +288,32 @@ fn down_migrate(
     })
 }
 
-/// Rolls the slot's pending step back. Called with the slot locked: calls wait for it, none
-/// fails. The slot must have a pending step.
+/// What a rollback took out of the slot: the rolled-back instance and the step's journal. It is
+/// dropped by the caller once the slot lock is released, so that destroying the instance (plugin
+/// code) and freeing the journal never stall the callers waiting on the slot.
+#[must_use = "drop it after releasing the slot lock"]
+#[derive(Debug)]
+pub(crate) struct Discarded {
+    _instance: Active,
+    _journal: Journal,
+}
+
+/// Rolls the slot's pending step back, if there is one. Called with the slot locked: calls wait
+/// for it, none fails. Returns the report and what must be dropped after the lock is released.
 pub(crate) fn roll_back(
     plugin: &str,
     state: &mut SlotState,
     reason: RollbackReason,
-) -> RollbackReport {
-    let step = state.step.take().expect("roll_back needs a pending step");
-    let new = state
-        .active
-        .take()
-        .expect("a pending step has an active instance");
+) -> Option<(RollbackReport, Discarded)> {
+    let (step, new) = match (state.step.take(), state.active.take()) {
+        (Some(step), Some(new)) => (step, new),
+        // No pending step (or, impossibly, a step with no active instance): nothing to undo.
+        (step, active) => {
+            state.step = step;
+            state.active = active;
+            return None;
+        }
+    };
     let mut previous = step.previous;
     let calls_since_switch = state.seq - step.switched_seq;
     // The previous instance's own fault, if it had one, comes back with it (a replay that
@@ -353,9 +367,17 @@ pub(crate) fn roll_back(
         digest: new.digest(),
         at: step.switched_at,
         outcome: "rolled back",
+        replaced_fault: state
+            .last_step
+            .take()
+            .and_then(|record| record.replaced_fault),
     });
     state.active = Some(previous);
     state.fault = fault;
     state.last_rollback = Some(report.clone());
-    report
+    let discarded = Discarded {
+        _instance: new,
+        _journal: step.journal,
+    };
+    Some((report, discarded))
 }

@@ -11,10 +11,11 @@ use crate::clock::{Clock, SystemClock};
 use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
-use crate::persist::Recovery;
+use crate::persist::{CommittedPlugin, Recovery};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
-    Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, StepRecord, lock,
+    Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
+    StuckCall, lock,
 };
 use crate::steward;
 use crate::store::{ArtifactStore, StoredArtifact};
@@ -29,8 +30,11 @@ pub struct RuntimeOptions {
     pub resident_cap: usize,
     /// What the loader accepts.
     pub load_policy: LoadPolicy,
-    /// The host clock that gives each call its time.
+    /// The host clock that gives each call its time, and by which leases expire.
     pub clock: Arc<dyn Clock>,
+    /// A call running longer than this marks its plugin `stuck` in status (and logs once). A
+    /// call cannot be cancelled in-process: the watchdog only reports. `None`: not watched.
+    pub call_watchdog: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -39,19 +43,21 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("store", &self.store)
             .field("resident_cap", &self.resident_cap)
             .field("load_policy", &self.load_policy)
+            .field("call_watchdog", &self.call_watchdog)
             .finish_non_exhaustive()
     }
 }
 
 impl RuntimeOptions {
     /// Defaults with the given store directory: a resident cap of 8 versions per plugin, the
-    /// system clock, `panic = "abort"` plugins refused.
+    /// system clock, `panic = "abort"` plugins refused, calls watched for 1 s.
     pub fn new(store: impl Into<PathBuf>) -> RuntimeOptions {
         RuntimeOptions {
             store: store.into(),
             resident_cap: 8,
             load_policy: LoadPolicy::default(),
             clock: Arc::new(SystemClock::new()),
+            call_watchdog: Some(std::time::Duration::from_secs(1)),
         }
     }
 }
@@ -76,8 +82,15 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     /// What [`Runtime::recover`] came back on, for status.
     pub recovery: Mutex<Option<Recovery>>,
-    /// Serialises operations run once per step id.
-    pub step_lock: Mutex<()>,
+    /// The committed set, by plugin id: changed and written to the store under this one lock,
+    /// so two commits at once never lose each other's entry, and read without touching any
+    /// slot (a slot busy with a long call must not hold up another plugin's commit).
+    pub committed: Mutex<BTreeMap<String, CommittedPlugin>>,
+    /// One lock per step id in use: a retry waits for the first attempt of the same step, and
+    /// steps of other plugins never wait on each other.
+    pub step_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
+    /// The call watchdog's bound.
+    pub call_watchdog: Option<std::time::Duration>,
     /// The last failure to persist the committed set or a checkpoint, for status.
     persist_error: Mutex<Option<String>>,
 }
@@ -199,6 +212,11 @@ pub struct PluginStatus {
     pub last_step: Option<StepRecord>,
     /// The last rollback.
     pub last_rollback: Option<RollbackReport>,
+    /// The slot was busy when status looked (a call or a control operation held it past the
+    /// status's short wait): the rest of this entry is what it showed last.
+    pub busy: bool,
+    /// A call running longer than the host's call watchdog allows.
+    pub stuck: Option<StuckCall>,
 }
 
 /// A library mapped in the process.
@@ -253,7 +271,9 @@ impl Runtime {
                 resident_cap: options.resident_cap,
                 clock: options.clock,
                 recovery: Mutex::new(None),
-                step_lock: Mutex::new(()),
+                committed: Mutex::new(BTreeMap::new()),
+                step_locks: Mutex::new(BTreeMap::new()),
+                call_watchdog: options.call_watchdog,
                 persist_error: Mutex::new(None),
             }),
         };
@@ -385,8 +405,16 @@ impl Runtime {
 
     /// Loads a staged artifact into its (empty) slot with a config, fresh state.
     pub fn install(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
-        let installed = self.install_unpersisted(artifact, config)?;
-        self.persisted(self.persist_committed());
+        let installed = self.install_unpersisted(artifact, config.clone())?;
+        let entry = CommittedPlugin {
+            plugin: installed.plugin.clone(),
+            version: installed.version.clone(),
+            config,
+            checkpoint_every_ms: None,
+        };
+        self.persisted(self.update_committed(|set| {
+            set.insert(entry.plugin.clone(), entry);
+        }));
         Ok(installed)
     }
 
@@ -415,6 +443,8 @@ impl Runtime {
             let mut state = slot.state();
             state.active = Some(Active { instance, config });
             state.fault = None;
+            // Seeded now, so that status has something to show even if the first call hangs.
+            lock(&slot.last_known).status = describe(&slot, &state);
         }
         tracing::info!(plugin = %slot.id, version = %library.version, "installed");
         Ok(Installed {
@@ -443,32 +473,9 @@ impl Runtime {
     /// serialised after the slot is released.
     pub fn snapshot(&self, plugin: &str) -> Result<StateSnapshot> {
         let slot = self.slot(plugin)?;
-        let (copy, library, seq) = {
-            let state = slot.state();
-            let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
-                plugin: plugin.to_owned(),
-            })?;
-            let copy = active
-                .instance
-                .copy_state()
-                .map_err(|f| f.into_error(active.library(), "copy_state"))?;
-            (copy, active.library().clone(), state.seq)
-        };
-        let bytes = copy
-            .serialize()
-            .map_err(|f| f.into_error(&library, "snapshot"))?;
-        drop(copy);
-        let (_, sha256) = state_checksum(&bytes).ok_or_else(|| HostError::BadSnapshot {
+        let taken = snapshot_of(&slot, true)?;
+        taken.ok_or_else(|| HostError::NotLoaded {
             plugin: plugin.to_owned(),
-            reason: "the plugin's snapshot is not JSON".into(),
-        })?;
-        Ok(StateSnapshot {
-            plugin: plugin.to_owned(),
-            version: VersionRef::of(&library),
-            state_schema: library.metadata.state_schema,
-            seq,
-            state: String::from_utf8_lossy(&bytes).into_owned(),
-            sha256,
         })
     }
 
@@ -511,36 +518,74 @@ impl Runtime {
         Ok(())
     }
 
+    /// Restores raw state bytes (a migrated checkpoint) into the running instance of a plugin
+    /// with no step pending.
+    pub(crate) fn restore_state(&self, plugin: &str, bytes: &[u8]) -> Result<()> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        let mut state = slot.state();
+        let active = state.active.as_mut().ok_or_else(|| HostError::NotLoaded {
+            plugin: plugin.to_owned(),
+        })?;
+        let library = active.library().clone();
+        active
+            .instance
+            .restore(bytes)
+            .map_err(|f| f.into_error(&library, "restore"))?;
+        state.fault = None;
+        Ok(())
+    }
+
+    /// Takes a plugin's instance out of its slot without touching the committed set (a
+    /// recovery that must not start it).
+    pub(crate) fn evict(&self, plugin: &str) {
+        let Ok(slot) = self.slot(plugin) else {
+            return;
+        };
+        let _control = lock(&slot.control);
+        let active = slot.state().active.take();
+        lock(&slot.last_known).status = None;
+        drop(active);
+    }
+
     /// Commits the pending step of `plugin`: the previous instance is destroyed (its library
     /// stays mapped) and the journal dropped.
+    ///
+    /// What survives a restart is written checkpoint first, committed set second: a crash in
+    /// between comes back on the previous version with its own checkpoint, and a failed
+    /// checkpoint leaves an older one that recovery migrates forward (never a fresh state).
     pub fn commit(&self, plugin: &str) -> Result<VersionRef> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
-        let (step, committed) = {
+        let (step, committed, config) = {
             let mut state = slot.state();
-            let step = state
-                .step
-                .take()
-                .ok_or_else(|| HostError::NoStepInProgress {
+            let Some(active) = state.active.as_ref().filter(|_| state.step.is_some()) else {
+                return Err(HostError::NoStepInProgress {
                     plugin: plugin.to_owned(),
-                })?;
-            let active = state
-                .active
-                .as_ref()
-                .expect("a pending step has an active instance");
+                });
+            };
             let committed = VersionRef::of(active.library());
+            let config = active.config.clone();
             if let Some(record) = &mut state.last_step {
                 record.outcome = "committed";
             }
-            (step, committed)
+            (state.step.take(), committed, config)
         };
         // Destroy the previous instance and free the journal outside the slot lock.
         drop(step);
         tracing::info!(plugin, version = %committed, "committed");
-        self.persisted(
-            self.persist_committed()
-                .and_then(|()| self.write_checkpoint(&slot)),
-        );
+        let checkpoint = self.write_checkpoint(&slot);
+        if let Err(error) = &checkpoint {
+            tracing::error!(plugin, "checkpoint at commit failed: {error}");
+        }
+        let entry_version = committed.clone();
+        let written = self.update_committed(|set| {
+            if let Some(entry) = set.get_mut(plugin) {
+                entry.version = entry_version;
+                entry.config = config;
+            }
+        });
+        self.persisted(written.and(checkpoint));
         Ok(committed)
     }
 
@@ -550,12 +595,15 @@ impl Runtime {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let mut state = slot.state();
-        if state.step.is_none() {
+        let Some((report, discarded)) =
+            rollback::roll_back(plugin, &mut state, RollbackReason::Requested)
+        else {
             return Err(HostError::NoStepInProgress {
                 plugin: plugin.to_owned(),
             });
-        }
-        let report = rollback::roll_back(plugin, &mut state, RollbackReason::Requested);
+        };
+        drop(state);
+        drop(discarded);
         tracing::warn!(plugin, from = %report.from, to = %report.to, "rolled back");
         Ok(report)
     }
@@ -581,11 +629,12 @@ impl Runtime {
             return Ok(());
         };
         let library = active.library().clone();
-        if state.step.is_some() {
-            let reason = RollbackReason::HealthFailed {
-                message: failure.message,
-            };
-            let report = rollback::roll_back(plugin, &mut state, reason);
+        let reason = RollbackReason::HealthFailed {
+            message: failure.message.clone(),
+        };
+        if let Some((report, discarded)) = rollback::roll_back(plugin, &mut state, reason) {
+            drop(state);
+            drop(discarded);
             tracing::error!(plugin, "{}", report.reason);
             return Err(HostError::RolledBack {
                 plugin: plugin.to_owned(),
@@ -612,55 +661,45 @@ impl Runtime {
         let version = VersionRef::of(active.library());
         drop(step);
         drop(active);
+        lock(&slot.last_known).status = None;
         tracing::info!(plugin, %version, "unloaded");
         self.persisted(
-            self.persist_committed()
-                .and_then(|()| self.forget_checkpoint(plugin)),
+            self.update_committed(|set| {
+                set.remove(plugin);
+            })
+            .and_then(|()| self.forget_checkpoint(plugin)),
         );
         Ok(version)
     }
 
     /// What the runtime runs now. Runs each plugin's health check.
+    ///
+    /// It answers promptly whatever a slot is doing: a slot whose lock stays held (a long or
+    /// hung call, a switch under the lock) past a short wait is shown as it was last seen,
+    /// marked `busy`, with the call watchdog's verdict.
     pub fn status(&self) -> RuntimeStatus {
-        let slots = self.slots();
+        let deadline = std::time::Instant::now() + STATUS_WAIT;
         let mut plugins = Vec::new();
-        for slot in slots {
-            let state = slot.state();
-            let Some(active) = &state.active else {
-                continue;
+        for slot in self.slots() {
+            let seen = loop {
+                if let Some(state) = slot.try_state() {
+                    let status = describe(&slot, &state);
+                    drop(state);
+                    lock(&slot.last_known).status = status.clone();
+                    break status;
+                }
+                if std::time::Instant::now() >= deadline {
+                    break lock(&slot.last_known).status.clone().map(|mut status| {
+                        status.busy = true;
+                        status
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_micros(50));
             };
-            let library = active.library();
-            plugins.push(PluginStatus {
-                plugin: slot.id.clone(),
-                version: VersionRef::of(library),
-                config: active.config.clone(),
-                config_hash: Digest::of(&canonical_json(&active.config).unwrap_or_default()),
-                state_schema: library.metadata.state_schema,
-                health: match &state.fault {
-                    Some(fault) => Health::Unhealthy {
-                        reason: format!(
-                            "faulted: it panicked in call #{} ({})",
-                            fault.seq, fault.message
-                        ),
-                    },
-                    None => match active.instance.health() {
-                        Ok(()) => Health::Ok,
-                        Err(failure) => Health::Unhealthy {
-                            reason: failure.message,
-                        },
-                    },
-                },
-                fault: state.fault.clone(),
-                counters: state.counters,
-                pending: state.step.as_ref().map(|step| PendingStatus {
-                    step_id: step.step_id.clone(),
-                    previous: VersionRef::of(step.previous.library()),
-                    calls_since_switch: state.seq - step.switched_seq,
-                    journal_complete: step.journal.is_complete(),
-                }),
-                last_step: state.last_step.clone(),
-                last_rollback: state.last_rollback.clone(),
-            });
+            if let Some(mut status) = seen {
+                status.stuck = lock(&slot.last_known).stuck.clone();
+                plugins.push(status);
+            }
         }
         let libraries = lock(&self.shared.libraries);
         let resident: Vec<ResidentLibrary> = libraries
@@ -684,4 +723,86 @@ impl Runtime {
             persist_error: lock(&self.shared.persist_error).clone(),
         }
     }
+}
+
+/// How long a status waits, over all slots, for slots that are busy before it shows them as
+/// last seen.
+const STATUS_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A snapshot of a slot's state; with `wait` false, `None` when the slot is busy now (the
+/// steward never waits on a slot).
+pub(crate) fn snapshot_of(slot: &Slot, wait: bool) -> Result<Option<StateSnapshot>> {
+    let (copy, library, seq) = {
+        let state = if wait {
+            slot.state()
+        } else {
+            match slot.try_state() {
+                Some(state) => state,
+                None => return Ok(None),
+            }
+        };
+        let active = state.active.as_ref().ok_or_else(|| HostError::NotLoaded {
+            plugin: slot.id.clone(),
+        })?;
+        let copy = active
+            .instance
+            .copy_state()
+            .map_err(|f| f.into_error(active.library(), "copy_state"))?;
+        (copy, active.library().clone(), state.seq)
+    };
+    let bytes = copy
+        .serialize()
+        .map_err(|f| f.into_error(&library, "snapshot"))?;
+    drop(copy);
+    let (_, sha256) = state_checksum(&bytes).ok_or_else(|| HostError::BadSnapshot {
+        plugin: slot.id.clone(),
+        reason: "the plugin's snapshot is not JSON".into(),
+    })?;
+    Ok(Some(StateSnapshot {
+        plugin: slot.id.clone(),
+        version: VersionRef::of(&library),
+        state_schema: library.metadata.state_schema,
+        seq,
+        state: String::from_utf8_lossy(&bytes).into_owned(),
+        sha256,
+    }))
+}
+
+/// What one slot runs, read under its lock (runs the health check); `None` when empty.
+fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
+    let active = state.active.as_ref()?;
+    let library = active.library();
+    Some(PluginStatus {
+        plugin: slot.id.clone(),
+        version: VersionRef::of(library),
+        config: active.config.clone(),
+        config_hash: Digest::of(&canonical_json(&active.config).unwrap_or_default()),
+        state_schema: library.metadata.state_schema,
+        health: match &state.fault {
+            Some(fault) => Health::Unhealthy {
+                reason: format!(
+                    "faulted: it panicked in call #{} ({})",
+                    fault.seq, fault.message
+                ),
+            },
+            None => match active.instance.health() {
+                Ok(()) => Health::Ok,
+                Err(failure) => Health::Unhealthy {
+                    reason: failure.message,
+                },
+            },
+        },
+        fault: state.fault.clone(),
+        counters: state.counters,
+        pending: state.step.as_ref().map(|step| PendingStatus {
+            step_id: step.step_id.clone(),
+            previous: VersionRef::of(step.previous.library()),
+            calls_since_switch: state.seq - step.switched_seq,
+            journal_complete: step.journal.is_complete(),
+        }),
+        last_step: state.last_step.clone(),
+        last_rollback: state.last_rollback.clone(),
+        busy: false,
+        stuck: None,
+    })
 }

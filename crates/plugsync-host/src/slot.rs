@@ -6,7 +6,8 @@
 //! sequence number live under it, the host time is read under it, and the receipt returned is
 //! plain data.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Instant;
 
 use plugsync_plugin::HostTime;
@@ -17,6 +18,7 @@ use crate::digest::Digest;
 use crate::library::{Failure, Instance, Library};
 use crate::persist::Checkpointing;
 use crate::rollback::{self, RollbackMethod, RollbackReason, RollbackReport};
+use crate::runtime::PluginStatus;
 use crate::steward::StepWatch;
 
 /// What a call returns besides its output: which call it was and which artifact served it.
@@ -102,6 +104,9 @@ pub struct RecordedCall {
     pub input: Vec<u8>,
     /// What the serving instance returned (or its error message).
     pub output: Result<Vec<u8>, String>,
+    /// Whether the serving instance panicked in it (caught): the error is then a fault, never
+    /// an answer another version may agree with.
+    pub panicked: bool,
 }
 
 /// A bounded record of calls. On overflow it drops what it held (replay is then impossible
@@ -131,7 +136,18 @@ impl Journal {
         self.overflowed == 0
     }
 
-    fn record(&mut self, seq: u64, now: HostTime, input: &[u8], output: Result<&[u8], &str>) {
+    fn record_failure(&mut self, seq: u64, now: HostTime, input: &[u8], failure: &Failure) {
+        self.record(seq, now, input, Err(&failure.message), failure.panicked);
+    }
+
+    fn record(
+        &mut self,
+        seq: u64,
+        now: HostTime,
+        input: &[u8],
+        output: Result<&[u8], &str>,
+        panicked: bool,
+    ) {
         if self.overflowed > 0 || self.calls.len() >= self.capacity {
             if self.overflowed == 0 {
                 self.overflowed = self.calls.len() as u64;
@@ -145,6 +161,7 @@ impl Journal {
             now,
             input: input.to_vec(),
             output: output.map(<[u8]>::to_vec).map_err(str::to_owned),
+            panicked,
         });
     }
 }
@@ -200,6 +217,9 @@ pub struct StepRecord {
     pub at: HostTime,
     /// `pending`, `committed` or `rolled back`.
     pub outcome: &'static str,
+    /// The fault the replaced version carried at the switch (a panic before or during the
+    /// swap): the state migrated into this version came from an instance that had panicked.
+    pub replaced_fault: Option<Fault>,
 }
 
 /// Everything under a slot's lock.
@@ -226,7 +246,38 @@ pub(crate) struct Slot {
     /// Serialises control operations (swap, commit, rollback, unload) on this slot; calls never
     /// take it.
     pub control: Mutex<()>,
+    /// Held while a checkpoint of this slot is taken and written.
+    pub checkpoint: Mutex<()>,
     pub clock: Arc<dyn Clock>,
+    /// The sequence number of the call running now, 0 when none: what the call watchdog
+    /// reads without taking the slot lock (a hung call holds it). Written on the hot path with
+    /// two relaxed stores to a line the slot lock already owns; never read there.
+    in_call: AtomicU64,
+    /// What this slot's status said the last time it could be read, for a status asked while
+    /// the slot is busy (a long call holds its lock); and what the watchdog found.
+    pub last_known: Mutex<LastKnown>,
+}
+
+/// What a slot showed last, kept outside its lock.
+#[derive(Debug, Default)]
+pub(crate) struct LastKnown {
+    /// The slot's last status (without the busy and stuck marks).
+    pub status: Option<PluginStatus>,
+    /// A call the watchdog found running past its bound.
+    pub stuck: Option<StuckCall>,
+    /// The call the watchdog saw running at its last look, and since when.
+    pub watched: Option<(u64, Instant)>,
+}
+
+/// A call that has run longer than the watchdog's bound. It cannot be cancelled: a plugin runs
+/// in the host's process, on the caller's thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+pub struct StuckCall {
+    /// Sequence number of the call.
+    pub seq: u64,
+    /// How long it had run when the watchdog last looked, in milliseconds.
+    pub running_ms: u64,
 }
 
 /// Locks a mutex, carrying on after a poisoning panic: the runtime's own code does not panic
@@ -235,18 +286,44 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Locks a mutex if it is free now, carrying on after a poisoning panic as [`lock`] does:
+/// `None` only when another thread holds it.
+pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 impl Slot {
     pub fn new(id: String, clock: Arc<dyn Clock>) -> Slot {
         Slot {
             id,
             state: Mutex::new(SlotState::default()),
             control: Mutex::new(()),
+            checkpoint: Mutex::new(()),
             clock,
+            in_call: AtomicU64::new(0),
+            last_known: Mutex::new(LastKnown::default()),
         }
     }
 
     pub fn state(&self) -> MutexGuard<'_, SlotState> {
         lock(&self.state)
+    }
+
+    /// The slot's state if no one holds it now (a call, a control operation).
+    pub fn try_state(&self) -> Option<MutexGuard<'_, SlotState>> {
+        try_lock(&self.state)
+    }
+
+    /// The sequence number of the call running now, if one is.
+    pub fn call_running(&self) -> Option<u64> {
+        match self.in_call.load(Ordering::Relaxed) {
+            0 => None,
+            seq => Some(seq),
+        }
     }
 
     /// The hot path: one call, its output handed to `on_output` while still borrowed from the
@@ -274,21 +351,41 @@ impl Slot {
         let digest = active.digest();
         // Only a step in soak is timed (its latency threshold); otherwise no clock is read.
         let started = state.step.is_some().then(Instant::now);
-        match active.instance.call(input, now.0) {
+        self.in_call.store(seq, Ordering::Relaxed);
+        let result = active.instance.call(input, now.0);
+        self.in_call.store(0, Ordering::Relaxed);
+        match result {
             Ok(output) => {
                 if let Some(step) = &mut state.step {
-                    step.journal.record(seq, now, input, Ok(output));
+                    step.journal.record(seq, now, input, Ok(output), false);
                     if let Some(started) = started {
                         step.watch.slowest_call = step.watch.slowest_call.max(started.elapsed());
                     }
                 }
                 if let Some(catch_up) = &mut state.catch_up {
-                    catch_up.record(seq, now, input, Ok(output));
+                    catch_up.record(seq, now, input, Ok(output), false);
                 }
                 let result = on_output(output);
                 Ok((CallReceipt { seq, now, digest }, result))
             }
-            Err(failure) => self.failed_call(state, seq, now, digest, input, failure, on_output),
+            Err(failure) => {
+                let mut discarded = None;
+                let result = self.failed_call(
+                    state,
+                    seq,
+                    now,
+                    digest,
+                    input,
+                    failure,
+                    on_output,
+                    &mut discarded,
+                );
+                // A rollback's leftovers (the faulty instance, the journal) are destroyed with
+                // the slot released: callers waiting on it do not wait for that too.
+                drop(guard);
+                drop(discarded);
+                result
+            }
         }
     }
 
@@ -306,9 +403,10 @@ impl Slot {
         input: &[u8],
         failure: Failure,
         on_output: impl FnOnce(&[u8]) -> R,
+        discarded: &mut Option<rollback::Discarded>,
     ) -> Result<(CallReceipt, R), CallError> {
         if let Some(catch_up) = &mut state.catch_up {
-            catch_up.record(seq, now, input, Err(&failure.message));
+            catch_up.record_failure(seq, now, input, &failure);
         }
         // A panic during a step rolls it back (below); any other failure is journaled.
         let step_panicked =
@@ -316,12 +414,15 @@ impl Slot {
         if !failure.panicked
             && let Some(step) = &mut state.step
         {
-            step.journal.record(seq, now, input, Err(&failure.message));
+            step.journal.record_failure(seq, now, input, &failure);
         }
         let error = self.count_failure(state, seq, now, digest, failure);
         if let Some(message) = step_panicked {
             let reason = RollbackReason::CallPanicked { seq, message };
-            let report = rollback::roll_back(&self.id, state, reason);
+            let Some((report, leftovers)) = rollback::roll_back(&self.id, state, reason) else {
+                return Err(error);
+            };
+            *discarded = Some(leftovers);
             tracing::error!(plugin = %self.id, "{}", report.reason);
             // After a replay (or a loss) the previous version never saw this call: serve it
             // there. After a down-migration its state came from the instance that panicked
@@ -374,12 +475,16 @@ impl Slot {
         input: &[u8],
         on_output: impl FnOnce(&[u8]) -> R,
     ) -> Result<(CallReceipt, R), CallError> {
-        let active = state
-            .active
-            .as_mut()
-            .expect("a rollback leaves an active instance");
+        let Some(active) = state.active.as_mut() else {
+            return Err(CallError::NotLoaded {
+                plugin: self.id.clone(),
+            });
+        };
         let digest = active.digest();
-        match active.instance.call(input, now.0) {
+        self.in_call.store(seq, Ordering::Relaxed);
+        let result = active.instance.call(input, now.0);
+        self.in_call.store(0, Ordering::Relaxed);
+        match result {
             Ok(output) => Ok((CallReceipt { seq, now, digest }, on_output(output))),
             Err(failure) => Err(self.count_failure(state, seq, now, digest, failure)),
         }

@@ -11,11 +11,12 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
+use plugsync_plugin::HostTime;
 use serde::{Deserialize, Serialize};
 
 use crate::rollback::{self, RollbackReason};
 use crate::runtime::{Runtime, Shared};
-use crate::slot::Counters;
+use crate::slot::{Counters, Slot, StuckCall, lock, try_lock};
 
 /// How often the steward looks: the precision of leases and thresholds.
 const TICK: Duration = Duration::from_millis(10);
@@ -42,8 +43,9 @@ pub struct SoakThresholds {
 /// What the steward watches on a pending step.
 #[derive(Debug, Clone)]
 pub(crate) struct StepWatch {
-    /// When the lease ends, and how long it was.
-    pub lease: Option<(Instant, Duration)>,
+    /// When the lease ends (host time: the runtime's clock, so a test's manual clock moves
+    /// it), and how long it was.
+    pub lease: Option<(HostTime, Duration)>,
     pub soak: SoakThresholds,
     /// The slot's counters at the switch.
     pub counters_at_switch: Counters,
@@ -54,9 +56,17 @@ pub(crate) struct StepWatch {
 }
 
 impl StepWatch {
-    pub fn new(lease: Option<Duration>, soak: SoakThresholds, counters: Counters) -> StepWatch {
+    pub fn new(
+        lease: Option<Duration>,
+        soak: SoakThresholds,
+        counters: Counters,
+        switched_at: HostTime,
+    ) -> StepWatch {
         StepWatch {
-            lease: lease.map(|lease| (Instant::now() + lease, lease)),
+            lease: lease.map(|lease| {
+                let nanos = i64::try_from(lease.as_nanos()).unwrap_or(i64::MAX);
+                (HostTime(switched_at.0.saturating_add(nanos)), lease)
+            }),
             soak,
             counters_at_switch: counters,
             slowest_call: Duration::ZERO,
@@ -65,7 +75,7 @@ impl StepWatch {
     }
 
     /// Why the step must roll back now, if it must.
-    pub fn breach(&self, counters: &Counters, now: Instant) -> Option<RollbackReason> {
+    pub fn breach(&self, counters: &Counters, now: HostTime) -> Option<RollbackReason> {
         let calls = counters.calls - self.counters_at_switch.calls;
         let errors = counters.errors - self.counters_at_switch.errors;
         if let Some(max) = self.soak.max_error_rate
@@ -117,40 +127,89 @@ pub(crate) fn spawn(shared: Weak<Shared>) {
 }
 
 impl Runtime {
-    /// One look at every slot: roll back what breached its lease or thresholds, write the
-    /// checkpoints that are due.
+    /// One look at every slot: roll back what breached its lease or thresholds, mark calls
+    /// that overran the watchdog, write the checkpoints that are due. It never waits on a slot:
+    /// one busy with a control operation or a long call is looked at again next tick, so one
+    /// hung plugin cannot stop the host watching the others.
     pub(crate) fn steward_tick(&self, now: Instant) {
+        let host_now = self.shared.clock.now();
         for slot in self.slots() {
+            self.watch_calls(&slot, now);
             // A control operation (a swap, a commit) in progress owns the slot: look next tick.
-            let Ok(_control) = slot.control.try_lock() else {
+            let Some(_control) = try_lock(&slot.control) else {
                 continue;
             };
-            let report = {
-                let mut state = slot.state();
-                let mut breach = state
-                    .step
-                    .as_ref()
-                    .and_then(|step| step.watch.breach(&state.counters, now));
-                // The new version's health, looked at every `HEALTH_EVERY` while it soaks.
-                if breach.is_none()
-                    && let Some(step) = &mut state.step
-                    && now.duration_since(step.watch.health_checked) >= HEALTH_EVERY
-                {
-                    step.watch.health_checked = now;
-                    if let Some(Err(failure)) = state.active.as_ref().map(|a| a.instance.health()) {
-                        breach = Some(RollbackReason::HealthFailed {
-                            message: failure.message,
-                        });
-                    }
-                }
-                breach.map(|reason| rollback::roll_back(&slot.id, &mut state, reason))
+            let Some(mut state) = slot.try_state() else {
+                continue;
             };
-            if let Some(report) = report {
+            let mut breach = state
+                .step
+                .as_ref()
+                .and_then(|step| step.watch.breach(&state.counters, host_now));
+            // The new version's health, looked at every `HEALTH_EVERY` while it soaks.
+            if breach.is_none()
+                && let Some(step) = &mut state.step
+                && now.duration_since(step.watch.health_checked) >= HEALTH_EVERY
+            {
+                step.watch.health_checked = now;
+                if let Some(Err(failure)) = state.active.as_ref().map(|a| a.instance.health()) {
+                    breach = Some(RollbackReason::HealthFailed {
+                        message: failure.message,
+                    });
+                }
+            }
+            let rolled_back =
+                breach.and_then(|reason| rollback::roll_back(&slot.id, &mut state, reason));
+            drop(state);
+            if let Some((report, discarded)) = rolled_back {
+                drop(discarded);
                 tracing::error!(plugin = %slot.id, from = %report.from, to = %report.to, "rolled back by the host: {}", report.reason);
                 continue;
             }
             self.checkpoint_if_due(&slot, now);
         }
+    }
+
+    /// The call watchdog: a call seen running for longer than the bound marks the slot stuck
+    /// (logged once per call); it is cleared when that call returns. Reads only the slot's
+    /// running-call marker, never its lock.
+    fn watch_calls(&self, slot: &Slot, now: Instant) {
+        let Some(bound) = self.shared.call_watchdog else {
+            return;
+        };
+        let running = slot.call_running();
+        let mut known = lock(&slot.last_known);
+        let since = match (running, known.watched) {
+            (Some(seq), Some((watched, since))) if watched == seq => since,
+            (Some(seq), _) => {
+                known.watched = Some((seq, now));
+                now
+            }
+            (None, _) => {
+                known.watched = None;
+                if let Some(stuck) = known.stuck.take() {
+                    tracing::warn!(plugin = %slot.id, seq = stuck.seq, "the stuck call returned");
+                }
+                return;
+            }
+        };
+        let running_for = now.duration_since(since);
+        let Some(seq) = running.filter(|_| running_for > bound) else {
+            return;
+        };
+        if known.stuck.as_ref().is_none_or(|stuck| stuck.seq != seq) {
+            tracing::error!(
+                plugin = %slot.id,
+                seq,
+                bound_ms = bound.as_millis() as u64,
+                "a call has run longer than the call watchdog allows; it cannot be cancelled \
+                 in-process: the plugin is marked stuck"
+            );
+        }
+        known.stuck = Some(StuckCall {
+            seq,
+            running_ms: running_for.as_millis() as u64,
+        });
     }
 }
 
@@ -168,19 +227,23 @@ mod tests {
 
     #[test]
     fn breaches_are_judged_on_the_calls_since_the_switch() {
-        let start = Instant::now();
+        let start = HostTime(1_000_000_000);
         let soak = SoakThresholds {
             max_error_rate: Some(0.1),
             min_calls: 10,
             max_call_latency_us: Some(500),
         };
         let watch = |slowest_us: u64, lease_ms: Option<u64>| StepWatch {
-            lease: lease_ms
-                .map(|ms| (start + Duration::from_millis(ms), Duration::from_millis(ms))),
+            lease: lease_ms.map(|ms| {
+                (
+                    HostTime(start.0 + ms as i64 * 1_000_000),
+                    Duration::from_millis(ms),
+                )
+            }),
             soak: soak.clone(),
             counters_at_switch: counters(1000, 500),
             slowest_call: Duration::from_micros(slowest_us),
-            health_checked: start,
+            health_checked: Instant::now(),
         };
         let cases: [(&str, StepWatch, Counters, Option<&str>); 6] = [
             (
@@ -221,7 +284,7 @@ mod tests {
             ),
         ];
         for (name, watch, now, expected) in cases {
-            let breach = watch.breach(&now, start + Duration::from_millis(1));
+            let breach = watch.breach(&now, HostTime(start.0 + 1_000_000));
             let what = breach.map(|reason| match reason {
                 RollbackReason::SoakThreshold { threshold, .. } => threshold,
                 RollbackReason::LeaseExpired { .. } => "lease".to_owned(),

@@ -210,8 +210,9 @@ pub struct SwapReport {
     pub locked_window: Duration,
     /// What verification found.
     pub verification: VerifyReport,
-    /// The fault the slot carried before the swap, if any: the state migrated into the new
-    /// version came from an instance that had panicked (the new version starts unfaulted; a
+    /// The fault the slot carried at the switch, if any — raised before the swap or by the old
+    /// version during it: the state migrated into the new version came from an instance that
+    /// had panicked (the new version starts unfaulted; a
     /// rollback brings the fault back with the old instance).
     pub replaced_fault: Option<Fault>,
 }
@@ -276,10 +277,17 @@ impl Target<'_> {
             }
             (state.seq, copy, running)
         };
+        // Only a cut that started recording stops it: a verification's cut (`record` false)
+        // must never touch the recording of a swap in flight on the same slot.
+        let stop = || {
+            if record {
+                self.stop_recording();
+            }
+        };
         let before = match copy.serialize() {
             Ok(before) => before,
             Err(failure) => {
-                self.stop_recording();
+                stop();
                 return Err(failure.into_error(&running, "snapshot"));
             }
         };
@@ -292,7 +300,7 @@ impl Target<'_> {
                 took: started.elapsed(),
             }),
             Err(error) => {
-                self.stop_recording();
+                stop();
                 Err(error)
             }
         }
@@ -324,6 +332,8 @@ impl Target<'_> {
 
 /// What the switch did, before the report is assembled.
 struct Switched {
+    /// The fault the replaced instance carried at the switch.
+    replaced_fault: Option<Fault>,
     cut: Cut,
     switched_seq: u64,
     caught_up: usize,
@@ -331,70 +341,126 @@ struct Switched {
     locked_window: Duration,
 }
 
-/// Feeds recorded calls to the new instance; `Err` says why the optimistic attempt must be
-/// abandoned (an output that differs from the one the old version gave, or an overflow).
-fn catch_up(instance: &mut Instance, recorded: &Journal) -> Result<usize, String> {
+/// Why the calls recorded since the cut could not be caught up.
+enum CatchUpFailure {
+    /// The optimistic switch must be abandoned for the locked one: the new version answered a
+    /// call differently from the old one, or too many calls came in.
+    Abandon(String),
+    /// The new version panicked replaying a call: the swap fails.
+    Panicked {
+        /// The call.
+        seq: u64,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// Feeds recorded calls to the new instance. Outputs must agree with what the old version
+/// gave; two errors agree, but a panic is a fault, never an answer: a panic of the new version
+/// fails the swap, and one of the old version (its slot is then faulted) abandons the
+/// optimistic switch, so the locked one migrates the state as the panic left it and the
+/// report carries the fault.
+fn catch_up(instance: &mut Instance, recorded: &Journal) -> Result<usize, CatchUpFailure> {
     if !recorded.is_complete() {
-        return Err(format!(
+        return Err(CatchUpFailure::Abandon(format!(
             "more than {CATCH_UP_CAPACITY} calls arrived during one round of catch-up"
-        ));
+        )));
     }
     for call in &recorded.calls {
         let agrees = match (instance.call(&call.input, call.now.0), &call.output) {
+            (Err(failure), _) if failure.panicked => {
+                return Err(CatchUpFailure::Panicked {
+                    seq: call.seq,
+                    message: failure.message,
+                });
+            }
+            (_, Err(_)) if call.panicked => false,
             (Ok(new), Ok(old)) => new == old.as_slice(),
             (Err(_), Err(_)) => true,
             _ => false,
         };
         if !agrees {
-            return Err(format!(
-                "call #{} was answered differently by the new version during catch-up",
+            let how = if call.panicked {
+                "panicked in the old version"
+            } else {
+                "was answered differently by the new version"
+            };
+            return Err(CatchUpFailure::Abandon(format!(
+                "call #{} {how} during catch-up",
                 call.seq
-            ));
+            )));
         }
     }
     Ok(recorded.calls.len())
 }
 
-/// Installs `instance` as the active one and keeps the old one for rollback.
+/// Installs `instance` as the active one and keeps the old one for rollback. Returns the fault
+/// the old instance carried at the switch (it comes back if the step rolls back).
 fn switch(
+    plugin: &str,
     state: &mut SlotState,
     instance: Instance,
     config: Value,
     request: &SwapRequest,
     now: plugsync_plugin::HostTime,
-) {
+) -> Result<Option<Fault>> {
+    let Some(previous) = state.active.take() else {
+        return Err(HostError::NotLoaded {
+            plugin: plugin.to_owned(),
+        });
+    };
     let step_id = request.step_id.clone();
-    let previous = state
-        .active
-        .replace(Active { instance, config })
-        .expect("the slot was checked to be loaded");
-    let active = state.active.as_ref().expect("just set");
+    let replaced_fault = state.fault.take();
+    let library = instance.library().clone();
     state.last_step = Some(StepRecord {
         step_id: step_id.clone(),
-        version: active.version().to_owned(),
-        digest: active.digest(),
+        version: library.metadata.version.clone(),
+        digest: library.digest,
         at: now,
         outcome: "pending",
+        replaced_fault: replaced_fault.clone(),
     });
+    state.active = Some(Active { instance, config });
     state.step = Some(PendingStep {
         previous,
         step_id,
         switched_seq: state.seq,
         switched_at: now,
         journal: Journal::new(request.journal_capacity),
-        previous_fault: state.fault.take(),
+        previous_fault: replaced_fault.clone(),
         watch: StepWatch::new(
             request.lease_ms.map(Duration::from_millis),
             request.soak.clone(),
             state.counters,
+            now,
         ),
     });
+    Ok(replaced_fault)
 }
 
 impl Runtime {
     /// Verifies a staged artifact against what `plugin` runs, on throwaway instances only,
     /// migrating by `rules` when given (else by the plugins' declared migrations).
     pub fn verify(
+        &self,
+        plugin: &str,
+        artifact: &Digest,
+        config: Option<&Value>,
+        rules: Option<&[MigrationRule]>,
+        spec: &VerifySpec,
+    ) -> Result<VerifyReport> {
+        let result = self.verify_unlogged(plugin, artifact, config, rules, spec);
+        match &result {
+            Err(error) => tracing::warn!(plugin, "verification refused: {error}"),
+            Ok(report) if !report.passed() => {
+                tracing::warn!(plugin, "verification failed: {}", report.summary())
+            }
+            Ok(_) => {}
+        }
+        result
+    }
+
+    fn verify_unlogged(
         &self,
         plugin: &str,
         artifact: &Digest,
@@ -480,6 +546,17 @@ impl Runtime {
     /// success the step is pending until [`commit`](Runtime::commit) or
     /// [`rollback`](Runtime::rollback).
     pub fn swap(&self, request: SwapRequest) -> Result<SwapReport> {
+        let plugin = request.plugin.clone();
+        let result = self.swap_unlogged(request);
+        if let Err(error) = &result {
+            // A refused or failed switch leaves one line on the host, whoever asked for it.
+            tracing::warn!(plugin = %plugin, "switch refused: {error}");
+        }
+        result
+    }
+
+    fn swap_unlogged(&self, request: SwapRequest) -> Result<SwapReport> {
+        check_journal_capacity(&request)?;
         let slot = self.slot(&request.plugin)?;
         let _control = lock(&slot.control);
         {
@@ -493,7 +570,6 @@ impl Runtime {
             }
         }
         let (old_library, old_config) = self.running(&slot)?;
-        let replaced_fault = slot.state().fault.clone();
         let rules = request.migration_rules.as_deref();
         let new_library =
             self.target_library(&slot, &old_library, &request.artifact, rules.is_some())?;
@@ -551,7 +627,7 @@ impl Runtime {
             path: switched.path,
             locked_window: switched.locked_window,
             verification,
-            replaced_fault,
+            replaced_fault: switched.replaced_fault,
         })
     }
 
@@ -575,36 +651,47 @@ impl Runtime {
         request: &SwapRequest,
         reason: String,
     ) -> Result<Switched> {
-        let (cut, instance) = target.prepare_locked(&state)?;
-        let replaced = self.switch_now(&mut state, instance, &cut, request);
+        let prepared = target.prepare_locked(&state);
+        let recorded = state.catch_up.take();
+        let (cut, instance) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => {
+                drop(state);
+                drop(recorded);
+                return Err(error);
+            }
+        };
+        let switched = self.switch_now(target.slot, &mut state, instance, &cut, request);
         let locked_window = started.elapsed();
         drop(state);
-        drop(replaced);
+        drop(recorded);
         Ok(Switched {
             switched_seq: cut.seq,
             cut,
             caught_up: 0,
             path: SwapPath::Locked { reason },
             locked_window,
+            replaced_fault: switched?,
         })
     }
 
-    /// Switches under the lock already held; returns what must be dropped once it is released.
+    /// Switches under the lock already held.
     fn switch_now(
         &self,
+        slot: &Slot,
         state: &mut SlotState,
         instance: Instance,
         cut: &Cut,
         request: &SwapRequest,
-    ) -> Option<Journal> {
+    ) -> Result<Option<Fault>> {
         switch(
+            &slot.id,
             state,
             instance,
             cut.migrated.config.clone(),
             request,
             self.shared.clock.now(),
-        );
-        state.catch_up.take()
+        )
     }
 
     /// The optimistic switch (module docs): catch up off the lock in rounds, each replaying
@@ -624,6 +711,12 @@ impl Runtime {
                 return Err(error);
             }
         };
+        let panicked = |seq, message| HostError::SwapPanicked {
+            plugin: slot.id.clone(),
+            version: target.library.metadata.version.clone(),
+            seq,
+            message,
+        };
         // What switching under the lock would cost: the bound on what catching up may cost.
         let locked_cost = cut.took + creating.elapsed();
         let (mut caught_up, mut replaying) = (0, Duration::ZERO);
@@ -640,24 +733,38 @@ impl Runtime {
                 last_pending = pending;
                 state.catch_up.replace(Journal::new(CATCH_UP_CAPACITY))
             };
-            let recorded = recorded.expect("this swap records until it switches");
+            let Some(recorded) = recorded else {
+                abandoned = Some("the record of the calls since the cut was lost".to_owned());
+                break;
+            };
             let started = Instant::now();
             let result = catch_up(&mut instance, &recorded);
             replaying += started.elapsed();
             match result {
                 Ok(n) => caught_up += n,
-                Err(reason) => {
+                Err(CatchUpFailure::Abandon(reason)) => {
                     abandoned = Some(reason);
                     break;
+                }
+                Err(CatchUpFailure::Panicked { seq, message }) => {
+                    target.stop_recording();
+                    return Err(panicked(seq, message));
                 }
             }
         }
         let mut state = slot.state();
         let started = Instant::now();
-        let last_round = state
-            .catch_up
-            .take()
-            .expect("this swap records until it switches");
+        let last_round = match state.catch_up.take() {
+            Some(journal) => journal,
+            None => {
+                // Nothing may take a swap's record but the swap itself; if it is gone all the
+                // same, the calls since the cut are unknown: switch exactly, under the lock.
+                abandoned.get_or_insert_with(|| {
+                    "the record of the calls since the cut was lost".to_owned()
+                });
+                Journal::new(0)
+            }
+        };
         let left = last_round.calls.len();
         if abandoned.is_none() && left > FINAL_ROUND_CALLS && caught_up > 0 {
             let estimate = replaying.mul_f64(left as f64 / caught_up as f64);
@@ -670,30 +777,36 @@ impl Runtime {
             }
         }
         let result = match abandoned {
-            Some(reason) => Err(reason),
+            Some(reason) => Err(CatchUpFailure::Abandon(reason)),
             None => catch_up(&mut instance, &last_round),
         };
         match result {
             Ok(n) => {
                 let switched_seq = state.seq;
-                let replaced = self.switch_now(&mut state, instance, &cut, request);
+                let switched = self.switch_now(slot, &mut state, instance, &cut, request);
                 let locked_window = started.elapsed();
                 drop(state);
-                drop((replaced, last_round));
+                drop(last_round);
                 Ok(Switched {
                     cut,
                     switched_seq,
                     caught_up: caught_up + n,
                     path: SwapPath::Optimistic,
                     locked_window,
+                    replaced_fault: switched?,
                 })
             }
-            Err(reason) => {
+            Err(CatchUpFailure::Abandon(reason)) => {
                 // Outputs the old version gave cannot be reproduced: switch exactly, under
                 // the lock, from the state as it is now.
                 let switched = self.switch_locked_held(state, started, target, request, reason);
                 drop((last_round, instance));
                 switched
+            }
+            Err(CatchUpFailure::Panicked { seq, message }) => {
+                drop(state);
+                drop((last_round, instance));
+                Err(panicked(seq, message))
             }
         }
     }
@@ -707,25 +820,42 @@ impl Runtime {
             version: library.metadata.version.clone(),
             report: Box::new(report),
         };
-        if state.step.is_none() {
-            let report = state
-                .last_rollback
-                .clone()
-                .expect("a step ended without commit was rolled back");
-            return Err(rolled_back(report));
-        }
-        let active = state
-            .active
-            .as_ref()
-            .expect("a pending step has an active instance");
+        let Some(active) = state.active.as_ref().filter(|_| state.step.is_some()) else {
+            // The step ended before this look: a panic on the hot path rolled it back.
+            return match state.last_rollback.clone() {
+                Some(report) => Err(rolled_back(report)),
+                None => Err(HostError::NotLoaded {
+                    plugin: slot.id.clone(),
+                }),
+            };
+        };
         if let Err(failure) = active.instance.health() {
             let reason = RollbackReason::HealthFailed {
                 message: failure.message,
             };
-            let report = rollback::roll_back(&slot.id, &mut state, reason);
-            tracing::error!(plugin = %slot.id, "{}", report.reason);
-            return Err(rolled_back(report));
+            if let Some((report, discarded)) = rollback::roll_back(&slot.id, &mut state, reason) {
+                drop(state);
+                drop(discarded);
+                tracing::error!(plugin = %slot.id, "{}", report.reason);
+                return Err(rolled_back(report));
+            }
         }
         Ok(())
     }
+}
+
+/// The most calls a step's journal may keep: enough for minutes of a busy strategy, small
+/// enough that a journal cannot exhaust the host's memory (each call keeps its input and
+/// output) and that a rollback's replay under the slot lock stays bounded.
+pub const MAX_JOURNAL_CAPACITY: usize = 1_000_000;
+
+fn check_journal_capacity(request: &SwapRequest) -> Result<()> {
+    if request.journal_capacity > MAX_JOURNAL_CAPACITY {
+        return Err(HostError::JournalTooLarge {
+            plugin: request.plugin.clone(),
+            requested: request.journal_capacity,
+            max: MAX_JOURNAL_CAPACITY,
+        });
+    }
+    Ok(())
 }

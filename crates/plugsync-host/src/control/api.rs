@@ -137,8 +137,10 @@ pub struct SwitchRequest {
     /// How to switch (`optimistic` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<SwapMode>,
-    /// How many calls the step's journal keeps for rollback by replay (100 000 by default).
+    /// How many calls the step's journal keeps for rollback by replay (100 000 by default, at
+    /// most 1 000 000: more is refused with `journal_too_large`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 1_000_000))]
     pub journal_capacity: Option<usize>,
     /// Milliseconds to commit in after the switch; when they run out, the host rolls the step
     /// back by itself. No lease: the step waits for a commit or a rollback.

@@ -525,13 +525,17 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::BadVersion { .. }
         | HostError::WrongPlugin { .. }
         | HostError::BadConfig { .. }
-        | HostError::BadStepId { .. } => StatusCode::BAD_REQUEST,
+        | HostError::BadStepId { .. }
+        | HostError::JournalTooLarge { .. }
+        | HostError::BadPluginId { .. }
+        | HostError::ControlCharacter { .. } => StatusCode::BAD_REQUEST,
         HostError::UnknownArtifact { .. } | HostError::NotLoaded { .. } => StatusCode::NOT_FOUND,
         HostError::AlreadyLoaded { .. }
         | HostError::StepInProgress { .. }
         | HostError::NoStepInProgress { .. }
         | HostError::StepIdReused { .. }
         | HostError::NoMigration { .. }
+        | HostError::StateSchemaDiffers { .. }
         | HostError::ResidentCap { .. }
         | HostError::Faulted { .. } => StatusCode::CONFLICT,
         HostError::VerificationFailed { .. }
@@ -539,6 +543,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::Plugin { .. }
         | HostError::BadMigrationOutput { .. }
         | HostError::MigrationRule { .. }
+        | HostError::SwapPanicked { .. }
         | HostError::BadSnapshot { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         HostError::Io { .. } | HostError::Load { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
