@@ -12,7 +12,7 @@
 mod support;
 
 use plugsync_host::{
-    CallError, Health, HostError, RollbackMethod, RollbackReason, Runtime, SwapRequest,
+    CallError, Health, HostError, RollbackMethod, RollbackReason, Runtime, SwapPath, SwapRequest,
     TransitionKind, VerifySpec, inspect,
 };
 use serde_json::json;
@@ -420,5 +420,102 @@ fn a_swap_of_a_faulted_slot_reports_the_fault_it_replaced_and_a_rollback_brings_
     assert!(
         matches!(health, HostError::Faulted { seq: 4, .. }),
         "{health:?}"
+    );
+}
+
+/// ma_cross 2.0.3 (it panics on instruments named `CRASH…`) serving, and a swap to the gated
+/// 2.0.9 (it panics on `CRASH_BOTH` only) held in its migration, so calls can be sent inside
+/// the swap's window. Returns the runtime, the digests of 2.0.3 and 2.0.9, the gate and the
+/// swap's thread.
+#[allow(clippy::type_complexity)]
+fn swap_held_open() -> (
+    tempfile::TempDir,
+    Runtime,
+    plugsync_host::Digest,
+    plugsync_host::Digest,
+    Gate,
+    std::thread::JoinHandle<Result<plugsync_host::SwapReport, HostError>>,
+) {
+    let (dir, runtime) = runtime();
+    let old = install(&runtime, FAULT_CALL, json!({}));
+    let new = stage(&runtime, FAULT_GATE);
+    let gate = Gate::new();
+    runtime
+        .call("ma_cross", &bar(&gate.migrate_instrument(), 1.0))
+        .unwrap();
+    let swap = {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || runtime.swap(SwapRequest::new("ma_cross", new)))
+    };
+    gate.wait_reached();
+    (dir, runtime, old, new, gate, swap)
+}
+
+#[test]
+fn a_panic_of_the_new_version_during_a_swap_fails_the_swap() {
+    let (dir, runtime, old, _new, gate, swap) = swap_held_open();
+    // Both versions panic on it: the old one now, the new one when it catches up.
+    let error = runtime
+        .call("ma_cross", &bar("CRASH_BOTH", 1.0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CallError::Plugin {
+                panicked: true,
+                seq: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    gate.open();
+
+    let error = swap.join().unwrap().unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), dir.path()),
+        "plugin `ma_cross` 2.0.9 panicked replaying call #2 during the swap (plugin panicked: \
+         call on instrument CRASH_BOTH (fault injected by the ma_cross_fault_gate fixture)); the \
+         swap was abandoned and the running version keeps serving: fix the new version"
+    );
+    // The old version serves on, with its own fault shown.
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!((plugin.version.digest, &plugin.pending), (old, &None));
+    assert_eq!(plugin.fault.as_ref().map(|f| f.seq), Some(2));
+    assert_eq!(status.live_instances, 1);
+}
+
+#[test]
+fn a_fault_of_the_old_version_inside_a_swaps_window_is_in_its_report_and_status() {
+    let (_dir, runtime, old, new, gate, swap) = swap_held_open();
+    // Only the old version panics on it: the optimistic switch cannot agree with a panic, so
+    // the swap switches under the lock from the state the panic left, and says so.
+    runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+    gate.open();
+
+    let report = swap.join().unwrap().unwrap();
+    assert_eq!(
+        report.path,
+        SwapPath::Locked {
+            reason: "call #2 panicked in the old version during catch-up".to_owned()
+        }
+    );
+    let fault = report
+        .replaced_fault
+        .expect("the old version's fault is reported");
+    assert_eq!((fault.seq, fault.digest), (2, old));
+    let status = runtime.status();
+    let plugin = &status.plugins[0];
+    assert_eq!(plugin.version.digest, new);
+    let last_step = plugin.last_step.as_ref().unwrap();
+    assert_eq!(last_step.replaced_fault.as_ref(), Some(&fault));
+    // It stays on record once the step is committed.
+    runtime.commit("ma_cross").unwrap();
+    let status = runtime.status();
+    let last_step = status.plugins[0].last_step.as_ref().unwrap();
+    assert_eq!(
+        (last_step.outcome, last_step.replaced_fault.as_ref()),
+        ("committed", Some(&fault))
     );
 }

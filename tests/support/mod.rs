@@ -43,6 +43,7 @@ pub const FAULT_PROBE: &str = "ma_cross_fault_probe";
 pub const FAULT_ABI: &str = "ma_cross_fault_abi";
 pub const FAULT_TLS: &str = "ma_cross_fault_tls";
 pub const NO_DOWNGRADE: &str = "ma_cross_no_downgrade";
+pub const FAULT_GATE: &str = "ma_cross_fault_gate";
 
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
@@ -141,9 +142,19 @@ pub fn runtime() -> (TempDir, Runtime) {
 /// A runtime over a fresh temporary store, and its [`ManualClock`] for the test to move
 /// (leases expire by the runtime's clock).
 pub fn runtime_and_clock() -> (TempDir, Runtime, Arc<ManualClock>) {
+    runtime_and_clock_with(|_| {})
+}
+
+/// As [`runtime_and_clock`], with options changed by `configure`.
+pub fn runtime_and_clock_with(
+    configure: impl FnOnce(&mut RuntimeOptions),
+) -> (TempDir, Runtime, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::starting_at(START));
     let shared = clock.clone();
-    let (dir, runtime) = runtime_with(move |options| options.clock = shared);
+    let (dir, runtime) = runtime_with(move |options| {
+        options.clock = shared;
+        configure(options);
+    });
     (dir, runtime, clock)
 }
 
@@ -427,4 +438,43 @@ pub fn run_child_test(test: &str, env: &[(&str, &Path)]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// A gate of the `ma_cross_fault_gate` fixture: a barrier a test opens, reached by a plugin
+/// call (instrument `HOLD_CALL:<path>`) or migration (a state that knows instrument
+/// `HOLD_MIGRATE:<path>`). The plugin creates `<path>.entered` when it reaches the gate, then
+/// waits until `<path>.open` exists.
+pub struct Gate {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+impl Gate {
+    /// A closed gate in a fresh directory.
+    pub fn new() -> Gate {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("gate");
+        Gate { _dir: dir, path }
+    }
+
+    /// The instrument whose calls wait at this gate.
+    pub fn call_instrument(&self) -> String {
+        format!("HOLD_CALL:{}", self.path.display())
+    }
+
+    /// The instrument whose presence in the state makes a migration wait at this gate.
+    pub fn migrate_instrument(&self) -> String {
+        format!("HOLD_MIGRATE:{}", self.path.display())
+    }
+
+    /// Waits until the plugin has reached the gate.
+    pub fn wait_reached(&self) {
+        let entered = self.path.with_extension("entered");
+        wait_until("the plugin reaches the gate", || entered.exists());
+    }
+
+    /// Lets the plugin through (and every later arrival).
+    pub fn open(&self) {
+        std::fs::write(self.path.with_extension("open"), b"").expect("the gate opens");
+    }
 }
