@@ -194,6 +194,16 @@ impl Host {
     /// Starts `plugsync host --listen 127.0.0.1:0 --token-file TOKEN --store STORE ARGS` and
     /// waits until it is ready.
     fn start<S: AsRef<OsStr>>(store: &Path, token: &Path, args: &[S]) -> Host {
+        Host::start_with_env(store, token, args, &[])
+    }
+
+    /// As [`Host::start`], with environment variables set (fail points, say).
+    fn start_with_env<S: AsRef<OsStr>>(
+        store: &Path,
+        token: &Path,
+        args: &[S],
+        env: &[(&str, &OsStr)],
+    ) -> Host {
         let mut all: Vec<&OsStr> = vec![
             "host".as_ref(),
             "--listen".as_ref(),
@@ -204,7 +214,7 @@ impl Host {
             store.as_os_str(),
         ];
         all.extend(args.iter().map(AsRef::<OsStr>::as_ref));
-        let mut proc = Proc::spawn(&all, &[]);
+        let mut proc = Proc::spawn(&all, env);
         let ready = proc.line_starting(READY);
         let url = ready["plugsync host listening on ".len()..].to_owned();
         Host { proc, url }
@@ -292,6 +302,21 @@ impl Api {
 
     fn status(&self) -> Value {
         self.get("/v1/status")
+    }
+
+    /// Sends a request that may never be answered (the host dies on the way).
+    fn post_unanswered(&self, path: &str, body: Value) {
+        let request = self.http.post(format!("{}{path}", self.url)).json(&body);
+        let answered = self
+            .io
+            .block_on(async { request.bearer_auth(TOKEN).send().await });
+        assert!(answered.is_err(), "the host answered: {answered:?}");
+    }
+
+    /// The state of `plugin`, as JSON.
+    fn state(&self, plugin: &str) -> Value {
+        let snapshot = self.get(&format!("/v1/plugins/{plugin}/state"));
+        json(snapshot["state"].as_str().unwrap().as_bytes())
     }
 
     fn plugin(&self, id: &str) -> Value {
@@ -914,5 +939,126 @@ fn a_step_pending_when_the_host_stops_is_rolled_back_so_a_restart_runs_what_was_
     assert_eq!(
         Api::new(&host).plugin("ma_cross")["version"]["version"],
         "1.0.0"
+    );
+}
+
+/// Trades a desk on ma_cross 1.0.0 and risk_model 1.0.0 a while, then stops it (its states
+/// checkpointed): returns the store, the token file and ma_cross's traded state.
+fn traded_store(root: &Path) -> (PathBuf, PathBuf, Value) {
+    let (store, token) = (root.join("store"), token_file(root, "token", TOKEN, 0o600));
+    let host = Host::start(
+        &store,
+        &token,
+        &[
+            OsStr::new("--load"),
+            lib(MA_CROSS_1_0_0).as_os_str(),
+            "--load".as_ref(),
+            lib(RISK_MODEL_1_0_0).as_os_str(),
+        ],
+    );
+    let api = Api::new(&host);
+    wait_until("the desk has traded a while", || {
+        api.plugin("ma_cross")["counters"]["calls"]
+            .as_u64()
+            .unwrap()
+            >= 200
+    });
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    let traded = Api::new(&host).state("ma_cross");
+    assert!(traded["instruments"].as_object().unwrap().len() >= 3);
+    drop(host);
+    (store, token, traded)
+}
+
+#[test]
+fn a_host_killed_between_a_commits_two_writes_comes_back_with_the_state_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (store, token, traded) = traded_store(root);
+
+    // The commit of 1.0.0 -> 2.0.0 writes 2.0.0's checkpoint, then the host dies before the
+    // committed set names 2.0.0.
+    let failpoint = OsStr::new("commit.between-writes=abort");
+    let host = Host::start_with_env(
+        &store,
+        &token,
+        &["--feed", "off"],
+        &[(plugsync_host::FAILPOINTS_ENV, failpoint)],
+    );
+    let api = Api::new(&host);
+    let artifact = api.stage(&lib(MA_CROSS_2_0_0));
+    api.post(
+        "/v1/steps/s1/switch",
+        json!({"plugin": "ma_cross", "artifact": artifact}),
+    );
+    api.post_unanswered("/v1/steps/s1/commit", json!({"plugin": "ma_cross"}));
+    let died = host.proc.finish();
+    assert_eq!(died.status.signal(), Some(6), "{}", died.stderr);
+
+    // Back on the committed 1.0.0, with 2.0.0's checkpoint migrated down: nothing forgotten.
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    let api = Api::new(&host);
+    let recovered = &api.status()["recovered"]["plugins"][0];
+    assert_eq!(
+        (
+            &recovered["version"]["version"],
+            &recovered["checkpoint"]["status"],
+            &recovered["checkpoint"]["from"]["version"]
+        ),
+        (&json!("1.0.0"), &json!("migrated"), &json!("2.0.0")),
+        "{recovered:#}"
+    );
+    assert_eq!(api.state("ma_cross")["instruments"], traded["instruments"]);
+}
+
+#[test]
+fn a_commit_whose_checkpoint_cannot_be_written_comes_back_with_the_older_one_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (store, token, traded) = traded_store(root);
+
+    // Every checkpoint write fails: the commit of 2.0.0 stands, the committed set names it,
+    // the only checkpoint is 1.0.0's. Then the host is killed.
+    let failpoint = OsStr::new("checkpoint.write=error");
+    let host = Host::start_with_env(
+        &store,
+        &token,
+        &["--feed", "off"],
+        &[(plugsync_host::FAILPOINTS_ENV, failpoint)],
+    );
+    let api = Api::new(&host);
+    api.upgrade("s1", "ma_cross", &lib(MA_CROSS_2_0_0));
+    let persist_error = api.status()["persist_error"].clone();
+    assert!(
+        persist_error
+            .as_str()
+            .is_some_and(|e| e.contains("fail point `checkpoint.write`")),
+        "{persist_error}"
+    );
+    let upgraded = api.state("ma_cross");
+    let mut host = host;
+    host.proc.child.kill().unwrap();
+    host.proc.finish();
+
+    // Back on 2.0.0, with 1.0.0's checkpoint migrated forward: never a fresh state.
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    let api = Api::new(&host);
+    let recovered = &api.status()["recovered"]["plugins"][0];
+    assert_eq!(
+        (
+            &recovered["version"]["version"],
+            &recovered["checkpoint"]["status"],
+            &recovered["checkpoint"]["from"]["version"]
+        ),
+        (&json!("2.0.0"), &json!("migrated"), &json!("1.0.0")),
+        "{recovered:#}"
+    );
+    let state = api.state("ma_cross");
+    assert_eq!(state["instruments"], upgraded["instruments"]);
+    assert_eq!(
+        state["instruments"].as_object().unwrap().len(),
+        traded["instruments"].as_object().unwrap().len()
     );
 }

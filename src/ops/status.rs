@@ -208,6 +208,21 @@ fn render(status: &Value) -> String {
         } else {
             format!("{} {}", text(&last["version"]), text(&last["outcome"]))
         };
+        if plugin["busy"].as_bool() == Some(true) {
+            notes.push(format!(
+                "{id}: busy: its slot was held when status looked (a long call or a switch); \
+                 shown as last seen"
+            ));
+        }
+        let stuck = &plugin["stuck"];
+        if !stuck.is_null() {
+            notes.push(format!(
+                "{id}: stuck: call #{} has run for {} ms, longer than the host's call \
+                 watchdog allows; it cannot be cancelled in-process",
+                text(&stuck["seq"]),
+                text(&stuck["running_ms"])
+            ));
+        }
         let counters = &plugin["counters"];
         rows.push([
             id,
@@ -271,11 +286,27 @@ fn render(status: &Value) -> String {
                 Some("restored") => {
                     format!("its checkpointed state{}", describe_snapshot(checkpoint))
                 }
+                Some("migrated") => format!(
+                    "the checkpointed state of {}{}, migrated forward",
+                    text(&checkpoint["from"]["version"]),
+                    describe_snapshot(checkpoint)
+                ),
                 Some("missing") => "a fresh state (no checkpoint)".to_owned(),
-                Some("refused") => format!(
-                    "a fresh state: its checkpoint was refused ({})",
+                Some("fresh") => format!(
+                    "a fresh state, as the operator chose (`--fresh-state`): {}",
                     text(&checkpoint["reason"])
                 ),
+                Some("not_started") => {
+                    let _ = writeln!(
+                        out,
+                        "  {} {} ({}) NOT STARTED: {}",
+                        text(&plugin["plugin"]),
+                        text(&plugin["version"]["version"]),
+                        short(&plugin["version"]["digest"]),
+                        text(&checkpoint["reason"])
+                    );
+                    continue;
+                }
                 _ => "an unknown state".to_owned(),
             };
             let _ = writeln!(

@@ -300,7 +300,9 @@ impl Runtime {
             path: self.checkpoint_path(&slot.id),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(&self.checkpoint_path(&slot.id), &bytes)
+        let path = self.checkpoint_path(&slot.id);
+        crate::failpoint::hit("checkpoint.write", &path)?;
+        write_atomic(&path, &bytes)
     }
 
     /// Removes the checkpoint of an unloaded plugin.

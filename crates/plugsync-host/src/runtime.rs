@@ -578,6 +578,9 @@ impl Runtime {
         if let Err(error) = &checkpoint {
             tracing::error!(plugin, "checkpoint at commit failed: {error}");
         }
+        if let Err(error) = crate::failpoint::hit("commit.between-writes", self.store().root()) {
+            tracing::error!(plugin, "{error}");
+        }
         let entry_version = committed.clone();
         let written = self.update_committed(|set| {
             if let Some(entry) = set.get_mut(plugin) {

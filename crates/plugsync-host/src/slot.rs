@@ -554,3 +554,25 @@ impl SlotHandle {
             .map(|(receipt, output)| CallOutput { output, receipt })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poisoned_lock_is_taken_over_not_reported_busy() {
+        let mutex = Arc::new(Mutex::new(1));
+        let poisoner = Arc::clone(&mutex);
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(mutex.is_poisoned());
+        assert_eq!(try_lock(&mutex).map(|guard| *guard), Some(1));
+        assert_eq!(*lock(&mutex), 1);
+        let held = lock(&mutex);
+        assert!(try_lock(&mutex).is_none(), "held elsewhere: busy");
+        drop(held);
+    }
+}

@@ -859,3 +859,21 @@ fn check_journal_capacity(request: &SwapRequest) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journals_beyond_the_bound_are_refused() {
+        let request =
+            |calls| SwapRequest::new("ma_cross", Digest::of(b"x")).journal_capacity(calls);
+        assert!(check_journal_capacity(&request(MAX_JOURNAL_CAPACITY)).is_ok());
+        let error = check_journal_capacity(&request(MAX_JOURNAL_CAPACITY + 1)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a journal of 1000001 calls for `ma_cross` is more than this host keeps (1000000): \
+             ask for at most 1000000, and commit sooner"
+        );
+    }
+}
