@@ -1,5 +1,6 @@
 //! Swap stall: the longest a caller waits while a plugin is hot-swapped under it, against
-//! restarting a process that loads the plugin and restores its state (DESIGN §3, §7).
+//! restarting a process that loads the plugin and restores its state (what a host without hot
+//! swaps does to update a plugin).
 //!
 //! `ma_cross` holds ~10 KB of state (many instruments, each with a full window of closes). Two
 //! caller threads call it and time every call; the main thread swaps it 1.0.0 → 2.0.0 (upgrade,

@@ -71,10 +71,28 @@ struct InspectArgs {
     output: Output,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Switch {
+/// What `plugsync host --feed` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Feed {
+    /// The synthetic desk.
     On,
+    /// Nothing.
     Off,
+    /// A file of calls.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for Feed {
+    type Err = std::convert::Infallible;
+
+    /// `on`, `off`, or else a path (a file named `on` is `./on`).
+    fn from_str(text: &str) -> Result<Feed, Self::Err> {
+        Ok(match text {
+            "on" => Feed::On,
+            "off" => Feed::Off,
+            path => Feed::File(PathBuf::from(path)),
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,9 +120,21 @@ struct HostArgs {
     /// plugin already runs from the store.
     #[arg(long = "load", value_name = "LIB")]
     load: Vec<PathBuf>,
-    /// Trade a synthetic desk through `ma_cross` and `risk_model` (both must be loaded).
-    #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
-    feed: Switch,
+    /// `on`: trade a synthetic desk through `ma_cross` and `risk_model` (both must be
+    /// loaded); `off`; or a FILE of calls to replay in order, one JSON object per line:
+    /// `{"plugin": "<id>", "input": <JSON value or string>}`, optionally with `"now": <host
+    /// time in ns>`. A string input is sent as its bytes, any other value as written. The
+    /// file is checked before the host starts.
+    #[arg(long, value_name = "on|off|FILE", default_value = "on")]
+    feed: Feed,
+    /// Calls per second a feed FILE is replayed at; 0: as fast as the plugins answer
+    /// [default: 1000].
+    #[arg(long, value_name = "N")]
+    feed_rate: Option<u32>,
+    /// Write a feed FILE's answers here, one JSON object per line, in order:
+    /// `{"plugin", "seq", "output"}` or `{"plugin", "seq", "error"}` (default: the log).
+    #[arg(long, value_name = "FILE")]
+    feed_out: Option<PathBuf>,
     /// How often the plugins loaded with `--load` have their state checkpointed in the store
     /// (also at each commit and when the host stops); 0: never.
     #[arg(long, value_name = "N", default_value_t = 1000)]
@@ -173,7 +203,28 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     options.trusted_keys = args.trusted_keys;
     options.allow_remote = args.allow_remote;
     options.load = args.load;
-    options.feed = args.feed == Switch::On;
+    match args.feed {
+        Feed::File(path) => {
+            let mut file = ops::FeedFile::new(path);
+            file.rate = args.feed_rate.unwrap_or(file.rate);
+            file.out = args.feed_out;
+            options.feed = false;
+            options.feed_file = Some(file);
+        }
+        on_or_off => {
+            if args.feed_rate.is_some() {
+                return Err(crate::Error::FeedOptionWithoutFile {
+                    option: "--feed-rate",
+                });
+            }
+            if args.feed_out.is_some() {
+                return Err(crate::Error::FeedOptionWithoutFile {
+                    option: "--feed-out",
+                });
+            }
+            options.feed = on_or_off == Feed::On;
+        }
+    }
     options.checkpoint_every =
         (args.checkpoint_every_ms > 0).then(|| Duration::from_millis(args.checkpoint_every_ms));
     options.fresh_state = args.fresh_state;

@@ -209,6 +209,43 @@ pub enum Error {
         warm_up_ms: u64,
     },
 
+    /// A line of a `--feed` file is not a call.
+    #[error("`{path}:{line}` is not a feed line ({reason}): expected {expected}")]
+    FeedLine {
+        /// The feed file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+        /// What a line must be.
+        expected: &'static str,
+    },
+
+    /// A `--feed` file calls a plugin the host does not run.
+    #[error(
+        "`{path}:{line}` calls `{plugin}`, which this host does not run (it runs {}): `--load` \
+         its library or fix the line",
+        Error::running(.running)
+    )]
+    FeedPluginNotRunning {
+        /// The feed file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The plugin called.
+        plugin: String,
+        /// The plugins the host runs.
+        running: Vec<String>,
+    },
+
+    /// A feed option was given without a feed file.
+    #[error("`{option}` applies to a feed file only: pass `--feed FILE` too, or drop `{option}`")]
+    FeedOptionWithoutFile {
+        /// The option given.
+        option: &'static str,
+    },
+
     /// A plugin answered something that is not the protocol the host speaks.
     #[error(
         "plugin `{plugin}` answered `{output}`, which is not its documented protocol ({reason}): check `examples/plugins/README.md`"
@@ -221,6 +258,17 @@ pub enum Error {
         /// The parse error.
         reason: String,
     },
+}
+
+impl Error {
+    /// The plugins a host runs, for a message: "`a`, `b`", or "no plugin".
+    fn running(plugins: &[String]) -> String {
+        if plugins.is_empty() {
+            return "no plugin".to_owned();
+        }
+        let named: Vec<String> = plugins.iter().map(|p| format!("`{p}`")).collect();
+        named.join(", ")
+    }
 }
 
 /// Result alias of the `plugsync` library.

@@ -1,7 +1,7 @@
 //! The reference trading desk: a synthetic market feed, a simulated exchange and the host's
 //! ledger, wired to a strategy plugin and a risk plugin.
 //!
-//! Effects go through the host (DESIGN §3): the strategy returns orders, the risk model
+//! Effects go through the host, so that replay is exact: the strategy returns orders, the risk model
 //! approves them, the exchange fills them, and the host feeds each fill back to both plugins as
 //! a call and books it in its own ledger. Each plugin's state is then a function of its inputs,
 //! and the ledger is the truth its positions are checked against.

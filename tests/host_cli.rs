@@ -1,7 +1,9 @@
 //! `plugsync host` and `plugsync status` through the real binary: a host started with the
 //! example plugins answers `status` (table and JSON); every refusal is one clear line and
 //! exit 1; SIGTERM stops a trading host cleanly; a host killed with SIGKILL after two commits
-//! comes back on its committed set with the checkpointed states, from its store alone.
+//! comes back on its committed set with the checkpointed states, from its store alone; a host
+//! fed a file of calls (`--feed FILE`) writes each answer in order, and a bad feed file refuses
+//! the start, naming the line.
 //!
 //! Every host runs with `--feed off` except where trading is the point (the feed only
 //! supplies state; no assertion depends on what it traded). Waits are deadlines on what the
@@ -1060,5 +1062,177 @@ fn a_commit_whose_checkpoint_cannot_be_written_comes_back_with_the_older_one_mig
     assert_eq!(
         state["instruments"].as_object().unwrap().len(),
         traded["instruments"].as_object().unwrap().len()
+    );
+}
+
+/// Starts a host that replays `feed` (written to `DIR/feed.jsonl`) with `ARGS`, over a fresh
+/// store, with ma_cross and risk_model 1.0.0 loaded.
+fn feed_host(root: &Path, feed: &str, args: &[&OsStr]) -> Host {
+    let path = root.join("feed.jsonl");
+    std::fs::write(&path, feed).unwrap();
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let (ma_cross, risk_model) = (lib(MA_CROSS_1_0_0), lib(RISK_MODEL_1_0_0));
+    let mut all = vec![
+        OsStr::new("--feed"),
+        path.as_os_str(),
+        "--load".as_ref(),
+        ma_cross.as_os_str(),
+        "--load".as_ref(),
+        risk_model.as_os_str(),
+    ];
+    all.extend(args);
+    Host::start(&root.join("store"), &token, &all)
+}
+
+#[test]
+fn a_host_fed_a_file_answers_each_call_in_order_into_the_feed_out_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let out = root.join("answers.jsonl");
+    let feed = r#"{"plugin": "ma_cross", "input": {"bar": {"instrument": "ES", "close": 4500.25}}}
+{"plugin": "risk_model", "input": {"check": {"order_id": 1, "instrument": "ES", "qty": 1}}, "now": 1700000000000000000}
+
+{"plugin": "risk_model", "input": {"fill": {"order_id": 1, "instrument": "ES", "qty": 1, "price": 4500.25}}}
+{"plugin": "ma_cross", "input": "not json"}
+{"plugin": "risk_model", "input": {"check": {"order_id": 2, "instrument": "ES", "qty": 10}}}
+"#;
+    let host = feed_host(
+        root,
+        feed,
+        &[
+            "--feed-rate".as_ref(),
+            "0".as_ref(),
+            "--feed-out".as_ref(),
+            out.as_os_str(),
+        ],
+    );
+    wait_until("the feed is done", || {
+        host.proc.stderr().contains("the feed `") && host.proc.stderr().contains("` is done")
+    });
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        normalise(&stopped.stderr, root).contains(
+            "the feed `[ROOT]/feed.jsonl` is done: 5 calls made, 1 failed, answers in \
+             `[ROOT]/answers.jsonl`"
+        ),
+        "{}",
+        stopped.stderr
+    );
+    check(
+        &normalise(&std::fs::read_to_string(&out).unwrap(), root),
+        &expect![[r#"
+            {"plugin":"ma_cross","seq":1,"output":{"orders":[]}}
+            {"plugin":"risk_model","seq":2,"output":{"approved":true,"order_id":1}}
+            {"plugin":"risk_model","seq":3,"output":{"ok":true}}
+            {"plugin":"ma_cross","seq":4,"error":"plugin `ma_cross` ([SHORT]) returned an error: invalid input: expected value at line 1 column 1; expected {\"bar\":{\"instrument\",\"close\"}}, {\"fill\":{\"order_id\",\"instrument\",\"qty\",\"price\"}} or {\"cancel\":{\"order_id\",\"instrument\",\"qty\"}}"}
+            {"plugin":"risk_model","seq":5,"output":{"approved":false,"order_id":2,"reason":"position on ES would be 11, beyond the limit of 10"}}
+        "#]],
+    );
+}
+
+#[test]
+fn a_malformed_feed_line_refuses_the_start_naming_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let feed = root.join("feed.jsonl");
+    std::fs::write(
+        &feed,
+        "{\"plugin\": \"ma_cross\", \"input\": \"x\"}\n{\"plugin\": \"ma_cross\", \"inptu\": 1}\n",
+    )
+    .unwrap();
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let refusal = plugsync(
+        &[
+            OsStr::new("host"),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+            "--store".as_ref(),
+            root.join("store").as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--feed".as_ref(),
+            feed.as_os_str(),
+        ],
+        &[],
+    );
+    refused(
+        &refusal,
+        root,
+        None,
+        "error: `[ROOT]/feed.jsonl:2` is not a feed line (unknown field `inptu`, expected one of \
+         `plugin`, `input`, `now`): expected one JSON object per line: {\"plugin\": \"<id>\", \
+         \"input\": <JSON value or string>} with an optional \"now\": <host time in ns>\n",
+    );
+    assert!(
+        !root.join("store").exists(),
+        "nothing ran: not even the store was created"
+    );
+}
+
+#[test]
+fn a_feed_calling_a_plugin_the_host_does_not_run_refuses_the_start_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let feed = root.join("feed.jsonl");
+    std::fs::write(
+        &feed,
+        "{\"plugin\": \"ma_cross\", \"input\": {\"bar\": {\"instrument\": \"ES\", \"close\": 1.5}}}\n\
+         {\"plugin\": \"risk\", \"input\": {}}\n",
+    )
+    .unwrap();
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let refusal = plugsync(
+        &[
+            OsStr::new("host"),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+            "--store".as_ref(),
+            root.join("store").as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--feed".as_ref(),
+            feed.as_os_str(),
+            "--load".as_ref(),
+            lib(MA_CROSS_1_0_0).as_os_str(),
+        ],
+        &[],
+    );
+    assert_eq!(refusal.status.code(), Some(1), "{}", refusal.stderr);
+    assert_eq!(
+        normalise(&refusal.stderr, root).lines().last(),
+        Some(
+            "error: `[ROOT]/feed.jsonl:2` calls `risk`, which this host does not run (it runs \
+             `ma_cross`): `--load` its library or fix the line"
+        )
+    );
+    assert!(
+        !refusal.stderr.contains("the feed is on"),
+        "no call was made"
+    );
+}
+
+#[test]
+fn feed_options_without_a_feed_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path(), "token", TOKEN, 0o600);
+    let refusal = plugsync(
+        &[
+            OsStr::new("host"),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+            "--feed".as_ref(),
+            "off".as_ref(),
+            "--feed-out".as_ref(),
+            "answers.jsonl".as_ref(),
+        ],
+        &[],
+    );
+    refused(
+        &refusal,
+        dir.path(),
+        None,
+        "error: `--feed-out` applies to a feed file only: pass `--feed FILE` too, or drop \
+         `--feed-out`\n",
     );
 }

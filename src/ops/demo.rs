@@ -7,7 +7,7 @@
 //!    fills back to both plugins and into the host's ledger), or in a host: one the demo starts
 //!    (`--via-host`) or one already running (`--host URL`), trading with its own feed;
 //! 3. **stage** the artifacts of the steps (`PUT /v1/artifacts/…` for a host);
-//! 4. **step** through the upgrades of DESIGN §6 while the desk trades: a faulty ma_cross
+//! 4. **step** through the upgrades while the desk trades: a faulty ma_cross
 //!    (caught at the switch or in soak, rolled back), then ma_cross 2.0.0, risk_model 2.0.0,
 //!    ma_cross 2.1.0.
 //!    Each step is one switch request (step id, lease, health, probes, differential, soak

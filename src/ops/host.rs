@@ -8,6 +8,8 @@
 //!    the store), installed with config `{}`, its state checkpointed;
 //! 4. **trade** (`--feed on`, with `ma_cross` and `risk_model` loaded): feed threads push bars
 //!    through strategy → risk → simulated exchange, fills back to both plugins and the ledger;
+//!    or (`--feed FILE`) one thread replays a file of calls (see [`feed`]), read and checked
+//!    before the host starts;
 //! 5. **serve** the control API until SIGTERM or SIGINT;
 //! 6. **stop**: the server drains, the feed threads are joined, a step still pending is rolled
 //!    back (a restart comes back on the committed set) and the states are checkpointed.
@@ -27,6 +29,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
 use crate::market::{Desk, DeskStats, Ledger, PriceFeed};
+
+mod feed;
+
+pub use feed::FeedFile;
 
 /// The plugins the desk trades through: a strategy and a risk model.
 const STRATEGY: &str = "ma_cross";
@@ -54,8 +60,10 @@ pub struct HostOptions {
     pub trusted_keys: Option<PathBuf>,
     /// Plugin libraries to load at start (skipped when their plugin runs from the store).
     pub load: Vec<PathBuf>,
-    /// Run the synthetic desk.
+    /// Run the synthetic desk (unless `feed_file` is given).
     pub feed: bool,
+    /// Replay this file of calls instead of running the synthetic desk.
+    pub feed_file: Option<FeedFile>,
     /// How often each plugin loaded here has its state checkpointed; `None`: never.
     pub checkpoint_every: Option<Duration>,
     /// Feed threads of the desk.
@@ -82,6 +90,7 @@ impl HostOptions {
             trusted_keys: None,
             load: Vec::new(),
             feed: true,
+            feed_file: None,
             checkpoint_every: Some(Duration::from_secs(1)),
             feed_threads: 2,
             instruments_per_thread: 3,
@@ -94,6 +103,12 @@ impl HostOptions {
 /// Runs the reference host until SIGTERM or SIGINT. Prints `plugsync host listening on
 /// http://ADDR` on stdout once the control API accepts connections.
 pub fn host(options: &HostOptions) -> Result<()> {
+    // A bad feed file refuses the start before anything runs.
+    let script = options
+        .feed_file
+        .as_ref()
+        .map(feed::Script::read)
+        .transpose()?;
     let io = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("plugsync-control")
@@ -125,7 +140,13 @@ pub fn host(options: &HostOptions) -> Result<()> {
     })?;
     log_recovery(&recovery, &options.store);
     load(&runtime, &recovery, options)?;
-    let desk = if options.feed {
+    let replay = match script {
+        Some(script) => Some(script.prepare(&runtime)?),
+        None => None,
+    };
+    let desk = if replay.is_some() {
+        None
+    } else if options.feed {
         desk_handles(&runtime)
     } else {
         tracing::info!("the feed is off (`--feed off`)");
@@ -140,6 +161,14 @@ pub fn host(options: &HostOptions) -> Result<()> {
     let (ledger, stop) = (Ledger::default(), AtomicBool::new(false));
     let served = std::thread::scope(|scope| {
         let mut feeds = Vec::new();
+        if let Some(replay) = replay {
+            let stop = &stop;
+            let feed = std::thread::Builder::new()
+                .name("feed-file".to_owned())
+                .spawn_scoped(scope, move || replay.run(stop))
+                .expect("the feed thread starts");
+            feeds.push(feed);
+        }
         if let Some((strategy, risk)) = &desk {
             for (t, instruments) in INSTRUMENTS.chunks(per_thread).take(threads).enumerate() {
                 let desk = Desk::new(strategy.clone(), risk.clone(), &ledger, &stats[t]);

@@ -7,6 +7,6 @@ mod inspect;
 mod status;
 
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, StepOutcome, demo};
-pub use host::{HostOptions, host};
+pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
 pub use status::{StatusFormat, StatusOptions, status};

@@ -386,23 +386,82 @@ pub unsafe extern "C" fn free_buf(buf: PluginBuf) {
 /// (placed in the `.plugsync` section, readable without running the library) and the vtable the
 /// host loads. Plugin code needs no `unsafe`.
 ///
-/// ```ignore
-/// plugsync_plugin::export_plugin!(MaCross {
-///     id: "ma_cross",
-///     version: "2.0.0",
+/// The fields come in this order, each a literal; all are required except `version`:
+///
+/// - `id`: the plugin id, the slot it fills in a host (`"ma_cross"`);
+/// - `version` (optional): the plugin's semantic version. It defaults to the crate's own
+///   (`version` in its `Cargo.toml`, `CARGO_PKG_VERSION`); an explicit one that differs from it
+///   is a compile error, so the metadata cannot claim another version than the package's;
+/// - `kind`: what the plugin is to its host (`"strategy"`, `"risk"`);
+/// - `state_schema`: the version of the state schema, an unsigned integer;
+/// - `framework`: the semver requirement on the host framework version (a host refuses the
+///   library before loading it when its framework does not match);
+/// - `dependencies`: `{ "id": "requirement", … }`, other plugins this one needs (may be `{}`);
+/// - `migrates_from`: semver requirements on the older versions whose `{config, state}` this
+///   version's `migrate` upgrades (may be `[]`);
+/// - `downgrades_to`: semver requirements on the older versions this version's `migrate` can
+///   turn its document back into (may be `[]`).
+///
+/// ```
+/// # use plugsync_plugin::{HostContext, HostTime, Plugin, PluginError};
+/// # pub struct Echo;
+/// # impl Plugin for Echo {
+/// #     type Config = ();
+/// #     type State = ();
+/// #     fn create(_: (), _: &HostContext) -> Result<Echo, PluginError> { Ok(Echo) }
+/// #     fn call(&mut self, input: &[u8], _: HostTime, output: &mut Vec<u8>) -> Result<(), PluginError> {
+/// #         output.extend_from_slice(input);
+/// #         Ok(())
+/// #     }
+/// #     fn state(&self) -> &() { &() }
+/// #     fn restore(&mut self, _: ()) -> Result<(), PluginError> { Ok(()) }
+/// # }
+/// plugsync_plugin::export_plugin!(Echo {
+///     id: "echo",
+///     // no `version`: the crate's own
 ///     kind: "strategy",
-///     state_schema: 2,
+///     state_schema: 1,
 ///     framework: ">=0.1, <1",
-///     dependencies: { "risk_model": ">=1.0, <3" },
-///     migrates_from: [">=1.0.0, <2.0.0"],
-///     downgrades_to: [">=1.0.0, <2.0.0"],
+///     dependencies: {},
+///     migrates_from: [],
+///     downgrades_to: [],
 /// });
+/// # fn main() {}
+/// ```
+///
+/// A `version` other than the crate's does not compile (this crate is not version `9.9.9`):
+///
+/// ```compile_fail,E0080
+/// # use plugsync_plugin::{HostContext, HostTime, Plugin, PluginError};
+/// # pub struct Echo;
+/// # impl Plugin for Echo {
+/// #     type Config = ();
+/// #     type State = ();
+/// #     fn create(_: (), _: &HostContext) -> Result<Echo, PluginError> { Ok(Echo) }
+/// #     fn call(&mut self, input: &[u8], _: HostTime, output: &mut Vec<u8>) -> Result<(), PluginError> {
+/// #         output.extend_from_slice(input);
+/// #         Ok(())
+/// #     }
+/// #     fn state(&self) -> &() { &() }
+/// #     fn restore(&mut self, _: ()) -> Result<(), PluginError> { Ok(()) }
+/// # }
+/// plugsync_plugin::export_plugin!(Echo {
+///     id: "echo",
+///     version: "9.9.9",
+///     kind: "strategy",
+///     state_schema: 1,
+///     framework: ">=0.1, <1",
+///     dependencies: {},
+///     migrates_from: [],
+///     downgrades_to: [],
+/// });
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty {
         id: $id:literal,
-        version: $version:literal,
+        $(version: $version:literal,)?
         kind: $kind:literal,
         state_schema: $schema:literal,
         framework: $framework:literal,
@@ -410,8 +469,23 @@ macro_rules! export_plugin {
         migrates_from: [ $($from:literal),* $(,)? ],
         downgrades_to: [ $($down:literal),* $(,)? ] $(,)?
     }) => {
+        // `env!` expands here, in the plugin crate: its `CARGO_PKG_VERSION`, not the SDK's.
+        $(
+            const _: () = ::core::assert!(
+                $crate::__private::str_eq($version, ::core::env!("CARGO_PKG_VERSION")),
+                ::core::concat!(
+                    "`export_plugin!` declares `version: \"", $version,
+                    "\"` but the crate's version (`version` in its Cargo.toml) is `",
+                    ::core::env!("CARGO_PKG_VERSION"),
+                    "`: leave `version` out (it defaults to the crate's) or make the two agree"
+                )
+            );
+        )?
         const _: () = {
             use $crate::__private::{abi, export, MetadataWriter};
+
+            // The crate's version unless `version` is given (then asserted equal above).
+            const VERSION: &str = [$($version,)? ::core::env!("CARGO_PKG_VERSION")][0];
 
             #[cfg(panic = "unwind")]
             const PANIC: &str = "unwind";
@@ -423,7 +497,7 @@ macro_rules! export_plugin {
                     .begin_object()
                     .key("abi").number(abi::ABI_MAJOR as u64)
                     .key("id").string($id)
-                    .key("version").string($version)
+                    .key("version").string(VERSION)
                     .key("kind").string($kind)
                     .key("state_schema").number($schema)
                     .key("framework").string($framework)
@@ -452,7 +526,7 @@ macro_rules! export_plugin {
                 out: *mut abi::PluginBuf,
             ) -> abi::Status {
                 // SAFETY: the host upholds the `migrate` contract of the vtable.
-                unsafe { export::migrate::<$plugin>($version, document, from, to, out) }
+                unsafe { export::migrate::<$plugin>(VERSION, document, from, to, out) }
             }
 
             static VTABLE: abi::PluginVTable = abi::PluginVTable {

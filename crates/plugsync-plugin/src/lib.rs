@@ -34,5 +34,5 @@ pub const RUSTC_VERSION: &str = env!("PLUGSYNC_SDK_RUSTC_VERSION");
 pub mod __private {
     pub use crate::abi;
     pub use crate::export;
-    pub use crate::metadata::MetadataWriter;
+    pub use crate::metadata::{MetadataWriter, str_eq};
 }

@@ -208,9 +208,43 @@ impl<const N: usize> MetadataWriter<N> {
     }
 }
 
+/// Whether two strings are equal, in a `const` context (`==` on `str` is not `const`).
+///
+/// [`export_plugin!`](crate::export_plugin) asserts with it, at compile time, that an explicit
+/// `version` is the plugin crate's own (`CARGO_PKG_VERSION`): the version a host reads from the
+/// metadata must be the one the package was published and resolved as.
+#[doc(hidden)]
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn str_eq_is_byte_equality_usable_in_const() {
+        const { assert!(str_eq("2.0.0", "2.0.0")) };
+        assert!(str_eq("", ""));
+        assert!(!str_eq("2.0.0", "2.0.1"), "a differing byte");
+        assert!(!str_eq("2.0.0", "2.0.0-rc.1"), "a prefix is not equal");
+        assert!(!str_eq("2.0.0-rc.1", "2.0.0"), "nor is a longer string");
+        assert!(
+            !str_eq("2.0.0", " 2.0.0"),
+            "no trimming: the metadata carries the literal"
+        );
+    }
 
     const fn write<const N: usize>() -> MetadataWriter<N> {
         MetadataWriter::<N>::new()

@@ -14,7 +14,6 @@ pub use strategy::*;
 
 plugsync_plugin::export_plugin!(MaCross {
     id: "ma_cross",
-    version: "1.0.0",
     kind: "strategy",
     state_schema: 1,
     framework: ">=0.1, <1",

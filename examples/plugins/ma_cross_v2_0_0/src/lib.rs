@@ -16,7 +16,6 @@ pub use strategy::*;
 
 plugsync_plugin::export_plugin!(MaCross {
     id: "ma_cross",
-    version: "2.0.0",
     kind: "strategy",
     state_schema: 2,
     framework: ">=0.1, <1",

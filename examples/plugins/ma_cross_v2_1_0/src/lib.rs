@@ -13,7 +13,6 @@ pub use strategy::*;
 
 plugsync_plugin::export_plugin!(MaCross {
     id: "ma_cross",
-    version: "2.1.0",
     kind: "strategy",
     state_schema: 3,
     framework: ">=0.1, <1",

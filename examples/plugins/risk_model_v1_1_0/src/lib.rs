@@ -11,7 +11,6 @@ pub use risk::*;
 
 plugsync_plugin::export_plugin!(RiskModel {
     id: "risk_model",
-    version: "1.1.0",
     kind: "risk",
     state_schema: 1,
     framework: ">=0.1, <1",

@@ -13,7 +13,6 @@ pub use risk::*;
 
 plugsync_plugin::export_plugin!(RiskModel {
     id: "risk_model",
-    version: "2.0.0",
     kind: "risk",
     state_schema: 2,
     framework: ">=0.1, <1",
