@@ -166,6 +166,27 @@ pub enum HostError {
         cap: usize,
     },
 
+    /// The store directory (or its `artifacts/`) can be written by another user: whoever can
+    /// write it can replace the code this host loads.
+    #[error(
+        "store directory `{}` {problem} (mode {mode:04o}, owner uid {owner}, this host runs as \
+         uid {uid}): whoever can write it can change the code this host loads; make it private \
+         to the host's user: `chown {uid} {} && chmod 700 {}`",
+        .path.display(), .path.display(), .path.display()
+    )]
+    InsecureStore {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong: writable by its group or others, or owned by another user.
+        problem: &'static str,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this host.
+        uid: u32,
+    },
+
     /// No artifact with that digest is in the store.
     #[error("no artifact {digest} in the store: stage it first")]
     UnknownArtifact {
@@ -390,6 +411,7 @@ impl HostError {
             HostError::BadVersion { .. } => "bad_version",
             HostError::Load { .. } => "load_failed",
             HostError::ResidentCap { .. } => "resident_cap",
+            HostError::InsecureStore { .. } => "insecure_store",
             HostError::UnknownArtifact { .. } => "unknown_artifact",
             HostError::WrongPlugin { .. } => "wrong_plugin",
             HostError::NotLoaded { .. } => "not_loaded",

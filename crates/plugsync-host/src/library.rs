@@ -38,6 +38,12 @@ pub struct LoadPolicy {
     pub allow_panic_abort: bool,
 }
 
+/// The effective uid of this process: the owner a store directory must have.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: `geteuid` takes no argument, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Reads a plugin library's metadata from its file without running any of its code.
 pub fn inspect(path: &Path) -> Result<PluginMetadata> {
     let bytes = std::fs::read(path).map_err(io("read", path))?;

@@ -14,6 +14,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,16 +106,26 @@ pub(crate) struct Checkpointing {
     pub last: Instant,
 }
 
-/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory. The file is
+/// `0600` and new directories `0700`: the host's state is its user's alone.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().expect("store files live in a directory");
-    fs::create_dir_all(dir).map_err(io("create", dir))?;
+    crate::store::create_private_dir_all(dir)?;
     let partial = dir.join(format!(
         ".{}.partial-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    let mut file = fs::File::create(&partial).map_err(io("create", &partial))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io("create", &partial))?;
+    // `mode` applies only to a new file: a partial file left by a crash keeps its own.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod", &partial))?;
     file.write_all(bytes).map_err(io("write", &partial))?;
     file.sync_all().map_err(io("sync", &partial))?;
     fs::rename(&partial, path).map_err(io("rename", &partial))?;

@@ -2,19 +2,24 @@
 //!
 //! Bytes enter the store only after their sha256 matches the digest they were announced with
 //! and their metadata section passed the loader's checks, so a refused artifact leaves nothing
-//! behind. One path per digest also defeats `dlopen`'s same-path cache: two versions never
-//! share a path, and a path never changes content (files are written once, then made
-//! read-only).
+//! behind. One path per digest: two versions never share a path, and a path holds the bytes of
+//! its digest (files are written whole, then made read-only; a file found corrupt is replaced
+//! by the next `put` of the right bytes).
+//!
+//! The store is the trust boundary for code: whoever can write it can change what the host
+//! loads. Its directories are created `0700` and a store that another user can write is
+//! refused ([`HostError::InsecureStore`]); artifacts are `0400`, the host's state files `0600`.
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use plugsync_plugin::PluginMetadata;
 
 use crate::digest::Digest;
 use crate::error::{HostError, Result, io};
-use crate::library::{LoadPolicy, check_metadata, read_metadata};
+use crate::library::{LoadPolicy, check_metadata, effective_uid, read_metadata};
 
 /// An artifact in the store, checked and ready to load.
 #[derive(Debug, Clone)]
@@ -25,6 +30,30 @@ pub struct StoredArtifact {
     pub metadata: PluginMetadata,
     /// Where it lives: `<root>/<sha256>/<file name>`.
     pub path: PathBuf,
+}
+
+/// Writes `dir/name` whole and read-only (`0400`): beside, fsync, rename over whatever was
+/// there, fsync the directory. A crash never leaves a partial file at `dir/name`.
+fn write_read_only(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    create_private_dir_all(dir)?;
+    let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    // A partial file left by a crash is not reused: its mode could be anything.
+    let _ = fs::remove_file(&partial);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io("create", &partial))?;
+    file.write_all(bytes).map_err(io("write", &partial))?;
+    file.sync_all().map_err(io("sync", &partial))?;
+    file.set_permissions(fs::Permissions::from_mode(0o400))
+        .map_err(io("chmod", &partial))?;
+    let path = dir.join(name);
+    fs::rename(&partial, &path).map_err(io("rename", &partial))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", dir))
 }
 
 /// A directory of verified plugin artifacts keyed by digest.
@@ -49,12 +78,60 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Creates `dir` and any missing parent `0700`, whatever the umask: the store's directories
+/// are readable by the host's user only.
+pub(crate) fn create_private_dir_all(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            // The umask may have removed bits we need (the owner's); it cannot add any.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod", dir))
+        }
+        // Created by another thread or process in between.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io("create", dir)(e)),
+    }
+}
+
+/// Refuses a directory that another user could write: one owned by another user, or with the
+/// group or other write bit.
+fn check_private(dir: &Path) -> Result<()> {
+    let metadata = fs::metadata(dir).map_err(io("stat", dir))?;
+    let (mode, owner, uid) = (
+        metadata.permissions().mode() & 0o7777,
+        metadata.uid(),
+        effective_uid(),
+    );
+    let problem = if owner != uid {
+        "belongs to another user"
+    } else if mode & 0o022 != 0 {
+        "can be written by its group or others"
+    } else {
+        return Ok(());
+    };
+    Err(HostError::InsecureStore {
+        path: dir.to_owned(),
+        problem,
+        mode,
+        owner,
+        uid,
+    })
+}
+
 impl ArtifactStore {
-    /// Opens (creating it if needed) a store rooted at `root`.
+    /// Opens (creating it `0700` if needed) a store rooted at `root`. A store whose root or
+    /// `artifacts/` directory another user could write is refused.
     pub fn open(root: impl Into<PathBuf>, policy: LoadPolicy) -> Result<ArtifactStore> {
         let root = root.into();
         let artifacts = root.join("artifacts");
-        fs::create_dir_all(&artifacts).map_err(io("create", &artifacts))?;
+        create_private_dir_all(&artifacts)?;
+        check_private(&root)?;
+        check_private(&artifacts)?;
         Ok(ArtifactStore { root, policy })
     }
 
@@ -83,20 +160,18 @@ impl ArtifactStore {
         check_metadata(&metadata, &self.policy)?;
         let dir = self.dir(&actual);
         let path = dir.join(name);
-        if !path.exists() {
-            // Write beside, fsync, then rename: a crash never leaves a partial file at `path`.
-            fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-            let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
-            let mut file = fs::File::create(&partial).map_err(io("create", &partial))?;
-            file.write_all(bytes).map_err(io("write", &partial))?;
-            file.sync_all().map_err(io("sync", &partial))?;
-            let mut permissions = file.metadata().map_err(io("stat", &partial))?.permissions();
-            permissions.set_readonly(true);
-            fs::set_permissions(&partial, permissions).map_err(io("chmod", &partial))?;
-            fs::rename(&partial, &path).map_err(io("rename", &partial))?;
-            fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("sync", &dir))?;
+        // A file already there is kept only if it still holds these bytes: a corrupt one (a
+        // disk error, a hand edit) is repaired by putting the right bytes again.
+        let intact = fs::read(&path).is_ok_and(|found| Digest::of(&found) == actual);
+        if !intact {
+            if path.exists() {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the stored artifact does not hash to its digest: replacing it with the \
+                     verified bytes"
+                );
+            }
+            write_read_only(&dir, name, bytes)?;
         }
         Ok(StoredArtifact {
             digest: actual,

@@ -540,7 +540,9 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::BadMigrationOutput { .. }
         | HostError::MigrationRule { .. }
         | HostError::BadSnapshot { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        HostError::Io { .. } | HostError::Load { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        HostError::Io { .. } | HostError::Load { .. } | HostError::InsecureStore { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
