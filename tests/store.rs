@@ -274,3 +274,57 @@ fn a_corrupt_artifact_is_repaired_by_staging_the_right_bytes() {
     let output = runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
     assert_eq!(output.receipt.digest, digest);
 }
+
+/// Whoever can write the store (the host's own uid) swaps the artifact's file for other bytes
+/// in a loop while the host loads it. The host hashes the bytes it read and maps those very
+/// bytes: each load either runs the verified version or is refused as a digest mismatch, never
+/// maps the swapped-in file (which would show as a vtable that disagrees with the metadata
+/// that was checked, or worse).
+#[test]
+fn a_file_swapped_while_it_loads_is_refused_or_loaded_as_verified() {
+    let good = std::fs::read(lib(MA_CROSS_1_0_0)).unwrap();
+    let evil = std::fs::read(lib(MA_CROSS_2_0_0)).unwrap();
+    let digest = Digest::of(&good);
+    let (mut loaded, mut refused) = (0, 0);
+    // Each round loads into a fresh runtime and store (a digest maps once per runtime), and
+    // each load stays mapped for the life of this process: a few dozen rounds.
+    for round in 0..24 {
+        let (dir, runtime) = runtime();
+        let stored = runtime
+            .stage("libma_cross_v1_0_0.so", &good, &digest)
+            .unwrap();
+        let side = dir.path().join("side");
+        std::fs::create_dir(&side).unwrap();
+        std::fs::write(side.join("good"), &good).unwrap();
+        std::fs::write(side.join("evil"), &evil).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let outcome = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let next = side.join("next");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for source in ["evil", "good"] {
+                        std::fs::hard_link(side.join(source), &next).unwrap();
+                        std::fs::rename(&next, &stored.path).unwrap();
+                    }
+                }
+            });
+            let outcome = runtime.install(&digest, json!({}));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            outcome
+        });
+        match outcome {
+            Ok(installed) => {
+                assert_eq!(installed.version.version, "1.0.0", "round {round}");
+                let state = state(&runtime.snapshot("ma_cross").unwrap());
+                assert!(
+                    state.get("fast_ma_period").is_some(),
+                    "round {round}: {state}"
+                );
+                loaded += 1;
+            }
+            Err(HostError::DigestMismatch { expected, .. }) if expected == digest => refused += 1,
+            Err(error) => panic!("round {round}: the swapped file was mapped: {error}"),
+        }
+    }
+    assert_eq!(loaded + refused, 24);
+}

@@ -280,7 +280,10 @@ impl Runtime {
     pub(crate) fn library(&self, digest: &Digest) -> Result<Arc<Library>> {
         match self.resident(digest) {
             Some(library) => Ok(library),
-            None => self.map(self.shared.store.get(digest)?),
+            None => {
+                let (artifact, bytes) = self.shared.store.read(digest)?;
+                self.map_bytes(artifact, &bytes)
+            }
         }
     }
 
@@ -289,8 +292,15 @@ impl Runtime {
         lock(&self.shared.libraries).get(digest).cloned()
     }
 
-    /// Maps a verified artifact (or reuses it if another thread just did), within the cap.
+    /// Maps a stored artifact (or reuses it if it is resident): its bytes are read from the
+    /// store and verified once more here, and those very bytes are mapped.
     pub(crate) fn map(&self, artifact: StoredArtifact) -> Result<Arc<Library>> {
+        self.library(&artifact.digest)
+    }
+
+    /// Maps bytes read and verified by the store (or reuses the library if another thread just
+    /// did), within the cap.
+    fn map_bytes(&self, artifact: StoredArtifact, bytes: &[u8]) -> Result<Arc<Library>> {
         let digest = &artifact.digest;
         let mut libraries = lock(&self.shared.libraries);
         if let Some(library) = libraries.get(digest) {
@@ -314,7 +324,8 @@ impl Runtime {
             });
         }
         let id = artifact.metadata.id.clone();
-        let library = match Library::open(&artifact.path, artifact.digest, artifact.metadata) {
+        let opened = Library::open(bytes, &artifact.path, artifact.digest, artifact.metadata);
+        let library = match opened {
             Ok(library) => Arc::new(library),
             Err(failure) => {
                 if failure.mapped {
@@ -327,6 +338,7 @@ impl Runtime {
             plugin = library.id(),
             version = %library.version,
             digest = %library.digest.short(),
+            memfd = library.memfd,
             "mapped plugin library"
         );
         libraries.insert(*digest, library.clone());

@@ -195,6 +195,13 @@ impl ArtifactStore {
     /// Finds an artifact by digest, re-verifying the file's bytes and metadata (the store is a
     /// directory an operator can touch).
     pub fn get(&self, digest: &Digest) -> Result<StoredArtifact> {
+        self.read(digest).map(|(artifact, _)| artifact)
+    }
+
+    /// Finds an artifact by digest and reads its bytes once, verified (sha256 and metadata):
+    /// the loader maps these bytes, never the file again (a file replaced after the check would
+    /// be loaded unverified).
+    pub(crate) fn read(&self, digest: &Digest) -> Result<(StoredArtifact, Vec<u8>)> {
         let dir = self.dir(digest);
         let entries =
             fs::read_dir(&dir).map_err(|_| HostError::UnknownArtifact { digest: *digest })?;
@@ -218,11 +225,12 @@ impl ArtifactStore {
         }
         let metadata = read_metadata(&name, &bytes)?;
         check_metadata(&metadata, &self.policy)?;
-        Ok(StoredArtifact {
+        let artifact = StoredArtifact {
             digest: actual,
             metadata,
             path,
-        })
+        };
+        Ok((artifact, bytes))
     }
 }
 
