@@ -33,6 +33,7 @@ mod clock;
 pub mod control;
 mod digest;
 mod error;
+mod keys;
 #[allow(unsafe_code)]
 mod library;
 mod migration;
@@ -49,6 +50,7 @@ mod verify;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
+pub use keys::{TrustedKeys, signature_payload};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
 pub use migration::TransitionKind;
 pub use persist::{

@@ -38,6 +38,7 @@ use plugsync_plugin::abi::{
 
 use crate::digest::Digest;
 use crate::error::{HostError, Result, io};
+use crate::keys::TrustedKeys;
 
 /// The framework version of this host, matched against each plugin's `framework` requirement.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -47,6 +48,12 @@ pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct LoadPolicy {
     /// Accept libraries built with `panic = "abort"` (their first panic kills the host).
     pub allow_panic_abort: bool,
+    /// Whose signatures the host trusts. With any key, every artifact must carry a signature
+    /// of one of them over its id, version and sha256 ([`signature_payload`]), checked before
+    /// every `dlopen` (install, swap, verify, recover); with none, signatures are not checked.
+    ///
+    /// [`signature_payload`]: crate::signature_payload
+    pub trusted_keys: TrustedKeys,
 }
 
 /// The effective uid of this process: the owner a store directory must have.

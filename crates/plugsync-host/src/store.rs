@@ -30,6 +30,8 @@ pub struct StoredArtifact {
     pub metadata: PluginMetadata,
     /// Where it lives: `<root>/<sha256>/<file name>`.
     pub path: PathBuf,
+    /// Its publisher's signature (128 hex digits), kept beside it as `<file name>.sig`.
+    pub signature: Option<String>,
 }
 
 /// Writes `dir/name` whole and read-only (`0400`): beside, fsync, rename over whatever was
@@ -63,18 +65,42 @@ pub struct ArtifactStore {
     policy: LoadPolicy,
 }
 
-/// Accepts only a plain file name: nothing that could leave the digest's directory.
+/// The file beside an artifact that holds its signature.
+const SIGNATURE_SUFFIX: &str = ".sig";
+
+/// Accepts only a plain file name: nothing that could leave the digest's directory, nor a name
+/// the store keeps for signatures.
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let plain = !name.is_empty()
         && !name.starts_with('.')
         && !name.contains(['/', '\\', '\0'])
         && name != "..";
-    if plain {
-        Ok(())
-    } else {
-        Err(HostError::BadArtifactName {
+    if !plain {
+        return Err(HostError::BadArtifactName {
             name: name.to_owned(),
-        })
+        });
+    }
+    if name.ends_with(SIGNATURE_SUFFIX) {
+        return Err(HostError::SignatureName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The signature file of the artifact at `path`.
+fn signature_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(SIGNATURE_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Reads a signature file, if there is one: its text, trimmed.
+fn read_signature(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path)(e)),
     }
 }
 
@@ -140,6 +166,11 @@ impl ArtifactStore {
         &self.root
     }
 
+    /// The keys whose signatures this store's artifacts must carry (none: not checked).
+    pub fn trusted_keys(&self) -> &crate::TrustedKeys {
+        &self.policy.trusted_keys
+    }
+
     fn dir(&self, digest: &Digest) -> PathBuf {
         self.root.join("artifacts").join(digest.to_string())
     }
@@ -147,6 +178,20 @@ impl ArtifactStore {
     /// Verifies `bytes` against `expected` and their metadata, then writes them into the store
     /// (or finds them already there). Nothing is written when a check fails.
     pub fn put(&self, name: &str, bytes: &[u8], expected: &Digest) -> Result<StoredArtifact> {
+        self.put_signed(name, bytes, expected, None)
+    }
+
+    /// [`put`](Self::put), keeping the publisher's `signature` (128 hex digits over
+    /// [`signature_payload`](crate::signature_payload)) beside the artifact, where it is checked
+    /// before every load. With trusted keys, a signature given must be one of theirs (else
+    /// nothing is written); an artifact put without one keeps the signature it had.
+    pub fn put_signed(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        expected: &Digest,
+        signature: Option<&str>,
+    ) -> Result<StoredArtifact> {
         check_name(name)?;
         let actual = Digest::of(bytes);
         if actual != *expected {
@@ -158,6 +203,23 @@ impl ArtifactStore {
         }
         let metadata = read_metadata(name, bytes)?;
         check_metadata(&metadata, &self.policy)?;
+        let signature = signature.map(str::trim).filter(|signature| {
+            // With no trusted key nothing checks it now; a malformed one is dropped rather than
+            // kept to fail every load once keys are configured.
+            let keep = !self.policy.trusted_keys.is_empty() || crate::keys::well_formed(signature);
+            if !keep {
+                tracing::warn!(
+                    artifact = name,
+                    "ignoring a signature that is not 128 hex digits"
+                );
+            }
+            keep
+        });
+        if signature.is_some() {
+            self.policy
+                .trusted_keys
+                .check_artifact(&metadata, &actual, signature)?;
+        }
         let dir = self.dir(&actual);
         let path = dir.join(name);
         // A file already there is kept only if it still holds these bytes: a corrupt one (a
@@ -173,15 +235,25 @@ impl ArtifactStore {
             }
             write_read_only(&dir, name, bytes)?;
         }
+        let signature = match signature {
+            Some(signature) => {
+                let file = format!("{name}{SIGNATURE_SUFFIX}");
+                write_read_only(&dir, &file, format!("{signature}\n").as_bytes())?;
+                Some(signature.to_owned())
+            }
+            None => read_signature(&signature_path(&path))?,
+        };
         Ok(StoredArtifact {
             digest: actual,
             metadata,
             path,
+            signature,
         })
     }
 
     /// Puts a local library file into the store (`plugsync host --load`): its digest is
-    /// whatever its bytes hash to.
+    /// whatever its bytes hash to, and its signature is the file `<path>.sig` beside it, if
+    /// there is one (128 hex digits, as in the control API's `x-plugsync-signature` header).
     pub fn put_file(&self, path: &Path) -> Result<StoredArtifact> {
         let bytes = fs::read(path).map_err(io("read", path))?;
         let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
@@ -189,7 +261,8 @@ impl ArtifactStore {
                 name: path.display().to_string(),
             }
         })?;
-        self.put(name, &bytes, &Digest::of(&bytes))
+        let signature = read_signature(&signature_path(path))?;
+        self.put_signed(name, &bytes, &Digest::of(&bytes), signature.as_deref())
     }
 
     /// Finds an artifact by digest, re-verifying the file's bytes and metadata (the store is a
@@ -210,7 +283,7 @@ impl ArtifactStore {
             .find(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| !n.starts_with('.'))
+                    .is_some_and(|n| !n.starts_with('.') && !n.ends_with(SIGNATURE_SUFFIX))
             })
             .ok_or(HostError::UnknownArtifact { digest: *digest })?;
         let bytes = fs::read(&path).map_err(io("read", &path))?;
@@ -225,10 +298,12 @@ impl ArtifactStore {
         }
         let metadata = read_metadata(&name, &bytes)?;
         check_metadata(&metadata, &self.policy)?;
+        let signature = read_signature(&signature_path(&path))?;
         let artifact = StoredArtifact {
             digest: actual,
             metadata,
             path,
+            signature,
         };
         Ok((artifact, bytes))
     }

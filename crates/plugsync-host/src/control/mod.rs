@@ -42,11 +42,12 @@ use std::path::PathBuf;
 
 pub mod api;
 mod auth;
-mod keys;
 mod openapi;
 mod server;
 
-pub use keys::{TrustedKeys, signature_payload};
+/// The trusted keys live in the runtime (they guard every load, not only staging); re-exported
+/// here for the control API's users.
+pub use crate::keys::{TrustedKeys, signature_payload};
 pub use openapi::{openapi, running_state_schema};
 pub use server::ControlServer;
 
@@ -64,8 +65,9 @@ pub struct ControlConfig {
     pub token_file: PathBuf,
     /// Accept a non-loopback [`listen`](ControlConfig::listen) address (`--allow-remote`).
     pub allow_remote: bool,
-    /// Public keys whose signature an artifact must carry to be staged; none: signatures are
-    /// not required.
+    /// Public keys whose signature an artifact must carry to be staged, in addition to the
+    /// runtime's own ([`LoadPolicy::trusted_keys`](crate::LoadPolicy::trusted_keys), which are
+    /// also checked before every load); none here and none there: signatures are not required.
     pub trusted_keys: TrustedKeys,
     /// The largest artifact accepted, in bytes (256 MiB by default).
     pub max_artifact_bytes: usize,
@@ -160,41 +162,6 @@ pub enum ControlError {
         listen: SocketAddr,
         /// The cause.
         source: std::io::Error,
-    },
-
-    /// The trusted keys file cannot be read.
-    #[error("cannot read trusted keys file `{}`: {source}; check the path given as the trusted keys file", .path.display())]
-    KeysUnreadable {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-
-    /// A line of the trusted keys file is not an ed25519 public key.
-    #[error(
-        "`{}:{line}`: {reason}; write one ed25519 public key per line as 64 hex digits (`#` \
-         starts a comment)",
-        .path.display()
-    )]
-    BadKey {
-        /// The file.
-        path: PathBuf,
-        /// The line, from 1.
-        line: usize,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// The trusted keys file holds no key (which would silently accept unsigned artifacts).
-    #[error(
-        "trusted keys file `{}` holds no key: add one ed25519 public key per line (64 hex \
-         digits), or leave out the trusted keys to accept unsigned artifacts",
-        .path.display()
-    )]
-    NoTrustedKeys {
-        /// The file.
-        path: PathBuf,
     },
 
     /// The server stopped on an I/O error.
