@@ -23,8 +23,12 @@
 //!
 //! Staging checks, in order, before anything is written: the file name (nothing that could
 //! leave the store), the size, the sha256 announced in the path, the metadata section, and,
-//! when trusted keys are configured, the ed25519 signature of [`signature_payload`] in the
-//! header `x-plugsync-signature`.
+//! when trusted keys are configured (the runtime's, [`LoadPolicy::trusted_keys`], and
+//! [`ControlConfig::trusted_keys`]), the ed25519 signature of [`signature_payload`] in the
+//! header `x-plugsync-signature`. The signature is kept beside the artifact, and the runtime
+//! checks it again before every load.
+//!
+//! [`LoadPolicy::trusted_keys`]: crate::LoadPolicy::trusted_keys
 //!
 //! ```no_run
 //! use plugsync_host::control::{ControlConfig, ControlServer};
