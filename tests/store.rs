@@ -236,6 +236,19 @@ fn a_store_others_can_write_is_refused() {
     // Readable by others is not a risk to the code it loads: accepted as it is.
     chmod(&store, 0o755);
     plugsync_host::Runtime::new(options(&store)).unwrap();
+
+    // Owned by another user (only root can give it away: skipped otherwise).
+    if std::os::unix::fs::chown(&artifacts, Some(65534), None).is_ok() {
+        let error = plugsync_host::Runtime::new(options(&store)).unwrap_err();
+        assert!(
+            matches!(&error, HostError::InsecureStore { path, owner: 65534, .. } if *path == artifacts),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("belongs to another user"),
+            "{error}"
+        );
+    }
 }
 
 #[test]
