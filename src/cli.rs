@@ -110,14 +110,21 @@ struct HostArgs {
     #[arg(long, value_name = "DIR", default_value = "plugsync-host-store")]
     store: PathBuf,
     /// ed25519 public keys (one per line, 64 hex digits) one of which must have signed each
-    /// artifact staged through the control API (default: signatures not required).
+    /// artifact, checked when it is staged through the control API and before every load
+    /// (default: signatures not required). A signature is 128 hex digits over the canonical
+    /// JSON `{"id","sha256","version"}` of the artifact.
     #[arg(long, value_name = "FILE")]
     trusted_keys: Option<PathBuf>,
+    /// Development only: with `--trusted-keys`, let a `--load` library without a `LIB.sig`
+    /// load unsigned.
+    #[arg(long)]
+    allow_unsigned_load: bool,
     /// Accept a non-loopback `--listen` address (the token then crosses the network in clear).
     #[arg(long)]
     allow_remote: bool,
     /// A plugin library to load at start, with config `{}` (repeatable). Skipped when that
-    /// plugin already runs from the store.
+    /// plugin already runs from the store. With `--trusted-keys`, its signature is read from
+    /// `LIB.sig` beside it (128 hex digits, as in the `x-plugsync-signature` header).
     #[arg(long = "load", value_name = "LIB")]
     load: Vec<PathBuf>,
     /// `on`: trade a synthetic desk through `ma_cross` and `risk_model` (both must be
@@ -203,6 +210,7 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     options.trusted_keys = args.trusted_keys;
     options.allow_remote = args.allow_remote;
     options.load = args.load;
+    options.allow_unsigned_load = args.allow_unsigned_load;
     match args.feed {
         Feed::File(path) => {
             let mut file = ops::FeedFile::new(path);

@@ -1236,3 +1236,83 @@ fn feed_options_without_a_feed_file_are_refused() {
          `--feed-out`\n",
     );
 }
+
+#[test]
+fn with_trusted_keys_a_loaded_library_needs_its_signature_file_or_allow_unsigned_load() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let publisher = SigningKey::from_bytes(&[7; 32]);
+    let keys = root.join("trusted.keys");
+    std::fs::write(&keys, hex(publisher.verifying_key().as_bytes())).unwrap();
+    let local = root.join("libma_cross_v1_0_0.so");
+    std::fs::copy(lib(MA_CROSS_1_0_0), &local).unwrap();
+    let store = root.join("store");
+    let args = |extra: &[&OsStr]| -> Vec<std::ffi::OsString> {
+        let mut all: Vec<std::ffi::OsString> = [
+            "--feed".as_ref(),
+            "off".as_ref(),
+            "--trusted-keys".as_ref(),
+            keys.as_os_str(),
+            "--load".as_ref(),
+            local.as_os_str(),
+        ]
+        .iter()
+        .map(|a: &&OsStr| a.to_os_string())
+        .collect();
+        all.extend(extra.iter().map(|a| a.to_os_string()));
+        all
+    };
+
+    // No `LIB.sig`: refused before anything is installed, with the way out named.
+    let mut all: Vec<std::ffi::OsString> = vec![
+        "host".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--token-file".into(),
+        token.clone().into(),
+        "--store".into(),
+        store.clone().into(),
+    ];
+    all.extend(args(&[]));
+    let unsigned = plugsync(&all, &[]);
+    assert_eq!(unsigned.status.code(), Some(1), "{}", unsigned.stderr);
+    assert_eq!(
+        normalise(unsigned.stderr.lines().last().unwrap(), root),
+        "error: plugin `ma_cross` 1.0.0 (sha256 [HASH]) carries no signature, and this host \
+         loads only artifacts signed by a key it trusts; it was not opened: stage it with its \
+         publisher's signature (the `x-plugsync-signature` header, or a `LIB.sig` file beside a \
+         `--load`ed `LIB`), or, for development only, start `plugsync host` with \
+         `--allow-unsigned-load`"
+    );
+
+    // `--allow-unsigned-load`: it runs.
+    let host = Host::start(&store, &token, &args(&["--allow-unsigned-load".as_ref()]));
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("loading an unsigned artifact"),
+        "{}",
+        stopped.stderr
+    );
+
+    // Signed with `LIB.sig` beside it: it runs, on a fresh store, without the flag.
+    let digest = plugsync_host::Digest::of(&std::fs::read(&local).unwrap());
+    let payload = plugsync_host::signature_payload("ma_cross", "1.0.0", &digest);
+    let signature = hex(&publisher.sign(&payload).to_bytes());
+    std::fs::write(
+        root.join("libma_cross_v1_0_0.so.sig"),
+        format!("{signature}\n"),
+    )
+    .unwrap();
+    let host = Host::start(&root.join("store-2"), &token, &args(&[]));
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("loaded ma_cross 1.0.0"),
+        "{}",
+        stopped.stderr
+    );
+}

@@ -3,15 +3,19 @@
 //!
 //! 1. **bind** the control API (token file and listen address checked before any plugin code
 //!    is loaded);
-//! 2. **recover** the committed set from the store, with each plugin's checkpointed state;
-//! 3. **load** each `--load LIB` whose plugin is not already running: staged (verified into
-//!    the store), installed with config `{}`, its state checkpointed;
-//! 4. **trade** (`--feed on`, with `ma_cross` and `risk_model` loaded): feed threads push bars
+//! 2. **stage** each `--load LIB` (verified into the store with its signature `LIB.sig`, if
+//!    any; no code runs), so a restart with the same `--load` and `--allow-unsigned-load`
+//!    recovers an unsigned development library too;
+//! 3. **recover** the committed set from the store, with each plugin's checkpointed state (with
+//!    trusted keys, each artifact's signature is checked before it loads);
+//! 4. **load** each staged library whose plugin is not already running: installed with config
+//!    `{}`, its state checkpointed;
+//! 5. **trade** (`--feed on`, with `ma_cross` and `risk_model` loaded): feed threads push bars
 //!    through strategy → risk → simulated exchange, fills back to both plugins and the ledger;
 //!    or (`--feed FILE`) one thread replays a file of calls (see [`feed`]), read and checked
 //!    before the host starts;
-//! 5. **serve** the control API until SIGTERM or SIGINT;
-//! 6. **stop**: the server drains, the feed threads are joined, a step still pending is rolled
+//! 6. **serve** the control API until SIGTERM or SIGINT;
+//! 7. **stop**: the server drains, the feed threads are joined, a step still pending is rolled
 //!    back (a restart comes back on the committed set) and the states are checkpointed.
 
 use std::collections::BTreeMap;
@@ -20,9 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use plugsync_host::control::{ControlConfig, ControlServer, TrustedKeys};
+use plugsync_host::control::{ControlConfig, ControlServer};
 use plugsync_host::{
-    CheckpointOutcome, Recovery, Runtime, RuntimeOptions, SlotHandle, StoredArtifact,
+    CheckpointOutcome, Recovery, Runtime, RuntimeOptions, SlotHandle, StoredArtifact, TrustedKeys,
 };
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -56,10 +60,15 @@ pub struct HostOptions {
     pub allow_remote: bool,
     /// The host's store: artifacts, committed set, checkpoints, step outcomes.
     pub store: PathBuf,
-    /// Keys whose signature an artifact staged through the control API must carry.
+    /// Keys one of which must have signed every artifact, checked when it is staged through the
+    /// control API and before every load.
     pub trusted_keys: Option<PathBuf>,
-    /// Plugin libraries to load at start (skipped when their plugin runs from the store).
+    /// Plugin libraries to load at start (skipped when their plugin runs from the store), each
+    /// with its signature in `LIB.sig` beside it if the host has trusted keys.
     pub load: Vec<PathBuf>,
+    /// Development: let the `load` libraries that have no `LIB.sig` load unsigned although the
+    /// host has trusted keys.
+    pub allow_unsigned_load: bool,
     /// Run the synthetic desk (unless `feed_file` is given).
     pub feed: bool,
     /// Replay this file of calls instead of running the synthetic desk.
@@ -89,6 +98,7 @@ impl HostOptions {
             store: PathBuf::from("plugsync-host-store"),
             trusted_keys: None,
             load: Vec::new(),
+            allow_unsigned_load: false,
             feed: true,
             feed_file: None,
             checkpoint_every: Some(Duration::from_secs(1)),
@@ -124,22 +134,25 @@ pub fn host(options: &HostOptions) -> Result<()> {
         StopSignal::install()?
     };
 
-    let runtime = Runtime::new(RuntimeOptions::new(&options.store))?;
-    let mut config = ControlConfig::new(options.token_file.clone());
-    config.listen = options.listen;
-    config.allow_remote = options.allow_remote;
-    config.trusted_keys = match &options.trusted_keys {
+    let mut runtime_options = RuntimeOptions::new(&options.store);
+    // The runtime holds the keys: they guard every load, and the control API's staging.
+    runtime_options.load_policy.trusted_keys = match &options.trusted_keys {
         Some(path) => TrustedKeys::load(path)?,
         None => TrustedKeys::none(),
     };
+    let runtime = Runtime::new(runtime_options)?;
+    let mut config = ControlConfig::new(options.token_file.clone());
+    config.listen = options.listen;
+    config.allow_remote = options.allow_remote;
     let server = io.block_on(ControlServer::bind(runtime.clone(), config))?;
     let address = server.local_addr();
 
+    let staged = stage(&runtime, options)?;
     let recovery = runtime.recover_with(&plugsync_host::RecoverOptions {
         fresh_state: options.fresh_state.iter().cloned().collect(),
     })?;
     log_recovery(&recovery, &options.store);
-    load(&runtime, &recovery, options)?;
+    load(&runtime, &recovery, staged, options)?;
     let replay = match script {
         Some(script) => Some(script.prepare(&runtime)?),
         None => None,
@@ -281,11 +294,15 @@ fn log_recovery(recovery: &Recovery, store: &Path) {
     }
 }
 
-/// Loads each `--load` library whose plugin is not running already.
-fn load(runtime: &Runtime, recovery: &Recovery, options: &HostOptions) -> Result<()> {
-    // Every library is staged (its digest and metadata checked, no code run) before any is
-    // installed: a bad `--load` refuses the start with nothing installed.
-    let mut staged: BTreeMap<String, (&Path, StoredArtifact)> = BTreeMap::new();
+/// The `--load` libraries, staged, by plugin id.
+type Staged<'a> = BTreeMap<String, (&'a Path, StoredArtifact)>;
+
+/// Stages each `--load` library (its digest, metadata and signature checked, no code run)
+/// before anything is recovered or installed: a bad `--load` refuses the start with nothing
+/// installed. An unsigned one is refused here too when the host trusts keys, unless
+/// `--allow-unsigned-load` lets it load.
+fn stage<'a>(runtime: &Runtime, options: &'a HostOptions) -> Result<Staged<'a>> {
+    let mut staged: Staged<'a> = BTreeMap::new();
     for path in &options.load {
         let artifact = runtime.stage_file(path)?;
         if let Some((first, _)) = staged.get(&artifact.metadata.id) {
@@ -295,8 +312,22 @@ fn load(runtime: &Runtime, recovery: &Recovery, options: &HostOptions) -> Result
                 second: path.clone(),
             });
         }
+        if options.allow_unsigned_load && artifact.signature.is_none() {
+            runtime.allow_unsigned(&artifact.digest);
+        }
+        runtime.check_signature(&artifact)?;
         staged.insert(artifact.metadata.id.clone(), (path, artifact));
     }
+    Ok(staged)
+}
+
+/// Loads each staged `--load` library whose plugin is not running already.
+fn load(
+    runtime: &Runtime,
+    recovery: &Recovery,
+    staged: Staged<'_>,
+    options: &HostOptions,
+) -> Result<()> {
     for (id, (path, artifact)) in staged {
         let version = &artifact.metadata.version;
         if let Some(running) = recovery.plugins.iter().find(|p| p.plugin == id) {

@@ -166,6 +166,106 @@ pub enum HostError {
         cap: usize,
     },
 
+    /// The store directory (or its `artifacts/`) can be written by another user: whoever can
+    /// write it can replace the code this host loads.
+    #[error(
+        "store directory `{}` {problem} (mode {mode:04o}, owner uid {owner}, this host runs as \
+         uid {uid}): whoever can write it can change the code this host loads; make it private \
+         to the host's user: `chown {uid} {} && chmod 700 {}`",
+        .path.display(), .path.display(), .path.display()
+    )]
+    InsecureStore {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong: writable by its group or others, or owned by another user.
+        problem: &'static str,
+        /// Its permission bits.
+        mode: u32,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this host.
+        uid: u32,
+    },
+
+    /// The trusted keys file cannot be read.
+    #[error("cannot read trusted keys file `{}`: {source}; check the path given as the trusted keys file", .path.display())]
+    KeysUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// A line of the trusted keys file is not an ed25519 public key.
+    #[error(
+        "`{}:{line}`: {reason}; write one ed25519 public key per line as 64 hex digits (`#` \
+         starts a comment)",
+        .path.display()
+    )]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The trusted keys file holds no key (which would silently accept unsigned artifacts).
+    #[error(
+        "trusted keys file `{}` holds no key: add one ed25519 public key per line (64 hex \
+         digits), or leave out the trusted keys to accept unsigned artifacts",
+        .path.display()
+    )]
+    NoTrustedKeys {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// An artifact name the store keeps for signatures.
+    #[error(
+        "artifact name `{name}` ends in `.sig`, which the store keeps for an artifact's \
+         signature: name the library `lib<plugin>.so`"
+    )]
+    SignatureName {
+        /// The name received.
+        name: String,
+    },
+
+    /// An artifact without a signature, on a host that loads only signed ones.
+    #[error(
+        "plugin `{plugin}` {version} (sha256 {digest}) carries no signature, and this host loads \
+         only artifacts signed by a key it trusts; it was not opened: stage it with its \
+         publisher's signature (the `x-plugsync-signature` header, or a `LIB.sig` file beside a \
+         `--load`ed `LIB`), or, for development only, start `plugsync host` with \
+         `--allow-unsigned-load`"
+    )]
+    Unsigned {
+        /// Plugin id.
+        plugin: String,
+        /// Its version.
+        version: String,
+        /// The artifact.
+        digest: Digest,
+    },
+
+    /// An artifact whose signature is not one of a trusted key over its id, version and sha256.
+    #[error(
+        "the signature of plugin `{plugin}` {version} (sha256 {digest}) {reason}, so it is not \
+         loaded: sign the artifact's id, version and sha256 with a trusted key (or add the \
+         publisher's public key to the host's trusted keys)"
+    )]
+    BadSignature {
+        /// Plugin id.
+        plugin: String,
+        /// Its version.
+        version: String,
+        /// The artifact.
+        digest: Digest,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// No artifact with that digest is in the store.
     #[error("no artifact {digest} in the store: stage it first")]
     UnknownArtifact {
@@ -459,6 +559,13 @@ impl HostError {
             HostError::BadVersion { .. } => "bad_version",
             HostError::Load { .. } => "load_failed",
             HostError::ResidentCap { .. } => "resident_cap",
+            HostError::InsecureStore { .. } => "insecure_store",
+            HostError::KeysUnreadable { .. } => "keys_unreadable",
+            HostError::BadKey { .. } => "bad_key",
+            HostError::NoTrustedKeys { .. } => "no_trusted_keys",
+            HostError::SignatureName { .. } => "bad_artifact_name",
+            HostError::Unsigned { .. } => "signature_required",
+            HostError::BadSignature { .. } => "bad_signature",
             HostError::UnknownArtifact { .. } => "unknown_artifact",
             HostError::WrongPlugin { .. } => "wrong_plugin",
             HostError::NotLoaded { .. } => "not_loaded",

@@ -1,8 +1,10 @@
 //! The plugsync host runtime: what a trading host embeds to load plugins and replace them
 //! while they are being called.
 //!
-//! - [`ArtifactStore`]: content-addressed, verified artifacts (`<store>/artifacts/<sha256>/`);
-//! - the loader: metadata read from the file and checked **before** `dlopen`; libraries opened
+//! - [`ArtifactStore`]: content-addressed, verified artifacts (`<store>/artifacts/<sha256>/`),
+//!   private to the host's user, each with its publisher's signature if it has one;
+//! - the loader: metadata (and, with [`TrustedKeys`], the signature) checked **before**
+//!   `dlopen`; the very bytes that were hashed mapped from a sealed memfd; libraries opened
 //!   `RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE` and never closed;
 //! - slots: one per plugin id; [`SlotHandle::call_into`] is the hot path;
 //! - [`Runtime::swap`]: verify on throwaway instances, migrate the state, switch with a stall of
@@ -34,6 +36,7 @@ pub mod control;
 mod digest;
 mod error;
 mod failpoint;
+mod keys;
 #[allow(unsafe_code)]
 mod library;
 mod migration;
@@ -51,6 +54,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
 pub use failpoint::FAILPOINTS_ENV;
+pub use keys::{TrustedKeys, signature_payload};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
 pub use migration::TransitionKind;
 pub use persist::{

@@ -5,15 +5,26 @@
 //! library's initialisers, so a library for another ABI, or one built with `panic = "abort"`,
 //! is refused without any of its code running.
 //!
+//! Invariant: the bytes `dlopen`ed are the bytes hashed. [`Library::open`] takes the bytes the
+//! store read and verified (not a path to open again: a file renamed or rewritten between the
+//! check and the open would be loaded unverified), copies them into a sealed `memfd` (no
+//! write, grow or shrink, not even by us) and `dlopen`s `/proc/self/fd/N`. That memfd stays
+//! open for the life of the process: `dlopen` answers a path it has opened before with the
+//! library it opened then (measured on glibc 2.36: after fd 3 was closed and reused for library
+//! B, `dlopen("/proc/self/fd/3")` returned library A), so a path must never name other bytes.
+//! Libraries are never unmapped anyway, and resident libraries are capped per plugin.
+//!
 //! Invariant: nothing is ever `dlclose`d. Libraries are opened with `RTLD_NODELETE` and the
 //! handle is leaked: a plugin that registered a per-thread destructor (any use of
 //! `std::thread::current()` or a `thread_local!` with `Drop`) would otherwise leave the host
 //! jumping into unmapped code when that thread exits (measured: a segfault).
 
 use std::cell::Cell;
-use std::ffi::c_void;
+use std::ffi::{CString, c_void};
+use std::io::Write;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +38,7 @@ use plugsync_plugin::abi::{
 
 use crate::digest::Digest;
 use crate::error::{HostError, Result, io};
+use crate::keys::TrustedKeys;
 
 /// The framework version of this host, matched against each plugin's `framework` requirement.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -36,6 +48,18 @@ pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct LoadPolicy {
     /// Accept libraries built with `panic = "abort"` (their first panic kills the host).
     pub allow_panic_abort: bool,
+    /// Whose signatures the host trusts. With any key, every artifact must carry a signature
+    /// of one of them over its id, version and sha256 ([`signature_payload`]), checked before
+    /// every `dlopen` (install, swap, verify, recover); with none, signatures are not checked.
+    ///
+    /// [`signature_payload`]: crate::signature_payload
+    pub trusted_keys: TrustedKeys,
+}
+
+/// The effective uid of this process: the owner a store directory must have.
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: `geteuid` takes no argument, touches no memory of ours and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Reads a plugin library's metadata from its file without running any of its code.
@@ -212,7 +236,11 @@ pub(crate) struct Library {
     pub digest: Digest,
     pub metadata: PluginMetadata,
     pub version: semver::Version,
+    /// Where the verified bytes were read from (the store), for status and errors.
     pub path: PathBuf,
+    /// The sealed memfd the library was mapped from. Never closed (module docs): its number,
+    /// and so its `/proc/self/fd/N` path, is never reused for other bytes.
+    pub memfd: RawFd,
     vtable: &'static PluginVTable,
     /// The host services handed to every instance. Leaked like the library itself: an instance
     /// may give a copy of its context to a thread that outlives it, so it must stay valid for
@@ -222,32 +250,79 @@ pub(crate) struct Library {
     live_instances: AtomicUsize,
 }
 
+/// Copies `bytes` into a new memfd and seals it: from here on nobody, this process included,
+/// can change, grow or shrink its contents.
+fn sealed_copy(bytes: &[u8], name: &str) -> std::io::Result<OwnedFd> {
+    // The name only shows in `/proc/<pid>/maps` (as `/memfd:plugsync:<name>`).
+    let name = CString::new(format!("plugsync:{name}").replace('\0', "_"))
+        .expect("NUL bytes were replaced");
+    let create = |flags: libc::c_uint| {
+        // SAFETY: `name` is a NUL-terminated string that outlives the call; `memfd_create` only
+        // reads it.
+        unsafe { libc::memfd_create(name.as_ptr(), flags) }
+    };
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // Linux 6.3 asks for an explicit `MFD_EXEC` on a memfd that will be mapped executable;
+    // older kernels do not know the flag (`EINVAL`) and allow it anyway.
+    let mut fd = create(flags | libc::MFD_EXEC);
+    if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        fd = create(flags);
+    }
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by `memfd_create`: it is open and owned by nothing else.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: `fcntl(F_ADD_SEALS)` on a descriptor we own, with an integer argument; no memory
+    // is passed.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
 impl Library {
-    /// Opens a library whose digest and metadata have been checked.
+    /// Opens a library from the bytes whose digest and metadata have been checked: they are
+    /// copied into a sealed memfd and that is what `dlopen` maps (module docs). `path` is where
+    /// they were read from, for status and errors.
     pub(crate) fn open(
+        bytes: &[u8],
         path: &Path,
         digest: Digest,
         metadata: PluginMetadata,
     ) -> Result<Library, OpenFailure> {
-        let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE;
-        // SAFETY: opening a library runs its initialisers. We only get here for a file of the
-        // content-addressed store whose sha256 was verified and whose metadata (ABI, panic
-        // strategy) was checked from the file bytes, so it is the plugin the operator approved,
-        // built with the plugsync SDK for this ABI. `RTLD_NOW` resolves every symbol now, so a
-        // missing one fails here rather than mid-call.
-        let library = match unsafe { libloading::os::unix::Library::open(Some(path), flags) } {
-            Ok(library) => library,
-            Err(e) => {
-                return Err(OpenFailure {
-                    error: load_error(path, &metadata, e.to_string()),
-                    mapped: false,
-                });
-            }
+        let not_mapped = |reason: String| OpenFailure {
+            error: load_error(path, &metadata, reason),
+            mapped: false,
         };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| digest.to_string());
+        let memfd = sealed_copy(bytes, &name)
+            .map_err(|e| not_mapped(format!("cannot copy it into a sealed memfd: {e}")))?;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));
+        let flags = libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NODELETE;
+        // SAFETY: opening a library runs its initialisers. `bytes` are those whose sha256 was
+        // verified against the content-addressed store and whose metadata (ABI, panic
+        // strategy) was checked, and the sealed memfd holds exactly them, so it is the plugin
+        // the operator approved, built with the plugsync SDK for this ABI. Its path is new to
+        // this process (memfds are never closed), so `dlopen` cannot answer with another
+        // library. `RTLD_NOW` resolves every symbol now, so a missing one fails here rather
+        // than mid-call.
+        let library = match unsafe { libloading::os::unix::Library::open(Some(&fd_path), flags) } {
+            Ok(library) => library,
+            // Nothing was mapped, so nothing refers to the path: the memfd may close (dropped).
+            Err(e) => return Err(not_mapped(e.to_string())),
+        };
+        // Never closed, like the library is never `dlclose`d: see the module docs.
+        let memfd = memfd.into_raw_fd();
         // Never `dlclose`, not even on the error paths below: the code stays mapped for the life
         // of the process (module docs), so the handle is never dropped.
         let library = ManuallyDrop::new(library);
-        Library::adopt(&library, path, digest, metadata).map_err(|error| OpenFailure {
+        Library::adopt(&library, path, memfd, digest, metadata).map_err(|error| OpenFailure {
             error,
             mapped: true,
         })
@@ -257,6 +332,7 @@ impl Library {
     fn adopt(
         library: &libloading::os::unix::Library,
         path: &Path,
+        memfd: RawFd,
         digest: Digest,
         metadata: PluginMetadata,
     ) -> Result<Library> {
@@ -325,6 +401,7 @@ impl Library {
             metadata,
             version,
             path: path.to_owned(),
+            memfd,
             vtable,
             host_api,
             live_instances: AtomicUsize::new(0),

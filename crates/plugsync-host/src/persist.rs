@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,6 +136,14 @@ struct Checkpoint {
     config: Option<Value>,
 }
 
+/// Why a committed plugin was not recovered.
+enum NotRecovered {
+    /// Its artifact cannot be loaded (missing, unsigned, refused): no choice of state helps.
+    Load(HostError),
+    /// Its checkpoint cannot be restored: the operator may choose a fresh state.
+    Checkpoint(String),
+}
+
 /// When a slot's next checkpoint is due.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Checkpointing {
@@ -142,20 +151,30 @@ pub(crate) struct Checkpointing {
     pub last: Instant,
 }
 
-/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory. The file
-/// beside has a name no other writer uses (process and a per-process counter), so two threads
-/// writing the same file never write into one partial file; the last rename wins whole.
+/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory. The file is
+/// `0600` and new directories `0700`: the host's state is its user's alone. The file beside has
+/// a name no other writer uses (process and a per-process counter), so two threads writing the
+/// same file never write into one partial file; the last rename wins whole.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io("create", dir))?;
+    crate::store::create_private_dir_all(dir)?;
     let partial = dir.join(format!(
         ".{}.partial-{}-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id(),
         WRITES.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut file = fs::File::create(&partial).map_err(io("create", &partial))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io("create", &partial))?;
+    // `mode` applies only to a new file: a partial file left by a crash keeps its own.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io("chmod", &partial))?;
     file.write_all(bytes).map_err(io("write", &partial))?;
     file.sync_all().map_err(io("sync", &partial))?;
     fs::rename(&partial, path).map_err(io("rename", &partial))?;
@@ -351,15 +370,33 @@ impl Runtime {
         for committed in set.plugins {
             lock(&self.shared.committed).insert(committed.plugin.clone(), committed.clone());
             let plugin = committed.plugin.clone();
+            let not_loaded = |error: HostError| {
+                let reason = format!(
+                    "{error}; it was not started (the other plugins run; calls to `{plugin}` \
+                     fail as not loaded until it can be loaded)"
+                );
+                tracing::error!(plugin = %plugin, "not started: {reason}");
+                CheckpointOutcome::NotStarted { reason }
+            };
             let outcome = match self.recover_plugin(&committed) {
                 Ok(outcome) => outcome,
-                Err(reason) if options.fresh_state.contains(&plugin) => {
+                Err(NotRecovered::Load(error)) => {
                     self.evict(&plugin);
-                    self.install_unpersisted(&committed.version.digest, committed.config.clone())?;
-                    tracing::warn!(plugin = %plugin, "recovered with a fresh state, as the operator chose: {reason}");
-                    CheckpointOutcome::Fresh { reason }
+                    not_loaded(error)
                 }
-                Err(reason) => {
+                Err(NotRecovered::Checkpoint(reason)) if options.fresh_state.contains(&plugin) => {
+                    self.evict(&plugin);
+                    match self
+                        .install_unpersisted(&committed.version.digest, committed.config.clone())
+                    {
+                        Ok(_) => {
+                            tracing::warn!(plugin = %plugin, "recovered with a fresh state, as the operator chose: {reason}");
+                            CheckpointOutcome::Fresh { reason }
+                        }
+                        Err(error) => not_loaded(error),
+                    }
+                }
+                Err(NotRecovered::Checkpoint(reason)) => {
                     self.evict(&plugin);
                     let reason = format!(
                         "{reason}; it was not started, so that its state is not silently \
@@ -404,37 +441,48 @@ impl Runtime {
     }
 
     /// Starts one committed plugin with its checkpointed state; `Err` says why it cannot be.
-    fn recover_plugin(&self, committed: &CommittedPlugin) -> Result<CheckpointOutcome, String> {
-        let path = self.checkpoint_path(&committed.plugin);
-        let checkpoint: Option<Checkpoint> = read_json(&path).map_err(|e| e.to_string())?;
-        let Some(Checkpoint { snapshot, config }) = checkpoint else {
+    fn recover_plugin(
+        &self,
+        committed: &CommittedPlugin,
+    ) -> Result<CheckpointOutcome, NotRecovered> {
+        let install = || {
             self.install_unpersisted(&committed.version.digest, committed.config.clone())
-                .map_err(|e| e.to_string())?;
+                .map_err(NotRecovered::Load)
+        };
+        let path = self.checkpoint_path(&committed.plugin);
+        let checkpoint: Option<Checkpoint> =
+            read_json(&path).map_err(|e| NotRecovered::Checkpoint(e.to_string()))?;
+        let Some(Checkpoint { snapshot, config }) = checkpoint else {
+            install()?;
             return Ok(CheckpointOutcome::Missing);
         };
-        snapshot.verify().map_err(|e| e.to_string())?;
+        snapshot
+            .verify()
+            .map_err(|e| NotRecovered::Checkpoint(e.to_string()))?;
         let checkpoint = CheckpointRef {
             seq: snapshot.seq,
             sha256: snapshot.sha256,
         };
         if snapshot.version.digest == committed.version.digest {
-            self.install_unpersisted(&committed.version.digest, committed.config.clone())
-                .map_err(|e| e.to_string())?;
-            self.restore(&snapshot).map_err(|e| e.to_string())?;
+            install()?;
+            self.restore(&snapshot)
+                .map_err(|e| NotRecovered::Checkpoint(e.to_string()))?;
             return Ok(CheckpointOutcome::Restored { checkpoint });
         }
         // The checkpoint is another version's: the commit that changed the version did not
         // write its own. Migrate it forward (or back) as a swap would.
         let from = snapshot.version.clone();
         let why = |e: HostError| {
-            format!(
+            NotRecovered::Checkpoint(format!(
                 "its checkpoint was taken from {from}, not the committed {}, and cannot be \
                  migrated: {e}",
                 committed.version
-            )
+            ))
         };
         let old = self.library(&from.digest).map_err(why)?;
-        let new = self.library(&committed.version.digest).map_err(why)?;
+        let new = self
+            .library(&committed.version.digest)
+            .map_err(NotRecovered::Load)?;
         let transition =
             crate::migration::Transition::new(&committed.plugin, &old, &new, None).map_err(why)?;
         let old_config = config.unwrap_or_else(|| committed.config.clone());
@@ -445,8 +493,7 @@ impl Runtime {
             Some(&committed.config),
         )
         .map_err(why)?;
-        self.install_unpersisted(&committed.version.digest, committed.config.clone())
-            .map_err(|e| e.to_string())?;
+        install()?;
         self.restore_state(&committed.plugin, &migrated.state)
             .map_err(why)?;
         Ok(CheckpointOutcome::Migrated { checkpoint, from })

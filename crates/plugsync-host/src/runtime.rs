@@ -1,6 +1,6 @@
 //! The runtime a host embeds: store, resident libraries and slots, and the operations on them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SystemClock};
 use crate::digest::Digest;
 use crate::error::{HostError, Result};
+use crate::keys::TrustedKeys;
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
 use crate::persist::{CommittedPlugin, Recovery};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
@@ -28,7 +29,8 @@ pub struct RuntimeOptions {
     /// How many versions of one plugin may be mapped in the process at once. Code is never
     /// unmapped, so this bounds what a long-running host accumulates.
     pub resident_cap: usize,
-    /// What the loader accepts.
+    /// What the loader accepts, and whose signatures every artifact must carry to load
+    /// ([`LoadPolicy::trusted_keys`]).
     pub load_policy: LoadPolicy,
     /// The host clock that gives each call its time, and by which leases expire.
     pub clock: Arc<dyn Clock>,
@@ -77,6 +79,9 @@ pub(crate) struct Shared {
     /// Libraries mapped but refused after `dlopen` (a bad vtable), by digest, with their plugin
     /// id: their code is mapped for good too, so they count against the resident cap.
     refused_mapped: Mutex<BTreeMap<Digest, String>>,
+    /// Artifacts allowed to load without a signature although keys are trusted
+    /// ([`Runtime::allow_unsigned`]).
+    unsigned_allowed: Mutex<BTreeSet<Digest>>,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     resident_cap: usize,
     pub clock: Arc<dyn Clock>,
@@ -267,6 +272,7 @@ impl Runtime {
                 store,
                 libraries: Mutex::new(BTreeMap::new()),
                 refused_mapped: Mutex::new(BTreeMap::new()),
+                unsigned_allowed: Mutex::new(BTreeSet::new()),
                 slots: RwLock::new(BTreeMap::new()),
                 resident_cap: options.resident_cap,
                 clock: options.clock,
@@ -291,16 +297,69 @@ impl Runtime {
         self.shared.store.put(name, bytes, sha256)
     }
 
-    /// Stages a local library file (its digest is what its bytes hash to).
+    /// Stages artifact bytes announced with `sha256`, with their publisher's `signature` (128
+    /// hex digits), kept beside them and checked before every load
+    /// ([`ArtifactStore::put_signed`]).
+    pub fn stage_signed(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: &Digest,
+        signature: Option<&str>,
+    ) -> Result<StoredArtifact> {
+        self.shared.store.put_signed(name, bytes, sha256, signature)
+    }
+
+    /// Stages a local library file (its digest is what its bytes hash to), with the signature
+    /// in `<path>.sig` if there is one.
     pub fn stage_file(&self, path: &Path) -> Result<StoredArtifact> {
         self.shared.store.put_file(path)
+    }
+
+    /// The keys whose signatures every artifact must carry to load (none: not checked).
+    pub fn trusted_keys(&self) -> &TrustedKeys {
+        self.shared.store.trusted_keys()
+    }
+
+    /// Lets one artifact load without a signature in this process although keys are trusted:
+    /// for development (`plugsync host --allow-unsigned-load`). A signature it does carry must
+    /// still be good.
+    pub fn allow_unsigned(&self, digest: &Digest) {
+        lock(&self.shared.unsigned_allowed).insert(*digest);
+    }
+
+    /// Checks that a stored artifact may load: with trusted keys, its signature must be one of
+    /// theirs over its id, version and digest (or it is unsigned and allowed by
+    /// [`allow_unsigned`](Self::allow_unsigned)). Runs before every `dlopen`.
+    pub fn check_signature(&self, artifact: &StoredArtifact) -> Result<()> {
+        let keys = self.trusted_keys();
+        if artifact.signature.is_none()
+            && !keys.is_empty()
+            && lock(&self.shared.unsigned_allowed).contains(&artifact.digest)
+        {
+            tracing::warn!(
+                plugin = %artifact.metadata.id,
+                version = %artifact.metadata.version,
+                digest = %artifact.digest,
+                "loading an unsigned artifact: allowed for development (`--allow-unsigned-load`)"
+            );
+            return Ok(());
+        }
+        keys.check_artifact(
+            &artifact.metadata,
+            &artifact.digest,
+            artifact.signature.as_deref(),
+        )
     }
 
     /// Maps the library of a stored artifact, or reuses it if it is resident already.
     pub(crate) fn library(&self, digest: &Digest) -> Result<Arc<Library>> {
         match self.resident(digest) {
             Some(library) => Ok(library),
-            None => self.map(self.shared.store.get(digest)?),
+            None => {
+                let (artifact, bytes) = self.shared.store.read(digest)?;
+                self.map_bytes(artifact, &bytes)
+            }
         }
     }
 
@@ -309,8 +368,16 @@ impl Runtime {
         lock(&self.shared.libraries).get(digest).cloned()
     }
 
-    /// Maps a verified artifact (or reuses it if another thread just did), within the cap.
+    /// Maps a stored artifact (or reuses it if it is resident): its bytes are read from the
+    /// store and verified once more here, and those very bytes are mapped.
     pub(crate) fn map(&self, artifact: StoredArtifact) -> Result<Arc<Library>> {
+        self.library(&artifact.digest)
+    }
+
+    /// Maps bytes read and verified by the store (or reuses the library if another thread just
+    /// did), within the cap.
+    fn map_bytes(&self, artifact: StoredArtifact, bytes: &[u8]) -> Result<Arc<Library>> {
+        self.check_signature(&artifact)?;
         let digest = &artifact.digest;
         let mut libraries = lock(&self.shared.libraries);
         if let Some(library) = libraries.get(digest) {
@@ -334,7 +401,8 @@ impl Runtime {
             });
         }
         let id = artifact.metadata.id.clone();
-        let library = match Library::open(&artifact.path, artifact.digest, artifact.metadata) {
+        let opened = Library::open(bytes, &artifact.path, artifact.digest, artifact.metadata);
+        let library = match opened {
             Ok(library) => Arc::new(library),
             Err(failure) => {
                 if failure.mapped {
@@ -347,6 +415,7 @@ impl Runtime {
             plugin = library.id(),
             version = %library.version,
             digest = %library.digest.short(),
+            memfd = library.memfd,
             "mapped plugin library"
         );
         libraries.insert(*digest, library.clone());

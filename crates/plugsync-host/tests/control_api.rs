@@ -648,7 +648,10 @@ async fn with_trusted_keys_only_a_trusted_signature_stages() {
     assert_eq!(staged["metadata"]["id"], "ma_cross");
     assert_eq!(staged["metadata"]["version"], "1.0.0");
     let stored = host.artifacts().join(digest.to_string()).join(&file);
-    assert_eq!(std::fs::read(stored).unwrap(), bytes);
+    assert_eq!(std::fs::read(&stored).unwrap(), bytes);
+    // The signature is kept beside the artifact: checked again before every load.
+    let kept = std::fs::read_to_string(stored.with_file_name(format!("{file}.sig"))).unwrap();
+    assert_eq!(kept, format!("{good}\n"));
     // Content-addressed: staging again is a no-op with the same answer.
     let again = host
         .put(&digest.to_string(), &file, bytes, Some(&good))

@@ -23,8 +23,12 @@
 //!
 //! Staging checks, in order, before anything is written: the file name (nothing that could
 //! leave the store), the size, the sha256 announced in the path, the metadata section, and,
-//! when trusted keys are configured, the ed25519 signature of [`signature_payload`] in the
-//! header `x-plugsync-signature`.
+//! when trusted keys are configured (the runtime's, [`LoadPolicy::trusted_keys`], and
+//! [`ControlConfig::trusted_keys`]), the ed25519 signature of [`signature_payload`] in the
+//! header `x-plugsync-signature`. The signature is kept beside the artifact, and the runtime
+//! checks it again before every load.
+//!
+//! [`LoadPolicy::trusted_keys`]: crate::LoadPolicy::trusted_keys
 //!
 //! ```no_run
 //! use plugsync_host::control::{ControlConfig, ControlServer};
@@ -42,11 +46,12 @@ use std::path::PathBuf;
 
 pub mod api;
 mod auth;
-mod keys;
 mod openapi;
 mod server;
 
-pub use keys::{TrustedKeys, signature_payload};
+/// The trusted keys live in the runtime (they guard every load, not only staging); re-exported
+/// here for the control API's users.
+pub use crate::keys::{TrustedKeys, signature_payload};
 pub use openapi::{openapi, running_state_schema};
 pub use server::ControlServer;
 
@@ -64,8 +69,9 @@ pub struct ControlConfig {
     pub token_file: PathBuf,
     /// Accept a non-loopback [`listen`](ControlConfig::listen) address (`--allow-remote`).
     pub allow_remote: bool,
-    /// Public keys whose signature an artifact must carry to be staged; none: signatures are
-    /// not required.
+    /// Public keys whose signature an artifact must carry to be staged, in addition to the
+    /// runtime's own ([`LoadPolicy::trusted_keys`](crate::LoadPolicy::trusted_keys), which are
+    /// also checked before every load); none here and none there: signatures are not required.
     pub trusted_keys: TrustedKeys,
     /// The largest artifact accepted, in bytes (256 MiB by default).
     pub max_artifact_bytes: usize,
@@ -160,41 +166,6 @@ pub enum ControlError {
         listen: SocketAddr,
         /// The cause.
         source: std::io::Error,
-    },
-
-    /// The trusted keys file cannot be read.
-    #[error("cannot read trusted keys file `{}`: {source}; check the path given as the trusted keys file", .path.display())]
-    KeysUnreadable {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-
-    /// A line of the trusted keys file is not an ed25519 public key.
-    #[error(
-        "`{}:{line}`: {reason}; write one ed25519 public key per line as 64 hex digits (`#` \
-         starts a comment)",
-        .path.display()
-    )]
-    BadKey {
-        /// The file.
-        path: PathBuf,
-        /// The line, from 1.
-        line: usize,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// The trusted keys file holds no key (which would silently accept unsigned artifacts).
-    #[error(
-        "trusted keys file `{}` holds no key: add one ed25519 public key per line (64 hex \
-         digits), or leave out the trusted keys to accept unsigned artifacts",
-        .path.display()
-    )]
-    NoTrustedKeys {
-        /// The file.
-        path: PathBuf,
     },
 
     /// The server stopped on an I/O error.

@@ -24,10 +24,10 @@ use super::api::{
     StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
 };
 use super::auth::{Token, check_listen};
-use super::keys::{SignatureError, TrustedKeys, signature_payload};
 use super::{ControlConfig, ControlError};
 use crate::digest::Digest;
 use crate::error::HostError;
+use crate::keys::{TrustedKeys, signature_payload};
 use crate::library::read_metadata;
 use crate::persist::check_step_id;
 use crate::rollback::RollbackReport;
@@ -357,10 +357,12 @@ impl ControlServer {
             listen: config.listen,
             source,
         })?;
+        // The runtime's keys guard every load; staging checks them too, and the API's own.
+        let keys = config.trusted_keys.union(runtime.trusted_keys());
         let app = App {
             runtime,
             token: Arc::new(token),
-            keys: Arc::new(config.trusted_keys),
+            keys: Arc::new(keys),
             max_artifact_bytes: config.max_artifact_bytes,
             max_json_bytes: config.max_json_bytes,
         };
@@ -510,12 +512,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The HTTP status of a runtime error: 400 bad input, 404 unknown plugin or artifact, 409 a
+/// The HTTP status of a runtime error: 400 bad input, 403 an artifact not signed by a trusted
+/// key, 404 unknown plugin or artifact, 409 a
 /// conflict with what runs, 422 the plugin or its verification failed, 500 the host failed.
 pub(crate) fn status_of(error: &HostError) -> StatusCode {
     match error {
         HostError::DigestMismatch { .. }
         | HostError::BadArtifactName { .. }
+        | HostError::SignatureName { .. }
         | HostError::NotALibrary { .. }
         | HostError::NoMetadata { .. }
         | HostError::BadMetadata { .. }
@@ -529,6 +533,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::JournalTooLarge { .. }
         | HostError::BadPluginId { .. }
         | HostError::ControlCharacter { .. } => StatusCode::BAD_REQUEST,
+        HostError::Unsigned { .. } | HostError::BadSignature { .. } => StatusCode::FORBIDDEN,
         HostError::UnknownArtifact { .. } | HostError::NotLoaded { .. } => StatusCode::NOT_FOUND,
         HostError::AlreadyLoaded { .. }
         | HostError::StepInProgress { .. }
@@ -545,7 +550,12 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::MigrationRule { .. }
         | HostError::SwapPanicked { .. }
         | HostError::BadSnapshot { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        HostError::Io { .. } | HostError::Load { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        HostError::Io { .. }
+        | HostError::Load { .. }
+        | HostError::InsecureStore { .. }
+        | HostError::KeysUnreadable { .. }
+        | HostError::BadKey { .. }
+        | HostError::NoTrustedKeys { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -739,7 +749,8 @@ async fn stage(
             let metadata = read_metadata(&file_name, &bytes)?;
             check_signature(&keys, &metadata, &expected, signature.as_deref())?;
         }
-        let stored = runtime.stage(&file_name, &bytes, &expected)?;
+        // Kept beside the artifact: checked again before every load.
+        let stored = runtime.stage_signed(&file_name, &bytes, &expected, signature.as_deref())?;
         tracing::info!(
             plugin = %stored.metadata.id,
             version = %stored.metadata.version,
@@ -782,10 +793,7 @@ fn check_signature(
     };
     let payload = signature_payload(&metadata.id, &metadata.version, sha256);
     keys.verify(&payload, signature).map_err(|error| {
-        let why = match error {
-            SignatureError::Malformed => "is not 128 hex digits",
-            SignatureError::Untrusted => "was not made by a key this host trusts",
-        };
+        let why = error.reason();
         ApiError::new(
             StatusCode::FORBIDDEN,
             "bad_signature",

@@ -4,16 +4,24 @@
 //! who can commit). A publisher signs [`signature_payload`]: the canonical JSON of the
 //! artifact's id, version and sha256, so a signature cannot be moved to other bytes, nor the
 //! bytes passed off as another plugin or version.
+//!
+//! A signature is 128 hex digits (the 64 bytes of the ed25519 signature), the same text in the
+//! control API's `x-plugsync-signature` header, in a `LIB.sig` file beside a library given to
+//! `plugsync host --load LIB`, and in the store beside the artifact
+//! (`artifacts/<sha256>/<file>.sig`), where it is checked again before every load.
 
 use std::fmt;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, VerifyingKey};
+use plugsync_plugin::PluginMetadata;
 
-use super::ControlError;
 use crate::digest::Digest;
+use crate::error::HostError;
 
-/// The ed25519 public keys whose signatures the host accepts on staged artifacts.
+/// The ed25519 public keys whose signatures the host accepts on artifacts: checked when an
+/// artifact is staged with a signature, and before every load (an unsigned artifact is then
+/// refused, unless allowed by [`Runtime::allow_unsigned`](crate::Runtime::allow_unsigned)).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct TrustedKeys(Vec<VerifyingKey>);
 
@@ -26,7 +34,7 @@ impl fmt::Debug for TrustedKeys {
 }
 
 impl TrustedKeys {
-    /// No trusted key: artifacts are staged without a signature.
+    /// No trusted key: artifacts are staged and loaded without a signature.
     pub fn none() -> Self {
         TrustedKeys(Vec::new())
     }
@@ -34,19 +42,18 @@ impl TrustedKeys {
     /// Reads a keys file: one ed25519 public key per line as 64 hex digits; `#` starts a
     /// comment, blank lines are skipped. A file with no key is an error (it would silently
     /// accept unsigned artifacts).
-    pub fn load(path: &Path) -> Result<Self, ControlError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ControlError::KeysUnreadable {
-                path: path.to_owned(),
-                source,
-            })?;
+    pub fn load(path: &Path) -> Result<Self, HostError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HostError::KeysUnreadable {
+            path: path.to_owned(),
+            source,
+        })?;
         let mut keys = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let key = line.split('#').next().unwrap_or_default().trim();
             if key.is_empty() {
                 continue;
             }
-            let bad = |reason: String| ControlError::BadKey {
+            let bad = |reason: String| HostError::BadKey {
                 path: path.to_owned(),
                 line: index + 1,
                 reason,
@@ -58,7 +65,7 @@ impl TrustedKeys {
             keys.push(key);
         }
         if keys.is_empty() {
-            return Err(ControlError::NoTrustedKeys {
+            return Err(HostError::NoTrustedKeys {
                 path: path.to_owned(),
             });
         }
@@ -73,6 +80,42 @@ impl TrustedKeys {
     /// How many keys are trusted.
     pub fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Checks an artifact before it is staged or loaded: with no trusted key, anything passes;
+    /// otherwise `signature` must be a trusted key's over its id, version and digest.
+    pub(crate) fn check_artifact(
+        &self,
+        metadata: &PluginMetadata,
+        digest: &Digest,
+        signature: Option<&str>,
+    ) -> Result<(), HostError> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let Some(signature) = signature else {
+            return Err(HostError::Unsigned {
+                plugin: metadata.id.clone(),
+                version: metadata.version.clone(),
+                digest: *digest,
+            });
+        };
+        let payload = signature_payload(&metadata.id, &metadata.version, digest);
+        self.verify(&payload, signature)
+            .map_err(|error| HostError::BadSignature {
+                plugin: metadata.id.clone(),
+                version: metadata.version.clone(),
+                digest: *digest,
+                reason: error.reason(),
+            })
+    }
+
+    /// These keys and `other`'s.
+    #[cfg(feature = "control-api")]
+    pub(crate) fn union(&self, other: &TrustedKeys) -> TrustedKeys {
+        let mut keys = self.0.clone();
+        keys.extend(other.0.iter().filter(|k| !self.0.contains(k)));
+        TrustedKeys(keys)
     }
 
     /// Whether `signature` (128 hex digits) is a signature of `payload` by a trusted key.
@@ -98,6 +141,21 @@ pub(crate) enum SignatureError {
     Malformed,
     /// No trusted key made it (for these bytes, id and version).
     Untrusted,
+}
+
+impl SignatureError {
+    /// What is wrong, after "the signature …".
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            SignatureError::Malformed => "is not 128 hex digits",
+            SignatureError::Untrusted => "was not made by a key this host trusts",
+        }
+    }
+}
+
+/// Whether `signature` is well formed (128 hex digits, surrounding whitespace ignored).
+pub(crate) fn well_formed(signature: &str) -> bool {
+    unhex::<64>(signature.trim()).is_some()
 }
 
 /// What a publisher signs for an artifact: the canonical JSON (RFC 8785, keys sorted) of
@@ -174,7 +232,7 @@ mod tests {
         std::fs::write(&path, "# nobody yet\n").unwrap();
         assert!(matches!(
             TrustedKeys::load(&path),
-            Err(ControlError::NoTrustedKeys { .. })
+            Err(HostError::NoTrustedKeys { .. })
         ));
     }
 }
