@@ -55,8 +55,9 @@ struct DemoArgs {
     /// File holding that host's bearer token (its `--token-file`).
     #[arg(long, value_name = "FILE", requires = "host")]
     token_file: Option<PathBuf>,
-    /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.
-    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA", requires = "host")]
+    /// The CA (PEM) that signed an `https://` `--host`'s certificate: the only one trusted.
+    // Not `requires = "host"`: set in the environment, it must not refuse the other venues.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
     tls_ca: Option<PathBuf>,
 }
 

@@ -14,6 +14,7 @@
 //!   a client that never finishes one holds up nobody else.
 
 use std::fmt;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -145,8 +146,11 @@ pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ControlError
     if certs.is_empty() {
         return Err(cert_error("it holds no `CERTIFICATE` block".to_owned()));
     }
-    // Like the token file: a key others can read is a key others may have.
-    let mode = std::fs::metadata(&files.key)
+    // Like the token file: a key others can read is a key others may have. Checked on the
+    // opened file, so it cannot change in between.
+    let mut file = std::fs::File::open(&files.key).map_err(|e| key_error(e.to_string()))?;
+    let mode = file
+        .metadata()
         .map_err(|e| key_error(e.to_string()))?
         .permissions()
         .mode()
@@ -157,7 +161,9 @@ pub(crate) fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ControlError
             mode,
         });
     }
-    let pem = std::fs::read(&files.key).map_err(|e| key_error(e.to_string()))?;
+    let mut pem = Vec::new();
+    file.read_to_end(&mut pem)
+        .map_err(|e| key_error(e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => {
             key_error("it holds no `PRIVATE KEY` block".to_owned())
