@@ -189,7 +189,7 @@ fn serve(runtime: &Runtime, dir: &Path) -> (tokio::runtime::Runtime, String) {
     let server = io
         .block_on(ControlServer::bind(runtime.clone(), config))
         .expect("the control API binds");
-    let base = format!("http://{}", server.local_addr());
+    let base = server.url().to_owned();
     io.spawn(server.serve(std::future::pending()));
     (io, base)
 }

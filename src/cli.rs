@@ -1,11 +1,11 @@
 //! The command line: parse, call one operation, map the result to an exit code.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use plugsync_host::control::{Listen, TlsFiles};
 
 use crate::ops;
 
@@ -47,13 +47,18 @@ struct DemoArgs {
     /// temporary store and token, trading with its feed) and stops with SIGTERM at the end.
     #[arg(long, conflicts_with = "host")]
     via_host: bool,
-    /// Run the steps through the control API of this running host instead: it must run
-    /// `ma_cross` 1.0.0 and `risk_model` 1.0.0 with `--feed on`.
+    /// Run the steps through the control API of this running host instead (`http://…`,
+    /// `https://…` or `unix:PATH`): it must run `ma_cross` 1.0.0 and `risk_model` 1.0.0 with
+    /// `--feed on`.
     #[arg(long, value_name = "URL", requires = "token_file")]
     host: Option<String>,
     /// File holding that host's bearer token (its `--token-file`).
     #[arg(long, value_name = "FILE", requires = "host")]
     token_file: Option<PathBuf>,
+    /// The CA (PEM) that signed an `https://` `--host`'s certificate: the only one trusted.
+    // Not `requires = "host"`: set in the environment, it must not refuse the other venues.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -97,10 +102,16 @@ impl std::str::FromStr for Feed {
 
 #[derive(Debug, clap::Args)]
 struct HostArgs {
-    /// Address the control API listens on (port 0: any free port, printed when ready). A
-    /// non-loopback address also needs `--allow-remote`.
-    #[arg(long, value_name = "ADDR", default_value_t = plugsync_host::control::DEFAULT_LISTEN)]
-    listen: SocketAddr,
+    /// Where the control API listens: `IP:PORT` (port 0: any free port, printed when ready),
+    /// or `unix:PATH` for a unix socket only this user can connect to (mode 0600). Plain HTTP
+    /// is served on loopback only: a non-loopback address needs `--allow-remote` and
+    /// `--tls-cert`/`--tls-key`.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value_t = Listen::Tcp(plugsync_host::control::DEFAULT_LISTEN)
+    )]
+    listen: Listen,
     /// File holding the control API's bearer token; it must be readable by its owner only
     /// (mode 0600).
     #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
@@ -119,9 +130,16 @@ struct HostArgs {
     /// load unsigned.
     #[arg(long)]
     allow_unsigned_load: bool,
-    /// Accept a non-loopback `--listen` address (the token then crosses the network in clear).
+    /// Accept a non-loopback `--listen` address; it also needs `--tls-cert` and `--tls-key`, so
+    /// that the token never crosses the network in clear.
     #[arg(long)]
     allow_remote: bool,
+    /// The certificate (PEM, then its intermediates) the control API presents over HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM; mode 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// A plugin library to load at start, with config `{}` (repeatable). Skipped when that
     /// plugin already runs from the store. With `--trusted-keys`, its signature is read from
     /// `LIB.sig` beside it (128 hex digits, as in the `x-plugsync-signature` header).
@@ -161,12 +179,15 @@ struct StatusArgs {
     /// Include every plugin's state.
     #[arg(long)]
     with_state: bool,
-    /// The host's control API.
+    /// The host's control API: `http://ADDR`, `https://HOST:PORT` or `unix:PATH`.
     #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
     host: String,
     /// File holding the host's bearer token (the host's `--token-file`).
     #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn init_logging(default: &str) {
@@ -190,7 +211,11 @@ fn demo_options(args: DemoArgs) -> crate::Result<ops::DemoOptions> {
                 source,
             })?,
         },
-        (false, Some(url), Some(token_file)) => ops::DemoVenue::Host { url, token_file },
+        (false, Some(url), Some(token_file)) => ops::DemoVenue::Host {
+            url,
+            token_file,
+            tls_ca: args.tls_ca,
+        },
         // clap makes `--host` and `--token-file` come together.
         _ => ops::DemoVenue::InProcess,
     };
@@ -209,6 +234,11 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     options.store = args.store;
     options.trusted_keys = args.trusted_keys;
     options.allow_remote = args.allow_remote;
+    options.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        // clap makes `--tls-cert` and `--tls-key` come together.
+        _ => None,
+    };
     options.load = args.load;
     options.allow_unsigned_load = args.allow_unsigned_load;
     match args.feed {
@@ -268,6 +298,7 @@ pub fn run() -> ExitCode {
             let options = ops::StatusOptions {
                 host: Some(args.host),
                 token_file: args.token_file,
+                tls_ca: args.tls_ca,
                 format: match args.output {
                     Output::Text => ops::StatusFormat::Text,
                     Output::Json => ops::StatusFormat::Json,

@@ -1,8 +1,10 @@
 //! A client of a host's control API (HTTP/JSON, bearer token): `status` and `demo --via-host`
 //! use it, and so will `reconcile` and `run`.
 //!
-//! Plain HTTP only: the control API listens on loopback by default. TLS comes with the HTTP
-//! registry, which needs it anyway.
+//! One client for the host's three transports, chosen by the host URL: `http://` (a host on
+//! loopback), `unix:PATH` (HTTP on the host's unix socket) and `https://`, where the host's
+//! certificate must verify against a CA the operator pins (`--tls-ca`): no built-in or system
+//! root is trusted, so a certificate bought from any public CA does not pass for the host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,15 +35,38 @@ pub(crate) struct ControlClient {
     shown: String,
     token: String,
     token_file: PathBuf,
+    /// The CA pinned for an `https://` host.
+    tls_ca: Option<PathBuf>,
     http: reqwest::Client,
     io: tokio::runtime::Runtime,
 }
 
+/// How the client reaches the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transport {
+    /// Plain HTTP over TCP.
+    Http,
+    /// HTTPS, verified against the pinned CA.
+    Https,
+    /// HTTP over the unix socket at this path.
+    Unix(PathBuf),
+}
+
 impl ControlClient {
     /// A client of the host at `host` (default [`DEFAULT_HOST`]) authenticating with the token
-    /// in `token_file`. Checks the URL, then reads the token; connects on the first request.
-    pub fn new(host: Option<&str>, token_file: Option<&Path>) -> Result<ControlClient> {
-        let (base, shown) = parse_host(host.unwrap_or(DEFAULT_HOST))?;
+    /// in `token_file`; an `https://` host's certificate must verify against the CA in `tls_ca`
+    /// (ignored for other hosts). Checks the URL, reads the token and the CA; connects on the
+    /// first request.
+    pub fn new(
+        host: Option<&str>,
+        token_file: Option<&Path>,
+        tls_ca: Option<&Path>,
+    ) -> Result<ControlClient> {
+        let (base, shown, transport) = parse_host(host.unwrap_or(DEFAULT_HOST))?;
+        let tls_ca = match transport {
+            Transport::Https => Some(tls_ca.ok_or_else(|| Error::NoTlsCa { url: shown.clone() })?),
+            _ => None,
+        };
         let token_file = token_file.ok_or(Error::NoTokenFile)?.to_owned();
         let token = std::fs::read_to_string(&token_file)
             .map_err(|source| Error::TokenFile {
@@ -53,16 +78,25 @@ impl ControlClient {
         if token.is_empty() {
             return Err(Error::EmptyToken { path: token_file });
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             // The token must never go to a proxy named by the environment.
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| Error::Setup {
-                action: "set up the HTTP client",
-                source: std::io::Error::other(e),
-            })?;
+            // Only the pinned CA vouches for a host (this build has no built-in roots anyway).
+            .tls_built_in_root_certs(false);
+        if let Some(ca) = tls_ca {
+            for certificate in pinned_ca(ca)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Transport::Unix(path) = &transport {
+            builder = builder.unix_socket(path.as_path());
+        }
+        let http = builder.build().map_err(|e| Error::Setup {
+            action: "set up the HTTP client",
+            source: std::io::Error::other(e),
+        })?;
         let io = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -75,6 +109,7 @@ impl ControlClient {
             shown,
             token,
             token_file,
+            tls_ca: tls_ca.map(Path::to_owned),
             http,
             io,
         })
@@ -168,6 +203,13 @@ impl ControlClient {
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> Error {
+        if let (Some(ca), Some(refused)) = (&self.tls_ca, certificate_refusal(error)) {
+            return Error::CertificateRefused {
+                url: self.shown.clone(),
+                ca: ca.clone(),
+                reason: refused.to_string(),
+            };
+        }
         Error::Unreachable {
             url: self.shown.clone(),
             cause: cause(error),
@@ -175,22 +217,57 @@ impl ControlClient {
     }
 }
 
-/// Checks a host URL: `http://HOST[:PORT][/PREFIX]`. Returns the API root (ending with `/`)
-/// and the URL as shown in messages.
-fn parse_host(url: &str) -> Result<(Url, String)> {
+/// The certificates of the pinned CA file (PEM; at least one).
+fn pinned_ca(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let bad = |reason: String| Error::TlsCa {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certificates.is_empty() {
+        return Err(bad("it holds no `CERTIFICATE` block".to_owned()));
+    }
+    Ok(certificates)
+}
+
+/// The TLS verdict on the host's certificate, if that is why a request failed. rustls's error
+/// travels inside `io::Error`s, whose `source()` skips what they wrap: each one is opened.
+fn certificate_refusal(error: &reqwest::Error) -> Option<&rustls::Error> {
+    fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(refusal @ rustls::Error::InvalidCertificate(_)) = error.downcast_ref() {
+            return Some(refusal);
+        }
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| find(inner));
+        wrapped.or_else(|| error.source().and_then(find))
+    }
+    find(error)
+}
+
+/// Checks a host URL: `http[s]://HOST[:PORT][/PREFIX]` or `unix:PATH`. Returns the API root
+/// (ending with `/`), the URL as shown in messages and how to reach it.
+fn parse_host(url: &str) -> Result<(Url, String, Transport)> {
     let bad = || Error::BadHostUrl {
         url: url.to_owned(),
     };
-    let parsed = Url::parse(url).map_err(|_| bad())?;
-    match parsed.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(Error::TlsUnsupported {
-                url: url.to_owned(),
-            });
+    if let Some(path) = url.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(bad());
         }
-        _ => return Err(bad()),
+        // Every request goes to the socket; the URL only names the path (and `Host` header).
+        let base = Url::parse("http://localhost/").expect("a valid URL");
+        return Ok((base, url.to_owned(), Transport::Unix(PathBuf::from(path))));
     }
+    let parsed = Url::parse(url).map_err(|_| bad())?;
+    let transport = match parsed.scheme() {
+        "http" => Transport::Http,
+        "https" => Transport::Https,
+        _ => return Err(bad()),
+    };
     if parsed.host_str().is_none_or(str::is_empty)
         || parsed.query().is_some()
         || parsed.fragment().is_some()
@@ -204,7 +281,7 @@ fn parse_host(url: &str) -> Result<(Url, String)> {
         let path = format!("{}/", base.path());
         base.set_path(&path);
     }
-    Ok((base, url.trim_end_matches('/').to_owned()))
+    Ok((base, url.trim_end_matches('/').to_owned(), transport))
 }
 
 /// The root cause of a failed request, in a few lowercase words (`connection refused`).
@@ -294,7 +371,7 @@ mod tests {
         let token = dir.path().join("token");
         std::fs::write(&token, "  the-token\n").unwrap();
         let (url, server) = serve_once(response);
-        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let client = ControlClient::new(Some(&url), Some(&token), None).unwrap();
         let result = client.get("v1/status", &[("with_state", "true")]);
         (result, server.join().unwrap())
     }
@@ -321,7 +398,7 @@ mod tests {
         let token = dir.path().join("token");
         std::fs::write(&token, "the-token").unwrap();
         let (url, server) = serve_once(answer("200 OK", r#"{"plugin":"ma_cross"}"#));
-        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let client = ControlClient::new(Some(&url), Some(&token), None).unwrap();
         let committed: Value = client
             .post_json(
                 "v1/steps/s1/commit",
@@ -344,7 +421,7 @@ mod tests {
         );
 
         let (url, server) = serve_once(answer("200 OK", "[1]"));
-        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let client = ControlClient::new(Some(&url), Some(&token), None).unwrap();
         let staged: Vec<u8> = client
             .put_bytes("v1/artifacts/ab/lib.so", b"\x7fELF".to_vec())
             .unwrap();
@@ -358,7 +435,7 @@ mod tests {
 
         // An answer that is JSON, but not what was asked for.
         let (url, _server) = serve_once(answer("200 OK", r#"{"plugin":"ma_cross"}"#));
-        let client = ControlClient::new(Some(&url), Some(&token)).unwrap();
+        let client = ControlClient::new(Some(&url), Some(&token), None).unwrap();
         let error = client.get_json::<Vec<u8>>("v1/status", &[]).unwrap_err();
         assert!(
             matches!(&error, Error::BadAnswer { reason, .. } if reason.starts_with("unexpected JSON: ")),
@@ -404,26 +481,56 @@ mod tests {
 
     #[test]
     fn host_urls() {
-        let ok = |url: &str, base: &str, shown: &str| {
-            let (b, s) = parse_host(url).unwrap_or_else(|e| panic!("{url}: {e}"));
-            assert_eq!((b.as_str(), s.as_str()), (base, shown), "{url}");
+        let ok = |url: &str, base: &str, shown: &str, transport: Transport| {
+            let (b, s, t) = parse_host(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(
+                (b.as_str(), s.as_str(), t),
+                (base, shown, transport),
+                "{url}"
+            );
         };
         ok(
             "http://127.0.0.1:7077",
             "http://127.0.0.1:7077/",
             "http://127.0.0.1:7077",
+            Transport::Http,
         );
         ok(
             "http://127.0.0.1:7077/",
             "http://127.0.0.1:7077/",
             "http://127.0.0.1:7077",
+            Transport::Http,
         );
         ok(
             "http://[::1]:7077/desk-a",
             "http://[::1]:7077/desk-a/",
             "http://[::1]:7077/desk-a",
+            Transport::Http,
         );
-        ok("http://localhost", "http://localhost/", "http://localhost");
+        ok(
+            "http://localhost",
+            "http://localhost/",
+            "http://localhost",
+            Transport::Http,
+        );
+        ok(
+            "https://desk-a.example:7077",
+            "https://desk-a.example:7077/",
+            "https://desk-a.example:7077",
+            Transport::Https,
+        );
+        ok(
+            "unix:/run/plugsync/control.sock",
+            "http://localhost/",
+            "unix:/run/plugsync/control.sock",
+            Transport::Unix(PathBuf::from("/run/plugsync/control.sock")),
+        );
+        ok(
+            "unix:control.sock",
+            "http://localhost/",
+            "unix:control.sock",
+            Transport::Unix(PathBuf::from("control.sock")),
+        );
         for bad in [
             "foo",
             "127.0.0.1:7077",
@@ -432,17 +539,178 @@ mod tests {
             "http://",
             "http://u:p@127.0.0.1:7077",
             "http://127.0.0.1:7077/?x=1",
+            "unix:",
             "",
         ] {
             let error = parse_host(bad).unwrap_err();
             assert_eq!(
                 error.to_string(),
-                format!("`{bad}` is not a valid host URL: expected e.g. http://127.0.0.1:7077"),
+                format!(
+                    "`{bad}` is not a valid host URL: expected e.g. `http://127.0.0.1:7077`, \
+                     `https://host.example:7077` or `unix:/run/plugsync/control.sock`"
+                ),
             );
         }
+    }
+
+    /// A real control API (over an empty runtime) in `dir`, served while the returned runtime
+    /// lives; its URL.
+    fn real_host(
+        dir: &Path,
+        listen: plugsync_host::control::Listen,
+        tls: Option<plugsync_host::control::TlsFiles>,
+    ) -> (tokio::runtime::Runtime, String) {
+        use plugsync_host::control::{ControlConfig, ControlServer};
+        use std::os::unix::fs::PermissionsExt;
+        let token = dir.join("host-token");
+        std::fs::write(&token, "the-token\n").unwrap();
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let io = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtime =
+            plugsync_host::Runtime::new(plugsync_host::RuntimeOptions::new(dir.join("store")))
+                .unwrap();
+        let mut config = ControlConfig::new(token);
+        config.listen = listen;
+        config.tls = tls;
+        let server = io.block_on(ControlServer::bind(runtime, config)).unwrap();
+        let url = server.url().to_owned();
+        io.spawn(server.serve(std::future::pending()));
+        (io, url)
+    }
+
+    /// A token file holding the host's token, and one holding another.
+    fn tokens(dir: &Path) -> (PathBuf, PathBuf) {
+        let (right, wrong) = (dir.join("token"), dir.join("wrong-token"));
+        std::fs::write(&right, "the-token").unwrap();
+        std::fs::write(&wrong, "not-the-token").unwrap();
+        (right, wrong)
+    }
+
+    #[test]
+    fn a_host_on_a_unix_socket_is_reached_by_the_same_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let (_io, url) = real_host(
+            dir.path(),
+            plugsync_host::control::Listen::Unix(socket.clone()),
+            None,
+        );
+        assert_eq!(url, format!("unix:{}", socket.display()));
+        let (token, wrong) = tokens(dir.path());
+        let client = ControlClient::new(Some(&url), Some(&token), None).unwrap();
+        let status: Value = client.get_json("v1/status", &[]).unwrap();
+        assert_eq!(status["plugins"], serde_json::json!([]));
+        let client = ControlClient::new(Some(&url), Some(&wrong), None).unwrap();
         assert!(matches!(
-            parse_host("https://127.0.0.1:7077"),
-            Err(Error::TlsUnsupported { .. })
+            client.get("v1/status", &[]),
+            Err(Error::Unauthorized { .. })
         ));
+        // Nobody on the socket: the same one-line error as a closed port.
+        let closed = format!("unix:{}", dir.path().join("closed.sock").display());
+        let client = ControlClient::new(Some(&closed), Some(&token), None).unwrap();
+        let error = client.get("v1/status", &[]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot reach the plugsync host at {closed}: ")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_https_host_is_trusted_through_the_pinned_ca_only() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("plugsync test CA");
+        let (other_pem, _) = ca("another CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let file = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        let tls = plugsync_host::control::TlsFiles {
+            cert: file("host.pem", cert.pem()),
+            key: file("host.key", key.serialize_pem()),
+        };
+        let (ca, other) = (file("ca.pem", ca_pem), file("other-ca.pem", other_pem));
+        let (_io, url) = real_host(
+            dir.path(),
+            plugsync_host::control::Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            Some(tls),
+        );
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let (token, _) = tokens(dir.path());
+
+        let client = ControlClient::new(Some(&url), Some(&token), Some(&ca)).unwrap();
+        let status: Value = client.get_json("v1/status", &[]).unwrap();
+        assert_eq!(status["plugins"], serde_json::json!([]));
+
+        let client = ControlClient::new(Some(&url), Some(&token), Some(&other)).unwrap();
+        let error = client.get("v1/status", &[]).unwrap_err();
+        assert!(
+            matches!(&error, Error::CertificateRefused { reason, .. } if reason.contains("UnknownIssuer")),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the plugsync host at {url} presented a certificate that does not verify \
+                 against the pinned CA `{}` (invalid peer certificate: UnknownIssuer): pin the \
+                 CA that signed the host's `--tls-cert` with `--tls-ca`, and use a host name or \
+                 address the certificate names",
+                other.display()
+            )
+        );
+    }
+
+    #[test]
+    fn https_needs_a_pinned_ca_that_holds_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "the-token").unwrap();
+        let url = "https://127.0.0.1:7077";
+        let error = ControlClient::new(Some(url), Some(&token), None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "`https://127.0.0.1:7077` is HTTPS, and plugsync trusts only the CA you pin for it: \
+             pass `--tls-ca FILE` (or set `PLUGSYNC_TLS_CA`) with the CA certificate that signed \
+             the host's `--tls-cert`"
+        );
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = ControlClient::new(Some(url), Some(&token), Some(&empty)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "cannot use `{}` as the pinned CA: it holds no `CERTIFICATE` block; give a PEM \
+                 file holding the CA certificate that signed the host's `--tls-cert`",
+                empty.display()
+            )
+        );
+        // A CA given with a plain `http://` URL is not read: `PLUGSYNC_TLS_CA` may be set for
+        // another host.
+        let missing = dir.path().join("missing.pem");
+        ControlClient::new(Some("http://127.0.0.1:7077"), Some(&token), Some(&missing)).unwrap();
     }
 }

@@ -61,20 +61,51 @@ pub enum Error {
     },
 
     /// `--host` / `PLUGSYNC_HOST` is not a URL of a host.
-    #[error("`{url}` is not a valid host URL: expected e.g. http://127.0.0.1:7077")]
+    #[error(
+        "`{url}` is not a valid host URL: expected e.g. `http://127.0.0.1:7077`, \
+         `https://host.example:7077` or `unix:/run/plugsync/control.sock`"
+    )]
     BadHostUrl {
         /// What was given.
         url: String,
     },
 
-    /// An `https://` host URL: this build speaks plain HTTP only.
+    /// An `https://` host URL without a pinned CA: plugsync trusts no built-in root.
     #[error(
-        "`{url}`: this build of plugsync talks to the host's control API over plain HTTP only \
-         (it listens on loopback): use `http://`"
+        "`{url}` is HTTPS, and plugsync trusts only the CA you pin for it: pass `--tls-ca FILE` \
+         (or set `PLUGSYNC_TLS_CA`) with the CA certificate that signed the host's `--tls-cert`"
     )]
-    TlsUnsupported {
+    NoTlsCa {
         /// What was given.
         url: String,
+    },
+
+    /// The pinned CA file cannot be used.
+    #[error(
+        "cannot use `{path}` as the pinned CA: {reason}; give a PEM file holding the CA \
+         certificate that signed the host's `--tls-cert`"
+    )]
+    TlsCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The host's TLS certificate did not verify against the pinned CA (or does not name the
+    /// host of the URL).
+    #[error(
+        "the plugsync host at {url} presented a certificate that does not verify against the \
+         pinned CA `{ca}` ({reason}): pin the CA that signed the host's `--tls-cert` with \
+         `--tls-ca`, and use a host name or address the certificate names"
+    )]
+    CertificateRefused {
+        /// The host URL.
+        url: String,
+        /// The pinned CA file.
+        ca: PathBuf,
+        /// What rustls said, e.g. `invalid peer certificate: UnknownIssuer`.
+        reason: String,
     },
 
     /// The host's control API could not be reached.

@@ -75,6 +75,7 @@ impl Proc {
             .args(args)
             .env_remove("PLUGSYNC_HOST")
             .env_remove("PLUGSYNC_TOKEN_FILE")
+            .env_remove("PLUGSYNC_TLS_CA")
             .env_remove("PLUGSYNC_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -585,7 +586,8 @@ fn status_refusals_are_one_line_each() {
         ],
         &[],
         None,
-        "error: `foo` is not a valid host URL: expected e.g. http://127.0.0.1:7077\n",
+        "error: `foo` is not a valid host URL: expected e.g. `http://127.0.0.1:7077`, \
+         `https://host.example:7077` or `unix:/run/plugsync/control.sock`\n",
     );
     status(
         &[],
@@ -594,7 +596,9 @@ fn status_refusals_are_one_line_each() {
             ("PLUGSYNC_TOKEN_FILE", token_arg),
         ],
         None,
-        "error: `127.0.0.1:7077` is not a valid host URL: expected e.g. http://127.0.0.1:7077\n",
+        "error: `127.0.0.1:7077` is not a valid host URL: expected e.g. \
+         `http://127.0.0.1:7077`, `https://host.example:7077` or \
+         `unix:/run/plugsync/control.sock`\n",
     );
     // The right token still works: the refusals changed nothing.
     assert_eq!(host.status(&token, &[]).status.code(), Some(0));
@@ -647,8 +651,40 @@ fn a_host_refuses_to_start_without_a_private_token_file_or_on_a_remote_address()
         root,
         None,
         "error: refusing to listen on `0.0.0.0:0`: it is not a loopback address, and whoever \
-         reaches the control API can change what the host runs; listen on `127.0.0.1`, or pass \
-         `--allow-remote` to accept other machines\n",
+         reaches the control API can change what the host runs; listen on `127.0.0.1` or a unix \
+         socket (`--listen unix:PATH`), or pass `--allow-remote` with `--tls-cert FILE \
+         --tls-key FILE` to accept other machines over HTTPS\n",
+    );
+    refused(
+        &host(&[
+            "--listen".as_ref(),
+            "0.0.0.0:0".as_ref(),
+            "--allow-remote".as_ref(),
+            "--token-file".as_ref(),
+            private.as_os_str(),
+        ]),
+        root,
+        None,
+        "error: refusing to serve plain HTTP on `0.0.0.0:0`: it is not a loopback address, and \
+         the bearer token would cross the network in clear; pass `--tls-cert FILE --tls-key \
+         FILE` (PEM) to serve HTTPS, or listen on `127.0.0.1` or a unix socket (`--listen \
+         unix:PATH`)\n",
+    );
+    // A usage error: clap's exit code 2.
+    let unparsed = host(&[
+        "--listen".as_ref(),
+        "localhost:7077".as_ref(),
+        "--token-file".as_ref(),
+        private.as_os_str(),
+    ]);
+    assert_eq!(
+        (unparsed.status.code(), unparsed.stderr.as_str()),
+        (
+            Some(2),
+            "error: invalid value 'localhost:7077' for '--listen <ADDR>': `localhost:7077` is not a \
+         listen address: give `IP:PORT` (e.g. `127.0.0.1:7077`) or `unix:PATH` (e.g. \
+         `unix:/run/plugsync/control.sock`)\n\nFor more information, try '--help'.\n"
+        )
     );
 
     // Two versions of one plugin: refused before anything is installed.
@@ -683,7 +719,9 @@ fn a_host_refuses_to_start_without_a_private_token_file_or_on_a_remote_address()
         twice.stderr
     );
 
-    // Asked for, a remote address is served.
+    // Asked for, and over TLS, a remote address is served; a client trusts it through the
+    // pinned CA only.
+    let pki = Pki::new(root);
     let mut remote = Proc::spawn(
         &[
             OsStr::new("host"),
@@ -694,15 +732,52 @@ fn a_host_refuses_to_start_without_a_private_token_file_or_on_a_remote_address()
             "--listen".as_ref(),
             "0.0.0.0:0".as_ref(),
             "--allow-remote".as_ref(),
+            "--tls-cert".as_ref(),
+            pki.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            pki.key.as_os_str(),
             "--token-file".as_ref(),
             private.as_os_str(),
         ],
         &[],
     );
-    let ready = remote.line_starting(READY);
-    assert!(
-        ready.starts_with("plugsync host listening on http://0.0.0.0:"),
-        "{ready}"
+    let ready = remote.line_starting("plugsync host listening on https://");
+    let port = ready
+        .strip_prefix("plugsync host listening on https://0.0.0.0:")
+        .unwrap_or_else(|| panic!("{ready}"));
+    // Only loopback is ever asked (the certificate names 127.0.0.1).
+    let url = format!("https://127.0.0.1:{port}");
+    let status = |env: &[(&str, &OsStr)]| {
+        plugsync(
+            &[
+                OsStr::new("status"),
+                "--host".as_ref(),
+                url.as_ref(),
+                "--token-file".as_ref(),
+                private.as_os_str(),
+            ],
+            env,
+        )
+    };
+    let trusted = status(&[("PLUGSYNC_TLS_CA", pki.ca.as_os_str())]);
+    assert_eq!(trusted.status.code(), Some(0), "{}", trusted.stderr);
+    assert!(trusted.stdout.contains("0 plugins"), "{}", trusted.stdout);
+    refused(
+        &status(&[("PLUGSYNC_TLS_CA", pki.other_ca.as_os_str())]),
+        root,
+        Some(&url),
+        "error: the plugsync host at [HOST] presented a certificate that does not verify against \
+         the pinned CA `[ROOT]/other-ca.pem` (invalid peer certificate: UnknownIssuer): pin the \
+         CA that signed the host's `--tls-cert` with `--tls-ca`, and use a host name or address \
+         the certificate names\n",
+    );
+    refused(
+        &status(&[]),
+        root,
+        Some(&url),
+        "error: `[HOST]` is HTTPS, and plugsync trusts only the CA you pin for it: pass \
+         `--tls-ca FILE` (or set `PLUGSYNC_TLS_CA`) with the CA certificate that signed the \
+         host's `--tls-cert`\n",
     );
     remote.signal("INT");
     let stopped = remote.finish();
@@ -711,6 +786,130 @@ fn a_host_refuses_to_start_without_a_private_token_file_or_on_a_remote_address()
         stopped.stderr.contains("SIGINT received"),
         "{}",
         stopped.stderr
+    );
+}
+
+/// A CA, a host certificate it signed for `127.0.0.1` (and its key, mode 0600), and another
+/// CA, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    other_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("plugsync test CA");
+        let (other_pem, _) = ca("another CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let file = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            path
+        };
+        Pki {
+            ca: file("ca.pem", ca_pem),
+            other_ca: file("other-ca.pem", other_pem),
+            cert: file("host.pem", cert.pem()),
+            key: file("host.key", key.serialize_pem()),
+        }
+    }
+}
+
+#[test]
+fn a_host_on_a_unix_socket_answers_status_and_removes_the_socket_when_it_stops() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let wrong = token_file(root, "wrong-token", "not-the-token", 0o600);
+    let socket = root.join("control.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut proc = Proc::spawn(
+        &[
+            OsStr::new("host"),
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+            "--store".as_ref(),
+            root.join("store").as_os_str(),
+            "--feed".as_ref(),
+            "off".as_ref(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        proc.line_starting("plugsync host listening on "),
+        format!("plugsync host listening on {listen}")
+    );
+    let metadata = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o7777, 0o600);
+    let host = Host {
+        proc,
+        url: listen.clone(),
+    };
+
+    let shown = host.status(&token, &[]);
+    assert_eq!(shown.status.code(), Some(0), "{}", shown.stderr);
+    assert!(shown.stdout.contains("0 plugins"), "{}", shown.stdout);
+    // The same from the environment.
+    let shown = plugsync(
+        &["status"],
+        &[
+            ("PLUGSYNC_HOST", listen.as_ref()),
+            ("PLUGSYNC_TOKEN_FILE", token.as_os_str()),
+        ],
+    );
+    assert_eq!(shown.status.code(), Some(0), "{}", shown.stderr);
+    // The token is still required.
+    refused(
+        &host.status(&wrong, &[]),
+        root,
+        Some(&listen),
+        "error: the plugsync host at [HOST] refused the token in `[ROOT]/wrong-token`: check that \
+         it matches the host's `--token-file`\n",
+    );
+
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        std::fs::symlink_metadata(&socket).is_err(),
+        "the socket file is removed at a clean stop"
+    );
+    refused(
+        &plugsync(
+            &[
+                OsStr::new("status"),
+                "--host".as_ref(),
+                listen.as_ref(),
+                "--token-file".as_ref(),
+                token.as_os_str(),
+            ],
+            &[],
+        ),
+        root,
+        Some(&listen),
+        "error: cannot reach the plugsync host at [HOST]: No such file or directory (os error 2); \
+         is `plugsync host` running?\n",
     );
 }
 

@@ -51,10 +51,12 @@ pub enum DemoVenue {
     /// Through the control API of a host already running `ma_cross` 1.0.0 and `risk_model`
     /// 1.0.0 with its feed on.
     Host {
-        /// Its control API URL.
+        /// Its control API URL (`http://`, `https://` or `unix:PATH`).
         url: String,
         /// The file holding its bearer token.
         token_file: PathBuf,
+        /// The CA its certificate must verify against, for an `https://` URL.
+        tls_ca: Option<PathBuf>,
     },
 }
 
@@ -142,7 +144,11 @@ pub fn demo(options: &DemoOptions, out: &mut dyn Write) -> Result<DemoOutcome> {
     match &options.venue {
         DemoVenue::InProcess => in_process::run(&dir, options, out),
         DemoVenue::SpawnHost { program } => via_host::spawn_and_run(program, &dir, options, out),
-        DemoVenue::Host { url, token_file } => via_host::run(url, token_file, &dir, options, out),
+        DemoVenue::Host {
+            url,
+            token_file,
+            tls_ca,
+        } => via_host::run(url, token_file, tls_ca.as_deref(), &dir, options, out),
     }
 }
 

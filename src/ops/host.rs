@@ -19,12 +19,11 @@
 //!    back (a restart comes back on the committed set) and the states are checkpointed.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use plugsync_host::control::{ControlConfig, ControlServer};
+use plugsync_host::control::{ControlConfig, ControlServer, Listen, TlsFiles};
 use plugsync_host::{
     CheckpointOutcome, Recovery, Runtime, RuntimeOptions, SlotHandle, StoredArtifact, TrustedKeys,
 };
@@ -52,12 +51,15 @@ const FAILURE_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How `plugsync host` runs.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
-    /// Where the control API listens (port 0: any free port, shown in the ready line).
-    pub listen: SocketAddr,
+    /// Where the control API listens: a TCP address (port 0: any free port, shown in the ready
+    /// line) or a unix socket (created `0600`, removed when the host stops).
+    pub listen: Listen,
     /// The file holding the control API's bearer token (mode 0600).
     pub token_file: PathBuf,
-    /// Accept a non-loopback `listen` address.
+    /// Accept a non-loopback `listen` address (which also needs `tls`).
     pub allow_remote: bool,
+    /// Serve the control API over HTTPS with this certificate and key.
+    pub tls: Option<TlsFiles>,
     /// The host's store: artifacts, committed set, checkpoints, step outcomes.
     pub store: PathBuf,
     /// Keys one of which must have signed every artifact, checked when it is staged through the
@@ -92,9 +94,10 @@ impl HostOptions {
     /// every second.
     pub fn new(token_file: impl Into<PathBuf>) -> HostOptions {
         HostOptions {
-            listen: plugsync_host::control::DEFAULT_LISTEN,
+            listen: Listen::Tcp(plugsync_host::control::DEFAULT_LISTEN),
             token_file: token_file.into(),
             allow_remote: false,
+            tls: None,
             store: PathBuf::from("plugsync-host-store"),
             trusted_keys: None,
             load: Vec::new(),
@@ -110,8 +113,9 @@ impl HostOptions {
     }
 }
 
-/// Runs the reference host until SIGTERM or SIGINT. Prints `plugsync host listening on
-/// http://ADDR` on stdout once the control API accepts connections.
+/// Runs the reference host until SIGTERM or SIGINT. Prints `plugsync host listening on URL`
+/// on stdout once the control API accepts connections, with the URL a client is given:
+/// `http://ADDR`, `https://ADDR` or `unix:PATH`.
 pub fn host(options: &HostOptions) -> Result<()> {
     // A bad feed file refuses the start before anything runs.
     let script = options
@@ -142,10 +146,11 @@ pub fn host(options: &HostOptions) -> Result<()> {
     };
     let runtime = Runtime::new(runtime_options)?;
     let mut config = ControlConfig::new(options.token_file.clone());
-    config.listen = options.listen;
+    config.listen = options.listen.clone();
     config.allow_remote = options.allow_remote;
+    config.tls = options.tls.clone();
     let server = io.block_on(ControlServer::bind(runtime.clone(), config))?;
-    let address = server.local_addr();
+    let url = server.url().to_owned();
 
     let staged = stage(&runtime, options)?;
     let recovery = runtime.recover_with(&plugsync_host::RecoverOptions {
@@ -198,8 +203,8 @@ pub fn host(options: &HostOptions) -> Result<()> {
                 "the feed is on: bars go through {STRATEGY} → {RISK} → the simulated exchange"
             );
         }
-        println!("plugsync host listening on http://{address}");
-        tracing::info!(%address, store = %options.store.display(), "ready");
+        println!("plugsync host listening on {url}");
+        tracing::info!(%url, store = %options.store.display(), "ready");
         let served = io.block_on(server.serve(stop_signal.wait()));
         stop.store(true, Ordering::Relaxed);
         for feed in feeds {

@@ -1,6 +1,7 @@
 //! `plugsync status`: what a running host runs, asked from its control API.
 //!
-//! 1. **connect**: check the host URL, read the token file;
+//! 1. **connect**: check the host URL (`http://`, `https://` or `unix:PATH`), read the token
+//!    file (and the pinned CA for `https://`);
 //! 2. **ask**: `GET /v1/status` (`?with_state=true` for every plugin's state);
 //! 3. **render**: a table (plugins, then resident libraries and what the host recovered from
 //!    its store), or the JSON as the host sent it, pretty-printed with its key order kept.
@@ -26,10 +27,13 @@ pub enum StatusFormat {
 /// Which host to ask, and how to print its answer.
 #[derive(Debug, Clone, Default)]
 pub struct StatusOptions {
-    /// The host's control API URL (default `http://127.0.0.1:7077`).
+    /// The host's control API URL (default `http://127.0.0.1:7077`): `http://`, `https://` or
+    /// `unix:PATH`.
     pub host: Option<String>,
     /// The file holding the host's bearer token.
     pub token_file: Option<PathBuf>,
+    /// The CA the host's certificate must verify against, for an `https://` host.
+    pub tls_ca: Option<PathBuf>,
     /// How to print.
     pub format: StatusFormat,
     /// Also ask for every plugin's state.
@@ -38,7 +42,11 @@ pub struct StatusOptions {
 
 /// Asks the host what it runs and renders the answer.
 pub fn status(options: &StatusOptions) -> Result<String> {
-    let client = ControlClient::new(options.host.as_deref(), options.token_file.as_deref())?;
+    let client = ControlClient::new(
+        options.host.as_deref(),
+        options.token_file.as_deref(),
+        options.tls_ca.as_deref(),
+    )?;
     let query: &[(&str, &str)] = if options.with_state {
         &[("with_state", "true")]
     } else {

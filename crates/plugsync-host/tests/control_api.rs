@@ -1,5 +1,5 @@
-//! The control API through a real server on 127.0.0.1 and a real HTTP client, with the real
-//! plugin libraries of the workspace.
+//! The control API through a real server on 127.0.0.1 (or a unix socket in a temporary
+//! directory) and a real HTTP client, with the real plugin libraries of the workspace.
 //!
 //! The schema files under `schemas/` are checked here too; refresh them on purpose with
 //! `PLUGSYNC_BLESS=1 cargo test -p plugsync-host --features control-api --test control_api`
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
 use plugsync_host::control::{
-    ControlConfig, ControlError, ControlServer, TrustedKeys, openapi, running_state_schema,
-    signature_payload,
+    ControlConfig, ControlError, ControlServer, Listen, TlsFiles, TrustedKeys, openapi,
+    running_state_schema, signature_payload,
 };
 use plugsync_host::{Digest, Runtime, RuntimeOptions};
 use reqwest::StatusCode;
@@ -116,7 +116,7 @@ impl Host {
         config.listen = "127.0.0.1:0".parse().unwrap();
         configure(&mut config, dir.path());
         let server = ControlServer::bind(runtime.clone(), config).await.unwrap();
-        let url = format!("http://{}", server.local_addr());
+        let url = server.url().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(server.serve(async {
             stopped.await.ok();
@@ -340,7 +340,7 @@ async fn token_files_that_are_missing_open_or_empty_are_refused() {
 }
 
 #[tokio::test]
-async fn a_non_loopback_address_is_refused_unless_remote_access_is_allowed() {
+async fn a_non_loopback_address_is_refused_unless_remote_access_is_allowed_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let token = token_file(dir.path());
     let shown = token.clone();
@@ -351,16 +351,385 @@ async fn a_non_loopback_address_is_refused_unless_remote_access_is_allowed() {
         })
         .await,
         "refusing to listen on `0.0.0.0:0`: it is not a loopback address, and whoever reaches the \
-         control API can change what the host runs; listen on `127.0.0.1`, or pass \
-         `--allow-remote` to accept other machines"
+         control API can change what the host runs; listen on `127.0.0.1` or a unix socket \
+         (`--listen unix:PATH`), or pass `--allow-remote` with `--tls-cert FILE --tls-key FILE` \
+         to accept other machines over HTTPS"
     );
-    // Allowed on purpose, it binds (and is dropped at once: nothing is sent to it).
+    // Allowed, but over plain HTTP: the token would cross the network in clear.
+    let shown = token.clone();
+    assert_eq!(
+        bind_error(|c| {
+            c.token_file = shown;
+            c.listen = "0.0.0.0:0".parse().unwrap();
+            c.allow_remote = true;
+        })
+        .await,
+        "refusing to serve plain HTTP on `0.0.0.0:0`: it is not a loopback address, and the \
+         bearer token would cross the network in clear; pass `--tls-cert FILE --tls-key FILE` \
+         (PEM) to serve HTTPS, or listen on `127.0.0.1` or a unix socket (`--listen unix:PATH`)"
+    );
+    // Allowed on purpose and over TLS, it binds (and is dropped at once: nothing is sent to it).
+    let pki = Pki::new(dir.path());
     let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store"))).unwrap();
     let mut config = ControlConfig::new(token);
     config.listen = "0.0.0.0:0".parse().unwrap();
     config.allow_remote = true;
+    config.tls = Some(pki.host_files());
     let server = ControlServer::bind(runtime, config).await.unwrap();
-    assert!(server.local_addr().ip().is_unspecified());
+    assert!(server.local_addr().unwrap().ip().is_unspecified());
+    assert!(server.url().starts_with("https://0.0.0.0:"), "{server:?}");
+}
+
+// ---- transports: unix socket, TLS ----
+
+/// A server bound with `config` over a fresh runtime in `dir`, serving until the sender fires.
+async fn serve(
+    dir: &Path,
+    config: ControlConfig,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), ControlError>>,
+) {
+    let runtime = Runtime::new(RuntimeOptions::new(dir.join("store"))).unwrap();
+    let server = ControlServer::bind(runtime, config).await.unwrap();
+    let url = server.url().to_owned();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.serve(async {
+        stopped.await.ok();
+    }));
+    (url, stop, served)
+}
+
+/// `GET /v1/status` through `client` at `base`, with the token or without; the status and the
+/// body.
+async fn get_status(client: &reqwest::Client, base: &str, token: bool) -> (StatusCode, Value) {
+    let mut request = client.get(format!("{base}/v1/status"));
+    if token {
+        request = request.bearer_auth(TOKEN);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// A client of the unix socket at `path` (the URL's host is not used).
+fn unix_client(path: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .unix_socket(path)
+        .build()
+        .unwrap()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[tokio::test]
+async fn a_unix_socket_is_private_to_its_owner_answers_with_the_token_only_and_goes_at_stop() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let mut config = ControlConfig::new(token_file(dir.path()));
+    config.listen = Listen::Unix(socket.clone());
+    let (url, stop, served) = serve(dir.path(), config).await;
+    assert_eq!(url, format!("unix:{}", socket.display()));
+
+    let metadata = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(mode(&socket), 0o600, "only the host's user may connect");
+    // The directory it was bound in is gone.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["control.sock", "store", "token"]);
+
+    let client = unix_client(&socket);
+    let (status, body) = get_status(&client, "http://localhost", true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["plugins"], json!([]));
+    let (status, body) = get_status(&client, "http://localhost", false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
+    assert!(
+        std::fs::symlink_metadata(&socket).is_err(),
+        "a clean stop removes the socket file"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced_and_a_live_one_or_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path());
+    let socket = dir.path().join("control.sock");
+    let unix = |path: &Path| {
+        let mut config = ControlConfig::new(token.clone());
+        config.listen = Listen::Unix(path.to_owned());
+        config
+    };
+    // A socket nobody listens on any more, as a killed host leaves it (world-connectable).
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (_, stop, served) = serve(dir.path(), unix(&socket)).await;
+    assert_eq!(mode(&socket), 0o600);
+    let (status, _) = get_status(&unix_client(&socket), "http://localhost", true).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A live one is not taken over.
+    let shown = socket.display();
+    let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store2"))).unwrap();
+    let error = ControlServer::bind(runtime.clone(), unix(&socket))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "refusing to listen on `unix:{shown}`: a server already listens on it; stop that \
+             host, or pick another path with `--listen unix:PATH`"
+        )
+    );
+    let (status, _) = get_status(&unix_client(&socket), "http://localhost", true).await;
+    assert_eq!(status, StatusCode::OK, "the running server still answers");
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
+
+    // Anything else at the path is left alone.
+    std::fs::write(&socket, "not a socket").unwrap();
+    let error = ControlServer::bind(runtime.clone(), unix(&socket))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "refusing to listen on `unix:{shown}`: the path exists and is not a socket; remove \
+             it, or pick another path with `--listen unix:PATH`"
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "not a socket");
+
+    // TLS on a unix socket protects nothing its mode does not.
+    let pki = Pki::new(dir.path());
+    let mut config = unix(&dir.path().join("other.sock"));
+    config.tls = Some(pki.host_files());
+    let error = ControlServer::bind(runtime, config).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "refusing TLS on unix socket `{}`: only its owner can connect to it (mode 0600), so \
+             TLS adds nothing; leave out `--tls-cert` and `--tls-key`, or listen on a TCP address",
+            dir.path().join("other.sock").display()
+        )
+    );
+}
+
+/// A CA, a host certificate it signed (for `localhost` and `127.0.0.1`), and another CA, as
+/// PEM files in a directory.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            (cert.pem(), Issuer::new(params, key))
+        };
+        let (ca_pem, issuer) = ca("plugsync test CA");
+        let (other_pem, _) = ca("another CA");
+        let key = KeyPair::generate().unwrap();
+        let host = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+        std::fs::write(dir.join("other-ca.pem"), other_pem).unwrap();
+        std::fs::write(dir.join("host.pem"), host.pem()).unwrap();
+        std::fs::write(dir.join("host.key"), key.serialize_pem()).unwrap();
+        std::fs::set_permissions(dir.join("host.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        Pki { dir }
+    }
+
+    fn host_files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.join("host.pem"),
+            key: self.dir.join("host.key"),
+        }
+    }
+
+    /// A client that trusts only the CA in `file` (`ca.pem` or `other-ca.pem`).
+    fn client(&self, file: &str) -> reqwest::Client {
+        let pem = std::fs::read(self.dir.join(file)).unwrap();
+        reqwest::Client::builder()
+            .no_proxy()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_pin_its_ca_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let mut config = ControlConfig::new(token_file(dir.path()));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.tls = Some(pki.host_files());
+    let (url, stop, served) = serve(dir.path(), config).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let port = url.rsplit(':').next().unwrap();
+
+    let pinned = pki.client("ca.pem");
+    for base in [url.clone(), format!("https://localhost:{port}")] {
+        let (status, body) = get_status(&pinned, &base, true).await;
+        assert_eq!(status, StatusCode::OK, "{base}: {body}");
+        let (status, _) = get_status(&pinned, &base, false).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{base}");
+    }
+
+    // Pinned to another CA: the handshake fails, no request (nor token) is sent.
+    let error = pki
+        .client("other-ca.pem")
+        .get(format!("{url}/v1/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap_err();
+    let mut chain = format!("{error:?}");
+    let mut source: Option<&dyn std::error::Error> = Some(&error);
+    while let Some(e) = source {
+        chain.push_str(&format!(" / {e}"));
+        source = e.source();
+    }
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = url.replacen("https://", "http://", 1);
+    assert!(
+        plain
+            .get(format!("{http}/v1/status"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .is_err()
+    );
+
+    // A client that connects and never says hello holds up nobody.
+    let _silent = tokio::net::TcpStream::connect(url.trim_start_matches("https://"))
+        .await
+        .unwrap();
+    let (status, _) = get_status(&pinned, &url, true).await;
+    assert_eq!(status, StatusCode::OK);
+
+    stop.send(()).unwrap();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn tls_files_that_are_missing_open_or_mismatched_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_file(dir.path());
+    let pki = Pki::new(dir.path());
+    let with = |tls: TlsFiles| {
+        let token = token.clone();
+        move |c: &mut ControlConfig| {
+            c.token_file = token;
+            c.tls = Some(tls);
+        }
+    };
+    let files = pki.host_files();
+    let (cert, key) = (files.cert.display(), files.key.display());
+
+    let missing = dir.path().join("missing.pem");
+    assert_eq!(
+        bind_error(with(TlsFiles {
+            cert: missing.clone(),
+            key: files.key.clone(),
+        }))
+        .await,
+        format!(
+            "cannot use `{}` as the control API's TLS certificate: No such file or directory \
+             (os error 2); give a PEM file holding the certificate",
+            missing.display()
+        )
+    );
+    assert_eq!(
+        bind_error(with(TlsFiles {
+            cert: files.key.clone(),
+            key: files.key.clone(),
+        }))
+        .await,
+        format!(
+            "cannot use `{key}` as the control API's TLS certificate: it holds no `CERTIFICATE` \
+             block; give a PEM file holding the certificate"
+        )
+    );
+    let no_key = dir.path().join("no.key");
+    std::fs::write(&no_key, "").unwrap();
+    std::fs::set_permissions(&no_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        bind_error(with(TlsFiles {
+            cert: files.cert.clone(),
+            key: no_key.clone(),
+        }))
+        .await,
+        format!(
+            "cannot use `{}` as the control API's TLS private key: it holds no `PRIVATE KEY` \
+             block; give a PEM file holding the private key",
+            no_key.display()
+        )
+    );
+    assert_eq!(
+        bind_error(with(TlsFiles {
+            cert: files.cert.clone(),
+            key: files.cert.clone(),
+        }))
+        .await,
+        format!(
+            "TLS private key `{cert}` has mode 0644, so other users can read or change it: run \
+             `chmod 600 {cert}`"
+        )
+    );
+    // A key that is not the certificate's.
+    let other_key = dir.path().join("other.key");
+    std::fs::write(
+        &other_key,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    std::fs::set_permissions(&other_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let error = bind_error(with(TlsFiles {
+        cert: files.cert.clone(),
+        key: other_key.clone(),
+    }))
+    .await;
+    assert!(
+        error.starts_with(&format!(
+            "cannot serve TLS with certificate `{cert}` and key `{}`: ",
+            other_key.display()
+        )) && error.ends_with("; give the certificate's own private key"),
+        "{error}"
+    );
 }
 
 // ---- authentication and routing ----

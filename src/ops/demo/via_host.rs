@@ -58,11 +58,12 @@ const BOOK_READS: usize = 20;
 pub(super) fn run(
     url: &str,
     token_file: &Path,
+    tls_ca: Option<&Path>,
     dir: &Path,
     options: &DemoOptions,
     out: &mut dyn Write,
 ) -> Result<DemoOutcome> {
-    let client = ControlClient::new(Some(url), Some(token_file))?;
+    let client = ControlClient::new(Some(url), Some(token_file), tls_ca)?;
     let _ = writeln!(
         out,
         "plugsync demo: hot updates of a live trading desk, through a host's control API\n  \
@@ -96,7 +97,7 @@ pub(super) fn spawn_and_run(
         host.url,
         scratch.dir.display()
     );
-    let driven = ControlClient::new(Some(&host.url), Some(&scratch.token))
+    let driven = ControlClient::new(Some(&host.url), Some(&scratch.token), None)
         .and_then(|client| drive(client, dir, options, out));
     let stopped = host.stop(&scratch.log);
     match (driven, stopped) {

@@ -1,8 +1,7 @@
-//! Who may talk to the control API: a bearer token read from a file only its owner can read,
-//! and a listen address on loopback unless remote access was asked for.
+//! Who may talk to the control API: a bearer token read from a file only its owner can read.
+//! (Who can reach it at all is the transport's part: `transport::check_listen`.)
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -106,15 +105,6 @@ impl Token {
     }
 }
 
-/// Refuses a listen address that other machines could reach, unless asked for.
-pub(crate) fn check_listen(listen: SocketAddr, allow_remote: bool) -> Result<(), ControlError> {
-    if listen.ip().is_loopback() || allow_remote {
-        Ok(())
-    } else {
-        Err(ControlError::RemoteBindRefused { listen })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,21 +124,6 @@ mod tests {
         ];
         for (header, expected) in cases {
             assert_eq!(token.check(header), expected, "{header:?}");
-        }
-    }
-
-    #[test]
-    fn only_loopback_unless_allowed() {
-        let cases = [
-            ("127.0.0.1:7077", false, true),
-            ("[::1]:7077", false, true),
-            ("0.0.0.0:7077", false, false),
-            ("192.0.2.1:7077", false, false),
-            ("0.0.0.0:7077", true, true),
-        ];
-        for (listen, allow_remote, ok) in cases {
-            let listen: SocketAddr = listen.parse().unwrap();
-            assert_eq!(check_listen(listen, allow_remote).is_ok(), ok, "{listen}");
         }
     }
 }

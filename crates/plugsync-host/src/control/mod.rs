@@ -6,8 +6,10 @@
 //! 1. **route**: one table (`server::ROUTES`) makes both the router and the OpenAPI
 //!    document ([`openapi`]), so neither can list a path the other lacks;
 //! 2. **auth**: `Authorization: Bearer <token>`, compared in constant time with the token read
-//!    at start from a file that only its owner may read (`0600`); the server listens on a
-//!    loopback address unless [`ControlConfig::allow_remote`];
+//!    at start from a file that only its owner may read (`0600`), on every transport
+//!    ([`Listen`]): plain HTTP on a loopback address (the default), HTTP on a unix socket only
+//!    the host's user can connect to (`0600`), or HTTPS ([`ControlConfig::tls`]), which a
+//!    non-loopback address requires on top of [`ControlConfig::allow_remote`];
 //! 3. **body**: at most [`ControlConfig::max_json_bytes`] of JSON (requests refuse unknown
 //!    fields), or [`ControlConfig::max_artifact_bytes`] of library bytes;
 //! 4. **once per step**: a mutating operation (`install`, `switch`, `commit`, `rollback`,
@@ -36,7 +38,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::new(RuntimeOptions::new("/var/lib/host/store"))?;
 //! let server = ControlServer::bind(runtime, ControlConfig::new("/etc/host/token")).await?;
-//! println!("control API on http://{}", server.local_addr());
+//! println!("control API on {}", server.url());
 //! server.serve(async { tokio::signal::ctrl_c().await.ok(); }).await?;
 //! # Ok(()) }
 //! ```
@@ -48,12 +50,14 @@ pub mod api;
 mod auth;
 mod openapi;
 mod server;
+mod transport;
 
 /// The trusted keys live in the runtime (they guard every load, not only staging); re-exported
 /// here for the control API's users.
 pub use crate::keys::{TrustedKeys, signature_payload};
 pub use openapi::{openapi, running_state_schema};
 pub use server::ControlServer;
+pub use transport::{InvalidListen, Listen, TlsFiles};
 
 /// Where the control API listens unless told otherwise: `127.0.0.1:7077`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7077));
@@ -61,14 +65,19 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// How the control API is served.
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
-    /// The address to listen on ([`DEFAULT_LISTEN`] by default). A non-loopback address is
-    /// refused unless [`allow_remote`](ControlConfig::allow_remote) is set.
-    pub listen: SocketAddr,
+    /// Where to listen ([`DEFAULT_LISTEN`] by default): a TCP address or a unix socket. A
+    /// non-loopback address is refused unless [`allow_remote`](ControlConfig::allow_remote) is
+    /// set and [`tls`](ControlConfig::tls) given.
+    pub listen: Listen,
     /// The file holding the bearer token; it must be a regular file that only its owner can
     /// read or write (mode `0600` or stricter).
     pub token_file: PathBuf,
-    /// Accept a non-loopback [`listen`](ControlConfig::listen) address (`--allow-remote`).
+    /// Accept a non-loopback [`listen`](ControlConfig::listen) address (`--allow-remote`); it
+    /// also needs [`tls`](ControlConfig::tls).
     pub allow_remote: bool,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`) on a TCP address;
+    /// none: plain HTTP, on a loopback address or a unix socket only.
+    pub tls: Option<TlsFiles>,
     /// Public keys whose signature an artifact must carry to be staged, in addition to the
     /// runtime's own ([`LoadPolicy::trusted_keys`](crate::LoadPolicy::trusted_keys), which are
     /// also checked before every load); none here and none there: signatures are not required.
@@ -80,13 +89,14 @@ pub struct ControlConfig {
 }
 
 impl ControlConfig {
-    /// The defaults with the given token file: [`DEFAULT_LISTEN`], loopback only, no trusted
-    /// keys, artifacts up to 256 MiB, JSON requests up to 4 MiB.
+    /// The defaults with the given token file: [`DEFAULT_LISTEN`], loopback only, plain HTTP,
+    /// no trusted keys, artifacts up to 256 MiB, JSON requests up to 4 MiB.
     pub fn new(token_file: impl Into<PathBuf>) -> Self {
         ControlConfig {
-            listen: DEFAULT_LISTEN,
+            listen: Listen::Tcp(DEFAULT_LISTEN),
             token_file: token_file.into(),
             allow_remote: false,
+            tls: None,
             trusted_keys: TrustedKeys::none(),
             max_artifact_bytes: 256 << 20,
             max_json_bytes: 4 << 20,
@@ -151,19 +161,110 @@ pub enum ControlError {
     /// A non-loopback listen address without `allow_remote`.
     #[error(
         "refusing to listen on `{listen}`: it is not a loopback address, and whoever reaches the \
-         control API can change what the host runs; listen on `127.0.0.1`, or pass \
-         `--allow-remote` to accept other machines"
+         control API can change what the host runs; listen on `127.0.0.1` or a unix socket \
+         (`--listen unix:PATH`), or pass `--allow-remote` with `--tls-cert FILE --tls-key FILE` \
+         to accept other machines over HTTPS"
     )]
     RemoteBindRefused {
         /// The address asked for.
         listen: SocketAddr,
     },
 
+    /// A non-loopback listen address without TLS: the bearer token would cross the network in
+    /// clear.
+    #[error(
+        "refusing to serve plain HTTP on `{listen}`: it is not a loopback address, and the \
+         bearer token would cross the network in clear; pass `--tls-cert FILE --tls-key FILE` \
+         (PEM) to serve HTTPS, or listen on `127.0.0.1` or a unix socket (`--listen unix:PATH`)"
+    )]
+    RemoteWithoutTls {
+        /// The address asked for.
+        listen: SocketAddr,
+    },
+
+    /// TLS asked for on a unix socket, where the socket's mode (`0600`) already keeps others
+    /// out.
+    #[error(
+        "refusing TLS on unix socket `{}`: only its owner can connect to it (mode 0600), so TLS \
+         adds nothing; leave out `--tls-cert` and `--tls-key`, or listen on a TCP address",
+        .path.display()
+    )]
+    TlsOnUnixSocket {
+        /// The socket's path.
+        path: PathBuf,
+    },
+
+    /// A TLS certificate or key file cannot be used.
+    #[error(
+        "cannot use `{}` as the control API's TLS {what}: {reason}; give a PEM file holding the \
+         {what}",
+        .path.display()
+    )]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `private key`.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Other users can read or write the TLS private key.
+    #[error(
+        "TLS private key `{}` has mode {mode:04o}, so other users can read or change it: run \
+         `chmod 600 {}`",
+        .path.display(), .path.display()
+    )]
+    TlsKeyTooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
+    /// The certificate and key do not make a TLS server configuration (e.g. the key is not the
+    /// certificate's).
+    #[error(
+        "cannot serve TLS with certificate `{}` and key `{}`: {reason}; give the certificate's \
+         own private key",
+        .cert.display(), .key.display()
+    )]
+    TlsConfig {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        reason: String,
+    },
+
+    /// Something other than a socket is at the unix socket's path.
+    #[error(
+        "refusing to listen on `unix:{}`: the path exists and is not a socket; remove it, or \
+         pick another path with `--listen unix:PATH`",
+        .path.display()
+    )]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// A server answers on the unix socket's path already.
+    #[error(
+        "refusing to listen on `unix:{}`: a server already listens on it; stop that host, or \
+         pick another path with `--listen unix:PATH`",
+        .path.display()
+    )]
+    SocketInUse {
+        /// The path.
+        path: PathBuf,
+    },
+
     /// The listening socket could not be bound.
     #[error("cannot listen on `{listen}`: {source}; pick another address with `--listen`")]
     Bind {
         /// The address asked for.
-        listen: SocketAddr,
+        listen: Listen,
         /// The cause.
         source: std::io::Error,
     },

@@ -157,9 +157,26 @@ pub fn openapi() -> Value {
                             snapshots, staging, verify, switch (with a lease), commit, rollback, \
                             unload. Every mutating step operation is applied once per step id: \
                             a retry gets the recorded response with `x-plugsync-replayed: true`. \
-                            Errors are `{\"error\": {\"code\", \"message\"}}`.",
+                            Errors are `{\"error\": {\"code\", \"message\"}}`. A host \
+                            may also serve it on a unix socket (`--listen unix:PATH`, mode 0600, \
+                            HTTP/1.1 on the socket); every transport requires the bearer token.",
         },
-        "servers": [{"url": "http://127.0.0.1:7077"}],
+        "servers": [
+            {
+                "url": "http://127.0.0.1:7077",
+                "description": "The default: plain HTTP, served on loopback addresses only.",
+            },
+            {
+                "url": "https://{host}:{port}",
+                "description": "A remote host (`--allow-remote --tls-cert FILE --tls-key FILE`): \
+                                HTTPS only; clients verify the host's certificate against a CA \
+                                they pin.",
+                "variables": {
+                    "host": {"default": "localhost"},
+                    "port": {"default": "7077"},
+                },
+            },
+        ],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {

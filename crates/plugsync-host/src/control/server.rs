@@ -23,7 +23,8 @@ use super::api::{
     Committed, ErrorBody, ErrorDetail, InstallRequest, PluginRequest, RunningState, Staged,
     StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
 };
-use super::auth::{Token, check_listen};
+use super::auth::Token;
+use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
 use super::{ControlConfig, ControlError};
 use crate::digest::Digest;
 use crate::error::HostError;
@@ -322,41 +323,70 @@ struct App {
 /// The control API server of a [`Runtime`], bound and ready to serve.
 pub struct ControlServer {
     /// The bound socket.
-    listener: tokio::net::TcpListener,
+    listener: Bound,
     /// Every route, behind the token check.
     router: Router,
-    /// The address bound (with the port chosen for port 0).
-    local_addr: SocketAddr,
+    /// The URL a client reaches it at: `http://ADDR`, `https://ADDR` or `unix:PATH`.
+    url: String,
+}
+
+/// A bound listener, by transport.
+enum Bound {
+    /// Plain HTTP (on loopback).
+    Http(tokio::net::TcpListener),
+    /// HTTPS.
+    Https(TlsListener),
+    /// HTTP on a unix socket; its file is removed when this is dropped.
+    Unix(tokio::net::UnixListener, SocketFile),
 }
 
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlServer")
-            .field("local_addr", &self.local_addr)
+            .field("url", &self.url)
             .finish_non_exhaustive()
     }
 }
 
 impl ControlServer {
     /// Reads and checks the token file (it must exist, be a regular file with no permission
-    /// for group or others, and hold a token), checks the listen address (loopback unless
-    /// [`ControlConfig::allow_remote`]), then binds it. Must be called within a Tokio runtime.
+    /// for group or others, and hold a token), checks where to listen (a loopback address, a
+    /// unix socket, or with [`ControlConfig::allow_remote`] and [`ControlConfig::tls`] any
+    /// address), loads the TLS certificate and key, then binds. Must be called within a Tokio
+    /// runtime.
     pub async fn bind(
         runtime: Runtime,
         config: ControlConfig,
     ) -> Result<ControlServer, ControlError> {
         let token = Token::read(&config.token_file)?;
-        check_listen(config.listen, config.allow_remote)?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ControlError::Bind {
-                listen: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ControlError::Bind {
-            listen: config.listen,
+        check_listen(&config.listen, config.allow_remote, config.tls.is_some())?;
+        let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let bind_error = |source| ControlError::Bind {
+            listen: config.listen.clone(),
             source,
-        })?;
+        };
+        let (listener, url) = match &config.listen {
+            Listen::Tcp(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(bind_error)?;
+                let local_addr = listener.local_addr().map_err(bind_error)?;
+                match acceptor {
+                    Some(acceptor) => (
+                        Bound::Https(TlsListener::new(listener, local_addr, acceptor)),
+                        format!("https://{local_addr}"),
+                    ),
+                    None => (Bound::Http(listener), format!("http://{local_addr}")),
+                }
+            }
+            Listen::Unix(path) => {
+                let (listener, file) = bind_unix(path)?;
+                (
+                    Bound::Unix(listener, file),
+                    format!("unix:{}", path.display()),
+                )
+            }
+        };
         // The runtime's keys guard every load; staging checks them too, and the API's own.
         let keys = config.trusted_keys.union(runtime.trusted_keys());
         let app = App {
@@ -371,28 +401,57 @@ impl ControlServer {
                 "control API: no trusted keys, artifacts are staged without a signature check"
             );
         }
-        tracing::info!(%local_addr, "control API listening");
+        tracing::info!(%url, "control API listening");
         Ok(ControlServer {
             listener,
             router: router(app),
-            local_addr,
+            url,
         })
     }
 
-    /// The address the server listens on (with the port the system chose for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The TCP address the server listens on (with the port the system chose for port 0);
+    /// `None` on a unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        use axum::serve::Listener as _;
+        match &self.listener {
+            Bound::Http(listener) => listener.local_addr().ok(),
+            Bound::Https(listener) => listener.local_addr().ok(),
+            Bound::Unix(..) => None,
+        }
+    }
+
+    /// Where a client reaches the server: `http://ADDR`, `https://ADDR` (the address bound,
+    /// with the port chosen for port 0) or `unix:PATH`.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Serves requests until `shutdown` completes, then lets the requests in flight finish.
+    /// A unix socket's file is removed then.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ControlError> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| ControlError::Serve { source })
+        let served = match self.listener {
+            Bound::Http(listener) => {
+                axum::serve(listener, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Bound::Https(listener) => {
+                axum::serve(listener, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Bound::Unix(listener, file) => {
+                let served = axum::serve(listener, self.router)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+                drop(file);
+                served
+            }
+        };
+        served.map_err(|source| ControlError::Serve { source })
     }
 }
 
