@@ -120,6 +120,7 @@ impl Runtime {
     /// One look at every slot: roll back what breached its lease or thresholds, write the
     /// checkpoints that are due.
     pub(crate) fn steward_tick(&self, now: Instant) {
+        self.shared.clock.tick(); // The host clock re-anchors to the system clock (`clock.rs`).
         for slot in self.slots() {
             // A control operation (a swap, a commit) in progress owns the slot: look next tick.
             let Ok(_control) = slot.control.try_lock() else {
