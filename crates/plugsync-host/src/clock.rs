@@ -24,9 +24,10 @@
 //! as a **latched seqlock** (Linux's `seqcount_latch`): two copies of the words and a counter,
 //! the `latch`, whose parity says which copy readers use. The writer only ever writes the copy
 //! readers are not directed to, so a writer preempted half-way does not stall the hot path, as
-//! a plain seqlock's odd phase would (unless it stays preempted longer than [`MARGIN`], below). A reader loads the latch
-//! (`Acquire`), the copy, reads the counter, then (`Acquire` fence) loads the latch again and
-//! retries if it moved. Soundness in the memory model, with every word an atomic:
+//! a plain seqlock's odd phase would (unless it stays preempted longer than [`MARGIN`], below).
+//! A reader loads the latch (`Acquire`), the copy, reads the counter, then (`Acquire` fence)
+//! loads the latch again and retries if it moved. Soundness in the memory model, with every
+//! word an atomic:
 //!
 //! - *No torn read.* A copy is written only while the latch points away from it, and each batch
 //!   of writes comes after a `Release` fence that follows the latch increment pointing readers
@@ -56,11 +57,11 @@
 //! - Later readings use the new state, which is `F`.
 //!
 //! Two readings ordered by happens-before read their counters in that order, so the later one
-//! gets a time not smaller. The assumptions, the same the previous anchored-once clock made: the
-//! counter is monotonic across cores (an invariant TSC, which `quanta` requires to use it, or
-//! `CLOCK_MONOTONIC`, its fallback), and a counter read is ordered with the neighbouring memory
-//! operations to within far less than `MARGIN` (1 ms; `rdtsc` is not serialising, but its
-//! reordering window is a few hundred cycles).
+//! gets a time not smaller. The assumptions: the counter is monotonic across cores (an
+//! invariant TSC, which `quanta` requires to use it, or `CLOCK_MONOTONIC`, its fallback), as the
+//! previous anchored-once clock assumed; and, new, a counter read is ordered with the
+//! neighbouring memory operations to within far less than `MARGIN` (1 ms; `rdtsc` is not
+//! serialising, but its reordering window is a few hundred cycles).
 //!
 //! Readings are non-decreasing, not strictly increasing: two readings of the same counter value
 //! give the same time. No caller needs more (the slot's sequence number orders calls; the time
