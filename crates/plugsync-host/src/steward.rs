@@ -132,6 +132,7 @@ impl Runtime {
     /// one busy with a control operation or a long call is looked at again next tick, so one
     /// hung plugin cannot stop the host watching the others.
     pub(crate) fn steward_tick(&self, now: Instant) {
+        self.shared.clock.tick(); // The host clock re-anchors to the system clock (`clock.rs`).
         let host_now = self.shared.clock.now();
         for slot in self.slots() {
             self.watch_calls(&slot, now);
