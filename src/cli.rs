@@ -169,6 +169,10 @@ struct HostArgs {
     /// silently forgotten.
     #[arg(long = "fresh-state", value_name = "PLUGIN")]
     fresh_state: Vec<String>,
+    /// A `--load`ed PLUGIN refuses calls while it is faulted by a panic, instead of serving on
+    /// with the state the panic left (repeatable; for risk plugins).
+    #[arg(long = "fail-closed", value_name = "PLUGIN")]
+    fail_closed: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -266,6 +270,7 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     options.checkpoint_every =
         (args.checkpoint_every_ms > 0).then(|| Duration::from_millis(args.checkpoint_every_ms));
     options.fresh_state = args.fresh_state;
+    options.fail_closed = args.fail_closed;
     Ok(options)
 }
 

@@ -519,3 +519,32 @@ fn a_fault_of_the_old_version_inside_a_swaps_window_is_in_its_report_and_status(
         ("committed", Some(&fault))
     );
 }
+
+#[test]
+fn a_faulted_slot_that_fails_closed_refuses_calls_until_it_is_swapped() {
+    let (_dir, runtime) = runtime();
+    let faulty = install(&runtime, FAULT_CALL, json!({}));
+    runtime.set_fail_closed("ma_cross", true).unwrap();
+    runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+
+    // Faulted: refused without running the plugin (the calls counter does not move).
+    let calls = runtime.status().plugins[0].counters.calls;
+    let refused = runtime.call("ma_cross", &bar("ES", 101.0)).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "plugin `ma_cross` is faulted (it panicked in call #2: plugin panicked: call on \
+         instrument CRASH (fault injected by the ma_cross_fault_call fixture)) and fails closed: \
+         the call was refused; swap to a fixed version or restore a verified snapshot"
+    );
+    let status = runtime.status();
+    assert_eq!(status.plugins[0].counters.calls, calls);
+    assert!(status.plugins[0].fail_closed);
+    assert!(runtime.committed().plugins[0].fail_closed);
+
+    // A swap to a fixed version starts unfaulted, and serves.
+    let fixed = stage(&runtime, MA_CROSS_2_0_0);
+    runtime.swap(SwapRequest::new("ma_cross", fixed)).unwrap();
+    let served = runtime.call("ma_cross", &bar("ES", 102.0)).unwrap();
+    assert_ne!(served.receipt.digest, faulty);
+}

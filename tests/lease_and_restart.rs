@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plugsync_host::{
-    CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime, SoakThresholds, SwapRequest,
+    CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime, SoakThresholds, StepResult,
+    SwapRequest,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -322,6 +323,18 @@ fn the_same_step_id_applies_once() {
          the same request; give a new step a new step id"
     );
     assert_eq!(applied.load(Ordering::SeqCst), 3);
+    // A transient failure (the host could not do it now) is not recorded: the step id is not
+    // spent, and the retry applies.
+    let transient = || StepResult::Transient(json!({"code": "io", "status": 500}));
+    let failed = runtime
+        .once_per_step("step-4", "switch", &request, transient)
+        .unwrap();
+    assert_eq!(failed.outcome, Err(json!({"code": "io", "status": 500})));
+    let retried = runtime
+        .once_per_step("step-4", "switch", &request, apply)
+        .unwrap();
+    assert!(!retried.replayed);
+    assert_eq!(applied.load(Ordering::SeqCst), 4);
     // Step ids name files: anything else is refused.
     let error = runtime
         .once_per_step("../x", "switch", &request, apply)
@@ -331,4 +344,42 @@ fn the_same_step_id_applies_once() {
         "step id `../x` is not usable: use 1 to 128 letters, digits, `.`, `_` or `-`, not \
          starting with `.`"
     );
+}
+
+#[test]
+fn step_records_past_their_retention_are_pruned_and_the_step_applies_again() {
+    let (store, runtime) = runtime();
+    let request = Digest::of(b"the switch request");
+    let applied = AtomicUsize::new(0);
+    let apply = || {
+        applied.fetch_add(1, Ordering::SeqCst);
+        Ok(json!({"switched": true}))
+    };
+    for step in ["old", "recent"] {
+        runtime
+            .once_per_step(step, "switch", &request, apply)
+            .unwrap();
+    }
+    // `old` was recorded eight days ago.
+    let eight_days_ago = std::time::SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    let old = store.path().join("steps").join("old").join("switch.json");
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(eight_days_ago)
+        .unwrap();
+
+    let week = Duration::from_secs(7 * 24 * 3600);
+    assert_eq!(runtime.prune_step_records(week).unwrap(), 1);
+    assert!(!old.exists());
+    let recent = runtime
+        .once_per_step("recent", "switch", &request, apply)
+        .unwrap();
+    assert!(recent.replayed, "a recent step is still recorded");
+    let again = runtime
+        .once_per_step("old", "switch", &request, apply)
+        .unwrap();
+    assert!(!again.replayed, "a pruned step applies again");
+    assert_eq!(applied.load(Ordering::SeqCst), 3);
 }

@@ -86,6 +86,8 @@ pub struct HostOptions {
     /// Plugins to start with a fresh state if their checkpoint cannot be restored (otherwise
     /// such a plugin is not started).
     pub fresh_state: Vec<String>,
+    /// Plugins loaded here that refuse calls while faulted by a panic (risk plugins).
+    pub fail_closed: Vec<String>,
 }
 
 impl HostOptions {
@@ -109,6 +111,7 @@ impl HostOptions {
             instruments_per_thread: 3,
             feed_pace: Duration::from_millis(1),
             fresh_state: Vec::new(),
+            fail_closed: Vec::new(),
         }
     }
 }
@@ -346,6 +349,9 @@ fn load(
         }
         runtime.install(&artifact.digest, json!({}))?;
         runtime.set_checkpointing(&id, options.checkpoint_every)?;
+        if options.fail_closed.contains(&id) {
+            runtime.set_fail_closed(&id, true)?;
+        }
         tracing::info!(
             "loaded {id} {version} (sha256 {}) from `{}`",
             artifact.digest,

@@ -59,7 +59,7 @@ pub use library::{FRAMEWORK_VERSION, LoadPolicy, inspect};
 pub use migration::TransitionKind;
 pub use persist::{
     CheckpointOutcome, CheckpointRef, CommittedPlugin, CommittedSet, RecoverOptions,
-    RecoveredPlugin, Recovery, StepOutcome,
+    RecoveredPlugin, Recovery, StepOutcome, StepResult,
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use rollback::{

@@ -41,6 +41,9 @@ pub struct CommittedPlugin {
     pub config: Value,
     /// How often its state is checkpointed (also at each commit); `None`: never.
     pub checkpoint_every_ms: Option<u64>,
+    /// Whether a faulted slot refuses calls ([`Runtime::set_fail_closed`]).
+    #[serde(default)]
+    pub fail_closed: bool,
 }
 
 /// What the host runs, as committed.
@@ -272,6 +275,21 @@ impl Runtime {
         })
     }
 
+    /// Makes a faulted `plugin` refuse calls ([`CallError::FailedClosed`](crate::CallError))
+    /// until it is swapped or restored, instead of serving on with a state a panic left
+    /// (`true`); or serve on (`false`, the default). For a risk plugin, a refused order is
+    /// safer than one approved by a suspect state. Part of the committed set.
+    pub fn set_fail_closed(&self, plugin: &str, fail_closed: bool) -> Result<()> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        slot.state().fail_closed = fail_closed;
+        self.update_committed(|set| {
+            if let Some(entry) = set.get_mut(plugin) {
+                entry.fail_closed = fail_closed;
+            }
+        })
+    }
+
     /// Writes `plugin`'s checkpoint now, if it opted in (`set_checkpointing`) and no step is
     /// pending (a host about to stop, say).
     pub fn checkpoint_now(&self, plugin: &str) -> Result<()> {
@@ -408,11 +426,12 @@ impl Runtime {
                 }
             };
             if let Ok(slot) = self.slot(&plugin) {
-                slot.state().checkpointing =
-                    committed.checkpoint_every_ms.map(|ms| Checkpointing {
-                        every: Duration::from_millis(ms),
-                        last: Instant::now(),
-                    });
+                let mut state = slot.state();
+                state.checkpointing = committed.checkpoint_every_ms.map(|ms| Checkpointing {
+                    every: Duration::from_millis(ms),
+                    last: Instant::now(),
+                });
+                state.fail_closed = committed.fail_closed;
             }
             match &outcome {
                 CheckpointOutcome::Restored { checkpoint: c } => {
@@ -508,17 +527,20 @@ impl Runtime {
     }
 
     /// Runs a mutating operation once per step id: the first call runs `apply` and records its
-    /// outcome (success or failure) in the store with the request's fingerprint (`request`,
-    /// e.g. the sha256 of its canonical JSON); a retry with the same step id, operation and
-    /// request returns the recorded outcome without applying anything, and one with another
-    /// request is refused ([`HostError::StepIdReused`]). Retries are serialised with the first
-    /// call, so two at once never both apply.
-    pub fn once_per_step(
+    /// final outcome (success or refusal) in the store with the request's fingerprint
+    /// (`request`, e.g. the sha256 of its canonical JSON); a retry with the same step id,
+    /// operation and request returns the recorded outcome without applying anything, and one
+    /// with another request is refused ([`HostError::StepIdReused`]). A transient failure
+    /// ([`StepResult::Transient`]) is returned but not recorded: the step id is not spent, and
+    /// a retry runs again. Retries are serialised with the first call, so two at once never
+    /// both apply. Records are kept for the runtime's step retention
+    /// ([`RuntimeOptions::step_retention`](crate::RuntimeOptions::step_retention)).
+    pub fn once_per_step<R: Into<StepResult>>(
         &self,
         step_id: &str,
         operation: &str,
         request: &Digest,
-        apply: impl FnOnce() -> Result<Value, Value>,
+        apply: impl FnOnce() -> R,
     ) -> Result<StepOutcome> {
         check_step_id(step_id)?;
         let step_lock = lock(&self.shared.step_locks)
@@ -526,7 +548,7 @@ impl Runtime {
             .or_default()
             .clone();
         let _step = lock(&step_lock);
-        let result = self.once_per_step_locked(step_id, operation, request, apply);
+        let result = self.once_per_step_locked(step_id, operation, request, || apply().into());
         // The last user of this step id's lock removes it (the map holds one reference).
         let mut locks = lock(&self.shared.step_locks);
         if std::sync::Arc::strong_count(&step_lock) <= 2 {
@@ -540,7 +562,7 @@ impl Runtime {
         step_id: &str,
         operation: &str,
         request: &Digest,
-        apply: impl FnOnce() -> Result<Value, Value>,
+        apply: impl FnOnce() -> StepResult,
     ) -> Result<StepOutcome> {
         let path = self.step_path(step_id, operation);
         if let Some(recorded) = read_json::<StepRecord>(&path)? {
@@ -555,16 +577,87 @@ impl Runtime {
                 replayed: true,
             });
         }
+        let outcome = match apply() {
+            StepResult::Final(outcome) => outcome,
+            StepResult::Transient(error) => {
+                return Ok(StepOutcome {
+                    outcome: Err(error),
+                    replayed: false,
+                });
+            }
+        };
         let record = StepRecord {
             request: *request,
-            outcome: apply(),
+            outcome,
         };
-        let bytes = serde_json::to_vec(&record).expect("an outcome serialises");
+        let bytes = serde_json::to_vec(&record).map_err(|e| HostError::Io {
+            action: "serialise",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
         write_atomic(&path, &bytes)?;
         Ok(StepOutcome {
             outcome: record.outcome,
             replayed: false,
         })
+    }
+
+    /// Removes the step records older than `retention` (by their files' modification time),
+    /// except those of a step in progress now; returns how many steps it removed. The steward
+    /// runs it every hour with [`RuntimeOptions::step_retention`](crate::RuntimeOptions::step_retention):
+    /// a retry later than that applies again.
+    pub fn prune_step_records(&self, retention: Duration) -> Result<usize> {
+        let steps = self.store().root().join("steps");
+        let entries = match fs::read_dir(&steps) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io("read", &steps)(e)),
+        };
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = 0;
+        for entry in entries {
+            let dir = entry.map_err(io("read", &steps))?.path();
+            let Some(step_id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            let step_lock = lock(&self.shared.step_locks).get(&step_id).cloned();
+            // A step in use now is never pruned under its user.
+            if step_lock.is_some() {
+                continue;
+            }
+            if newest_modification(&dir).is_some_and(|newest| newest < cutoff) {
+                fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The latest modification time of the files in `dir`.
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok()?.metadata().ok()?.modified().ok())
+        .max()
+}
+
+/// What a mutating operation returned, for [`Runtime::once_per_step`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepResult {
+    /// A final outcome, success (`Ok`) or refusal (`Err`): recorded, and returned again to a
+    /// retry of the same step.
+    Final(Result<Value, Value>),
+    /// A transient failure (the host could not do it now: an I/O error, say): returned, never
+    /// recorded, so a retry with the same step id runs again.
+    Transient(Value),
+}
+
+impl From<Result<Value, Value>> for StepResult {
+    fn from(outcome: Result<Value, Value>) -> StepResult {
+        StepResult::Final(outcome)
     }
 }
 

@@ -37,6 +37,9 @@ pub struct RuntimeOptions {
     /// A call running longer than this marks its plugin `stuck` in status (and logs once). A
     /// call cannot be cancelled in-process: the watchdog only reports. `None`: not watched.
     pub call_watchdog: Option<std::time::Duration>,
+    /// How long the outcome of a mutating control operation is kept under its step id (a
+    /// retry within it gets the recorded outcome; after it, the step applies again).
+    pub step_retention: std::time::Duration,
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -46,13 +49,15 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("resident_cap", &self.resident_cap)
             .field("load_policy", &self.load_policy)
             .field("call_watchdog", &self.call_watchdog)
+            .field("step_retention", &self.step_retention)
             .finish_non_exhaustive()
     }
 }
 
 impl RuntimeOptions {
     /// Defaults with the given store directory: a resident cap of 8 versions per plugin, the
-    /// system clock, `panic = "abort"` plugins refused, calls watched for 1 s.
+    /// system clock, `panic = "abort"` plugins refused, calls watched for 1 s, step records kept
+    /// 7 days.
     pub fn new(store: impl Into<PathBuf>) -> RuntimeOptions {
         RuntimeOptions {
             store: store.into(),
@@ -60,6 +65,7 @@ impl RuntimeOptions {
             load_policy: LoadPolicy::default(),
             clock: Arc::new(SystemClock::new()),
             call_watchdog: Some(std::time::Duration::from_secs(1)),
+            step_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -96,6 +102,9 @@ pub(crate) struct Shared {
     pub step_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
     /// The call watchdog's bound.
     pub call_watchdog: Option<std::time::Duration>,
+    /// How long step records are kept, and when they were last pruned.
+    pub step_retention: std::time::Duration,
+    pub steps_pruned: Mutex<Option<std::time::Instant>>,
     /// The last failure to persist the committed set or a checkpoint, for status.
     persist_error: Mutex<Option<String>>,
 }
@@ -222,6 +231,8 @@ pub struct PluginStatus {
     pub busy: bool,
     /// A call running longer than the host's call watchdog allows.
     pub stuck: Option<StuckCall>,
+    /// A faulted slot refuses calls instead of serving on.
+    pub fail_closed: bool,
 }
 
 /// A library mapped in the process.
@@ -280,6 +291,8 @@ impl Runtime {
                 committed: Mutex::new(BTreeMap::new()),
                 step_locks: Mutex::new(BTreeMap::new()),
                 call_watchdog: options.call_watchdog,
+                step_retention: options.step_retention,
+                steps_pruned: Mutex::new(None),
                 persist_error: Mutex::new(None),
             }),
         };
@@ -480,6 +493,7 @@ impl Runtime {
             version: installed.version.clone(),
             config,
             checkpoint_every_ms: None,
+            fail_closed: false,
         };
         self.persisted(self.update_committed(|set| {
             set.insert(entry.plugin.clone(), entry);
@@ -876,5 +890,6 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         last_rollback: state.last_rollback.clone(),
         busy: false,
         stuck: None,
+        fail_closed: state.fail_closed,
     })
 }

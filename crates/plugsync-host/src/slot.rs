@@ -50,6 +50,20 @@ pub enum CallError {
         /// Plugin id.
         plugin: String,
     },
+    /// The slot is faulted and fails closed: the call was refused without running the plugin,
+    /// whose state is suspect since a panic.
+    #[error(
+        "plugin `{plugin}` is faulted (it panicked in call #{fault_seq}: {message}) and fails \
+         closed: the call was refused; swap to a fixed version or restore a verified snapshot"
+    )]
+    FailedClosed {
+        /// Plugin id.
+        plugin: String,
+        /// The call that panicked.
+        fault_seq: u64,
+        /// Its panic message.
+        message: String,
+    },
     /// The plugin returned an error or panicked.
     #[error("plugin `{plugin}` ({}) {}: {message}", .digest.short(), if *.panicked { "panicked (caught; slot marked faulted)" } else { "returned an error" })]
     Plugin {
@@ -236,6 +250,9 @@ pub(crate) struct SlotState {
     pub last_rollback: Option<RollbackReport>,
     /// Whether and when this plugin's state is checkpointed to the store.
     pub checkpointing: Option<Checkpointing>,
+    /// Refuse calls while faulted (a risk plugin whose state is suspect must not approve
+    /// orders) instead of serving on.
+    pub fail_closed: bool,
 }
 
 /// One plugin id's slot.
@@ -345,6 +362,15 @@ impl Slot {
                 plugin: self.id.clone(),
             });
         };
+        if state.fail_closed
+            && let Some(fault) = &state.fault
+        {
+            return Err(CallError::FailedClosed {
+                plugin: self.id.clone(),
+                fault_seq: fault.seq,
+                message: fault.message.clone(),
+            });
+        }
         state.seq += 1;
         state.counters.calls += 1;
         let seq = state.seq;

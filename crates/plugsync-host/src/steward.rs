@@ -21,6 +21,9 @@ use crate::slot::{Counters, Slot, StuckCall, lock, try_lock};
 /// How often the steward looks: the precision of leases and thresholds.
 const TICK: Duration = Duration::from_millis(10);
 
+/// How often old step records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// How often a soaking step's health is checked (it runs plugin code under the slot lock).
 const HEALTH_EVERY: Duration = Duration::from_millis(100);
 
@@ -168,6 +171,23 @@ impl Runtime {
                 continue;
             }
             self.checkpoint_if_due(&slot, now);
+        }
+        self.prune_if_due(now);
+    }
+
+    /// Prunes old step records once an hour.
+    fn prune_if_due(&self, now: Instant) {
+        {
+            let mut last = lock(&self.shared.steps_pruned);
+            if last.is_some_and(|last| now.duration_since(last) < PRUNE_EVERY) {
+                return;
+            }
+            *last = Some(now);
+        }
+        match self.prune_step_records(self.shared.step_retention) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "pruned step records past their retention"),
+            Err(error) => tracing::error!("cannot prune step records: {error}"),
         }
     }
 

@@ -117,6 +117,10 @@ pub struct InstallRequest {
     /// Checkpoint the plugin's state this often (and at each commit), for a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every_ms: Option<u64>,
+    /// Refuse calls while the plugin is faulted by a panic, instead of serving on (for risk
+    /// plugins); default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
 }
 
 /// The body of `POST /v1/steps/{step_id}/switch`: the runtime's

@@ -30,7 +30,7 @@ use crate::digest::Digest;
 use crate::error::HostError;
 use crate::keys::{TrustedKeys, signature_payload};
 use crate::library::read_metadata;
-use crate::persist::check_step_id;
+use crate::persist::{StepResult, check_step_id};
 use crate::rollback::RollbackReport;
 use crate::runtime::{Installed, Runtime, StateSnapshot};
 use crate::store::check_name;
@@ -909,7 +909,15 @@ async fn step<R: DeserializeOwned + Send + 'static>(
     let id = step_id.clone();
     let outcome = blocking(move || {
         runtime.once_per_step(&id, operation, &fingerprint, || {
-            apply(&runtime, &id, request).map_err(|e| e.recorded())
+            match apply(&runtime, &id, request) {
+                Ok(value) => StepResult::Final(Ok(value)),
+                // The host failed (a 5xx): nothing was decided, so the step id is not spent
+                // and a retry runs again.
+                Err(error) if error.status.is_server_error() => {
+                    StepResult::Transient(error.recorded())
+                }
+                Err(error) => StepResult::Final(Err(error.recorded())),
+            }
         })
     })
     .await;
@@ -957,7 +965,8 @@ fn prepare<R: DeserializeOwned>(
     Ok((step_id, request, Digest::of(&canonical)))
 }
 
-/// `install`: the artifact into its empty slot, then its checkpointing (undone together).
+/// `install`: the artifact into its empty slot, then its checkpointing and fail-closed setting
+/// (undone together).
 fn install(runtime: &Runtime, _step_id: &str, request: InstallRequest) -> Result<Value, ApiError> {
     if request.checkpoint_every_ms == Some(0) {
         return Err(ApiError::bad_request(
@@ -966,10 +975,15 @@ fn install(runtime: &Runtime, _step_id: &str, request: InstallRequest) -> Result
         ));
     }
     let installed = runtime.install(&request.artifact, request.config)?;
-    if let Some(ms) = request.checkpoint_every_ms
-        && let Err(error) =
-            runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms)))
-    {
+    let configured = match request.checkpoint_every_ms {
+        Some(ms) => runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms))),
+        None => Ok(()),
+    }
+    .and_then(|()| match request.fail_closed {
+        true => runtime.set_fail_closed(&installed.plugin, true),
+        false => Ok(()),
+    });
+    if let Err(error) = configured {
         // Nothing half-applied: the install is undone (its instance has a fresh state).
         if let Err(undo) = runtime.unload(&installed.plugin) {
             tracing::error!(plugin = %installed.plugin, "cannot undo the install: {undo}");
