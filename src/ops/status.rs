@@ -307,7 +307,7 @@ fn render(status: &Value) -> String {
                 Some("not_started") => {
                     let _ = writeln!(
                         out,
-                        "  {} {} ({}) NOT STARTED: {}",
+                        "  {} {} ({}) was not started: {}",
                         text(&plugin["plugin"]),
                         text(&plugin["version"]["version"]),
                         short(&plugin["version"]["digest"]),
@@ -435,5 +435,44 @@ mod tests {
             health(&serde_json::json!({"status": "unhealthy", "reason": "stale"})),
             Err("stale".to_owned())
         );
+    }
+
+    #[test]
+    fn busy_stuck_and_not_started_plugins_are_said_so() {
+        let digest = "a".repeat(64);
+        let plugin = |id: &str, busy: bool, stuck: serde_json::Value| {
+            serde_json::json!({
+                "plugin": id, "version": {"version": "2.0.0", "digest": digest},
+                "health": {"status": "ok"}, "fault": null,
+                "counters": {"calls": 7, "errors": 0, "panics": 0},
+                "pending": null, "last_step": null, "busy": busy, "stuck": stuck,
+            })
+        };
+        let status = serde_json::json!({
+            "abi": 1, "framework": "0.1.0",
+            "plugins": [
+                plugin("ma_cross", true, serde_json::json!({"seq": 8, "running_ms": 1500})),
+                plugin("risk_model", false, serde_json::Value::Null),
+            ],
+            "resident": [], "resident_cap": 8,
+            "recovered": {"plugins": [{
+                "plugin": "vwap", "version": {"version": "1.0.0", "digest": digest},
+                "checkpoint": {"status": "not_started", "reason": "its checkpoint does not verify"},
+            }]},
+        });
+        expect_test::expect![[r#"
+            host: plugin ABI 1, framework 0.1.0, 2 plugins
+            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
+            ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
+            risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
+              ma_cross: busy: its slot was held when status looked (a long call or a switch); shown as last seen
+              ma_cross: stuck: call #8 has run for 1500 ms, longer than the host's call watchdog allows; it cannot be cancelled in-process
+
+            resident libraries (0 mapped, at most 8 versions per plugin; code is never unmapped):
+
+            recovered from its store when it started:
+              vwap 1.0.0 (aaaaaaaaaaaa) was not started: its checkpoint does not verify
+        "#]]
+        .assert_eq(&render(&status));
     }
 }
