@@ -173,6 +173,10 @@ struct HostArgs {
     /// with the state the panic left (repeatable; for risk plugins).
     #[arg(long = "fail-closed", value_name = "PLUGIN")]
     fail_closed: Vec<String>,
+    /// Serve `POST /v1/plugins/{plugin}/call`, to feed a plugin by hand (development: in a
+    /// trading host only the host's own inputs should change a plugin's state).
+    #[arg(long)]
+    allow_calls: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,6 +275,7 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
         (args.checkpoint_every_ms > 0).then(|| Duration::from_millis(args.checkpoint_every_ms));
     options.fresh_state = args.fresh_state;
     options.fail_closed = args.fail_closed;
+    options.allow_calls = args.allow_calls;
     Ok(options)
 }
 

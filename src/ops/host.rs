@@ -88,6 +88,8 @@ pub struct HostOptions {
     pub fresh_state: Vec<String>,
     /// Plugins loaded here that refuse calls while faulted by a panic (risk plugins).
     pub fail_closed: Vec<String>,
+    /// Serve `POST /v1/plugins/{plugin}/call` (a plugin author feeding a plugin by hand).
+    pub allow_calls: bool,
 }
 
 impl HostOptions {
@@ -112,6 +114,7 @@ impl HostOptions {
             feed_pace: Duration::from_millis(1),
             fresh_state: Vec::new(),
             fail_closed: Vec::new(),
+            allow_calls: false,
         }
     }
 }
@@ -152,6 +155,7 @@ pub fn host(options: &HostOptions) -> Result<()> {
     config.listen = options.listen.clone();
     config.allow_remote = options.allow_remote;
     config.tls = options.tls.clone();
+    config.allow_calls = options.allow_calls;
     let server = io.block_on(ControlServer::bind(runtime.clone(), config))?;
     let url = server.url().to_owned();
 

@@ -1354,3 +1354,45 @@ fn the_openapi_document_is_current() {
     assert_eq!(document["openapi"], "3.1.0");
     check_document("control-api.openapi.json", &document);
 }
+
+#[tokio::test]
+async fn calls_through_the_api_are_off_unless_allowed() {
+    let host = Host::start().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await;
+    host.runtime.install(&v1, json!({})).unwrap();
+    let bar = json!({"input": {"bar": {"instrument": "ES", "close": 4500.25}}});
+    let refused = host.post("/v1/plugins/ma_cross/call", bar.clone()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused.body["error"],
+        json!({"code": "calls_disabled", "message": "calls through the control API are off: \
+               start the host with `--allow-calls` (`ControlConfig::allow_calls`) to feed a \
+               plugin by hand"})
+    );
+    assert_eq!(host.runtime.status().plugins[0].counters.calls, 0);
+    host.shutdown().await;
+
+    let host = Host::start_with(|config, _| config.allow_calls = true).await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await;
+    host.runtime.install(&v1, json!({})).unwrap();
+    let answer = host
+        .post(
+            "/v1/plugins/ma_cross/call",
+            json!({"input": {"bar": {"instrument": "ES", "close": 4500.25}}, "now": 7}),
+        )
+        .await;
+    answer.expect_ok();
+    assert_eq!(
+        answer.body,
+        json!({"seq": 1, "now": 7, "digest": v1.to_string(), "output": {"orders": []}})
+    );
+    // A string is sent as its bytes; a plugin's refusal is a 422 naming it.
+    let refused = host
+        .post("/v1/plugins/ma_cross/call", json!({"input": "not json"}))
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.body["error"]["code"], "plugin_failed");
+    let unknown = host.post("/v1/plugins/nope/call", bar).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    host.shutdown().await;
+}

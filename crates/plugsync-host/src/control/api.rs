@@ -262,3 +262,28 @@ mod tests {
         assert_eq!(properties(build), keys(&value["build"]));
     }
 }
+
+/// The body of `POST /v1/plugins/{plugin}/call` (only with `allow_calls`): one call, as a line
+/// of `plugsync host --feed FILE` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallRequest {
+    /// The input: a string is sent as its bytes, any other JSON value as its JSON text.
+    pub input: Value,
+    /// The host time to give the plugin, in ns since the Unix epoch; default: the host clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<i64>,
+}
+
+/// The response of `POST /v1/plugins/{plugin}/call`: the plugin's output and which call it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CallAnswer {
+    /// Position of the call in the slot's order.
+    pub seq: u64,
+    /// The host time the plugin was given (ns since the Unix epoch).
+    pub now: i64,
+    /// The artifact that answered.
+    pub digest: Digest,
+    /// The output: its JSON value when it is JSON, else its text (lossy UTF-8).
+    pub output: Value,
+}

@@ -86,6 +86,10 @@ pub struct ControlConfig {
     pub max_artifact_bytes: usize,
     /// The largest JSON request accepted, in bytes (4 MiB by default).
     pub max_json_bytes: usize,
+    /// Serve `POST /v1/plugins/{plugin}/call` (`--allow-calls`): a plugin author feeding a
+    /// plugin by hand. Off by default: in a trading host only the host's own inputs should
+    /// change a plugin's state.
+    pub allow_calls: bool,
 }
 
 impl ControlConfig {
@@ -100,6 +104,7 @@ impl ControlConfig {
             trusted_keys: TrustedKeys::none(),
             max_artifact_bytes: 256 << 20,
             max_json_bytes: 4 << 20,
+            allow_calls: false,
         }
     }
 }

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::api::{
-    Committed, ErrorBody, ErrorDetail, InstallRequest, PluginRequest, RunningState, Staged,
-    StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
+    CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, PluginRequest,
+    RunningState, Staged, StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
 };
 use super::auth::Token;
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
@@ -33,6 +33,7 @@ use crate::library::read_metadata;
 use crate::persist::{StepResult, check_step_id};
 use crate::rollback::RollbackReport;
 use crate::runtime::{Installed, Runtime, StateSnapshot};
+use crate::slot::CallError;
 use crate::store::check_name;
 use crate::swap::{SwapReport, SwapRequest};
 
@@ -87,6 +88,8 @@ pub(crate) enum Op {
     Status,
     /// `GET /v1/plugins/{plugin}/state`.
     State,
+    /// `POST /v1/plugins/{plugin}/call`.
+    Call,
     /// `PUT /v1/artifacts/{sha256}/{file_name}`.
     Stage,
     /// `POST /v1/steps/{step_id}/verify`.
@@ -179,6 +182,24 @@ pub(crate) static ROUTES: &[Route] = &[
         body: Body::Empty,
         ok: schema::<StateSnapshot>,
         errors: &[404, 422, 500],
+        step: None,
+    },
+    Route {
+        op: Op::Call,
+        verb: Verb::Post,
+        path: "/v1/plugins/{plugin}/call",
+        id: "call",
+        summary: "Call a plugin (development)",
+        description: "Calls the plugin once with the input, as the host's own hot path would, \
+                      and answers its output. Off (`403 calls_disabled`) unless the host was \
+                      started with `allow_calls` (`plugsync host --allow-calls`): a call changes \
+                      the plugin's state, which in a trading host only the host's own inputs \
+                      should do.",
+        params: &[("plugin", "Plugin id.")],
+        query: None,
+        body: Body::Json(schema::<CallRequest>),
+        ok: schema::<CallAnswer>,
+        errors: &[400, 403, 404, 409, 422],
         step: None,
     },
     Route {
@@ -318,6 +339,8 @@ struct App {
     max_artifact_bytes: usize,
     /// The body limit of JSON requests.
     max_json_bytes: usize,
+    /// Whether `POST /v1/plugins/{plugin}/call` is served.
+    allow_calls: bool,
 }
 
 /// The control API server of a [`Runtime`], bound and ready to serve.
@@ -395,6 +418,7 @@ impl ControlServer {
             keys: Arc::new(keys),
             max_artifact_bytes: config.max_artifact_bytes,
             max_json_bytes: config.max_json_bytes,
+            allow_calls: config.allow_calls,
         };
         if app.keys.is_empty() {
             tracing::warn!(
@@ -475,6 +499,7 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
     match route.op {
         Op::Status => on(filter, status),
         Op::State => on(filter, state),
+        Op::Call => on(filter, call),
         Op::Stage => on(filter, stage).layer(DefaultBodyLimit::max(app.max_artifact_bytes)),
         Op::Verify => on(filter, verify),
         Op::Install => step_route(route, install),
@@ -767,6 +792,55 @@ async fn state(
     let runtime = app.runtime.clone();
     let snapshot = blocking(move || runtime.snapshot(&plugin)).await??;
     Ok(axum::Json(ok_json(&snapshot)?))
+}
+
+/// `POST /v1/plugins/{plugin}/call`: one call through the hot path, when allowed.
+async fn call(
+    State(app): State<App>,
+    path: Result<Path<String>, PathRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if !app.allow_calls {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "calls_disabled",
+            "calls through the control API are off: start the host with `--allow-calls` \
+             (`ControlConfig::allow_calls`) to feed a plugin by hand",
+        ));
+    }
+    let Path(plugin) = path.map_err(path_error)?;
+    let request: CallRequest = parse(bytes, app.max_json_bytes)?;
+    let input = match request.input {
+        Value::String(text) => text.into_bytes(),
+        value => value.to_string().into_bytes(),
+    };
+    let runtime = app.runtime.clone();
+    let answered = blocking(move || {
+        let handle = runtime.handle(&plugin)?;
+        let mut output = Vec::new();
+        let receipt = match request.now {
+            Some(now) => handle.call_into_at(&input, crate::HostTime(now), &mut output),
+            None => handle.call_into(&input, &mut output),
+        };
+        Ok::<_, HostError>(receipt.map(|receipt| (receipt, output)))
+    })
+    .await??;
+    let (receipt, output) = answered.map_err(|error| {
+        let (status, code) = match &error {
+            CallError::NotLoaded { .. } => (StatusCode::NOT_FOUND, "not_loaded"),
+            CallError::FailedClosed { .. } => (StatusCode::CONFLICT, "failed_closed"),
+            CallError::Plugin { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed"),
+        };
+        ApiError::new(status, code, error.to_string())
+    })?;
+    let output = serde_json::from_slice(&output)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&output).into_owned()));
+    Ok(axum::Json(ok_json(&CallAnswer {
+        seq: receipt.seq,
+        now: receipt.now.0,
+        digest: receipt.digest,
+        output,
+    })?))
 }
 
 /// `PUT /v1/artifacts/{sha256}/{file_name}`: checks everything, then stages.
