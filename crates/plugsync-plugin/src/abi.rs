@@ -119,9 +119,10 @@ impl PluginBuf {
     };
 }
 
-/// What the host gives a plugin instance at creation: its logger. Passed by pointer; the host
-/// keeps it alive for as long as the library is loaded (for ever: libraries are never
-/// unloaded), since an instance may hand copies of its context to threads that outlive it.
+/// What the host gives a plugin library (`set_host`, ABI 1.2) and each instance at creation:
+/// its logger. Passed by pointer, the same one per library; the host keeps it alive for as long
+/// as the library is loaded (for ever: libraries are never unloaded), since an instance may
+/// hand copies of its context to threads that outlive it.
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostApi {
