@@ -34,7 +34,7 @@ fn inspect_prints_what_a_plugin_declares() {
        version: 2.0.0
           kind: strategy
         sha256: [HASH]
-           abi: 1
+           abi: 1.2
      framework: >=0.1, <1
   state schema: 2
   dependencies: risk_model >=1.0, <3
@@ -74,7 +74,7 @@ fn inspect_reads_a_library_it_would_refuse_to_load_without_running_it() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("           abi: 2\n"));
+    assert!(text(&out.stdout).contains("           abi: 2.0\n"));
     assert!(
         !marker.exists(),
         "inspect ran the library's constructor: it must only read the file"

@@ -1,5 +1,6 @@
-//! The loader refuses a library for another ABI, one built with `panic = "abort"`, and bytes
-//! that do not hash to the digest they were announced with, all **before `dlopen`**: both
+//! The loader refuses a library for another ABI (major, or a minor older than it needs), one
+//! built with `panic = "abort"`, and bytes that do not hash to the digest they were announced
+//! with, all **before `dlopen`**: both
 //! fixtures have a load-time constructor that writes the file named by
 //! `PLUGSYNC_FIXTURE_MARKER`, and after the refusals that file does not exist. The control
 //! proves the constructors work: `dlopen`ing the fixtures directly does write it.
@@ -79,6 +80,29 @@ fn child_refuses_before_dlopen() {
         "inspect reads it without running it"
     );
 
+    // ABI 1.0 (the fixture with its metadata edited in place to say `"abi":1` and, as SDKs
+    // before ABI 1.2 wrote it, no `abi_minor`): an older minor than the host needs, whose
+    // vtable would lack entries the host calls. Refused at staging, from the metadata.
+    let mut old_minor = std::fs::read(&abi).unwrap();
+    let at = old_minor
+        .windows(9)
+        .position(|w| w == br#"{"abi":2,"#)
+        .expect("the fixture's metadata starts with its ABI major");
+    old_minor[at..at + 9].copy_from_slice(br#"{"abi":1,"#);
+    let error = runtime
+        .stage(
+            "libma_cross_fault_abi.so",
+            &old_minor,
+            &Digest::of(&old_minor),
+        )
+        .unwrap_err();
+    assert!(matches!(error, HostError::AbiTooOld { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "plugin `ma_cross` 2.0.5 was built for plugin ABI 1.0, this host needs ABI 1.1 or newer; \
+         it was not opened: rebuild it with a newer plugsync-plugin SDK"
+    );
+
     // `panic = "abort"`: refused at staging.
     let error = runtime.stage_file(&abort).unwrap_err();
     assert!(matches!(error, HostError::PanicAbort { .. }), "{error:?}");
@@ -107,8 +131,12 @@ fn child_refuses_before_dlopen() {
     assert_eq!(files(root), Vec::<String>::new(), "nothing was written");
 
     // A library planted in the store (by hand, past staging) is checked again at load.
-    for path in [&abi, &abort] {
-        let bytes = std::fs::read(path).unwrap();
+    let planted_bytes = [
+        std::fs::read(&abi).unwrap(),
+        std::fs::read(&abort).unwrap(),
+        old_minor,
+    ];
+    for bytes in planted_bytes {
         let digest = Digest::of(&bytes);
         let planted = root.join("artifacts").join(digest.to_string());
         std::fs::create_dir_all(&planted).unwrap();
@@ -117,7 +145,9 @@ fn child_refuses_before_dlopen() {
         assert!(
             matches!(
                 error,
-                HostError::AbiMismatch { .. } | HostError::PanicAbort { .. }
+                HostError::AbiMismatch { .. }
+                    | HostError::AbiTooOld { .. }
+                    | HostError::PanicAbort { .. }
             ),
             "{error:?}"
         );

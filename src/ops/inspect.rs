@@ -47,7 +47,7 @@ pub fn inspect(library: &Path, format: InspectFormat) -> Result<String> {
         ("version", metadata.version.clone()),
         ("kind", metadata.kind.clone()),
         ("sha256", digest.to_string()),
-        ("abi", metadata.abi.to_string()),
+        ("abi", format!("{}.{}", metadata.abi, metadata.abi_minor)),
         ("framework", metadata.framework.clone()),
         ("state schema", metadata.state_schema.to_string()),
         ("dependencies", list(&dependencies)),

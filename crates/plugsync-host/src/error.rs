@@ -92,6 +92,26 @@ pub enum HostError {
         expected: u32,
     },
 
+    /// The library was built for an older ABI minor than this host needs: its vtable lacks
+    /// entries the host calls. Found in its metadata, so it was never mapped.
+    #[error(
+        "plugin `{plugin}` {version} was built for plugin ABI {major}.{found}, this host needs \
+         ABI {major}.{required} or newer; it was not opened: rebuild it with a newer \
+         plugsync-plugin SDK"
+    )]
+    AbiTooOld {
+        /// Plugin id.
+        plugin: String,
+        /// Plugin version.
+        version: String,
+        /// ABI major of the library (this host's).
+        major: u32,
+        /// ABI minor of the library (0 when its metadata predates `abi_minor`).
+        found: u32,
+        /// The oldest ABI minor this host loads.
+        required: u32,
+    },
+
     /// The library was built with `panic = "abort"`.
     #[error(
         "plugin `{plugin}` {version} was built with `panic = \"abort\"`: its first panic would \
@@ -554,6 +574,7 @@ impl HostError {
             HostError::NoMetadata { .. } => "no_metadata",
             HostError::BadMetadata { .. } => "bad_metadata",
             HostError::AbiMismatch { .. } => "abi_mismatch",
+            HostError::AbiTooOld { .. } => "abi_too_old",
             HostError::PanicAbort { .. } => "panic_abort",
             HostError::FrameworkMismatch { .. } => "framework_mismatch",
             HostError::BadVersion { .. } => "bad_version",

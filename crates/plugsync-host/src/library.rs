@@ -2,8 +2,9 @@
 //!
 //! Invariant: nothing is `dlopen`ed before its digest is checked and its metadata section,
 //! read from the file bytes with `object`, has passed [`check_metadata`]. `dlopen` runs the
-//! library's initialisers, so a library for another ABI, or one built with `panic = "abort"`,
-//! is refused without any of its code running.
+//! library's initialisers, so a library for another ABI major, or an ABI minor older than this
+//! host needs, or one built with `panic = "abort"`, is refused without any of its code running.
+//! The vtable header is checked again after `dlopen`, as a second line.
 //!
 //! Invariant: the bytes `dlopen`ed are the bytes hashed. [`Library::open`] takes the bytes the
 //! store read and verified (not a path to open again: a file renamed or rewritten between the
@@ -33,7 +34,7 @@ use object::{Object, ObjectSection};
 use plugsync_plugin::PluginMetadata;
 use plugsync_plugin::abi::{
     ABI_MAJOR, ByteSlice, ENTRY_SYMBOL, EntryFn, HostApi, METADATA_SECTION, PluginBuf,
-    PluginVTable, Status,
+    PluginVTable, Status, VTABLE_SIZE_1_1,
 };
 
 use crate::digest::Digest;
@@ -42,6 +43,10 @@ use crate::keys::TrustedKeys;
 
 /// The framework version of this host, matched against each plugin's `framework` requirement.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The oldest ABI minor this host loads. The swap's cut needs 1.1's `copy_state`,
+/// `serialize_copy` and `free_copy`; 1.2's `set_host` is optional (called when present).
+pub const REQUIRED_ABI_MINOR: u16 = 1;
 
 /// What the loader accepts beyond the defaults.
 #[derive(Debug, Clone, Default)]
@@ -90,8 +95,9 @@ pub(crate) fn read_metadata(artifact: &str, bytes: &[u8]) -> Result<PluginMetada
     })
 }
 
-/// Checks metadata before the library may be opened: ABI, panic strategy, framework and that
-/// every version it declares is valid semver.
+/// Checks metadata before the library may be opened: ABI (the major, and a minor at least
+/// [`REQUIRED_ABI_MINOR`]), panic strategy, framework and that every version it declares is
+/// valid semver.
 pub(crate) fn check_metadata(metadata: &PluginMetadata, policy: &LoadPolicy) -> Result<()> {
     check_plugin_id(&metadata.id)?;
     check_plain_strings(metadata)?;
@@ -104,6 +110,9 @@ pub(crate) fn check_metadata(metadata: &PluginMetadata, policy: &LoadPolicy) -> 
             found: metadata.abi.into(),
             expected: ABI_MAJOR.into(),
         });
+    }
+    if metadata.abi_minor < REQUIRED_ABI_MINOR {
+        return Err(abi_too_old(metadata, metadata.abi_minor));
     }
     if !metadata.unwinds() && !policy.allow_panic_abort {
         return Err(HostError::PanicAbort {
@@ -142,6 +151,17 @@ pub(crate) fn check_metadata(metadata: &PluginMetadata, policy: &LoadPolicy) -> 
         semver::VersionReq::parse(req).map_err(|e| bad("dependencies", req, e.to_string()))?;
     }
     Ok(())
+}
+
+/// The refusal of a library whose ABI minor (`found`) is older than this host needs.
+fn abi_too_old(metadata: &PluginMetadata, found: u16) -> HostError {
+    HostError::AbiTooOld {
+        plugin: metadata.id.clone(),
+        version: metadata.version.clone(),
+        major: ABI_MAJOR.into(),
+        found: found.into(),
+        required: REQUIRED_ABI_MINOR.into(),
+    }
 }
 
 /// Accepts a plugin id that is safe everywhere an id goes (file names in the store, URLs, log
@@ -360,15 +380,41 @@ impl Library {
                 expected: ABI_MAJOR.into(),
             });
         }
-        if (vtable_size as usize) < std::mem::size_of::<PluginVTable>() {
+        // The metadata said a recent enough minor (checked before `dlopen`); the header must too.
+        let minor = (abi_version & 0xffff) as u16;
+        if minor < REQUIRED_ABI_MINOR {
+            return Err(abi_too_old(&metadata, minor));
+        }
+        if (vtable_size as usize) < VTABLE_SIZE_1_1 {
             return Err(load_error(format!(
-                "its vtable has {vtable_size} bytes, this host needs {}: rebuild it with a newer SDK",
-                std::mem::size_of::<PluginVTable>()
+                "its vtable has {vtable_size} bytes, this host needs at least {VTABLE_SIZE_1_1} \
+                 (ABI {ABI_MAJOR}.{REQUIRED_ABI_MINOR}): rebuild it with a newer plugsync-plugin SDK"
             )));
         }
-        // SAFETY: the header says it is a vtable of this ABI major and at least as large as
-        // ours, and it is static data of a library that is never unmapped.
-        let vtable: &'static PluginVTable = unsafe { vtable_ptr.as_ref() };
+        let vtable: &'static PluginVTable = if vtable_size as usize >= size_of::<PluginVTable>() {
+            // SAFETY: the header says it is a vtable of this ABI major and at least as large as
+            // ours, and it is static data of a library that is never unmapped.
+            unsafe { vtable_ptr.as_ref() }
+        } else {
+            // An older minor's table is shorter than ours: reading it as ours would read past
+            // its end. Its entries are copied into a table of ours whose later (optional)
+            // entries stay zero, i.e. `None`; leaked, like the library.
+            let mut table = std::mem::MaybeUninit::<PluginVTable>::zeroed();
+            // SAFETY: the library's table has at least `VTABLE_SIZE_1_1` bytes (checked above)
+            // laid out as the start of ours (a minor only appends); `table` is ours, as large
+            // as `PluginVTable`, and the two do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    vtable_ptr.as_ptr().cast::<u8>(),
+                    table.as_mut_ptr().cast::<u8>(),
+                    VTABLE_SIZE_1_1,
+                );
+            }
+            // SAFETY: the first `VTABLE_SIZE_1_1` bytes are the library's valid 1.1 entries;
+            // every entry after them is an `Option` of a function pointer (asserted by the
+            // SDK), for which all-zero bytes are `None`.
+            Box::leak(Box::new(unsafe { table.assume_init() }))
+        };
         // SAFETY: the SDK points `metadata` at the static section bytes.
         let vtable_metadata = unsafe { vtable.metadata.as_slice() };
         let vtable_metadata = PluginMetadata::from_json(vtable_metadata)
@@ -396,6 +442,12 @@ impl Library {
             ctx: std::ptr::from_ref(log_target).cast(),
             log: log_record,
         }));
+        if let Some(set_host) = vtable.set_host {
+            // SAFETY: `host_api` is leaked, so valid for as long as the library is loaded, and
+            // its `log` may be called from any thread; this is the first entry point called,
+            // as the ABI asks, and the SDK's catches its own panics.
+            unsafe { set_host(host_api) };
+        }
         Ok(Library {
             digest,
             metadata,

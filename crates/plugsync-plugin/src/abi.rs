@@ -3,7 +3,13 @@
 //! Everything here is plain `#[repr(C)]` data. A plugin library exports one symbol,
 //! [`ENTRY_SYMBOL`], a function returning a pointer to a static [`PluginVTable`]. The vtable
 //! starts with the ABI version and its own size so that a host can refuse a library built for
-//! another ABI before it calls anything else.
+//! another ABI before it calls anything else. The metadata section carries the same version
+//! (`abi`, `abi_minor`), so a host refuses most such libraries before it even maps them.
+//!
+//! Versioning: a major change breaks the layout; a minor only appends entries to the vtable.
+//! 1.1 appended `copy_state`, `serialize_copy` and `free_copy` (required by hosts since); 1.2
+//! appended `set_host`, which is optional: a host still loads a 1.1 library, treating the entry
+//! as absent, and a 1.2 library runs on a 1.1 host (which never calls it).
 //!
 //! Ownership rule: memory is freed by the side that allocated it. Buffers the plugin hands out
 //! ([`PluginBuf`]) are given back to it through [`PluginVTable::free_buf`]; slices the host
@@ -16,9 +22,13 @@ use std::ffi::c_void;
 /// Major version of the ABI. A host refuses a library whose major differs.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor version of the ABI. Minor versions only append entries to the vtable.
-pub const ABI_MINOR: u16 = 1;
+pub const ABI_MINOR: u16 = 2;
 /// `ABI_MAJOR` and `ABI_MINOR` packed as the vtable stores them: `major << 16 | minor`.
 pub const ABI_VERSION: u32 = ((ABI_MAJOR as u32) << 16) | ABI_MINOR as u32;
+
+/// Size of an ABI 1.1 vtable: every entry up to `free_copy`, without 1.2's `set_host`. The
+/// smallest table a host that needs 1.1's entries can use.
+pub const VTABLE_SIZE_1_1: usize = std::mem::offset_of!(PluginVTable, set_host);
 
 /// Name of the one symbol a plugin library exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"plugsync_plugin_v1\0";
@@ -109,9 +119,10 @@ impl PluginBuf {
     };
 }
 
-/// What the host gives a plugin instance at creation: its logger. Passed by pointer; the host
-/// keeps it alive for as long as the library is loaded (for ever: libraries are never
-/// unloaded), since an instance may hand copies of its context to threads that outlive it.
+/// What the host gives a plugin library (`set_host`, ABI 1.2) and each instance at creation:
+/// its logger. Passed by pointer, the same one per library; the host keeps it alive for as long
+/// as the library is loaded (for ever: libraries are never unloaded), since an instance may
+/// hand copies of its context to threads that outlive it.
 #[repr(C)]
 #[derive(Debug)]
 pub struct HostApi {
@@ -221,7 +232,24 @@ pub struct PluginVTable {
     pub serialize_copy: unsafe extern "C" fn(copy: *const c_void, out: *mut PluginBuf) -> Status,
     /// Frees a copy made by `copy_state`.
     pub free_copy: unsafe extern "C" fn(copy: *mut c_void),
+    /// Gives the library its host services once, right after the host maps it and before any
+    /// other entry point: the SDK reports the library's panics (message and location) through
+    /// `host`'s logger from then on, including panics in `migrate`, which has no instance and
+    /// no context of its own. Same lifetime contract as `create`'s `host`: valid for as long
+    /// as the library is loaded. Never fails; a panic inside is caught and swallowed.
+    ///
+    /// Added in ABI 1.2, and optional: `None`, or absent from a smaller (1.1) table, means the
+    /// library wants nothing (its panics are then reported from its first `create` on).
+    pub set_host: Option<unsafe extern "C" fn(host: *const HostApi)>,
 }
+
+// Every entry a minor appended after 1.1 must be valid when all-zero bytes (`Option` of a
+// function pointer: `None`), because a host completes a 1.1 table with zeroes.
+const _: () = assert!(
+    VTABLE_SIZE_1_1 + std::mem::size_of::<Option<unsafe extern "C" fn(*const HostApi)>>()
+        == std::mem::size_of::<PluginVTable>(),
+    "an entry appended after 1.1 must be an `Option` of a function pointer"
+);
 
 // SAFETY: a vtable is immutable static data: function pointers and a pointer to static
 // metadata bytes that are never written. Sharing it between threads is sound.

@@ -46,18 +46,47 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
+/// The host's services as the host handed them in: a `HostApi` that stays valid for as long as
+/// the library is loaded, so `'static` from here. Made only by [`HostRef::from_host`], whose
+/// callers pass on the host's guarantee; everything else about it is safe.
+#[derive(Clone, Copy)]
+pub(crate) struct HostRef(&'static HostApi);
+
+impl HostRef {
+    /// Adopts the host's `HostApi`, or `None` for a null pointer.
+    ///
+    /// # Safety
+    ///
+    /// `host` must be null or point to a `HostApi` that stays valid and unchanged for as long
+    /// as the library is loaded, whose `ctx` its `log` accepts from any thread (the host's
+    /// contract for `create`'s and `set_host`'s `host`).
+    unsafe fn from_host(host: *const HostApi) -> Option<HostRef> {
+        // SAFETY: valid for as long as the library (and so this code) is loaded: per the
+        // caller's contract, which is what `'static` means to plugin code.
+        unsafe { host.as_ref() }.map(HostRef)
+    }
+
+    /// Writes one record through the host's logger.
+    pub(crate) fn log(self, level: LogLevel, message: &str) {
+        let api = self.0;
+        // SAFETY: `api` came from the host through `from_host`, so `log` and `ctx` are the
+        // host's and may be called from any thread; the message slice is borrowed for the call.
+        unsafe { (api.log)(api.ctx, level as u32, ByteSlice::new(message.as_bytes())) }
+    }
+}
+
 /// The host services this library's panics are reported through (each plugin library has its
 /// own copy of std, so its own panic hook and its own copy of this static).
 static PANIC_HOST: AtomicPtr<HostApi> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Routes this library's panic reports (message and location) to the host's logger instead of
 /// the default hook's stderr; the panic itself is still caught and returned as an error.
-fn report_panics_to(host: *const HostApi) {
+fn report_panics_to(host: Option<HostRef>) {
     static HOOK: Once = Once::new();
-    if host.is_null() {
+    let Some(HostRef(host)) = host else {
         return;
-    }
-    PANIC_HOST.store(host.cast_mut(), Ordering::Release);
+    };
+    PANIC_HOST.store(std::ptr::from_ref(host).cast_mut(), Ordering::Release);
     HOOK.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
             let host = PANIC_HOST.load(Ordering::Acquire);
@@ -67,13 +96,31 @@ fn report_panics_to(host: *const HostApi) {
                 Some(at) => format!("plugin panicked at {at}: {message}"),
                 None => format!("plugin panicked: {message}"),
             };
-            if host.is_null() {
-                eprintln!("{report}");
-            } else {
-                HostContext { api: host }.log(LogLevel::Error, &report);
+            // SAFETY: null, or stored above from a `HostRef`, which met the `from_host` contract.
+            match unsafe { HostRef::from_host(host) } {
+                Some(host) => host.log(LogLevel::Error, &report),
+                None => eprintln!("{report}"),
             }
         }));
     });
+}
+
+/// `set_host` entry point (ABI 1.2): the host hands the library its services once, right after
+/// mapping it, so that panics are reported through the host's logger from the start — also in
+/// `migrate`, which runs before any instance exists and carries no context.
+///
+/// # Safety
+///
+/// `host` must be null or point to a `HostApi` that stays valid for as long as the library is
+/// loaded, as for [`create`].
+pub unsafe extern "C" fn set_host(host: *const HostApi) {
+    // Nothing may unwind into the host; there is no error to report if this fails (the hook is
+    // then installed by the first `create`, as with a host of ABI 1.1).
+    // SAFETY: the host's contract on `host`, documented above, is `from_host`'s.
+    let host = unsafe { HostRef::from_host(host) };
+    if let Err(payload) = catch_unwind(|| report_panics_to(host)) {
+        drop_payload(payload);
+    }
 }
 
 /// Drops a panic payload without letting a panicking `Drop` escape (`panic_any` takes any
@@ -122,6 +169,9 @@ pub unsafe extern "C" fn create<P: Plugin>(
 ) -> Status {
     // SAFETY: the host passes a slice valid for the duration of the call.
     let config = unsafe { config.as_slice() };
+    // SAFETY: the host's contract on `host`, documented above, is `from_host`'s.
+    let host = unsafe { HostRef::from_host(host) };
+    // A host of ABI 1.1 never calls `set_host`: its first `create` installs the hook instead.
     report_panics_to(host);
     let mut created = None;
     let body = || {
@@ -496,6 +546,7 @@ macro_rules! export_plugin {
                 MetadataWriter::<N>::new()
                     .begin_object()
                     .key("abi").number(abi::ABI_MAJOR as u64)
+                    .key("abi_minor").number(abi::ABI_MINOR as u64)
                     .key("id").string($id)
                     .key("version").string(VERSION)
                     .key("kind").string($kind)
@@ -544,6 +595,7 @@ macro_rules! export_plugin {
                 copy_state: export::copy_state::<$plugin>,
                 serialize_copy: export::serialize_copy::<$plugin>,
                 free_copy: export::free_copy::<$plugin>,
+                set_host: ::core::option::Option::Some(export::set_host),
             };
 
             #[unsafe(no_mangle)]

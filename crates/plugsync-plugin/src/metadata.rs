@@ -18,6 +18,11 @@ use serde::{Deserialize, Serialize};
 pub struct PluginMetadata {
     /// ABI major version the library was built for.
     pub abi: u16,
+    /// ABI minor version the library was built for, so that a host can refuse a library whose
+    /// vtable lacks entries it needs before mapping it. Absent (read as 0) in metadata written
+    /// by SDKs older than ABI 1.2, which did not record it: such a library may be 1.0.
+    #[serde(default)]
+    pub abi_minor: u16,
     /// Plugin id, e.g. `ma_cross`: the slot it fills in a host.
     pub id: String,
     /// The plugin's own semantic version, e.g. `2.1.0`.
@@ -232,6 +237,21 @@ pub const fn str_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_without_an_abi_minor_reads_as_minor_0() {
+        let old = serde_json::json!({
+            "abi": 1, "id": "x", "version": "1.0.0", "kind": "strategy", "state_schema": 1,
+            "framework": "*", "dependencies": {}, "migrates_from": [], "downgrades_to": [],
+            "build": {"panic": "unwind", "sdk": "0.1.0", "rustc": "1.88.0"}
+        });
+        let metadata = PluginMetadata::from_json(old.to_string().as_bytes()).unwrap();
+        assert_eq!((metadata.abi, metadata.abi_minor), (1, 0));
+        let mut new = old;
+        new["abi_minor"] = 2.into();
+        let metadata = PluginMetadata::from_json(new.to_string().as_bytes()).unwrap();
+        assert_eq!((metadata.abi, metadata.abi_minor), (1, 2));
+    }
 
     #[test]
     fn str_eq_is_byte_equality_usable_in_const() {

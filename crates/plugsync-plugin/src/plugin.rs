@@ -5,7 +5,8 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{ByteSlice, HostApi, LogLevel};
+use crate::abi::LogLevel;
+use crate::export::HostRef;
 
 /// Host time given to every call: nanoseconds since the Unix epoch.
 ///
@@ -96,14 +97,10 @@ pub struct Migration {
 /// the host's).
 #[derive(Clone)]
 pub struct HostContext {
-    pub(crate) api: *const HostApi,
+    /// `None` when detached. Only the SDK's entry points make a `HostRef`, from the host's
+    /// `HostApi`; that is where the `unsafe` (and its contract) lives.
+    pub(crate) api: Option<HostRef>,
 }
-
-// SAFETY: the host guarantees its `HostApi` and the context it points to stay valid for as long
-// as the library is loaded (not only the instance: a plugin may keep a clone in a thread) and
-// that `log` may be called from any thread.
-#[allow(unsafe_code)]
-unsafe impl Send for HostContext {}
 
 impl fmt::Debug for HostContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -114,22 +111,13 @@ impl fmt::Debug for HostContext {
 impl HostContext {
     /// A context with no host: logging is dropped; for tests and benchmarks.
     pub fn detached() -> HostContext {
-        HostContext {
-            api: std::ptr::null(),
-        }
+        HostContext { api: None }
     }
 
     /// Writes one record through the host's logger.
     pub fn log(&self, level: LogLevel, message: &str) {
-        if self.api.is_null() {
-            return;
-        }
-        #[allow(unsafe_code)]
-        // SAFETY: `api` is non-null and, per the host's contract (see `HostContext`), valid for
-        // as long as the library is loaded; the message slice is borrowed for the call.
-        unsafe {
-            let api = &*self.api;
-            (api.log)(api.ctx, level as u32, ByteSlice::new(message.as_bytes()));
+        if let Some(api) = self.api {
+            api.log(level, message);
         }
     }
 

@@ -192,6 +192,8 @@ pub struct Unloaded {
 pub(crate) struct MetadataSchema {
     /// ABI major version the library was built for.
     abi: u16,
+    /// ABI minor version the library was built for (0 when its metadata predates the field).
+    abi_minor: u16,
     /// Plugin id, e.g. `ma_cross`.
     id: String,
     /// The plugin's own semantic version, e.g. `2.1.0`.

@@ -608,6 +608,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::NoMetadata { .. }
         | HostError::BadMetadata { .. }
         | HostError::AbiMismatch { .. }
+        | HostError::AbiTooOld { .. }
         | HostError::PanicAbort { .. }
         | HostError::FrameworkMismatch { .. }
         | HostError::BadVersion { .. }
