@@ -71,19 +71,8 @@ fn a_verify_during_an_optimistic_switch_leaves_the_switch_and_later_leases_worki
     // The slot's locks are sound: a later switch with a lease is rolled back when it expires.
     runtime.swap(leased("ma_cross", v2)).unwrap();
     clock.advance(31_000_000);
-    let status = wait_for_rollback(&runtime, "ma_cross");
+    let status = rolled_back_by_host(&runtime, "ma_cross");
     assert_eq!(status, RollbackReason::LeaseExpired { lease_ms: 30 });
-}
-
-fn wait_for_rollback(runtime: &plugsync_host::Runtime, plugin: &str) -> RollbackReason {
-    let mut reason = None;
-    wait_until("the host rolls the step back", || {
-        let status = runtime.status();
-        let slot = status.plugins.iter().find(|p| p.plugin == plugin).unwrap();
-        reason = slot.last_rollback.as_ref().map(|r| r.reason.clone());
-        reason.is_some() && slot.pending.is_none()
-    });
-    reason.unwrap()
 }
 
 #[test]
@@ -110,7 +99,7 @@ fn a_hung_call_in_one_plugin_does_not_stop_the_host_for_the_others() {
     runtime.swap(leased("risk_model", risk_1_1)).unwrap();
     clock.advance(31_000_000);
     assert_eq!(
-        wait_for_rollback(&runtime, "risk_model"),
+        rolled_back_by_host(&runtime, "risk_model"),
         RollbackReason::LeaseExpired { lease_ms: 30 }
     );
 

@@ -1173,6 +1173,30 @@ fn traded_store(root: &Path) -> (PathBuf, PathBuf, Value) {
     (store, token, traded)
 }
 
+/// A host over `store` without the feed, with one fail point armed.
+fn host_with_failpoint(store: &Path, token: &Path, failpoint: &str) -> Host {
+    Host::start_with_env(
+        store,
+        token,
+        &["--feed", "off"],
+        &[(plugsync_host::FAILPOINTS_ENV, OsStr::new(failpoint))],
+    )
+}
+
+/// Checks that ma_cross came back as `version` with the checkpoint of `from` migrated.
+fn assert_recovered_migrated(api: &Api, version: &str, from: &str) {
+    let recovered = &api.status()["recovered"]["plugins"][0];
+    assert_eq!(
+        (
+            &recovered["version"]["version"],
+            &recovered["checkpoint"]["status"],
+            &recovered["checkpoint"]["from"]["version"]
+        ),
+        (&json!(version), &json!("migrated"), &json!(from)),
+        "{recovered:#}"
+    );
+}
+
 #[test]
 fn a_host_killed_between_a_commits_two_writes_comes_back_with_the_state_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -1181,13 +1205,7 @@ fn a_host_killed_between_a_commits_two_writes_comes_back_with_the_state_migrated
 
     // The commit of 1.0.0 -> 2.0.0 writes 2.0.0's checkpoint, then the host dies before the
     // committed set names 2.0.0.
-    let failpoint = OsStr::new("commit.between-writes=abort");
-    let host = Host::start_with_env(
-        &store,
-        &token,
-        &["--feed", "off"],
-        &[(plugsync_host::FAILPOINTS_ENV, failpoint)],
-    );
+    let host = host_with_failpoint(&store, &token, "commit.between-writes=abort");
     let api = Api::new(&host);
     let artifact = api.stage(&lib(MA_CROSS_2_0_0));
     api.post(
@@ -1201,16 +1219,7 @@ fn a_host_killed_between_a_commits_two_writes_comes_back_with_the_state_migrated
     // Back on the committed 1.0.0, with 2.0.0's checkpoint migrated down: nothing forgotten.
     let host = Host::start(&store, &token, &["--feed", "off"]);
     let api = Api::new(&host);
-    let recovered = &api.status()["recovered"]["plugins"][0];
-    assert_eq!(
-        (
-            &recovered["version"]["version"],
-            &recovered["checkpoint"]["status"],
-            &recovered["checkpoint"]["from"]["version"]
-        ),
-        (&json!("1.0.0"), &json!("migrated"), &json!("2.0.0")),
-        "{recovered:#}"
-    );
+    assert_recovered_migrated(&api, "1.0.0", "2.0.0");
     assert_eq!(api.state("ma_cross")["instruments"], traded["instruments"]);
 }
 
@@ -1222,13 +1231,7 @@ fn a_commit_whose_checkpoint_cannot_be_written_comes_back_with_the_older_one_mig
 
     // Every checkpoint write fails: the commit of 2.0.0 stands, the committed set names it,
     // the only checkpoint is 1.0.0's. Then the host is killed.
-    let failpoint = OsStr::new("checkpoint.write=error");
-    let host = Host::start_with_env(
-        &store,
-        &token,
-        &["--feed", "off"],
-        &[(plugsync_host::FAILPOINTS_ENV, failpoint)],
-    );
+    let host = host_with_failpoint(&store, &token, "checkpoint.write=error");
     let api = Api::new(&host);
     api.upgrade("s1", "ma_cross", &lib(MA_CROSS_2_0_0));
     let persist_error = api.status()["persist_error"].clone();
@@ -1246,16 +1249,7 @@ fn a_commit_whose_checkpoint_cannot_be_written_comes_back_with_the_older_one_mig
     // Back on 2.0.0, with 1.0.0's checkpoint migrated forward: never a fresh state.
     let host = Host::start(&store, &token, &["--feed", "off"]);
     let api = Api::new(&host);
-    let recovered = &api.status()["recovered"]["plugins"][0];
-    assert_eq!(
-        (
-            &recovered["version"]["version"],
-            &recovered["checkpoint"]["status"],
-            &recovered["checkpoint"]["from"]["version"]
-        ),
-        (&json!("2.0.0"), &json!("migrated"), &json!("1.0.0")),
-        "{recovered:#}"
-    );
+    assert_recovered_migrated(&api, "2.0.0", "1.0.0");
     let state = api.state("ma_cross");
     assert_eq!(state["instruments"], upgraded["instruments"]);
     assert_eq!(

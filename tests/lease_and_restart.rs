@@ -18,18 +18,6 @@ fn ma_cross_1() -> Value {
     json!({"fast_ma_period": 2, "slow_ma_period": 3, "order_qty": 1})
 }
 
-/// Waits until the slot's last rollback is there, and returns its reason.
-fn rolled_back_by_host(runtime: &Runtime, plugin: &str) -> RollbackReason {
-    let mut reason = None;
-    wait_until("the host rolls the step back", || {
-        let status = runtime.status();
-        let slot = status.plugins.iter().find(|p| p.plugin == plugin).unwrap();
-        reason = slot.last_rollback.as_ref().map(|r| r.reason.clone());
-        reason.is_some() && slot.pending.is_none()
-    });
-    reason.unwrap()
-}
-
 #[test]
 fn a_switch_whose_lease_expires_is_rolled_back_by_the_host_alone() {
     let (_store, runtime, clock) = runtime_and_clock();

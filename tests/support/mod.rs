@@ -478,3 +478,16 @@ impl Gate {
         std::fs::write(self.path.with_extension("open"), b"").expect("the gate opens");
     }
 }
+
+/// Waits until the host has rolled `plugin`'s step back by itself (no step pending, a last
+/// rollback recorded), and returns the rollback's reason.
+pub fn rolled_back_by_host(runtime: &Runtime, plugin: &str) -> plugsync_host::RollbackReason {
+    let mut reason = None;
+    wait_until("the host rolls the step back", || {
+        let status = runtime.status();
+        let slot = status.plugins.iter().find(|p| p.plugin == plugin).unwrap();
+        reason = slot.last_rollback.as_ref().map(|r| r.reason.clone());
+        reason.is_some() && slot.pending.is_none()
+    });
+    reason.unwrap()
+}
