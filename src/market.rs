@@ -8,10 +8,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use plugsync_host::{CallError, Digest, SlotHandle};
+use plugsync_host::{CallError, CallReceipt, Digest, SlotHandle};
 use serde::{Deserialize, Serialize};
 
 /// How many recent closes the ledger keeps per instrument (the strategies' longest window).
@@ -193,6 +193,44 @@ impl DeskStats {
     }
 }
 
+/// The strategy calls desks answered, as they made them (receipt and input), while it records:
+/// what a reference runtime is fed to check a plugin's state independently of the runtime's
+/// own account (the demo's rollback check).
+#[derive(Debug, Default)]
+pub struct CallLog {
+    recording: AtomicBool,
+    calls: Mutex<Vec<(CallReceipt, Vec<u8>)>>,
+}
+
+impl CallLog {
+    /// A log that records from now on.
+    pub fn recording() -> CallLog {
+        CallLog {
+            recording: AtomicBool::new(true),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, receipt: CallReceipt, input: &[u8]) {
+        if self.recording.load(Ordering::Relaxed) {
+            lock(&self.calls).push((receipt, input.to_vec()));
+        }
+    }
+
+    /// The calls recorded so far, in sequence order.
+    pub fn calls(&self) -> Vec<(CallReceipt, Vec<u8>)> {
+        let mut calls = lock(&self.calls).clone();
+        calls.sort_by_key(|(receipt, _)| receipt.seq);
+        calls
+    }
+
+    /// Stops recording and forgets what was recorded.
+    pub fn stop(&self) {
+        self.recording.store(false, Ordering::Relaxed);
+        *lock(&self.calls) = Vec::new();
+    }
+}
+
 /// The last call failure a desk saw (for the report).
 #[derive(Debug, Clone)]
 pub struct DeskFailure {
@@ -215,6 +253,8 @@ pub struct Desk<'a> {
     pub orders_by_digest: BTreeMap<Digest, u64>,
     /// The failures seen.
     pub failures: Vec<DeskFailure>,
+    /// Where the strategy calls answered are recorded, if anywhere.
+    log: Option<&'a CallLog>,
     input: Vec<u8>,
 }
 
@@ -233,8 +273,15 @@ impl<'a> Desk<'a> {
             stats,
             orders_by_digest: BTreeMap::new(),
             failures: Vec::new(),
+            log: None,
             input: Vec::with_capacity(256),
         }
+    }
+
+    /// Records the strategy calls answered into `log`.
+    pub fn recording_into(mut self, log: &'a CallLog) -> Desk<'a> {
+        self.log = Some(log);
+        self
     }
 
     fn call<T: for<'de> Deserialize<'de>>(
@@ -251,6 +298,9 @@ impl<'a> Desk<'a> {
         let started = Instant::now();
         let result = handle.call_with(&self.input, |out| serde_json::from_slice::<T>(out));
         self.stats.call_took(started);
+        if let (Slot::Strategy, Some(log), Ok((receipt, _))) = (slot, self.log, &result) {
+            log.record(*receipt, &self.input);
+        }
         match result {
             Ok((receipt, Ok(parsed))) => Some((receipt.digest, parsed)),
             Ok((receipt, Err(reason))) => {

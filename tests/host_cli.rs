@@ -1,8 +1,8 @@
 //! `plugsync host` and `plugsync status` through the real binary: a host started with the
 //! example plugins answers `status` (table and JSON); every refusal is one clear line and
 //! exit 1; SIGTERM stops a trading host cleanly; a host killed with SIGKILL after two commits
-//! comes back on its committed set with the checkpointed states, from its store alone; a host
-//! fed a file of calls (`--feed FILE`) writes each answer in order, and a bad feed file refuses
+//! comes back on its committed set with the checkpointed states, from its store alone, and one
+//! killed while it trades with its latest periodic checkpoint; a host fed a file of calls (`--feed FILE`) writes each answer in order, and a bad feed file refuses
 //! the start, naming the line.
 //!
 //! Every host runs with `--feed off` except where trading is the point (the feed only
@@ -1064,6 +1064,80 @@ fn a_trading_host_stops_cleanly_on_sigterm_and_a_killed_one_comes_back_from_its_
         stopped.stderr.contains("the feed is off (`--feed off`)"),
         "{}",
         stopped.stderr
+    );
+}
+
+/// The `seq` of a checkpoint file in a store (`checkpoints/<plugin>.json`), once it exists.
+fn checkpoint_seq(store: &Path, plugin: &str) -> Option<u64> {
+    let path = store.join("checkpoints").join(format!("{plugin}.json"));
+    // Written beside and renamed into place: a read sees a whole file or the previous one.
+    let bytes = std::fs::read(path).ok()?;
+    json(&bytes)["seq"].as_u64()
+}
+
+#[test]
+fn a_host_killed_while_trading_comes_back_from_its_latest_periodic_checkpoint() {
+    // While the desk trades, only the steward's periodic checkpoint (every 100 ms here) writes
+    // `checkpoints/ma_cross.json`: the load writes the first one before the feed starts, and
+    // a commit or a clean stop the others, neither of which happens here.
+    const PAST: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = root.join("store");
+    let token = token_file(root, "token", TOKEN, 0o600);
+    let (ma_cross, risk_model) = (lib(MA_CROSS_1_0_0), lib(RISK_MODEL_1_0_0));
+    let mut host = Host::start(
+        &store,
+        &token,
+        &[
+            OsStr::new("--checkpoint-every-ms"),
+            "100".as_ref(),
+            "--load".as_ref(),
+            ma_cross.as_os_str(),
+            "--load".as_ref(),
+            risk_model.as_os_str(),
+        ],
+    );
+    wait_until(
+        &format!("a periodic checkpoint of ma_cross passes call #{PAST}"),
+        || checkpoint_seq(&store, "ma_cross").is_some_and(|seq| seq >= PAST),
+    );
+    let seen = checkpoint_seq(&store, "ma_cross").unwrap();
+    host.proc.child.kill().unwrap();
+    let killed = host.proc.finish();
+    assert_eq!(killed.status.signal(), Some(9));
+    assert!(
+        !killed.stderr.contains("SIGTERM received"),
+        "killed, not stopped: {}",
+        killed.stderr
+    );
+    let at_kill = checkpoint_seq(&store, "ma_cross").unwrap();
+    assert!(at_kill >= seen, "checkpoints only move forward");
+
+    // Back from the store: the checkpoint written last before the kill, no older.
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    let api = Api::new(&host);
+    let recovered = &api.status()["recovered"]["plugins"];
+    let ma_cross = recovered
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["plugin"] == "ma_cross")
+        .unwrap_or_else(|| panic!("ma_cross recovered: {recovered:#}"));
+    assert_eq!(
+        ma_cross["checkpoint"]["seq"].as_u64(),
+        Some(at_kill),
+        "{recovered:#}"
+    );
+    assert!(at_kill >= PAST);
+    let state = api.get("/v1/plugins/ma_cross/state");
+    let file = std::fs::read(store.join("checkpoints/ma_cross.json")).unwrap();
+    // (A restarted runtime counts its calls from 0 again: the checkpoint's `seq` is in
+    // `recovered`, above.)
+    assert_eq!(
+        (&state["sha256"], &state["state"]),
+        (&json(&file)["sha256"], &json(&file)["state"]),
+        "the state restored is the checkpoint's"
     );
 }
 

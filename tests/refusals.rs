@@ -1,6 +1,8 @@
 //! Swaps refused from the target artifact's metadata alone (no declared migration between the
 //! versions, or an artifact of another plugin) never map the target library: a refused version
-//! runs none of its code and takes none of the resident cap.
+//! runs none of its code and takes none of the resident cap. "Mapped" is judged twice: from
+//! the runtime's own `resident` list, and from the process's `/proc/self/maps`, where each
+//! library shows as the sealed memfd it was mapped from, `/memfd:plugsync:<short digest>:<file>`.
 
 mod support;
 
@@ -16,6 +18,14 @@ fn resident(runtime: &Runtime) -> Vec<Digest> {
         .iter()
         .map(|r| r.version.digest)
         .collect()
+}
+
+/// Whether the process maps a library with that digest, by `/proc/self/maps` (other tests of
+/// this binary run in parallel: none maps the targets refused here).
+fn mapped_in_the_process(digest: Digest) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps is readable");
+    let name = format!("/memfd:plugsync:{}:", digest.short());
+    maps.lines().any(|line| line.contains(&name))
 }
 
 #[test]
@@ -45,6 +55,11 @@ fn a_swap_refused_from_the_targets_metadata_never_maps_the_target_library() {
         let running = install(&runtime, MA_CROSS_1_0_0, json!({}));
         let target = stage(&runtime, case.target);
         assert_eq!(resident(&runtime), [running], "{}", case.target);
+        assert!(
+            mapped_in_the_process(running),
+            "maps name the running library"
+        );
+        assert!(!mapped_in_the_process(target), "{} was mapped", case.target);
 
         // Neither a swap nor a verification of it maps it.
         let swapped = runtime
@@ -58,6 +73,11 @@ fn a_swap_refused_from_the_targets_metadata_never_maps_the_target_library() {
             assert_eq!(normalise(&error.to_string(), dir.path()), case.message);
         }
         assert_eq!(resident(&runtime), [running], "{} was mapped", case.target);
+        assert!(
+            !mapped_in_the_process(target),
+            "{} was mapped, by /proc/self/maps",
+            case.target
+        );
         assert_eq!(runtime.status().live_instances, 1);
 
         // The running version keeps serving, with no step pending.
@@ -74,6 +94,7 @@ fn control_an_accepted_swap_maps_the_target_library() {
     let target = stage(&runtime, MA_CROSS_2_0_0);
     assert_eq!(resident(&runtime), [running]);
     runtime.swap(SwapRequest::new("ma_cross", target)).unwrap();
+    assert!(mapped_in_the_process(target), "by /proc/self/maps");
     let mut mapped = resident(&runtime);
     mapped.sort();
     let mut expected = [running, target];

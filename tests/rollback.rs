@@ -438,3 +438,148 @@ fn a_rollback_by_replay_gives_each_call_the_host_time_it_was_first_given() {
         (3, event_time(2), faulty, panic)
     );
 }
+
+#[test]
+fn a_rollback_by_replay_gives_each_call_its_host_time_so_a_plugin_that_reads_it_comes_back_exactly()
+{
+    // The gate fixture (2.0.9) takes a bar about ECHO_NOW as closing at the host time, and
+    // echoes the time: its state and its answers depend on the time each call is given.
+    let config = json!({"fast_period": 2, "slow_period": 4});
+    let (_dir, runtime) = runtime();
+    let gated = install(&runtime, FAULT_GATE, config.clone());
+    let handle = runtime.handle("ma_cross").unwrap();
+    let mut calls: Vec<Recorded> = (0..3)
+        .map(|i| record_at(&handle, bar(ECHO_NOW, 1.0), event_time(i)))
+        .collect();
+    // A reconfigure to the same config: the step's new instance answers as the old one would.
+    let swap = runtime.swap(SwapRequest::new("ma_cross", gated)).unwrap();
+    assert_eq!(swap.kind, TransitionKind::Reconfigure);
+    for (i, input) in [
+        bar(ECHO_NOW, 1.0),
+        bar("ES", 100.0),
+        bar(ECHO_NOW, 1.0),
+        fill(7, "ES", 2, 100.0),
+        bar(ECHO_NOW, 1.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        calls.push(record_at(&handle, input, event_time(3 + i as i64)));
+    }
+    for call in &calls {
+        if json(&call.input)["bar"]["instrument"] == ECHO_NOW {
+            assert_eq!(
+                json(&call.output),
+                json!({"orders": [], "now": call.receipt.now.0}),
+                "call #{} answers the time it was given",
+                call.receipt.seq
+            );
+        }
+    }
+    let times: std::collections::BTreeSet<HostTime> = calls.iter().map(|c| c.receipt.now).collect();
+    assert_eq!(times.len(), calls.len(), "every call has its own host time");
+
+    let report = runtime.rollback("ma_cross").unwrap();
+    assert_eq!(
+        report.method,
+        RollbackMethod::Replay {
+            replayed: 5,
+            divergences: vec![],
+        },
+        "replayed at their own times, the calls answer what they answered"
+    );
+
+    // The reference: 2.0.9 alone, given the same times.
+    let (_reference_dir, reference, clock) = reference_runtime();
+    install(&reference, FAULT_GATE, config);
+    replay(&reference, &clock, "ma_cross", &calls);
+    let restored = runtime.snapshot("ma_cross").unwrap();
+    let never_updated = reference.snapshot("ma_cross").unwrap();
+    assert_eq!(state(&restored), state(&never_updated));
+    assert_eq!(
+        (restored.seq, restored.sha256),
+        (never_updated.seq, never_updated.sha256)
+    );
+    let closes: Vec<f64> = calls
+        .iter()
+        .filter(|c| json(&c.input)["bar"]["instrument"] == ECHO_NOW)
+        .map(|c| c.receipt.now.0 as f64 / 1e9)
+        .skip(2)
+        .collect();
+    assert_eq!(
+        state(&restored)["instruments"][ECHO_NOW]["closes"],
+        json!(closes),
+        "the window holds the last 4 host times"
+    );
+}
+
+#[test]
+fn a_call_refused_during_a_step_is_journaled_and_replayed_with_the_others() {
+    let (_dir, runtime) = runtime();
+    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    let before: Vec<Vec<u8>> = (0..4).map(|_| bar("ES", 100.0)).collect();
+    for input in &before {
+        record(&runtime, "ma_cross", input.clone());
+    }
+    runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
+
+    // Two calls both versions answer alike, and between them one both refuse: a negative
+    // close is an error, not a panic, and changes nothing.
+    let refused = bar("ES", -1.0);
+    let during = [bar("NQ", 50.0), refused.clone(), fill(7, "ES", 2, 100.0)];
+    for input in &during {
+        let result = runtime.call("ma_cross", input);
+        if *input == refused {
+            let error = result.unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("`close` must be a positive price"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(result.unwrap().receipt.digest, v2);
+        }
+    }
+    assert_eq!(
+        runtime.status().plugins[0]
+            .pending
+            .as_ref()
+            .unwrap()
+            .calls_since_switch,
+        3
+    );
+
+    let report = runtime.rollback("ma_cross").unwrap();
+    assert_eq!(report.to.digest, v1);
+    assert_eq!(report.calls_since_switch, 3);
+    assert_eq!(
+        report.method,
+        RollbackMethod::Replay {
+            replayed: 3,
+            divergences: vec![],
+        },
+        "the refused call is in the journal and refused again in the replay"
+    );
+
+    // The reference: 1.0.0 alone, fed the same inputs (the refused one refused there too).
+    let (_reference_dir, reference) = support::runtime();
+    install(&reference, MA_CROSS_1_0_0, CONFIG());
+    for input in before.iter().chain(&during) {
+        let result = reference.call("ma_cross", input);
+        assert_eq!(
+            result.is_err(),
+            *input == refused,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    let restored = runtime.snapshot("ma_cross").unwrap();
+    let never_updated = reference.snapshot("ma_cross").unwrap();
+    assert_eq!(state(&restored), state(&never_updated));
+    assert_eq!(
+        (restored.seq, restored.sha256),
+        (never_updated.seq, never_updated.sha256)
+    );
+}

@@ -7,14 +7,18 @@
 //!    fills back to both plugins and into the host's ledger), or in a host: one the demo starts
 //!    (`--via-host`) or one already running (`--host URL`), trading with its own feed;
 //! 3. **stage** the artifacts of the steps (`PUT /v1/artifacts/…` for a host);
-//! 4. **step** through the upgrades while the desk trades: a faulty ma_cross
-//!    (caught at the switch or in soak, rolled back), then ma_cross 2.0.0, risk_model 2.0.0,
-//!    ma_cross 2.1.0.
+//! 4. **step** through the upgrades while the desk trades: a faulty ma_cross (switched under
+//!    the lock so that it starts fresh, it passes its health check at the switch, serves calls,
+//!    fails its health check in the soak and is rolled back by replaying those calls; in this
+//!    process the restored state is then checked against a reference runtime fed the same
+//!    calls), then ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0.
 //!    Each step is one switch request (step id, lease, health, probes, differential, soak
 //!    thresholds), a soak that polls health, then a commit or the rollback; it prints the
 //!    state before and after migration, the calls served and failed, and checks the books;
 //! 5. **verdict**: success only if no call failed, no rollback lost state, the faulty step was
-//!    rolled back and the others committed, and the books matched after every step.
+//!    rolled back by replaying the calls it served (and, in this process, its restored state
+//!    matched the reference) and the others committed, and the books matched after every
+//!    step.
 //!
 //! The step list, the requests, the soak and the report are shared: a [`Venue`] says only how
 //! a step reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API).
@@ -29,12 +33,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use plugsync_host::{Digest, Probe, ProbeStep, SoakThresholds, SwapRequest, VerifySpec};
+use plugsync_host::{Digest, Probe, ProbeStep, SoakThresholds, SwapMode, SwapRequest, VerifySpec};
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::market::CLOSES_KEPT;
-use report::{RollbackView, SwitchView, print_rollback, print_switch};
+use report::{MethodView, RollbackView, SwitchView, print_rollback, print_switch};
 
 /// Where the demo's desk trades, and so how its steps are applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,6 +118,11 @@ pub struct StepOutcome {
     pub consistent: bool,
     /// Whether a rollback lost state updates.
     pub lost_state: bool,
+    /// Calls a rollback by replay carried back into the previous version.
+    pub replayed: Option<usize>,
+    /// Whether the state a rollback restored matched a reference runtime fed the same calls;
+    /// `None` when not checked (through a host, whose feed the demo cannot see).
+    pub matches_reference: Option<bool>,
 }
 
 /// The demo's verdict.
@@ -249,7 +258,8 @@ fn locate_plugins(options: &DemoOptions, out: &mut dyn Write) -> Result<PathBuf>
 /// What the demo expects of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
-    /// Switched in, caught in soak, rolled back without losing state.
+    /// Switched in, caught in soak after it served calls, rolled back by replaying them,
+    /// without losing state (the restored state matching the reference, where checked).
     RolledBack,
     /// Switched in, soaked, committed.
     Committed,
@@ -261,6 +271,8 @@ struct Step {
     library: &'static str,
     title: &'static str,
     expect: Expect,
+    /// How it switches.
+    mode: SwapMode,
 }
 
 const STEPS: [Step; 4] = [
@@ -269,24 +281,31 @@ const STEPS: [Step; 4] = [
         library: "libma_cross_fault_health.so",
         title: "a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)",
         expect: Expect::RolledBack,
+        // Under the lock, the new instance starts from the migrated state with no call caught
+        // up: it passes its health check at the switch, and fails it in the soak once it has
+        // served calls, which the rollback then replays into 1.0.0.
+        mode: SwapMode::Locked,
     },
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_0_0.so",
         title: "ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)",
         expect: Expect::Committed,
+        mode: SwapMode::Optimistic,
     },
     Step {
         plugin: "risk_model",
         library: "librisk_model_v2_0_0.so",
         title: "risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)",
         expect: Expect::Committed,
+        mode: SwapMode::Optimistic,
     },
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_1_0.so",
         title: "ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)",
         expect: Expect::Committed,
+        mode: SwapMode::Optimistic,
     },
 ];
 
@@ -353,6 +372,7 @@ fn switch_request(
         )
     };
     SwapRequest::new(step.plugin, artifact.digest)
+        .mode(step.mode)
         .step_id(step_id)
         .verify(VerifySpec {
             health: true,
@@ -419,6 +439,22 @@ struct Books {
     problems: Vec<String>,
 }
 
+/// A plugin's state checked against a reference runtime fed the same calls.
+#[derive(Debug, Clone)]
+enum Reference {
+    /// The same state, after the same calls.
+    Matched {
+        /// Calls the reference was fed.
+        calls: usize,
+        /// sha256 of the state.
+        sha256: String,
+    },
+    /// Not the same: what differs.
+    Differs(String),
+    /// Not checked, and why.
+    Unavailable(String),
+}
+
 /// How a step reaches the desk's plugins.
 trait Venue {
     /// Where the desk trades, for messages.
@@ -436,6 +472,10 @@ trait Venue {
     fn commit(&mut self, request: &SwapRequest) -> Result<()>;
     /// Checks the plugins' books.
     fn books(&mut self) -> Result<Books>;
+    /// Checks `plugin`'s state against a reference runtime that ran its version since the
+    /// start, fed the same calls at the same host times (after a rollback: the state of a
+    /// plugin that was never updated).
+    fn reference(&mut self, plugin: &str) -> Result<Reference>;
 }
 
 /// The rollback the runtime did on its own (a soak threshold crossed, the lease out, a
@@ -550,13 +590,44 @@ fn run_step(
             committed = true;
         }
     }
+    let mut replayed = None;
+    let mut matches_reference = None;
     if let Some(RolledBack { report, by }) = &rollback {
         print_rollback(out, report, by.as_deref());
+        if let MethodView::Replay { replayed: n, .. } = &report.method {
+            replayed = Some(*n);
+        }
+        match venue.reference(step.plugin)? {
+            Reference::Matched { calls, sha256 } => {
+                matches_reference = Some(true);
+                let _ = writeln!(
+                    out,
+                    "  restored state checked: identical to a reference runtime that ran {} \
+                     alone and was fed the same {calls} calls (sha256 {})",
+                    report.to.version,
+                    &sha256[..12.min(sha256.len())]
+                );
+            }
+            Reference::Differs(what) => {
+                matches_reference = Some(false);
+                let _ = writeln!(
+                    out,
+                    "  RESTORED STATE DIFFERS from a reference runtime fed the same calls: {what}"
+                );
+            }
+            Reference::Unavailable(why) => {
+                let _ = writeln!(
+                    out,
+                    "  restored state not checked against a reference: {why}"
+                );
+            }
+        }
     }
     let books = venue.books()?;
     let calls = venue.calls()? - before;
     let rolled_back = rollback.is_some();
-    let lost_state = rollback.as_ref().is_some_and(|r| !r.report.lost_nothing());
+    let lost_state = rollback.as_ref().is_some_and(|r| !r.report.lost_nothing())
+        || matches_reference == Some(false);
     let _ = writeln!(
         out,
         "  {}; {} calls served during the step, {} failed; books {}\n",
@@ -580,13 +651,21 @@ fn run_step(
         rolled_back,
         as_expected: match step.expect {
             Expect::Committed => committed,
-            Expect::RolledBack => rolled_back && !lost_state,
+            // Rolled back by replaying calls the faulty version served, and restored exactly.
+            Expect::RolledBack => {
+                rolled_back
+                    && !lost_state
+                    && replayed.is_some_and(|n| n > 0)
+                    && matches_reference != Some(false)
+            }
         },
         calls: calls.served,
         failed: calls.failed,
         longest_wait,
         consistent: books.problems.is_empty(),
         lost_state,
+        replayed,
+        matches_reference,
     })
 }
 
@@ -597,6 +676,18 @@ fn run_id() -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     format!("demo-{secs}-{}", std::process::id())
+}
+
+/// Whether a rollback lost state, and on whose account.
+fn state_verdict(outcome: &DemoOutcome) -> &'static str {
+    let rolled_back = || outcome.steps.iter().filter(|s| s.rolled_back);
+    if outcome.steps.iter().any(|s| s.lost_state) {
+        "LOST in a rollback"
+    } else if rolled_back().all(|s| s.matches_reference == Some(true)) {
+        "never lost (each rollback's restored state identical to a reference runtime's)"
+    } else {
+        "never lost by the runtime's own report (not checked against a reference)"
+    }
 }
 
 /// The summary and the verdict.
@@ -614,11 +705,7 @@ fn print_verdict(outcome: &DemoOutcome, books_checked: &str, out: &mut dyn Write
         } else {
             format!("DO NOT {books_checked}")
         },
-        if outcome.steps.iter().any(|s| s.lost_state) {
-            "LOST in a rollback"
-        } else {
-            "never lost"
-        },
+        state_verdict(outcome),
     );
     let _ = writeln!(out, "{}", if outcome.passed() { "PASS" } else { "FAIL" });
 }

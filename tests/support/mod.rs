@@ -45,6 +45,10 @@ pub const FAULT_TLS: &str = "ma_cross_fault_tls";
 pub const NO_DOWNGRADE: &str = "ma_cross_no_downgrade";
 pub const FAULT_GATE: &str = "ma_cross_fault_gate";
 
+/// The instrument whose bars the gate fixture (2.0.9) takes as closing at the host time, and
+/// whose answers carry that time: `{"orders":[…],"now":<ns>}`.
+pub const ECHO_NOW: &str = "ECHO_NOW";
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
 }
@@ -441,8 +445,8 @@ pub fn run_child_test(test: &str, env: &[(&str, &Path)]) -> Output {
 }
 
 /// A gate of the `ma_cross_fault_gate` fixture: a barrier a test opens, reached by a plugin
-/// call (instrument `HOLD_CALL:<path>`) or migration (a state that knows instrument
-/// `HOLD_MIGRATE:<path>`). The plugin creates `<path>.entered` when it reaches the gate, then
+/// call (instrument `HOLD_CALL:<path>`), migration (a state that knows instrument
+/// `HOLD_MIGRATE:<path>`) or restore (a state that knows instrument `HOLD_RESTORE:<path>`). The plugin creates `<path>.entered` when it reaches the gate, then
 /// waits until `<path>.open` exists.
 pub struct Gate {
     _dir: TempDir,
@@ -465,6 +469,12 @@ impl Gate {
     /// The instrument whose presence in the state makes a migration wait at this gate.
     pub fn migrate_instrument(&self) -> String {
         format!("HOLD_MIGRATE:{}", self.path.display())
+    }
+
+    /// The instrument whose presence in the state makes a restore wait at this gate (a
+    /// reconfigure of 2.0.9 restores, but does not migrate).
+    pub fn restore_instrument(&self) -> String {
+        format!("HOLD_RESTORE:{}", self.path.display())
     }
 
     /// Waits until the plugin has reached the gate.

@@ -273,7 +273,8 @@ pub(crate) struct Library {
 /// Copies `bytes` into a new memfd and seals it: from here on nobody, this process included,
 /// can change, grow or shrink its contents.
 fn sealed_copy(bytes: &[u8], name: &str) -> std::io::Result<OwnedFd> {
-    // The name only shows in `/proc/<pid>/maps` (as `/memfd:plugsync:<name>`).
+    // The name only shows in `/proc/<pid>/maps` (as `/memfd:plugsync:<name>`; `Library::open`
+    // names it `<short digest>:<file name>`).
     let name = CString::new(format!("plugsync:{name}").replace('\0', "_"))
         .expect("NUL bytes were replaced");
     let create = |flags: libc::c_uint| {
@@ -317,10 +318,15 @@ impl Library {
             error: load_error(path, &metadata, reason),
             mapped: false,
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| digest.to_string());
+        // `<short digest>:<file name>`: `/proc/<pid>/maps` then says which bytes are mapped
+        // (the file name cut short: a memfd's name is at most 249 bytes).
+        let name = match path.file_name() {
+            Some(file) => {
+                let file: String = file.to_string_lossy().chars().take(200).collect();
+                format!("{}:{file}", digest.short())
+            }
+            None => digest.to_string(),
+        };
         let memfd = sealed_copy(bytes, &name)
             .map_err(|e| not_mapped(format!("cannot copy it into a sealed memfd: {e}")))?;
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", memfd.as_raw_fd()));

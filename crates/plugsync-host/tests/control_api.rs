@@ -18,7 +18,7 @@ use plugsync_host::control::{
     ControlConfig, ControlError, ControlServer, Listen, TlsFiles, TrustedKeys, openapi,
     running_state_schema, signature_payload,
 };
-use plugsync_host::{Digest, Runtime, RuntimeOptions};
+use plugsync_host::{Digest, Runtime, RuntimeOptions, SwapMode, SwapRequest};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -1052,17 +1052,30 @@ async fn a_step_driven_over_http_under_load_fails_no_call() {
         let (stop, calls) = (stop.clone(), calls.clone());
         std::thread::spawn(move || {
             let mut failures = Vec::new();
-            let mut output = Vec::new();
+            // Every call answered: its receipt (sequence number, host time), input and output.
+            let mut answered = Vec::new();
             let mut i = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 let close = 100.0 + (i % 7) as f64 - (i % 3) as f64 * 2.0;
-                if let Err(e) = handle.call_into(&bar("ES", close), &mut output) {
-                    failures.push(e.to_string());
+                // Every other call a fill of an order placed elsewhere: the position on
+                // `ES-FILLS` counts each of them whose update reached the final state.
+                let input = if i.is_multiple_of(2) {
+                    bar("ES", close)
+                } else {
+                    json!({"fill": {"order_id": 1_000_000 + i, "instrument": "ES-FILLS",
+                                    "qty": 1, "price": 100.0}})
+                    .to_string()
+                    .into_bytes()
+                };
+                let mut output = Vec::new();
+                match handle.call_into(&input, &mut output) {
+                    Ok(receipt) => answered.push((receipt, input, output)),
+                    Err(e) => failures.push(e.to_string()),
                 }
                 calls.fetch_add(1, Ordering::SeqCst);
                 i += 1;
             }
-            failures
+            (failures, answered)
         })
     };
     let more_calls = |n: u64| {
@@ -1116,7 +1129,7 @@ async fn a_step_driven_over_http_under_load_fails_no_call() {
     );
     more_calls(100).await;
     stop.store(true, Ordering::SeqCst);
-    let failures = feeder.join().unwrap();
+    let (failures, answered) = feeder.join().unwrap();
     assert_eq!(
         failures,
         Vec::<String>::new(),
@@ -1137,7 +1150,70 @@ async fn a_step_driven_over_http_under_load_fails_no_call() {
     let snapshot = &with_state.expect_ok()["states"]["ma_cross"];
     assert_eq!(snapshot["version"]["digest"], v2.to_string());
     let state = host.get("/v1/plugins/ma_cross/state").await;
-    assert_eq!(state.expect_ok()["sha256"], snapshot["sha256"]);
+    let state = state.expect_ok();
+    assert_eq!(state["sha256"], snapshot["sha256"]);
+
+    // The reference: a runtime of its own running 1.0.0, fed the same calls in sequence order
+    // at their host times, switched to 2.0.0 (under the lock) at the cut the report names:
+    // the same state migrated, the same answers, the same state at the end.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Runtime::new(RuntimeOptions::new(reference_dir.path().join("store"))).unwrap();
+    let stage = |name: &str| {
+        let (bytes, file) = library(name);
+        let stored = reference.stage(&file, &bytes, &Digest::of(&bytes)).unwrap();
+        stored.digest
+    };
+    reference
+        .install(&stage(MA_CROSS_1_0_0), v1_config())
+        .unwrap();
+    let target = stage(MA_CROSS_2_0_0);
+    assert_eq!(target, v2);
+    let handle = reference.handle("ma_cross").unwrap();
+    let cut_seq = report["cut_seq"].as_u64().unwrap();
+    let mut switched = false;
+    for (receipt, input, output) in &answered {
+        if receipt.seq > cut_seq && !switched {
+            let expected = reference
+                .swap(SwapRequest::new("ma_cross", target).mode(SwapMode::Locked))
+                .unwrap();
+            assert_eq!(expected.cut_seq, cut_seq);
+            assert_eq!(
+                serde_json::to_value(&expected.state_before).unwrap(),
+                report["state_before"]
+            );
+            assert_eq!(
+                serde_json::to_value(&expected.state_after).unwrap(),
+                report["state_after"]
+            );
+            reference.commit("ma_cross").unwrap();
+            switched = true;
+        }
+        let mut replayed = Vec::new();
+        let again = handle
+            .call_into_at(input, receipt.now, &mut replayed)
+            .unwrap();
+        assert_eq!(
+            again.seq, receipt.seq,
+            "the reference lost step with the host"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&replayed),
+            String::from_utf8_lossy(output),
+            "call #{} answered differently in the reference",
+            receipt.seq
+        );
+    }
+    assert!(switched, "calls came after the switch");
+    let expected = reference.snapshot("ma_cross").unwrap();
+    let live: Value = serde_json::from_str(state["state"].as_str().unwrap()).unwrap();
+    let reference_state: Value = serde_json::from_str(&expected.state).unwrap();
+    assert_eq!(live, reference_state, "a state update was lost");
+    let fills = answered.len() / 2;
+    assert_eq!(live["instruments"]["ES-FILLS"]["position"], json!(fills));
+    assert_eq!(
+        (&state["seq"], &state["sha256"]),
+        (&json!(expected.seq), &json!(expected.sha256.to_string()))
+    );
     host.shutdown().await;
 }
 

@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 
 use super::report::{RollbackView, SwitchView};
 use super::{
-    Books, Calls, DemoOptions, DemoOutcome, LIBRARIES, RISK_START, RolledBack, STRATEGY_START,
-    Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
+    Books, Calls, DemoOptions, DemoOutcome, LIBRARIES, RISK_START, Reference, RolledBack,
+    STRATEGY_START, Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
 };
 use crate::error::Result;
-use crate::market::{Desk, DeskStats, Ledger, PriceFeed};
+use crate::market::{CallLog, Desk, DeskStats, Ledger, PriceFeed};
 
 const INSTRUMENTS: [&str; 12] = [
     "ES", "NQ", "YM", "RTY", "CL", "NG", "GC", "SI", "ZN", "ZB", "6E", "6J",
@@ -31,6 +31,8 @@ struct Floor {
     /// check the books at a quiet point.
     gate: RwLock<()>,
     stop: AtomicBool,
+    /// Every strategy call answered, until the step that rolls back has been checked.
+    log: CallLog,
 }
 
 impl Floor {
@@ -62,6 +64,8 @@ struct InProcess<'a> {
     runtime: &'a Runtime,
     floor: &'a Floor,
     instruments: &'a [&'a str],
+    /// The libraries the desk started on, and their configs, for the reference.
+    dir: &'a Path,
 }
 
 impl Venue for InProcess<'_> {
@@ -141,6 +145,98 @@ impl Venue for InProcess<'_> {
             problems,
         })
     }
+
+    fn reference(&mut self, plugin: &str) -> Result<Reference> {
+        if plugin != "ma_cross" {
+            return Ok(Reference::Unavailable(format!(
+                "the demo records the calls of ma_cross only, not of {plugin}"
+            )));
+        }
+        // A quiet point: no round of bars in flight, every call answered so far recorded.
+        let (live, calls) = {
+            let _quiet = self
+                .floor
+                .gate
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (self.runtime.snapshot(plugin)?, self.floor.log.calls())
+        };
+        // Only the first rollback is checked: stop recording (the log would grow all along).
+        self.floor.log.stop();
+        let checked = check_reference(self.dir, &live, &calls);
+        Ok(match checked {
+            Ok(()) => Reference::Matched {
+                calls: calls.len(),
+                sha256: live.sha256.to_string(),
+            },
+            Err(what) => Reference::Differs(what),
+        })
+    }
+}
+
+/// The config the desk's ma_cross 1.0.0 starts with.
+fn strategy_config() -> Value {
+    json!({"fast_ma_period": 5, "slow_ma_period": 20, "order_qty": 1})
+}
+
+/// Feeds `calls` (every call of ma_cross since the start, in sequence order) to a reference
+/// runtime of its own running the desk's first ma_cross alone, each at the host time it was
+/// given, and compares the state with `live`.
+fn check_reference(
+    dir: &Path,
+    live: &plugsync_host::StateSnapshot,
+    calls: &[(plugsync_host::CallReceipt, Vec<u8>)],
+) -> std::result::Result<(), String> {
+    let store = tempfile_dir("reference");
+    let result = (|| {
+        let reference = Runtime::new(RuntimeOptions::new(&store)).map_err(|e| e.to_string())?;
+        let digest = reference
+            .stage_file(&dir.join(STRATEGY_START))
+            .map_err(|e| e.to_string())?
+            .digest;
+        if digest != live.version.digest {
+            return Err(format!(
+                "{} serves, not the desk's first version ({})",
+                live.version.version,
+                digest.short()
+            ));
+        }
+        reference
+            .install(&digest, strategy_config())
+            .map_err(|e| e.to_string())?;
+        let handle = reference.handle("ma_cross").map_err(|e| e.to_string())?;
+        let mut output = Vec::new();
+        for (receipt, input) in calls.iter().take_while(|(r, _)| r.seq <= live.seq) {
+            let again = handle
+                .call_into_at(input, receipt.now, &mut output)
+                .map_err(|e| format!("call #{} failed in the reference: {e}", receipt.seq))?;
+            if again.seq != receipt.seq {
+                return Err(format!(
+                    "call #{} is missing from the record (a call failed?)",
+                    again.seq
+                ));
+            }
+        }
+        let expected = reference.snapshot("ma_cross").map_err(|e| e.to_string())?;
+        if (expected.seq, expected.sha256) == (live.seq, live.sha256) {
+            Ok(())
+        } else {
+            Err(format!(
+                "after call #{} the reference has state sha256 {} (as of call #{}), the desk {}",
+                live.seq,
+                expected.sha256.short(),
+                expected.seq,
+                live.sha256.short()
+            ))
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&store);
+    result
+}
+
+/// A fresh scratch directory path for this process.
+fn tempfile_dir(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("plugsync-demo-{}-{what}", std::process::id()))
 }
 
 /// Compares the plugins' books with the ledger at a quiet point.
@@ -210,10 +306,7 @@ fn trade(
         store.display()
     );
     runtime.install(&digests[RISK_START], json!({"max_position": 10}))?;
-    runtime.install(
-        &digests[STRATEGY_START],
-        json!({"fast_ma_period": 5, "slow_ma_period": 20, "order_qty": 1}),
-    )?;
+    runtime.install(&digests[STRATEGY_START], strategy_config())?;
     let _ = writeln!(out, "  installed risk_model 1.0.0 and ma_cross 1.0.0");
 
     let threads = options.threads.max(1);
@@ -230,6 +323,7 @@ fn trade(
         stats: (0..threads).map(|_| DeskStats::default()).collect(),
         gate: RwLock::new(()),
         stop: AtomicBool::new(false),
+        log: CallLog::recording(),
     };
     let _ = writeln!(
         out,
@@ -245,7 +339,8 @@ fn trade(
             let (strategy, risk) = (strategy.clone(), risk.clone());
             let pace = options.pace;
             feeds.push(scope.spawn(move || {
-                let mut desk = Desk::new(strategy, risk, &floor.ledger, &floor.stats[t]);
+                let mut desk = Desk::new(strategy, risk, &floor.ledger, &floor.stats[t])
+                    .recording_into(&floor.log);
                 let mut prices: Vec<(&str, PriceFeed)> = mine
                     .iter()
                     .enumerate()
@@ -275,6 +370,7 @@ fn trade(
             runtime,
             floor: &floor,
             instruments: &instruments,
+            dir,
         };
         let outcome = run_steps(&mut venue, dir, options, out);
         floor.stop.store(true, Ordering::Relaxed);

@@ -25,8 +25,8 @@ use serde_json::Value;
 
 use super::report::{RollbackView, SwitchView};
 use super::{
-    Books, Calls, DemoOptions, DemoOutcome, RISK_START, RolledBack, STRATEGY_START, Staged,
-    Switched, Venue, ended_by_runtime, print_verdict, run_steps,
+    Books, Calls, DemoOptions, DemoOutcome, RISK_START, Reference, RolledBack, STRATEGY_START,
+    Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
 };
 use crate::client::ControlClient;
 use crate::error::{Error, Result};
@@ -438,6 +438,14 @@ impl Venue for HostVenue {
             agreed: String::new(),
             problems,
         })
+    }
+
+    fn reference(&mut self, _plugin: &str) -> Result<Reference> {
+        Ok(Reference::Unavailable(
+            "the host's feed calls its plugins inside the host, out of the demo's sight: the \
+             rollback's report is the host's own account"
+                .to_owned(),
+        ))
     }
 }
 
