@@ -122,7 +122,7 @@ struct Params {
 
 /// `cargo bench`: 3 600 pairs of steps (400 swaps per swap series and load, nearest-rank p99
 /// the 5th longest; 200 rollbacks per rollback series and load, p99 the 3rd longest) and 20
-/// restarts, about 3 minutes on 2 idle cores (longer when something else runs).
+/// restarts, about 2 minutes on 2 idle cores (longer when something else runs).
 const FULL: Params = Params {
     pairs_per_series: 200,
     restarts: 20,
@@ -1157,7 +1157,7 @@ fn print_report(report: &Report<'_>) {
     println!(
         "  optimistic, locked: 2.0.0 runs with signal_threshold 0, answering as 1.0.0 does; \
          optimistic, 1 %: with the 1 % its migration gives, answering otherwise (the real \
-         upgrade, whose catch-up disagrees: it switches under the lock)"
+         upgrade, whose catch-up mostly disagrees: it then switches under the lock)"
     );
     println!(
         "  no swap: after each swap, a window as long, under the same load, the main thread \
