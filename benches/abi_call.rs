@@ -18,6 +18,21 @@
 //!
 //! divan prints each variant's distribution. The ratios are then measured again in interleaved
 //! rounds, so that a shared machine slowing down half-way affects every variant alike.
+//!
+//! Wall time on a shared machine moves by a few % between runs, as much as the overhead being
+//! measured, so the instructions per call are counted too, which repeat exactly. With
+//! `PLUGSYNC_BENCH_ABI_CALLS=<variant>:<calls>` set (variant `abi`, `abi_host_time`,
+//! `direct_locked` or `direct_unlocked`) the binary only warms that variant up, then makes
+//! `<calls>` calls in `counted_calls`, for callgrind to count:
+//!
+//! ```text
+//! cargo bench --bench abi_call --no-run   # prints the binary's path
+//! PLUGSYNC_BENCH_ABI_CALLS=abi_host_time:100000 valgrind --tool=callgrind \
+//!     --toggle-collect='*counted_calls*' --callgrind-out-file=/dev/null target/release/deps/abi_call-…
+//! ```
+//!
+//! and the instructions per call are callgrind's total (`Collected`) over `<calls>`: the loop,
+//! the feed and the call, setup and warm-up left out.
 
 mod common;
 
@@ -39,7 +54,14 @@ const WARM_UP_BARS: usize = 20;
 /// host's business (the runtime reads its own).
 const NOW: HostTime = HostTime(1_700_000_000_000_000_000);
 
+/// Set to `<variant>:<calls>` to count one variant's calls under callgrind (see above).
+const COUNT_ENV: &str = "PLUGSYNC_BENCH_ABI_CALLS";
+
 fn main() {
+    if let Ok(spec) = std::env::var(COUNT_ENV) {
+        count_calls(&spec);
+        return;
+    }
     divan::main();
     if common::is_bench_run() {
         print_ratios();
@@ -302,4 +324,42 @@ fn print_ratios() {
          when the runtime reads the system clock for each call",
         if overhead <= 10.0 { "met" } else { "missed" },
     );
+}
+
+/// Makes the calls callgrind counts: `<calls>` calls of one variant, after its warm-up.
+fn count_calls(spec: &str) {
+    let (name, calls) = spec
+        .split_once(':')
+        .unwrap_or_else(|| panic!("{COUNT_ENV}={spec}: expected <variant>:<calls>"));
+    let calls: u32 = calls
+        .parse()
+        .unwrap_or_else(|_| panic!("{COUNT_ENV}={spec}: <calls> is a number"));
+    let mut variant: Box<dyn Variant> = match name {
+        "abi" => Box::new(Abi::new(false)),
+        "abi_host_time" => Box::new(Abi::new(true)),
+        "direct_locked" => Box::new(DirectLocked::new()),
+        "direct_unlocked" => Box::new(DirectUnlocked::new()),
+        _ => panic!(
+            "{COUNT_ENV}={spec}: the variants are abi, abi_host_time, direct_locked, \
+             direct_unlocked"
+        ),
+    };
+    let mut feed = Feed::warmed(variant.as_mut());
+    let started = Instant::now();
+    let total = counted_calls(variant.as_mut(), &mut feed, calls);
+    println!(
+        "{name}: {calls} calls in {:.2?} ({total} output bytes)",
+        started.elapsed()
+    );
+}
+
+/// The only code callgrind counts (`--toggle-collect='*counted_calls*'`): not inlined, so that
+/// it has a symbol to toggle on.
+#[inline(never)]
+fn counted_calls(variant: &mut dyn Variant, feed: &mut Feed, calls: u32) -> usize {
+    let mut total = 0;
+    for _ in 0..calls {
+        total += black_box(variant.call(black_box(feed.next())));
+    }
+    total
 }

@@ -26,6 +26,7 @@
 mod common;
 mod stall;
 
+use common::percentile;
 use stall::{CpuQueueing, Probe, Seen, spin_for};
 
 use std::os::unix::fs::PermissionsExt;
@@ -1102,17 +1103,6 @@ fn print_elsewhere(elsewhere: Option<Elsewhere>) {
         ),
         None => println!("  CPUs taken from this benchmark meanwhile: unknown (no /proc/stat)"),
     }
-}
-
-/// Nearest-rank percentile of a sample (zero for an empty one).
-fn percentile(values: &[Duration], fraction: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let rank = ((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 /// A duration for the tables: µs below 1 ms, ms above.
