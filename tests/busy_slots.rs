@@ -141,3 +141,31 @@ fn a_hung_call_in_one_plugin_does_not_stop_the_host_for_the_others() {
         !a.busy && a.stuck.is_none()
     });
 }
+
+#[test]
+fn a_hung_call_within_the_watchdogs_bound_is_busy_but_not_stuck() {
+    let (_store, runtime, clock) = runtime_and_clock_with(|options| {
+        options.call_watchdog = Some(Duration::from_secs(3600));
+    });
+    install(&runtime, FAULT_GATE, ma_cross_2());
+    install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    let risk_1_1 = stage(&runtime, RISK_MODEL_1_1_0);
+    let gate = Gate::new();
+    let hung = {
+        let runtime = runtime.clone();
+        let input = bar(&gate.call_instrument(), 1.0);
+        std::thread::spawn(move || runtime.call("ma_cross", &input))
+    };
+    gate.wait_reached();
+    // B's lease expiring tells when the steward has looked: it watches `ma_cross`'s call
+    // before it looks at `risk_model` on each tick.
+    runtime.swap(leased("risk_model", risk_1_1)).unwrap();
+    clock.advance(31_000_000);
+    rolled_back_by_host(&runtime, "risk_model");
+    let status = runtime.status();
+    let a = &status.plugins[0];
+    assert!(a.busy, "the call holds the slot");
+    assert_eq!(a.stuck, None, "an hour has not passed");
+    gate.open();
+    hung.join().unwrap().unwrap();
+}

@@ -371,3 +371,22 @@ fn step_records_past_their_retention_are_pruned_and_the_step_applies_again() {
     assert!(!again.replayed, "a pruned step applies again");
     assert_eq!(applied.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn the_steward_prunes_step_records_past_the_runtimes_retention() {
+    let store = tempfile::tempdir().unwrap();
+    let request = Digest::of(b"the switch request");
+    let record = store.path().join("steps").join("s1").join("switch.json");
+    {
+        let runtime = Runtime::new(options(store.path())).unwrap();
+        runtime
+            .once_per_step("s1", "switch", &request, || Ok(json!({})))
+            .unwrap();
+    }
+    assert!(record.exists());
+    // A runtime keeping records for no time prunes them on its steward's first look.
+    let mut no_retention = options(store.path());
+    no_retention.step_retention = Duration::ZERO;
+    let _runtime = Runtime::new(no_retention).unwrap();
+    wait_until("the steward prunes the record", || !record.exists());
+}
