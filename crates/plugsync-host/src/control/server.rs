@@ -242,7 +242,7 @@ pub(crate) static ROUTES: &[Route] = &[
         query: None,
         body: Body::Json(schema::<VerifyRequest>),
         ok: schema::<Verified>,
-        errors: &[400, 404, 409, 422, 500],
+        errors: &[400, 403, 404, 409, 422, 500],
         step: None,
     },
     Route {
@@ -257,7 +257,7 @@ pub(crate) static ROUTES: &[Route] = &[
         query: None,
         body: Body::Json(schema::<InstallRequest>),
         ok: schema::<Installed>,
-        errors: &[400, 404, 409, 422, 500],
+        errors: &[400, 403, 404, 409, 422, 500],
         step: Some("install"),
     },
     Route {
@@ -274,7 +274,7 @@ pub(crate) static ROUTES: &[Route] = &[
         query: None,
         body: Body::Json(schema::<SwitchRequest>),
         ok: schema::<SwapReport>,
-        errors: &[400, 404, 409, 422, 500],
+        errors: &[400, 403, 404, 409, 422, 500],
         step: Some("switch"),
     },
     Route {
