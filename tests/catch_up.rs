@@ -12,8 +12,7 @@ mod support;
 use std::thread::JoinHandle;
 
 use plugsync_host::{
-    Digest, HostError, HostTime, Runtime, SlotHandle, SwapMode, SwapPath, SwapReport, SwapRequest,
-    TransitionKind,
+    Digest, HostError, Runtime, SwapMode, SwapPath, SwapReport, SwapRequest, TransitionKind,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -200,25 +199,6 @@ fn an_upgrade_that_answers_a_call_of_the_window_differently_switches_under_the_l
     calls.push(next);
     let (_reference_dir, reference) = reference_of(&calls, &report, Some(strict));
     assert_same_state(&runtime, &reference);
-}
-
-/// Calls `handle` at host time `now` and records the call.
-fn record_at(handle: &SlotHandle, input: Vec<u8>, now: HostTime) -> Recorded {
-    let mut output = Vec::new();
-    let receipt = handle
-        .call_into_at(&input, now, &mut output)
-        .unwrap_or_else(|e| panic!("call at {now:?} failed: {e}"));
-    assert_eq!(receipt.now, now, "the receipt carries the time given");
-    Recorded {
-        receipt,
-        input,
-        output,
-    }
-}
-
-/// Distinct host times a caller gives, an hour before the runtime's clock and out of order.
-fn event_time(i: i64) -> HostTime {
-    HostTime(START.0 - 3_600_000_000_000 + (i % 3) * 1_000_000_000 - i)
 }
 
 #[test]

@@ -10,8 +10,8 @@ mod support;
 use std::path::Path;
 
 use plugsync_host::{
-    Divergence, HostError, HostTime, RollbackMethod, RollbackReason, SlotHandle, SwapRequest,
-    TransitionKind, inspect,
+    Divergence, HostError, HostTime, RollbackMethod, RollbackReason, SwapRequest, TransitionKind,
+    inspect,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -323,26 +323,6 @@ fn rollback_with_neither_replay_nor_down_migration_resumes_the_state_at_the_swit
     assert_eq!(plugin.last_step.as_ref().unwrap().outcome, "rolled back");
     assert_eq!(plugin.last_rollback.as_ref(), Some(&report));
     assert_eq!(status.live_instances, 1);
-}
-
-/// Calls `handle` at the host time `now` and records the call, checking the receipt carries
-/// that time.
-fn record_at(handle: &SlotHandle, input: Vec<u8>, now: HostTime) -> Recorded {
-    let mut output = Vec::new();
-    let receipt = handle
-        .call_into_at(&input, now, &mut output)
-        .unwrap_or_else(|e| panic!("call at {now:?} failed: {e}"));
-    assert_eq!(receipt.now, now, "the receipt carries the time given");
-    Recorded {
-        receipt,
-        input,
-        output,
-    }
-}
-
-/// Event times a caller gives: an hour before the runtime's clock, and out of order.
-fn event_time(i: i64) -> HostTime {
-    HostTime(START.0 - 3_600_000_000_000 + (i % 3) * 1_000_000_000 - i)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use plugsync_host::{
-    CallReceipt, Clock, Digest, HostTime, ManualClock, Probe, Runtime, RuntimeOptions,
+    CallReceipt, Clock, Digest, HostTime, ManualClock, Probe, Runtime, RuntimeOptions, SlotHandle,
     StateSnapshot,
 };
 use serde_json::{Value, json};
@@ -413,6 +413,26 @@ pub fn record(runtime: &Runtime, plugin: &str, input: Vec<u8>) -> Recorded {
         input,
         output: out.output,
     }
+}
+
+/// Calls `handle` at the host time `now` and records the call, checking the receipt carries
+/// that time.
+pub fn record_at(handle: &SlotHandle, input: Vec<u8>, now: HostTime) -> Recorded {
+    let mut output = Vec::new();
+    let receipt = handle
+        .call_into_at(&input, now, &mut output)
+        .unwrap_or_else(|e| panic!("call at {now:?} failed: {e}"));
+    assert_eq!(receipt.now, now, "the receipt carries the time given");
+    Recorded {
+        receipt,
+        input,
+        output,
+    }
+}
+
+/// Event times a caller gives: an hour before the runtime's clock, distinct, and out of order.
+pub fn event_time(i: i64) -> HostTime {
+    HostTime(START.0 - 3_600_000_000_000 + (i % 3) * 1_000_000_000 - i)
 }
 
 /// Runs test `test` of this same test binary in a child process with `env` set, and returns

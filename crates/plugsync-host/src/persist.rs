@@ -302,12 +302,13 @@ impl Runtime {
         // One writer per slot at a time, snapshot to rename: a checkpoint taken earlier never
         // lands after (and over) one taken later.
         let _writing = lock(&slot.checkpoint);
-        self.write_checkpoint_held(slot, true)
+        self.write_checkpoint_held(slot, None)
     }
 
-    /// Writes the checkpoint with the slot's checkpoint lock held; with `wait` false, does
-    /// nothing if the slot is busy now.
-    fn write_checkpoint_held(&self, slot: &Arc<Slot>, wait: bool) -> Result<()> {
+    /// Writes the checkpoint with the slot's checkpoint lock held. For the steward
+    /// (`steward_now`), only if one is due by then, and never waiting on a busy slot.
+    fn write_checkpoint_held(&self, slot: &Arc<Slot>, steward_now: Option<Instant>) -> Result<()> {
+        let wait = steward_now.is_none();
         let config = {
             let Some(mut guard) = (if wait {
                 Some(slot.state())
@@ -318,7 +319,11 @@ impl Runtime {
             };
             let state = &mut *guard;
             match (&mut state.checkpointing, &state.step, &state.active) {
-                (Some(checkpointing), None, Some(active)) => {
+                (Some(checkpointing), None, Some(active))
+                    if steward_now.is_none_or(|now| {
+                        now.duration_since(checkpointing.last) >= checkpointing.every
+                    }) =>
+                {
                     checkpointing.last = Instant::now();
                     active.config.clone()
                 }
@@ -358,16 +363,7 @@ impl Runtime {
         let Some(_writing) = try_lock(&slot.checkpoint) else {
             return;
         };
-        let due = match slot.try_state() {
-            Some(state) => {
-                state.step.is_none()
-                    && state
-                        .checkpointing
-                        .is_some_and(|c| now.duration_since(c.last) >= c.every)
-            }
-            None => false,
-        };
-        if due && let Err(error) = self.write_checkpoint_held(slot, false) {
+        if let Err(error) = self.write_checkpoint_held(slot, Some(now)) {
             tracing::error!(plugin = %slot.id, "checkpoint failed: {error}");
         }
     }

@@ -566,27 +566,49 @@ impl Runtime {
     /// was taken from the same version.
     pub fn restore(&self, snapshot: &StateSnapshot) -> Result<()> {
         snapshot.verify()?;
-        let slot = self.slot(&snapshot.plugin)?;
+        self.restore_bytes(
+            &snapshot.plugin,
+            Some(&snapshot.version),
+            snapshot.state.as_bytes(),
+        )
+    }
+
+    /// Restores raw state bytes (a migrated checkpoint) into the running instance of a plugin
+    /// with no step pending.
+    pub(crate) fn restore_state(&self, plugin: &str, bytes: &[u8]) -> Result<()> {
+        self.restore_bytes(plugin, None, bytes)
+    }
+
+    /// Restores state bytes into the running instance, refused during a step and, with
+    /// `taken_from`, unless that version is the one running.
+    fn restore_bytes(
+        &self,
+        plugin: &str,
+        taken_from: Option<&VersionRef>,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let mut state = slot.state();
         // A restore during a step would be invisible to the journal: a rollback by replay would
         // silently undo it.
         if let (Some(step), Some(active)) = (&state.step, &state.active) {
             return Err(HostError::StepInProgress {
-                plugin: snapshot.plugin.clone(),
+                plugin: plugin.to_owned(),
                 from: step.previous.version().to_owned(),
                 to: active.version().to_owned(),
             });
         }
         let active = state.active.as_mut().ok_or_else(|| HostError::NotLoaded {
-            plugin: snapshot.plugin.clone(),
+            plugin: plugin.to_owned(),
         })?;
-        if active.digest() != snapshot.version.digest {
+        if let Some(taken_from) = taken_from
+            && active.digest() != taken_from.digest
+        {
             return Err(HostError::BadSnapshot {
-                plugin: snapshot.plugin.clone(),
+                plugin: plugin.to_owned(),
                 reason: format!(
-                    "it was taken from {} but {} is running: migrate it instead",
-                    snapshot.version,
+                    "it was taken from {taken_from} but {} is running: migrate it instead",
                     VersionRef::of(active.library())
                 ),
             });
@@ -594,27 +616,9 @@ impl Runtime {
         let library = active.library().clone();
         active
             .instance
-            .restore(snapshot.state.as_bytes())
-            .map_err(|f| f.into_error(&library, "restore"))?;
-        // A verified snapshot replaces whatever a panic left behind.
-        state.fault = None;
-        Ok(())
-    }
-
-    /// Restores raw state bytes (a migrated checkpoint) into the running instance of a plugin
-    /// with no step pending.
-    pub(crate) fn restore_state(&self, plugin: &str, bytes: &[u8]) -> Result<()> {
-        let slot = self.slot(plugin)?;
-        let _control = lock(&slot.control);
-        let mut state = slot.state();
-        let active = state.active.as_mut().ok_or_else(|| HostError::NotLoaded {
-            plugin: plugin.to_owned(),
-        })?;
-        let library = active.library().clone();
-        active
-            .instance
             .restore(bytes)
             .map_err(|f| f.into_error(&library, "restore"))?;
+        // A verified state replaces whatever a panic left behind.
         state.fault = None;
         Ok(())
     }
