@@ -4,7 +4,8 @@
 //! wall-clock time and keeps it on the system clock by **slewing**:
 //!
 //! - Host time is a continuous, piecewise-linear function of the counter: each *piece* maps the
-//!   counter from its start with a rate close to 1. A reading is one multiply-add, no syscall.
+//!   counter from its start with a rate close to its calibrated one. A reading is one `rdtsc`
+//!   and one multiply-add on the raw ticks, no syscall.
 //! - Every [`PERIOD`] (driven by [`Clock::tick`], which the runtime's steward calls every 10 ms)
 //!   the clock compares itself to the system clock and starts a new piece, [`MARGIN`] ahead in
 //!   counter time, that begins exactly where the current one is by then (so host time never
@@ -25,8 +26,9 @@
 //! the `latch`, whose parity says which copy readers use. The writer only ever writes the copy
 //! readers are not directed to, so a writer preempted half-way does not stall the hot path, as
 //! a plain seqlock's odd phase would (unless it stays preempted longer than [`MARGIN`], below).
-//! A reader loads the latch (`Acquire`), the copy, reads the counter, then (`Acquire` fence)
-//! loads the latch again and retries if it moved. Soundness in the memory model, with every
+//! A reader loads the latch (`Acquire`), reads the counter, loads the copy, then (`Acquire`
+//! fence) loads the latch again and retries if it moved (the counter and the copy may come in
+//! either order: the proofs below need both between the two latch loads). Soundness in the memory model, with every
 //! word an atomic:
 //!
 //! - *No torn read.* A copy is written only while the latch points away from it, and each batch
@@ -112,13 +114,22 @@ const MAX_FREQ_ERROR: f64 = 10_000e-6;
 /// A pair of readings of the counter and the wall clock is trusted when the two counter
 /// readings around the wall clock's are this close (ns); otherwise it is read again.
 const PAIR_WINDOW: u64 = 20_000;
-/// Fixed-point scale of a piece's rate: `rate / 2^32` host ns per counter ns (0.23 ppb steps).
+/// Fixed-point scale of a piece's rate: `rate / 2^32` host ns per counter tick (below 1 ppb steps
+/// for a counter of up to 4 GHz).
 const RATE_SHIFT: u32 = 32;
 
-/// The fast counter: nanoseconds on its own, calibrated but imperfect, scale; non-decreasing
-/// across threads.
+/// The fast counter: ticks of its own, non-decreasing across threads, at a nominal (calibrated
+/// but imperfect) number of nanoseconds per tick.
 trait Counter: Send + Sync + Debug + 'static {
     fn ticks(&self) -> u64;
+
+    /// Nanoseconds per tick, as calibrated: the frequency the clock starts from and measures
+    /// its errors against. The durations in counter ns above ([`PERIOD`], [`MARGIN`],
+    /// [`PAIR_WINDOW`]) are converted with it once, so a reading scales the raw counter with
+    /// one multiply (converting to ns first would be a second).
+    fn nanos_per_tick(&self) -> f64 {
+        1.0
+    }
 }
 
 /// The reference the host follows: the system's wall clock, ns since the Unix epoch.
@@ -126,26 +137,37 @@ trait Wall: Send + Sync + Debug + 'static {
     fn wall_ns(&self) -> i64;
 }
 
-/// The CPU's time-stamp counter through `quanta` (calibrated to ns against the OS clock at
-/// start, to some ppm), counted from the clock's creation.
+/// The CPU's time-stamp counter through `quanta` (which falls back to `CLOCK_MONOTONIC`, in
+/// ns, where the TSC is not invariant), read raw; `quanta`'s calibration against the OS clock
+/// at start (to some ppm) gives its nominal rate.
 #[derive(Debug)]
 struct TscCounter {
     clock: quanta::Clock,
-    start: u64,
+    nanos_per_tick: f64,
 }
 
 impl TscCounter {
     fn new() -> TscCounter {
         let clock = quanta::Clock::new();
-        let start = clock.raw();
-        TscCounter { clock, start }
+        // The calibrated scale, read through a long delta (2^40 ticks: ~6 minutes at 3 GHz) so
+        // that its rounding is far below a ppb.
+        const SPAN: u64 = 1 << 40;
+        let nanos_per_tick = clock.delta_as_nanos(SPAN, 2 * SPAN) as f64 / SPAN as f64;
+        TscCounter {
+            clock,
+            nanos_per_tick,
+        }
     }
 }
 
 impl Counter for TscCounter {
     fn ticks(&self) -> u64 {
-        // `raw` + `delta_as_nanos`: one `rdtsc` and one scaling multiply.
-        self.clock.delta_as_nanos(self.start, self.clock.raw())
+        // One `rdtsc`: `Slewed` scales it.
+        self.clock.raw()
+    }
+
+    fn nanos_per_tick(&self) -> f64 {
+        self.nanos_per_tick
     }
 }
 
@@ -162,7 +184,7 @@ impl Wall for SystemWall {
     }
 }
 
-/// One linear piece: host time `at` at counter `from`, then `rate / 2^32` ns per counter ns.
+/// One linear piece: host time `at` at counter `from`, then `rate / 2^32` ns per counter tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Piece {
     from: u64,
@@ -256,7 +278,7 @@ impl AnchorWords {
 struct Steering {
     /// The state published in the copy readers use.
     anchors: Anchors,
-    /// Wall ns per counter ns, measured.
+    /// Wall ns per counter ns (nominal: ticks times the counter's `nanos_per_tick`), measured.
     freq: f64,
     /// The last pair of readings (counter, wall): the start of the period measured next.
     last: (u64, i64),
@@ -269,6 +291,9 @@ struct Steering {
 struct Slewed<C, W> {
     counter: C,
     wall: W,
+    /// The counter's nominal ns per tick, and [`PERIOD`], [`MARGIN`] and [`PAIR_WINDOW`] in
+    /// its ticks.
+    scale: Scale,
     /// Bumped twice per re-anchor; its parity is the copy readers use.
     latch: AtomicU64,
     copies: [AnchorWords; 2],
@@ -278,22 +303,24 @@ struct Slewed<C, W> {
 impl<C: Counter, W: Wall> Slewed<C, W> {
     /// A clock anchored at the wall clock's current time, at the counter's nominal rate.
     fn new(counter: C, wall: W) -> Slewed<C, W> {
-        let (tick, wall_ns) = read_pair(&counter, &wall);
+        let scale = Scale::of(&counter);
+        let (tick, wall_ns) = read_pair(&counter, &wall, scale.pair_window);
         let anchors = Anchors::starting(Piece {
             from: tick,
             at: wall_ns,
-            rate: rate_fixed(1.0),
+            rate: scale.rate_fixed(1.0),
         });
         let clock = Slewed {
             counter,
             wall,
+            scale,
             latch: AtomicU64::new(0),
             copies: Default::default(),
             steering: Mutex::new(Steering {
                 anchors,
                 freq: 1.0,
                 last: (tick, wall_ns),
-                due: tick.saturating_add(PERIOD),
+                due: tick.saturating_add(scale.period),
             }),
         };
         clock.copies[0].store(&anchors);
@@ -307,10 +334,11 @@ impl<C: Counter, W: Wall> Slewed<C, W> {
         let mut waits = 0u32;
         loop {
             let latch = self.latch.load(Ordering::Acquire);
-            let anchors = self.copies[(latch & 1) as usize].load();
             // Read after the first latch load and before the second: the module docs' proof
-            // needs the counter inside the validated window.
+            // needs the counter inside the validated window. Before the copy's words, so that
+            // they need not be kept across the counter's (not inlined) call.
             let counter = self.counter.ticks();
+            let anchors = self.copies[(latch & 1) as usize].load();
             fence(Ordering::Acquire);
             if self.latch.load(Ordering::Relaxed) != latch {
                 continue;
@@ -343,11 +371,12 @@ impl<C: Counter, W: Wall> Slewed<C, W> {
 
     /// Measures the offset and frequency against the wall clock, then publishes a new piece.
     fn reanchor(&self, steering: &mut Steering) {
-        let (tick, wall_ns) = read_pair(&self.counter, &self.wall);
-        steering.due = tick.saturating_add(PERIOD);
+        let scale = self.scale;
+        let (tick, wall_ns) = read_pair(&self.counter, &self.wall, scale.pair_window);
+        steering.due = tick.saturating_add(scale.period);
         // The new piece must follow the one in force (rules out a counter that went back).
         let old = steering.anchors;
-        if tick < old.next.from.saturating_add(MARGIN) {
+        if tick < old.next.from.saturating_add(scale.margin) {
             return;
         }
 
@@ -356,8 +385,9 @@ impl<C: Counter, W: Wall> Slewed<C, W> {
         let (last_tick, last_wall) = steering.last;
         steering.last = (tick, wall_ns);
         let period = tick.saturating_sub(last_tick);
-        if period >= PERIOD / 2 {
-            let measured = wall_ns.saturating_sub(last_wall) as f64 / period as f64;
+        if period >= scale.period / 2 {
+            let measured =
+                wall_ns.saturating_sub(last_wall) as f64 / (period as f64 * scale.nanos_per_tick);
             if (measured - steering.freq).abs() <= MAX_FREQ_JUMP {
                 steering.freq += FREQ_WEIGHT * (measured - steering.freq);
                 steering.freq = steering
@@ -369,11 +399,11 @@ impl<C: Counter, W: Wall> Slewed<C, W> {
         // Offset: how far host time is behind the wall clock (positive) or ahead (negative).
         let offset = wall_ns.saturating_sub(old.host(tick));
         let correction = (GAIN * offset as f64 / PERIOD as f64).clamp(-MAX_SLEW, MAX_SLEW);
-        let rate = rate_fixed(steering.freq + correction);
+        let rate = scale.rate_fixed(steering.freq + correction);
 
         // Publish (module docs). 1. Readers are sent to copy 1, the current state valid up to
         // `until`; the new piece starts no earlier, so up to there it is `F`.
-        let until = self.counter.ticks().saturating_add(MARGIN);
+        let until = self.counter.ticks().saturating_add(scale.margin);
         fence(Ordering::Release); // Copy 1's writes after the last increment (no torn read).
         self.copies[1].store(&Anchors { until, ..old });
         self.latch.fetch_add(1, Ordering::Release); // Odd: readers on copy 1.
@@ -381,11 +411,11 @@ impl<C: Counter, W: Wall> Slewed<C, W> {
 
         // 2. The new piece starts `MARGIN` after a counter read that follows the increment, so
         // past every counter a reader of the old copy 0 can have validated.
-        let start = self.counter.ticks().saturating_add(MARGIN).max(until);
+        let start = self.counter.ticks().saturating_add(scale.margin).max(until);
         let continued = old.host(start);
         let at = if offset > STEP {
             // A forward step of the wall clock: host time steps forward to it.
-            let ahead = ((start - tick) as f64 * steering.freq) as i64;
+            let ahead = ((start - tick) as f64 * scale.nanos_per_tick * steering.freq) as i64;
             continued.max(wall_ns.saturating_add(ahead))
         } else {
             continued
@@ -406,15 +436,37 @@ impl<C: Counter, W: Wall> Slewed<C, W> {
     }
 }
 
-/// A rate in host ns per counter ns, as a piece's fixed-point rate.
-fn rate_fixed(rate: f64) -> u64 {
-    (rate * (1u64 << RATE_SHIFT) as f64).round() as u64
+/// A counter's nominal rate, and the clock's durations in its ticks.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    nanos_per_tick: f64,
+    period: u64,
+    margin: u64,
+    pair_window: u64,
+}
+
+impl Scale {
+    fn of(counter: &impl Counter) -> Scale {
+        let nanos_per_tick = counter.nanos_per_tick();
+        let ticks = |nanos: u64| (nanos as f64 / nanos_per_tick).ceil() as u64;
+        Scale {
+            nanos_per_tick,
+            period: ticks(PERIOD),
+            margin: ticks(MARGIN),
+            pair_window: ticks(PAIR_WINDOW),
+        }
+    }
+
+    /// A rate in host ns per counter ns (nominal), as a piece's fixed-point rate per tick.
+    fn rate_fixed(&self, rate: f64) -> u64 {
+        (rate * self.nanos_per_tick * (1u64 << RATE_SHIFT) as f64).round() as u64
+    }
 }
 
 /// One reading of the counter and the wall clock taken together: the wall clock read between
 /// two counter reads close enough (a thread preempted in between would pair a wrong counter
 /// value), with the counter's midpoint. After a few tries, the closest pair.
-fn read_pair(counter: &impl Counter, wall: &impl Wall) -> (u64, i64) {
+fn read_pair(counter: &impl Counter, wall: &impl Wall, pair_window: u64) -> (u64, i64) {
     let mut best: Option<(u64, u64, i64)> = None;
     for _ in 0..4 {
         let before = counter.ticks();
@@ -425,7 +477,7 @@ fn read_pair(counter: &impl Counter, wall: &impl Wall) -> (u64, i64) {
         if best.is_none_or(|(w, _, _)| window < w) {
             best = Some((window, mid, wall_ns));
         }
-        if window <= PAIR_WINDOW {
+        if window <= pair_window {
             break;
         }
     }
@@ -529,6 +581,23 @@ mod tests {
         }
     }
 
+    /// A counter the test sets, whose ticks are not nanoseconds (as the TSC's are not).
+    #[derive(Debug, Clone)]
+    struct ManualTicks {
+        ticks: ManualCounter,
+        nanos_per_tick: f64,
+    }
+
+    impl Counter for ManualTicks {
+        fn ticks(&self) -> u64 {
+            self.ticks.ticks()
+        }
+
+        fn nanos_per_tick(&self) -> f64 {
+            self.nanos_per_tick
+        }
+    }
+
     /// A wall clock the test sets.
     #[derive(Debug, Clone, Default)]
     struct ManualWall(Arc<AtomicI64>);
@@ -544,6 +613,8 @@ mod tests {
         name: &'static str,
         /// The counter's rate error: counter ns per true ns is `1 + ppm / 1e6`.
         counter_ppm: f64,
+        /// The counter's nominal ns per tick (1: it counts ns; a 2.9 GHz TSC counted raw: 1/2.9).
+        nanos_per_tick: f64,
         /// Steps of the wall clock: (true time, step).
         steps: &'static [(i64, i64)],
         /// Slews of the wall clock, as NTP does them: (from, to, ppm) in true time.
@@ -553,7 +624,7 @@ mod tests {
     impl Case {
         /// The counter at true time `t`.
         fn counter(&self, t: i64) -> u64 {
-            (t as f64 * (1.0 + self.counter_ppm * 1e-6)) as u64
+            (t as f64 * (1.0 + self.counter_ppm * 1e-6) / self.nanos_per_tick) as u64
         }
 
         /// The wall clock at true time `t`.
@@ -592,24 +663,28 @@ mod tests {
         Case {
             name: "counter 50 ppm fast",
             counter_ppm: 50.0,
+            nanos_per_tick: 1.0,
             steps: &[],
             slews: &[],
         },
         Case {
             name: "counter 50 ppm slow",
             counter_ppm: -50.0,
+            nanos_per_tick: 1.0,
             steps: &[],
             slews: &[],
         },
         Case {
             name: "counter 50 ppm fast, wall steps back 100 ms, then forward 2 s",
             counter_ppm: 50.0,
+            nanos_per_tick: 1.0,
             steps: &[(6 * HOUR, -100 * MS), (12 * HOUR + 123 * MS, 2 * SECOND)],
             slews: &[],
         },
         Case {
             name: "counter 50 ppm slow, wall steps forward 500 ms, back 5 ms, back 1 s",
             counter_ppm: -50.0,
+            nanos_per_tick: 1.0,
             steps: &[
                 (HOUR, 500 * MS),
                 (2 * HOUR, -5 * MS),
@@ -620,11 +695,26 @@ mod tests {
         Case {
             name: "counter 50 ppm fast, NTP slews the wall clock 500 ppm for 10 min, each way",
             counter_ppm: 50.0,
+            nanos_per_tick: 1.0,
             steps: &[],
             slews: &[
                 (HOUR, HOUR + 600 * SECOND, 500.0),
                 (3 * HOUR, 3 * HOUR + 600 * SECOND, -500.0),
             ],
+        },
+        Case {
+            name: "a 2.9 GHz counter read raw, 50 ppm fast",
+            counter_ppm: 50.0,
+            nanos_per_tick: 1.0 / 2.9,
+            steps: &[],
+            slews: &[],
+        },
+        Case {
+            name: "a 3.7 GHz counter read raw, 50 ppm slow, wall steps back 5 ms then forward 2 s",
+            counter_ppm: -50.0,
+            nanos_per_tick: 1.0 / 3.7,
+            steps: &[(2 * HOUR, -5 * MS), (12 * HOUR + 123 * MS, 2 * SECOND)],
+            slews: &[],
         },
     ];
 
@@ -636,14 +726,17 @@ mod tests {
     fn slewed_clock_follows_the_wall_clock_over_a_day() {
         const DT: i64 = 100 * MS;
         for case in CASES {
-            let counter = ManualCounter::default();
+            let counter = ManualTicks {
+                ticks: ManualCounter::default(),
+                nanos_per_tick: case.nanos_per_tick,
+            };
             let wall = ManualWall::default();
             wall.0.store(case.wall(0), Ordering::SeqCst);
             let clock = Slewed::new(counter.clone(), wall.clone());
             let (mut last, mut last_t) = (clock.now(), 0);
             let mut worst_offset = 0;
             for t in (DT..=DAY).step_by(DT as usize) {
-                counter.0.store(case.counter(t), Ordering::SeqCst);
+                counter.ticks.0.store(case.counter(t), Ordering::SeqCst);
                 wall.0.store(case.wall(t), Ordering::SeqCst);
                 for read in 0..2 {
                     let host = clock.now();
