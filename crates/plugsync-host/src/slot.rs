@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plugsync_plugin::HostTime;
 use serde::Serialize;
@@ -299,6 +299,11 @@ pub struct StuckCall {
 
 /// Locks a mutex, carrying on after a poisoning panic: the runtime's own code does not panic
 /// while holding these locks, and a host must keep serving whatever happened.
+/// How long a call spins for a slot held by another thread before sleeping on it
+/// ([`Slot::state_for_call`]): longer than a swap's cut or switch holds it (a copy of the state,
+/// µs), far shorter than a scheduler slice.
+pub(crate) const CALLER_SPIN: Duration = Duration::from_micros(50);
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -330,6 +335,33 @@ impl Slot {
         lock(&self.state)
     }
 
+    /// The slot's state for a call: spins for it up to [`CALLER_SPIN`] before sleeping on it.
+    ///
+    /// A caller that sleeps on a held lock (std's mutex spins for ~1-2 µs, then waits on a
+    /// futex) is woken when it is released and must then be scheduled: 20-50 µs on a VM, more
+    /// than the swap's cut or switch holds the slot. Spinning for a bounded time makes a hold of
+    /// a few µs cost callers a few µs; a longer hold (the locked switch, a rollback's replay,
+    /// a hung call) costs them the bound in CPU and then they sleep as before.
+    fn state_for_call(&self) -> MutexGuard<'_, SlotState> {
+        if let Some(state) = self.try_state() {
+            return state;
+        }
+        let started = Instant::now();
+        loop {
+            // One `try_lock` (a write to the lock's cache line) per ~64 pauses, not per pause:
+            // the holder works on the state beside it.
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            if let Some(state) = self.try_state() {
+                return state;
+            }
+            if started.elapsed() >= CALLER_SPIN {
+                return self.state();
+            }
+        }
+    }
+
     /// The slot's state if no one holds it now (a call, a control operation).
     pub fn try_state(&self) -> Option<MutexGuard<'_, SlotState>> {
         try_lock(&self.state)
@@ -354,7 +386,7 @@ impl Slot {
         now: Option<HostTime>,
         on_output: impl FnOnce(&[u8]) -> R,
     ) -> Result<(CallReceipt, R), CallError> {
-        let mut guard = self.state();
+        let mut guard = self.state_for_call();
         let state = &mut *guard;
         let now = now.unwrap_or_else(|| self.clock.now());
         let Some(active) = state.active.as_mut() else {
