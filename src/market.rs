@@ -6,13 +6,15 @@
 //! a call and books it in its own ledger. Each plugin's state is then a function of its inputs,
 //! and the ledger is the truth its positions are checked against.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use plugsync_desk::{Bar, Fill, Orders, RiskInput, StrategyInput, Verdict};
 use plugsync_host::{CallError, CallReceipt, Digest, SlotHandle};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// How many recent closes the ledger keeps per instrument (the strategies' longest window).
 pub const CLOSES_KEPT: usize = 20;
@@ -59,70 +61,6 @@ impl PriceFeed {
     }
 }
 
-/// An order, as strategies emit it and the risk model checks it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Order {
-    /// The strategy's id for it.
-    pub order_id: u64,
-    /// What to trade.
-    pub instrument: String,
-    /// Signed quantity: positive buys, negative sells.
-    pub qty: i64,
-    /// Worst acceptable price (only newer strategies send it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit_price: Option<f64>,
-}
-
-/// An execution, fed back to the plugins by the host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Fill {
-    /// The order it fills.
-    pub order_id: u64,
-    /// What was traded.
-    pub instrument: String,
-    /// Signed quantity filled.
-    pub qty: i64,
-    /// Execution price.
-    pub price: f64,
-}
-
-/// Inputs of a strategy plugin.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyInput<'a> {
-    /// A bar closed.
-    Bar {
-        /// Instrument.
-        instrument: &'a str,
-        /// Close price.
-        close: f64,
-    },
-    /// One of its orders was filled.
-    Fill(&'a Fill),
-    /// One of its orders will not fill (the risk model rejected it).
-    Cancel(&'a Order),
-}
-
-/// Inputs of a risk plugin.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RiskInput<'a> {
-    /// May this order go to the market?
-    Check(&'a Order),
-    /// An order was filled.
-    Fill(&'a Fill),
-}
-
-#[derive(Debug, Deserialize)]
-struct StrategyOutput {
-    orders: Vec<Order>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RiskDecision {
-    approved: bool,
-}
-
 /// The host's own books: what was really traded, and the recent closes it fed.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -132,9 +70,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Books a fill.
-    pub fn book(&self, fill: &Fill) {
+    pub fn book(&self, fill: &Fill<'_>) {
         *lock(&self.positions)
-            .entry(fill.instrument.clone())
+            .entry(fill.instrument.to_string())
             .or_default() += fill.qty;
     }
 
@@ -284,10 +222,12 @@ impl<'a> Desk<'a> {
         self
     }
 
-    fn call<T: for<'de> Deserialize<'de>>(
+    /// Sends `message` to the slot's plugin and reads its answer with `parse`.
+    fn call<T>(
         &mut self,
         slot: Slot,
         message: &impl Serialize,
+        parse: impl FnOnce(&[u8]) -> serde_json::Result<T>,
     ) -> Option<(Digest, T)> {
         self.input.clear();
         serde_json::to_writer(&mut self.input, message).expect("protocol messages serialise");
@@ -296,7 +236,7 @@ impl<'a> Desk<'a> {
             Slot::Risk => &self.risk,
         };
         let started = Instant::now();
-        let result = handle.call_with(&self.input, |out| serde_json::from_slice::<T>(out));
+        let result = handle.call_with(&self.input, parse);
         self.stats.call_took(started);
         if let (Slot::Strategy, Some(log), Ok((receipt, _))) = (slot, self.log, &result) {
             log.record(*receipt, &self.input);
@@ -328,36 +268,48 @@ impl<'a> Desk<'a> {
     /// which fills them at the close; the fills go back to both plugins and into the ledger.
     pub fn on_bar(&mut self, instrument: &str, close: f64) {
         self.ledger.record_close(instrument, close);
-        let bar = StrategyInput::Bar { instrument, close };
-        let Some((digest, output)) = self.call::<StrategyOutput>(Slot::Strategy, &bar) else {
+        let bar = StrategyInput::Bar(Bar {
+            instrument: instrument.into(),
+            close,
+        });
+        let Some((digest, output)) = self.call(Slot::Strategy, &bar, |out| {
+            serde_json::from_slice::<Orders>(out).map(Orders::into_owned)
+        }) else {
             return;
         };
-        for order in output.orders {
+        for order in output.orders.iter() {
             self.stats.orders.fetch_add(1, Ordering::Relaxed);
             *self.orders_by_digest.entry(digest).or_default() += 1;
-            let Some((_, decision)) =
-                self.call::<RiskDecision>(Slot::Risk, &RiskInput::Check(&order))
-            else {
+            let check = RiskInput::Check(order.clone());
+            let Some((_, verdict)) = self.call(Slot::Risk, &check, |out| {
+                serde_json::from_slice::<Verdict>(out)
+            }) else {
                 continue;
             };
-            if !decision.approved {
+            if !verdict.approved {
                 // Tell the strategy, so that it stops counting the order as pending.
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                self.call::<serde_json::Value>(Slot::Strategy, &StrategyInput::Cancel(&order));
+                let cancel = StrategyInput::Cancel(order.clone());
+                self.call(Slot::Strategy, &cancel, any_json);
                 continue;
             }
             // The simulated exchange fills in full at the limit, or at the close.
             let fill = Fill {
                 order_id: order.order_id,
-                instrument: order.instrument.clone(),
+                instrument: Cow::Borrowed(&order.instrument),
                 qty: order.qty,
                 price: order.limit_price.unwrap_or(close),
             };
             self.ledger.book(&fill);
-            self.call::<serde_json::Value>(Slot::Strategy, &StrategyInput::Fill(&fill));
-            self.call::<serde_json::Value>(Slot::Risk, &RiskInput::Fill(&fill));
+            self.call(Slot::Strategy, &StrategyInput::Fill(fill.clone()), any_json);
+            self.call(Slot::Risk, &RiskInput::Fill(fill), any_json);
         }
     }
+}
+
+/// Reads an answer the desk does not act on (to a fill or a cancel): any JSON.
+fn any_json(output: &[u8]) -> serde_json::Result<serde_json::Value> {
+    serde_json::from_slice(output)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -383,43 +335,6 @@ mod tests {
                 .iter()
                 .all(|p| (p * 4.0).fract() == 0.0 && *p >= 1.0)
         );
-    }
-
-    #[test]
-    fn messages_follow_the_plugin_protocol() {
-        let fill = Fill {
-            order_id: 3,
-            instrument: "ES".into(),
-            qty: -1,
-            price: 4500.25,
-        };
-        let cases = [
-            (
-                serde_json::to_string(&StrategyInput::Bar {
-                    instrument: "ES",
-                    close: 4500.25,
-                })
-                .unwrap(),
-                r#"{"bar":{"instrument":"ES","close":4500.25}}"#,
-            ),
-            (
-                serde_json::to_string(&StrategyInput::Fill(&fill)).unwrap(),
-                r#"{"fill":{"order_id":3,"instrument":"ES","qty":-1,"price":4500.25}}"#,
-            ),
-            (
-                serde_json::to_string(&RiskInput::Check(&Order {
-                    order_id: 3,
-                    instrument: "ES".into(),
-                    qty: 1,
-                    limit_price: None,
-                }))
-                .unwrap(),
-                r#"{"check":{"order_id":3,"instrument":"ES","qty":1}}"#,
-            ),
-        ];
-        for (actual, expected) in cases {
-            assert_eq!(actual, expected);
-        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use plugsync_desk::Order;
 use plugsync_host::{Digest, Probe, ProbeStep, SoakThresholds, SwapMode, SwapRequest, VerifySpec};
 use serde_json::json;
 
@@ -317,10 +318,13 @@ fn crossover_probe(version: &str) -> Probe {
             expect: Some(json!({"orders": []})),
         })
         .collect();
-    let mut order = json!({"order_id": 1, "instrument": "PROBE", "qty": 1});
-    if version == "2.1.0" {
-        order["limit_price"] = json!(110.0);
-    }
+    let order = Order {
+        order_id: 1,
+        instrument: "PROBE".into(),
+        qty: 1,
+        // Set from 2.1.0 on; without it, an order has the bytes older versions write.
+        limit_price: (version == "2.1.0").then_some(110.0),
+    };
     steps.push(ProbeStep {
         input: json!({"bar": {"instrument": "PROBE", "close": 110.0}}),
         expect: Some(json!({"orders": [order]})),

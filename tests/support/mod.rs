@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use plugsync_desk::{Bar, Fill, Order, Orders, StrategyInput};
 use plugsync_host::{
     CallReceipt, Clock, Digest, HostTime, ManualClock, Probe, Runtime, RuntimeOptions, SlotHandle,
     StateSnapshot,
@@ -194,27 +195,38 @@ pub fn digest_of(name: &str) -> Digest {
     Digest::of(&std::fs::read(lib(name)).expect("the library is readable"))
 }
 
-/// `{"bar":{"instrument":…,"close":…}}`.
+/// `{"bar":{"instrument":…,"close":…}}`, as the desk writes it.
 pub fn bar(instrument: &str, close: f64) -> Vec<u8> {
-    json!({"bar": {"instrument": instrument, "close": close}})
-        .to_string()
-        .into_bytes()
+    let bar = Bar {
+        instrument: instrument.into(),
+        close,
+    };
+    serde_json::to_vec(&StrategyInput::Bar(bar)).expect("a message serialises")
 }
 
-/// `{"fill":{"order_id":…,"instrument":…,"qty":…,"price":…}}`.
+/// `{"fill":{"order_id":…,"instrument":…,"qty":…,"price":…}}`, as the desk writes it.
 pub fn fill(order_id: u64, instrument: &str, qty: i64, price: f64) -> Vec<u8> {
-    json!({"fill": {"order_id": order_id, "instrument": instrument, "qty": qty, "price": price}})
-        .to_string()
-        .into_bytes()
+    let fill = Fill {
+        order_id,
+        instrument: instrument.into(),
+        qty,
+        price,
+    };
+    serde_json::to_vec(&StrategyInput::Fill(fill)).expect("a message serialises")
 }
 
 /// The `{"orders":[…]}` output of ma_cross 1.x/2.0 for `(order_id, instrument, qty)`s.
 pub fn orders(orders: &[(u64, &str, i64)]) -> Value {
-    let orders: Vec<Value> = orders
+    let orders: Vec<Order> = orders
         .iter()
-        .map(|(id, instrument, qty)| json!({"order_id": id, "instrument": instrument, "qty": qty}))
+        .map(|&(order_id, instrument, qty)| Order {
+            order_id,
+            instrument: instrument.into(),
+            qty,
+            limit_price: None,
+        })
         .collect();
-    json!({ "orders": orders })
+    serde_json::to_value(Orders::new(&orders)).expect("an output serialises")
 }
 
 /// Bars that take a fresh instance (periods 2 and 4) long: the fifth crosses up by 7%.
@@ -234,35 +246,15 @@ pub fn crossing_up_probe(expected_qty: i64) -> Probe {
         .unwrap()
 }
 
-/// An order an ma_cross output asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    pub order_id: u64,
-    pub instrument: String,
-    pub qty: i64,
-}
-
 /// The orders of an ma_cross output.
-pub fn parse_orders(output: &[u8]) -> Vec<Order> {
-    let value: Value = serde_json::from_slice(output).unwrap_or_else(|e| {
+pub fn parse_orders(output: &[u8]) -> Vec<Order<'static>> {
+    let orders: Orders = serde_json::from_slice(output).unwrap_or_else(|e| {
         panic!(
-            "ma_cross output is not JSON ({e}): {}",
+            "not an ma_cross output ({e}): {}",
             String::from_utf8_lossy(output)
         )
     });
-    value["orders"]
-        .as_array()
-        .unwrap_or_else(|| panic!("ma_cross output has no `orders`: {value}"))
-        .iter()
-        .map(|order| Order {
-            order_id: order["order_id"].as_u64().expect("an order id"),
-            instrument: order["instrument"]
-                .as_str()
-                .expect("an instrument")
-                .to_owned(),
-            qty: order["qty"].as_i64().expect("a quantity"),
-        })
-        .collect()
+    orders.into_owned().orders.into_owned()
 }
 
 /// Parses JSON bytes.

@@ -1,10 +1,12 @@
-//! The logic of `ma_cross` 2.1.0: config, state (schema 3), messages, the migrations from and
-//! to 2.0.x and the [`Plugin`] implementation, without the export.
+//! The logic of `ma_cross` 2.1.0: config, state (schema 3), the migrations from and to 2.0.x
+//! and the [`Plugin`] implementation, without the export. The messages are the desk's, shared
+//! by every version: [`plugsync_desk`] (2.1.0 is the first to set an order's `limit_price`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::iter;
 
+use plugsync_desk::{Bar, Cancel, Fill, Order, Orders, StrategyInput, is_price};
 use plugsync_plugin::{
     Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError,
 };
@@ -112,137 +114,6 @@ pub struct InstrumentState {
     pub last_close: Option<f64>,
 }
 
-/// One input message: a JSON object with exactly one key naming its kind.
-///
-/// Fields a message kind does not know are ignored (a host may add some); an unknown kind is
-/// an error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Input<'a> {
-    /// A closed bar: `{"bar":{"instrument":"ES","close":4500.25}}`.
-    #[serde(borrow)]
-    Bar(Bar<'a>),
-    /// A fill of an order on the instrument:
-    /// `{"fill":{"order_id":17,"instrument":"ES","qty":1,"price":4500.25}}`.
-    #[serde(borrow)]
-    Fill(Fill<'a>),
-    /// An order of this strategy that will not fill (the risk model rejected it, or it was
-    /// cancelled): `{"cancel":{"order_id":17,"instrument":"ES","qty":1}}`, `qty` being its
-    /// unfilled remainder.
-    #[serde(borrow)]
-    Cancel(Cancel<'a>),
-}
-
-/// A closed bar of an instrument.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Bar<'a> {
-    /// Instrument name.
-    #[serde(borrow)]
-    pub instrument: Cow<'a, str>,
-    /// Closing price; positive.
-    pub close: f64,
-}
-
-/// A fill reported by the host.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Fill<'a> {
-    /// Id of the order filled (the strategy's own or another one).
-    pub order_id: u64,
-    /// Instrument name.
-    #[serde(borrow)]
-    pub instrument: Cow<'a, str>,
-    /// Filled quantity: positive bought, negative sold; not zero.
-    pub qty: i64,
-    /// Fill price; positive.
-    pub price: f64,
-}
-
-/// An order that will not fill.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Cancel<'a> {
-    /// Id of the order.
-    pub order_id: u64,
-    /// Instrument name.
-    #[serde(borrow)]
-    pub instrument: Cow<'a, str>,
-    /// The quantity that will not fill, signed like the order; not zero.
-    pub qty: i64,
-}
-
-impl<'a> Input<'a> {
-    /// Parses and checks one input message.
-    pub fn parse(bytes: &'a [u8]) -> Result<Input<'a>, PluginError> {
-        let input: Input<'a> = serde_json::from_slice(bytes).map_err(|e| {
-            PluginError::new(format!(
-                "invalid input: {e}; expected {{\"bar\":{{\"instrument\",\"close\"}}}}, \
-                 {{\"fill\":{{\"order_id\",\"instrument\",\"qty\",\"price\"}}}} or \
-                 {{\"cancel\":{{\"order_id\",\"instrument\",\"qty\"}}}}"
-            ))
-        })?;
-        input.validate()?;
-        Ok(input)
-    }
-
-    /// The instrument the message is about.
-    pub fn instrument(&self) -> &str {
-        match self {
-            Input::Bar(bar) => &bar.instrument,
-            Input::Fill(fill) => &fill.instrument,
-            Input::Cancel(cancel) => &cancel.instrument,
-        }
-    }
-
-    fn validate(&self) -> Result<(), PluginError> {
-        let kind = match self {
-            Input::Bar(_) => "bar",
-            Input::Fill(_) => "fill",
-            Input::Cancel(_) => "cancel",
-        };
-        let invalid = |what: String| Err(PluginError::new(format!("invalid {kind}: {what}")));
-        if self.instrument().is_empty() {
-            return invalid("`instrument` is empty".to_owned());
-        }
-        match self {
-            Input::Bar(bar) if !is_price(bar.close) => invalid(format!(
-                "`close` must be a positive price, not {}",
-                bar.close
-            )),
-            Input::Fill(fill) if !is_price(fill.price) => invalid(format!(
-                "`price` must be a positive price, not {}",
-                fill.price
-            )),
-            Input::Fill(Fill { qty: 0, .. }) | Input::Cancel(Cancel { qty: 0, .. }) => {
-                invalid("`qty` must not be zero".to_owned())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-fn is_price(value: f64) -> bool {
-    value.is_finite() && value > 0.0
-}
-
-/// An order the strategy asks the host to place.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Order<'a> {
-    /// The strategy's id for the order, echoed by its fills.
-    pub order_id: u64,
-    /// Instrument name.
-    pub instrument: &'a str,
-    /// Quantity: positive to buy, negative to sell.
-    pub qty: i64,
-    /// Worst price the order may fill at: the close of the bar that triggered it. Read by
-    /// `risk_model` 2.x for its notional limit.
-    pub limit_price: f64,
-}
-
-/// The output of every call: `{"orders":[…]}`.
-#[derive(Serialize)]
-struct Orders<'a> {
-    orders: &'a [Order<'a>],
-}
-
 /// The strategy instance.
 #[derive(Debug)]
 pub struct MaCross {
@@ -329,9 +200,9 @@ impl MaCross {
         self.state.next_order_id = next_order_id;
         Ok(Some(Order {
             order_id,
-            instrument: &bar.instrument,
+            instrument: Cow::Borrowed(&bar.instrument),
             qty,
-            limit_price: bar.close,
+            limit_price: Some(bar.close),
         }))
     }
 
@@ -379,7 +250,7 @@ fn overflow(instrument: &str) -> PluginError {
 }
 
 fn write_orders(output: &mut Vec<u8>, orders: &[Order<'_>]) -> Result<(), PluginError> {
-    serde_json::to_writer(output, &Orders { orders })
+    serde_json::to_writer(output, &Orders::new(orders))
         .map_err(|e| PluginError::new(format!("cannot write the output: {e}")))
 }
 
@@ -397,16 +268,16 @@ impl Plugin for MaCross {
         _now: HostTime,
         output: &mut Vec<u8>,
     ) -> Result<(), PluginError> {
-        match Input::parse(input)? {
-            Input::Bar(bar) => {
+        match StrategyInput::parse(input, serde_json::from_slice).map_err(PluginError::new)? {
+            StrategyInput::Bar(bar) => {
                 let order = self.on_bar(&bar)?;
                 write_orders(output, order.as_slice())
             }
-            Input::Fill(fill) => {
+            StrategyInput::Fill(fill) => {
                 self.on_fill(&fill)?;
                 write_orders(output, &[])
             }
-            Input::Cancel(cancel) => {
+            StrategyInput::Cancel(cancel) => {
                 self.on_cancel(&cancel)?;
                 write_orders(output, &[])
             }

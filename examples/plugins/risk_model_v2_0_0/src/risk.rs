@@ -1,9 +1,10 @@
-//! The logic of `risk_model` 2.0.0: config, state (schema 2), messages, the migrations from and
-//! to 1.x and the [`Plugin`] implementation, without the export.
+//! The logic of `risk_model` 2.0.0: config, state (schema 2), the migrations from and to 1.x
+//! and the [`Plugin`] implementation, without the export. The messages are the desk's, shared
+//! by every version: [`plugsync_desk`] (2.0.0 is the first to use an order's `limit_price`).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use plugsync_desk::{Ack, Cancel, Fill, Order, RiskInput, Verdict, is_price};
 use plugsync_plugin::{
     Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError,
 };
@@ -86,146 +87,6 @@ pub struct InstrumentState {
     pub notional: f64,
 }
 
-/// One input message: a JSON object with exactly one key naming its kind.
-///
-/// Fields a message kind does not know are ignored; an unknown kind is an error.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Input<'a> {
-    /// An order to check before the host places it:
-    /// `{"check":{"order_id":17,"instrument":"ES","qty":1,"limit_price":4500.25}}`
-    /// (`limit_price` optional).
-    #[serde(borrow)]
-    Check(Check<'a>),
-    /// A fill of an order on the instrument:
-    /// `{"fill":{"order_id":17,"instrument":"ES","qty":1,"price":4500.25}}`.
-    #[serde(borrow)]
-    Fill(Fill<'a>),
-    /// An approved order that will not fill (cancelled, or refused by the exchange):
-    /// `{"cancel":{"order_id":17,"instrument":"ES","qty":1}}`, `qty` being its unfilled
-    /// remainder.
-    #[serde(borrow)]
-    Cancel(Cancel<'a>),
-}
-
-/// An order to check.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Check<'a> {
-    /// Id of the order, echoed in the verdict.
-    pub order_id: u64,
-    /// Instrument name.
-    #[serde(borrow)]
-    pub instrument: Cow<'a, str>,
-    /// Quantity: positive to buy, negative to sell; not zero.
-    pub qty: i64,
-    /// Worst price the order may fill at, if it has one; positive. An order with a limit
-    /// price is also checked against the notional limit.
-    #[serde(default)]
-    pub limit_price: Option<f64>,
-}
-
-/// A fill reported by the host.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Fill<'a> {
-    /// Id of the order filled (known to the risk model or not).
-    pub order_id: u64,
-    /// Instrument name.
-    #[serde(borrow)]
-    pub instrument: Cow<'a, str>,
-    /// Filled quantity: positive bought, negative sold; not zero.
-    pub qty: i64,
-    /// Fill price; positive.
-    pub price: f64,
-}
-
-/// An approved order that will not fill.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Cancel<'a> {
-    /// Id of the order.
-    pub order_id: u64,
-    /// Instrument name.
-    #[serde(borrow)]
-    pub instrument: Cow<'a, str>,
-    /// The quantity that will not fill, signed like the order; not zero.
-    pub qty: i64,
-}
-
-impl<'a> Input<'a> {
-    /// Parses and checks one input message.
-    pub fn parse(bytes: &'a [u8]) -> Result<Input<'a>, PluginError> {
-        let input: Input<'a> = serde_json::from_slice(bytes).map_err(|e| {
-            PluginError::new(format!(
-                "invalid input: {e}; expected \
-                 {{\"check\":{{\"order_id\",\"instrument\",\"qty\"}}}}, \
-                 {{\"fill\":{{\"order_id\",\"instrument\",\"qty\",\"price\"}}}} or \
-                 {{\"cancel\":{{\"order_id\",\"instrument\",\"qty\"}}}}"
-            ))
-        })?;
-        input.validate()?;
-        Ok(input)
-    }
-
-    /// The instrument the message is about.
-    pub fn instrument(&self) -> &str {
-        match self {
-            Input::Check(check) => &check.instrument,
-            Input::Fill(fill) => &fill.instrument,
-            Input::Cancel(cancel) => &cancel.instrument,
-        }
-    }
-
-    fn validate(&self) -> Result<(), PluginError> {
-        let (kind, qty) = match self {
-            Input::Check(check) => ("check", check.qty),
-            Input::Fill(fill) => ("fill", fill.qty),
-            Input::Cancel(cancel) => ("cancel", cancel.qty),
-        };
-        let invalid = |what: String| Err(PluginError::new(format!("invalid {kind}: {what}")));
-        if self.instrument().is_empty() {
-            return invalid("`instrument` is empty".to_owned());
-        }
-        if qty == 0 {
-            return invalid("`qty` must not be zero".to_owned());
-        }
-        match self {
-            Input::Fill(fill) if !is_price(fill.price) => invalid(format!(
-                "`price` must be a positive price, not {}",
-                fill.price
-            )),
-            Input::Check(Check {
-                limit_price: Some(price),
-                ..
-            }) if !is_price(*price) => invalid(format!(
-                "`limit_price` must be a positive price, not {price}"
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn is_price(value: f64) -> bool {
-    value.is_finite() && value > 0.0
-}
-
-/// The answer to a check: `{"approved":true,"order_id":17}` or
-/// `{"approved":false,"order_id":17,"reason":"…"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Verdict {
-    /// Whether the host may place the order.
-    pub approved: bool,
-    /// Id of the order checked.
-    pub order_id: u64,
-    /// Why the order was rejected (only when it was).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// The answer to a fill or a cancel: `{"ok":true}`.
-#[derive(Serialize)]
-struct Ack {
-    ok: bool,
-}
-
 /// The risk model instance.
 #[derive(Debug)]
 pub struct RiskModel {
@@ -253,7 +114,7 @@ impl RiskModel {
     /// that price within the notional limit; rejects it (and counts the rejection) otherwise.
     ///
     /// Nothing changes when it fails.
-    pub fn check(&mut self, check: &Check<'_>) -> Result<Verdict, PluginError> {
+    pub fn check(&mut self, check: &Order<'_>) -> Result<Verdict, PluginError> {
         let (exposure, reserved) = self
             .state
             .instruments
@@ -369,18 +230,18 @@ impl Plugin for RiskModel {
         _now: HostTime,
         output: &mut Vec<u8>,
     ) -> Result<(), PluginError> {
-        match Input::parse(input)? {
-            Input::Check(check) => {
+        match RiskInput::parse(input, serde_json::from_slice).map_err(PluginError::new)? {
+            RiskInput::Check(check) => {
                 let verdict = self.check(&check)?;
                 write(output, &verdict)
             }
-            Input::Fill(fill) => {
+            RiskInput::Fill(fill) => {
                 self.on_fill(&fill)?;
-                write(output, &Ack { ok: true })
+                write(output, &Ack::OK)
             }
-            Input::Cancel(cancel) => {
+            RiskInput::Cancel(cancel) => {
                 self.on_cancel(&cancel)?;
-                write(output, &Ack { ok: true })
+                write(output, &Ack::OK)
             }
         }
     }
