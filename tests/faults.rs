@@ -12,8 +12,8 @@
 mod support;
 
 use plugsync_host::{
-    CallError, Health, HostError, RollbackMethod, RollbackReason, Runtime, SwapPath, SwapRequest,
-    TransitionKind, VerifySpec, inspect,
+    CallError, Health, HostError, RollbackMethod, RollbackReason, Runtime, StepState, SwapPath,
+    SwapRequest, TransitionKind, VerifySpec, inspect,
 };
 use serde_json::json;
 use support::*;
@@ -516,7 +516,7 @@ fn a_fault_of_the_old_version_inside_a_swaps_window_is_in_its_report_and_status(
     let last_step = status.plugins[0].last_step.as_ref().unwrap();
     assert_eq!(
         (last_step.outcome, last_step.replaced_fault.as_ref()),
-        ("committed", Some(&fault))
+        (StepState::Committed, Some(&fault))
     );
 }
 

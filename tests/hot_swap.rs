@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use plugsync_host::{
-    CallError, DifferentialRow, Digest, HostError, Runtime, SlotHandle, SwapMode, SwapPath,
-    SwapReport, SwapRequest, TransitionKind, VerifySpec,
+    CallError, DifferentialRow, Digest, HostError, Runtime, SlotHandle, StepState, SwapMode,
+    SwapPath, SwapReport, SwapRequest, TransitionKind, VerifySpec,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -365,7 +365,7 @@ fn commit_destroys_the_previous_instance_and_keeps_its_code_mapped() {
     assert_eq!(status.plugins[0].pending, None);
     assert_eq!(
         status.plugins[0].last_step.as_ref().unwrap().outcome,
-        "committed"
+        StepState::Committed
     );
     let error = runtime.commit("ma_cross").unwrap_err();
     assert_eq!(

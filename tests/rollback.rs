@@ -10,8 +10,8 @@ mod support;
 use std::path::Path;
 
 use plugsync_host::{
-    Divergence, HostError, HostTime, RollbackMethod, RollbackReason, SwapRequest, TransitionKind,
-    inspect,
+    Divergence, HostError, HostTime, RollbackMethod, RollbackReason, StepState, SwapRequest,
+    TransitionKind, inspect,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -109,7 +109,10 @@ fn rollback_by_replay_gives_the_state_of_a_never_updated_plugin_and_lists_what_d
     let status = runtime.status();
     let plugin = &status.plugins[0];
     assert_eq!(plugin.pending, None);
-    assert_eq!(plugin.last_step.as_ref().unwrap().outcome, "rolled back");
+    assert_eq!(
+        plugin.last_step.as_ref().unwrap().outcome,
+        StepState::RolledBack
+    );
     assert_eq!(plugin.last_rollback.as_ref(), Some(&report));
     assert_eq!(status.live_instances, 1);
     let error = runtime.rollback("ma_cross").unwrap_err();
@@ -320,7 +323,10 @@ fn rollback_with_neither_replay_nor_down_migration_resumes_the_state_at_the_swit
     let status = runtime.status();
     let plugin = &status.plugins[0];
     assert_eq!((&plugin.pending, &plugin.fault), (&None, &None));
-    assert_eq!(plugin.last_step.as_ref().unwrap().outcome, "rolled back");
+    assert_eq!(
+        plugin.last_step.as_ref().unwrap().outcome,
+        StepState::RolledBack
+    );
     assert_eq!(plugin.last_rollback.as_ref(), Some(&report));
     assert_eq!(status.live_instances, 1);
 }

@@ -214,7 +214,9 @@ fn render(status: &Value) -> String {
         let last = if last.is_null() {
             "-".to_owned()
         } else {
-            format!("{} {}", text(&last["version"]), text(&last["outcome"]))
+            // `rolled_back` on the wire, "rolled back" to a reader.
+            let outcome = text(&last["outcome"]).replace('_', " ");
+            format!("{} {outcome}", text(&last["version"]))
         };
         if plugin["busy"].as_bool() == Some(true) {
             notes.push(format!(

@@ -342,6 +342,43 @@ pub enum HostError {
         plugin: String,
     },
 
+    /// A commit or rollback naming a step that is not the pending one.
+    #[error(
+        "the pending step of `{plugin}` is {}, not `{step_id}`: commit or roll back only the step \
+         you switched (its id is in `GET /v1/status`, under `pending`)",
+        match pending {
+            Some(id) => format!("`{id}`"),
+            None => "one started in process, without a step id (only the host ends it)".to_owned(),
+        }
+    )]
+    StepNotOwned {
+        /// Plugin id.
+        plugin: String,
+        /// The step id the request named.
+        step_id: String,
+        /// The pending step's id, `None` when it was started in process.
+        pending: Option<String>,
+    },
+
+    /// A retried switch whose step the host no longer holds.
+    #[error(
+        "step `{step_id}` switched `{plugin}`, but {}: the switch is not in effect; read \
+         `GET /v1/status` and start a new step with a new step id",
+        match fate {
+            crate::StepFate::RolledBack => "has been rolled back since",
+            _ => "the host has no trace of it: it restarted since (a pending step does not \
+                  survive a restart: the committed version runs)",
+        }
+    )]
+    StepGone {
+        /// Plugin id.
+        plugin: String,
+        /// The step id of the switch.
+        step_id: String,
+        /// What became of it.
+        fate: crate::StepFate,
+    },
+
     /// No declared migration between the versions.
     #[error(
         "`{plugin}` cannot go from {from} to {to}: {} does not declare `{field}` covering {} \
@@ -593,6 +630,8 @@ impl HostError {
             HostError::AlreadyLoaded { .. } => "already_loaded",
             HostError::StepInProgress { .. } => "step_in_progress",
             HostError::NoStepInProgress { .. } => "no_step_in_progress",
+            HostError::StepNotOwned { .. } => "step_not_owned",
+            HostError::StepGone { .. } => "step_gone",
             HostError::NoMigration { .. } => "no_migration",
             HostError::Plugin { .. } => "plugin_failed",
             HostError::BadMigrationOutput { .. } => "bad_migration_output",

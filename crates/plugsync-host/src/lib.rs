@@ -68,11 +68,11 @@ pub use rollback::{
 pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
     Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime, RuntimeOptions,
-    RuntimeStatus, StateSnapshot,
+    RuntimeStatus, StateSnapshot, StepFate,
 };
 pub use slot::{
     CallError, CallOutput, CallReceipt, Counters, Fault, RecordedCall, SlotHandle, StepRecord,
-    StuckCall,
+    StepState, StuckCall,
 };
 pub use steward::SoakThresholds;
 pub use store::{ArtifactStore, StoredArtifact};

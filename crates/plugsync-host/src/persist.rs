@@ -27,8 +27,8 @@ use serde_json::Value;
 use crate::digest::Digest;
 use crate::error::{HostError, Result, io};
 use crate::rollback::VersionRef;
-use crate::runtime::{Runtime, StateSnapshot, snapshot_of};
-use crate::slot::{Slot, lock, try_lock};
+use crate::runtime::{Runtime, StateSnapshot, StepFate, snapshot_of};
+use crate::slot::{Slot, StepState, lock, try_lock};
 
 /// One plugin of the committed set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -595,6 +595,41 @@ impl Runtime {
         Ok(StepOutcome {
             outcome: record.outcome,
             replayed: false,
+        })
+    }
+
+    /// What became of step `step_id` of `plugin` since its switch: pending, committed or rolled
+    /// back (from the slot, else from the step's own commit or rollback record), or unknown to
+    /// this host. A retried switch is answered from its record only while the switch holds:
+    /// the control API refuses one whose step was rolled back or lost in a restart
+    /// ([`HostError::StepGone`]).
+    pub fn step_fate(&self, plugin: &str, step_id: &str) -> Result<StepFate> {
+        check_step_id(step_id)?;
+        if let Ok(slot) = self.slot(plugin) {
+            let state = slot.state();
+            if state.step.as_ref().and_then(|s| s.step_id.as_deref()) == Some(step_id) {
+                return Ok(StepFate::Pending);
+            }
+            if let Some(last) = &state.last_step
+                && last.step_id.as_deref() == Some(step_id)
+            {
+                return Ok(match last.outcome {
+                    StepState::Pending => StepFate::Pending,
+                    StepState::Committed => StepFate::Committed,
+                    StepState::RolledBack => StepFate::RolledBack,
+                });
+            }
+        }
+        let ended = |operation: &str| -> Result<bool> {
+            let record = read_json::<StepRecord>(&self.step_path(step_id, operation))?;
+            Ok(record.is_some_and(|record| record.outcome.is_ok()))
+        };
+        Ok(if ended("commit")? {
+            StepFate::Committed
+        } else if ended("rollback")? {
+            StepFate::RolledBack
+        } else {
+            StepFate::Unknown
         })
     }
 

@@ -25,7 +25,7 @@ use crate::digest::Digest;
 use crate::error::{HostError, declarer_covered};
 use crate::library::Library;
 use crate::migration::{Transition, migrate};
-use crate::slot::{Active, Fault, Journal, RecordedCall, SlotState, StepRecord};
+use crate::slot::{Active, Fault, Journal, RecordedCall, SlotState, StepRecord, StepState};
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -366,7 +366,7 @@ pub(crate) fn roll_back(
         version: new.version().to_owned(),
         digest: new.digest(),
         at: step.switched_at,
-        outcome: "rolled back",
+        outcome: StepState::RolledBack,
         replaced_fault: state
             .last_step
             .take()

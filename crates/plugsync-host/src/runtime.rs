@@ -16,7 +16,7 @@ use crate::persist::{CommittedPlugin, Recovery};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
-    StuckCall, lock,
+    StepState, StuckCall, lock,
 };
 use crate::steward;
 use crate::store::{ArtifactStore, StoredArtifact};
@@ -642,10 +642,22 @@ impl Runtime {
     /// between comes back on the previous version with its own checkpoint, and a failed
     /// checkpoint leaves an older one that recovery migrates forward (never a fresh state).
     pub fn commit(&self, plugin: &str) -> Result<VersionRef> {
+        self.commit_owned(plugin, None)
+    }
+
+    /// Commits the pending step of `plugin` if it is step `step_id` (the id its switch was
+    /// given): a client commits only the switch it made, never another client's, nor one made
+    /// in process ([`HostError::StepNotOwned`]).
+    pub fn commit_step(&self, plugin: &str, step_id: &str) -> Result<VersionRef> {
+        self.commit_owned(plugin, Some(step_id))
+    }
+
+    fn commit_owned(&self, plugin: &str, step_id: Option<&str>) -> Result<VersionRef> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let (step, committed, config) = {
             let mut state = slot.state();
+            check_owner(plugin, &state, step_id)?;
             let Some(active) = state.active.as_ref().filter(|_| state.step.is_some()) else {
                 return Err(HostError::NoStepInProgress {
                     plugin: plugin.to_owned(),
@@ -654,7 +666,7 @@ impl Runtime {
             let committed = VersionRef::of(active.library());
             let config = active.config.clone();
             if let Some(record) = &mut state.last_step {
-                record.outcome = "committed";
+                record.outcome = StepState::Committed;
             }
             (state.step.take(), committed, config)
         };
@@ -682,9 +694,20 @@ impl Runtime {
     /// Rolls the pending step of `plugin` back: by replay, else down-migration, else with an
     /// exact account of what was lost (see [`RollbackMethod`](crate::RollbackMethod)).
     pub fn rollback(&self, plugin: &str) -> Result<RollbackReport> {
+        self.rollback_owned(plugin, None)
+    }
+
+    /// Rolls the pending step of `plugin` back if it is step `step_id`, as
+    /// [`commit_step`](Self::commit_step) commits.
+    pub fn rollback_step(&self, plugin: &str, step_id: &str) -> Result<RollbackReport> {
+        self.rollback_owned(plugin, Some(step_id))
+    }
+
+    fn rollback_owned(&self, plugin: &str, step_id: Option<&str>) -> Result<RollbackReport> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let mut state = slot.state();
+        check_owner(plugin, &state, step_id)?;
         let Some((report, discarded)) =
             rollback::roll_back(plugin, &mut state, RollbackReason::Requested)
         else {
@@ -821,6 +844,38 @@ const STATUS_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A snapshot of a slot's state; with `wait` false, `None` when the slot is busy now (the
 /// steward never waits on a slot).
+/// Refuses to end a pending step that is not step `step_id` (with `None`, any step may be
+/// ended: the runtime's own callers own every step). No step pending is left to the caller's
+/// own error.
+fn check_owner(plugin: &str, state: &SlotState, step_id: Option<&str>) -> Result<()> {
+    let (Some(wanted), Some(step)) = (step_id, &state.step) else {
+        return Ok(());
+    };
+    if step.step_id.as_deref() == Some(wanted) {
+        return Ok(());
+    }
+    Err(HostError::StepNotOwned {
+        plugin: plugin.to_owned(),
+        step_id: wanted.to_owned(),
+        pending: step.step_id.clone(),
+    })
+}
+
+/// What became of a step after its switch, as far as this host knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepFate {
+    /// It is the plugin's pending step.
+    Pending,
+    /// It was committed.
+    Committed,
+    /// It was rolled back (asked for, or by the host).
+    RolledBack,
+    /// This host has no trace of it: it restarted since the switch (a pending step does not
+    /// survive a restart: recovery starts from the committed set), or later steps of the
+    /// plugin replaced what it knew.
+    Unknown,
+}
+
 pub(crate) fn snapshot_of(slot: &Slot, wait: bool) -> Result<Option<StateSnapshot>> {
     let (copy, library, seq) = {
         let state = if wait {

@@ -216,6 +216,19 @@ pub(crate) struct PendingStep {
     pub watch: StepWatch,
 }
 
+/// Where a step is, once switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Switched, neither committed nor rolled back yet: the previous version is kept.
+    Pending,
+    /// Committed: the previous version is gone.
+    Committed,
+    /// Rolled back (asked for, or by the host: a lease, a threshold, a panic).
+    RolledBack,
+}
+
 /// The last step applied to a slot, for status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
@@ -229,8 +242,8 @@ pub struct StepRecord {
     /// Host time of the switch.
     #[cfg_attr(feature = "control-api", schemars(with = "i64"))]
     pub at: HostTime,
-    /// `pending`, `committed` or `rolled back`.
-    pub outcome: &'static str,
+    /// Where the step is: `pending`, `committed` or `rolled_back`.
+    pub outcome: StepState,
     /// The fault the replaced version carried at the switch (a panic before or during the
     /// swap): the state migrated into this version came from an instance that had panicked.
     pub replaced_fault: Option<Fault>,

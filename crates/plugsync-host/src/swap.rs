@@ -33,7 +33,9 @@ use crate::migration::{Migrated, Transition, TransitionKind, migrate};
 use crate::rollback::{self, RollbackReason, VersionRef};
 use crate::rules::MigrationRule;
 use crate::runtime::{Runtime, state_checksum};
-use crate::slot::{Active, Fault, Journal, PendingStep, Slot, SlotState, StepRecord, lock};
+use crate::slot::{
+    Active, Fault, Journal, PendingStep, Slot, SlotState, StepRecord, StepState, lock,
+};
 use crate::steward::{SoakThresholds, StepWatch};
 use crate::verify::{self, Subject, VerifyReport, VerifySpec};
 
@@ -417,7 +419,7 @@ fn switch(
         version: library.metadata.version.clone(),
         digest: library.digest,
         at: now,
-        outcome: "pending",
+        outcome: StepState::Pending,
         replaced_fault: replaced_fault.clone(),
     });
     state.active = Some(Active { instance, config });

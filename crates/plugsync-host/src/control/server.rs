@@ -32,7 +32,7 @@ use crate::keys::{TrustedKeys, signature_payload};
 use crate::library::read_metadata;
 use crate::persist::{StepResult, check_step_id};
 use crate::rollback::RollbackReport;
-use crate::runtime::{Installed, Runtime, StateSnapshot};
+use crate::runtime::{Installed, Runtime, StateSnapshot, StepFate};
 use crate::slot::CallError;
 use crate::store::check_name;
 use crate::swap::{SwapReport, SwapRequest};
@@ -269,7 +269,11 @@ pub(crate) static ROUTES: &[Route] = &[
         description: "Verifies the staged version, migrates the live state and switches with a \
                       short locked window; the previous instance is kept until commit. With \
                       `lease_ms`, the host rolls the step back by itself unless it is committed \
-                      in time. Applied once per step id.",
+                      in time. Applied once per step id; the step id then names the pending step \
+                      that only a commit or rollback with the same id ends. A retry gets the \
+                      recorded report only while the switch holds (pending or committed): once \
+                      the step was rolled back, or the host restarted before its commit (a \
+                      pending step does not survive a restart), a retry gets 409 `step_gone`.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<SwitchRequest>),
@@ -283,9 +287,10 @@ pub(crate) static ROUTES: &[Route] = &[
         path: "/v1/steps/{step_id}/commit",
         id: "commit",
         summary: "Commit a plugin's pending step",
-        description: "Ends the pending step: the previous instance is destroyed (its code stays \
-                      mapped) and the new version becomes the committed one. Applied once per \
-                      step id.",
+        description: "Ends the pending step, which must be the one switched with this step id \
+                      (otherwise 409 `step_not_owned`, naming the pending step): the previous \
+                      instance is destroyed (its code stays mapped) and the new version becomes \
+                      the committed one. Applied once per step id.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<PluginRequest>),
@@ -301,7 +306,8 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "Roll a plugin's pending step back",
         description: "Switches back to the previous instance, carrying the calls made since the \
                       switch back by replay, else down-migration, else reporting exactly what \
-                      was lost. Applied once per step id.",
+                      was lost. The pending step must be the one switched with this step id \
+                      (otherwise 409 `step_not_owned`). Applied once per step id.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<PluginRequest>),
@@ -623,6 +629,8 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         HostError::AlreadyLoaded { .. }
         | HostError::StepInProgress { .. }
         | HostError::NoStepInProgress { .. }
+        | HostError::StepNotOwned { .. }
+        | HostError::StepGone { .. }
         | HostError::StepIdReused { .. }
         | HostError::NoMigration { .. }
         | HostError::StateSchemaDiffers { .. }
@@ -983,7 +991,7 @@ async fn step<R: DeserializeOwned + Send + 'static>(
     let runtime = app.runtime.clone();
     let id = step_id.clone();
     let outcome = blocking(move || {
-        runtime.once_per_step(&id, operation, &fingerprint, || {
+        let outcome = runtime.once_per_step(&id, operation, &fingerprint, || {
             match apply(&runtime, &id, request) {
                 Ok(value) => StepResult::Final(Ok(value)),
                 // The host failed (a 5xx): nothing was decided, so the step id is not spent
@@ -993,7 +1001,14 @@ async fn step<R: DeserializeOwned + Send + 'static>(
                 }
                 Err(error) => StepResult::Final(Err(error.recorded())),
             }
-        })
+        })?;
+        if outcome.replayed
+            && operation == "switch"
+            && let Ok(report) = &outcome.outcome
+        {
+            switch_holds(&runtime, &id, report)?;
+        }
+        Ok::<_, HostError>(outcome)
     })
     .await;
     let outcome = match outcome {
@@ -1016,6 +1031,22 @@ async fn step<R: DeserializeOwned + Send + 'static>(
             .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     }
     response
+}
+
+/// Whether the switch a recorded report describes is still in effect (pending or committed):
+/// a retried switch must never be told 200 for a switch the host no longer holds.
+fn switch_holds(runtime: &Runtime, step_id: &str, report: &Value) -> Result<(), HostError> {
+    let Some(plugin) = report["plugin"].as_str() else {
+        return Ok(());
+    };
+    match runtime.step_fate(plugin, step_id)? {
+        StepFate::Pending | StepFate::Committed => Ok(()),
+        fate => Err(HostError::StepGone {
+            plugin: plugin.to_owned(),
+            step_id: step_id.to_owned(),
+            fate,
+        }),
+    }
 }
 
 /// The step id and body of a mutating request, checked.
@@ -1091,8 +1122,8 @@ fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Va
 }
 
 /// `commit`: the pending step ends, the new version is committed.
-fn commit(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    let version = runtime.commit(&request.plugin)?;
+fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+    let version = runtime.commit_step(&request.plugin, step_id)?;
     ok_json(&Committed {
         plugin: request.plugin,
         version,
@@ -1100,8 +1131,8 @@ fn commit(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<V
 }
 
 /// `rollback`: back to the previous version.
-fn rollback(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    ok_json(&runtime.rollback(&request.plugin)?)
+fn rollback(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+    ok_json(&runtime.rollback_step(&request.plugin, step_id)?)
 }
 
 /// `unload`: instances destroyed, the version forgotten (its code stays mapped).
