@@ -156,6 +156,18 @@ fn render(status: &Value) -> String {
         text(&status["framework"]),
         plural(plugins.len() as u64, "plugin", "plugins")
     );
+    let holder = &status["lease"]["holder"];
+    if !holder.is_null() {
+        let left_ns =
+            holder["expires_at"].as_i64().unwrap_or(0) - status["now"].as_i64().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "reconcile lease: held by {} (epoch {}) for {:.1} s more",
+            text(&holder["owner"]),
+            text(&holder["epoch"]),
+            left_ns.max(0) as f64 / 1e9
+        );
+    }
     let mut rows = vec![
         [
             "PLUGIN",
@@ -440,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn busy_stuck_and_not_started_plugins_are_said_so() {
+    fn busy_stuck_and_not_started_plugins_and_a_held_lease_are_said_so() {
         let digest = "a".repeat(64);
         let plugin = |id: &str, busy: bool, stuck: serde_json::Value| {
             serde_json::json!({
@@ -451,7 +463,8 @@ mod tests {
             })
         };
         let status = serde_json::json!({
-            "abi": 1, "framework": "0.1.0",
+            "abi": 1, "framework": "0.1.0", "now": 1_000_000_000_000i64,
+            "lease": {"holder": {"owner": "sidecar", "epoch": 3, "expires_at": 1_012_300_000_000i64}},
             "plugins": [
                 plugin("ma_cross", true, serde_json::json!({"seq": 8, "running_ms": 1500})),
                 plugin("risk_model", false, serde_json::Value::Null),
@@ -464,6 +477,7 @@ mod tests {
         });
         expect_test::expect![[r#"
             host: plugin ABI 1, framework 0.1.0, 2 plugins
+            reconcile lease: held by sidecar (epoch 3) for 12.3 s more
             PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
             ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
             risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -

@@ -342,6 +342,44 @@ pub enum HostError {
         plugin: String,
     },
 
+    /// Another client holds the reconcile lease.
+    #[error(
+        "`{owner}` holds this host's reconcile lease (epoch {epoch}) for {expires_in_ms} ms more: \
+         nothing was applied; wait for it, or if it crashed, let the lease expire or break it on \
+         purpose (`POST /v1/lease` with `\"action\": \"break\"`, recorded)"
+    )]
+    LeaseHeld {
+        /// The holder's name.
+        owner: String,
+        /// The holder's epoch.
+        epoch: u64,
+        /// How long the lease lasts unless renewed.
+        expires_in_ms: u64,
+    },
+
+    /// A request carrying a lease epoch that is not the current holder's.
+    #[error(
+        "lease epoch {epoch} is not current ({}): nothing was applied; acquire the lease again, \
+         observe the host again and plan again",
+        match holder {
+            Some((owner, current)) => format!("`{owner}` holds the lease at epoch {current}"),
+            None => "no one holds the lease: it expired, was released or was broken".to_owned(),
+        }
+    )]
+    StaleLeaseEpoch {
+        /// The epoch the request carried.
+        epoch: u64,
+        /// The holder now and its epoch, if any.
+        holder: Option<(String, u64)>,
+    },
+
+    /// A lease request that cannot be carried out as written.
+    #[error("invalid lease request: {reason}")]
+    BadLeaseRequest {
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+
     /// A commit or rollback naming a step that is not the pending one.
     #[error(
         "the pending step of `{plugin}` is {}, not `{step_id}`: commit or roll back only the step \
@@ -631,6 +669,9 @@ impl HostError {
             HostError::StepInProgress { .. } => "step_in_progress",
             HostError::NoStepInProgress { .. } => "no_step_in_progress",
             HostError::StepNotOwned { .. } => "step_not_owned",
+            HostError::LeaseHeld { .. } => "lease_held",
+            HostError::StaleLeaseEpoch { .. } => "stale_lease_epoch",
+            HostError::BadLeaseRequest { .. } => "bad_lease_request",
             HostError::StepGone { .. } => "step_gone",
             HostError::NoMigration { .. } => "no_migration",
             HostError::Plugin { .. } => "plugin_failed",

@@ -41,6 +41,7 @@ mod keys;
 mod library;
 mod migration;
 mod persist;
+mod reconcile_lease;
 mod rollback;
 mod rules;
 mod runtime;
@@ -62,6 +63,7 @@ pub use persist::{
     RecoveredPlugin, Recovery, StepOutcome, StepResult,
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
+pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_LEASE_TTL_MS};
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };

@@ -13,6 +13,7 @@ use crate::error::{HostError, Result};
 use crate::keys::TrustedKeys;
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
 use crate::persist::{CommittedPlugin, Recovery};
+use crate::reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, ReconcileLease};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
@@ -107,6 +108,8 @@ pub(crate) struct Shared {
     pub steps_pruned: Mutex<Option<std::time::Instant>>,
     /// The last failure to persist the committed set or a checkpoint, for status.
     persist_error: Mutex<Option<String>>,
+    /// Which client may change this host now.
+    pub lease: ReconcileLease,
 }
 
 /// A plugin's state at one point, with its checksum.
@@ -272,12 +275,15 @@ pub struct RuntimeStatus {
     pub recovered: Option<Recovery>,
     /// The last failure to persist the committed set or a checkpoint (cleared by a success).
     pub persist_error: Option<String>,
+    /// Which client may change this host now, and the last breaks of that lease.
+    pub lease: LeaseStatus,
 }
 
 impl Runtime {
     /// Starts a runtime over the store in `options`.
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let store = ArtifactStore::open(&options.store, options.load_policy.clone())?;
+        let lease = ReconcileLease::open(store.root().join("lease.json"))?;
         let runtime = Runtime {
             shared: Arc::new(Shared {
                 store,
@@ -294,6 +300,7 @@ impl Runtime {
                 step_retention: options.step_retention,
                 steps_pruned: Mutex::new(None),
                 persist_error: Mutex::new(None),
+                lease,
             }),
         };
         steward::spawn(Arc::downgrade(&runtime.shared));
@@ -834,7 +841,44 @@ impl Runtime {
             resident_cap: self.shared.resident_cap,
             recovered: lock(&self.shared.recovery).clone(),
             persist_error: lock(&self.shared.persist_error).clone(),
+            lease: self.shared.lease.status(self.shared.clock.now()),
         }
+    }
+
+    /// Gives the reconcile lease to `owner` for `ttl_ms` (module `reconcile_lease`): refused
+    /// while another client holds it.
+    pub fn acquire_lease(&self, owner: &str, ttl_ms: u64) -> Result<LeaseHolder> {
+        self.shared
+            .lease
+            .acquire(owner, ttl_ms, self.shared.clock.now())
+    }
+
+    /// Extends the lease `owner` holds at `epoch` to `ttl_ms` from now.
+    pub fn renew_lease(&self, owner: &str, epoch: u64, ttl_ms: u64) -> Result<LeaseHolder> {
+        self.shared
+            .lease
+            .renew(owner, epoch, ttl_ms, self.shared.clock.now())
+    }
+
+    /// Ends the lease `owner` holds at `epoch`.
+    pub fn release_lease(&self, owner: &str, epoch: u64) -> Result<()> {
+        self.shared
+            .lease
+            .release(owner, epoch, self.shared.clock.now())
+    }
+
+    /// Takes the lease from its holder on purpose, recorded with `by` and `reason`.
+    pub fn break_lease(&self, by: &str, reason: &str) -> Result<LeaseBreak> {
+        self.shared
+            .lease
+            .break_lease(by, reason, self.shared.clock.now())
+    }
+
+    /// Admits a mutating request carrying lease `epoch` (or none): refused while another
+    /// client holds the lease, or when the epoch is not the holder's; the lease cannot change
+    /// hands until the guard is dropped.
+    pub fn admit(&self, epoch: Option<u64>) -> Result<LeaseGuard<'_>> {
+        self.shared.lease.admit(epoch, self.shared.clock.now())
     }
 }
 

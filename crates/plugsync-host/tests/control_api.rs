@@ -549,6 +549,7 @@ async fn every_documented_route_is_served_and_behind_the_token() {
         paths.keys().map(String::as_str).collect::<Vec<_>>(),
         [
             "/v1/artifacts/{sha256}/{file_name}",
+            "/v1/lease",
             "/v1/plugins/{plugin}/call",
             "/v1/plugins/{plugin}/state",
             "/v1/status",

@@ -4,6 +4,8 @@
 //!
 //! - **Steps are owned**: a commit or rollback ends the pending step only if it names it; a
 //!   retried switch is answered from its record only while the switch holds.
+//! - **One client reconciles at a time**: the reconcile lease, its epoch on every mutating
+//!   request, its expiry by the host's clock (a `ManualClock` here), breaks on purpose.
 
 mod support;
 
@@ -12,9 +14,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::*;
 
-/// A host running ma_cross 1.0.0 (installed by step `install`), with 2.0.0 staged.
+/// A host running ma_cross 1.0.0 (installed by step `install`), with 2.0.0 staged; its clock
+/// moves only when the test says (and by 1 ns per reading).
 async fn host_with_v1_and_v2_staged() -> (Host, String, String) {
-    let host = Host::start().await;
+    let host = Host::start_with_manual_clock().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
     let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
     host.post(
@@ -154,6 +157,190 @@ async fn a_switch_retried_across_a_host_restart_learns_it_is_gone_and_a_committe
             version: "2.0.0".into(),
             digest: v2.parse().unwrap()
         }
+    );
+    host.shutdown().await;
+}
+
+/// `POST /v1/lease` with `body`.
+async fn lease(host: &Host, body: Value) -> Answer {
+    host.post("/v1/lease", body).await
+}
+
+#[tokio::test]
+async fn the_reconcile_lease_admits_its_holder_only_and_a_refused_request_changes_nothing() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    let acquired = lease(
+        &host,
+        json!({"action": "acquire", "owner": "sidecar", "ttl_ms": 30_000}),
+    )
+    .await;
+    let epoch = acquired.expect_ok()["holder"]["epoch"].as_u64().unwrap();
+    assert_eq!(epoch, 1);
+
+    // A second client can neither take the lease nor change the host.
+    let taken = lease(
+        &host,
+        json!({"action": "acquire", "owner": "laptop", "ttl_ms": 30_000}),
+    )
+    .await;
+    let message = taken.expect_error(StatusCode::CONFLICT, "lease_held");
+    assert_eq!(
+        message,
+        "`sidecar` holds this host's reconcile lease (epoch 1) for 30000 ms more: nothing was \
+         applied; wait for it, or if it crashed, let the lease expire or break it on purpose \
+         (`POST /v1/lease` with `\"action\": \"break\"`, recorded)"
+    );
+    let switch = json!({"plugin": "ma_cross", "artifact": v2});
+    let refused = host.post("/v1/steps/laptop-1/switch", switch.clone()).await;
+    refused.expect_error(StatusCode::CONFLICT, "lease_held");
+    let stale = host
+        .post_with_epoch("/v1/steps/laptop-1/switch", switch.clone(), 7)
+        .await;
+    let message = stale.expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+    assert_eq!(
+        message,
+        "lease epoch 7 is not current (`sidecar` holds the lease at epoch 1): nothing was \
+         applied; acquire the lease again, observe the host again and plan again"
+    );
+    assert_eq!(running(&host).await, ("1.0.0".into(), Value::Null));
+
+    // The holder releases; the refused step id was not spent: the laptop's retry applies.
+    lease(
+        &host,
+        json!({"action": "release", "owner": "sidecar", "epoch": epoch}),
+    )
+    .await
+    .expect_ok();
+    let applied = host.post("/v1/steps/laptop-1/switch", switch.clone()).await;
+    assert!(!applied.replayed());
+    applied.expect_ok();
+    // The released holder's epoch is stale now: its requests change nothing.
+    let late = host
+        .post_with_epoch("/v1/steps/sidecar-1/commit", ma_cross(), epoch)
+        .await;
+    let message = late.expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+    assert_eq!(
+        message,
+        "lease epoch 1 is not current (no one holds the lease: it expired, was released or was \
+         broken): nothing was applied; acquire the lease again, observe the host again and plan \
+         again"
+    );
+    assert_eq!(running(&host).await, ("2.0.0".into(), json!("laptop-1")));
+
+    // The holder's own requests go through while it holds the lease.
+    let again = lease(
+        &host,
+        json!({"action": "acquire", "owner": "laptop", "ttl_ms": 30_000}),
+    )
+    .await;
+    let epoch = again.expect_ok()["holder"]["epoch"].as_u64().unwrap();
+    assert_eq!(epoch, 2, "an epoch is never given twice");
+    host.post_with_epoch("/v1/steps/laptop-1/commit", ma_cross(), epoch)
+        .await
+        .expect_ok();
+    assert_eq!(running(&host).await, ("2.0.0".into(), Value::Null));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crashed_holders_lease_expires_a_broken_one_is_recorded_and_both_survive_a_restart() {
+    let host = Host::start_with_manual_clock().await;
+    let acquire = |owner: &str| json!({"action": "acquire", "owner": owner, "ttl_ms": 1_000});
+    lease(&host, acquire("sidecar")).await.expect_ok();
+    lease(&host, acquire("laptop"))
+        .await
+        .expect_error(StatusCode::CONFLICT, "lease_held");
+
+    // The sidecar crashed: no renewal comes, and the lease runs out by the host's clock.
+    host.advance_ms(1_001);
+    let taken = lease(&host, acquire("laptop")).await;
+    assert_eq!(taken.expect_ok()["holder"]["epoch"], 2);
+    let renew = json!({"action": "renew", "owner": "sidecar", "epoch": 1, "ttl_ms": 1_000});
+    lease(&host, renew)
+        .await
+        .expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+
+    // A lease outlives a restart of the host.
+    let host = host.restart().await;
+    let status = host.get("/v1/status").await;
+    assert_eq!(status.expect_ok()["lease"]["holder"]["owner"], "laptop");
+    lease(&host, acquire("sidecar"))
+        .await
+        .expect_error(StatusCode::CONFLICT, "lease_held");
+
+    // An operator breaks the laptop's lease on purpose: recorded, and its epoch is stale.
+    let broken = lease(
+        &host,
+        json!({"action": "break", "by": "ops", "reason": "the laptop went away mid-reconcile"}),
+    )
+    .await;
+    let record = &broken.expect_ok()["broken"];
+    assert_eq!(
+        (
+            &record["by"],
+            &record["reason"],
+            &record["holder"]["owner"],
+            &record["holder"]["epoch"]
+        ),
+        (
+            &json!("ops"),
+            &json!("the laptop went away mid-reconcile"),
+            &json!("laptop"),
+            &json!(2)
+        )
+    );
+    host.post_with_epoch("/v1/steps/laptop-2/unload", ma_cross(), 2)
+        .await
+        .expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+
+    let host = host.restart().await;
+    let status = host.get("/v1/status").await;
+    let lease_status = &status.expect_ok()["lease"];
+    assert_eq!(lease_status["holder"], Value::Null);
+    assert_eq!(lease_status["last_epoch"], 2);
+    assert_eq!(lease_status["breaks"][0]["by"], "ops");
+    let next = lease(&host, acquire("sidecar")).await;
+    assert_eq!(
+        next.expect_ok()["holder"]["epoch"],
+        3,
+        "epochs go on across restarts"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn lease_requests_that_cannot_be_carried_out_say_why() {
+    let host = Host::start().await;
+    for (body, reason) in [
+        (
+            json!({"action": "acquire", "owner": "sidecar", "ttl_ms": 0}),
+            "`ttl_ms` is 0: give 1 to 3600000 ms (renew a longer lease)",
+        ),
+        (
+            json!({"action": "acquire", "owner": " ", "ttl_ms": 1_000}),
+            "`owner` must be a name of 1 to 128 printable characters",
+        ),
+        (
+            json!({"action": "break", "by": "ops", "reason": ""}),
+            "breaking the lease needs `by` (who) and a `reason`",
+        ),
+    ] {
+        let answer = lease(&host, body).await;
+        let message = answer.expect_error(StatusCode::BAD_REQUEST, "bad_lease_request");
+        assert_eq!(message, format!("invalid lease request: {reason}"));
+    }
+    let garbled = host
+        .send(
+            host.client
+                .post(format!("{}/v1/steps/s/unload", host.url))
+                .header("x-plugsync-lease-epoch", "one")
+                .json(&ma_cross()),
+        )
+        .await;
+    let message = garbled.expect_error(StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(
+        message,
+        "`x-plugsync-lease-epoch` must be the epoch your lease was given (a number)"
     );
     host.shutdown().await;
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::reconcile_lease::{LeaseBreak, LeaseHolder};
 use crate::rollback::VersionRef;
 use crate::rules::MigrationRule;
 use crate::runtime::{RuntimeStatus, StateSnapshot};
@@ -288,4 +289,49 @@ pub struct CallAnswer {
     pub digest: Digest,
     /// The output: its JSON value when it is JSON, else its text (lossy UTF-8).
     pub output: Value,
+}
+
+/// The body of `POST /v1/lease`: what to do with the reconcile lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LeaseRequest {
+    /// Take the lease (when free, expired, or held by `owner` itself: then with a new epoch).
+    Acquire {
+        /// The client's name.
+        owner: String,
+        /// How long it lasts unless renewed: 1 ms to an hour.
+        ttl_ms: u64,
+    },
+    /// Extend the lease `owner` holds at `epoch`, to `ttl_ms` from now.
+    Renew {
+        /// The holder's name.
+        owner: String,
+        /// The epoch it was given.
+        epoch: u64,
+        /// How long from now it lasts unless renewed again.
+        ttl_ms: u64,
+    },
+    /// End the lease `owner` holds at `epoch`.
+    Release {
+        /// The holder's name.
+        owner: String,
+        /// The epoch it was given.
+        epoch: u64,
+    },
+    /// Take the lease from whoever holds it, on purpose (a crashed client's): recorded.
+    Break {
+        /// Who breaks it.
+        by: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The answer of `POST /v1/lease`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaseAnswer {
+    /// The lease as acquired or renewed; `null` after a release or a break.
+    pub holder: Option<LeaseHolder>,
+    /// The break, as recorded (after `break` only).
+    pub broken: Option<LeaseBreak>,
 }

@@ -10,7 +10,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::api::{ErrorBody, RunningState};
-use super::server::{Body, REPLAYED_HEADER, ROUTES, SIGNATURE_HEADER};
+use super::server::{Body, LEASE_EPOCH_HEADER, REPLAYED_HEADER, ROUTES, SIGNATURE_HEADER};
 
 /// JSON Schema 2020-12 with the definitions where OpenAPI keeps them.
 fn settings() -> SchemaSettings {
@@ -58,6 +58,18 @@ pub fn openapi() -> Value {
             .collect();
         if let Some(query) = route.query {
             parameters.extend(query_parameters(query(&mut queries).to_value()));
+        }
+        if route.step.is_some() {
+            parameters.push(json!({
+                "name": LEASE_EPOCH_HEADER,
+                "in": "header",
+                "required": false,
+                "description": "The epoch of the reconcile lease this client holds \
+                                (`POST /v1/lease`). Refused with 409 `stale_lease_epoch` if it \
+                                is not the holder's; without it, the request is refused with \
+                                409 `lease_held` while a client holds the lease.",
+                "schema": {"type": "integer", "minimum": 1},
+            }));
         }
         let mut operation = json!({
             "operationId": route.id,

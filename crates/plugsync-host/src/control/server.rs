@@ -20,8 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::api::{
-    CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, PluginRequest,
-    RunningState, Staged, StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
+    CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, LeaseAnswer,
+    LeaseRequest, PluginRequest, RunningState, Staged, StatusQuery, SwitchRequest, Unloaded,
+    Verified, VerifyRequest,
 };
 use super::auth::Token;
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
@@ -42,6 +43,8 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-plugsync-signature";
 
 /// The header set on a response replayed from a step's record.
 pub(crate) const REPLAYED_HEADER: &str = "x-plugsync-replayed";
+/// The request header carrying the client's reconcile lease epoch (mutating routes).
+pub(crate) const LEASE_EPOCH_HEADER: &str = "x-plugsync-lease-epoch";
 
 /// Makes the JSON Schema of a wire type, for the OpenAPI document.
 pub(crate) type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
@@ -104,6 +107,8 @@ pub(crate) enum Op {
     Rollback,
     /// `POST /v1/steps/{step_id}/unload`.
     Unload,
+    /// `POST /v1/lease`.
+    Lease,
 }
 
 /// A request body.
@@ -327,8 +332,32 @@ pub(crate) static ROUTES: &[Route] = &[
         query: None,
         body: Body::Json(schema::<PluginRequest>),
         ok: schema::<Unloaded>,
-        errors: &[400, 404, 500],
+        errors: &[400, 404, 409, 500],
         step: Some("unload"),
+    },
+    Route {
+        op: Op::Lease,
+        verb: Verb::Post,
+        path: "/v1/lease",
+        id: "lease",
+        summary: "Acquire, renew, release or break the reconcile lease",
+        description: "One client at a time reconciles a host: `acquire` gives the lease to \
+                      `owner` for `ttl_ms` with a new epoch (refused with 409 `lease_held` \
+                      while another client holds it; the same owner takes it back with a new \
+                      epoch), `renew` extends it (the epoch must be current and the lease not \
+                      expired), `release` ends it, `break` takes it from its holder on purpose \
+                      (recorded with `by` and `reason`, shown in status). Every mutating step \
+                      route then carries the epoch in `x-plugsync-lease-epoch`: a stale epoch \
+                      is refused with 409 `stale_lease_epoch` and nothing is applied; without \
+                      the header a request is refused while a client holds the lease, and \
+                      allowed when none does. The lease is kept in the store: a host restart \
+                      keeps it and never gives an epoch twice.",
+        params: &[],
+        query: None,
+        body: Body::Json(schema::<LeaseRequest>),
+        ok: schema::<LeaseAnswer>,
+        errors: &[400, 409, 500],
+        step: None,
     },
 ];
 
@@ -513,6 +542,7 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
         Op::Commit => step_route(route, commit),
         Op::Rollback => step_route(route, rollback),
         Op::Unload => step_route(route, unload),
+        Op::Lease => on(filter, lease),
     }
 }
 
@@ -524,9 +554,67 @@ fn step_route<R: DeserializeOwned + Send + 'static>(
     on(
         route.verb.filter(),
         move |app: State<App>,
+              headers: HeaderMap,
               path: Result<Path<String>, PathRejection>,
-              bytes: Result<Bytes, BytesRejection>| step(app, path, bytes, route, apply),
+              bytes: Result<Bytes, BytesRejection>| {
+            step(app, headers, path, bytes, route, apply)
+        },
     )
+}
+
+/// The lease epoch a request carries in [`LEASE_EPOCH_HEADER`], if any.
+fn lease_epoch(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(LEASE_EPOCH_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "`{LEASE_EPOCH_HEADER}` must be the epoch your lease was given (a number)"
+            ))
+        })
+}
+
+/// `POST /v1/lease`.
+async fn lease(
+    State(app): State<App>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let request: LeaseRequest = parse(bytes, app.max_json_bytes)?;
+    let runtime = app.runtime.clone();
+    let answer = blocking(move || -> Result<LeaseAnswer, HostError> {
+        Ok(match request {
+            LeaseRequest::Acquire { owner, ttl_ms } => LeaseAnswer {
+                holder: Some(runtime.acquire_lease(&owner, ttl_ms)?),
+                broken: None,
+            },
+            LeaseRequest::Renew {
+                owner,
+                epoch,
+                ttl_ms,
+            } => LeaseAnswer {
+                holder: Some(runtime.renew_lease(&owner, epoch, ttl_ms)?),
+                broken: None,
+            },
+            LeaseRequest::Release { owner, epoch } => {
+                runtime.release_lease(&owner, epoch)?;
+                LeaseAnswer {
+                    holder: None,
+                    broken: None,
+                }
+            }
+            LeaseRequest::Break { by, reason } => LeaseAnswer {
+                holder: None,
+                broken: Some(runtime.break_lease(&by, &reason)?),
+            },
+        })
+    })
+    .await??;
+    Ok(axum::Json(ok_json(&answer)?))
 }
 
 /// An error response: `{"error": {"code", "message"}}` with a status.
@@ -621,6 +709,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::WrongPlugin { .. }
         | HostError::BadConfig { .. }
         | HostError::BadStepId { .. }
+        | HostError::BadLeaseRequest { .. }
         | HostError::JournalTooLarge { .. }
         | HostError::BadPluginId { .. }
         | HostError::ControlCharacter { .. } => StatusCode::BAD_REQUEST,
@@ -629,6 +718,8 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         HostError::AlreadyLoaded { .. }
         | HostError::StepInProgress { .. }
         | HostError::NoStepInProgress { .. }
+        | HostError::LeaseHeld { .. }
+        | HostError::StaleLeaseEpoch { .. }
         | HostError::StepNotOwned { .. }
         | HostError::StepGone { .. }
         | HostError::StepIdReused { .. }
@@ -977,6 +1068,7 @@ async fn verify(
 /// A mutating operation: applied once per step id; a retry gets the recorded response.
 async fn step<R: DeserializeOwned + Send + 'static>(
     State(app): State<App>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
     route: &'static Route,
@@ -988,9 +1080,16 @@ async fn step<R: DeserializeOwned + Send + 'static>(
         Ok(prepared) => prepared,
         Err(error) => return error.into_response(),
     };
+    let epoch = match lease_epoch(&headers) {
+        Ok(epoch) => epoch,
+        Err(error) => return error.into_response(),
+    };
     let runtime = app.runtime.clone();
     let id = step_id.clone();
     let outcome = blocking(move || {
+        // Refused by the lease, nothing is recorded: the step id is not spent. Held until the
+        // operation is done, so the lease cannot change hands under it.
+        let _lease = runtime.admit(epoch)?;
         let outcome = runtime.once_per_step(&id, operation, &fingerprint, || {
             match apply(&runtime, &id, request) {
                 Ok(value) => StepResult::Final(Ok(value)),

@@ -6,11 +6,11 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use plugsync_host::control::{ControlConfig, ControlError, ControlServer};
-use plugsync_host::{Digest, Runtime, RuntimeOptions};
+use plugsync_host::{Digest, HostTime, ManualClock, Runtime, RuntimeOptions};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
@@ -84,8 +84,19 @@ pub struct Host {
     pub runtime: Runtime,
     pub url: String,
     pub client: reqwest::Client,
+    /// The clock its runtime reads, when the test moves it (kept across a restart).
+    pub clock: Option<Arc<ManualClock>>,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub served: Option<tokio::task::JoinHandle<Result<(), ControlError>>>,
+}
+
+/// The options of a test runtime over `dir/store`, reading `clock` if given.
+fn options(dir: &Path, clock: Option<&Arc<ManualClock>>) -> RuntimeOptions {
+    let mut options = RuntimeOptions::new(dir.join("store"));
+    if let Some(clock) = clock {
+        options.clock = clock.clone();
+    }
+    options
 }
 
 /// A file holding `TOKEN` with mode 0600.
@@ -107,16 +118,54 @@ impl Host {
         Host::serve(dir, runtime, configure).await
     }
 
+    /// A host whose runtime reads a [`ManualClock`] the test moves (`host.clock`).
+    pub async fn start_with_manual_clock() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::starting_at(HostTime(
+            1_700_000_000_000_000_000,
+        )));
+        let runtime = Runtime::new(options(dir.path(), Some(&clock))).unwrap();
+        let mut host = Host::serve(dir, runtime, |_, _| {}).await;
+        host.clock = Some(clock);
+        host
+    }
+
+    /// Moves the host's manual clock on by `ms`.
+    pub fn advance_ms(&self, ms: i64) {
+        let clock = self
+            .clock
+            .as_ref()
+            .expect("a host started with a manual clock");
+        clock.advance(ms * 1_000_000);
+    }
+
+    /// A POST carrying the reconcile lease epoch `epoch` in `x-plugsync-lease-epoch`.
+    pub async fn post_with_epoch(&self, path: &str, body: Value, epoch: u64) -> Answer {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("x-plugsync-lease-epoch", epoch.to_string())
+            .json(&body);
+        self.send(request).await
+    }
+
     /// The host restarted, as a process would be: the server stopped, the runtime dropped, a
     /// new runtime over the same store recovering the committed set, served again.
     pub async fn restart(mut self) -> Host {
         self.stop.take().unwrap().send(()).unwrap();
         self.served.take().unwrap().await.unwrap().unwrap();
-        let Host { dir, runtime, .. } = self;
+        let Host {
+            dir,
+            runtime,
+            clock,
+            ..
+        } = self;
         drop(runtime);
-        let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store"))).unwrap();
+        let runtime = Runtime::new(options(dir.path(), clock.as_ref())).unwrap();
         runtime.recover().expect("the store recovers");
-        Host::serve(dir, runtime, |_, _| {}).await
+        let mut host = Host::serve(dir, runtime, |_, _| {}).await;
+        host.clock = clock;
+        host
     }
 
     /// `runtime` served with a fresh token under `dir`.
@@ -140,6 +189,7 @@ impl Host {
             runtime,
             url,
             client,
+            clock: None,
             stop: Some(stop),
             served: Some(served),
         }
