@@ -441,6 +441,7 @@ fn status_shows_what_a_host_started_with_two_plugins_runs() {
         "live_instances",
         "recovered",
         "persist_error",
+        "lease",
     ] {
         assert!(status.get(field).is_some(), "no `{field}` in {status:#}");
     }
@@ -468,6 +469,13 @@ fn status_shows_what_a_host_started_with_two_plugins_runs() {
         ]
     );
     for plugin in plugins {
+        // Loaded by the host at its start, not by a client: recorded as such.
+        let applied = &plugin["applied"];
+        assert_eq!(
+            (&applied["operation"], &applied["origin"]),
+            (&json!("load"), &Value::Null),
+            "{applied:#}"
+        );
         for field in [
             "config",
             "config_hash",

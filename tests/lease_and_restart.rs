@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use plugsync_host::{
-    CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime, SoakThresholds, StepResult,
-    SwapRequest,
+    AppliedOperation, CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime,
+    SoakThresholds, StepResult, SwapRequest,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -262,6 +262,21 @@ fn a_checkpoint_that_does_not_verify_keeps_the_plugin_stopped_unless_fresh_state
     );
     let fresh = state(&chosen.snapshot("ma_cross").unwrap());
     assert_eq!(fresh["instruments"], json!({}));
+    // Recorded, so that every client sees the host dropped the state, and kept across a restart.
+    let record = |runtime: &Runtime| runtime.status().plugins[0].applied.clone().unwrap();
+    let applied = record(&chosen);
+    assert_eq!(
+        (
+            applied.operation,
+            applied.fresh_state,
+            applied.origin.clone()
+        ),
+        (AppliedOperation::Recovery, true, None)
+    );
+    drop(chosen);
+    let again = Runtime::new(options(store.path())).unwrap();
+    again.recover().unwrap();
+    assert_eq!(record(&again), applied);
 }
 
 #[test]

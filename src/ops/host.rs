@@ -351,7 +351,7 @@ fn load(
             );
             continue;
         }
-        runtime.install(&artifact.digest, json!({}))?;
+        runtime.load(&artifact.digest, json!({}))?;
         runtime.set_checkpointing(&id, options.checkpoint_every)?;
         if options.fail_closed.contains(&id) {
             runtime.set_fail_closed(&id, true)?;

@@ -59,8 +59,8 @@ pub use keys::{TrustedKeys, signature_payload};
 pub use library::{FRAMEWORK_VERSION, LoadPolicy, REQUIRED_ABI_MINOR, inspect};
 pub use migration::TransitionKind;
 pub use persist::{
-    CheckpointOutcome, CheckpointRef, CommittedPlugin, CommittedSet, RecoverOptions,
-    RecoveredPlugin, Recovery, StepOutcome, StepResult,
+    AppliedOperation, AppliedRecord, CheckpointOutcome, CheckpointRef, CommittedPlugin,
+    CommittedSet, Origin, RecoverOptions, RecoveredPlugin, Recovery, StepOutcome, StepResult,
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_LEASE_TTL_MS};
@@ -69,8 +69,8 @@ pub use rollback::{
 };
 pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
-    Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime, RuntimeOptions,
-    RuntimeStatus, StateSnapshot, StepFate,
+    Asked, Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime,
+    RuntimeOptions, RuntimeStatus, StateSnapshot, StepFate,
 };
 pub use slot::{
     CallError, CallOutput, CallReceipt, Counters, Fault, RecordedCall, SlotHandle, StepRecord,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use plugsync_plugin::HostTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -44,6 +45,68 @@ pub struct CommittedPlugin {
     /// Whether a faulted slot refuses calls ([`Runtime::set_fail_closed`]).
     #[serde(default)]
     pub fail_closed: bool,
+    /// The last change applied to it: what, asked by whom, when.
+    #[serde(default)]
+    pub applied: Option<AppliedRecord>,
+}
+
+/// The last change applied to a plugin of the committed set, kept with it (so it survives a
+/// restart): clients tell their own changes from changes by hand with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+pub struct AppliedRecord {
+    /// What was done.
+    pub operation: AppliedOperation,
+    /// The step id it was asked with, if any.
+    pub step_id: Option<String>,
+    /// The version running after it.
+    pub version: VersionRef,
+    /// The sha256 of the canonical JSON of the config running after it.
+    pub config_hash: Digest,
+    /// Who asked, as the request said (`None`: the host's own code, in process).
+    pub origin: Option<Origin>,
+    /// Host time (ns since the Unix epoch) it was applied.
+    #[cfg_attr(feature = "control-api", schemars(with = "i64"))]
+    pub at: HostTime,
+    /// Whether its state was started fresh although a checkpoint existed (recovery, on the
+    /// operator's choice): the positions it held are gone.
+    #[serde(default)]
+    pub fresh_state: bool,
+}
+
+/// What an [`AppliedRecord`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AppliedOperation {
+    /// Installed into an empty slot.
+    Install,
+    /// Installed by the host at its start (`plugsync host --load`).
+    Load,
+    /// A pending step committed.
+    Commit,
+    /// A pending step rolled back on request: the committed version runs again.
+    Rollback,
+    /// Recovered at a restart with a fresh state, on the operator's choice.
+    Recovery,
+}
+
+/// Who asked for a change: a client says it with each mutating request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// The tool (`plugsync-reconcile`, `plugsync-run`, an operator's script…).
+    pub tool: String,
+    /// The client's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// The plan the change belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
+    /// The sha256 of the desired state (plugins.yaml) the plan was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_sha256: Option<String>,
 }
 
 /// What the host runs, as committed.
@@ -405,6 +468,22 @@ impl Runtime {
                     {
                         Ok(_) => {
                             tracing::warn!(plugin = %plugin, "recovered with a fresh state, as the operator chose: {reason}");
+                            // Recorded: its positions are gone, and clients must see that the
+                            // host, not they, changed it.
+                            let applied = AppliedRecord {
+                                fresh_state: true,
+                                ..self.applied(
+                                    AppliedOperation::Recovery,
+                                    &crate::runtime::Asked::default(),
+                                    &committed.version,
+                                    &committed.config,
+                                )
+                            };
+                            self.persisted(self.update_committed(|set| {
+                                if let Some(entry) = set.get_mut(&plugin) {
+                                    entry.applied = Some(applied);
+                                }
+                            }));
                             CheckpointOutcome::Fresh { reason }
                         }
                         Err(error) => not_loaded(error),
@@ -428,6 +507,17 @@ impl Runtime {
                     last: Instant::now(),
                 });
                 state.fail_closed = committed.fail_closed;
+                drop(state);
+                // The checkpoint that could not be restored is replaced by the fresh state the
+                // operator chose (or removed, for a plugin no longer checkpointed): otherwise
+                // the next restart would refuse the plugin again over it.
+                if matches!(outcome, CheckpointOutcome::Fresh { .. }) {
+                    let replaced = match committed.checkpoint_every_ms {
+                        Some(_) => self.write_checkpoint(&slot),
+                        None => self.forget_checkpoint(&plugin),
+                    };
+                    self.persisted(replaced);
+                }
             }
             match &outcome {
                 CheckpointOutcome::Restored { checkpoint: c } => {

@@ -12,7 +12,7 @@ use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::keys::TrustedKeys;
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
-use crate::persist::{CommittedPlugin, Recovery};
+use crate::persist::{AppliedOperation, AppliedRecord, CommittedPlugin, Origin, Recovery};
 use crate::reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, ReconcileLease};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
@@ -236,6 +236,10 @@ pub struct PluginStatus {
     pub stuck: Option<StuckCall>,
     /// A faulted slot refuses calls instead of serving on.
     pub fail_closed: bool,
+    /// The last change applied to it that the committed set holds (install, commit, a
+    /// requested rollback…): what, asked by whom, when. `None` for a plugin installed before
+    /// the host kept them.
+    pub applied: Option<AppliedRecord>,
 }
 
 /// A library mapped in the process.
@@ -494,13 +498,46 @@ impl Runtime {
 
     /// Loads a staged artifact into its (empty) slot with a config, fresh state.
     pub fn install(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
+        self.install_recorded(
+            artifact,
+            config,
+            AppliedOperation::Install,
+            &Asked::default(),
+        )
+    }
+
+    /// As [`install`](Self::install), as a client asked (its step id and origin recorded).
+    pub fn install_asked(
+        &self,
+        artifact: &Digest,
+        config: serde_json::Value,
+        asked: &Asked,
+    ) -> Result<Installed> {
+        self.install_recorded(artifact, config, AppliedOperation::Install, asked)
+    }
+
+    /// As [`install`](Self::install), by the host itself at its start (`plugsync host
+    /// --load`): recorded as such, so a client tells it from its own installs.
+    pub fn load(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
+        self.install_recorded(artifact, config, AppliedOperation::Load, &Asked::default())
+    }
+
+    fn install_recorded(
+        &self,
+        artifact: &Digest,
+        config: serde_json::Value,
+        operation: AppliedOperation,
+        asked: &Asked,
+    ) -> Result<Installed> {
         let installed = self.install_unpersisted(artifact, config.clone())?;
+        let applied = self.applied(operation, asked, &installed.version, &config);
         let entry = CommittedPlugin {
             plugin: installed.plugin.clone(),
             version: installed.version.clone(),
             config,
             checkpoint_every_ms: None,
             fail_closed: false,
+            applied: Some(applied),
         };
         self.persisted(self.update_committed(|set| {
             set.insert(entry.plugin.clone(), entry);
@@ -649,22 +686,23 @@ impl Runtime {
     /// between comes back on the previous version with its own checkpoint, and a failed
     /// checkpoint leaves an older one that recovery migrates forward (never a fresh state).
     pub fn commit(&self, plugin: &str) -> Result<VersionRef> {
-        self.commit_owned(plugin, None)
+        self.commit_owned(plugin, &Asked::default())
     }
 
-    /// Commits the pending step of `plugin` if it is step `step_id` (the id its switch was
-    /// given): a client commits only the switch it made, never another client's, nor one made
-    /// in process ([`HostError::StepNotOwned`]).
-    pub fn commit_step(&self, plugin: &str, step_id: &str) -> Result<VersionRef> {
-        self.commit_owned(plugin, Some(step_id))
+    /// Commits the pending step of `plugin` as a client asked: with a step id, only if it is
+    /// the pending step's (a client commits only the switch it made, never another client's,
+    /// nor one made in process: [`HostError::StepNotOwned`]); the applied record keeps the
+    /// step id and origin.
+    pub fn commit_asked(&self, plugin: &str, asked: &Asked) -> Result<VersionRef> {
+        self.commit_owned(plugin, asked)
     }
 
-    fn commit_owned(&self, plugin: &str, step_id: Option<&str>) -> Result<VersionRef> {
+    fn commit_owned(&self, plugin: &str, asked: &Asked) -> Result<VersionRef> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let (step, committed, config) = {
             let mut state = slot.state();
-            check_owner(plugin, &state, step_id)?;
+            check_owner(plugin, &state, asked.step_id.as_deref())?;
             let Some(active) = state.active.as_ref().filter(|_| state.step.is_some()) else {
                 return Err(HostError::NoStepInProgress {
                     plugin: plugin.to_owned(),
@@ -687,11 +725,13 @@ impl Runtime {
         if let Err(error) = crate::failpoint::hit("commit.between-writes", self.store().root()) {
             tracing::error!(plugin, "{error}");
         }
+        let applied = self.applied(AppliedOperation::Commit, asked, &committed, &config);
         let entry_version = committed.clone();
         let written = self.update_committed(|set| {
             if let Some(entry) = set.get_mut(plugin) {
                 entry.version = entry_version;
                 entry.config = config;
+                entry.applied = Some(applied);
             }
         });
         self.persisted(written.and(checkpoint));
@@ -701,20 +741,17 @@ impl Runtime {
     /// Rolls the pending step of `plugin` back: by replay, else down-migration, else with an
     /// exact account of what was lost (see [`RollbackMethod`](crate::RollbackMethod)).
     pub fn rollback(&self, plugin: &str) -> Result<RollbackReport> {
-        self.rollback_owned(plugin, None)
+        self.rollback_asked(plugin, &Asked::default())
     }
 
-    /// Rolls the pending step of `plugin` back if it is step `step_id`, as
-    /// [`commit_step`](Self::commit_step) commits.
-    pub fn rollback_step(&self, plugin: &str, step_id: &str) -> Result<RollbackReport> {
-        self.rollback_owned(plugin, Some(step_id))
-    }
-
-    fn rollback_owned(&self, plugin: &str, step_id: Option<&str>) -> Result<RollbackReport> {
+    /// Rolls the pending step of `plugin` back as a client asked: with a step id, only if it
+    /// is the pending step's, as [`commit_asked`](Self::commit_asked) commits. The applied
+    /// record says who rolled back (the committed version runs again).
+    pub fn rollback_asked(&self, plugin: &str, asked: &Asked) -> Result<RollbackReport> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let mut state = slot.state();
-        check_owner(plugin, &state, step_id)?;
+        check_owner(plugin, &state, asked.step_id.as_deref())?;
         let Some((report, discarded)) =
             rollback::roll_back(plugin, &mut state, RollbackReason::Requested)
         else {
@@ -722,10 +759,38 @@ impl Runtime {
                 plugin: plugin.to_owned(),
             });
         };
+        let config = state.active.as_ref().map(|active| active.config.clone());
         drop(state);
         drop(discarded);
         tracing::warn!(plugin, from = %report.from, to = %report.to, "rolled back");
+        if let Some(config) = config {
+            let applied = self.applied(AppliedOperation::Rollback, asked, &report.to, &config);
+            self.persisted(self.update_committed(|set| {
+                if let Some(entry) = set.get_mut(plugin) {
+                    entry.applied = Some(applied);
+                }
+            }));
+        }
         Ok(report)
+    }
+
+    /// The record of `operation` applied as `asked`, leaving `version` with `config`.
+    pub(crate) fn applied(
+        &self,
+        operation: AppliedOperation,
+        asked: &Asked,
+        version: &VersionRef,
+        config: &serde_json::Value,
+    ) -> AppliedRecord {
+        AppliedRecord {
+            operation,
+            step_id: asked.step_id.clone(),
+            version: version.clone(),
+            config_hash: config_hash(config),
+            origin: asked.origin.clone(),
+            at: self.shared.clock.now(),
+            fresh_state: false,
+        }
     }
 
     /// Checks the health of what `plugin` runs: a slot faulted by a panic is unhealthy. During
@@ -821,6 +886,13 @@ impl Runtime {
                 plugins.push(status);
             }
         }
+        let committed = lock(&self.shared.committed);
+        for status in &mut plugins {
+            status.applied = committed
+                .get(&status.plugin)
+                .and_then(|entry| entry.applied.clone());
+        }
+        drop(committed);
         let libraries = lock(&self.shared.libraries);
         let resident: Vec<ResidentLibrary> = libraries
             .values()
@@ -888,6 +960,21 @@ const STATUS_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A snapshot of a slot's state; with `wait` false, `None` when the slot is busy now (the
 /// steward never waits on a slot).
+/// How a client asked for a change: the step id (which owns the step it switches) and who it
+/// is. The runtime's own callers ask with neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// The step id of the request.
+    pub step_id: Option<String>,
+    /// Who asked.
+    pub origin: Option<Origin>,
+}
+
+/// The sha256 of a config's canonical JSON, as status shows it.
+pub(crate) fn config_hash(config: &serde_json::Value) -> Digest {
+    Digest::of(&canonical_json(config).unwrap_or_default())
+}
+
 /// Refuses to end a pending step that is not step `step_id` (with `None`, any step may be
 /// ended: the runtime's own callers own every step). No step pending is left to the caller's
 /// own error.
@@ -965,7 +1052,7 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         plugin: slot.id.clone(),
         version: VersionRef::of(library),
         config: active.config.clone(),
-        config_hash: Digest::of(&canonical_json(&active.config).unwrap_or_default()),
+        config_hash: config_hash(&active.config),
         state_schema: library.metadata.state_schema,
         health: match &state.fault {
             Some(fault) => Health::Unhealthy {
@@ -993,6 +1080,7 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         last_rollback: state.last_rollback.clone(),
         busy: false,
         stuck: None,
+        applied: None,
         fail_closed: state.fail_closed,
     })
 }

@@ -344,3 +344,93 @@ async fn lease_requests_that_cannot_be_carried_out_say_why() {
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() {
+    let host = Host::start_with_manual_clock().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
+    let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
+    let origin = json!({
+        "tool": "plugsync-reconcile", "client": "sidecar", "plan_id": "p-17",
+        "desired_sha256": "d".repeat(64),
+    });
+    host.post(
+        "/v1/steps/p-17.1.0/install",
+        json!({"artifact": v1, "config": v1_config(), "origin": origin}),
+    )
+    .await
+    .expect_ok();
+    let installed = applied(&host).await;
+    assert_eq!(
+        (
+            &installed["operation"],
+            &installed["step_id"],
+            &installed["origin"]
+        ),
+        (&json!("install"), &json!("p-17.1.0"), &origin)
+    );
+    assert_eq!(installed["version"]["digest"], v1);
+
+    // A switch is not applied until its commit; the commit's origin is recorded with it.
+    let by_hand = json!({"tool": "curl"});
+    host.post(
+        "/v1/steps/hand-1/switch",
+        json!({"plugin": "ma_cross", "artifact": v2}),
+    )
+    .await
+    .expect_ok();
+    assert_eq!(applied(&host).await, installed);
+    host.post(
+        "/v1/steps/hand-1/commit",
+        json!({"plugin": "ma_cross", "origin": by_hand}),
+    )
+    .await
+    .expect_ok();
+    let committed = applied(&host).await;
+    assert_eq!(
+        (
+            &committed["operation"],
+            &committed["step_id"],
+            &committed["origin"]
+        ),
+        (&json!("commit"), &json!("hand-1"), &by_hand)
+    );
+    assert_eq!(committed["version"]["digest"], v2);
+    let status = host.get("/v1/status").await;
+    assert_eq!(
+        committed["config_hash"],
+        status.expect_ok()["plugins"][0]["config_hash"]
+    );
+    assert!(committed["at"].as_i64().unwrap() > installed["at"].as_i64().unwrap());
+
+    // A requested rollback is recorded too: the committed version runs again, by its hand.
+    host.post(
+        "/v1/steps/hand-2/switch",
+        json!({"plugin": "ma_cross", "artifact": v1, "config": v1_config()}),
+    )
+    .await
+    .expect_ok();
+    host.post("/v1/steps/hand-2/rollback", ma_cross())
+        .await
+        .expect_ok();
+    let rolled_back = applied(&host).await;
+    assert_eq!(
+        (
+            &rolled_back["operation"],
+            &rolled_back["step_id"],
+            &rolled_back["origin"]
+        ),
+        (&json!("rollback"), &json!("hand-2"), &Value::Null)
+    );
+    assert_eq!(rolled_back["version"]["digest"], v2);
+
+    let host = host.restart().await;
+    assert_eq!(applied(&host).await, rolled_back);
+    host.shutdown().await;
+}
+
+/// The applied record of `ma_cross`, from `GET /v1/status`.
+async fn applied(host: &Host) -> Value {
+    let status = host.get("/v1/status").await;
+    status.expect_ok()["plugins"][0]["applied"].clone()
+}

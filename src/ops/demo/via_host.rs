@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use plugsync_host::control::api::{
     Committed, PluginRequest, Staged as StagedArtifact, SwitchRequest,
 };
-use plugsync_host::{Digest, Health, StateSnapshot, SwapRequest, VersionRef};
+use plugsync_host::{Digest, Health, Origin, StateSnapshot, SwapRequest, VersionRef};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -334,6 +334,7 @@ impl Venue for HostVenue {
             lease_ms: request.lease_ms,
             soak: Some(request.soak.clone()),
             migration_rules: request.migration_rules.clone(),
+            origin: Some(demo_origin()),
         };
         let path = format!("v1/steps/{step_id}/switch");
         let started = Instant::now();
@@ -383,6 +384,7 @@ impl Venue for HostVenue {
         let path = format!("v1/steps/{step_id}/rollback");
         let asked = PluginRequest {
             plugin: request.plugin.clone(),
+            origin: Some(demo_origin()),
         };
         match self.client.post_json::<RollbackView>(&path, &asked) {
             Ok(report) => Ok(Some(RolledBack {
@@ -407,6 +409,7 @@ impl Venue for HostVenue {
             &path,
             &PluginRequest {
                 plugin: request.plugin.clone(),
+                origin: Some(demo_origin()),
             },
         )?;
         Ok(())
@@ -628,5 +631,13 @@ impl Drop for SpawnedHost {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Who the demo's requests say they come from (the host records it with each change).
+fn demo_origin() -> Origin {
+    Origin {
+        tool: "plugsync demo --via-host".into(),
+        ..Origin::default()
     }
 }

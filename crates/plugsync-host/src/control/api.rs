@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::persist::Origin;
 use crate::reconcile_lease::{LeaseBreak, LeaseHolder};
 use crate::rollback::VersionRef;
 use crate::rules::MigrationRule;
@@ -122,6 +123,9 @@ pub struct InstallRequest {
     /// plugins); default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fail_closed: bool,
+    /// Who asks (recorded in the plugin's applied record and the host's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// The body of `POST /v1/steps/{step_id}/switch`: the runtime's
@@ -157,6 +161,9 @@ pub struct SwitchRequest {
     /// Declarative migration rules to use instead of the plugins' own `migrate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_rules: Option<Vec<MigrationRule>>,
+    /// Who asks (recorded in the plugin's applied record and the host's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// The body of `commit`, `rollback` and `unload`.
@@ -165,6 +172,9 @@ pub struct SwitchRequest {
 pub struct PluginRequest {
     /// Plugin id.
     pub plugin: String,
+    /// Who asks (recorded in the plugin's applied record and the host's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// The response of `POST /v1/steps/{step_id}/commit`.

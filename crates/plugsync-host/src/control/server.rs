@@ -31,9 +31,10 @@ use crate::digest::Digest;
 use crate::error::HostError;
 use crate::keys::{TrustedKeys, signature_payload};
 use crate::library::read_metadata;
+use crate::persist::Origin;
 use crate::persist::{StepResult, check_step_id};
 use crate::rollback::RollbackReport;
-use crate::runtime::{Installed, Runtime, StateSnapshot, StepFate};
+use crate::runtime::{Asked, Installed, Runtime, StateSnapshot, StepFate};
 use crate::slot::CallError;
 use crate::store::check_name;
 use crate::swap::{SwapReport, SwapRequest};
@@ -1172,14 +1173,26 @@ fn prepare<R: DeserializeOwned>(
 
 /// `install`: the artifact into its empty slot, then its checkpointing and fail-closed setting
 /// (undone together).
-fn install(runtime: &Runtime, _step_id: &str, request: InstallRequest) -> Result<Value, ApiError> {
+/// How a request asked: its step id and origin.
+fn asked(step_id: &str, origin: Option<Origin>) -> Asked {
+    Asked {
+        step_id: Some(step_id.to_owned()),
+        origin,
+    }
+}
+
+fn install(runtime: &Runtime, step_id: &str, request: InstallRequest) -> Result<Value, ApiError> {
     if request.checkpoint_every_ms == Some(0) {
         return Err(ApiError::bad_request(
             "`checkpoint_every_ms` is 0: give an interval in milliseconds, or leave it out to \
              checkpoint only at each commit",
         ));
     }
-    let installed = runtime.install(&request.artifact, request.config)?;
+    let installed = runtime.install_asked(
+        &request.artifact,
+        request.config,
+        &asked(step_id, request.origin),
+    )?;
     let configured = match request.checkpoint_every_ms {
         Some(ms) => runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms))),
         None => Ok(()),
@@ -1201,6 +1214,8 @@ fn install(runtime: &Runtime, _step_id: &str, request: InstallRequest) -> Result
 /// `switch`: the runtime's swap, its request built from the defaults so that a field added to
 /// [`SwapRequest`] keeps its default here.
 fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Value, ApiError> {
+    let origin = request.origin.as_ref().map(|o| o.tool.as_str());
+    tracing::info!(plugin = %request.plugin, step_id, origin, "switch asked");
     let mut swap = SwapRequest::new(request.plugin, request.artifact).step_id(step_id);
     swap.config = request.config;
     if let Some(verify) = request.verify {
@@ -1222,7 +1237,7 @@ fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Va
 
 /// `commit`: the pending step ends, the new version is committed.
 fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    let version = runtime.commit_step(&request.plugin, step_id)?;
+    let version = runtime.commit_asked(&request.plugin, &asked(step_id, request.origin))?;
     ok_json(&Committed {
         plugin: request.plugin,
         version,
@@ -1231,11 +1246,13 @@ fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Va
 
 /// `rollback`: back to the previous version.
 fn rollback(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    ok_json(&runtime.rollback_step(&request.plugin, step_id)?)
+    ok_json(&runtime.rollback_asked(&request.plugin, &asked(step_id, request.origin))?)
 }
 
 /// `unload`: instances destroyed, the version forgotten (its code stays mapped).
-fn unload(runtime: &Runtime, _step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+fn unload(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+    let origin = request.origin.as_ref().map(|o| o.tool.as_str());
+    tracing::info!(plugin = %request.plugin, step_id, origin, "unload asked");
     let version = runtime.unload(&request.plugin)?;
     ok_json(&Unloaded {
         plugin: request.plugin,
