@@ -184,6 +184,40 @@ fn render(status: &Value) -> String {
         .map(str::to_owned),
     ];
     let mut notes = Vec::new();
+    let restraints = &status["restraints"];
+    let freeze = &restraints["freeze"];
+    if !freeze.is_null() {
+        let _ = writeln!(
+            out,
+            "frozen by {}: {}; switch, install and unload are refused unless forced",
+            text(&freeze["by"]),
+            text(&freeze["reason"])
+        );
+    }
+    let empty_map = serde_json::Map::new();
+    for (plugin, because) in restraints["holds"].as_object().unwrap_or(&empty_map) {
+        notes.push(format!(
+            "{plugin}: held at its running version by {}: {}",
+            text(&because["by"]),
+            text(&because["reason"])
+        ));
+    }
+    for (plugin, because) in restraints["halts"].as_object().unwrap_or(&empty_map) {
+        notes.push(format!(
+            "{plugin}: halted by {}: {}; its calls are refused",
+            text(&because["by"]),
+            text(&because["reason"])
+        ));
+    }
+    for mark in restraints["failed"].as_array().unwrap_or(&empty) {
+        notes.push(format!(
+            "{}: {} ({}) is marked failed: {}",
+            text(&mark["plugin"]),
+            text(&mark["version"]),
+            short(&mark["digest"]),
+            text(&mark["because"]["reason"])
+        ));
+    }
     for plugin in plugins {
         let id = text(&plugin["plugin"]);
         let health = match health(&plugin["health"]) {
@@ -465,6 +499,13 @@ mod tests {
         let status = serde_json::json!({
             "abi": 1, "framework": "0.1.0", "now": 1_000_000_000_000i64,
             "lease": {"holder": {"owner": "sidecar", "epoch": 3, "expires_at": 1_012_300_000_000i64}},
+            "restraints": {
+                "freeze": {"reason": "US open", "by": "ops"},
+                "holds": {"risk_model": {"reason": "under review", "by": "ops"}},
+                "halts": {},
+                "failed": [{"plugin": "ma_cross", "version": "2.0.1", "digest": digest,
+                            "because": {"reason": "rolled back: lease of 600000 ms expired", "by": "host"}}],
+            },
             "plugins": [
                 plugin("ma_cross", true, serde_json::json!({"seq": 8, "running_ms": 1500})),
                 plugin("risk_model", false, serde_json::Value::Null),
@@ -478,9 +519,12 @@ mod tests {
         expect_test::expect![[r#"
             host: plugin ABI 1, framework 0.1.0, 2 plugins
             reconcile lease: held by sidecar (epoch 3) for 12.3 s more
+            frozen by ops: US open; switch, install and unload are refused unless forced
             PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
             ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
             risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
+              risk_model: held at its running version by ops: under review
+              ma_cross: 2.0.1 (aaaaaaaaaaaa) is marked failed: rolled back: lease of 600000 ms expired
               ma_cross: busy: its slot was held when status looked (a long call or a switch); shown as last seen
               ma_cross: stuck: call #8 has run for 1500 ms, longer than the host's call watchdog allows; it cannot be cancelled in-process
 

@@ -342,6 +342,41 @@ pub enum HostError {
         plugin: String,
     },
 
+    /// A change a restraint of the host forbids (a freeze, a hold, a version marked failed).
+    #[error(
+        "{}: `{operation}` of `{plugin}` was refused and nothing was applied; {}, or force this \
+         change with a reason (`force`, recorded)",
+        match restraint.as_str() {
+            "freeze" => format!("the host is frozen ({}, by {})", because.reason, because.by),
+            "hold" => format!("`{plugin}` is held at its running version ({}, by {})", because.reason, because.by),
+            _ => format!("`{plugin}` {} is marked failed ({})", version.as_deref().unwrap_or("?"), because.reason),
+        },
+        match restraint.as_str() {
+            "freeze" => "unfreeze the host when the freeze is over",
+            "hold" => "release the hold first",
+            _ => "clear the mark once the version is fixed (`clear_failed`)",
+        }
+    )]
+    Restrained {
+        /// The operation refused.
+        operation: String,
+        /// Plugin id.
+        plugin: String,
+        /// Which restraint: `freeze`, `hold` or `failed`.
+        restraint: String,
+        /// The version marked failed (for `failed`).
+        version: Option<String>,
+        /// Why, by whom, when it was set (boxed: rare, and keeps every `Result` small).
+        because: Box<crate::restraints::Because>,
+    },
+
+    /// A restraint request that cannot be carried out as written.
+    #[error("invalid restraint request: {reason}")]
+    BadRestraint {
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+
     /// Another client holds the reconcile lease.
     #[error(
         "`{owner}` holds this host's reconcile lease (epoch {epoch}) for {expires_in_ms} ms more: \
@@ -670,6 +705,12 @@ impl HostError {
             HostError::NoStepInProgress { .. } => "no_step_in_progress",
             HostError::StepNotOwned { .. } => "step_not_owned",
             HostError::LeaseHeld { .. } => "lease_held",
+            HostError::Restrained { restraint, .. } => match restraint.as_str() {
+                "freeze" => "frozen",
+                "hold" => "held",
+                _ => "version_failed",
+            },
+            HostError::BadRestraint { .. } => "bad_restraint",
             HostError::StaleLeaseEpoch { .. } => "stale_lease_epoch",
             HostError::BadLeaseRequest { .. } => "bad_lease_request",
             HostError::StepGone { .. } => "step_gone",

@@ -42,6 +42,7 @@ mod library;
 mod migration;
 mod persist;
 mod reconcile_lease;
+mod restraints;
 mod rollback;
 mod rules;
 mod runtime;
@@ -64,6 +65,7 @@ pub use persist::{
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_LEASE_TTL_MS};
+pub use restraints::{Because, FailedMark, Force, ForcedChange, Restraints};
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };

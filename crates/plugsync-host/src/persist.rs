@@ -507,6 +507,14 @@ impl Runtime {
                     last: Instant::now(),
                 });
                 state.fail_closed = committed.fail_closed;
+                // A halt outlives a restart: the plugin comes back refusing calls.
+                state.halted = self
+                    .shared
+                    .restraints
+                    .snapshot()
+                    .halts
+                    .get(&plugin)
+                    .map(|because| because.reason.clone());
                 drop(state);
                 // The checkpoint that could not be restored is replaced by the fresh state the
                 // operator chose (or removed, for a plugin no longer checkpointed): otherwise

@@ -25,7 +25,8 @@ use crate::digest::Digest;
 use crate::error::{HostError, declarer_covered};
 use crate::library::Library;
 use crate::migration::{Transition, migrate};
-use crate::slot::{Active, Fault, Journal, RecordedCall, SlotState, StepRecord, StepState};
+use crate::restraints::{Because, FailedMark};
+use crate::slot::{Active, Fault, Journal, RecordedCall, Slot, SlotState, StepRecord, StepState};
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -300,7 +301,29 @@ pub(crate) struct Discarded {
 
 /// Rolls the slot's pending step back, if there is one. Called with the slot locked: calls wait
 /// for it, none fails. Returns the report and what must be dropped after the lock is released.
+/// The version rolled back is marked failed ([`crate::restraints`]): the host refuses to switch
+/// to it again until the mark is cleared.
 pub(crate) fn roll_back(
+    slot: &Slot,
+    state: &mut SlotState,
+    reason: RollbackReason,
+) -> Option<(RollbackReport, Discarded)> {
+    let rolled_back = roll_back_unmarked(&slot.id, state, reason.clone())?;
+    let from = &rolled_back.0.from;
+    slot.restraints.mark_failed_soon(FailedMark {
+        plugin: slot.id.clone(),
+        digest: from.digest,
+        version: from.version.clone(),
+        because: Because {
+            reason: format!("rolled back: {reason}"),
+            by: "host".to_owned(),
+            at: slot.clock.now(),
+        },
+    });
+    Some(rolled_back)
+}
+
+fn roll_back_unmarked(
     plugin: &str,
     state: &mut SlotState,
     reason: RollbackReason,

@@ -11,9 +11,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::keys::TrustedKeys;
-use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy};
+use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy, check_plugin_id};
 use crate::persist::{AppliedOperation, AppliedRecord, CommittedPlugin, Origin, Recovery};
 use crate::reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, ReconcileLease};
+use crate::restraints::{Because, Force, Restraints, RestraintsCell};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
@@ -110,6 +111,8 @@ pub(crate) struct Shared {
     persist_error: Mutex<Option<String>>,
     /// Which client may change this host now.
     pub lease: ReconcileLease,
+    /// What operators and the host forbid for now (freeze, holds, failed marks, halts).
+    pub restraints: Arc<RestraintsCell>,
 }
 
 /// A plugin's state at one point, with its checksum.
@@ -281,6 +284,9 @@ pub struct RuntimeStatus {
     pub persist_error: Option<String>,
     /// Which client may change this host now, and the last breaks of that lease.
     pub lease: LeaseStatus,
+    /// What operators and the host forbid for now: a freeze, holds, versions marked failed,
+    /// halted plugins, and the last changes forced through them.
+    pub restraints: Restraints,
 }
 
 impl Runtime {
@@ -288,6 +294,7 @@ impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime> {
         let store = ArtifactStore::open(&options.store, options.load_policy.clone())?;
         let lease = ReconcileLease::open(store.root().join("lease.json"))?;
+        let restraints = Arc::new(RestraintsCell::open(store.root().join("restraints.json"))?);
         let runtime = Runtime {
             shared: Arc::new(Shared {
                 store,
@@ -305,6 +312,7 @@ impl Runtime {
                 steps_pruned: Mutex::new(None),
                 persist_error: Mutex::new(None),
                 lease,
+                restraints,
             }),
         };
         steward::spawn(Arc::downgrade(&runtime.shared));
@@ -492,7 +500,13 @@ impl Runtime {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         slots
             .entry(plugin.to_owned())
-            .or_insert_with(|| Arc::new(Slot::new(plugin.to_owned(), self.shared.clock.clone())))
+            .or_insert_with(|| {
+                Arc::new(Slot::new(
+                    plugin.to_owned(),
+                    self.shared.clock.clone(),
+                    self.shared.restraints.clone(),
+                ))
+            })
             .clone()
     }
 
@@ -529,6 +543,18 @@ impl Runtime {
         operation: AppliedOperation,
         asked: &Asked,
     ) -> Result<Installed> {
+        // The host's own start (`--load`) is not held back by a freeze: it only starts what
+        // the operator named.
+        if operation != AppliedOperation::Load {
+            // Named by its artifact: its plugin id is known only once it is read (and hashed).
+            self.shared.restraints.check(
+                "install",
+                &format!("artifact {}", artifact.short()),
+                Some(artifact),
+                asked.force.as_ref(),
+                self.shared.clock.now(),
+            )?;
+        }
         let installed = self.install_unpersisted(artifact, config.clone())?;
         let applied = self.applied(operation, asked, &installed.version, &config);
         let entry = CommittedPlugin {
@@ -753,7 +779,7 @@ impl Runtime {
         let mut state = slot.state();
         check_owner(plugin, &state, asked.step_id.as_deref())?;
         let Some((report, discarded)) =
-            rollback::roll_back(plugin, &mut state, RollbackReason::Requested)
+            rollback::roll_back(&slot, &mut state, RollbackReason::Requested)
         else {
             return Err(HostError::NoStepInProgress {
                 plugin: plugin.to_owned(),
@@ -763,6 +789,10 @@ impl Runtime {
         drop(state);
         drop(discarded);
         tracing::warn!(plugin, from = %report.from, to = %report.to, "rolled back");
+        // The failed mark the rollback set, written now (a control thread may do I/O).
+        if let Err(error) = self.shared.restraints.persist_if_dirty() {
+            self.persisted(Err(error));
+        }
         if let Some(config) = config {
             let applied = self.applied(AppliedOperation::Rollback, asked, &report.to, &config);
             self.persisted(self.update_committed(|set| {
@@ -817,7 +847,7 @@ impl Runtime {
         let reason = RollbackReason::HealthFailed {
             message: failure.message.clone(),
         };
-        if let Some((report, discarded)) = rollback::roll_back(plugin, &mut state, reason) {
+        if let Some((report, discarded)) = rollback::roll_back(&slot, &mut state, reason) {
             drop(state);
             drop(discarded);
             tracing::error!(plugin, "{}", report.reason);
@@ -833,6 +863,19 @@ impl Runtime {
     /// Unloads `plugin`: destroys its instances and forgets its version. The library stays
     /// mapped (never `dlclose`d) and is reused if the same digest is loaded again.
     pub fn unload(&self, plugin: &str) -> Result<VersionRef> {
+        self.unload_asked(plugin, &Asked::default())
+    }
+
+    /// As [`unload`](Self::unload), as a client asked: refused while the host is frozen
+    /// unless forced.
+    pub fn unload_asked(&self, plugin: &str, asked: &Asked) -> Result<VersionRef> {
+        self.shared.restraints.check(
+            "unload",
+            plugin,
+            None,
+            asked.force.as_ref(),
+            self.shared.clock.now(),
+        )?;
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
         let (active, step) = {
@@ -914,7 +957,103 @@ impl Runtime {
             recovered: lock(&self.shared.recovery).clone(),
             persist_error: lock(&self.shared.persist_error).clone(),
             lease: self.shared.lease.status(self.shared.clock.now()),
+            restraints: self.shared.restraints.snapshot(),
         }
+    }
+
+    /// Freezes the host: switch, install and unload are refused unless forced.
+    pub fn freeze(&self, reason: &str, by: &str) -> Result<()> {
+        let because = self.because(reason, by)?;
+        tracing::warn!(reason, by, "host frozen");
+        self.shared.restraints.update(|r| {
+            r.freeze = Some(because);
+            Ok(())
+        })
+    }
+
+    /// Lifts the freeze.
+    pub fn unfreeze(&self, by: &str) -> Result<()> {
+        tracing::warn!(by, "host unfrozen");
+        self.shared.restraints.update(|r| {
+            r.freeze = None;
+            Ok(())
+        })
+    }
+
+    /// Holds `plugin` at its running version: a switch of it is refused unless forced.
+    pub fn hold(&self, plugin: &str, reason: &str, by: &str) -> Result<()> {
+        check_plugin_id(plugin)?;
+        let because = self.because(reason, by)?;
+        tracing::warn!(plugin, reason, by, "plugin held");
+        self.shared.restraints.update(|r| {
+            r.holds.insert(plugin.to_owned(), because);
+            Ok(())
+        })
+    }
+
+    /// Releases the hold on `plugin`.
+    pub fn release_hold(&self, plugin: &str, by: &str) -> Result<()> {
+        tracing::warn!(plugin, by, "hold released");
+        self.shared.restraints.update(|r| {
+            r.holds.remove(plugin);
+            Ok(())
+        })
+    }
+
+    /// Clears the failed mark of artifact `digest`: a switch to it is allowed again.
+    pub fn clear_failed(&self, digest: &Digest, by: &str) -> Result<()> {
+        tracing::warn!(%digest, by, "failed mark cleared");
+        self.shared.restraints.update(|r| {
+            let before = r.failed.len();
+            r.failed.retain(|mark| mark.digest != *digest);
+            if r.failed.len() == before {
+                return Err(HostError::BadRestraint {
+                    reason: format!("no failed mark on artifact {digest}: nothing to clear"),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Halts `plugin`: it fails closed, every call refused at once with `reason`, until
+    /// resumed. Kept across restarts.
+    pub fn halt(&self, plugin: &str, reason: &str, by: &str) -> Result<()> {
+        let slot = self.slot(plugin)?;
+        let because = self.because(reason, by)?;
+        let _control = lock(&slot.control);
+        self.shared.restraints.update(|r| {
+            r.halts.insert(plugin.to_owned(), because);
+            Ok(())
+        })?;
+        slot.state().halted = Some(reason.to_owned());
+        tracing::warn!(plugin, reason, by, "plugin halted: its calls are refused");
+        Ok(())
+    }
+
+    /// Resumes a halted `plugin`: calls are served again.
+    pub fn resume(&self, plugin: &str, by: &str) -> Result<()> {
+        let slot = self.slot(plugin)?;
+        let _control = lock(&slot.control);
+        self.shared.restraints.update(|r| {
+            r.halts.remove(plugin);
+            Ok(())
+        })?;
+        slot.state().halted = None;
+        tracing::warn!(plugin, by, "plugin resumed");
+        Ok(())
+    }
+
+    fn because(&self, reason: &str, by: &str) -> Result<Because> {
+        if reason.trim().is_empty() || by.trim().is_empty() {
+            return Err(HostError::BadRestraint {
+                reason: "give a `reason` (it is shown to every client and operator)".into(),
+            });
+        }
+        Ok(Because {
+            reason: reason.to_owned(),
+            by: by.to_owned(),
+            at: self.shared.clock.now(),
+        })
     }
 
     /// Gives the reconcile lease to `owner` for `ttl_ms` (module `reconcile_lease`): refused
@@ -968,6 +1107,8 @@ pub struct Asked {
     pub step_id: Option<String>,
     /// Who asked.
     pub origin: Option<Origin>,
+    /// Go ahead despite the host's restraints (a freeze, a failed mark), for this reason.
+    pub force: Option<Force>,
 }
 
 /// The sha256 of a config's canonical JSON, as status shows it.

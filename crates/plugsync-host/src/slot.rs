@@ -17,6 +17,7 @@ use crate::clock::Clock;
 use crate::digest::Digest;
 use crate::library::{Failure, Instance, Library};
 use crate::persist::Checkpointing;
+use crate::restraints::RestraintsCell;
 use crate::rollback::{self, RollbackMethod, RollbackReason, RollbackReport};
 use crate::runtime::PluginStatus;
 use crate::steward::StepWatch;
@@ -63,6 +64,17 @@ pub enum CallError {
         fault_seq: u64,
         /// Its panic message.
         message: String,
+    },
+    /// The plugin is halted: the call was refused without running it.
+    #[error(
+        "plugin `{plugin}` is halted ({reason}): the call was refused; resume it when it is safe \
+         (`POST /v1/restraints` with `\"action\": \"resume\"`)"
+    )]
+    Halted {
+        /// Plugin id.
+        plugin: String,
+        /// Why it was halted.
+        reason: String,
     },
     /// The plugin returned an error or panicked.
     #[error("plugin `{plugin}` ({}) {}: {message}", .digest.short(), if *.panicked { "panicked (caught; slot marked faulted)" } else { "returned an error" })]
@@ -266,6 +278,9 @@ pub(crate) struct SlotState {
     /// Refuse calls while faulted (a risk plugin whose state is suspect must not approve
     /// orders) instead of serving on.
     pub fail_closed: bool,
+    /// Halted by an operator or a client: every call is refused at once, with this reason,
+    /// until resumed.
+    pub halted: Option<String>,
 }
 
 /// One plugin id's slot.
@@ -286,6 +301,8 @@ pub(crate) struct Slot {
     /// What this slot's status said the last time it could be read, for a status asked while
     /// the slot is busy (a long call holds its lock); and what the watchdog found.
     pub last_known: Mutex<LastKnown>,
+    /// The host's restraints: a rollback marks the version it leaves failed.
+    pub restraints: Arc<RestraintsCell>,
 }
 
 /// What a slot showed last, kept outside its lock.
@@ -332,9 +349,10 @@ pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 }
 
 impl Slot {
-    pub fn new(id: String, clock: Arc<dyn Clock>) -> Slot {
+    pub fn new(id: String, clock: Arc<dyn Clock>, restraints: Arc<RestraintsCell>) -> Slot {
         Slot {
             id,
+            restraints,
             state: Mutex::new(SlotState::default()),
             control: Mutex::new(()),
             checkpoint: Mutex::new(()),
@@ -407,6 +425,12 @@ impl Slot {
                 plugin: self.id.clone(),
             });
         };
+        if let Some(reason) = &state.halted {
+            return Err(CallError::Halted {
+                plugin: self.id.clone(),
+                reason: reason.clone(),
+            });
+        }
         if state.fail_closed
             && let Some(fault) = &state.fault
         {
@@ -490,7 +514,7 @@ impl Slot {
         let error = self.count_failure(state, seq, now, digest, failure);
         if let Some(message) = step_panicked {
             let reason = RollbackReason::CallPanicked { seq, message };
-            let Some((report, leftovers)) = rollback::roll_back(&self.id, state, reason) else {
+            let Some((report, leftovers)) = rollback::roll_back(self, state, reason) else {
                 return Err(error);
             };
             *discarded = Some(leftovers);

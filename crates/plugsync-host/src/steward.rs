@@ -163,7 +163,7 @@ impl Runtime {
                 }
             }
             let rolled_back =
-                breach.and_then(|reason| rollback::roll_back(&slot.id, &mut state, reason));
+                breach.and_then(|reason| rollback::roll_back(&slot, &mut state, reason));
             drop(state);
             if let Some((report, discarded)) = rolled_back {
                 drop(discarded);
@@ -171,6 +171,10 @@ impl Runtime {
                 continue;
             }
             self.checkpoint_if_due(&slot, now);
+        }
+        // Failed marks a rollback set on a caller's thread reach the store from here.
+        if let Err(error) = self.shared.restraints.persist_if_dirty() {
+            self.persisted(Err(error));
         }
         self.prune_if_due(now);
     }

@@ -30,6 +30,7 @@ use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::library::{Instance, Library};
 use crate::migration::{Migrated, Transition, TransitionKind, migrate};
+use crate::restraints::{Because, FailedMark, Force, add_failed};
 use crate::rollback::{self, RollbackReason, VersionRef};
 use crate::rules::MigrationRule;
 use crate::runtime::{Runtime, state_checksum};
@@ -95,6 +96,10 @@ pub struct SwapRequest {
     /// stand for the declaration: any version change may be made with them).
     #[serde(default)]
     pub migration_rules: Option<Vec<MigrationRule>>,
+    /// Switch despite a freeze, a hold or a failed mark of the target, with this reason
+    /// (recorded); without it such a switch is refused.
+    #[serde(default)]
+    pub force: Option<Force>,
 }
 
 fn default_journal_capacity() -> usize {
@@ -116,6 +121,7 @@ impl SwapRequest {
             lease_ms: None,
             soak: SoakThresholds::default(),
             migration_rules: None,
+            force: None,
         }
     }
 
@@ -549,7 +555,28 @@ impl Runtime {
     /// [`rollback`](Runtime::rollback).
     pub fn swap(&self, request: SwapRequest) -> Result<SwapReport> {
         let plugin = request.plugin.clone();
+        let target = request.artifact;
         let result = self.swap_unlogged(request);
+        if let Err(HostError::VerificationFailed {
+            version, report, ..
+        }) = &result
+        {
+            // Marked at once (this is a control thread): a retry of it is refused.
+            let mark = FailedMark {
+                plugin: plugin.clone(),
+                digest: target,
+                version: version.clone(),
+                because: Because {
+                    reason: format!("verification failed: {}", report.summary()),
+                    by: "host".to_owned(),
+                    at: self.shared.clock.now(),
+                },
+            };
+            self.persisted(self.shared.restraints.update(|restraints| {
+                add_failed(restraints, mark);
+                Ok(())
+            }));
+        }
         if let Err(error) = &result {
             // A refused or failed switch leaves one line on the host, whoever asked for it.
             tracing::warn!(plugin = %plugin, "switch refused: {error}");
@@ -571,6 +598,13 @@ impl Runtime {
                 });
             }
         }
+        self.shared.restraints.check(
+            "switch",
+            &slot.id,
+            Some(&request.artifact),
+            request.force.as_ref(),
+            self.shared.clock.now(),
+        )?;
         let (old_library, old_config) = self.running(&slot)?;
         let rules = request.migration_rules.as_deref();
         let new_library =
@@ -835,7 +869,7 @@ impl Runtime {
             let reason = RollbackReason::HealthFailed {
                 message: failure.message,
             };
-            if let Some((report, discarded)) = rollback::roll_back(&slot.id, &mut state, reason) {
+            if let Some((report, discarded)) = rollback::roll_back(slot, &mut state, reason) {
                 drop(state);
                 drop(discarded);
                 tracing::error!(plugin = %slot.id, "{}", report.reason);

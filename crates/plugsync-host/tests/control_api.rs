@@ -552,6 +552,7 @@ async fn every_documented_route_is_served_and_behind_the_token() {
             "/v1/lease",
             "/v1/plugins/{plugin}/call",
             "/v1/plugins/{plugin}/state",
+            "/v1/restraints",
             "/v1/status",
             "/v1/steps/{step_id}/commit",
             "/v1/steps/{step_id}/install",

@@ -6,6 +6,9 @@
 //!   retried switch is answered from its record only while the switch holds.
 //! - **One client reconciles at a time**: the reconcile lease, its epoch on every mutating
 //!   request, its expiry by the host's clock (a `ManualClock` here), breaks on purpose.
+//! - **What was applied, by whom**: the applied record, kept across restarts.
+//! - **What is forbidden for now**: freeze, holds, failed marks and halts, each refusing and
+//!   each lifted, kept across restarts; a change forced through is recorded.
 
 mod support;
 
@@ -433,4 +436,246 @@ async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() 
 async fn applied(host: &Host) -> Value {
     let status = host.get("/v1/status").await;
     status.expect_ok()["plugins"][0]["applied"].clone()
+}
+
+/// `POST /v1/restraints` with `body`.
+async fn restrain(host: &Host, body: Value) -> Answer {
+    host.post("/v1/restraints", body).await
+}
+
+#[tokio::test]
+async fn a_freeze_refuses_changes_until_lifted_and_a_forced_change_is_recorded() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    restrain(
+        &host,
+        json!({"action": "freeze", "reason": "US open, 09:30-10:00", "by": "ops"}),
+    )
+    .await
+    .expect_ok();
+
+    let switch = json!({"plugin": "ma_cross", "artifact": v2});
+    let refused = host.post("/v1/steps/s1/switch", switch.clone()).await;
+    let message = refused.expect_error(StatusCode::CONFLICT, "frozen");
+    assert_eq!(
+        message,
+        "the host is frozen (US open, 09:30-10:00, by ops): `switch` of `ma_cross` was refused \
+         and nothing was applied; unfreeze the host when the freeze is over, or force this \
+         change with a reason (`force`, recorded)"
+    );
+    host.post("/v1/steps/u1/unload", ma_cross())
+        .await
+        .expect_error(StatusCode::CONFLICT, "frozen");
+    assert_eq!(running(&host).await, ("1.0.0".into(), Value::Null));
+
+    // Forced, with a reason: it goes, and the host records who forced what through what.
+    let forced = json!({
+        "plugin": "ma_cross", "artifact": v2, "force": "hotfix for a stuck order",
+        "origin": {"tool": "plugsync", "client": "alice"},
+    });
+    host.post("/v1/steps/s2/switch", forced).await.expect_ok();
+    // A pending step may still be committed while frozen.
+    host.post("/v1/steps/s2/commit", ma_cross())
+        .await
+        .expect_ok();
+    let status = host.get("/v1/status").await;
+    let restraints = &status.expect_ok()["restraints"];
+    let record = &restraints["forced"][0];
+    assert_eq!(
+        (
+            &record["operation"],
+            &record["overrode"],
+            &record["because"]["reason"],
+            &record["because"]["by"]
+        ),
+        (
+            &json!("switch"),
+            &json!(["freeze"]),
+            &json!("hotfix for a stuck order"),
+            &json!("alice")
+        )
+    );
+
+    // The freeze outlives a restart, then is lifted.
+    let host = host.restart().await;
+    host.post("/v1/steps/u2/unload", ma_cross())
+        .await
+        .expect_error(StatusCode::CONFLICT, "frozen");
+    restrain(&host, json!({"action": "unfreeze", "by": "ops"}))
+        .await
+        .expect_ok();
+    host.post("/v1/steps/u2/unload", ma_cross())
+        .await
+        .expect_ok();
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_held_plugin_is_not_switched_until_released() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    restrain(
+        &host,
+        json!({"action": "hold", "plugin": "ma_cross", "reason": "manual rollback under review", "by": "ops"}),
+    )
+    .await
+    .expect_ok();
+    let switch = json!({"plugin": "ma_cross", "artifact": v2});
+    let refused = host.post("/v1/steps/s1/switch", switch.clone()).await;
+    let message = refused.expect_error(StatusCode::CONFLICT, "held");
+    assert_eq!(
+        message,
+        "`ma_cross` is held at its running version (manual rollback under review, by ops): \
+         `switch` of `ma_cross` was refused and nothing was applied; release the hold first, or \
+         force this change with a reason (`force`, recorded)"
+    );
+    restrain(
+        &host,
+        json!({"action": "release", "plugin": "ma_cross", "by": "ops"}),
+    )
+    .await
+    .expect_ok();
+    host.post("/v1/steps/s1/switch", switch).await.expect_ok();
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_version_rolled_back_is_marked_failed_and_refused_until_cleared() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    let switch = json!({"plugin": "ma_cross", "artifact": v2});
+    host.post("/v1/steps/s1/switch", switch.clone())
+        .await
+        .expect_ok();
+    host.post("/v1/steps/s1/rollback", ma_cross())
+        .await
+        .expect_ok();
+
+    let again = host.post("/v1/steps/s2/switch", switch.clone()).await;
+    let message = again.expect_error(StatusCode::CONFLICT, "version_failed");
+    assert_eq!(
+        message,
+        "`ma_cross` 2.0.0 is marked failed (rolled back: rollback requested): `switch` of \
+         `ma_cross` was refused and nothing was applied; clear the mark once the version is \
+         fixed (`clear_failed`), or force this change with a reason (`force`, recorded)"
+    );
+    // The mark is the host's, kept across a restart (written by the steward).
+    let host = host.restart().await;
+    let status = host.get("/v1/status").await;
+    let mark = &status.expect_ok()["restraints"]["failed"][0];
+    assert_eq!(
+        (
+            &mark["plugin"],
+            &mark["digest"],
+            &mark["version"],
+            &mark["because"]["by"]
+        ),
+        (
+            &json!("ma_cross"),
+            &json!(v2),
+            &json!("2.0.0"),
+            &json!("host")
+        )
+    );
+    host.post("/v1/steps/s3/switch", switch.clone())
+        .await
+        .expect_error(StatusCode::CONFLICT, "version_failed");
+
+    restrain(
+        &host,
+        json!({"action": "clear_failed", "artifact": v2, "by": "ops"}),
+    )
+    .await
+    .expect_ok();
+    host.post("/v1/steps/s3/switch", switch).await.expect_ok();
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_halted_plugin_refuses_every_call_until_resumed_even_after_a_restart() {
+    let (host, _, _) = host_with_v1_and_v2_staged().await;
+    restrain(
+        &host,
+        json!({"action": "halt", "plugin": "ma_cross", "reason": "risk limit breached", "by": "risk-desk"}),
+    )
+    .await
+    .expect_ok();
+    let handle = host.runtime.handle("ma_cross").unwrap();
+    let refused = handle.call(b"{}").unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "plugin `ma_cross` is halted (risk limit breached): the call was refused; resume it when \
+         it is safe (`POST /v1/restraints` with `\"action\": \"resume\"`)"
+    );
+
+    let host = host.restart().await;
+    let handle = host.runtime.handle("ma_cross").unwrap();
+    assert!(handle.call(b"{}").is_err(), "still halted after a restart");
+    restrain(
+        &host,
+        json!({"action": "resume", "plugin": "ma_cross", "by": "risk-desk"}),
+    )
+    .await
+    .expect_ok();
+    let input = serde_json::to_vec(&json!({"bar": {"instrument": "ES", "close": 100.0}})).unwrap();
+    handle.call(&input).expect("served again");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_version_rolled_back_by_a_panic_on_a_callers_thread_is_marked_and_the_mark_reaches_the_store()
+ {
+    let (host, _, _) = host_with_v1_and_v2_staged().await;
+    let faulty = host.stage(FAULT_CALL).await.to_string();
+    host.post(
+        "/v1/steps/s1/switch",
+        json!({"plugin": "ma_cross", "artifact": faulty}),
+    )
+    .await
+    .expect_ok();
+    // The fixture panics on this bar: the caller's own call rolls the step back.
+    let answered = host.runtime.call("ma_cross", &bar("CRASH", 11.0)).unwrap();
+    assert_ne!(answered.receipt.digest.to_string(), faulty);
+
+    // Refused at once, before the mark is written...
+    host.post(
+        "/v1/steps/s2/switch",
+        json!({"plugin": "ma_cross", "artifact": faulty}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "version_failed");
+    // ...which the steward does on its next tick, not the caller.
+    let file = host.dir.path().join("store/restraints.json");
+    poll_until("the failed mark is in the store", || {
+        let file = file.clone();
+        let faulty = faulty.clone();
+        async move { std::fs::read_to_string(&file).is_ok_and(|text| text.contains(&faulty)) }
+    })
+    .await;
+    let status = host.get("/v1/status").await;
+    let reason = status.expect_ok()["restraints"]["failed"][0]["because"]["reason"].clone();
+    assert_eq!(
+        reason,
+        "rolled back: the new version panicked in call #1 (plugin panicked: call on instrument \
+         CRASH (fault injected by the ma_cross_fault_call fixture))"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_version_that_fails_verification_is_marked_failed() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    // A probe whose expected answer 2.0.0 does not give: verification fails before the switch.
+    let verify = json!({"health": true, "probes": [{"name": "never", "steps": [{"input": {"bar": {"instrument": "ES", "close": 1.0}}, "expect": {"orders": ["never"]}}]}]});
+    let refused = host
+        .post(
+            "/v1/steps/s1/switch",
+            json!({"plugin": "ma_cross", "artifact": v2, "verify": verify}),
+        )
+        .await;
+    refused.expect_error(StatusCode::UNPROCESSABLE_ENTITY, "verification_failed");
+    host.post(
+        "/v1/steps/s2/switch",
+        json!({"plugin": "ma_cross", "artifact": v2}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "version_failed");
+    host.shutdown().await;
 }

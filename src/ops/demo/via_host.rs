@@ -335,6 +335,7 @@ impl Venue for HostVenue {
             soak: Some(request.soak.clone()),
             migration_rules: request.migration_rules.clone(),
             origin: Some(demo_origin()),
+            force: None,
         };
         let path = format!("v1/steps/{step_id}/switch");
         let started = Instant::now();
@@ -385,6 +386,7 @@ impl Venue for HostVenue {
         let asked = PluginRequest {
             plugin: request.plugin.clone(),
             origin: Some(demo_origin()),
+            force: None,
         };
         match self.client.post_json::<RollbackView>(&path, &asked) {
             Ok(report) => Ok(Some(RolledBack {
@@ -410,6 +412,7 @@ impl Venue for HostVenue {
             &PluginRequest {
                 plugin: request.plugin.clone(),
                 origin: Some(demo_origin()),
+                force: None,
             },
         )?;
         Ok(())

@@ -126,6 +126,10 @@ pub struct InstallRequest {
     /// Who asks (recorded in the plugin's applied record and the host's log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Go ahead despite a freeze or a failed mark (and, for a switch, a hold), for this reason
+    /// (recorded with who gave it); without it such a change is refused with 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
 }
 
 /// The body of `POST /v1/steps/{step_id}/switch`: the runtime's
@@ -164,6 +168,10 @@ pub struct SwitchRequest {
     /// Who asks (recorded in the plugin's applied record and the host's log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Go ahead despite a freeze or a failed mark (and, for a switch, a hold), for this reason
+    /// (recorded with who gave it); without it such a change is refused with 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
 }
 
 /// The body of `commit`, `rollback` and `unload`.
@@ -175,6 +183,10 @@ pub struct PluginRequest {
     /// Who asks (recorded in the plugin's applied record and the host's log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Go ahead despite a freeze or a failed mark (and, for a switch, a hold), for this reason
+    /// (recorded with who gave it); without it such a change is refused with 409.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
 }
 
 /// The response of `POST /v1/steps/{step_id}/commit`.
@@ -344,4 +356,61 @@ pub struct LeaseAnswer {
     pub holder: Option<LeaseHolder>,
     /// The break, as recorded (after `break` only).
     pub broken: Option<LeaseBreak>,
+}
+
+/// The body of `POST /v1/restraints`: what to forbid or allow again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RestraintRequest {
+    /// Freeze the host: switch, install and unload refused unless forced.
+    Freeze {
+        /// Why (shown to every client).
+        reason: String,
+        /// Who.
+        by: String,
+    },
+    /// Lift the freeze.
+    Unfreeze {
+        /// Who.
+        by: String,
+    },
+    /// Hold a plugin at its running version: a switch of it refused unless forced.
+    Hold {
+        /// Plugin id.
+        plugin: String,
+        /// Why.
+        reason: String,
+        /// Who.
+        by: String,
+    },
+    /// Release a plugin's hold.
+    Release {
+        /// Plugin id.
+        plugin: String,
+        /// Who.
+        by: String,
+    },
+    /// Clear the failed mark of an artifact: a switch to it is allowed again.
+    ClearFailed {
+        /// The artifact marked failed.
+        artifact: Digest,
+        /// Who.
+        by: String,
+    },
+    /// Halt a plugin: every call refused at once until resumed.
+    Halt {
+        /// Plugin id.
+        plugin: String,
+        /// Why.
+        reason: String,
+        /// Who.
+        by: String,
+    },
+    /// Resume a halted plugin.
+    Resume {
+        /// Plugin id.
+        plugin: String,
+        /// Who.
+        by: String,
+    },
 }

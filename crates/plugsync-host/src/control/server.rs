@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 
 use super::api::{
     CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, LeaseAnswer,
-    LeaseRequest, PluginRequest, RunningState, Staged, StatusQuery, SwitchRequest, Unloaded,
-    Verified, VerifyRequest,
+    LeaseRequest, PluginRequest, RestraintRequest, RunningState, Staged, StatusQuery,
+    SwitchRequest, Unloaded, Verified, VerifyRequest,
 };
 use super::auth::Token;
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
@@ -33,6 +33,7 @@ use crate::keys::{TrustedKeys, signature_payload};
 use crate::library::read_metadata;
 use crate::persist::Origin;
 use crate::persist::{StepResult, check_step_id};
+use crate::restraints::{Force, Restraints};
 use crate::rollback::RollbackReport;
 use crate::runtime::{Asked, Installed, Runtime, StateSnapshot, StepFate};
 use crate::slot::CallError;
@@ -44,6 +45,9 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-plugsync-signature";
 
 /// The header set on a response replayed from a step's record.
 pub(crate) const REPLAYED_HEADER: &str = "x-plugsync-replayed";
+/// The codes of refusals by the host's restraints: they do not spend the step id.
+const RESTRAINT_CODES: [&str; 3] = ["frozen", "held", "version_failed"];
+
 /// The request header carrying the client's reconcile lease epoch (mutating routes).
 pub(crate) const LEASE_EPOCH_HEADER: &str = "x-plugsync-lease-epoch";
 
@@ -110,6 +114,8 @@ pub(crate) enum Op {
     Unload,
     /// `POST /v1/lease`.
     Lease,
+    /// `POST /v1/restraints`.
+    Restraints,
 }
 
 /// A request body.
@@ -360,6 +366,30 @@ pub(crate) static ROUTES: &[Route] = &[
         errors: &[400, 409, 500],
         step: None,
     },
+    Route {
+        op: Op::Restraints,
+        verb: Verb::Post,
+        path: "/v1/restraints",
+        id: "restraints",
+        summary: "Freeze, hold, halt, or clear a failed mark",
+        description: "What the host forbids for now, kept in its store and shown in status \
+                      (`restraints`): `freeze` / `unfreeze` the host (switch, install and \
+                      unload refused with 409 `frozen` unless forced; commit and rollback of a \
+                      pending step still go); `hold` / `release` a plugin at its running version \
+                      (its switch refused with 409 `held` unless forced); `clear_failed` the \
+                      mark the host puts on a version that failed verification or was rolled \
+                      back (a switch or install of it refused with 409 `version_failed` until \
+                      then, unless forced); `halt` / `resume` a plugin (every call refused at \
+                      once, 409 `halted` on the call route, until resumed). A change forced \
+                      through (`force` with a reason) is recorded. Carries the lease epoch like \
+                      the step routes.",
+        params: &[],
+        query: None,
+        body: Body::Json(schema::<RestraintRequest>),
+        ok: schema::<Restraints>,
+        errors: &[400, 404, 409, 500],
+        step: None,
+    },
 ];
 
 /// What the handlers share.
@@ -544,6 +574,7 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
         Op::Rollback => step_route(route, rollback),
         Op::Unload => step_route(route, unload),
         Op::Lease => on(filter, lease),
+        Op::Restraints => on(filter, restraints),
     }
 }
 
@@ -578,6 +609,34 @@ fn lease_epoch(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
                 "`{LEASE_EPOCH_HEADER}` must be the epoch your lease was given (a number)"
             ))
         })
+}
+
+/// `POST /v1/restraints`: applied under the reconcile lease, like a step.
+async fn restraints(
+    State(app): State<App>,
+    headers: HeaderMap,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let request: RestraintRequest = parse(bytes, app.max_json_bytes)?;
+    let epoch = lease_epoch(&headers)?;
+    let runtime = app.runtime.clone();
+    let restraints = blocking(move || -> Result<Restraints, HostError> {
+        let _lease = runtime.admit(epoch)?;
+        match request {
+            RestraintRequest::Freeze { reason, by } => runtime.freeze(&reason, &by)?,
+            RestraintRequest::Unfreeze { by } => runtime.unfreeze(&by)?,
+            RestraintRequest::Hold { plugin, reason, by } => runtime.hold(&plugin, &reason, &by)?,
+            RestraintRequest::Release { plugin, by } => runtime.release_hold(&plugin, &by)?,
+            RestraintRequest::ClearFailed { artifact, by } => {
+                runtime.clear_failed(&artifact, &by)?
+            }
+            RestraintRequest::Halt { plugin, reason, by } => runtime.halt(&plugin, &reason, &by)?,
+            RestraintRequest::Resume { plugin, by } => runtime.resume(&plugin, &by)?,
+        }
+        Ok(runtime.status().restraints)
+    })
+    .await??;
+    Ok(axum::Json(ok_json(&restraints)?))
 }
 
 /// `POST /v1/lease`.
@@ -711,6 +770,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::BadConfig { .. }
         | HostError::BadStepId { .. }
         | HostError::BadLeaseRequest { .. }
+        | HostError::BadRestraint { .. }
         | HostError::JournalTooLarge { .. }
         | HostError::BadPluginId { .. }
         | HostError::ControlCharacter { .. } => StatusCode::BAD_REQUEST,
@@ -720,6 +780,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::StepInProgress { .. }
         | HostError::NoStepInProgress { .. }
         | HostError::LeaseHeld { .. }
+        | HostError::Restrained { .. }
         | HostError::StaleLeaseEpoch { .. }
         | HostError::StepNotOwned { .. }
         | HostError::StepGone { .. }
@@ -930,6 +991,7 @@ async fn call(
         let (status, code) = match &error {
             CallError::NotLoaded { .. } => (StatusCode::NOT_FOUND, "not_loaded"),
             CallError::FailedClosed { .. } => (StatusCode::CONFLICT, "failed_closed"),
+            CallError::Halted { .. } => (StatusCode::CONFLICT, "halted"),
             CallError::Plugin { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "plugin_failed"),
         };
         ApiError::new(status, code, error.to_string())
@@ -1099,6 +1161,11 @@ async fn step<R: DeserializeOwned + Send + 'static>(
                 Err(error) if error.status.is_server_error() => {
                     StepResult::Transient(error.recorded())
                 }
+                // Refused by a restraint that will be lifted (a freeze, a hold, a failed mark):
+                // nothing was applied, and the same step may go once it is lifted.
+                Err(error) if RESTRAINT_CODES.contains(&error.code.as_ref()) => {
+                    StepResult::Transient(error.recorded())
+                }
                 Err(error) => StepResult::Final(Err(error.recorded())),
             }
         })?;
@@ -1173,11 +1240,17 @@ fn prepare<R: DeserializeOwned>(
 
 /// `install`: the artifact into its empty slot, then its checkpointing and fail-closed setting
 /// (undone together).
-/// How a request asked: its step id and origin.
-fn asked(step_id: &str, origin: Option<Origin>) -> Asked {
+/// How a request asked: its step id, origin, and the reason to force it if it gave one (who
+/// forces it: the client the origin names, else its tool).
+fn asked(step_id: &str, origin: Option<Origin>, force: Option<String>) -> Asked {
+    let by = origin
+        .as_ref()
+        .map(|o| o.client.clone().unwrap_or_else(|| o.tool.clone()))
+        .unwrap_or_else(|| "an API client".to_owned());
     Asked {
         step_id: Some(step_id.to_owned()),
         origin,
+        force: force.map(|reason| Force { reason, by }),
     }
 }
 
@@ -1191,7 +1264,7 @@ fn install(runtime: &Runtime, step_id: &str, request: InstallRequest) -> Result<
     let installed = runtime.install_asked(
         &request.artifact,
         request.config,
-        &asked(step_id, request.origin),
+        &asked(step_id, request.origin, request.force),
     )?;
     let configured = match request.checkpoint_every_ms {
         Some(ms) => runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms))),
@@ -1232,12 +1305,13 @@ fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Va
         swap.soak = soak;
     }
     swap.migration_rules = request.migration_rules;
+    swap.force = asked(step_id, request.origin, request.force).force;
     ok_json(&runtime.swap(swap)?)
 }
 
 /// `commit`: the pending step ends, the new version is committed.
 fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    let version = runtime.commit_asked(&request.plugin, &asked(step_id, request.origin))?;
+    let version = runtime.commit_asked(&request.plugin, &asked(step_id, request.origin, None))?;
     ok_json(&Committed {
         plugin: request.plugin,
         version,
@@ -1246,14 +1320,15 @@ fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Va
 
 /// `rollback`: back to the previous version.
 fn rollback(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    ok_json(&runtime.rollback_asked(&request.plugin, &asked(step_id, request.origin))?)
+    ok_json(&runtime.rollback_asked(&request.plugin, &asked(step_id, request.origin, None))?)
 }
 
 /// `unload`: instances destroyed, the version forgotten (its code stays mapped).
 fn unload(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
     let origin = request.origin.as_ref().map(|o| o.tool.as_str());
     tracing::info!(plugin = %request.plugin, step_id, origin, "unload asked");
-    let version = runtime.unload(&request.plugin)?;
+    let asked = asked(step_id, request.origin, request.force);
+    let version = runtime.unload_asked(&request.plugin, &asked)?;
     ok_json(&Unloaded {
         plugin: request.plugin,
         version,
