@@ -28,7 +28,7 @@ use crate::migration::{Transition, migrate};
 use crate::slot::{Active, Fault, Journal, RecordedCall, SlotState, StepRecord, StepState};
 
 /// Why a step was rolled back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackReason {
@@ -115,7 +115,7 @@ impl fmt::Display for VersionRef {
 }
 
 /// A call whose output differs between the version rolled back and the one restored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Divergence {
     /// The call.
@@ -129,7 +129,7 @@ pub struct Divergence {
 }
 
 /// Calls whose effect on the state could not be carried back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct LostCalls {
     /// How many.
@@ -140,12 +140,13 @@ pub struct LostCalls {
     pub last_seq: u64,
     /// Why neither replay nor down-migration could be used.
     pub why: String,
-    /// The state the rolled-back version had, kept for manual recovery.
+    /// The state the rolled-back version had, kept for manual recovery; `null` when it could
+    /// not be read (a state that was itself `null` is shown so too).
     pub abandoned_state: Option<serde_json::Value>,
 }
 
 /// How the state was carried back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackMethod {
@@ -176,7 +177,7 @@ pub enum RollbackMethod {
 }
 
 /// The outcome of a rollback.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RollbackReport {
     /// Plugin id.
@@ -337,7 +338,8 @@ pub(crate) fn roll_back(
                         .instance
                         .snapshot()
                         .ok()
-                        .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+                        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                        .filter(|state: &serde_json::Value| !state.is_null()),
                 },
             }
         })

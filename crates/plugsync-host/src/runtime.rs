@@ -169,7 +169,7 @@ pub struct Installed {
 }
 
 /// A pending (switched, not committed) step, for status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct PendingStatus {
     /// Step id, if the sidecar gave one.
@@ -204,7 +204,7 @@ impl Health {
 }
 
 /// What one slot runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct PluginStatus {
     /// Plugin id.
@@ -239,7 +239,7 @@ pub struct PluginStatus {
 }
 
 /// A library mapped in the process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ResidentLibrary {
     /// Plugin id.
@@ -253,7 +253,7 @@ pub struct ResidentLibrary {
 }
 
 /// What the runtime runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RuntimeStatus {
     /// Plugin ABI major this host speaks.

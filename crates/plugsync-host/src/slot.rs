@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use plugsync_plugin::HostTime;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::digest::Digest;
@@ -81,7 +81,7 @@ pub enum CallError {
 }
 
 /// A panic caught in a plugin: its state is suspect from then on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Fault {
     /// The panic message.
@@ -96,7 +96,7 @@ pub struct Fault {
 }
 
 /// Per-slot counters, kept under the slot lock (no shared atomics on the hot path).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Counters {
     /// Calls served (successfully or not).
@@ -217,7 +217,7 @@ pub(crate) struct PendingStep {
 }
 
 /// Where a step is, once switched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
@@ -230,7 +230,7 @@ pub enum StepState {
 }
 
 /// The last step applied to a slot, for status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct StepRecord {
     /// The step id the sidecar gave, if any.
@@ -301,7 +301,7 @@ pub(crate) struct LastKnown {
 
 /// A call that has run longer than the watchdog's bound. It cannot be cancelled: a plugin runs
 /// in the host's process, on the caller's thread.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct StuckCall {
     /// Sequence number of the call.

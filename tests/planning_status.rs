@@ -1,0 +1,138 @@
+//! What a planning client reads from a host: the status types read back from their JSON into
+//! the very types the host wrote them from (a round trip gives back an equal value), taken from
+//! a real runtime running the real example plugins through a fault, a rolled-back step and a
+//! pending one.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use plugsync_host::control::api::RunningState;
+use plugsync_host::{
+    ManualClock, RollbackMethod, RollbackReason, Runtime, RuntimeStatus, SoakThresholds, StepState,
+    SwapRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use support::*;
+
+/// The soak thresholds of the scenario's steps (never crossed by it).
+fn soak() -> SoakThresholds {
+    SoakThresholds {
+        max_error_rate: Some(0.25),
+        min_calls: 1000,
+        max_call_latency_us: Some(5_000_000),
+    }
+}
+
+/// The lease of the scenario's steps (the manual clock never reaches its end).
+const LEASE: Duration = Duration::from_secs(60);
+
+/// ma_cross 2.0.3 (the call-fault fixture) faulted by a panic, a step to 2.1.0 rolled back
+/// (which brings the fault back), then another step to 2.1.0 left pending; the reconcile lease
+/// broken once and held. Returns the status after the rollback and the one with the step
+/// pending.
+fn scenario() -> (
+    tempfile::TempDir,
+    Runtime,
+    std::sync::Arc<ManualClock>,
+    RuntimeStatus,
+    RuntimeStatus,
+) {
+    let (dir, runtime, clock) = runtime_and_clock();
+    install(&runtime, FAULT_CALL, json!({}));
+    runtime.acquire_lease("planner-a", 60_000).unwrap();
+    runtime
+        .break_lease("planner-b", "planner-a crashed")
+        .unwrap();
+    runtime.acquire_lease("planner-b", 60_000).unwrap();
+    for close in [100.0, 101.0, 102.0] {
+        clock.advance(1_000_000);
+        runtime.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+    clock.advance(1_000_000);
+    runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+
+    let v2_1 = stage(&runtime, MA_CROSS_2_1_0);
+    let step = |id: &str| {
+        SwapRequest::new("ma_cross", v2_1)
+            .step_id(id)
+            .lease(LEASE, soak())
+    };
+    runtime.swap(step("plan-1")).unwrap();
+    for close in [103.0, 104.0] {
+        clock.advance(1_000_000);
+        runtime.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+    runtime.rollback_step("ma_cross", "plan-1").unwrap();
+    let rolled_back = runtime.status();
+
+    clock.advance(1_000_000);
+    runtime.swap(step("plan-2")).unwrap();
+    clock.advance(1_000_000);
+    runtime.call("ma_cross", &bar("ES", 105.0)).unwrap();
+    let pending = runtime.status();
+    (dir, runtime, clock, rolled_back, pending)
+}
+
+/// `value` written as JSON text and read back.
+fn round_trip<T: Serialize + DeserializeOwned>(value: &T) -> T {
+    let text = serde_json::to_string(value).unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn a_real_status_reads_back_as_the_same_value() {
+    let (_dir, runtime, _clock, rolled_back, pending) = scenario();
+
+    // After the rollback: the fault is back with 2.0.3, the step and its rollback on record.
+    let plugin = &rolled_back.plugins[0];
+    assert_eq!(plugin.version.version, "2.0.3");
+    assert!(plugin.fault.is_some() && plugin.pending.is_none());
+    let last_step = plugin.last_step.as_ref().unwrap();
+    assert_eq!(
+        (last_step.step_id.as_deref(), last_step.outcome),
+        (Some("plan-1"), StepState::RolledBack)
+    );
+    assert_eq!(last_step.replaced_fault, plugin.fault);
+    let rollback = plugin.last_rollback.as_ref().unwrap();
+    assert_eq!(rollback.reason, RollbackReason::Requested);
+    assert!(matches!(
+        rollback.method,
+        RollbackMethod::Replay { replayed: 2, .. }
+    ));
+    assert_eq!(round_trip(&rolled_back), rolled_back);
+
+    // With the second step pending: 2.1.0 serves unfaulted, the fault it replaced on record.
+    let plugin = &pending.plugins[0];
+    assert_eq!(plugin.version.version, "2.1.0");
+    assert_eq!(plugin.fault, None);
+    let step = plugin.pending.as_ref().unwrap();
+    assert_eq!(
+        (step.step_id.as_deref(), step.calls_since_switch),
+        (Some("plan-2"), 1)
+    );
+    let last_step = plugin.last_step.as_ref().unwrap();
+    assert_eq!(last_step.outcome, StepState::Pending);
+    assert!(last_step.replaced_fault.is_some() && plugin.last_rollback.is_some());
+    assert_eq!(pending.lease.breaks.len(), 1);
+    assert!(pending.lease.holder.is_some());
+    assert_eq!(round_trip(&pending), pending);
+
+    // The control API's answer (the status flattened, with the states or without).
+    let with_states = RunningState {
+        status: pending.clone(),
+        states: Some(BTreeMap::from([(
+            "ma_cross".to_owned(),
+            runtime.snapshot("ma_cross").unwrap(),
+        )])),
+    };
+    assert_eq!(round_trip(&with_states), with_states);
+    let without = RunningState {
+        status: pending,
+        states: None,
+    };
+    assert_eq!(round_trip(&without), without);
+}
