@@ -1,7 +1,8 @@
 //! What a planning client reads from a host: the status types read back from their JSON into
-//! the very types the host wrote them from (a round trip gives back an equal value), taken from
-//! a real runtime running the real example plugins through a fault, a rolled-back step and a
-//! pending one.
+//! the very types the host wrote them from (a round trip gives back an equal value), and the
+//! facts a plan needs (each plugin's metadata, its last call, a pending step's lease and soak
+//! thresholds), taken from a real runtime running the real example plugins through a fault, a
+//! rolled-back step and a pending one.
 
 mod support;
 
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use plugsync_host::control::api::RunningState;
 use plugsync_host::{
-    ManualClock, RollbackMethod, RollbackReason, Runtime, RuntimeStatus, SoakThresholds, StepState,
-    SwapRequest,
+    HostTime, RollbackMethod, RollbackReason, Runtime, RuntimeStatus, SoakThresholds, StepState,
+    SwapRequest, inspect,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,27 +31,43 @@ fn soak() -> SoakThresholds {
 /// The lease of the scenario's steps (the manual clock never reaches its end).
 const LEASE: Duration = Duration::from_secs(60);
 
+/// A runtime taken through the scenario, and what it showed on the way.
+struct Scenario {
+    _dir: tempfile::TempDir,
+    runtime: Runtime,
+    /// Just after the install, before any call.
+    installed: RuntimeStatus,
+    /// After the rollback of the first step.
+    rolled_back: RuntimeStatus,
+    /// With the second step pending.
+    pending: RuntimeStatus,
+    /// The host time of the last call served before the rollback, and of the last one of all.
+    last_call_before_rollback: HostTime,
+    last_call: HostTime,
+}
+
 /// ma_cross 2.0.3 (the call-fault fixture) faulted by a panic, a step to 2.1.0 rolled back
 /// (which brings the fault back), then another step to 2.1.0 left pending; the reconcile lease
-/// broken once and held. Returns the status after the rollback and the one with the step
-/// pending.
-fn scenario() -> (
-    tempfile::TempDir,
-    Runtime,
-    std::sync::Arc<ManualClock>,
-    RuntimeStatus,
-    RuntimeStatus,
-) {
+/// broken once and held.
+fn scenario() -> Scenario {
     let (dir, runtime, clock) = runtime_and_clock();
     install(&runtime, FAULT_CALL, json!({}));
+    let installed = runtime.status();
     runtime.acquire_lease("planner-a", 60_000).unwrap();
     runtime
         .break_lease("planner-b", "planner-a crashed")
         .unwrap();
     runtime.acquire_lease("planner-b", 60_000).unwrap();
-    for close in [100.0, 101.0, 102.0] {
+    let mut call = |close: f64| {
         clock.advance(1_000_000);
-        runtime.call("ma_cross", &bar("ES", close)).unwrap();
+        runtime
+            .call("ma_cross", &bar("ES", close))
+            .unwrap()
+            .receipt
+            .now
+    };
+    for close in [100.0, 101.0, 102.0] {
+        call(close);
     }
     clock.advance(1_000_000);
     runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
@@ -62,19 +79,23 @@ fn scenario() -> (
             .lease(LEASE, soak())
     };
     runtime.swap(step("plan-1")).unwrap();
-    for close in [103.0, 104.0] {
-        clock.advance(1_000_000);
-        runtime.call("ma_cross", &bar("ES", close)).unwrap();
-    }
+    call(103.0);
+    let last_call_before_rollback = call(104.0);
     runtime.rollback_step("ma_cross", "plan-1").unwrap();
     let rolled_back = runtime.status();
 
-    clock.advance(1_000_000);
     runtime.swap(step("plan-2")).unwrap();
-    clock.advance(1_000_000);
-    runtime.call("ma_cross", &bar("ES", 105.0)).unwrap();
+    let last_call = call(105.0);
     let pending = runtime.status();
-    (dir, runtime, clock, rolled_back, pending)
+    Scenario {
+        _dir: dir,
+        runtime,
+        installed,
+        rolled_back,
+        pending,
+        last_call_before_rollback,
+        last_call,
+    }
 }
 
 /// `value` written as JSON text and read back.
@@ -85,7 +106,12 @@ fn round_trip<T: Serialize + DeserializeOwned>(value: &T) -> T {
 
 #[test]
 fn a_real_status_reads_back_as_the_same_value() {
-    let (_dir, runtime, _clock, rolled_back, pending) = scenario();
+    let Scenario {
+        runtime,
+        rolled_back,
+        pending,
+        ..
+    } = scenario();
 
     // After the rollback: the fault is back with 2.0.3, the step and its rollback on record.
     let plugin = &rolled_back.plugins[0];
@@ -135,4 +161,41 @@ fn a_real_status_reads_back_as_the_same_value() {
         states: None,
     };
     assert_eq!(round_trip(&without), without);
+}
+
+#[test]
+fn status_holds_what_a_plan_needs() {
+    let scenario = scenario();
+
+    // The serving version's own metadata, whichever version serves.
+    let metadata = |status: &RuntimeStatus| status.plugins[0].metadata.clone();
+    assert_eq!(
+        metadata(&scenario.rolled_back),
+        inspect(&lib(FAULT_CALL)).unwrap()
+    );
+    assert_eq!(
+        metadata(&scenario.pending),
+        inspect(&lib(MA_CROSS_2_1_0)).unwrap()
+    );
+
+    // The host time of the last call served: none before the first, and a rollback's replay
+    // serves no call.
+    let last_call_at = |status: &RuntimeStatus| status.plugins[0].last_call_at;
+    assert_eq!(last_call_at(&scenario.installed), None);
+    assert_eq!(
+        last_call_at(&scenario.rolled_back),
+        Some(scenario.last_call_before_rollback)
+    );
+    assert_eq!(last_call_at(&scenario.pending), Some(scenario.last_call));
+
+    // The pending step's lease ends its length after the switch, by the runtime's clock, and
+    // its soak thresholds are the ones it was switched with.
+    let plugin = &scenario.pending.plugins[0];
+    let step = plugin.pending.as_ref().unwrap();
+    let switched_at = plugin.last_step.as_ref().unwrap().at;
+    assert_eq!(
+        step.lease_expires_at,
+        Some(HostTime(switched_at.0 + LEASE.as_nanos() as i64))
+    );
+    assert_eq!(step.soak, soak());
 }

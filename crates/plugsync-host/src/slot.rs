@@ -255,6 +255,8 @@ pub(crate) struct SlotState {
     pub active: Option<Active>,
     pub seq: u64,
     pub counters: Counters,
+    /// The host time the last call served was given (set with the counters, under the lock).
+    pub last_call_at: Option<HostTime>,
     pub fault: Option<Fault>,
     pub step: Option<PendingStep>,
     /// Calls recorded while a swap migrates a snapshot off the lock (see `swap`).
@@ -418,6 +420,7 @@ impl Slot {
         }
         state.seq += 1;
         state.counters.calls += 1;
+        state.last_call_at = Some(now);
         let seq = state.seq;
         let digest = active.digest();
         // Only a step in soak is timed (its latency threshold); otherwise no clock is read.
