@@ -140,6 +140,14 @@ fn health(value: &Value) -> Result<(), String> {
     }
 }
 
+/// How long before the status's host time `now` the host time `at` was: `1.5 s ago`, or `-`.
+fn ago(at: &Value, now: &Value) -> String {
+    match (at.as_i64(), now.as_i64()) {
+        (Some(at), Some(now)) => format!("{:.1} s ago", now.saturating_sub(at).max(0) as f64 / 1e9),
+        _ => "-".to_owned(),
+    }
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -178,6 +186,7 @@ fn render(status: &Value) -> String {
             "CALLS",
             "ERRORS",
             "PANICS",
+            "LAST CALL",
             "PENDING STEP",
             "LAST STEP",
         ]
@@ -255,6 +264,7 @@ fn render(status: &Value) -> String {
             text(&counters["calls"]),
             text(&counters["errors"]),
             text(&counters["panics"]),
+            ago(&plugin["last_call_at"], &status["now"]),
             pending,
             last,
         ]);
@@ -459,6 +469,7 @@ mod tests {
                 "plugin": id, "version": {"version": "2.0.0", "digest": digest},
                 "health": {"status": "ok"}, "fault": null,
                 "counters": {"calls": 7, "errors": 0, "panics": 0},
+                "last_call_at": if busy { 998_500_000_000i64 } else { 999_999_000_000 },
                 "pending": null, "last_step": null, "busy": busy, "stuck": stuck,
             })
         };
@@ -478,9 +489,9 @@ mod tests {
         expect_test::expect![[r#"
             host: plugin ABI 1, framework 0.1.0, 2 plugins
             reconcile lease: held by sidecar (epoch 3) for 12.3 s more
-            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
-            ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
-            risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
+            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  LAST CALL  PENDING STEP  LAST STEP
+            ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  1.5 s ago  -             -
+            risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  0.0 s ago  -             -
               ma_cross: busy: its slot was held when status looked (a long call or a switch); shown as last seen
               ma_cross: stuck: call #8 has run for 1500 ms, longer than the host's call watchdog allows; it cannot be cancelled in-process
 
