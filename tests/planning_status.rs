@@ -2,7 +2,8 @@
 //! the very types the host wrote them from (a round trip gives back an equal value), and the
 //! facts a plan needs (each plugin's metadata, its last call, a pending step's lease and soak
 //! thresholds), taken from a real runtime running the real example plugins through a fault, a
-//! rolled-back step and a pending one.
+//! rolled-back step and a pending one; and a plan made from status with the host's own check
+//! ([`TransitionKind::between`]) agrees with what the host accepts and refuses.
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use plugsync_host::control::api::RunningState;
 use plugsync_host::{
     HostTime, RollbackMethod, RollbackReason, Runtime, RuntimeStatus, SoakThresholds, StepState,
-    SwapRequest, inspect,
+    SwapRequest, TransitionKind, VerifySpec, inspect,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -198,4 +199,36 @@ fn status_holds_what_a_plan_needs() {
         Some(HostTime(switched_at.0 + LEASE.as_nanos() as i64))
     );
     assert_eq!(step.soak, soak());
+}
+
+#[test]
+fn a_plan_made_from_status_agrees_with_what_the_host_accepts_and_refuses() {
+    let (_dir, runtime) = runtime();
+    install(
+        &runtime,
+        MA_CROSS_1_0_0,
+        json!({"fast_ma_period": 2, "slow_ma_period": 4}),
+    );
+    let running = runtime.status().plugins[0].metadata.clone();
+    for (target, expected) in [
+        (MA_CROSS_2_0_0, Ok(TransitionKind::Upgrade)),
+        // 2.1.0 migrates up from 2.0.x only: through 2.0.0.
+        (MA_CROSS_2_1_0, Err("no_migration")),
+    ] {
+        let staged = runtime.stage_file(&lib(target)).unwrap();
+        let planned = TransitionKind::between("ma_cross", &running, &staged.metadata, false);
+        let host = runtime.verify(
+            "ma_cross",
+            &staged.digest,
+            None,
+            None,
+            &VerifySpec::default(),
+        );
+        match (&planned, &host) {
+            (Ok(_), Ok(report)) => assert!(report.passed(), "{target}: {report:?}"),
+            (Err(planned), Err(refused)) => assert_eq!(planned.to_string(), refused.to_string()),
+            _ => panic!("{target}: planned {planned:?}, the host answered {host:?}"),
+        }
+        assert_eq!(planned.map_err(|e| e.code()), expected, "{target}");
+    }
 }

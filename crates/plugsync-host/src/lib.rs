@@ -67,6 +67,8 @@ pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };
+/// The declarative migration rules' applier ([`MigrationRule`]), without a switch:
+pub use rules::apply as apply_migration_rules;
 pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
     Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime, RuntimeOptions,
