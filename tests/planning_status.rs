@@ -59,7 +59,7 @@ fn scenario() -> Scenario {
         .break_lease("planner-b", "planner-a crashed")
         .unwrap();
     runtime.acquire_lease("planner-b", 60_000).unwrap();
-    let mut call = |close: f64| {
+    let call = |close: f64| {
         clock.advance(1_000_000);
         runtime
             .call("ma_cross", &bar("ES", close))

@@ -67,7 +67,7 @@ pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };
-/// The declarative migration rules' applier ([`MigrationRule`]), without a switch:
+/// The declarative migration rules' applier ([`MigrationRule`]), usable without a switch.
 pub use rules::apply as apply_migration_rules;
 pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
