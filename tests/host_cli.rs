@@ -383,9 +383,9 @@ fn status_shows_what_a_host_started_with_two_plugins_runs() {
         &normalised(&text.stdout, dir.path(), Some(&host.url)),
         &expect![[r#"
             host: plugin ABI 1, framework 0.1.0, 2 plugins
-            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
-            ma_cross    1.0.0    [SHORT]       ok      no           0       0       0  -             -
-            risk_model  1.0.0    [SHORT]       ok      no           0       0       0  -             -
+            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  LAST CALL  PENDING STEP  LAST STEP
+            ma_cross    1.0.0    [SHORT]       ok      no           0       0       0  -          -             -
+            risk_model  1.0.0    [SHORT]       ok      no           0       0       0  -          -             -
 
             resident libraries (2 mapped, at most 8 versions per plugin; code is never unmapped):
               ma_cross 1.0.0 ([SHORT]     ): 1 live instance
@@ -1197,16 +1197,16 @@ fn a_step_pending_when_the_host_stops_is_rolled_back_so_a_restart_runs_what_was_
     check(
         &normalised(&text.stdout, root, None),
         &expect![[r#"
-        host: plugin ABI 1, framework 0.1.0, 2 plugins
-        PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP                   LAST STEP
-        ma_cross    2.0.0    [SHORT]       ok      no           0       0       0  from 1.0.0, 0 calls (step s1)  2.0.0 pending
-        risk_model  1.0.0    [SHORT]       ok      no           0       0       0  -                              -
+            host: plugin ABI 1, framework 0.1.0, 2 plugins
+            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  LAST CALL  PENDING STEP                   LAST STEP
+            ma_cross    2.0.0    [SHORT]       ok      no           0       0       0  -          from 1.0.0, 0 calls (step s1)  2.0.0 pending
+            risk_model  1.0.0    [SHORT]       ok      no           0       0       0  -          -                              -
 
-        resident libraries (3 mapped, at most 8 versions per plugin; code is never unmapped):
-          ma_cross 1.0.0 ([SHORT]     ): 1 live instance
-          ma_cross 2.0.0 ([SHORT]     ): 1 live instance
-          risk_model 1.0.0 ([SHORT]     ): 1 live instance
-    "#]],
+            resident libraries (3 mapped, at most 8 versions per plugin; code is never unmapped):
+              ma_cross 1.0.0 ([SHORT]     ): 1 live instance
+              ma_cross 2.0.0 ([SHORT]     ): 1 live instance
+              risk_model 1.0.0 ([SHORT]     ): 1 live instance
+        "#]],
     );
     let stopped = host.terminate();
     assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);

@@ -34,12 +34,15 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use plugsync_desk::Order;
-use plugsync_host::{Digest, Probe, ProbeStep, SoakThresholds, SwapMode, SwapRequest, VerifySpec};
+use plugsync_host::{
+    Digest, Probe, ProbeStep, RollbackMethod, RollbackReport, SoakThresholds, SwapMode, SwapReport,
+    SwapRequest, VerifySpec,
+};
 use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::market::CLOSES_KEPT;
-use report::{MethodView, RollbackView, SwitchView, print_rollback, print_switch};
+use report::{print_rollback, print_switch};
 
 /// Where the demo's desk trades, and so how its steps are applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -414,7 +417,7 @@ impl Sub for Calls {
 /// A step rolled back, with who asked for it when it was not the runtime on its own check.
 #[derive(Debug, Clone)]
 struct RolledBack {
-    report: RollbackView,
+    report: RollbackReport,
     by: Option<String>,
 }
 
@@ -423,13 +426,13 @@ struct RolledBack {
 enum Switched {
     /// Switched in: the step is pending. `notes` say what the venue measured besides.
     Done {
-        report: Box<SwitchView>,
+        report: Box<SwapReport>,
         longest_wait: Option<Duration>,
         notes: Vec<String>,
     },
     /// Switched in and rolled back before the answer: the runtime checks the health of what
     /// serves right after the switch, and a panic rolls back at once.
-    RolledBack(RollbackView),
+    RolledBack(Box<RollbackReport>),
     /// Refused before anything changed (verification failed, …).
     Refused(String),
 }
@@ -487,7 +490,7 @@ trait Venue {
 fn ended_by_runtime(
     pending: Option<&str>,
     request: &SwapRequest,
-    last_rollback: Option<RollbackView>,
+    last_rollback: Option<RollbackReport>,
 ) -> Option<RolledBack> {
     if pending.is_some() && pending == request.step_id.as_deref() {
         return None;
@@ -571,7 +574,7 @@ fn run_step(
             let by = "during the switch request: the runtime rolls back at once when what now \
                       serves fails its health check or panics";
             let rolled_back = RolledBack {
-                report,
+                report: *report,
                 by: Some(by.to_owned()),
             };
             (Some(rolled_back), None, false)
@@ -598,7 +601,7 @@ fn run_step(
     let mut matches_reference = None;
     if let Some(RolledBack { report, by }) = &rollback {
         print_rollback(out, report, by.as_deref());
-        if let MethodView::Replay { replayed: n, .. } = &report.method {
+        if let RollbackMethod::Replay { replayed: n, .. } = &report.method {
             replayed = Some(*n);
         }
         match venue.reference(step.plugin)? {

@@ -140,6 +140,14 @@ fn health(value: &Value) -> Result<(), String> {
     }
 }
 
+/// How long before the status's host time `now` the host time `at` was: `1.5 s ago`, or `-`.
+fn ago(at: &Value, now: &Value) -> String {
+    match (at.as_i64(), now.as_i64()) {
+        (Some(at), Some(now)) => format!("{:.1} s ago", now.saturating_sub(at).max(0) as f64 / 1e9),
+        _ => "-".to_owned(),
+    }
+}
+
 fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -178,6 +186,7 @@ fn render(status: &Value) -> String {
             "CALLS",
             "ERRORS",
             "PANICS",
+            "LAST CALL",
             "PENDING STEP",
             "LAST STEP",
         ]
@@ -289,6 +298,7 @@ fn render(status: &Value) -> String {
             text(&counters["calls"]),
             text(&counters["errors"]),
             text(&counters["panics"]),
+            ago(&plugin["last_call_at"], &status["now"]),
             pending,
             last,
         ]);
@@ -493,6 +503,7 @@ mod tests {
                 "plugin": id, "version": {"version": "2.0.0", "digest": digest},
                 "health": {"status": "ok"}, "fault": null,
                 "counters": {"calls": 7, "errors": 0, "panics": 0},
+                "last_call_at": if busy { 998_500_000_000i64 } else { 999_999_000_000 },
                 "pending": null, "last_step": null, "busy": busy, "stuck": stuck,
             })
         };
@@ -520,9 +531,9 @@ mod tests {
             host: plugin ABI 1, framework 0.1.0, 2 plugins
             reconcile lease: held by sidecar (epoch 3) for 12.3 s more
             frozen by ops: US open; switch, install and unload are refused unless forced
-            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  PENDING STEP  LAST STEP
-            ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
-            risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  -             -
+            PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  LAST CALL  PENDING STEP  LAST STEP
+            ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  1.5 s ago  -             -
+            risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  0.0 s ago  -             -
               risk_model: held at its running version by ops: under review
               ma_cross: 2.0.1 (aaaaaaaaaaaa) is marked failed: rolled back: lease of 600000 ms expired
               ma_cross: busy: its slot was held when status looked (a long call or a switch); shown as last seen

@@ -69,6 +69,8 @@ pub use restraints::{Because, FailedMark, Force, ForcedChange, Restraints};
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };
+/// The declarative migration rules' applier ([`MigrationRule`]), usable without a switch.
+pub use rules::apply as apply_migration_rules;
 pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
     Asked, Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime,

@@ -16,7 +16,7 @@ use crate::library::Library;
 use crate::rules::{self, MigrationRule};
 
 /// What kind of version change a swap is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TransitionKind {
@@ -53,11 +53,49 @@ pub(crate) fn split_document(bytes: &[u8]) -> serde_json::Result<(Box<RawValue>,
 }
 
 impl TransitionKind {
-    /// Which change goes from `old` to `new`, refused unless the version that would migrate
-    /// declares it. Decided from metadata alone, so a refused version is never `dlopen`ed.
-    /// With `ruled`, the operator sent migration rules: they are the declaration, and any
-    /// version change of the plugin may be made with them.
-    pub(crate) fn between(
+    /// Which change a switch of `plugin` from the version with metadata `old` to the one with
+    /// metadata `new` is, or why the host refuses it: the very check a swap or a verification
+    /// makes before it maps the new library (so a refused version is never `dlopen`ed).
+    ///
+    /// - a newer version must declare the running one in its `migrates_from`
+    ///   ([`Upgrade`](TransitionKind::Upgrade));
+    /// - the running version must declare an older one in its `downgrades_to`
+    ///   ([`Downgrade`](TransitionKind::Downgrade));
+    /// - the same version is a [`Reconfigure`](TransitionKind::Reconfigure), refused when the
+    ///   two builds' state schemas differ ([`HostError::StateSchemaDiffers`]);
+    /// - with `ruled` (the switch sends migration rules), the rules are the declaration: any
+    ///   version change may be made with them.
+    ///
+    /// Otherwise [`HostError::NoMigration`] (or [`HostError::BadVersion`] for a version that is
+    /// not semver). A client plans from the metadata in status
+    /// ([`PluginStatus::metadata`](crate::PluginStatus::metadata)) and a staged artifact's, and
+    /// so never plans a switch this refuses. The switch also requires the artifact to be of the
+    /// same plugin id (checked apart, as `wrong_plugin`).
+    ///
+    /// ```
+    /// use plugsync_host::{PluginMetadata, TransitionKind};
+    ///
+    /// let metadata = |version: &str, migrates_from: &[&str]| -> PluginMetadata {
+    ///     serde_json::from_value(serde_json::json!({
+    ///         "abi": 1, "abi_minor": 2, "id": "ma_cross", "version": version,
+    ///         "kind": "strategy", "state_schema": 1, "framework": ">=0.1.0",
+    ///         "dependencies": {}, "migrates_from": migrates_from, "downgrades_to": [],
+    ///         "build": {"panic": "unwind", "sdk": "0.1.0", "rustc": "1.88.0"}
+    ///     }))
+    ///     .unwrap()
+    /// };
+    /// let v1 = metadata("1.0.0", &[]);
+    /// let v2 = metadata("2.0.0", &[">=1.0.0, <2.0.0"]);
+    ///
+    /// let up = TransitionKind::between("ma_cross", &v1, &v2, false);
+    /// assert_eq!(up.unwrap(), TransitionKind::Upgrade);
+    /// // 2.0.0 declares no way down: the host refuses that switch, unless it brings rules.
+    /// let down = TransitionKind::between("ma_cross", &v2, &v1, false);
+    /// assert_eq!(down.unwrap_err().code(), "no_migration");
+    /// let ruled = TransitionKind::between("ma_cross", &v2, &v1, true);
+    /// assert_eq!(ruled.unwrap(), TransitionKind::Downgrade);
+    /// ```
+    pub fn between(
         plugin: &str,
         old: &PluginMetadata,
         new: &PluginMetadata,

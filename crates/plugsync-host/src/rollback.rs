@@ -29,7 +29,7 @@ use crate::restraints::{Because, FailedMark};
 use crate::slot::{Active, Fault, Journal, RecordedCall, Slot, SlotState, StepRecord, StepState};
 
 /// Why a step was rolled back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackReason {
@@ -116,7 +116,7 @@ impl fmt::Display for VersionRef {
 }
 
 /// A call whose output differs between the version rolled back and the one restored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Divergence {
     /// The call.
@@ -130,7 +130,7 @@ pub struct Divergence {
 }
 
 /// Calls whose effect on the state could not be carried back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct LostCalls {
     /// How many.
@@ -141,12 +141,13 @@ pub struct LostCalls {
     pub last_seq: u64,
     /// Why neither replay nor down-migration could be used.
     pub why: String,
-    /// The state the rolled-back version had, kept for manual recovery.
+    /// The state the rolled-back version had, kept for manual recovery; `null` when it could
+    /// not be read (a state that was itself `null` is shown so too).
     pub abandoned_state: Option<serde_json::Value>,
 }
 
 /// How the state was carried back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackMethod {
@@ -177,7 +178,7 @@ pub enum RollbackMethod {
 }
 
 /// The outcome of a rollback.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RollbackReport {
     /// Plugin id.
@@ -360,7 +361,8 @@ fn roll_back_unmarked(
                         .instance
                         .snapshot()
                         .ok()
-                        .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+                        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                        .filter(|state: &serde_json::Value| !state.is_null()),
                 },
             }
         })

@@ -266,8 +266,35 @@ fn apply_one(rule: &MigrationRule, doc: &mut Value) -> Result<(), String> {
     }
 }
 
-/// Applies `rules` in order to a `{config, state}` document; the document is left untouched
-/// when a rule fails.
+/// Applies `rules` in order to a `{"config": …, "state": …}` document and returns the migrated
+/// one; `doc` is left untouched, and the first rule that does not fit is the error.
+///
+/// This is what a switch sent with migration rules runs on the running config and state, so a
+/// client can check its rules against a state it read (`GET /v1/status?with_state=true`)
+/// before it sends them.
+///
+/// ```
+/// use plugsync_host::{MigrationRule, apply_migration_rules};
+/// use serde_json::json;
+///
+/// let rules: Vec<MigrationRule> = serde_json::from_value(json!([
+///     {"op": "rename", "from": "/state/fast_ma_period", "to": "/state/fast_period"},
+///     {"op": "remove", "path": "/state/instruments/*/legacy"}
+/// ]))
+/// .unwrap();
+/// let doc = json!({
+///     "config": {},
+///     "state": {"fast_ma_period": 5, "instruments": {"ES": {"legacy": true, "closes": []}}}
+/// });
+/// let migrated = apply_migration_rules(&rules, &doc).unwrap();
+/// assert_eq!(
+///     migrated["state"],
+///     json!({"fast_period": 5, "instruments": {"ES": {"closes": []}}})
+/// );
+/// // Rules written for another schema fail before anything is switched, naming the rule.
+/// let error = apply_migration_rules(&rules, &migrated).unwrap_err();
+/// assert_eq!(error.index, 1);
+/// ```
 pub fn apply(rules: &[MigrationRule], doc: &Value) -> Result<Value, RuleError> {
     let mut migrated = doc.clone();
     for (i, rule) in rules.iter().enumerate() {

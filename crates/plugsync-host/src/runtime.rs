@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use plugsync_plugin::{HostTime, canonical_json};
+use plugsync_plugin::{HostTime, PluginMetadata, canonical_json};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
@@ -20,7 +20,7 @@ use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
     StepState, StuckCall, lock,
 };
-use crate::steward;
+use crate::steward::{self, SoakThresholds};
 use crate::store::{ArtifactStore, StoredArtifact};
 
 /// How a [`Runtime`] is set up.
@@ -172,7 +172,7 @@ pub struct Installed {
 }
 
 /// A pending (switched, not committed) step, for status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct PendingStatus {
     /// Step id, if the sidecar gave one.
@@ -183,6 +183,12 @@ pub struct PendingStatus {
     pub calls_since_switch: u64,
     /// Whether every one of them is journaled (rollback by replay possible).
     pub journal_complete: bool,
+    /// When the step's lease ends (host time), if it has one: the host rolls the step back then
+    /// unless it was committed. Without one, the step waits for a commit or a rollback.
+    #[cfg_attr(feature = "control-api", schemars(with = "Option<i64>"))]
+    pub lease_expires_at: Option<HostTime>,
+    /// The soak thresholds the host watches until the step ends (crossing one rolls it back).
+    pub soak: SoakThresholds,
 }
 
 /// What a plugin's health check says.
@@ -207,7 +213,7 @@ impl Health {
 }
 
 /// What one slot runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct PluginStatus {
     /// Plugin id.
@@ -220,12 +226,23 @@ pub struct PluginStatus {
     pub config_hash: Digest,
     /// State schema version of the serving version.
     pub state_schema: u32,
+    /// The serving version's metadata, as its library declares it: what a step from it is
+    /// checked against (`migrates_from`, `downgrades_to`, `state_schema`, `framework`,
+    /// `dependencies`; see [`TransitionKind::between`](crate::TransitionKind::between)).
+    #[cfg_attr(
+        feature = "control-api",
+        schemars(with = "crate::control::api::MetadataSchema")
+    )]
+    pub metadata: PluginMetadata,
     /// What its health check says (a slot faulted by a panic is unhealthy).
     pub health: Health,
     /// The panic that marked the slot faulted, if any.
     pub fault: Option<Fault>,
     /// Call counters.
     pub counters: Counters,
+    /// The host time the last call served by this slot was given, if it has served one.
+    #[cfg_attr(feature = "control-api", schemars(with = "Option<i64>"))]
+    pub last_call_at: Option<HostTime>,
     /// The step in progress, if any.
     pub pending: Option<PendingStatus>,
     /// The last step applied.
@@ -246,7 +263,7 @@ pub struct PluginStatus {
 }
 
 /// A library mapped in the process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ResidentLibrary {
     /// Plugin id.
@@ -260,7 +277,7 @@ pub struct ResidentLibrary {
 }
 
 /// What the runtime runs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct RuntimeStatus {
     /// Plugin ABI major this host speaks.
@@ -1195,6 +1212,7 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         config: active.config.clone(),
         config_hash: config_hash(&active.config),
         state_schema: library.metadata.state_schema,
+        metadata: library.metadata.clone(),
         health: match &state.fault {
             Some(fault) => Health::Unhealthy {
                 reason: format!(
@@ -1211,11 +1229,14 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         },
         fault: state.fault.clone(),
         counters: state.counters,
+        last_call_at: state.last_call_at,
         pending: state.step.as_ref().map(|step| PendingStatus {
             step_id: step.step_id.clone(),
             previous: VersionRef::of(step.previous.library()),
             calls_since_switch: state.seq - step.switched_seq,
             journal_complete: step.journal.is_complete(),
+            lease_expires_at: step.watch.lease.map(|(until, _)| until),
+            soak: step.watch.soak.clone(),
         }),
         last_step: state.last_step.clone(),
         last_rollback: state.last_rollback.clone(),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use plugsync_plugin::HostTime;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::digest::Digest;
@@ -93,7 +93,7 @@ pub enum CallError {
 }
 
 /// A panic caught in a plugin: its state is suspect from then on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Fault {
     /// The panic message.
@@ -108,7 +108,7 @@ pub struct Fault {
 }
 
 /// Per-slot counters, kept under the slot lock (no shared atomics on the hot path).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Counters {
     /// Calls served (successfully or not).
@@ -229,7 +229,7 @@ pub(crate) struct PendingStep {
 }
 
 /// Where a step is, once switched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
@@ -242,7 +242,7 @@ pub enum StepState {
 }
 
 /// The last step applied to a slot, for status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct StepRecord {
     /// The step id the sidecar gave, if any.
@@ -267,6 +267,8 @@ pub(crate) struct SlotState {
     pub active: Option<Active>,
     pub seq: u64,
     pub counters: Counters,
+    /// The host time the last call served was given (set with the counters, under the lock).
+    pub last_call_at: Option<HostTime>,
     pub fault: Option<Fault>,
     pub step: Option<PendingStep>,
     /// Calls recorded while a swap migrates a snapshot off the lock (see `swap`).
@@ -318,7 +320,7 @@ pub(crate) struct LastKnown {
 
 /// A call that has run longer than the watchdog's bound. It cannot be cancelled: a plugin runs
 /// in the host's process, on the caller's thread.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct StuckCall {
     /// Sequence number of the call.
@@ -442,6 +444,7 @@ impl Slot {
         }
         state.seq += 1;
         state.counters.calls += 1;
+        state.last_call_at = Some(now);
         let seq = state.seq;
         let digest = active.digest();
         // Only a step in soak is timed (its latency threshold); otherwise no clock is read.

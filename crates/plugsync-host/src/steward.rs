@@ -28,19 +28,26 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const HEALTH_EVERY: Duration = Duration::from_millis(100);
 
 /// What a step must stay within while its lease runs.
+///
+/// A threshold not set is not written, so that its JSON is the same read (a switch request)
+/// and written (a pending step in status).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SoakThresholds {
     /// Roll back when more than this share of the calls since the switch failed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_error_rate: Option<f64>,
     /// Calls the new version must have served before its error rate is judged.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub min_calls: u64,
     /// Roll back when one call takes longer than this (microseconds).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_call_latency_us: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the steward watches on a pending step.

@@ -73,7 +73,7 @@ pub struct ProbeStep {
 }
 
 /// A probe step whose output was not the one expected.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ProbeMismatch {
     /// Index of the step.
@@ -87,7 +87,7 @@ pub struct ProbeMismatch {
 }
 
 /// The outcome of one probe.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct ProbeOutcome {
     /// The probe's name.
@@ -106,7 +106,7 @@ impl ProbeOutcome {
 }
 
 /// One input of the differential check, with both versions' outputs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct DifferentialRow {
     /// The input.
@@ -125,7 +125,7 @@ impl DifferentialRow {
 }
 
 /// Everything verification found.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct VerifyReport {
     /// Health of the migrated clone: `Ok` or the reason it gave.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use plugsync_host::{Digest, HostError, Runtime, RuntimeOptions, SwapRequest};
 use serde_json::{Value, json};
 
-use super::report::{RollbackView, SwitchView};
 use super::{
     Books, Calls, DemoOptions, DemoOutcome, LIBRARIES, RISK_START, Reference, RolledBack,
     STRATEGY_START, Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
@@ -93,7 +92,7 @@ impl Venue for InProcess<'_> {
         let longest_wait = self.floor.longest();
         Ok(match swapped {
             Ok(report) => Switched::Done {
-                report: Box::new(SwitchView::of(&report)),
+                report: Box::new(report),
                 longest_wait: Some(longest_wait),
                 notes: vec![format!(
                     "longest wait of any call while swapping: {:.1} µs (swap call took {:.1} ms)",
@@ -101,9 +100,7 @@ impl Venue for InProcess<'_> {
                     took.as_secs_f64() * 1e3
                 )],
             },
-            Err(HostError::RolledBack { report, .. }) => {
-                Switched::RolledBack(RollbackView::of(&report))
-            }
+            Err(HostError::RolledBack { report, .. }) => Switched::RolledBack(report),
             Err(error) => Switched::Refused(error.to_string()),
         })
     }
@@ -114,7 +111,7 @@ impl Venue for InProcess<'_> {
             Ok(()) => {}
             Err(HostError::RolledBack { report, .. }) => {
                 return Ok(Some(RolledBack {
-                    report: RollbackView::of(&report),
+                    report: *report,
                     by: None,
                 }));
             }
@@ -129,7 +126,7 @@ impl Venue for InProcess<'_> {
         Ok(ended_by_runtime(
             pending,
             request,
-            plugin.last_rollback.as_ref().map(RollbackView::of),
+            plugin.last_rollback.clone(),
         ))
     }
 

@@ -1,173 +1,13 @@
 //! What a step reports, and how the demo prints it.
 //!
 //! The control API answers a switch with the JSON of the runtime's [`SwapReport`] and a
-//! rollback with that of its [`RollbackReport`]; in one process the demo has the values
-//! themselves. Both are read into the views below through that JSON, the wire form being the
-//! contract, so that the two modes print from one code path.
+//! rollback with that of its [`RollbackReport`], which read back into those very types; in one
+//! process the demo has the values themselves. Both modes print from one code path.
 
-use std::fmt;
 use std::io::Write;
-use std::time::Duration;
 
-use plugsync_host::{RollbackReport, SwapReport, VersionRef};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use plugsync_host::{RollbackMethod, RollbackReport, SwapPath, SwapReport};
 use serde_json::{Value, json};
-
-/// What a switch did: the fields of a [`SwapReport`] the demo prints.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct SwitchView {
-    pub from: VersionRef,
-    pub to: VersionRef,
-    pub state_before: Value,
-    pub state_after: Value,
-    pub path: PathView,
-    pub caught_up: usize,
-    pub locked_window: Duration,
-    pub cut_seq: u64,
-    pub switched_seq: u64,
-    pub verification: VerificationView,
-}
-
-impl SwitchView {
-    /// The view of a report of the runtime in this process.
-    pub fn of(report: &SwapReport) -> SwitchView {
-        through_json(report)
-    }
-}
-
-/// How the switch was done.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(super) enum PathView {
-    Optimistic,
-    Locked { reason: String },
-}
-
-/// What verification found.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct VerificationView {
-    pub health: Option<Result<(), String>>,
-    pub probes: Vec<ProbeView>,
-    pub differential: Vec<DifferentialView>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct ProbeView {
-    pub name: String,
-    pub mismatches: Vec<Value>,
-    pub error: Option<String>,
-}
-
-/// Both versions' outputs for one input, each `{"Ok": …}` or `{"Err": …}`.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct DifferentialView {
-    pub old: Value,
-    pub new: Value,
-}
-
-/// What a rollback did: the fields of a [`RollbackReport`] the demo prints.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(super) struct RollbackView {
-    pub from: VersionRef,
-    pub to: VersionRef,
-    pub reason: ReasonView,
-    pub method: MethodView,
-}
-
-impl RollbackView {
-    /// The view of a report of the runtime in this process.
-    pub fn of(report: &RollbackReport) -> RollbackView {
-        through_json(report)
-    }
-
-    /// Whether every state update made since the switch survived the rollback (as
-    /// [`RollbackReport::lost_nothing`]).
-    pub fn lost_nothing(&self) -> bool {
-        match &self.method {
-            MethodView::Replay { .. } => true,
-            MethodView::DownMigration { in_doubt_call, .. } => in_doubt_call.is_none(),
-            MethodView::Lossy { .. } => false,
-        }
-    }
-}
-
-/// Why a step was rolled back ([`plugsync_host::RollbackReason`]).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(super) enum ReasonView {
-    Requested,
-    CallPanicked { seq: u64, message: String },
-    HealthFailed { message: String },
-    LeaseExpired { lease_ms: u64 },
-    SoakThreshold { threshold: String, observed: String },
-}
-
-impl fmt::Display for ReasonView {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReasonView::Requested => f.write_str("rollback requested"),
-            ReasonView::CallPanicked { seq, message } => {
-                write!(f, "the new version panicked in call #{seq} ({message})")
-            }
-            ReasonView::HealthFailed { message } => {
-                write!(f, "the new version failed its health check ({message})")
-            }
-            ReasonView::LeaseExpired { lease_ms } => {
-                write!(
-                    f,
-                    "no commit arrived within the switch's lease of {lease_ms} ms"
-                )
-            }
-            ReasonView::SoakThreshold {
-                threshold,
-                observed,
-            } => write!(
-                f,
-                "the new version crossed its soak threshold `{threshold}`: {observed}"
-            ),
-        }
-    }
-}
-
-/// How the state was carried back ([`plugsync_host::RollbackMethod`]).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub(super) enum MethodView {
-    Replay {
-        replayed: usize,
-        divergences: Vec<DivergenceView>,
-    },
-    DownMigration {
-        unjournaled_calls: u64,
-        in_doubt_call: Option<u64>,
-    },
-    Lossy {
-        lost: LostView,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(super) struct DivergenceView {
-    pub seq: u64,
-    pub new_output: Result<String, String>,
-    pub old_output: Result<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub(super) struct LostView {
-    pub count: u64,
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub why: String,
-}
-
-/// A runtime report read as its view, through its wire form.
-fn through_json<T: serde::Serialize, V: DeserializeOwned>(report: &T) -> V {
-    serde_json::to_value(report)
-        .and_then(serde_json::from_value)
-        .expect("a runtime report's JSON reads as its view (checked by the tests below)")
-}
 
 /// Elides price windows so a state fits on a screen.
 fn elide(value: &Value) -> Value {
@@ -207,7 +47,7 @@ fn excerpt(state: &Value) -> String {
 }
 
 /// The state diff, the switch and the verification of a step.
-pub(super) fn print_switch(out: &mut dyn Write, report: &SwitchView) {
+pub(super) fn print_switch(out: &mut dyn Write, report: &SwapReport) {
     let before = excerpt(&report.state_before);
     let after = excerpt(&report.state_after);
     let _ = writeln!(
@@ -228,8 +68,8 @@ pub(super) fn print_switch(out: &mut dyn Write, report: &SwitchView) {
         let _ = writeln!(out, "    {line}");
     }
     let path = match &report.path {
-        PathView::Optimistic => format!("optimistic, {} calls caught up", report.caught_up),
-        PathView::Locked { reason } => format!("under the lock ({reason})"),
+        SwapPath::Optimistic => format!("optimistic, {} calls caught up", report.caught_up),
+        SwapPath::Locked { reason } => format!("under the lock ({reason})"),
     };
     let _ = writeln!(
         out,
@@ -243,14 +83,14 @@ pub(super) fn print_switch(out: &mut dyn Write, report: &SwitchView) {
         .probes
         .iter()
         .map(|p| {
-            let passed = p.mismatches.is_empty() && p.error.is_none();
-            format!("`{}` {}", p.name, if passed { "passed" } else { "FAILED" })
+            let passed = if p.passed() { "passed" } else { "FAILED" };
+            format!("`{}` {passed}", p.name)
         })
         .collect();
     let differing = verification
         .differential
         .iter()
-        .filter(|r| r.old != r.new)
+        .filter(|r| !r.agrees())
         .count();
     let _ = writeln!(
         out,
@@ -272,7 +112,7 @@ pub(super) fn print_switch(out: &mut dyn Write, report: &SwitchView) {
 
 /// A rollback: why, who asked for it when it was not the runtime itself, and how the state
 /// came back.
-pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackView, by: Option<&str>) {
+pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackReport, by: Option<&str>) {
     let _ = writeln!(
         out,
         "  ROLLED BACK {} -> {}: {}",
@@ -282,7 +122,7 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackView, by: Opt
         let _ = writeln!(out, "  ({by})");
     }
     match &report.method {
-        MethodView::Replay {
+        RollbackMethod::Replay {
             replayed,
             divergences,
         } => {
@@ -307,7 +147,7 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackView, by: Opt
                 );
             }
         }
-        MethodView::DownMigration {
+        RollbackMethod::DownMigration {
             unjournaled_calls, ..
         } => {
             let _ = writeln!(
@@ -315,7 +155,7 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackView, by: Opt
                 "  state carried back by down-migration ({unjournaled_calls} calls were beyond the journal)"
             );
         }
-        MethodView::Lossy { lost } => {
+        RollbackMethod::Lossy { lost } => {
             let _ = writeln!(
                 out,
                 "  LOST {} calls (#{}..#{}): {}",
@@ -327,9 +167,11 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackView, by: Opt
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use plugsync_host::{
-        DifferentialRow, Digest, Divergence, LostCalls, ProbeOutcome, RollbackMethod,
-        RollbackReason, SwapPath, TransitionKind, VerifyReport,
+        DifferentialRow, Digest, Divergence, LostCalls, ProbeOutcome, RollbackReason,
+        TransitionKind, VerifyReport, VersionRef,
     };
 
     use super::*;
@@ -352,10 +194,17 @@ mod tests {
         }
     }
 
-    /// Every reason and method the runtime reports reads as its view, which prints and judges
-    /// it as the runtime does.
+    /// A report as the demo reads it from a host: its JSON, read back.
+    fn through_json<T: serde::Serialize + serde::de::DeserializeOwned>(report: &T) -> T {
+        serde_json::to_string(report)
+            .and_then(|text| serde_json::from_str(&text))
+            .unwrap()
+    }
+
+    /// Every reason and method the runtime reports reads back equal from its JSON (what the
+    /// demo gets from a host), and prints as it is.
     #[test]
-    fn rollback_reports_read_as_their_views() {
+    fn rollback_reports_read_back_from_their_json() {
         let reasons = [
             RollbackReason::Requested,
             RollbackReason::CallPanicked {
@@ -392,23 +241,25 @@ mod tests {
                     first_seq: 5,
                     last_seq: 6,
                     why: "no down-migration".into(),
-                    abandoned_state: None,
+                    abandoned_state: Some(json!({"closes": [1.5]})),
                 },
             },
         ];
         for reason in &reasons {
             for method in &methods {
                 let report = rollback(reason.clone(), method.clone());
-                let view = RollbackView::of(&report);
-                assert_eq!(view.reason.to_string(), report.reason.to_string());
-                assert_eq!(view.lost_nothing(), report.lost_nothing(), "{method:?}");
-                assert_eq!((&view.from, &view.to), (&report.from, &report.to));
+                assert_eq!(through_json(&report), report);
+                let mut printed = Vec::new();
+                print_rollback(&mut printed, &report, None);
+                let first = format!("  ROLLED BACK {} -> {}: {reason}", report.from, report.to);
+                let printed = String::from_utf8(printed).unwrap();
+                assert_eq!(printed.lines().next(), Some(first.as_str()), "{printed}");
             }
         }
     }
 
     #[test]
-    fn swap_reports_read_as_their_views() {
+    fn swap_reports_read_back_from_their_json_and_print() {
         let report = SwapReport {
             plugin: "ma_cross".into(),
             from: version("1.0.0", 0),
@@ -441,8 +292,9 @@ mod tests {
             },
             replaced_fault: None,
         };
+        assert_eq!(through_json(&report), report);
         let mut printed = Vec::new();
-        print_switch(&mut printed, &SwitchView::of(&report));
+        print_switch(&mut printed, &report);
         let printed = String::from_utf8(printed).unwrap();
         for line in [
             "  state migrated 1.0.0 -> 2.0.0 (diff of one instrument and the top-level fields):",

@@ -7,7 +7,7 @@
 //! checked are ma_cross's positions against risk_model's exposures, per instrument. Both
 //! plugins book every fill the host feeds them, so a fill lost by either shows as a difference.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -17,13 +17,11 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use plugsync_host::control::api::{
-    Committed, PluginRequest, Staged as StagedArtifact, SwitchRequest,
+    Committed, PluginRequest, RunningState, Staged as StagedArtifact, SwitchRequest,
 };
-use plugsync_host::{Digest, Health, Origin, StateSnapshot, SwapRequest, VersionRef};
-use serde::Deserialize;
+use plugsync_host::{Digest, Health, Origin, RollbackReport, SwapReport, SwapRequest};
 use serde_json::Value;
 
-use super::report::{RollbackView, SwitchView};
 use super::{
     Books, Calls, DemoOptions, DemoOutcome, RISK_START, Reference, RolledBack, STRATEGY_START,
     Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
@@ -150,43 +148,13 @@ fn drive(
     run_steps(&mut venue, dir, options, out)
 }
 
-/// `GET /v1/status`: the fields the demo reads.
-#[derive(Debug, Deserialize)]
-struct StatusView {
-    plugins: Vec<PluginView>,
-    #[serde(default)]
-    states: Option<BTreeMap<String, StateSnapshot>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PluginView {
-    plugin: String,
-    version: VersionRef,
-    health: Health,
-    counters: CountersView,
-    pending: Option<PendingView>,
-    last_rollback: Option<RollbackView>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CountersView {
-    calls: u64,
-    /// Calls that returned an error or panicked (panics are counted here too).
-    errors: u64,
-}
-
-#[derive(Debug, Deserialize)]
-struct PendingView {
-    step_id: Option<String>,
-}
-
 /// A host, through its control API.
 struct HostVenue {
     client: ControlClient,
 }
 
 impl HostVenue {
-    fn status(&self, with_state: bool) -> Result<StatusView> {
+    fn status(&self, with_state: bool) -> Result<RunningState> {
         let query: &[(&str, &str)] = if with_state {
             &[("with_state", "true")]
         } else {
@@ -200,6 +168,7 @@ impl HostVenue {
         let status = self.status(false)?;
         let ready = [STRATEGY, RISK].iter().all(|id| {
             status
+                .status
                 .plugins
                 .iter()
                 .any(|p| p.plugin == *id && p.version.version == "1.0.0" && p.pending.is_none())
@@ -208,6 +177,7 @@ impl HostVenue {
             return Ok(());
         }
         let running: Vec<String> = status
+            .status
             .plugins
             .iter()
             .map(|p| {
@@ -241,6 +211,7 @@ impl HostVenue {
     fn rolled_back_by_host(&self, request: &SwapRequest) -> Result<Option<RolledBack>> {
         let status = self.status(false)?;
         let plugin = status
+            .status
             .plugins
             .into_iter()
             .find(|p| p.plugin == request.plugin);
@@ -313,6 +284,7 @@ impl Venue for HostVenue {
     fn calls(&mut self) -> Result<Calls> {
         let status = self.status(false)?;
         Ok(status
+            .status
             .plugins
             .iter()
             .filter(|p| p.plugin == STRATEGY || p.plugin == RISK)
@@ -339,7 +311,7 @@ impl Venue for HostVenue {
         };
         let path = format!("v1/steps/{step_id}/switch");
         let started = Instant::now();
-        match self.client.post_json::<SwitchView>(&path, &body) {
+        match self.client.post_json::<SwapReport>(&path, &body) {
             Ok(report) => Ok(Switched::Done {
                 report: Box::new(report),
                 longest_wait: None,
@@ -352,7 +324,7 @@ impl Venue for HostVenue {
             // Switched, then rolled back at once: the report is in the host's status.
             Err(Error::HostRefused { code, message, .. }) if code == "rolled_back" => {
                 match self.rolled_back_by_host(request)? {
-                    Some(rolled_back) => Ok(Switched::RolledBack(rolled_back.report)),
+                    Some(rolled_back) => Ok(Switched::RolledBack(Box::new(rolled_back.report))),
                     None => Ok(Switched::Refused(message)),
                 }
             }
@@ -365,6 +337,7 @@ impl Venue for HostVenue {
         let step_id = step_id(request);
         let status = self.status(false)?;
         let Some(plugin) = status
+            .status
             .plugins
             .into_iter()
             .find(|p| p.plugin == request.plugin)
@@ -388,7 +361,7 @@ impl Venue for HostVenue {
             origin: Some(demo_origin()),
             force: None,
         };
-        match self.client.post_json::<RollbackView>(&path, &asked) {
+        match self.client.post_json::<RollbackReport>(&path, &asked) {
             Ok(report) => Ok(Some(RolledBack {
                 report,
                 by: Some(format!(

@@ -53,14 +53,15 @@ pub struct StatusQuery {
 /// What the host runs: the runtime's status, and the plugins' states when asked for.
 ///
 /// Its JSON shape is a contract (`plugsync status --output json` prints it): its schema is
-/// `schemas/running-state.schema.json`, checked by a test.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+/// `schemas/running-state.schema.json`, checked by a test. A client reads it back into this
+/// very type (a round trip gives back an equal value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RunningState {
     /// The runtime's status.
     #[serde(flatten)]
     pub status: RuntimeStatus,
     /// Each loaded plugin's state, by plugin id; only with `with_state=true`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub states: Option<BTreeMap<String, StateSnapshot>>,
 }
 
