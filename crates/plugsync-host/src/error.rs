@@ -342,6 +342,11 @@ pub enum HostError {
         plugin: String,
     },
 
+    /// A change that would leave a running plugin's declared dependency unmet (boxed: rare,
+    /// and keeps every `Result` small).
+    #[error(transparent)]
+    DependencyUnmet(Box<crate::dependencies::UnmetDependency>),
+
     /// A change a restraint of the host forbids (a freeze, a hold, a version marked failed).
     #[error(
         "{}: `{operation}` of `{plugin}` was refused and nothing was applied; {}, or force this \
@@ -711,6 +716,7 @@ impl HostError {
                 _ => "version_failed",
             },
             HostError::BadRestraint { .. } => "bad_restraint",
+            HostError::DependencyUnmet(_) => "dependency_unmet",
             HostError::StaleLeaseEpoch { .. } => "stale_lease_epoch",
             HostError::BadLeaseRequest { .. } => "bad_lease_request",
             HostError::StepGone { .. } => "step_gone",

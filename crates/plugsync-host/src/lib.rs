@@ -33,6 +33,7 @@
 mod clock;
 #[cfg(feature = "control-api")]
 pub mod control;
+mod dependencies;
 mod digest;
 mod error;
 mod failpoint;
@@ -53,6 +54,7 @@ mod swap;
 mod verify;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use dependencies::{PlannedChange, UnmetDependency};
 pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
 pub use failpoint::FAILPOINTS_ENV;

@@ -203,13 +203,26 @@ impl RestraintsCell {
                 because: Box::new(because),
             });
         };
+        let overrode = overrode
+            .iter()
+            .map(|(name, ..)| (*name).to_owned())
+            .collect();
+        self.record_forced(operation, plugin, overrode, force, now)
+    }
+
+    /// Records a change `force`d through what it `overrode` (written before it is made).
+    pub fn record_forced(
+        &self,
+        operation: &str,
+        plugin: &str,
+        overrode: Vec<String>,
+        force: &Force,
+        now: HostTime,
+    ) -> Result<()> {
         let forced = ForcedChange {
             operation: operation.to_owned(),
             plugin: plugin.to_owned(),
-            overrode: overrode
-                .iter()
-                .map(|(name, ..)| (*name).to_owned())
-                .collect(),
+            overrode,
             because: Because {
                 reason: force.reason.clone(),
                 by: force.by.clone(),

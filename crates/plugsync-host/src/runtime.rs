@@ -8,6 +8,7 @@ use plugsync_plugin::{HostTime, PluginMetadata, canonical_json};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SystemClock};
+use crate::dependencies::{self, PlannedChange};
 use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::keys::TrustedKeys;
@@ -975,6 +976,40 @@ impl Runtime {
             persist_error: lock(&self.shared.persist_error).clone(),
             lease: self.shared.lease.status(self.shared.clock.now()),
             restraints: self.shared.restraints.snapshot(),
+        }
+    }
+
+    /// Refuses `change` if it would leave a running plugin's declared dependency unmet (module
+    /// `dependencies`), unless `force` gives a reason: then it is recorded as forced.
+    pub fn check_dependencies(
+        &self,
+        operation: &str,
+        change: PlannedChange<'_>,
+        force: Option<&Force>,
+    ) -> Result<()> {
+        let running: Vec<PluginMetadata> = self
+            .status()
+            .plugins
+            .into_iter()
+            .map(|plugin| plugin.metadata)
+            .collect();
+        match (dependencies::check(&running, change), force) {
+            (Ok(()), _) => Ok(()),
+            (Err(error), Some(force)) if !force.reason.trim().is_empty() => {
+                let plugin = match change {
+                    PlannedChange::Run(metadata) => metadata.id.as_str(),
+                    PlannedChange::Remove(plugin) => plugin,
+                };
+                tracing::warn!(plugin, "forced through a dependency: {error}");
+                self.shared.restraints.record_forced(
+                    operation,
+                    plugin,
+                    vec!["dependency".to_owned()],
+                    force,
+                    self.shared.clock.now(),
+                )
+            }
+            (Err(error), _) => Err(error),
         }
     }
 

@@ -788,6 +788,8 @@ async fn with_trusted_keys_only_a_trusted_signature_stages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_driven_over_http_under_load_fails_no_call() {
     let host = Host::start().await;
+    // ma_cross needs risk_model: the host refuses it without (its declared dependency).
+    host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await;
     let installed = host
         .post(
@@ -973,6 +975,8 @@ async fn a_step_driven_over_http_under_load_fails_no_call() {
 #[tokio::test]
 async fn the_same_step_id_applies_once() {
     let host = Host::start().await;
+    // ma_cross needs risk_model: the host refuses it without (its declared dependency).
+    host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await;
     let request = json!({"artifact": v1, "config": v1_config()});
     let first = host
@@ -1064,6 +1068,8 @@ async fn the_same_step_id_applies_once() {
 #[tokio::test]
 async fn a_switch_not_committed_within_its_lease_is_rolled_back_by_the_host() {
     let host = Host::start().await;
+    // ma_cross needs risk_model: the host refuses it without (its declared dependency).
+    host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await;
     let v2 = host.stage(MA_CROSS_2_0_0).await;
     host.post(
@@ -1112,6 +1118,8 @@ async fn a_switch_not_committed_within_its_lease_is_rolled_back_by_the_host() {
 #[tokio::test]
 async fn a_panic_during_the_soak_rolls_the_step_back_and_no_call_fails() {
     let host = Host::start().await;
+    // ma_cross needs risk_model: the host refuses it without (its declared dependency).
+    host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await;
     let faulty = host.stage(FAULT_CALL).await;
     host.post(

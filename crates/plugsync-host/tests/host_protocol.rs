@@ -21,6 +21,7 @@ use support::*;
 /// moves only when the test says (and by 1 ns per reading).
 async fn host_with_v1_and_v2_staged() -> (Host, String, String) {
     let host = Host::start_with_manual_clock().await;
+    host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
     let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
     host.post(
@@ -351,6 +352,7 @@ async fn lease_requests_that_cannot_be_carried_out_say_why() {
 #[tokio::test]
 async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() {
     let host = Host::start_with_manual_clock().await;
+    host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
     let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
     let origin = json!({
@@ -677,5 +679,95 @@ async fn a_version_that_fails_verification_is_marked_failed() {
     )
     .await
     .expect_error(StatusCode::CONFLICT, "version_failed");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_change_that_would_break_a_declared_dependency_is_refused_naming_both_plugins() {
+    let host = Host::start_with_manual_clock().await;
+    let ma_cross_1 = host.stage(MA_CROSS_1_0_0).await.to_string();
+    let ma_cross_2 = host.stage(MA_CROSS_2_0_0).await.to_string();
+    let ma_cross_2_1 = host.stage("ma_cross_v2_1_0").await.to_string();
+    let risk_2 = host.stage("risk_model_v2_0_0").await.to_string();
+
+    // ma_cross 1.0.0 declares it needs risk_model >=1.0, <2: not without it.
+    let alone = host
+        .post(
+            "/v1/steps/i1/install",
+            json!({"artifact": ma_cross_1, "config": v1_config()}),
+        )
+        .await;
+    let message = alone.expect_error(StatusCode::CONFLICT, "dependency_unmet");
+    assert_eq!(
+        message,
+        "`ma_cross` 1.0.0 needs `risk_model` >=1.0, <2, and it would not run: the change to \
+         `ma_cross` was refused and nothing was applied; change them in an order that keeps the \
+         requirement met (the dependency first when upgrading it, the dependant first when \
+         downgrading), or force this change with a reason (`force`, recorded)"
+    );
+    host.install_risk_model().await;
+    host.post(
+        "/v1/steps/i1/install",
+        json!({"artifact": ma_cross_1, "config": v1_config()}),
+    )
+    .await
+    .expect_ok();
+
+    // risk_model 2.0.0 under ma_cross 1.0.0, or risk_model gone: refused, both named.
+    let risk_up = json!({"plugin": "risk_model", "artifact": risk_2});
+    let refused = host.post("/v1/steps/r1/switch", risk_up.clone()).await;
+    let message = refused.expect_error(StatusCode::CONFLICT, "dependency_unmet");
+    assert!(
+        message.starts_with(
+            "`ma_cross` 1.0.0 needs `risk_model` >=1.0, <2, and it would run 2.0.0: the change \
+             to `risk_model` was refused"
+        ),
+        "{message}"
+    );
+    host.post("/v1/steps/u1/unload", json!({"plugin": "risk_model"}))
+        .await
+        .expect_error(StatusCode::CONFLICT, "dependency_unmet");
+    // ma_cross 2.1.0 needs risk_model >=2.0: not before risk_model is upgraded.
+    host.post(
+        "/v1/steps/m1/switch",
+        json!({"plugin": "ma_cross", "artifact": ma_cross_2_1}),
+    )
+    .await
+    .expect_error(StatusCode::CONFLICT, "dependency_unmet");
+
+    // In an order that keeps every requirement met, each step goes.
+    for (id, plugin, artifact) in [
+        ("m2", "ma_cross", &ma_cross_2),
+        ("r2", "risk_model", &risk_2),
+        ("m3", "ma_cross", &ma_cross_2_1),
+    ] {
+        host.post(
+            &format!("/v1/steps/{id}/switch"),
+            json!({"plugin": plugin, "artifact": artifact}),
+        )
+        .await
+        .expect_ok();
+        host.post(&format!("/v1/steps/{id}/commit"), json!({"plugin": plugin}))
+            .await
+            .expect_ok();
+    }
+
+    // Forced, with a reason: it goes, recorded as overriding the dependency.
+    host.post(
+        "/v1/steps/u2/unload",
+        json!({"plugin": "risk_model", "force": "risk moved out of process for the drill"}),
+    )
+    .await
+    .expect_ok();
+    let status = host.get("/v1/status").await;
+    let forced = &status.expect_ok()["restraints"]["forced"][0];
+    assert_eq!(
+        (&forced["operation"], &forced["plugin"], &forced["overrode"]),
+        (
+            &json!("unload"),
+            &json!("risk_model"),
+            &json!(["dependency"])
+        )
+    );
     host.shutdown().await;
 }

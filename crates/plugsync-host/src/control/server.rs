@@ -27,6 +27,7 @@ use super::api::{
 use super::auth::Token;
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
 use super::{ControlConfig, ControlError};
+use crate::dependencies::PlannedChange;
 use crate::digest::Digest;
 use crate::error::HostError;
 use crate::keys::{TrustedKeys, signature_payload};
@@ -45,8 +46,9 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-plugsync-signature";
 
 /// The header set on a response replayed from a step's record.
 pub(crate) const REPLAYED_HEADER: &str = "x-plugsync-replayed";
-/// The codes of refusals by the host's restraints: they do not spend the step id.
-const RESTRAINT_CODES: [&str; 3] = ["frozen", "held", "version_failed"];
+/// The codes of refusals that a change elsewhere lifts (a freeze lifted, a hold released, a
+/// failed mark cleared, a dependency installed first): they do not spend the step id.
+const UNSPENT_CODES: [&str; 4] = ["frozen", "held", "version_failed", "dependency_unmet"];
 
 /// The request header carrying the client's reconcile lease epoch (mutating routes).
 pub(crate) const LEASE_EPOCH_HEADER: &str = "x-plugsync-lease-epoch";
@@ -264,7 +266,9 @@ pub(crate) static ROUTES: &[Route] = &[
         id: "install",
         summary: "Install a plugin",
         description: "Loads a staged artifact into its empty slot with a config and a fresh \
-                      state, and adds it to the committed set. Applied once per step id.",
+                      state, and adds it to the committed set. Refused with 409 \
+                      `dependency_unmet` if it would leave a declared dependency unmet (its own, \
+                      or a running plugin's on it), unless forced. Applied once per step id.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<InstallRequest>),
@@ -285,7 +289,11 @@ pub(crate) static ROUTES: &[Route] = &[
                       that only a commit or rollback with the same id ends. A retry gets the \
                       recorded report only while the switch holds (pending or committed): once \
                       the step was rolled back, or the host restarted before its commit (a \
-                      pending step does not survive a restart), a retry gets 409 `step_gone`.",
+                      pending step does not survive a restart), a retry gets 409 `step_gone`. \
+                      Refused with 409 `dependency_unmet` if the target would leave a declared \
+                      dependency unmet, unless forced; refusals that a change elsewhere lifts \
+                      (`frozen`, `held`, `version_failed`, `dependency_unmet`) do not spend the \
+                      step id.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<SwitchRequest>),
@@ -334,7 +342,9 @@ pub(crate) static ROUTES: &[Route] = &[
         id: "unload",
         summary: "Unload a plugin",
         description: "Destroys the plugin's instances and removes it from the committed set. Its \
-                      code stays mapped (never `dlclose`d). Applied once per step id.",
+                      code stays mapped (never `dlclose`d). Refused with 409 `dependency_unmet` \
+                      while a running plugin declares it needs it, unless forced. Applied once \
+                      per step id.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<PluginRequest>),
@@ -781,6 +791,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::NoStepInProgress { .. }
         | HostError::LeaseHeld { .. }
         | HostError::Restrained { .. }
+        | HostError::DependencyUnmet(_)
         | HostError::StaleLeaseEpoch { .. }
         | HostError::StepNotOwned { .. }
         | HostError::StepGone { .. }
@@ -1161,9 +1172,9 @@ async fn step<R: DeserializeOwned + Send + 'static>(
                 Err(error) if error.status.is_server_error() => {
                     StepResult::Transient(error.recorded())
                 }
-                // Refused by a restraint that will be lifted (a freeze, a hold, a failed mark):
-                // nothing was applied, and the same step may go once it is lifted.
-                Err(error) if RESTRAINT_CODES.contains(&error.code.as_ref()) => {
+                // Refused for a reason a change elsewhere lifts: nothing was applied, and the
+                // same step may go once it is.
+                Err(error) if UNSPENT_CODES.contains(&error.code.as_ref()) => {
                     StepResult::Transient(error.recorded())
                 }
                 Err(error) => StepResult::Final(Err(error.recorded())),
@@ -1261,11 +1272,14 @@ fn install(runtime: &Runtime, step_id: &str, request: InstallRequest) -> Result<
              checkpoint only at each commit",
         ));
     }
-    let installed = runtime.install_asked(
-        &request.artifact,
-        request.config,
-        &asked(step_id, request.origin, request.force),
+    let asked = asked(step_id, request.origin, request.force);
+    let metadata = runtime.store().get(&request.artifact)?.metadata;
+    runtime.check_dependencies(
+        "install",
+        PlannedChange::Run(&metadata),
+        asked.force.as_ref(),
     )?;
+    let installed = runtime.install_asked(&request.artifact, request.config, &asked)?;
     let configured = match request.checkpoint_every_ms {
         Some(ms) => runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms))),
         None => Ok(()),
@@ -1306,6 +1320,8 @@ fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Va
     }
     swap.migration_rules = request.migration_rules;
     swap.force = asked(step_id, request.origin, request.force).force;
+    let metadata = runtime.store().get(&swap.artifact)?.metadata;
+    runtime.check_dependencies("switch", PlannedChange::Run(&metadata), swap.force.as_ref())?;
     ok_json(&runtime.swap(swap)?)
 }
 
@@ -1328,6 +1344,11 @@ fn unload(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Va
     let origin = request.origin.as_ref().map(|o| o.tool.as_str());
     tracing::info!(plugin = %request.plugin, step_id, origin, "unload asked");
     let asked = asked(step_id, request.origin, request.force);
+    runtime.check_dependencies(
+        "unload",
+        PlannedChange::Remove(&request.plugin),
+        asked.force.as_ref(),
+    )?;
     let version = runtime.unload_asked(&request.plugin, &asked)?;
     ok_json(&Unloaded {
         plugin: request.plugin,

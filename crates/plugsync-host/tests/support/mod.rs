@@ -20,6 +20,7 @@ pub const TOKEN: &str = "t0ken-for-tests";
 pub const MA_CROSS_1_0_0: &str = "ma_cross_v1_0_0";
 pub const MA_CROSS_2_0_0: &str = "ma_cross_v2_0_0";
 pub const FAULT_CALL: &str = "ma_cross_fault_call";
+pub const RISK_MODEL_1_0_0: &str = "risk_model_v1_0_0";
 /// How long a poll waits for something that should happen almost at once.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -270,6 +271,18 @@ impl Host {
     }
 
     /// Stages a built library through the API; returns its digest.
+    /// Stages and installs risk_model 1.0.0 (step `install-risk`), which ma_cross 1.0.0 and
+    /// 2.0.0 declare they need.
+    pub async fn install_risk_model(&self) {
+        let risk = self.stage(RISK_MODEL_1_0_0).await;
+        self.post(
+            "/v1/steps/install-risk/install",
+            json!({"artifact": risk, "config": {}}),
+        )
+        .await
+        .expect_ok();
+    }
+
     pub async fn stage(&self, name: &str) -> Digest {
         let (bytes, file) = library(name);
         let digest = Digest::of(&bytes);
