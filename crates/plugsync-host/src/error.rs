@@ -347,6 +347,21 @@ pub enum HostError {
     #[error(transparent)]
     DependencyUnmet(Box<crate::dependencies::UnmetDependency>),
 
+    /// A commit that asked for more calls served since the switch than there were.
+    #[error(
+        "`{plugin}`'s new version has served {served} calls since its switch, fewer than the \
+         {wanted} this commit asks for: nothing was committed; ask again once it has (the step \
+         stays pending, under its lease if it has one)"
+    )]
+    NotEnoughCalls {
+        /// Plugin id.
+        plugin: String,
+        /// Calls served since the switch.
+        served: u64,
+        /// Calls the commit asked for.
+        wanted: u64,
+    },
+
     /// A change a restraint of the host forbids (a freeze, a hold, a version marked failed).
     #[error(
         "{}: `{operation}` of `{plugin}` was refused and nothing was applied; {}, or force this \
@@ -716,6 +731,7 @@ impl HostError {
                 _ => "version_failed",
             },
             HostError::BadRestraint { .. } => "bad_restraint",
+            HostError::NotEnoughCalls { .. } => "not_enough_calls",
             HostError::DependencyUnmet(_) => "dependency_unmet",
             HostError::StaleLeaseEpoch { .. } => "stale_lease_epoch",
             HostError::BadLeaseRequest { .. } => "bad_lease_request",

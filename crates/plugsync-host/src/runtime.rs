@@ -752,6 +752,16 @@ impl Runtime {
                     plugin: plugin.to_owned(),
                 });
             };
+            if let (Some(wanted), Some(step)) = (asked.min_calls, &state.step) {
+                let served = state.seq - step.switched_seq;
+                if served < wanted {
+                    return Err(HostError::NotEnoughCalls {
+                        plugin: plugin.to_owned(),
+                        served,
+                        wanted,
+                    });
+                }
+            }
             let committed = VersionRef::of(active.library());
             let config = active.config.clone();
             if let Some(record) = &mut state.last_step {
@@ -1161,6 +1171,9 @@ pub struct Asked {
     pub origin: Option<Origin>,
     /// Go ahead despite the host's restraints (a freeze, a failed mark), for this reason.
     pub force: Option<Force>,
+    /// Commit only once the new version has served at least this many calls since its switch
+    /// (evidence, not just time: a soak outside trading hours sees none).
+    pub min_calls: Option<u64>,
 }
 
 /// The sha256 of a config's canonical JSON, as status shows it.

@@ -556,6 +556,7 @@ async fn every_documented_route_is_served_and_behind_the_token() {
             "/v1/status",
             "/v1/steps/{step_id}/commit",
             "/v1/steps/{step_id}/install",
+            "/v1/steps/{step_id}/restore",
             "/v1/steps/{step_id}/rollback",
             "/v1/steps/{step_id}/switch",
             "/v1/steps/{step_id}/unload",

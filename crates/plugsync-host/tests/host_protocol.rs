@@ -771,3 +771,76 @@ async fn a_change_that_would_break_a_declared_dependency_is_refused_naming_both_
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_commit_that_waits_for_evidence_is_refused_until_enough_calls_were_served() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    host.post(
+        "/v1/steps/s1/switch",
+        json!({"plugin": "ma_cross", "artifact": v2}),
+    )
+    .await
+    .expect_ok();
+    let commit = json!({"plugin": "ma_cross", "min_calls": 3});
+    for served in 0..3 {
+        let early = host.post("/v1/steps/s1/commit", commit.clone()).await;
+        let message = early.expect_error(StatusCode::CONFLICT, "not_enough_calls");
+        assert_eq!(
+            message,
+            format!(
+                "`ma_cross`'s new version has served {served} calls since its switch, fewer than \
+                 the 3 this commit asks for: nothing was committed; ask again once it has (the \
+                 step stays pending, under its lease if it has one)"
+            )
+        );
+        host.runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    }
+    // The same step id, not spent by the refusals: now it commits.
+    let committed = host.post("/v1/steps/s1/commit", commit).await;
+    assert!(!committed.replayed());
+    committed.expect_ok();
+    assert_eq!(running(&host).await, ("2.0.0".into(), Value::Null));
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_operator_restores_a_snapshot_it_took_and_not_during_a_step() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    host.runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    let taken = host.get("/v1/plugins/ma_cross/state").await;
+    let snapshot = taken.expect_ok().clone();
+    host.runtime.call("ma_cross", &bar("NQ", 200.0)).unwrap();
+
+    // Not during a step: a rollback by replay would silently undo it.
+    host.post(
+        "/v1/steps/s1/switch",
+        json!({"plugin": "ma_cross", "artifact": v2}),
+    )
+    .await
+    .expect_ok();
+    host.post("/v1/steps/r1/restore", json!({"snapshot": snapshot}))
+        .await
+        .expect_error(StatusCode::CONFLICT, "step_in_progress");
+    host.post("/v1/steps/s1/rollback", ma_cross())
+        .await
+        .expect_ok();
+
+    let restored = host
+        .post("/v1/steps/r2/restore", json!({"snapshot": snapshot}))
+        .await;
+    assert_eq!(restored.expect_ok()["sha256"], snapshot["sha256"]);
+    let now = host.get("/v1/plugins/ma_cross/state").await;
+    assert_eq!(
+        now.expect_ok()["state"],
+        snapshot["state"],
+        "NQ is gone, ES is back"
+    );
+
+    // A snapshot whose sha256 does not match its state is refused.
+    let mut forged = snapshot.clone();
+    forged["state"] = json!("{\"instruments\":{}}");
+    host.post("/v1/steps/r3/restore", json!({"snapshot": forged}))
+        .await
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_snapshot");
+    host.shutdown().await;
+}

@@ -175,7 +175,46 @@ pub struct SwitchRequest {
     pub force: Option<String>,
 }
 
-/// The body of `commit`, `rollback` and `unload`.
+/// The body of `POST /v1/steps/{step_id}/commit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// Plugin id.
+    pub plugin: String,
+    /// Commit only once the new version has served at least this many calls since its switch;
+    /// fewer: 409 `not_enough_calls`, nothing committed, the step id not spent (ask again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_calls: Option<u64>,
+    /// Who asks (recorded in the plugin's applied record and the host's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The body of `POST /v1/steps/{step_id}/restore`: a state snapshot restored into the running
+/// plugin, on an operator's explicit choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// The snapshot (as `GET /v1/plugins/{plugin}/state` gives it): its sha256 is checked, and
+    /// it must be of the version running.
+    pub snapshot: StateSnapshot,
+    /// Who asks (recorded in the host's log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// The response of `POST /v1/steps/{step_id}/restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Restored {
+    /// Plugin id.
+    pub plugin: String,
+    /// The version it was restored into.
+    pub version: VersionRef,
+    /// The sha256 of the state restored.
+    pub sha256: Digest,
+}
+
+/// The body of `rollback` and `unload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRequest {

@@ -20,9 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::api::{
-    CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, LeaseAnswer,
-    LeaseRequest, PluginRequest, RestraintRequest, RunningState, Staged, StatusQuery,
-    SwitchRequest, Unloaded, Verified, VerifyRequest,
+    CallAnswer, CallRequest, CommitRequest, Committed, ErrorBody, ErrorDetail, InstallRequest,
+    LeaseAnswer, LeaseRequest, PluginRequest, RestoreRequest, Restored, RestraintRequest,
+    RunningState, Staged, StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
 };
 use super::auth::Token;
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
@@ -48,7 +48,13 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-plugsync-signature";
 pub(crate) const REPLAYED_HEADER: &str = "x-plugsync-replayed";
 /// The codes of refusals that a change elsewhere lifts (a freeze lifted, a hold released, a
 /// failed mark cleared, a dependency installed first): they do not spend the step id.
-const UNSPENT_CODES: [&str; 4] = ["frozen", "held", "version_failed", "dependency_unmet"];
+const UNSPENT_CODES: [&str; 5] = [
+    "frozen",
+    "held",
+    "version_failed",
+    "dependency_unmet",
+    "not_enough_calls",
+];
 
 /// The request header carrying the client's reconcile lease epoch (mutating routes).
 pub(crate) const LEASE_EPOCH_HEADER: &str = "x-plugsync-lease-epoch";
@@ -114,6 +120,8 @@ pub(crate) enum Op {
     Rollback,
     /// `POST /v1/steps/{step_id}/unload`.
     Unload,
+    /// `POST /v1/steps/{step_id}/restore`.
+    Restore,
     /// `POST /v1/lease`.
     Lease,
     /// `POST /v1/restraints`.
@@ -313,7 +321,7 @@ pub(crate) static ROUTES: &[Route] = &[
                       the committed one. Applied once per step id.",
         params: &[STEP_ID],
         query: None,
-        body: Body::Json(schema::<PluginRequest>),
+        body: Body::Json(schema::<CommitRequest>),
         ok: schema::<Committed>,
         errors: &[400, 404, 409, 500],
         step: Some("commit"),
@@ -351,6 +359,24 @@ pub(crate) static ROUTES: &[Route] = &[
         ok: schema::<Unloaded>,
         errors: &[400, 404, 409, 500],
         step: Some("unload"),
+    },
+    Route {
+        op: Op::Restore,
+        verb: Verb::Post,
+        path: "/v1/steps/{step_id}/restore",
+        id: "restore",
+        summary: "Restore a state snapshot into a running plugin",
+        description: "An operator's explicit restore: the snapshot (as the state route gives it) \
+                      is checked (its sha256, and that it was taken from the version running) \
+                      and restored into the running instance. Refused with 409 \
+                      `step_in_progress` while a step is pending (a rollback by replay would \
+                      silently undo it). Applied once per step id.",
+        params: &[STEP_ID],
+        query: None,
+        body: Body::Json(schema::<RestoreRequest>),
+        ok: schema::<Restored>,
+        errors: &[400, 404, 409, 422, 500],
+        step: Some("restore"),
     },
     Route {
         op: Op::Lease,
@@ -583,6 +609,7 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
         Op::Commit => step_route(route, commit),
         Op::Rollback => step_route(route, rollback),
         Op::Unload => step_route(route, unload),
+        Op::Restore => step_route(route, restore),
         Op::Lease => on(filter, lease),
         Op::Restraints => on(filter, restraints),
     }
@@ -791,6 +818,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::NoStepInProgress { .. }
         | HostError::LeaseHeld { .. }
         | HostError::Restrained { .. }
+        | HostError::NotEnoughCalls { .. }
         | HostError::DependencyUnmet(_)
         | HostError::StaleLeaseEpoch { .. }
         | HostError::StepNotOwned { .. }
@@ -1262,6 +1290,7 @@ fn asked(step_id: &str, origin: Option<Origin>, force: Option<String>) -> Asked 
         step_id: Some(step_id.to_owned()),
         origin,
         force: force.map(|reason| Force { reason, by }),
+        min_calls: None,
     }
 }
 
@@ -1326,8 +1355,12 @@ fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Va
 }
 
 /// `commit`: the pending step ends, the new version is committed.
-fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    let version = runtime.commit_asked(&request.plugin, &asked(step_id, request.origin, None))?;
+fn commit(runtime: &Runtime, step_id: &str, request: CommitRequest) -> Result<Value, ApiError> {
+    let asked = Asked {
+        min_calls: request.min_calls,
+        ..asked(step_id, request.origin, None)
+    };
+    let version = runtime.commit_asked(&request.plugin, &asked)?;
     ok_json(&Committed {
         plugin: request.plugin,
         version,
@@ -1337,6 +1370,19 @@ fn commit(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Va
 /// `rollback`: back to the previous version.
 fn rollback(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
     ok_json(&runtime.rollback_asked(&request.plugin, &asked(step_id, request.origin, None))?)
+}
+
+/// `restore`: an operator's snapshot into the running plugin.
+fn restore(runtime: &Runtime, step_id: &str, request: RestoreRequest) -> Result<Value, ApiError> {
+    let snapshot = request.snapshot;
+    let origin = request.origin.as_ref().map(|o| o.tool.as_str());
+    tracing::warn!(plugin = %snapshot.plugin, step_id, origin, seq = snapshot.seq, "restore asked");
+    runtime.restore(&snapshot)?;
+    ok_json(&Restored {
+        plugin: snapshot.plugin,
+        version: snapshot.version,
+        sha256: snapshot.sha256,
+    })
 }
 
 /// `unload`: instances destroyed, the version forgotten (its code stays mapped).
