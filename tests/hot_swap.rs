@@ -448,3 +448,17 @@ fn the_runtime_and_its_handles_may_be_used_from_any_thread() {
     shared_between_threads::<Runtime>();
     shared_between_threads::<SlotHandle>();
 }
+
+#[test]
+fn a_handle_names_the_plugin_it_calls() {
+    // What a host reports a handle's failures under (the desk's unparsable answers, say).
+    let (_dir, runtime) = runtime();
+    install(&runtime, MA_CROSS_1_0_0, json!({}));
+    install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    let ma_cross = runtime.handle("ma_cross").unwrap();
+    let risk_model = runtime.handle("risk_model").unwrap();
+    assert_eq!(
+        (ma_cross.plugin(), risk_model.plugin()),
+        ("ma_cross", "risk_model")
+    );
+}

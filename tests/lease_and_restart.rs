@@ -208,27 +208,39 @@ fn a_restarted_host_comes_back_on_its_committed_set_and_checkpointed_state() {
     restarted.call("ma_cross", &bar("ES", 105.0)).unwrap();
 }
 
-#[test]
-fn a_checkpoint_that_does_not_verify_keeps_the_plugin_stopped_unless_fresh_state_is_chosen() {
+/// A store where ma_cross 1.0.0 checkpointed its state after one bar, and the checkpoint's path.
+fn a_store_with_a_checkpoint() -> (tempfile::TempDir, std::path::PathBuf) {
     let store = tempfile::tempdir().unwrap();
-    {
-        let runtime = Runtime::new(options(store.path())).unwrap();
-        install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
-        runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
-        runtime
-            .set_checkpointing("ma_cross", Some(Duration::from_secs(3600)))
-            .unwrap();
-    }
+    let runtime = Runtime::new(options(store.path())).unwrap();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    runtime
+        .set_checkpointing("ma_cross", Some(Duration::from_secs(3600)))
+        .unwrap();
+    drop(runtime);
     let checkpoint = store.path().join("checkpoints").join("ma_cross.json");
-    let text = std::fs::read_to_string(&checkpoint).unwrap();
-    std::fs::write(&checkpoint, text.replace("100.0", "999.0")).unwrap();
+    (store, checkpoint)
+}
 
-    // Its positions would be forgotten: the plugin is not started, and says why.
-    let restarted = Runtime::new(options(store.path())).unwrap();
+/// A runtime started again on `store` that recovers its committed set but does not start
+/// ma_cross, and why.
+fn restarted_without_ma_cross(store: &std::path::Path) -> (Runtime, String) {
+    let restarted = Runtime::new(options(store)).unwrap();
     let recovery = restarted.recover().unwrap();
     let CheckpointOutcome::NotStarted { reason } = recovery.plugins[0].checkpoint.clone() else {
         panic!("the plugin should not start: {:?}", recovery.plugins[0]);
     };
+    (restarted, reason)
+}
+
+#[test]
+fn a_checkpoint_that_does_not_verify_keeps_the_plugin_stopped_unless_fresh_state_is_chosen() {
+    let (store, checkpoint) = a_store_with_a_checkpoint();
+    let text = std::fs::read_to_string(&checkpoint).unwrap();
+    std::fs::write(&checkpoint, text.replace("100.0", "999.0")).unwrap();
+
+    // Its positions would be forgotten: the plugin is not started, and says why.
+    let (restarted, reason) = restarted_without_ma_cross(store.path());
     assert_eq!(
         normalise(&reason, store.path()),
         "state snapshot for `ma_cross` does not verify: its sha256 is [HASH] but it claims \
@@ -404,4 +416,92 @@ fn the_steward_prunes_step_records_past_the_runtimes_retention() {
     no_retention.step_retention = Duration::ZERO;
     let _runtime = Runtime::new(no_retention).unwrap();
     wait_until("the steward prunes the record", || !record.exists());
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_read_keeps_the_plugin_stopped_rather_than_starting_it_fresh() {
+    let (store, checkpoint) = a_store_with_a_checkpoint();
+    // Unreadable, not missing: a directory where the file should be.
+    std::fs::remove_file(&checkpoint).unwrap();
+    std::fs::create_dir(&checkpoint).unwrap();
+
+    let (restarted, reason) = restarted_without_ma_cross(store.path());
+    assert_eq!(
+        normalise(&reason, store.path()),
+        "cannot read `[ROOT]/checkpoints/ma_cross.json`: Is a directory (os error 21); it was \
+         not started, so that its state is not silently forgotten: fix or restore \
+         `checkpoints/ma_cross.json`, or start it with a fresh state on purpose (`plugsync \
+         host --fresh-state ma_cross`)"
+    );
+    assert!(restarted.status().plugins.is_empty());
+}
+
+#[test]
+fn the_steward_writes_no_checkpoint_before_the_plugins_period_is_up() {
+    let (store, runtime, clock) = runtime_and_clock();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    // Opting in writes a checkpoint at once; the next is due in an hour.
+    runtime
+        .set_checkpointing("ma_cross", Some(Duration::from_secs(3600)))
+        .unwrap();
+    let checkpoint = store.path().join("checkpoints").join("ma_cross.json");
+    let at_opt_in = std::fs::read(&checkpoint).unwrap();
+    for close in [100.0, 101.0, 103.0] {
+        runtime.call("ma_cross", &bar("ES", close)).unwrap();
+    }
+
+    // The witness that the steward has looked at `ma_cross` since those calls: in the same
+    // look it rolls back a step of `risk_model` (after `ma_cross` in its order) whose lease ran
+    // out by the manual clock.
+    let risk_2 = stage(&runtime, RISK_MODEL_2_0_0);
+    runtime
+        .swap(
+            SwapRequest::new("risk_model", risk_2)
+                .lease(Duration::from_millis(30), SoakThresholds::default()),
+        )
+        .unwrap();
+    clock.advance(31_000_000);
+    assert_eq!(
+        rolled_back_by_host(&runtime, "risk_model"),
+        RollbackReason::LeaseExpired { lease_ms: 30 }
+    );
+    assert_eq!(
+        std::fs::read(&checkpoint).unwrap(),
+        at_opt_in,
+        "the checkpoint written at the opt-in, not rewritten within the hour"
+    );
+}
+
+#[test]
+fn a_plugin_unloaded_and_installed_again_comes_back_without_the_checkpoint_of_its_earlier_life() {
+    let store = tempfile::tempdir().unwrap();
+    {
+        let runtime = Runtime::new(options(store.path())).unwrap();
+        install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+        runtime.call("ma_cross", &fill(7, "ES", 2, 100.0)).unwrap();
+        runtime
+            .set_checkpointing("ma_cross", Some(Duration::from_secs(3600)))
+            .unwrap();
+        runtime.unload("ma_cross").unwrap();
+        // Installed again, without checkpoints: a new plugin as far as the store knows.
+        install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+        std::mem::forget(runtime);
+    }
+    let restarted = Runtime::new(options(store.path())).unwrap();
+    let recovery = restarted.recover().unwrap();
+    assert_eq!(
+        recovery.plugins[0].checkpoint,
+        CheckpointOutcome::Missing,
+        "the checkpoint went with the unload"
+    );
+    let fresh = state(&restarted.snapshot("ma_cross").unwrap());
+    assert_eq!(
+        fresh["instruments"],
+        json!({}),
+        "no position from the earlier life"
+    );
+    // Unloading it again, with no checkpoint to remove, persists without an error.
+    restarted.unload("ma_cross").unwrap();
+    assert_eq!(restarted.status().persist_error, None);
 }

@@ -406,3 +406,18 @@ fn roll_back_unmarked(
     };
     Some((report, discarded))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_is_named_in_the_logs_by_its_number_and_the_short_digest_of_its_artifact() {
+        let version = VersionRef {
+            version: "2.0.0".to_owned(),
+            // sha256("artifact") = c7c5c1d70c5d…
+            digest: Digest::of(b"artifact"),
+        };
+        assert_eq!(version.to_string(), "2.0.0 (c7c5c1d70c5d)");
+    }
+}
