@@ -254,7 +254,8 @@ impl ReconcileLease {
     }
 }
 
-/// The holder of `state` if it is `owner` at `epoch` and not expired.
+/// The holder of `state` if it is `owner` at `epoch` and not expired. Another client naming
+/// the holder's epoch is told the lease is held (not that the epoch is stale: it is current).
 fn held_by<'a>(
     state: &'a mut LeaseStatus,
     owner: &str,
@@ -263,6 +264,11 @@ fn held_by<'a>(
 ) -> Result<&'a mut LeaseHolder> {
     match state.holder.as_mut().filter(|h| h.expires_at > now) {
         Some(holder) if holder.owner == owner && holder.epoch == epoch => Ok(holder),
+        Some(holder) if holder.epoch == epoch => Err(HostError::LeaseHeld {
+            owner: holder.owner.clone(),
+            epoch: holder.epoch,
+            expires_in_ms: ms_until(holder.expires_at, now),
+        }),
         holder => Err(HostError::StaleLeaseEpoch {
             epoch,
             holder: holder.map(|h| (h.owner.clone(), h.epoch)),

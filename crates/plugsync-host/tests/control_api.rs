@@ -7,8 +7,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -88,6 +88,46 @@ async fn token_files_that_are_missing_open_or_empty_are_refused() {
              holding the token"
         )
     );
+}
+
+#[tokio::test]
+async fn a_token_file_of_named_clients_with_a_bad_line_is_refused_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let shown = path.display().to_string();
+    for (text, expected) in [
+        (
+            "# who drives this host\nsidecar s1\nlaptop s1\n",
+            format!(
+                "token file `{shown}:3` gives client `laptop` the token of client `sidecar` \
+                 (line 2): two clients must never share a token; give each its own, e.g. `head \
+                 -c 32 /dev/urandom | base64`"
+            ),
+        ),
+        (
+            "sidecar s1\n\nsidecar s2\n",
+            format!(
+                "token file `{shown}:3` names client `sidecar` again (first on line 1): give \
+                 each client one line, with its own name"
+            ),
+        ),
+        (
+            "sidecar s1\nlaptop l2 l3\n",
+            format!(
+                "token file `{shown}:2` has 3 fields: write one client per line as `name token` \
+                 (or, alone in the file, only a token: its client is named `default`)"
+            ),
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tokens = path.clone();
+        assert_eq!(
+            bind_error(|c| c.token_file = tokens).await,
+            expected,
+            "{text:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -538,6 +578,98 @@ async fn requests_without_the_token_are_refused() {
     answer.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
     host.get("/v1/status").await.expect_ok();
     host.shutdown().await;
+}
+
+/// The host's log lines, as text, while it is captured (on this thread: the tests' runtime runs
+/// the server's tasks here).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    /// The lines logged so far that contain `text`.
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        let logged = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        logged
+            .lines()
+            .filter(|line| line.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn each_client_has_its_own_token_and_every_mutating_request_is_logged_with_its_name() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .finish();
+    let _captured = tracing::subscriber::set_default(subscriber);
+    let host = Host::start_with_clients(&CLIENTS).await;
+    for token in [TOKEN, LAPTOP_TOKEN, OPS_TOKEN] {
+        host.as_client(token).get("/v1/status").await.expect_ok();
+    }
+    // A name is not a token, nor is `name token`.
+    for wrong in ["laptop", &format!("laptop {LAPTOP_TOKEN}")] {
+        let refused = host.as_client(wrong).get("/v1/status").await;
+        refused.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let laptop = host.as_client(LAPTOP_TOKEN);
+    laptop
+        .post("/v1/lease", json!({"action": "acquire", "ttl_ms": 1_000}))
+        .await
+        .expect_ok();
+    // Logged whatever its answer: this one is refused (nothing is loaded).
+    laptop
+        .post_with_epoch("/v1/steps/s1/unload", json!({"plugin": "ma_cross"}), 1)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_loaded");
+    host.shutdown().await;
+
+    let requests = logs.lines_with("control API request");
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    for (line, (path, status)) in requests
+        .iter()
+        .zip([("/v1/lease", 200), ("/v1/steps/s1/unload", 404)])
+    {
+        for field in [
+            "client=laptop".to_owned(),
+            "method=POST".to_owned(),
+            format!("path=\"{path}\""),
+            format!("status={status}"),
+        ] {
+            assert!(line.contains(&field), "no `{field}` in {line}");
+        }
+    }
+    let listening = logs.lines_with("control API listening");
+    assert!(
+        listening[0].contains("clients=sidecar, laptop, ops"),
+        "{listening:?}"
+    );
+    for token in [TOKEN, LAPTOP_TOKEN, OPS_TOKEN] {
+        assert!(logs.lines_with(token).is_empty(), "a token was logged");
+    }
 }
 
 #[tokio::test]

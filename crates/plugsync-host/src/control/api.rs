@@ -33,8 +33,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable, machine-readable code: the runtime's
     /// [`HostError::code`](crate::HostError::code) (`not_loaded`, `step_in_progress`, …) or one
-    /// of the API's own (`unauthorized`, `bad_request`, `body_too_large`, `bad_signature`,
-    /// `signature_required`, `not_found`, `method_not_allowed`, `internal`).
+    /// of the API's own (`unauthorized`, `not_this_client`, `bad_request`, `body_too_large`,
+    /// `bad_signature`, `signature_required`, `not_found`, `method_not_allowed`, `internal`).
     pub code: String,
     /// What happened and what to do about it.
     pub message: String,
@@ -291,40 +291,60 @@ pub struct CallAnswer {
     pub output: Value,
 }
 
-/// The body of `POST /v1/lease`: what to do with the reconcile lease.
+/// The body of `POST /v1/lease`: what to do with the reconcile lease. The lease is held in the
+/// name of the client whose token the request carries: `owner` (and a break's `by`) may be left
+/// out, and if given must be that name (else `403 not_this_client`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LeaseRequest {
-    /// Take the lease (when free, expired, or held by `owner` itself: then with a new epoch).
+    /// Take the lease (when free, expired, or held by this client itself: then with a new
+    /// epoch).
     Acquire {
-        /// The client's name.
-        owner: String,
+        /// The client's name: the authenticated client's, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// How long it lasts unless renewed: 1 ms to an hour.
         ttl_ms: u64,
     },
-    /// Extend the lease `owner` holds at `epoch`, to `ttl_ms` from now.
+    /// Extend the lease this client holds at `epoch`, to `ttl_ms` from now.
     Renew {
-        /// The holder's name.
-        owner: String,
+        /// The holder's name: the authenticated client's, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// The epoch it was given.
         epoch: u64,
         /// How long from now it lasts unless renewed again.
         ttl_ms: u64,
     },
-    /// End the lease `owner` holds at `epoch`.
+    /// End the lease this client holds at `epoch`.
     Release {
-        /// The holder's name.
-        owner: String,
+        /// The holder's name: the authenticated client's, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// The epoch it was given.
         epoch: u64,
     },
-    /// Take the lease from whoever holds it, on purpose (a crashed client's): recorded.
+    /// Take the lease from whoever holds it, on purpose (a crashed client's): recorded in the
+    /// name of the client that breaks it.
     Break {
-        /// Who breaks it.
-        by: String,
+        /// Who breaks it: the authenticated client's name, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
         /// Why.
         reason: String,
     },
+}
+
+impl LeaseRequest {
+    /// The field that names the client (`owner` or `by`) and the name it gives, if any.
+    pub(crate) fn named(&self) -> (&'static str, Option<&str>) {
+        match self {
+            LeaseRequest::Acquire { owner, .. }
+            | LeaseRequest::Renew { owner, .. }
+            | LeaseRequest::Release { owner, .. } => ("owner", owner.as_deref()),
+            LeaseRequest::Break { by, .. } => ("by", by.as_deref()),
+        }
+    }
 }
 
 /// The answer of `POST /v1/lease`.

@@ -169,7 +169,9 @@ pub fn openapi() -> Value {
                             snapshots, staging, verify, switch (with a lease), commit, rollback, \
                             unload. Every mutating step operation is applied once per step id: \
                             a retry gets the recorded response with `x-plugsync-replayed: true`. \
-                            Errors are `{\"error\": {\"code\", \"message\"}}`. A host \
+                            Errors are `{\"error\": {\"code\", \"message\"}}`. Each client has \
+                            its own token (the host's token file names them), and holds the \
+                            reconcile lease in its own name. A host \
                             may also serve it on a unix socket (`--listen unix:PATH`, mode 0600, \
                             HTTP/1.1 on the socket); every transport requires the bearer token.",
         },

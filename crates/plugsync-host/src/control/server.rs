@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -24,7 +24,7 @@ use super::api::{
     LeaseRequest, PluginRequest, RunningState, Staged, StatusQuery, SwitchRequest, Unloaded,
     Verified, VerifyRequest,
 };
-use super::auth::Token;
+use super::auth::{Client, ClientRefused, Clients};
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
 use super::{ControlConfig, ControlError};
 use crate::digest::Digest;
@@ -341,12 +341,15 @@ pub(crate) static ROUTES: &[Route] = &[
         path: "/v1/lease",
         id: "lease",
         summary: "Acquire, renew, release or break the reconcile lease",
-        description: "One client at a time reconciles a host: `acquire` gives the lease to \
-                      `owner` for `ttl_ms` with a new epoch (refused with 409 `lease_held` \
-                      while another client holds it; the same owner takes it back with a new \
-                      epoch), `renew` extends it (the epoch must be current and the lease not \
-                      expired), `release` ends it, `break` takes it from its holder on purpose \
-                      (recorded with `by` and `reason`, shown in status). Every mutating step \
+        description: "One client at a time reconciles a host, in the name its token has in the \
+                      host's token file: `owner` (and `by`) may be left out, and if given must \
+                      be that name (otherwise 403 `not_this_client`), so no client acts on the \
+                      lease in another's name. `acquire` gives the lease to the client for \
+                      `ttl_ms` with a new epoch (refused with 409 `lease_held` while another \
+                      client holds it; the same client takes it back with a new epoch), `renew` \
+                      extends it (the epoch must be current and the lease not expired), \
+                      `release` ends it, `break` takes it from its holder on purpose (recorded \
+                      with the client as `by` and the `reason`, shown in status). Every mutating step \
                       route then carries the epoch in `x-plugsync-lease-epoch`: a stale epoch \
                       is refused with 409 `stale_lease_epoch` and nothing is applied; without \
                       the header a request is refused while a client holds the lease, and \
@@ -356,7 +359,7 @@ pub(crate) static ROUTES: &[Route] = &[
         query: None,
         body: Body::Json(schema::<LeaseRequest>),
         ok: schema::<LeaseAnswer>,
-        errors: &[400, 409, 500],
+        errors: &[400, 403, 409, 500],
         step: None,
     },
 ];
@@ -366,8 +369,8 @@ pub(crate) static ROUTES: &[Route] = &[
 struct App {
     /// The runtime served.
     runtime: Runtime,
-    /// The bearer token requests must carry.
-    token: Arc<Token>,
+    /// The clients, and the bearer token each request must carry one of.
+    clients: Arc<Clients>,
     /// Whose signatures staged artifacts must carry (none: not checked).
     keys: Arc<TrustedKeys>,
     /// The body limit of `PUT /v1/artifacts/…`.
@@ -408,7 +411,8 @@ impl std::fmt::Debug for ControlServer {
 
 impl ControlServer {
     /// Reads and checks the token file (it must exist, be a regular file with no permission
-    /// for group or others, and hold a token), checks where to listen (a loopback address, a
+    /// for group or others, and hold a token or named clients: [`ControlConfig::token_file`]),
+    /// checks where to listen (a loopback address, a
     /// unix socket, or with [`ControlConfig::allow_remote`] and [`ControlConfig::tls`] any
     /// address), loads the TLS certificate and key, then binds. Must be called within a Tokio
     /// runtime.
@@ -416,7 +420,7 @@ impl ControlServer {
         runtime: Runtime,
         config: ControlConfig,
     ) -> Result<ControlServer, ControlError> {
-        let token = Token::read(&config.token_file)?;
+        let clients = Clients::read(&config.token_file)?;
         check_listen(&config.listen, config.allow_remote, config.tls.is_some())?;
         let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let bind_error = |source| ControlError::Bind {
@@ -449,7 +453,7 @@ impl ControlServer {
         let keys = config.trusted_keys.union(runtime.trusted_keys());
         let app = App {
             runtime,
-            token: Arc::new(token),
+            clients: Arc::new(clients),
             keys: Arc::new(keys),
             max_artifact_bytes: config.max_artifact_bytes,
             max_json_bytes: config.max_json_bytes,
@@ -460,7 +464,8 @@ impl ControlServer {
                 "control API: no trusted keys, artifacts are staged without a signature check"
             );
         }
-        tracing::info!(%url, "control API listening");
+        let names: Vec<&str> = app.clients.names().collect();
+        tracing::info!(%url, clients = %names.join(", "), "control API listening");
         Ok(ControlServer {
             listener,
             router: router(app),
@@ -582,34 +587,34 @@ fn lease_epoch(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 /// `POST /v1/lease`.
 async fn lease(
     State(app): State<App>,
+    Extension(client): Extension<Client>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let request: LeaseRequest = parse(bytes, app.max_json_bytes)?;
+    // The lease is held in the authenticated client's name; the body may only repeat it.
+    let (field, given) = request.named();
+    let name = client.confirm(field, given)?.to_owned();
     let runtime = app.runtime.clone();
     let answer = blocking(move || -> Result<LeaseAnswer, HostError> {
         Ok(match request {
-            LeaseRequest::Acquire { owner, ttl_ms } => LeaseAnswer {
-                holder: Some(runtime.acquire_lease(&owner, ttl_ms)?),
+            LeaseRequest::Acquire { ttl_ms, .. } => LeaseAnswer {
+                holder: Some(runtime.acquire_lease(&name, ttl_ms)?),
                 broken: None,
             },
-            LeaseRequest::Renew {
-                owner,
-                epoch,
-                ttl_ms,
-            } => LeaseAnswer {
-                holder: Some(runtime.renew_lease(&owner, epoch, ttl_ms)?),
+            LeaseRequest::Renew { epoch, ttl_ms, .. } => LeaseAnswer {
+                holder: Some(runtime.renew_lease(&name, epoch, ttl_ms)?),
                 broken: None,
             },
-            LeaseRequest::Release { owner, epoch } => {
-                runtime.release_lease(&owner, epoch)?;
+            LeaseRequest::Release { epoch, .. } => {
+                runtime.release_lease(&name, epoch)?;
                 LeaseAnswer {
                     holder: None,
                     broken: None,
                 }
             }
-            LeaseRequest::Break { by, reason } => LeaseAnswer {
+            LeaseRequest::Break { reason, .. } => LeaseAnswer {
                 holder: None,
-                broken: Some(runtime.break_lease(&by, &reason)?),
+                broken: Some(runtime.break_lease(&name, &reason)?),
             },
         })
     })
@@ -675,6 +680,12 @@ impl From<HostError> for ApiError {
             code: Cow::Borrowed(error.code()),
             message: error.to_string(),
         }
+    }
+}
+
+impl From<ClientRefused> for ApiError {
+    fn from(error: ClientRefused) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, error.code(), error.to_string())
     }
 }
 
@@ -761,14 +772,32 @@ fn ok_json<T: Serialize>(value: &T) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("cannot serialise the response: {e}")))
 }
 
-/// Checks the bearer token of a request to a route.
-async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
+/// Checks the bearer token of a request to a route, and hands the request its [`Client`]; logs
+/// every mutating request with its client.
+async fn authorize(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match app.token.check(header) {
-        Ok(()) => next.run(request).await,
+    match app.clients.check(header) {
+        Ok(client) => {
+            let client = client.clone();
+            let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
+            let what =
+                mutating.then(|| (request.method().clone(), request.uri().path().to_owned()));
+            request.extensions_mut().insert(client.clone());
+            let response = next.run(request).await;
+            if let Some((method, path)) = what {
+                tracing::info!(
+                    client = %client.name,
+                    %method,
+                    path,
+                    status = response.status().as_u16(),
+                    "control API request"
+                );
+            }
+            response
+        }
         Err(denied) => {
             let mut response =
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.message())
