@@ -680,6 +680,7 @@ async fn every_documented_route_is_served_and_behind_the_token() {
     assert_eq!(
         paths.keys().map(String::as_str).collect::<Vec<_>>(),
         [
+            "/v1/artifacts/{sha256}",
             "/v1/artifacts/{sha256}/{file_name}",
             "/v1/lease",
             "/v1/plugins/{plugin}/call",
@@ -755,6 +756,79 @@ async fn a_wrong_digest_stages_nothing() {
          in the path"
     );
     assert_eq!(host.stored_files(), Vec::<String>::new());
+    host.shutdown().await;
+}
+
+/// `HEAD path` with the token: its status and body (none, ever).
+async fn head(host: &Host, path: &str) -> (StatusCode, String) {
+    let response = host
+        .client
+        .head(format!("{}{path}", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_client_learns_whether_the_store_has_an_artifact_before_staging_it() {
+    let host = Host::start().await;
+    let (bytes, file) = library(MA_CROSS_1_0_0);
+    let digest = Digest::of(&bytes);
+    let path = format!("/v1/artifacts/{digest}");
+
+    let missing = host.get(&path).await;
+    let message = missing.expect_error(StatusCode::NOT_FOUND, "unknown_artifact");
+    assert_eq!(
+        message,
+        format!("no artifact {digest} in the store: stage it first")
+    );
+    assert_eq!(
+        head(&host, &path).await,
+        (StatusCode::NOT_FOUND, String::new())
+    );
+
+    host.stage(MA_CROSS_1_0_0).await;
+    let present = host.get(&path).await;
+    assert_eq!(
+        present.expect_ok(),
+        &json!({"sha256": digest, "file": file, "size": bytes.len(), "signed": false})
+    );
+    assert_eq!(head(&host, &path).await, (StatusCode::OK, String::new()));
+
+    // A file that no longer holds its digest's bytes is not the artifact: staging repairs it.
+    let stored = host.artifacts().join(digest.to_string()).join(&file);
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&stored, b"not the library").unwrap();
+    let corrupt = host.get(&path).await;
+    let message = corrupt.expect_error(StatusCode::NOT_FOUND, "unknown_artifact");
+    assert!(
+        message.starts_with(&format!(
+            "artifact {digest} is in the store but cannot be used (sha256 mismatch for `"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("): stage it again (the right bytes repair it)"),
+        "{message}"
+    );
+    assert_eq!(
+        head(&host, &path).await,
+        (StatusCode::NOT_FOUND, String::new())
+    );
+    host.put(&digest.to_string(), &file, bytes, None)
+        .await
+        .expect_ok();
+    host.get(&path).await.expect_ok();
+
+    let answer = host.get("/v1/artifacts/not-a-digest").await;
+    let message = answer.expect_error(StatusCode::BAD_REQUEST, "bad_digest");
+    assert_eq!(
+        message,
+        "`not-a-digest` is not a sha256 digest: expected 64 hex digits: put the artifact's sha256 \
+         in the path"
+    );
     host.shutdown().await;
 }
 
@@ -906,6 +980,8 @@ async fn with_trusted_keys_only_a_trusted_signature_stages() {
     // The signature is kept beside the artifact: checked again before every load.
     let kept = std::fs::read_to_string(stored.with_file_name(format!("{file}.sig"))).unwrap();
     assert_eq!(kept, format!("{good}\n"));
+    let present = host.get(&format!("/v1/artifacts/{digest}")).await;
+    assert_eq!(present.expect_ok()["signed"], true);
     // Content-addressed: staging again is a no-op with the same answer.
     let again = host
         .put(&digest.to_string(), &file, bytes, Some(&good))

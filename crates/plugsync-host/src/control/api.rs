@@ -75,6 +75,20 @@ pub struct Staged {
     pub metadata: PluginMetadata,
 }
 
+/// The response of `GET /v1/artifacts/{sha256}`: the store has the artifact, its bytes
+/// verified against the digest and its metadata checked just now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StoredArtifactInfo {
+    /// Its sha256.
+    pub sha256: Digest,
+    /// Its file name in the store (the name it was staged with).
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether its publisher's signature is kept beside it.
+    pub signed: bool,
+}
+
 /// The body of `POST /v1/steps/{step_id}/verify`: checks a staged artifact against what a
 /// plugin runs, on throwaway instances (nothing live changes, no step is recorded).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -10,7 +10,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::api::{ErrorBody, RunningState};
-use super::server::{Body, LEASE_EPOCH_HEADER, REPLAYED_HEADER, ROUTES, SIGNATURE_HEADER};
+use super::server::{Body, LEASE_EPOCH_HEADER, REPLAYED_HEADER, ROUTES, SIGNATURE_HEADER, Verb};
 
 /// JSON Schema 2020-12 with the definitions where OpenAPI keeps them.
 fn settings() -> SchemaSettings {
@@ -141,6 +141,14 @@ pub fn openapi() -> Value {
                 answer["headers"] = headers.clone();
             }
             answers.insert(status.to_string(), answer);
+        }
+        if route.verb == Verb::Head {
+            // A `HEAD` answer has no body: its status says it all.
+            for answer in answers.values_mut() {
+                if let Some(answer) = answer.as_object_mut() {
+                    answer.remove("content");
+                }
+            }
         }
         operation["responses"] = Value::Object(answers);
         let item = paths

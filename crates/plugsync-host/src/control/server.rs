@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::api::StoredArtifactInfo;
 use super::api::{
     CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, LeaseAnswer,
     LeaseRequest, PluginRequest, RunningState, Staged, StatusQuery, SwitchRequest, Unloaded,
@@ -59,6 +60,8 @@ fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 pub(crate) enum Verb {
     /// A read.
     Get,
+    /// A read answered without a body (its status and headers only).
+    Head,
     /// An upload (the artifact: idempotent by content).
     Put,
     /// An operation.
@@ -70,6 +73,7 @@ impl Verb {
     pub fn openapi(self) -> &'static str {
         match self {
             Verb::Get => "get",
+            Verb::Head => "head",
             Verb::Put => "put",
             Verb::Post => "post",
         }
@@ -78,6 +82,7 @@ impl Verb {
     fn filter(self) -> MethodFilter {
         match self {
             Verb::Get => MethodFilter::GET,
+            Verb::Head => MethodFilter::HEAD,
             Verb::Put => MethodFilter::PUT,
             Verb::Post => MethodFilter::POST,
         }
@@ -95,6 +100,8 @@ pub(crate) enum Op {
     Call,
     /// `PUT /v1/artifacts/{sha256}/{file_name}`.
     Stage,
+    /// `GET` and `HEAD /v1/artifacts/{sha256}`.
+    Artifact,
     /// `POST /v1/steps/{step_id}/verify`.
     Verify,
     /// `POST /v1/steps/{step_id}/install`.
@@ -154,6 +161,8 @@ const STEP_ID: (&str, &str) = (
     "step_id",
     "The sidecar's step id: 1 to 128 letters, digits, `.`, `_` or `-`, not starting with `.`.",
 );
+
+const SHA256: (&str, &str) = ("sha256", "The artifact's sha256, 64 hex digits.");
 
 /// Every route of the API. The router and the OpenAPI document are both built from it.
 pub(crate) static ROUTES: &[Route] = &[
@@ -221,7 +230,7 @@ pub(crate) static ROUTES: &[Route] = &[
                       of `{\"id\", \"version\", \"sha256\"}`. Idempotent: the same bytes stage to \
                       the same place.",
         params: &[
-            ("sha256", "The artifact's sha256, 64 hex digits."),
+            SHA256,
             (
                 "file_name",
                 "The library's file name: no `/`, `\\`, `..` or leading `.`.",
@@ -231,6 +240,39 @@ pub(crate) static ROUTES: &[Route] = &[
         body: Body::Artifact,
         ok: schema::<Staged>,
         errors: &[400, 403, 500],
+        step: None,
+    },
+    Route {
+        op: Op::Artifact,
+        verb: Verb::Get,
+        path: "/v1/artifacts/{sha256}",
+        id: "artifact",
+        summary: "Whether the store has an artifact",
+        description: "Answers the artifact's file name, size and whether a signature is kept \
+                      beside it, once its bytes are verified against the sha256 (and its \
+                      metadata checked); 404 `unknown_artifact` when the store does not have \
+                      it, or has it corrupt (staging the right bytes repairs it). A client \
+                      stages only what is missing.",
+        params: &[SHA256],
+        query: None,
+        body: Body::Empty,
+        ok: schema::<StoredArtifactInfo>,
+        errors: &[400, 404, 500],
+        step: None,
+    },
+    Route {
+        op: Op::Artifact,
+        verb: Verb::Head,
+        path: "/v1/artifacts/{sha256}",
+        id: "artifact_head",
+        summary: "Whether the store has an artifact (no body)",
+        description: "`GET /v1/artifacts/{sha256}` without a body: 200 when the store has the \
+                      artifact (its bytes verified), 404 when it does not.",
+        params: &[SHA256],
+        query: None,
+        body: Body::Empty,
+        ok: schema::<StoredArtifactInfo>,
+        errors: &[400, 404, 500],
         step: None,
     },
     Route {
@@ -541,6 +583,7 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
         Op::State => on(filter, state),
         Op::Call => on(filter, call),
         Op::Stage => on(filter, stage).layer(DefaultBodyLimit::max(app.max_artifact_bytes)),
+        Op::Artifact => on(filter, artifact),
         Op::Verify => on(filter, verify),
         Op::Install => step_route(route, install),
         Op::Switch => step_route(route, switch),
@@ -980,13 +1023,7 @@ async fn stage(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let Path((sha256, file_name)) = path.map_err(path_error)?;
-    let expected: Digest = sha256.parse().map_err(|e: crate::digest::InvalidDigest| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_digest",
-            format!("{e}: put the artifact's sha256 in the path"),
-        )
-    })?;
+    let expected = parse_digest(&sha256)?;
     // The decoded name: a `%2F` in the path arrives here as `/` and is refused.
     check_name(&file_name)?;
     let bytes = body(bytes, "artifact", app.max_artifact_bytes)?;
@@ -1027,6 +1064,51 @@ async fn stage(
     })
     .await??;
     Ok(axum::Json(ok_json(&staged)?))
+}
+
+/// `GET` and `HEAD /v1/artifacts/{sha256}`: whether the store has the artifact, its bytes
+/// verified (a corrupt one is answered as missing: staging the right bytes repairs it).
+async fn artifact(
+    State(app): State<App>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Path(sha256) = path.map_err(path_error)?;
+    let digest = parse_digest(&sha256)?;
+    let runtime = app.runtime.clone();
+    let read = blocking(move || runtime.store().read(&digest)).await?;
+    let (stored, bytes) = read.map_err(|error| match error {
+        HostError::UnknownArtifact { .. } | HostError::Io { .. } => ApiError::from(error),
+        unusable => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_artifact",
+            format!(
+                "artifact {digest} is in the store but cannot be used ({unusable}): stage it \
+                 again (the right bytes repair it)"
+            ),
+        ),
+    })?;
+    let file = stored
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(axum::Json(ok_json(&StoredArtifactInfo {
+        sha256: stored.digest,
+        file,
+        size: bytes.len() as u64,
+        signed: stored.signature.is_some(),
+    })?))
+}
+
+/// The sha256 of an artifact route's path.
+fn parse_digest(sha256: &str) -> Result<Digest, ApiError> {
+    sha256.parse().map_err(|e: crate::digest::InvalidDigest| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_digest",
+            format!("{e}: put the artifact's sha256 in the path"),
+        )
+    })
 }
 
 /// Refuses an artifact that no trusted key signed (for these bytes, id and version).
