@@ -806,6 +806,15 @@ fn a_host_serves_named_clients_each_holding_its_own_token() {
         let own = token_file(root, name, token, 0o600);
         let shown = host.status(&own, &["--output", "json"]);
         assert_eq!(shown.status.code(), Some(0), "{name}: {}", shown.stderr);
+        let api = &json(shown.stdout.as_bytes())["api"];
+        assert_eq!(api["version"], "1.1");
+        assert!(
+            api["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("named_clients")),
+            "{api}"
+        );
     }
     // A client is given its own token, not the host's file of clients.
     refused(

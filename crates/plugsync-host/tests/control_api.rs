@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
+use plugsync_host::control::api::{API_VERSION, ApiInfo, Capability};
 use plugsync_host::control::{
     ControlConfig, ControlError, ControlServer, Listen, TlsFiles, TrustedKeys, openapi,
     running_state_schema, signature_payload,
@@ -1390,6 +1391,39 @@ fn the_openapi_document_is_current() {
     let document = openapi();
     assert_eq!(document["openapi"], "3.1.0");
     check_document("control-api.openapi.json", &document);
+}
+
+#[tokio::test]
+async fn status_names_the_api_version_and_the_capabilities_the_host_serves() {
+    for (allow_calls, capabilities) in [
+        (
+            false,
+            json!(["artifact_head", "lease", "named_clients", "owned_steps"]),
+        ),
+        (
+            true,
+            json!([
+                "artifact_head",
+                "calls",
+                "lease",
+                "named_clients",
+                "owned_steps"
+            ]),
+        ),
+    ] {
+        let host = Host::start_with(|config, _| config.allow_calls = allow_calls).await;
+        let status = host.get("/v1/status").await;
+        let api = &status.expect_ok()["api"];
+        assert_eq!(
+            api,
+            &json!({"version": "1.1", "capabilities": capabilities})
+        );
+        let api: ApiInfo = serde_json::from_value(api.clone()).unwrap();
+        assert_eq!(api.version, API_VERSION);
+        assert_eq!(api.has(Capability::Calls), allow_calls);
+        assert!(api.has(Capability::NamedClients));
+        host.shutdown().await;
+    }
 }
 
 #[tokio::test]

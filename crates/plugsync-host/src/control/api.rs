@@ -49,7 +49,90 @@ pub struct StatusQuery {
     pub with_state: bool,
 }
 
-/// What the host runs: the runtime's status, and the plugins' states when asked for.
+/// The version of the control API this host serves, `1.<minor>`. A minor only adds (routes,
+/// fields, capabilities); a change a client built for `1.x` could not read would be `2.0`.
+/// `1.0` was the API before the lease; `1.1` adds the reconcile lease, owned steps, named
+/// clients and `GET`/`HEAD /v1/artifacts/{sha256}`.
+pub const API_VERSION: &str = "1.1";
+
+/// Something a host's control API does that a client may depend on: its name is what
+/// [`ApiInfo::capabilities`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// `GET` and `HEAD /v1/artifacts/{sha256}`: whether the store has an artifact.
+    ArtifactHead,
+    /// `POST /v1/plugins/{plugin}/call` is served (the host was started with `allow_calls`).
+    Calls,
+    /// The reconcile lease: `POST /v1/lease` and `x-plugsync-lease-epoch` on mutating steps.
+    Lease,
+    /// Each token names a client; the lease is held in the name of the client whose token a
+    /// request carries.
+    NamedClients,
+    /// A commit or rollback ends only the pending step switched with its step id.
+    OwnedSteps,
+}
+
+impl Capability {
+    /// Every capability a host of this release may list.
+    pub const ALL: [Capability; 5] = [
+        Capability::ArtifactHead,
+        Capability::Calls,
+        Capability::Lease,
+        Capability::NamedClients,
+        Capability::OwnedSteps,
+    ];
+
+    /// Its name in [`ApiInfo::capabilities`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::ArtifactHead => "artifact_head",
+            Capability::Calls => "calls",
+            Capability::Lease => "lease",
+            Capability::NamedClients => "named_clients",
+            Capability::OwnedSteps => "owned_steps",
+        }
+    }
+}
+
+/// Which control API a host serves, so that a client built from another release can refuse
+/// or adapt (`api` in `GET /v1/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiInfo {
+    /// The API's version, `1.<minor>`: a minor only adds.
+    pub version: String,
+    /// What this host serves, sorted by name: `artifact_head` (`GET`/`HEAD
+    /// /v1/artifacts/{sha256}`), `calls` (`POST /v1/plugins/{plugin}/call`, only when the host
+    /// allows calls), `lease` (the reconcile lease), `named_clients` (a token names a client,
+    /// the lease's owner), `owned_steps` (a commit or rollback ends only the step switched with
+    /// its id). A client ignores a name it does not know.
+    pub capabilities: Vec<String>,
+}
+
+impl ApiInfo {
+    /// What this release serves; `calls` only when `allow_calls`.
+    pub fn served(allow_calls: bool) -> ApiInfo {
+        let mut capabilities: Vec<String> = Capability::ALL
+            .into_iter()
+            .filter(|&capability| allow_calls || capability != Capability::Calls)
+            .map(|capability| capability.name().to_owned())
+            .collect();
+        capabilities.sort_unstable();
+        ApiInfo {
+            version: API_VERSION.to_owned(),
+            capabilities,
+        }
+    }
+
+    /// Whether the host lists `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities
+            .iter()
+            .any(|name| name == capability.name())
+    }
+}
+
+/// What the host runs: the runtime's status, which control API serves it, and the plugins'
+/// states when asked for.
 ///
 /// Its JSON shape is a contract (`plugsync status --output json` prints it): its schema is
 /// `schemas/running-state.schema.json`, checked by a test.
@@ -58,6 +141,9 @@ pub struct RunningState {
     /// The runtime's status.
     #[serde(flatten)]
     pub status: RuntimeStatus,
+    /// The control API's version and capabilities (a host from before API 1.1 sends none:
+    /// read that as `1.0`, with no capabilities).
+    pub api: ApiInfo,
     /// Each loaded plugin's state, by plugin id; only with `with_state=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub states: Option<BTreeMap<String, StateSnapshot>>,

@@ -177,7 +177,9 @@ pub fn openapi() -> Value {
                             snapshots, staging, verify, switch (with a lease), commit, rollback, \
                             unload. Every mutating step operation is applied once per step id: \
                             a retry gets the recorded response with `x-plugsync-replayed: true`. \
-                            Errors are `{\"error\": {\"code\", \"message\"}}`. Each client has \
+                            Errors are `{\"error\": {\"code\", \"message\"}}`. The API's \
+                            version (`1.<minor>`: a minor only adds) and the capabilities a \
+                            host serves are in `GET /v1/status`, under `api`. Each client has \
                             its own token (the host's token file names them), and holds the \
                             reconcile lease in its own name. A host \
                             may also serve it on a unix socket (`--listen unix:PATH`, mode 0600, \

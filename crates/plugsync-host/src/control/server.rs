@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::api::StoredArtifactInfo;
+use super::api::{ApiInfo, StoredArtifactInfo};
 use super::api::{
     CallAnswer, CallRequest, Committed, ErrorBody, ErrorDetail, InstallRequest, LeaseAnswer,
     LeaseRequest, PluginRequest, RunningState, Staged, StatusQuery, SwitchRequest, Unloaded,
@@ -174,8 +174,12 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "What the host runs",
         description: "The running state: each plugin's version, digest, config, health, \
                       counters, pending step, last step and last rollback; the resident \
-                      libraries; what the host recovered on at start. With `with_state=true`, \
-                      also each plugin's state snapshot.",
+                      libraries; what the host recovered on at start; the reconcile lease; and \
+                      `api`, the control API's version (`1.<minor>`: a minor only adds) and its \
+                      capabilities, sorted (`artifact_head`, `calls` when the host allows calls, \
+                      `lease`, `named_clients`, `owned_steps`), so that a client built from \
+                      another release can refuse or adapt. With `with_state=true`, also each \
+                      plugin's state snapshot.",
         params: &[],
         query: Some(schema::<StatusQuery>),
         body: Body::Empty,
@@ -931,6 +935,7 @@ async fn status(
         ))
     })?;
     let runtime = app.runtime.clone();
+    let allow_calls = app.allow_calls;
     let state = blocking(move || -> Result<RunningState, HostError> {
         let status = runtime.status();
         let states = if query.with_state {
@@ -949,7 +954,11 @@ async fn status(
         } else {
             None
         };
-        Ok(RunningState { status, states })
+        Ok(RunningState {
+            status,
+            api: ApiInfo::served(allow_calls),
+            states,
+        })
     })
     .await??;
     Ok(axum::Json(ok_json(&state)?))
