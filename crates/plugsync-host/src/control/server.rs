@@ -164,6 +164,26 @@ const STEP_ID: (&str, &str) = (
 
 const SHA256: (&str, &str) = ("sha256", "The artifact's sha256, 64 hex digits.");
 
+/// `GET /v1/artifacts/{sha256}`; its `HEAD` shares all but its method and words.
+const ARTIFACT: Route = Route {
+    op: Op::Artifact,
+    verb: Verb::Get,
+    path: "/v1/artifacts/{sha256}",
+    id: "artifact",
+    summary: "Whether the store has an artifact",
+    description: "Answers the artifact's file name, size and whether a signature is kept \
+                  beside it, once its bytes are verified against the sha256 (and its \
+                  metadata checked); 404 `unknown_artifact` when the store does not have \
+                  it, or has it corrupt (staging the right bytes repairs it). A client \
+                  stages only what is missing.",
+    params: &[SHA256],
+    query: None,
+    body: Body::Empty,
+    ok: schema::<StoredArtifactInfo>,
+    errors: &[400, 404, 500],
+    step: None,
+};
+
 /// Every route of the API. The router and the OpenAPI document are both built from it.
 pub(crate) static ROUTES: &[Route] = &[
     Route {
@@ -246,38 +266,14 @@ pub(crate) static ROUTES: &[Route] = &[
         errors: &[400, 403, 500],
         step: None,
     },
+    ARTIFACT,
     Route {
-        op: Op::Artifact,
-        verb: Verb::Get,
-        path: "/v1/artifacts/{sha256}",
-        id: "artifact",
-        summary: "Whether the store has an artifact",
-        description: "Answers the artifact's file name, size and whether a signature is kept \
-                      beside it, once its bytes are verified against the sha256 (and its \
-                      metadata checked); 404 `unknown_artifact` when the store does not have \
-                      it, or has it corrupt (staging the right bytes repairs it). A client \
-                      stages only what is missing.",
-        params: &[SHA256],
-        query: None,
-        body: Body::Empty,
-        ok: schema::<StoredArtifactInfo>,
-        errors: &[400, 404, 500],
-        step: None,
-    },
-    Route {
-        op: Op::Artifact,
         verb: Verb::Head,
-        path: "/v1/artifacts/{sha256}",
         id: "artifact_head",
         summary: "Whether the store has an artifact (no body)",
         description: "`GET /v1/artifacts/{sha256}` without a body: 200 when the store has the \
                       artifact (its bytes verified), 404 when it does not.",
-        params: &[SHA256],
-        query: None,
-        body: Body::Empty,
-        ok: schema::<StoredArtifactInfo>,
-        errors: &[400, 404, 500],
-        step: None,
+        ..ARTIFACT
     },
     Route {
         op: Op::Verify,
