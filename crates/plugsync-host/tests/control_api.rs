@@ -581,10 +581,18 @@ async fn requests_without_the_token_are_refused() {
     host.shutdown().await;
 }
 
-/// The host's log lines, as text, while it is captured (on this thread: the tests' runtime runs
-/// the server's tasks here).
+/// The host's log lines that one thread captures, as text.
+///
+/// One subscriber serves the whole binary (installed by the first capture) and writes each line
+/// to the capture of the thread that logs it, if any: a subscriber set per thread would miss
+/// events whose callsite another test's thread met first (tracing caches a callsite's interest
+/// for every thread). The tests' runtime runs the server's tasks on the test's thread.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
 
 impl std::io::Write for Logs {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -597,15 +605,36 @@ impl std::io::Write for Logs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+/// Writes to the capture of the logging thread (or nowhere).
+struct ToCapture;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ToCapture {
     type Writer = Logs;
 
     fn make_writer(&'a self) -> Logs {
-        self.clone()
+        CAPTURED.with(|captured| captured.borrow().clone().unwrap_or_default())
     }
 }
 
 impl Logs {
+    /// Captures what this thread logs from now on.
+    fn capture() -> Logs {
+        static SUBSCRIBER: std::sync::Once = std::sync::Once::new();
+        SUBSCRIBER.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(ToCapture)
+                .with_ansi(false)
+                .without_time()
+                .with_target(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other subscriber in this test binary");
+        });
+        let logs = Logs::default();
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(logs.clone()));
+        logs
+    }
+
     /// The lines logged so far that contain `text`.
     fn lines_with(&self, text: &str) -> Vec<String> {
         let logged = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
@@ -619,14 +648,7 @@ impl Logs {
 
 #[tokio::test]
 async fn each_client_has_its_own_token_and_every_mutating_request_is_logged_with_its_name() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .finish();
-    let _captured = tracing::subscriber::set_default(subscriber);
+    let logs = Logs::capture();
     let host = Host::start_with_clients(&CLIENTS).await;
     for token in [TOKEN, LAPTOP_TOKEN, OPS_TOKEN] {
         host.as_client(token).get("/v1/status").await.expect_ok();
