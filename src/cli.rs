@@ -112,8 +112,12 @@ struct HostArgs {
         default_value_t = Listen::Tcp(plugsync_host::control::DEFAULT_LISTEN)
     )]
     listen: Listen,
-    /// File holding the control API's bearer token; it must be readable by its owner only
-    /// (mode 0600).
+    /// File holding the control API's clients and their bearer tokens; it must be readable by
+    /// its owner only (mode 0600). Either format: one line holding only a token (its client is
+    /// named `default`), or one `name token` line per client (a name is 1 to 64 of `a-z`,
+    /// `0-9`, `_`, `.`, `-`; no two clients share a name or a token). Blank lines and `#`
+    /// comments are allowed; a bad line refuses the start with `FILE:LINE`. Each client is
+    /// given a file holding its own token only.
     #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// The host's own store: verified artifacts, the committed set, state checkpoints. A host
@@ -190,7 +194,8 @@ struct StatusArgs {
     /// The host's control API: `http://ADDR`, `https://HOST:PORT` or `unix:PATH`.
     #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
     host: String,
-    /// File holding the host's bearer token (the host's `--token-file`).
+    /// File holding this client's bearer token, alone: the host's `--token-file` when it holds
+    /// a single token, else a file of one of its clients' tokens.
     #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.

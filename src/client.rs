@@ -78,6 +78,10 @@ impl ControlClient {
         if token.is_empty() {
             return Err(Error::EmptyToken { path: token_file });
         }
+        // A client holds its own token only, never the host's list of clients.
+        if token.contains(char::is_whitespace) {
+            return Err(Error::NotOneToken { path: token_file });
+        }
         let mut builder = reqwest::Client::builder()
             // The token must never go to a proxy named by the environment.
             .no_proxy()

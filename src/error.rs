@@ -60,6 +60,16 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The token file holds more than one token, e.g. the host's file of named clients.
+    #[error(
+        "the token file `{path}` holds more than a token (a host's `name token` lines?): a client \
+         sends its own token only; give it a file holding that token alone"
+    )]
+    NotOneToken {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// `--host` / `PLUGSYNC_HOST` is not a URL of a host.
     #[error(
         "`{url}` is not a valid host URL: expected e.g. `http://127.0.0.1:7077`, \

@@ -797,6 +797,83 @@ fn a_host_refuses_to_start_without_a_private_token_file_or_on_a_remote_address()
     );
 }
 
+#[test]
+fn a_host_serves_named_clients_each_holding_its_own_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let laptop = "laptop-token-0123456789abcdef";
+    let tokens = root.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!("# the clients of this host\nsidecar {TOKEN}\n\nlaptop {laptop}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let host = Host::start(&root.join("store"), &tokens, &["--feed", "off"]);
+    for (name, token) in [("sidecar", TOKEN), ("laptop", laptop)] {
+        let own = token_file(root, name, token, 0o600);
+        let shown = host.status(&own, &["--output", "json"]);
+        assert_eq!(shown.status.code(), Some(0), "{name}: {}", shown.stderr);
+        let api = &json(shown.stdout.as_bytes())["api"];
+        assert_eq!(api["version"], "1.1");
+        assert!(
+            api["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("named_clients")),
+            "{api}"
+        );
+    }
+    // A client is given its own token, not the host's file of clients.
+    refused(
+        &host.status(&tokens, &[]),
+        root,
+        Some(&host.url),
+        "error: the token file `[ROOT]/tokens` holds more than a token (a host's `name token` \
+         lines?): a client sends its own token only; give it a file holding that token alone\n",
+    );
+    let stopped = host.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("clients=sidecar, laptop"),
+        "{}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn a_token_file_with_a_bad_line_refuses_the_start_naming_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let tokens = root.join("tokens");
+    std::fs::write(&tokens, format!("sidecar {TOKEN}\nlaptop {TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store = root.join("store");
+    let started = plugsync(
+        &[
+            OsStr::new("host"),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--token-file".as_ref(),
+            tokens.as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+            "--feed".as_ref(),
+            "off".as_ref(),
+        ],
+        &[],
+    );
+    refused(
+        &started,
+        root,
+        None,
+        "error: token file `[ROOT]/tokens:2` gives client `laptop` the token of client `sidecar` \
+         (line 1): two clients must never share a token; give each its own, e.g. `head -c 32 \
+         /dev/urandom | base64`\n",
+    );
+    assert!(!started.stderr.contains(TOKEN), "the token was shown");
+}
+
 /// A CA, a host certificate it signed for `127.0.0.1` (and its key, mode 0600), and another
 /// CA, as PEM files.
 struct Pki {

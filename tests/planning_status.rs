@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use plugsync_host::control::api::RunningState;
+use plugsync_host::control::api::{ApiInfo, RunningState};
 use plugsync_host::{
     Asked, HostTime, RollbackMethod, RollbackReason, Runtime, RuntimeStatus, SoakThresholds,
     StepState, SwapRequest, TransitionKind, VerifySpec, inspect,
@@ -155,8 +155,13 @@ fn a_real_status_reads_back_as_the_same_value() {
     assert_eq!(round_trip(&pending), pending);
 
     // The control API's answer (the status flattened, with the states or without).
+    let api = ApiInfo {
+        version: "1.1".into(),
+        capabilities: vec!["lease".into(), "owned_steps".into()],
+    };
     let with_states = RunningState {
         status: pending.clone(),
+        api: api.clone(),
         states: Some(BTreeMap::from([(
             "ma_cross".to_owned(),
             runtime.snapshot("ma_cross").unwrap(),
@@ -165,6 +170,7 @@ fn a_real_status_reads_back_as_the_same_value() {
     assert_eq!(round_trip(&with_states), with_states);
     let without = RunningState {
         status: pending,
+        api,
         states: None,
     };
     assert_eq!(round_trip(&without), without);

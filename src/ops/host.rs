@@ -54,7 +54,8 @@ pub struct HostOptions {
     /// Where the control API listens: a TCP address (port 0: any free port, shown in the ready
     /// line) or a unix socket (created `0600`, removed when the host stops).
     pub listen: Listen,
-    /// The file holding the control API's bearer token (mode 0600).
+    /// The file holding the control API's bearer token, or its clients' (`name token` per
+    /// line), mode 0600: [`ControlConfig::token_file`].
     pub token_file: PathBuf,
     /// Accept a non-loopback `listen` address (which also needs `tls`).
     pub allow_remote: bool,

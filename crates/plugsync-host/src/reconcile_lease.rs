@@ -120,12 +120,28 @@ impl ReconcileLease {
         status
     }
 
-    /// Allows a mutating request carrying `epoch` at `now` (see the module docs), and holds the
-    /// lease until the returned guard is dropped.
-    pub fn admit(&self, epoch: Option<u64>, now: HostTime) -> Result<LeaseGuard<'_>> {
+    /// Allows a mutating request carrying `epoch` at `now` (see the module docs) from `client`
+    /// (`None`: the host's own code), and holds the lease until the returned guard is dropped.
+    /// The holder's epoch admits only the holder: another client that read it from status
+    /// cannot borrow it.
+    pub fn admit(
+        &self,
+        epoch: Option<u64>,
+        client: Option<&str>,
+        now: HostTime,
+    ) -> Result<LeaseGuard<'_>> {
         let state = self.read();
         let holder = state.holder.as_ref().filter(|h| h.expires_at > now);
         match (holder, epoch) {
+            (Some(holder), Some(epoch))
+                if holder.epoch == epoch && client.is_some_and(|c| c != holder.owner) =>
+            {
+                return Err(HostError::LeaseHeld {
+                    owner: holder.owner.clone(),
+                    epoch: holder.epoch,
+                    expires_in_ms: ms_until(holder.expires_at, now),
+                });
+            }
             (Some(holder), Some(epoch)) if holder.epoch == epoch => {}
             (None, None) => {}
             (Some(holder), None) => {
@@ -254,7 +270,8 @@ impl ReconcileLease {
     }
 }
 
-/// The holder of `state` if it is `owner` at `epoch` and not expired.
+/// The holder of `state` if it is `owner` at `epoch` and not expired. Another client naming
+/// the holder's epoch is told the lease is held (not that the epoch is stale: it is current).
 fn held_by<'a>(
     state: &'a mut LeaseStatus,
     owner: &str,
@@ -263,6 +280,11 @@ fn held_by<'a>(
 ) -> Result<&'a mut LeaseHolder> {
     match state.holder.as_mut().filter(|h| h.expires_at > now) {
         Some(holder) if holder.owner == owner && holder.epoch == epoch => Ok(holder),
+        Some(holder) if holder.epoch == epoch => Err(HostError::LeaseHeld {
+            owner: holder.owner.clone(),
+            epoch: holder.epoch,
+            expires_in_ms: ms_until(holder.expires_at, now),
+        }),
         holder => Err(HostError::StaleLeaseEpoch {
             epoch,
             holder: holder.map(|h| (h.owner.clone(), h.epoch)),

@@ -1147,11 +1147,13 @@ impl Runtime {
             .break_lease(by, reason, self.shared.clock.now())
     }
 
-    /// Admits a mutating request carrying lease `epoch` (or none): refused while another
-    /// client holds the lease, or when the epoch is not the holder's; the lease cannot change
-    /// hands until the guard is dropped.
-    pub fn admit(&self, epoch: Option<u64>) -> Result<LeaseGuard<'_>> {
-        self.shared.lease.admit(epoch, self.shared.clock.now())
+    /// Admits a mutating request from `client` carrying lease `epoch` (or none): refused while
+    /// another client holds the lease, or when the epoch is not the holder's (or is, but
+    /// `client` is not the holder); the lease cannot change hands until the guard is dropped.
+    pub fn admit(&self, epoch: Option<u64>, client: Option<&str>) -> Result<LeaseGuard<'_>> {
+        self.shared
+            .lease
+            .admit(epoch, client, self.shared.clock.now())
     }
 }
 

@@ -7,11 +7,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
+use plugsync_host::control::api::{API_VERSION, ApiInfo, Capability};
 use plugsync_host::control::{
     ControlConfig, ControlError, ControlServer, Listen, TlsFiles, TrustedKeys, openapi,
     running_state_schema, signature_payload,
@@ -88,6 +89,46 @@ async fn token_files_that_are_missing_open_or_empty_are_refused() {
              holding the token"
         )
     );
+}
+
+#[tokio::test]
+async fn a_token_file_of_named_clients_with_a_bad_line_is_refused_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens");
+    let shown = path.display().to_string();
+    for (text, expected) in [
+        (
+            "# who drives this host\nsidecar s1\nlaptop s1\n",
+            format!(
+                "token file `{shown}:3` gives client `laptop` the token of client `sidecar` \
+                 (line 2): two clients must never share a token; give each its own, e.g. `head \
+                 -c 32 /dev/urandom | base64`"
+            ),
+        ),
+        (
+            "sidecar s1\n\nsidecar s2\n",
+            format!(
+                "token file `{shown}:3` names client `sidecar` again (first on line 1): give \
+                 each client one line, with its own name"
+            ),
+        ),
+        (
+            "sidecar s1\nlaptop l2 l3\n",
+            format!(
+                "token file `{shown}:2` has 3 fields: write one client per line as `name token` \
+                 (or, alone in the file, only a token: its client is named `default`)"
+            ),
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tokens = path.clone();
+        assert_eq!(
+            bind_error(|c| c.token_file = tokens).await,
+            expected,
+            "{text:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -540,6 +581,120 @@ async fn requests_without_the_token_are_refused() {
     host.shutdown().await;
 }
 
+/// The host's log lines that one thread captures, as text.
+///
+/// One subscriber serves the whole binary (installed by the first capture) and writes each line
+/// to the capture of the thread that logs it, if any: a subscriber set per thread would miss
+/// events whose callsite another test's thread met first (tracing caches a callsite's interest
+/// for every thread). The tests' runtime runs the server's tasks on the test's thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+thread_local! {
+    static CAPTURED: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes to the capture of the logging thread (or nowhere).
+struct ToCapture;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ToCapture {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        CAPTURED.with(|captured| captured.borrow().clone().unwrap_or_default())
+    }
+}
+
+impl Logs {
+    /// Captures what this thread logs from now on.
+    fn capture() -> Logs {
+        static SUBSCRIBER: std::sync::Once = std::sync::Once::new();
+        SUBSCRIBER.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(ToCapture)
+                .with_ansi(false)
+                .without_time()
+                .with_target(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other subscriber in this test binary");
+        });
+        let logs = Logs::default();
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(logs.clone()));
+        logs
+    }
+
+    /// The lines logged so far that contain `text`.
+    fn lines_with(&self, text: &str) -> Vec<String> {
+        let logged = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        logged
+            .lines()
+            .filter(|line| line.contains(text))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn each_client_has_its_own_token_and_every_mutating_request_is_logged_with_its_name() {
+    let logs = Logs::capture();
+    let host = Host::start_with_clients(&CLIENTS).await;
+    for token in [TOKEN, LAPTOP_TOKEN, OPS_TOKEN] {
+        host.as_client(token).get("/v1/status").await.expect_ok();
+    }
+    // A name is not a token, nor is `name token`.
+    for wrong in ["laptop", &format!("laptop {LAPTOP_TOKEN}")] {
+        let refused = host.as_client(wrong).get("/v1/status").await;
+        refused.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    let laptop = host.as_client(LAPTOP_TOKEN);
+    laptop
+        .post("/v1/lease", json!({"action": "acquire", "ttl_ms": 1_000}))
+        .await
+        .expect_ok();
+    // Logged whatever its answer: this one is refused (nothing is loaded).
+    laptop
+        .post_with_epoch("/v1/steps/s1/unload", json!({"plugin": "ma_cross"}), 1)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_loaded");
+    host.shutdown().await;
+
+    let requests = logs.lines_with("control API request");
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    for (line, (path, status)) in requests
+        .iter()
+        .zip([("/v1/lease", 200), ("/v1/steps/s1/unload", 404)])
+    {
+        for field in [
+            "client=laptop".to_owned(),
+            "method=POST".to_owned(),
+            format!("path=\"{path}\""),
+            format!("status={status}"),
+        ] {
+            assert!(line.contains(&field), "no `{field}` in {line}");
+        }
+    }
+    let listening = logs.lines_with("control API listening");
+    assert!(
+        listening[0].contains("clients=sidecar, laptop, ops"),
+        "{listening:?}"
+    );
+    for token in [TOKEN, LAPTOP_TOKEN, OPS_TOKEN] {
+        assert!(logs.lines_with(token).is_empty(), "a token was logged");
+    }
+}
+
 #[tokio::test]
 async fn every_documented_route_is_served_and_behind_the_token() {
     let host = Host::start().await;
@@ -548,6 +703,7 @@ async fn every_documented_route_is_served_and_behind_the_token() {
     assert_eq!(
         paths.keys().map(String::as_str).collect::<Vec<_>>(),
         [
+            "/v1/artifacts/{sha256}",
             "/v1/artifacts/{sha256}/{file_name}",
             "/v1/lease",
             "/v1/plugins/{plugin}/call",
@@ -625,6 +781,79 @@ async fn a_wrong_digest_stages_nothing() {
          in the path"
     );
     assert_eq!(host.stored_files(), Vec::<String>::new());
+    host.shutdown().await;
+}
+
+/// `HEAD path` with the token: its status and body (none, ever).
+async fn head(host: &Host, path: &str) -> (StatusCode, String) {
+    let response = host
+        .client
+        .head(format!("{}{path}", host.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_client_learns_whether_the_store_has_an_artifact_before_staging_it() {
+    let host = Host::start().await;
+    let (bytes, file) = library(MA_CROSS_1_0_0);
+    let digest = Digest::of(&bytes);
+    let path = format!("/v1/artifacts/{digest}");
+
+    let missing = host.get(&path).await;
+    let message = missing.expect_error(StatusCode::NOT_FOUND, "unknown_artifact");
+    assert_eq!(
+        message,
+        format!("no artifact {digest} in the store: stage it first")
+    );
+    assert_eq!(
+        head(&host, &path).await,
+        (StatusCode::NOT_FOUND, String::new())
+    );
+
+    host.stage(MA_CROSS_1_0_0).await;
+    let present = host.get(&path).await;
+    assert_eq!(
+        present.expect_ok(),
+        &json!({"sha256": digest, "file": file, "size": bytes.len(), "signed": false})
+    );
+    assert_eq!(head(&host, &path).await, (StatusCode::OK, String::new()));
+
+    // A file that no longer holds its digest's bytes is not the artifact: staging repairs it.
+    let stored = host.artifacts().join(digest.to_string()).join(&file);
+    std::fs::set_permissions(&stored, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&stored, b"not the library").unwrap();
+    let corrupt = host.get(&path).await;
+    let message = corrupt.expect_error(StatusCode::NOT_FOUND, "unknown_artifact");
+    assert!(
+        message.starts_with(&format!(
+            "artifact {digest} is in the store but cannot be used (sha256 mismatch for `"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("): stage it again (the right bytes repair it)"),
+        "{message}"
+    );
+    assert_eq!(
+        head(&host, &path).await,
+        (StatusCode::NOT_FOUND, String::new())
+    );
+    host.put(&digest.to_string(), &file, bytes, None)
+        .await
+        .expect_ok();
+    host.get(&path).await.expect_ok();
+
+    let answer = host.get("/v1/artifacts/not-a-digest").await;
+    let message = answer.expect_error(StatusCode::BAD_REQUEST, "bad_digest");
+    assert_eq!(
+        message,
+        "`not-a-digest` is not a sha256 digest: expected 64 hex digits: put the artifact's sha256 \
+         in the path"
+    );
     host.shutdown().await;
 }
 
@@ -776,6 +1005,8 @@ async fn with_trusted_keys_only_a_trusted_signature_stages() {
     // The signature is kept beside the artifact: checked again before every load.
     let kept = std::fs::read_to_string(stored.with_file_name(format!("{file}.sig"))).unwrap();
     assert_eq!(kept, format!("{good}\n"));
+    let present = host.get(&format!("/v1/artifacts/{digest}")).await;
+    assert_eq!(present.expect_ok()["signed"], true);
     // Content-addressed: staging again is a no-op with the same answer.
     let again = host
         .put(&digest.to_string(), &file, bytes, Some(&good))
@@ -1192,6 +1423,39 @@ fn the_openapi_document_is_current() {
     let document = openapi();
     assert_eq!(document["openapi"], "3.1.0");
     check_document("control-api.openapi.json", &document);
+}
+
+#[tokio::test]
+async fn status_names_the_api_version_and_the_capabilities_the_host_serves() {
+    for (allow_calls, capabilities) in [
+        (
+            false,
+            json!(["artifact_head", "lease", "named_clients", "owned_steps"]),
+        ),
+        (
+            true,
+            json!([
+                "artifact_head",
+                "calls",
+                "lease",
+                "named_clients",
+                "owned_steps"
+            ]),
+        ),
+    ] {
+        let host = Host::start_with(|config, _| config.allow_calls = allow_calls).await;
+        let status = host.get("/v1/status").await;
+        let api = &status.expect_ok()["api"];
+        assert_eq!(
+            api,
+            &json!({"version": "1.1", "capabilities": capabilities})
+        );
+        let api: ApiInfo = serde_json::from_value(api.clone()).unwrap();
+        assert_eq!(api.version, API_VERSION);
+        assert_eq!(api.has(Capability::Calls), allow_calls);
+        assert!(api.has(Capability::NamedClients));
+        host.shutdown().await;
+    }
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //!   retried switch is answered from its record only while the switch holds.
 //! - **One client reconciles at a time**: the reconcile lease, its epoch on every mutating
 //!   request, its expiry by the host's clock (a `ManualClock` here), breaks on purpose.
+//! - **Named clients**: each client has its own token (the host's token file names them), and
+//!   acts on the lease in that name only.
 //! - **What was applied, by whom**: the applied record, kept across restarts.
 //! - **What is forbidden for now**: freeze, holds, failed marks and halts, each refusing and
 //!   each lifted, kept across restarts; a change forced through is recorded.
@@ -20,7 +22,12 @@ use support::*;
 /// A host running ma_cross 1.0.0 (installed by step `install`), with 2.0.0 staged; its clock
 /// moves only when the test says (and by 1 ns per reading).
 async fn host_with_v1_and_v2_staged() -> (Host, String, String) {
-    let host = Host::start_with_manual_clock().await;
+    with_v1_and_v2_staged(Host::start_with_manual_clock().await).await
+}
+
+/// `host` running risk_model 1.0.0 and ma_cross 1.0.0 (installed by step `install`), with
+/// ma_cross 2.0.0 staged.
+async fn with_v1_and_v2_staged(host: Host) -> (Host, String, String) {
     host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
     let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
@@ -165,28 +172,35 @@ async fn a_switch_retried_across_a_host_restart_learns_it_is_gone_and_a_committe
     host.shutdown().await;
 }
 
-/// `POST /v1/lease` with `body`.
-async fn lease(host: &Host, body: Value) -> Answer {
-    host.post("/v1/lease", body).await
+/// `POST /v1/lease` with `body`, as `client` (e.g. `host.as_client(LAPTOP_TOKEN)`).
+async fn lease(client: As<'_>, body: Value) -> Answer {
+    client.post("/v1/lease", body).await
+}
+
+/// The clients of [`CLIENTS`], as requests of `host` carry their tokens.
+fn clients(host: &Host) -> (As<'_>, As<'_>, As<'_>) {
+    (
+        host.as_client(TOKEN),
+        host.as_client(LAPTOP_TOKEN),
+        host.as_client(OPS_TOKEN),
+    )
 }
 
 #[tokio::test]
 async fn the_reconcile_lease_admits_its_holder_only_and_a_refused_request_changes_nothing() {
-    let (host, _, v2) = host_with_v1_and_v2_staged().await;
-    let acquired = lease(
-        &host,
-        json!({"action": "acquire", "owner": "sidecar", "ttl_ms": 30_000}),
-    )
-    .await;
-    let epoch = acquired.expect_ok()["holder"]["epoch"].as_u64().unwrap();
-    assert_eq!(epoch, 1);
+    let (host, _, v2) = with_v1_and_v2_staged(Host::start_with_clients(&CLIENTS).await).await;
+    let (sidecar, laptop, _) = clients(&host);
+    let acquire = json!({"action": "acquire", "ttl_ms": 30_000});
+    let acquired = lease(sidecar, acquire.clone()).await;
+    let holder = &acquired.expect_ok()["holder"];
+    assert_eq!(
+        (&holder["owner"], &holder["epoch"]),
+        (&json!("sidecar"), &json!(1))
+    );
+    let epoch = 1;
 
     // A second client can neither take the lease nor change the host.
-    let taken = lease(
-        &host,
-        json!({"action": "acquire", "owner": "laptop", "ttl_ms": 30_000}),
-    )
-    .await;
+    let taken = lease(laptop, acquire.clone()).await;
     let message = taken.expect_error(StatusCode::CONFLICT, "lease_held");
     assert_eq!(
         message,
@@ -195,9 +209,11 @@ async fn the_reconcile_lease_admits_its_holder_only_and_a_refused_request_change
          (`POST /v1/lease` with `\"action\": \"break\"`, recorded)"
     );
     let switch = json!({"plugin": "ma_cross", "artifact": v2});
-    let refused = host.post("/v1/steps/laptop-1/switch", switch.clone()).await;
+    let refused = laptop
+        .post("/v1/steps/laptop-1/switch", switch.clone())
+        .await;
     refused.expect_error(StatusCode::CONFLICT, "lease_held");
-    let stale = host
+    let stale = laptop
         .post_with_epoch("/v1/steps/laptop-1/switch", switch.clone(), 7)
         .await;
     let message = stale.expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
@@ -208,18 +224,21 @@ async fn the_reconcile_lease_admits_its_holder_only_and_a_refused_request_change
     );
     assert_eq!(running(&host).await, ("1.0.0".into(), Value::Null));
 
-    // The holder releases; the refused step id was not spent: the laptop's retry applies.
+    // The holder releases (a body may name its own client); the refused step id was not
+    // spent: the laptop's retry applies.
     lease(
-        &host,
+        sidecar,
         json!({"action": "release", "owner": "sidecar", "epoch": epoch}),
     )
     .await
     .expect_ok();
-    let applied = host.post("/v1/steps/laptop-1/switch", switch.clone()).await;
+    let applied = laptop
+        .post("/v1/steps/laptop-1/switch", switch.clone())
+        .await;
     assert!(!applied.replayed());
     applied.expect_ok();
     // The released holder's epoch is stale now: its requests change nothing.
-    let late = host
+    let late = sidecar
         .post_with_epoch("/v1/steps/sidecar-1/commit", ma_cross(), epoch)
         .await;
     let message = late.expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
@@ -232,14 +251,12 @@ async fn the_reconcile_lease_admits_its_holder_only_and_a_refused_request_change
     assert_eq!(running(&host).await, ("2.0.0".into(), json!("laptop-1")));
 
     // The holder's own requests go through while it holds the lease.
-    let again = lease(
-        &host,
-        json!({"action": "acquire", "owner": "laptop", "ttl_ms": 30_000}),
-    )
-    .await;
-    let epoch = again.expect_ok()["holder"]["epoch"].as_u64().unwrap();
-    assert_eq!(epoch, 2, "an epoch is never given twice");
-    host.post_with_epoch("/v1/steps/laptop-1/commit", ma_cross(), epoch)
+    let again = lease(laptop, acquire).await;
+    let holder = &again.expect_ok()["holder"];
+    assert_eq!(holder["owner"], "laptop");
+    assert_eq!(holder["epoch"], 2, "an epoch is never given twice");
+    laptop
+        .post_with_epoch("/v1/steps/laptop-1/commit", ma_cross(), 2)
         .await
         .expect_ok();
     assert_eq!(running(&host).await, ("2.0.0".into(), Value::Null));
@@ -248,54 +265,62 @@ async fn the_reconcile_lease_admits_its_holder_only_and_a_refused_request_change
 
 #[tokio::test]
 async fn a_crashed_holders_lease_expires_a_broken_one_is_recorded_and_both_survive_a_restart() {
-    let host = Host::start_with_manual_clock().await;
-    let acquire = |owner: &str| json!({"action": "acquire", "owner": owner, "ttl_ms": 1_000});
-    lease(&host, acquire("sidecar")).await.expect_ok();
-    lease(&host, acquire("laptop"))
-        .await
-        .expect_error(StatusCode::CONFLICT, "lease_held");
+    let host = Host::start_with_clients(&CLIENTS).await;
+    let acquire = json!({"action": "acquire", "ttl_ms": 1_000});
+    {
+        let (sidecar, laptop, _) = clients(&host);
+        lease(sidecar, acquire.clone()).await.expect_ok();
+        lease(laptop, acquire.clone())
+            .await
+            .expect_error(StatusCode::CONFLICT, "lease_held");
 
-    // The sidecar crashed: no renewal comes, and the lease runs out by the host's clock.
-    host.advance_ms(1_001);
-    let taken = lease(&host, acquire("laptop")).await;
-    assert_eq!(taken.expect_ok()["holder"]["epoch"], 2);
-    let renew = json!({"action": "renew", "owner": "sidecar", "epoch": 1, "ttl_ms": 1_000});
-    lease(&host, renew)
-        .await
-        .expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+        // The sidecar crashed: no renewal comes, and the lease runs out by the host's clock.
+        host.advance_ms(1_001);
+        let taken = lease(laptop, acquire.clone()).await;
+        assert_eq!(taken.expect_ok()["holder"]["epoch"], 2);
+        let renew = json!({"action": "renew", "epoch": 1, "ttl_ms": 1_000});
+        lease(sidecar, renew)
+            .await
+            .expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+    }
 
-    // A lease outlives a restart of the host.
+    // A lease outlives a restart of the host (and so do its clients: the same token file).
     let host = host.restart().await;
-    let status = host.get("/v1/status").await;
-    assert_eq!(status.expect_ok()["lease"]["holder"]["owner"], "laptop");
-    lease(&host, acquire("sidecar"))
-        .await
-        .expect_error(StatusCode::CONFLICT, "lease_held");
+    {
+        let (sidecar, laptop, ops) = clients(&host);
+        let status = host.get("/v1/status").await;
+        assert_eq!(status.expect_ok()["lease"]["holder"]["owner"], "laptop");
+        lease(sidecar, acquire.clone())
+            .await
+            .expect_error(StatusCode::CONFLICT, "lease_held");
 
-    // An operator breaks the laptop's lease on purpose: recorded, and its epoch is stale.
-    let broken = lease(
-        &host,
-        json!({"action": "break", "by": "ops", "reason": "the laptop went away mid-reconcile"}),
-    )
-    .await;
-    let record = &broken.expect_ok()["broken"];
-    assert_eq!(
-        (
-            &record["by"],
-            &record["reason"],
-            &record["holder"]["owner"],
-            &record["holder"]["epoch"]
-        ),
-        (
-            &json!("ops"),
-            &json!("the laptop went away mid-reconcile"),
-            &json!("laptop"),
-            &json!(2)
+        // An operator breaks the laptop's lease on purpose: recorded in the operator's name,
+        // and the laptop's epoch is stale.
+        let broken = lease(
+            ops,
+            json!({"action": "break", "reason": "the laptop went away mid-reconcile"}),
         )
-    );
-    host.post_with_epoch("/v1/steps/laptop-2/unload", ma_cross(), 2)
-        .await
-        .expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+        .await;
+        let record = &broken.expect_ok()["broken"];
+        assert_eq!(
+            (
+                &record["by"],
+                &record["reason"],
+                &record["holder"]["owner"],
+                &record["holder"]["epoch"]
+            ),
+            (
+                &json!("ops"),
+                &json!("the laptop went away mid-reconcile"),
+                &json!("laptop"),
+                &json!(2)
+            )
+        );
+        laptop
+            .post_with_epoch("/v1/steps/laptop-2/unload", ma_cross(), 2)
+            .await
+            .expect_error(StatusCode::CONFLICT, "stale_lease_epoch");
+    }
 
     let host = host.restart().await;
     let status = host.get("/v1/status").await;
@@ -303,7 +328,7 @@ async fn a_crashed_holders_lease_expires_a_broken_one_is_recorded_and_both_survi
     assert_eq!(lease_status["holder"], Value::Null);
     assert_eq!(lease_status["last_epoch"], 2);
     assert_eq!(lease_status["breaks"][0]["by"], "ops");
-    let next = lease(&host, acquire("sidecar")).await;
+    let next = lease(host.as_client(TOKEN), acquire).await;
     assert_eq!(
         next.expect_ok()["holder"]["epoch"],
         3,
@@ -313,26 +338,108 @@ async fn a_crashed_holders_lease_expires_a_broken_one_is_recorded_and_both_survi
 }
 
 #[tokio::test]
+async fn the_lease_is_held_in_the_name_of_the_client_whose_token_the_request_carries() {
+    // Two clients, each with its own token.
+    let host = Host::start_with_clients(&CLIENTS[..2]).await;
+    let (sidecar, laptop, _) = clients(&host);
+    let acquired = lease(sidecar, json!({"action": "acquire", "ttl_ms": 30_000})).await;
+    let holder = acquired.expect_ok()["holder"].clone();
+    assert_eq!(
+        (&holder["owner"], &holder["epoch"]),
+        (&json!("sidecar"), &json!(1))
+    );
+
+    // The laptop cannot act on the sidecar's lease by naming the sidecar: its token says who
+    // it is.
+    for body in [
+        json!({"action": "acquire", "owner": "sidecar", "ttl_ms": 30_000}),
+        json!({"action": "renew", "owner": "sidecar", "epoch": 1, "ttl_ms": 30_000}),
+        json!({"action": "release", "owner": "sidecar", "epoch": 1}),
+    ] {
+        let refused = lease(laptop, body.clone()).await;
+        let message = refused.expect_error(StatusCode::FORBIDDEN, "not_this_client");
+        assert_eq!(
+            message,
+            "`owner` is `sidecar`, but this request carries the token of client `laptop`: a \
+             client acts on the reconcile lease in its own name only; leave `owner` out (it is \
+             the name of the client whose token the request carries), or send `sidecar`'s own \
+             token",
+            "{body}"
+        );
+    }
+    // Nor in its own name with the sidecar's epoch (status shows it): the lease is not its.
+    for body in [
+        json!({"action": "renew", "epoch": 1, "ttl_ms": 30_000}),
+        json!({"action": "release", "owner": "laptop", "epoch": 1}),
+    ] {
+        let refused = lease(laptop, body.clone()).await;
+        let message = refused.expect_error(StatusCode::CONFLICT, "lease_held");
+        assert!(
+            message.starts_with("`sidecar` holds this host's reconcile lease (epoch 1) for "),
+            "{body}: {message}"
+        );
+    }
+    // Nothing changed: the sidecar holds the lease as it was given, and renews it naming
+    // itself.
+    let status = host.get("/v1/status").await;
+    assert_eq!(status.expect_ok()["lease"]["holder"], holder);
+    let renewed = lease(
+        sidecar,
+        json!({"action": "renew", "owner": "sidecar", "epoch": 1, "ttl_ms": 30_000}),
+    )
+    .await;
+    assert_eq!(renewed.expect_ok()["holder"]["owner"], "sidecar");
+
+    // A break is recorded in the name of the client that breaks; naming another is refused.
+    let reason = "the sidecar is wedged";
+    let refused = lease(
+        laptop,
+        json!({"action": "break", "by": "sidecar", "reason": reason}),
+    )
+    .await;
+    let message = refused.expect_error(StatusCode::FORBIDDEN, "not_this_client");
+    assert!(
+        message.starts_with("`by` is `sidecar`, but this request carries the token of client"),
+        "{message}"
+    );
+    let broken = lease(laptop, json!({"action": "break", "reason": reason})).await;
+    let record = &broken.expect_ok()["broken"];
+    assert_eq!(
+        (&record["by"], &record["holder"]["owner"]),
+        (&json!("laptop"), &json!("sidecar"))
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn lease_requests_that_cannot_be_carried_out_say_why() {
+    // One token: its client is named `default`, and the lease is held in that name.
     let host = Host::start().await;
+    let acquired = host
+        .post("/v1/lease", json!({"action": "acquire", "ttl_ms": 1_000}))
+        .await;
+    assert_eq!(acquired.expect_ok()["holder"]["owner"], "default");
     for (body, reason) in [
         (
-            json!({"action": "acquire", "owner": "sidecar", "ttl_ms": 0}),
+            json!({"action": "acquire", "owner": "default", "ttl_ms": 0}),
             "`ttl_ms` is 0: give 1 to 3600000 ms (renew a longer lease)",
         ),
         (
-            json!({"action": "acquire", "owner": " ", "ttl_ms": 1_000}),
-            "`owner` must be a name of 1 to 128 printable characters",
-        ),
-        (
-            json!({"action": "break", "by": "ops", "reason": ""}),
+            json!({"action": "break", "reason": ""}),
             "breaking the lease needs `by` (who) and a `reason`",
         ),
     ] {
-        let answer = lease(&host, body).await;
+        let answer = host.post("/v1/lease", body).await;
         let message = answer.expect_error(StatusCode::BAD_REQUEST, "bad_lease_request");
         assert_eq!(message, format!("invalid lease request: {reason}"));
     }
+    let answer = host
+        .post(
+            "/v1/lease",
+            json!({"action": "acquire", "owner": " ", "ttl_ms": 1_000}),
+        )
+        .await;
+    answer.expect_error(StatusCode::FORBIDDEN, "not_this_client");
     let garbled = host
         .send(
             host.client
@@ -355,8 +462,14 @@ async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() 
     host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
     let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
+    // The body names the tool and plan; the host names the client: the one whose token the
+    // request carries (`default` for a single-token host), whatever the body says.
     let origin = json!({
-        "tool": "plugsync-reconcile", "client": "sidecar", "plan_id": "p-17",
+        "tool": "plugsync-reconcile", "client": "someone-else", "plan_id": "p-17",
+        "desired_sha256": "d".repeat(64),
+    });
+    let recorded = json!({
+        "tool": "plugsync-reconcile", "client": "default", "plan_id": "p-17",
         "desired_sha256": "d".repeat(64),
     });
     host.post(
@@ -372,12 +485,13 @@ async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() 
             &installed["step_id"],
             &installed["origin"]
         ),
-        (&json!("install"), &json!("p-17.1.0"), &origin)
+        (&json!("install"), &json!("p-17.1.0"), &recorded)
     );
     assert_eq!(installed["version"]["digest"], v1);
 
     // A switch is not applied until its commit; the commit's origin is recorded with it.
     let by_hand = json!({"tool": "curl"});
+    let by_hand_recorded = json!({"tool": "curl", "client": "default"});
     host.post(
         "/v1/steps/hand-1/switch",
         json!({"plugin": "ma_cross", "artifact": v2}),
@@ -398,7 +512,7 @@ async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() 
             &committed["step_id"],
             &committed["origin"]
         ),
-        (&json!("commit"), &json!("hand-1"), &by_hand)
+        (&json!("commit"), &json!("hand-1"), &by_hand_recorded)
     );
     assert_eq!(committed["version"]["digest"], v2);
     let status = host.get("/v1/status").await;
@@ -425,7 +539,11 @@ async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() 
             &rolled_back["step_id"],
             &rolled_back["origin"]
         ),
-        (&json!("rollback"), &json!("hand-2"), &Value::Null)
+        (
+            &json!("rollback"),
+            &json!("hand-2"),
+            &json!({"tool": "api", "client": "default"})
+        )
     );
     assert_eq!(rolled_back["version"]["digest"], v2);
 
@@ -450,7 +568,7 @@ async fn a_freeze_refuses_changes_until_lifted_and_a_forced_change_is_recorded()
     let (host, _, v2) = host_with_v1_and_v2_staged().await;
     restrain(
         &host,
-        json!({"action": "freeze", "reason": "US open, 09:30-10:00", "by": "ops"}),
+        json!({"action": "freeze", "reason": "US open, 09:30-10:00"}),
     )
     .await
     .expect_ok();
@@ -460,7 +578,7 @@ async fn a_freeze_refuses_changes_until_lifted_and_a_forced_change_is_recorded()
     let message = refused.expect_error(StatusCode::CONFLICT, "frozen");
     assert_eq!(
         message,
-        "the host is frozen (US open, 09:30-10:00, by ops): `switch` of `ma_cross` was refused \
+        "the host is frozen (US open, 09:30-10:00, by default): `switch` of `ma_cross` was refused \
          and nothing was applied; unfreeze the host when the freeze is over, or force this \
          change with a reason (`force`, recorded)"
     );
@@ -472,7 +590,7 @@ async fn a_freeze_refuses_changes_until_lifted_and_a_forced_change_is_recorded()
     // Forced, with a reason: it goes, and the host records who forced what through what.
     let forced = json!({
         "plugin": "ma_cross", "artifact": v2, "force": "hotfix for a stuck order",
-        "origin": {"tool": "plugsync", "client": "alice"},
+        "origin": {"tool": "plugsync"},
     });
     host.post("/v1/steps/s2/switch", forced).await.expect_ok();
     // A pending step may still be committed while frozen.
@@ -493,7 +611,7 @@ async fn a_freeze_refuses_changes_until_lifted_and_a_forced_change_is_recorded()
             &json!("switch"),
             &json!(["freeze"]),
             &json!("hotfix for a stuck order"),
-            &json!("alice")
+            &json!("default")
         )
     );
 
@@ -502,7 +620,7 @@ async fn a_freeze_refuses_changes_until_lifted_and_a_forced_change_is_recorded()
     host.post("/v1/steps/u2/unload", ma_cross())
         .await
         .expect_error(StatusCode::CONFLICT, "frozen");
-    restrain(&host, json!({"action": "unfreeze", "by": "ops"}))
+    restrain(&host, json!({"action": "unfreeze"}))
         .await
         .expect_ok();
     host.post("/v1/steps/u2/unload", ma_cross())
@@ -516,7 +634,7 @@ async fn a_held_plugin_is_not_switched_until_released() {
     let (host, _, v2) = host_with_v1_and_v2_staged().await;
     restrain(
         &host,
-        json!({"action": "hold", "plugin": "ma_cross", "reason": "manual rollback under review", "by": "ops"}),
+        json!({"action": "hold", "plugin": "ma_cross", "reason": "manual rollback under review"}),
     )
     .await
     .expect_ok();
@@ -525,16 +643,13 @@ async fn a_held_plugin_is_not_switched_until_released() {
     let message = refused.expect_error(StatusCode::CONFLICT, "held");
     assert_eq!(
         message,
-        "`ma_cross` is held at its running version (manual rollback under review, by ops): \
+        "`ma_cross` is held at its running version (manual rollback under review, by default): \
          `switch` of `ma_cross` was refused and nothing was applied; release the hold first, or \
          force this change with a reason (`force`, recorded)"
     );
-    restrain(
-        &host,
-        json!({"action": "release", "plugin": "ma_cross", "by": "ops"}),
-    )
-    .await
-    .expect_ok();
+    restrain(&host, json!({"action": "release", "plugin": "ma_cross"}))
+        .await
+        .expect_ok();
     host.post("/v1/steps/s1/switch", switch).await.expect_ok();
     host.shutdown().await;
 }
@@ -580,12 +695,9 @@ async fn a_version_rolled_back_is_marked_failed_and_refused_until_cleared() {
         .await
         .expect_error(StatusCode::CONFLICT, "version_failed");
 
-    restrain(
-        &host,
-        json!({"action": "clear_failed", "artifact": v2, "by": "ops"}),
-    )
-    .await
-    .expect_ok();
+    restrain(&host, json!({"action": "clear_failed", "artifact": v2}))
+        .await
+        .expect_ok();
     host.post("/v1/steps/s3/switch", switch).await.expect_ok();
     host.shutdown().await;
 }
@@ -595,7 +707,7 @@ async fn a_halted_plugin_refuses_every_call_until_resumed_even_after_a_restart()
     let (host, _, _) = host_with_v1_and_v2_staged().await;
     restrain(
         &host,
-        json!({"action": "halt", "plugin": "ma_cross", "reason": "risk limit breached", "by": "risk-desk"}),
+        json!({"action": "halt", "plugin": "ma_cross", "reason": "risk limit breached"}),
     )
     .await
     .expect_ok();
@@ -610,12 +722,9 @@ async fn a_halted_plugin_refuses_every_call_until_resumed_even_after_a_restart()
     let host = host.restart().await;
     let handle = host.runtime.handle("ma_cross").unwrap();
     assert!(handle.call(b"{}").is_err(), "still halted after a restart");
-    restrain(
-        &host,
-        json!({"action": "resume", "plugin": "ma_cross", "by": "risk-desk"}),
-    )
-    .await
-    .expect_ok();
+    restrain(&host, json!({"action": "resume", "plugin": "ma_cross"}))
+        .await
+        .expect_ok();
     let input = serde_json::to_vec(&json!({"bar": {"instrument": "ES", "close": 100.0}})).unwrap();
     handle.call(&input).expect("served again");
     host.shutdown().await;
@@ -842,5 +951,37 @@ async fn an_operator_restores_a_snapshot_it_took_and_not_during_a_step() {
     host.post("/v1/steps/r3/restore", json!({"snapshot": forged}))
         .await
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "bad_snapshot");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_holders_epoch_admits_the_holder_only_not_a_client_that_read_it_from_status() {
+    let host = Host::start_with_clients(&CLIENTS).await;
+    let laptop = host.as_client(LAPTOP_TOKEN);
+    let acquired = host
+        .post("/v1/lease", json!({"action": "acquire", "ttl_ms": 30_000}))
+        .await;
+    let epoch = acquired.expect_ok()["holder"]["epoch"].as_u64().unwrap();
+    // The epoch is in status for all to read; carrying it does not make the laptop the holder.
+    let borrowed = laptop
+        .post_with_epoch(
+            "/v1/restraints",
+            json!({"action": "freeze", "reason": "mine now"}),
+            epoch,
+        )
+        .await;
+    borrowed.expect_error(StatusCode::CONFLICT, "lease_held");
+    let status = host.get("/v1/status").await;
+    assert_eq!(status.expect_ok()["restraints"]["freeze"], Value::Null);
+    // The holder's own request with it goes through, in its name.
+    host.post_with_epoch(
+        "/v1/restraints",
+        json!({"action": "freeze", "reason": "maintenance"}),
+        epoch,
+    )
+    .await
+    .expect_ok();
+    let status = host.get("/v1/status").await;
+    assert_eq!(status.expect_ok()["restraints"]["freeze"]["by"], "sidecar");
     host.shutdown().await;
 }

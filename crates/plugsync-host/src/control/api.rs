@@ -34,8 +34,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable, machine-readable code: the runtime's
     /// [`HostError::code`](crate::HostError::code) (`not_loaded`, `step_in_progress`, …) or one
-    /// of the API's own (`unauthorized`, `bad_request`, `body_too_large`, `bad_signature`,
-    /// `signature_required`, `not_found`, `method_not_allowed`, `internal`).
+    /// of the API's own (`unauthorized`, `not_this_client`, `bad_request`, `body_too_large`,
+    /// `bad_signature`, `signature_required`, `not_found`, `method_not_allowed`, `internal`).
     pub code: String,
     /// What happened and what to do about it.
     pub message: String,
@@ -50,7 +50,90 @@ pub struct StatusQuery {
     pub with_state: bool,
 }
 
-/// What the host runs: the runtime's status, and the plugins' states when asked for.
+/// The version of the control API this host serves, `1.<minor>`. A minor only adds (routes,
+/// fields, capabilities); a change a client built for `1.x` could not read would be `2.0`.
+/// `1.0` was the API before the lease; `1.1` adds the reconcile lease, owned steps, named
+/// clients and `GET`/`HEAD /v1/artifacts/{sha256}`.
+pub const API_VERSION: &str = "1.1";
+
+/// Something a host's control API does that a client may depend on: its name is what
+/// [`ApiInfo::capabilities`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    /// `GET` and `HEAD /v1/artifacts/{sha256}`: whether the store has an artifact.
+    ArtifactHead,
+    /// `POST /v1/plugins/{plugin}/call` is served (the host was started with `allow_calls`).
+    Calls,
+    /// The reconcile lease: `POST /v1/lease` and `x-plugsync-lease-epoch` on mutating steps.
+    Lease,
+    /// Each token names a client; the lease is held in the name of the client whose token a
+    /// request carries.
+    NamedClients,
+    /// A commit or rollback ends only the pending step switched with its step id.
+    OwnedSteps,
+}
+
+impl Capability {
+    /// Every capability a host of this release may list.
+    pub const ALL: [Capability; 5] = [
+        Capability::ArtifactHead,
+        Capability::Calls,
+        Capability::Lease,
+        Capability::NamedClients,
+        Capability::OwnedSteps,
+    ];
+
+    /// Its name in [`ApiInfo::capabilities`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::ArtifactHead => "artifact_head",
+            Capability::Calls => "calls",
+            Capability::Lease => "lease",
+            Capability::NamedClients => "named_clients",
+            Capability::OwnedSteps => "owned_steps",
+        }
+    }
+}
+
+/// Which control API a host serves, so that a client built from another release can refuse
+/// or adapt (`api` in `GET /v1/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiInfo {
+    /// The API's version, `1.<minor>`: a minor only adds.
+    pub version: String,
+    /// What this host serves, sorted by name: `artifact_head` (`GET`/`HEAD
+    /// /v1/artifacts/{sha256}`), `calls` (`POST /v1/plugins/{plugin}/call`, only when the host
+    /// allows calls), `lease` (the reconcile lease), `named_clients` (a token names a client,
+    /// the lease's owner), `owned_steps` (a commit or rollback ends only the step switched with
+    /// its id). A client ignores a name it does not know.
+    pub capabilities: Vec<String>,
+}
+
+impl ApiInfo {
+    /// What this release serves; `calls` only when `allow_calls`.
+    pub fn served(allow_calls: bool) -> ApiInfo {
+        let mut capabilities: Vec<String> = Capability::ALL
+            .into_iter()
+            .filter(|&capability| allow_calls || capability != Capability::Calls)
+            .map(|capability| capability.name().to_owned())
+            .collect();
+        capabilities.sort_unstable();
+        ApiInfo {
+            version: API_VERSION.to_owned(),
+            capabilities,
+        }
+    }
+
+    /// Whether the host lists `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities
+            .iter()
+            .any(|name| name == capability.name())
+    }
+}
+
+/// What the host runs: the runtime's status, which control API serves it, and the plugins'
+/// states when asked for.
 ///
 /// Its JSON shape is a contract (`plugsync status --output json` prints it): its schema is
 /// `schemas/running-state.schema.json`, checked by a test. A client reads it back into this
@@ -60,6 +143,9 @@ pub struct RunningState {
     /// The runtime's status.
     #[serde(flatten)]
     pub status: RuntimeStatus,
+    /// The control API's version and capabilities (a host from before API 1.1 sends none:
+    /// read that as `1.0`, with no capabilities).
+    pub api: ApiInfo,
     /// Each loaded plugin's state, by plugin id; only with `with_state=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub states: Option<BTreeMap<String, StateSnapshot>>,
@@ -75,6 +161,20 @@ pub struct Staged {
     /// Its metadata, read from its `.plugsync` section without running it.
     #[schemars(with = "MetadataSchema")]
     pub metadata: PluginMetadata,
+}
+
+/// The response of `GET /v1/artifacts/{sha256}`: the store has the artifact, its bytes
+/// verified against the digest and its metadata checked just now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StoredArtifactInfo {
+    /// Its sha256.
+    pub sha256: Digest,
+    /// Its file name in the store (the name it was staged with).
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether its publisher's signature is kept beside it.
+    pub signed: bool,
 }
 
 /// The body of `POST /v1/steps/{step_id}/verify`: checks a staged artifact against what a
@@ -353,40 +453,60 @@ pub struct CallAnswer {
     pub output: Value,
 }
 
-/// The body of `POST /v1/lease`: what to do with the reconcile lease.
+/// The body of `POST /v1/lease`: what to do with the reconcile lease. The lease is held in the
+/// name of the client whose token the request carries: `owner` (and a break's `by`) may be left
+/// out, and if given must be that name (else `403 not_this_client`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LeaseRequest {
-    /// Take the lease (when free, expired, or held by `owner` itself: then with a new epoch).
+    /// Take the lease (when free, expired, or held by this client itself: then with a new
+    /// epoch).
     Acquire {
-        /// The client's name.
-        owner: String,
+        /// The client's name: the authenticated client's, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// How long it lasts unless renewed: 1 ms to an hour.
         ttl_ms: u64,
     },
-    /// Extend the lease `owner` holds at `epoch`, to `ttl_ms` from now.
+    /// Extend the lease this client holds at `epoch`, to `ttl_ms` from now.
     Renew {
-        /// The holder's name.
-        owner: String,
+        /// The holder's name: the authenticated client's, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// The epoch it was given.
         epoch: u64,
         /// How long from now it lasts unless renewed again.
         ttl_ms: u64,
     },
-    /// End the lease `owner` holds at `epoch`.
+    /// End the lease this client holds at `epoch`.
     Release {
-        /// The holder's name.
-        owner: String,
+        /// The holder's name: the authenticated client's, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
         /// The epoch it was given.
         epoch: u64,
     },
-    /// Take the lease from whoever holds it, on purpose (a crashed client's): recorded.
+    /// Take the lease from whoever holds it, on purpose (a crashed client's): recorded in the
+    /// name of the client that breaks it.
     Break {
-        /// Who breaks it.
-        by: String,
+        /// Who breaks it: the authenticated client's name, which it may only repeat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
         /// Why.
         reason: String,
     },
+}
+
+impl LeaseRequest {
+    /// The field that names the client (`owner` or `by`) and the name it gives, if any.
+    pub(crate) fn named(&self) -> (&'static str, Option<&str>) {
+        match self {
+            LeaseRequest::Acquire { owner, .. }
+            | LeaseRequest::Renew { owner, .. }
+            | LeaseRequest::Release { owner, .. } => ("owner", owner.as_deref()),
+            LeaseRequest::Break { by, .. } => ("by", by.as_deref()),
+        }
+    }
 }
 
 /// The answer of `POST /v1/lease`.
@@ -406,13 +526,15 @@ pub enum RestraintRequest {
     Freeze {
         /// Why (shown to every client).
         reason: String,
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Lift the freeze.
     Unfreeze {
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Hold a plugin at its running version: a switch of it refused unless forced.
     Hold {
@@ -420,22 +542,25 @@ pub enum RestraintRequest {
         plugin: String,
         /// Why.
         reason: String,
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Release a plugin's hold.
     Release {
         /// Plugin id.
         plugin: String,
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Clear the failed mark of an artifact: a switch to it is allowed again.
     ClearFailed {
         /// The artifact marked failed.
         artifact: Digest,
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Halt a plugin: every call refused at once until resumed.
     Halt {
@@ -443,14 +568,31 @@ pub enum RestraintRequest {
         plugin: String,
         /// Why.
         reason: String,
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
     /// Resume a halted plugin.
     Resume {
         /// Plugin id.
         plugin: String,
-        /// Who.
-        by: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
     },
+}
+
+impl RestraintRequest {
+    /// The name the body gives as who acts, if any.
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            RestraintRequest::Freeze { by, .. }
+            | RestraintRequest::Unfreeze { by }
+            | RestraintRequest::Hold { by, .. }
+            | RestraintRequest::Release { by, .. }
+            | RestraintRequest::ClearFailed { by, .. }
+            | RestraintRequest::Halt { by, .. }
+            | RestraintRequest::Resume { by, .. } => by.as_deref(),
+        }
+    }
 }

@@ -5,11 +5,15 @@
 //!
 //! 1. **route**: one table (`server::ROUTES`) makes both the router and the OpenAPI
 //!    document ([`openapi`]), so neither can list a path the other lacks;
-//! 2. **auth**: `Authorization: Bearer <token>`, compared in constant time with the token read
-//!    at start from a file that only its owner may read (`0600`), on every transport
-//!    ([`Listen`]): plain HTTP on a loopback address (the default), HTTP on a unix socket only
-//!    the host's user can connect to (`0600`), or HTTPS ([`ControlConfig::tls`]), which a
-//!    non-loopback address requires on top of [`ControlConfig::allow_remote`];
+//! 2. **auth**: `Authorization: Bearer <token>`, compared in constant time with every client's
+//!    token, read at start from a file that only its owner may read (`0600`; one token, of
+//!    client `default`, or one `name token` line per client: see [`ControlConfig::token_file`]),
+//!    on every transport ([`Listen`]): plain HTTP on a loopback address (the default), HTTP on
+//!    a unix socket only the host's user can connect to (`0600`), or HTTPS
+//!    ([`ControlConfig::tls`]), which a non-loopback address requires on top of
+//!    [`ControlConfig::allow_remote`]. The request then carries its [`Client`] (an extension):
+//!    the reconcile lease is held in the client's name, and the host logs every mutating
+//!    request with it (field `client`);
 //! 3. **body**: at most [`ControlConfig::max_json_bytes`] of JSON (requests refuse unknown
 //!    fields), or [`ControlConfig::max_artifact_bytes`] of library bytes;
 //! 4. **once per step**: a mutating operation (`install`, `switch`, `commit`, `rollback`,
@@ -55,6 +59,7 @@ mod transport;
 /// The trusted keys live in the runtime (they guard every load, not only staging); re-exported
 /// here for the control API's users.
 pub use crate::keys::{TrustedKeys, signature_payload};
+pub use auth::Client;
 pub use openapi::{openapi, running_state_schema};
 pub use server::ControlServer;
 pub use transport::{InvalidListen, Listen, TlsFiles};
@@ -69,8 +74,12 @@ pub struct ControlConfig {
     /// non-loopback address is refused unless [`allow_remote`](ControlConfig::allow_remote) is
     /// set and [`tls`](ControlConfig::tls) given.
     pub listen: Listen,
-    /// The file holding the bearer token; it must be a regular file that only its owner can
-    /// read or write (mode `0600` or stricter).
+    /// The file holding the clients' bearer tokens; it must be a regular file that only its
+    /// owner can read or write (mode `0600` or stricter). Blank lines and lines starting with
+    /// `#` aside, it holds either **one line of one field**, a token, whose client is named
+    /// `default` ([`Client::DEFAULT`]), or **one line per client of two fields**, `name token`
+    /// (a name is `[a-z0-9][a-z0-9_.-]{0,63}`; no two clients share a name or a token). Anything
+    /// else refuses the start, naming the file and the line.
     pub token_file: PathBuf,
     /// Accept a non-loopback [`listen`](ControlConfig::listen) address (`--allow-remote`); it
     /// also needs [`tls`](ControlConfig::tls).
@@ -152,7 +161,7 @@ pub enum ControlError {
         mode: u32,
     },
 
-    /// The token file holds only whitespace.
+    /// The token file holds no token: only blank lines and comments.
     #[error(
         "token file `{}` is empty: write a random token into it, e.g. \
          `head -c 32 /dev/urandom | base64 > {0}`",
@@ -161,6 +170,87 @@ pub enum ControlError {
     TokenFileEmpty {
         /// The file.
         path: PathBuf,
+    },
+
+    /// A line of the token file has more than two fields.
+    #[error(
+        "token file `{}:{line}` has {fields} fields: write one client per line as `name token` \
+         (or, alone in the file, only a token: its client is named `default`)",
+        .path.display()
+    )]
+    TokenFileMalformedLine {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// How many fields it has.
+        fields: usize,
+    },
+
+    /// A line of only a token in a token file of more than one line.
+    #[error(
+        "token file `{}:{line}` holds only a token, but the file has other lines: write \
+         `name token` on every line (a file whose only line is a token is read as the token of \
+         client `default`)",
+        .path.display()
+    )]
+    TokenFileLoneToken {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+    },
+
+    /// A line of the token file names a client with a name that is not valid (not shown: it
+    /// may be a token written first).
+    #[error(
+        "token file `{}:{line}` names a client with a name that is not valid: a name is 1 to 64 \
+         of `a-z`, `0-9`, `_`, `.`, `-`, starting with a letter or a digit, and comes before the \
+         token",
+        .path.display()
+    )]
+    TokenFileBadName {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+    },
+
+    /// Two lines of the token file name the same client.
+    #[error(
+        "token file `{}:{line}` names client `{name}` again (first on line {first_line}): give \
+         each client one line, with its own name",
+        .path.display()
+    )]
+    TokenFileDuplicateName {
+        /// The file.
+        path: PathBuf,
+        /// The second line naming it, from 1.
+        line: usize,
+        /// The client's name.
+        name: String,
+        /// The first line naming it.
+        first_line: usize,
+    },
+
+    /// Two clients of the token file have the same token: the host could not tell them apart.
+    #[error(
+        "token file `{}:{line}` gives client `{name}` the token of client `{other}` (line \
+         {other_line}): two clients must never share a token; give each its own, e.g. \
+         `head -c 32 /dev/urandom | base64`",
+        .path.display()
+    )]
+    TokenFileDuplicateToken {
+        /// The file.
+        path: PathBuf,
+        /// The line giving the token again, from 1.
+        line: usize,
+        /// The client of that line.
+        name: String,
+        /// The client that has the token already.
+        other: String,
+        /// Its line.
+        other_line: usize,
     },
 
     /// A non-loopback listen address without `allow_remote`.

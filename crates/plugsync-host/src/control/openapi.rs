@@ -10,7 +10,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::api::{ErrorBody, RunningState};
-use super::server::{Body, LEASE_EPOCH_HEADER, REPLAYED_HEADER, ROUTES, SIGNATURE_HEADER};
+use super::server::{Body, LEASE_EPOCH_HEADER, REPLAYED_HEADER, ROUTES, SIGNATURE_HEADER, Verb};
 
 /// JSON Schema 2020-12 with the definitions where OpenAPI keeps them.
 fn settings() -> SchemaSettings {
@@ -142,6 +142,14 @@ pub fn openapi() -> Value {
             }
             answers.insert(status.to_string(), answer);
         }
+        if route.verb == Verb::Head {
+            // A `HEAD` answer has no body: its status says it all.
+            for answer in answers.values_mut() {
+                if let Some(answer) = answer.as_object_mut() {
+                    answer.remove("content");
+                }
+            }
+        }
         operation["responses"] = Value::Object(answers);
         let item = paths
             .entry(route.path)
@@ -169,7 +177,11 @@ pub fn openapi() -> Value {
                             snapshots, staging, verify, switch (with a lease), commit, rollback, \
                             unload. Every mutating step operation is applied once per step id: \
                             a retry gets the recorded response with `x-plugsync-replayed: true`. \
-                            Errors are `{\"error\": {\"code\", \"message\"}}`. A host \
+                            Errors are `{\"error\": {\"code\", \"message\"}}`. The API's \
+                            version (`1.<minor>`: a minor only adds) and the capabilities a \
+                            host serves are in `GET /v1/status`, under `api`. Each client has \
+                            its own token (the host's token file names them), and holds the \
+                            reconcile lease in its own name. A host \
                             may also serve it on a unix socket (`--listen unix:PATH`, mode 0600, \
                             HTTP/1.1 on the socket); every transport requires the bearer token.",
         },

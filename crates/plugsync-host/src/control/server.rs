@@ -9,8 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -19,12 +19,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::api::{ApiInfo, StoredArtifactInfo};
 use super::api::{
     CallAnswer, CallRequest, CommitRequest, Committed, ErrorBody, ErrorDetail, InstallRequest,
     LeaseAnswer, LeaseRequest, PluginRequest, RestoreRequest, Restored, RestraintRequest,
     RunningState, Staged, StatusQuery, SwitchRequest, Unloaded, Verified, VerifyRequest,
 };
-use super::auth::Token;
+use super::auth::{Client, ClientRefused, Clients};
 use super::transport::{Listen, SocketFile, TlsListener, bind_unix, check_listen, tls_acceptor};
 use super::{ControlConfig, ControlError};
 use crate::dependencies::PlannedChange;
@@ -72,6 +73,8 @@ fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 pub(crate) enum Verb {
     /// A read.
     Get,
+    /// A read answered without a body (its status and headers only).
+    Head,
     /// An upload (the artifact: idempotent by content).
     Put,
     /// An operation.
@@ -83,6 +86,7 @@ impl Verb {
     pub fn openapi(self) -> &'static str {
         match self {
             Verb::Get => "get",
+            Verb::Head => "head",
             Verb::Put => "put",
             Verb::Post => "post",
         }
@@ -91,6 +95,7 @@ impl Verb {
     fn filter(self) -> MethodFilter {
         match self {
             Verb::Get => MethodFilter::GET,
+            Verb::Head => MethodFilter::HEAD,
             Verb::Put => MethodFilter::PUT,
             Verb::Post => MethodFilter::POST,
         }
@@ -108,6 +113,8 @@ pub(crate) enum Op {
     Call,
     /// `PUT /v1/artifacts/{sha256}/{file_name}`.
     Stage,
+    /// `GET` and `HEAD /v1/artifacts/{sha256}`.
+    Artifact,
     /// `POST /v1/steps/{step_id}/verify`.
     Verify,
     /// `POST /v1/steps/{step_id}/install`.
@@ -172,6 +179,28 @@ const STEP_ID: (&str, &str) = (
     "The sidecar's step id: 1 to 128 letters, digits, `.`, `_` or `-`, not starting with `.`.",
 );
 
+const SHA256: (&str, &str) = ("sha256", "The artifact's sha256, 64 hex digits.");
+
+/// `GET /v1/artifacts/{sha256}`; its `HEAD` shares all but its method and words.
+const ARTIFACT: Route = Route {
+    op: Op::Artifact,
+    verb: Verb::Get,
+    path: "/v1/artifacts/{sha256}",
+    id: "artifact",
+    summary: "Whether the store has an artifact",
+    description: "Answers the artifact's file name, size and whether a signature is kept \
+                  beside it, once its bytes are verified against the sha256 (and its \
+                  metadata checked); 404 `unknown_artifact` when the store does not have \
+                  it, or has it corrupt (staging the right bytes repairs it). A client \
+                  stages only what is missing.",
+    params: &[SHA256],
+    query: None,
+    body: Body::Empty,
+    ok: schema::<StoredArtifactInfo>,
+    errors: &[400, 404, 500],
+    step: None,
+};
+
 /// Every route of the API. The router and the OpenAPI document are both built from it.
 pub(crate) static ROUTES: &[Route] = &[
     Route {
@@ -182,8 +211,12 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "What the host runs",
         description: "The running state: each plugin's version, digest, config, health, \
                       counters, pending step, last step and last rollback; the resident \
-                      libraries; what the host recovered on at start. With `with_state=true`, \
-                      also each plugin's state snapshot.",
+                      libraries; what the host recovered on at start; the reconcile lease; and \
+                      `api`, the control API's version (`1.<minor>`: a minor only adds) and its \
+                      capabilities, sorted (`artifact_head`, `calls` when the host allows calls, \
+                      `lease`, `named_clients`, `owned_steps`), so that a client built from \
+                      another release can refuse or adapt. With `with_state=true`, also each \
+                      plugin's state snapshot.",
         params: &[],
         query: Some(schema::<StatusQuery>),
         body: Body::Empty,
@@ -238,7 +271,7 @@ pub(crate) static ROUTES: &[Route] = &[
                       of `{\"id\", \"version\", \"sha256\"}`. Idempotent: the same bytes stage to \
                       the same place.",
         params: &[
-            ("sha256", "The artifact's sha256, 64 hex digits."),
+            SHA256,
             (
                 "file_name",
                 "The library's file name: no `/`, `\\`, `..` or leading `.`.",
@@ -249,6 +282,15 @@ pub(crate) static ROUTES: &[Route] = &[
         ok: schema::<Staged>,
         errors: &[400, 403, 500],
         step: None,
+    },
+    ARTIFACT,
+    Route {
+        verb: Verb::Head,
+        id: "artifact_head",
+        summary: "Whether the store has an artifact (no body)",
+        description: "`GET /v1/artifacts/{sha256}` without a body: 200 when the store has the \
+                      artifact (its bytes verified), 404 when it does not.",
+        ..ARTIFACT
     },
     Route {
         op: Op::Verify,
@@ -384,12 +426,15 @@ pub(crate) static ROUTES: &[Route] = &[
         path: "/v1/lease",
         id: "lease",
         summary: "Acquire, renew, release or break the reconcile lease",
-        description: "One client at a time reconciles a host: `acquire` gives the lease to \
-                      `owner` for `ttl_ms` with a new epoch (refused with 409 `lease_held` \
-                      while another client holds it; the same owner takes it back with a new \
-                      epoch), `renew` extends it (the epoch must be current and the lease not \
-                      expired), `release` ends it, `break` takes it from its holder on purpose \
-                      (recorded with `by` and `reason`, shown in status). Every mutating step \
+        description: "One client at a time reconciles a host, in the name its token has in the \
+                      host's token file: `owner` (and `by`) may be left out, and if given must \
+                      be that name (otherwise 403 `not_this_client`), so no client acts on the \
+                      lease in another's name. `acquire` gives the lease to the client for \
+                      `ttl_ms` with a new epoch (refused with 409 `lease_held` while another \
+                      client holds it; the same client takes it back with a new epoch), `renew` \
+                      extends it (the epoch must be current and the lease not expired), \
+                      `release` ends it, `break` takes it from its holder on purpose (recorded \
+                      with the client as `by` and the `reason`, shown in status). Every mutating step \
                       route then carries the epoch in `x-plugsync-lease-epoch`: a stale epoch \
                       is refused with 409 `stale_lease_epoch` and nothing is applied; without \
                       the header a request is refused while a client holds the lease, and \
@@ -399,7 +444,7 @@ pub(crate) static ROUTES: &[Route] = &[
         query: None,
         body: Body::Json(schema::<LeaseRequest>),
         ok: schema::<LeaseAnswer>,
-        errors: &[400, 409, 500],
+        errors: &[400, 403, 409, 500],
         step: None,
     },
     Route {
@@ -433,8 +478,8 @@ pub(crate) static ROUTES: &[Route] = &[
 struct App {
     /// The runtime served.
     runtime: Runtime,
-    /// The bearer token requests must carry.
-    token: Arc<Token>,
+    /// The clients, and the bearer token each request must carry one of.
+    clients: Arc<Clients>,
     /// Whose signatures staged artifacts must carry (none: not checked).
     keys: Arc<TrustedKeys>,
     /// The body limit of `PUT /v1/artifacts/…`.
@@ -475,7 +520,8 @@ impl std::fmt::Debug for ControlServer {
 
 impl ControlServer {
     /// Reads and checks the token file (it must exist, be a regular file with no permission
-    /// for group or others, and hold a token), checks where to listen (a loopback address, a
+    /// for group or others, and hold a token or named clients: [`ControlConfig::token_file`]),
+    /// checks where to listen (a loopback address, a
     /// unix socket, or with [`ControlConfig::allow_remote`] and [`ControlConfig::tls`] any
     /// address), loads the TLS certificate and key, then binds. Must be called within a Tokio
     /// runtime.
@@ -483,7 +529,7 @@ impl ControlServer {
         runtime: Runtime,
         config: ControlConfig,
     ) -> Result<ControlServer, ControlError> {
-        let token = Token::read(&config.token_file)?;
+        let clients = Clients::read(&config.token_file)?;
         check_listen(&config.listen, config.allow_remote, config.tls.is_some())?;
         let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
         let bind_error = |source| ControlError::Bind {
@@ -516,7 +562,7 @@ impl ControlServer {
         let keys = config.trusted_keys.union(runtime.trusted_keys());
         let app = App {
             runtime,
-            token: Arc::new(token),
+            clients: Arc::new(clients),
             keys: Arc::new(keys),
             max_artifact_bytes: config.max_artifact_bytes,
             max_json_bytes: config.max_json_bytes,
@@ -527,7 +573,8 @@ impl ControlServer {
                 "control API: no trusted keys, artifacts are staged without a signature check"
             );
         }
-        tracing::info!(%url, "control API listening");
+        let names: Vec<&str> = app.clients.names().collect();
+        tracing::info!(%url, clients = %names.join(", "), "control API listening");
         Ok(ControlServer {
             listener,
             router: router(app),
@@ -603,6 +650,7 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
         Op::State => on(filter, state),
         Op::Call => on(filter, call),
         Op::Stage => on(filter, stage).layer(DefaultBodyLimit::max(app.max_artifact_bytes)),
+        Op::Artifact => on(filter, artifact),
         Op::Verify => on(filter, verify),
         Op::Install => step_route(route, install),
         Op::Switch => step_route(route, switch),
@@ -618,17 +666,26 @@ fn method_router(route: &'static Route, app: &App) -> MethodRouter<App> {
 /// The handler of a mutating route: [`step`] with the route's operation.
 fn step_route<R: DeserializeOwned + Send + 'static>(
     route: &'static Route,
-    apply: fn(&Runtime, &str, R) -> Result<Value, ApiError>,
+    apply: fn(&Runtime, &StepCall, R) -> Result<Value, ApiError>,
 ) -> MethodRouter<App> {
     on(
         route.verb.filter(),
         move |app: State<App>,
+              client: Extension<Client>,
               headers: HeaderMap,
               path: Result<Path<String>, PathRejection>,
               bytes: Result<Bytes, BytesRejection>| {
-            step(app, headers, path, bytes, route, apply)
+            step(app, client, headers, path, bytes, route, apply)
         },
     )
+}
+
+/// Who makes a mutating request, and under which step id.
+pub(crate) struct StepCall {
+    /// The step id of the path.
+    id: String,
+    /// The authenticated client.
+    client: Client,
 }
 
 /// The lease epoch a request carries in [`LEASE_EPOCH_HEADER`], if any.
@@ -648,27 +705,30 @@ fn lease_epoch(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         })
 }
 
-/// `POST /v1/restraints`: applied under the reconcile lease, like a step.
+/// `POST /v1/restraints`: applied under the reconcile lease, like a step, in the authenticated
+/// client's name.
 async fn restraints(
     State(app): State<App>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let request: RestraintRequest = parse(bytes, app.max_json_bytes)?;
+    let by = client.confirm("by", request.by())?.to_owned();
     let epoch = lease_epoch(&headers)?;
     let runtime = app.runtime.clone();
     let restraints = blocking(move || -> Result<Restraints, HostError> {
-        let _lease = runtime.admit(epoch)?;
+        let _lease = runtime.admit(epoch, Some(&by))?;
         match request {
-            RestraintRequest::Freeze { reason, by } => runtime.freeze(&reason, &by)?,
-            RestraintRequest::Unfreeze { by } => runtime.unfreeze(&by)?,
-            RestraintRequest::Hold { plugin, reason, by } => runtime.hold(&plugin, &reason, &by)?,
-            RestraintRequest::Release { plugin, by } => runtime.release_hold(&plugin, &by)?,
-            RestraintRequest::ClearFailed { artifact, by } => {
+            RestraintRequest::Freeze { reason, .. } => runtime.freeze(&reason, &by)?,
+            RestraintRequest::Unfreeze { .. } => runtime.unfreeze(&by)?,
+            RestraintRequest::Hold { plugin, reason, .. } => runtime.hold(&plugin, &reason, &by)?,
+            RestraintRequest::Release { plugin, .. } => runtime.release_hold(&plugin, &by)?,
+            RestraintRequest::ClearFailed { artifact, .. } => {
                 runtime.clear_failed(&artifact, &by)?
             }
-            RestraintRequest::Halt { plugin, reason, by } => runtime.halt(&plugin, &reason, &by)?,
-            RestraintRequest::Resume { plugin, by } => runtime.resume(&plugin, &by)?,
+            RestraintRequest::Halt { plugin, reason, .. } => runtime.halt(&plugin, &reason, &by)?,
+            RestraintRequest::Resume { plugin, .. } => runtime.resume(&plugin, &by)?,
         }
         Ok(runtime.status().restraints)
     })
@@ -679,34 +739,34 @@ async fn restraints(
 /// `POST /v1/lease`.
 async fn lease(
     State(app): State<App>,
+    Extension(client): Extension<Client>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let request: LeaseRequest = parse(bytes, app.max_json_bytes)?;
+    // The lease is held in the authenticated client's name; the body may only repeat it.
+    let (field, given) = request.named();
+    let name = client.confirm(field, given)?.to_owned();
     let runtime = app.runtime.clone();
     let answer = blocking(move || -> Result<LeaseAnswer, HostError> {
         Ok(match request {
-            LeaseRequest::Acquire { owner, ttl_ms } => LeaseAnswer {
-                holder: Some(runtime.acquire_lease(&owner, ttl_ms)?),
+            LeaseRequest::Acquire { ttl_ms, .. } => LeaseAnswer {
+                holder: Some(runtime.acquire_lease(&name, ttl_ms)?),
                 broken: None,
             },
-            LeaseRequest::Renew {
-                owner,
-                epoch,
-                ttl_ms,
-            } => LeaseAnswer {
-                holder: Some(runtime.renew_lease(&owner, epoch, ttl_ms)?),
+            LeaseRequest::Renew { epoch, ttl_ms, .. } => LeaseAnswer {
+                holder: Some(runtime.renew_lease(&name, epoch, ttl_ms)?),
                 broken: None,
             },
-            LeaseRequest::Release { owner, epoch } => {
-                runtime.release_lease(&owner, epoch)?;
+            LeaseRequest::Release { epoch, .. } => {
+                runtime.release_lease(&name, epoch)?;
                 LeaseAnswer {
                     holder: None,
                     broken: None,
                 }
             }
-            LeaseRequest::Break { by, reason } => LeaseAnswer {
+            LeaseRequest::Break { reason, .. } => LeaseAnswer {
                 holder: None,
-                broken: Some(runtime.break_lease(&by, &reason)?),
+                broken: Some(runtime.break_lease(&name, &reason)?),
             },
         })
     })
@@ -772,6 +832,12 @@ impl From<HostError> for ApiError {
             code: Cow::Borrowed(error.code()),
             message: error.to_string(),
         }
+    }
+}
+
+impl From<ClientRefused> for ApiError {
+    fn from(error: ClientRefused) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, error.code(), error.to_string())
     }
 }
 
@@ -862,14 +928,32 @@ fn ok_json<T: Serialize>(value: &T) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::internal(format!("cannot serialise the response: {e}")))
 }
 
-/// Checks the bearer token of a request to a route.
-async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
+/// Checks the bearer token of a request to a route, and hands the request its [`Client`]; logs
+/// every mutating request with its client.
+async fn authorize(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match app.token.check(header) {
-        Ok(()) => next.run(request).await,
+    match app.clients.check(header) {
+        Ok(client) => {
+            let client = client.clone();
+            let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
+            let what =
+                mutating.then(|| (request.method().clone(), request.uri().path().to_owned()));
+            request.extensions_mut().insert(client.clone());
+            let response = next.run(request).await;
+            if let Some((method, path)) = what {
+                tracing::info!(
+                    client = %client.name,
+                    %method,
+                    path,
+                    status = response.status().as_u16(),
+                    "control API request"
+                );
+            }
+            response
+        }
         Err(denied) => {
             let mut response =
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.message())
@@ -960,6 +1044,7 @@ async fn status(
         ))
     })?;
     let runtime = app.runtime.clone();
+    let allow_calls = app.allow_calls;
     let state = blocking(move || -> Result<RunningState, HostError> {
         let status = runtime.status();
         let states = if query.with_state {
@@ -978,7 +1063,11 @@ async fn status(
         } else {
             None
         };
-        Ok(RunningState { status, states })
+        Ok(RunningState {
+            status,
+            api: ApiInfo::served(allow_calls),
+            states,
+        })
     })
     .await??;
     Ok(axum::Json(ok_json(&state)?))
@@ -1053,13 +1142,7 @@ async fn stage(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let Path((sha256, file_name)) = path.map_err(path_error)?;
-    let expected: Digest = sha256.parse().map_err(|e: crate::digest::InvalidDigest| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_digest",
-            format!("{e}: put the artifact's sha256 in the path"),
-        )
-    })?;
+    let expected = parse_digest(&sha256)?;
     // The decoded name: a `%2F` in the path arrives here as `/` and is refused.
     check_name(&file_name)?;
     let bytes = body(bytes, "artifact", app.max_artifact_bytes)?;
@@ -1100,6 +1183,51 @@ async fn stage(
     })
     .await??;
     Ok(axum::Json(ok_json(&staged)?))
+}
+
+/// `GET` and `HEAD /v1/artifacts/{sha256}`: whether the store has the artifact, its bytes
+/// verified (a corrupt one is answered as missing: staging the right bytes repairs it).
+async fn artifact(
+    State(app): State<App>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let Path(sha256) = path.map_err(path_error)?;
+    let digest = parse_digest(&sha256)?;
+    let runtime = app.runtime.clone();
+    let read = blocking(move || runtime.store().read(&digest)).await?;
+    let (stored, bytes) = read.map_err(|error| match error {
+        HostError::UnknownArtifact { .. } | HostError::Io { .. } => ApiError::from(error),
+        unusable => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_artifact",
+            format!(
+                "artifact {digest} is in the store but cannot be used ({unusable}): stage it \
+                 again (the right bytes repair it)"
+            ),
+        ),
+    })?;
+    let file = stored
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(axum::Json(ok_json(&StoredArtifactInfo {
+        sha256: stored.digest,
+        file,
+        size: bytes.len() as u64,
+        signed: stored.signature.is_some(),
+    })?))
+}
+
+/// The sha256 of an artifact route's path.
+fn parse_digest(sha256: &str) -> Result<Digest, ApiError> {
+    sha256.parse().map_err(|e: crate::digest::InvalidDigest| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_digest",
+            format!("{e}: put the artifact's sha256 in the path"),
+        )
+    })
 }
 
 /// Refuses an artifact that no trusted key signed (for these bytes, id and version).
@@ -1170,11 +1298,12 @@ async fn verify(
 /// A mutating operation: applied once per step id; a retry gets the recorded response.
 async fn step<R: DeserializeOwned + Send + 'static>(
     State(app): State<App>,
+    Extension(client): Extension<Client>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     bytes: Result<Bytes, BytesRejection>,
     route: &'static Route,
-    apply: fn(&Runtime, &str, R) -> Result<Value, ApiError>,
+    apply: fn(&Runtime, &StepCall, R) -> Result<Value, ApiError>,
 ) -> Response {
     let operation = route.step.expect("a step route names its operation");
     // Refused here (bad step id, bad body), nothing is recorded: the same id may be retried.
@@ -1191,9 +1320,13 @@ async fn step<R: DeserializeOwned + Send + 'static>(
     let outcome = blocking(move || {
         // Refused by the lease, nothing is recorded: the step id is not spent. Held until the
         // operation is done, so the lease cannot change hands under it.
-        let _lease = runtime.admit(epoch)?;
+        let _lease = runtime.admit(epoch, Some(&client.name))?;
+        let call = StepCall {
+            id: id.clone(),
+            client,
+        };
         let outcome = runtime.once_per_step(&id, operation, &fingerprint, || {
-            match apply(&runtime, &id, request) {
+            match apply(&runtime, &call, request) {
                 Ok(value) => StepResult::Final(Ok(value)),
                 // The host failed (a 5xx): nothing was decided, so the step id is not spent
                 // and a retry runs again.
@@ -1279,29 +1412,34 @@ fn prepare<R: DeserializeOwned>(
 
 /// `install`: the artifact into its empty slot, then its checkpointing and fail-closed setting
 /// (undone together).
-/// How a request asked: its step id, origin, and the reason to force it if it gave one (who
-/// forces it: the client the origin names, else its tool).
-fn asked(step_id: &str, origin: Option<Origin>, force: Option<String>) -> Asked {
-    let by = origin
-        .as_ref()
-        .map(|o| o.client.clone().unwrap_or_else(|| o.tool.clone()))
-        .unwrap_or_else(|| "an API client".to_owned());
+/// How a request asked: its step id, origin, and the reason to force it if it gave one. The
+/// client is the authenticated one, whatever the body says: the origin's `client` is set to it
+/// (an origin is made, tool `api`, when the body gives none), and so is who forces.
+fn asked(call: &StepCall, origin: Option<Origin>, force: Option<String>) -> Asked {
+    let name = call.client.name.clone();
+    let origin = Origin {
+        client: Some(name.clone()),
+        ..origin.unwrap_or_else(|| Origin {
+            tool: "api".to_owned(),
+            ..Origin::default()
+        })
+    };
     Asked {
-        step_id: Some(step_id.to_owned()),
-        origin,
-        force: force.map(|reason| Force { reason, by }),
+        step_id: Some(call.id.clone()),
+        origin: Some(origin),
+        force: force.map(|reason| Force { reason, by: name }),
         min_calls: None,
     }
 }
 
-fn install(runtime: &Runtime, step_id: &str, request: InstallRequest) -> Result<Value, ApiError> {
+fn install(runtime: &Runtime, call: &StepCall, request: InstallRequest) -> Result<Value, ApiError> {
     if request.checkpoint_every_ms == Some(0) {
         return Err(ApiError::bad_request(
             "`checkpoint_every_ms` is 0: give an interval in milliseconds, or leave it out to \
              checkpoint only at each commit",
         ));
     }
-    let asked = asked(step_id, request.origin, request.force);
+    let asked = asked(call, request.origin, request.force);
     let metadata = runtime.store().get(&request.artifact)?.metadata;
     runtime.check_dependencies(
         "install",
@@ -1329,10 +1467,10 @@ fn install(runtime: &Runtime, step_id: &str, request: InstallRequest) -> Result<
 
 /// `switch`: the runtime's swap, its request built from the defaults so that a field added to
 /// [`SwapRequest`] keeps its default here.
-fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Value, ApiError> {
+fn switch(runtime: &Runtime, call: &StepCall, request: SwitchRequest) -> Result<Value, ApiError> {
     let origin = request.origin.as_ref().map(|o| o.tool.as_str());
-    tracing::info!(plugin = %request.plugin, step_id, origin, "switch asked");
-    let mut swap = SwapRequest::new(request.plugin, request.artifact).step_id(step_id);
+    tracing::info!(plugin = %request.plugin, step_id = %call.id, client = %call.client.name, origin, "switch asked");
+    let mut swap = SwapRequest::new(request.plugin, request.artifact).step_id(call.id.clone());
     swap.config = request.config;
     if let Some(verify) = request.verify {
         swap.verify = verify;
@@ -1348,17 +1486,17 @@ fn switch(runtime: &Runtime, step_id: &str, request: SwitchRequest) -> Result<Va
         swap.soak = soak;
     }
     swap.migration_rules = request.migration_rules;
-    swap.force = asked(step_id, request.origin, request.force).force;
+    swap.force = asked(call, request.origin, request.force).force;
     let metadata = runtime.store().get(&swap.artifact)?.metadata;
     runtime.check_dependencies("switch", PlannedChange::Run(&metadata), swap.force.as_ref())?;
     ok_json(&runtime.swap(swap)?)
 }
 
 /// `commit`: the pending step ends, the new version is committed.
-fn commit(runtime: &Runtime, step_id: &str, request: CommitRequest) -> Result<Value, ApiError> {
+fn commit(runtime: &Runtime, call: &StepCall, request: CommitRequest) -> Result<Value, ApiError> {
     let asked = Asked {
         min_calls: request.min_calls,
-        ..asked(step_id, request.origin, None)
+        ..asked(call, request.origin, None)
     };
     let version = runtime.commit_asked(&request.plugin, &asked)?;
     ok_json(&Committed {
@@ -1368,15 +1506,15 @@ fn commit(runtime: &Runtime, step_id: &str, request: CommitRequest) -> Result<Va
 }
 
 /// `rollback`: back to the previous version.
-fn rollback(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
-    ok_json(&runtime.rollback_asked(&request.plugin, &asked(step_id, request.origin, None))?)
+fn rollback(runtime: &Runtime, call: &StepCall, request: PluginRequest) -> Result<Value, ApiError> {
+    ok_json(&runtime.rollback_asked(&request.plugin, &asked(call, request.origin, None))?)
 }
 
 /// `restore`: an operator's snapshot into the running plugin.
-fn restore(runtime: &Runtime, step_id: &str, request: RestoreRequest) -> Result<Value, ApiError> {
+fn restore(runtime: &Runtime, call: &StepCall, request: RestoreRequest) -> Result<Value, ApiError> {
     let snapshot = request.snapshot;
     let origin = request.origin.as_ref().map(|o| o.tool.as_str());
-    tracing::warn!(plugin = %snapshot.plugin, step_id, origin, seq = snapshot.seq, "restore asked");
+    tracing::warn!(plugin = %snapshot.plugin, step_id = %call.id, client = %call.client.name, origin, seq = snapshot.seq, "restore asked");
     runtime.restore(&snapshot)?;
     ok_json(&Restored {
         plugin: snapshot.plugin,
@@ -1386,10 +1524,10 @@ fn restore(runtime: &Runtime, step_id: &str, request: RestoreRequest) -> Result<
 }
 
 /// `unload`: instances destroyed, the version forgotten (its code stays mapped).
-fn unload(runtime: &Runtime, step_id: &str, request: PluginRequest) -> Result<Value, ApiError> {
+fn unload(runtime: &Runtime, call: &StepCall, request: PluginRequest) -> Result<Value, ApiError> {
     let origin = request.origin.as_ref().map(|o| o.tool.as_str());
-    tracing::info!(plugin = %request.plugin, step_id, origin, "unload asked");
-    let asked = asked(step_id, request.origin, request.force);
+    tracing::info!(plugin = %request.plugin, step_id = %call.id, client = %call.client.name, origin, "unload asked");
+    let asked = asked(call, request.origin, request.force);
     runtime.check_dependencies(
         "unload",
         PlannedChange::Remove(&request.plugin),

@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub const TOKEN: &str = "t0ken-for-tests";
+/// The token of client `laptop` in a host of [`Host::start_with_clients`].
+pub const LAPTOP_TOKEN: &str = "laptop-t0ken-for-tests";
+/// The token of client `ops` in a host of [`Host::start_with_clients`].
+pub const OPS_TOKEN: &str = "ops-t0ken-for-tests";
 pub const MA_CROSS_1_0_0: &str = "ma_cross_v1_0_0";
 pub const MA_CROSS_2_0_0: &str = "ma_cross_v2_0_0";
 pub const FAULT_CALL: &str = "ma_cross_fault_call";
@@ -87,6 +91,8 @@ pub struct Host {
     pub client: reqwest::Client,
     /// The clock its runtime reads, when the test moves it (kept across a restart).
     pub clock: Option<Arc<ManualClock>>,
+    /// The token file it was served with (kept across a restart).
+    pub token_file: PathBuf,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub served: Option<tokio::task::JoinHandle<Result<(), ControlError>>>,
 }
@@ -108,6 +114,26 @@ pub fn token_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A token file of named clients, one `name token` line each, with mode 0600.
+pub fn clients_file(dir: &Path, clients: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("tokens");
+    let mut text = String::from("# the clients of this host\n");
+    for (name, token) in clients {
+        text.push_str(&format!("{name} {token}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// The clients of [`Host::start_with_clients`]: `sidecar` (whose token, [`TOKEN`], every
+/// request of [`Host`] carries), `laptop` and `ops`.
+pub const CLIENTS: [(&str, &str); 3] = [
+    ("sidecar", TOKEN),
+    ("laptop", LAPTOP_TOKEN),
+    ("ops", OPS_TOKEN),
+];
+
 impl Host {
     pub async fn start() -> Host {
         Host::start_with(|_, _| {}).await
@@ -121,14 +147,34 @@ impl Host {
 
     /// A host whose runtime reads a [`ManualClock`] the test moves (`host.clock`).
     pub async fn start_with_manual_clock() -> Host {
+        Host::start_with_manual_clock_and(|_, _| {}).await
+    }
+
+    /// A host with a [`ManualClock`] whose token file names `clients` (`name`, `token`);
+    /// requests through `host` carry [`TOKEN`], through `host.as_client(token)` another.
+    pub async fn start_with_clients(clients: &[(&str, &str)]) -> Host {
+        Host::start_with_manual_clock_and(|config, dir| {
+            config.token_file = clients_file(dir, clients);
+        })
+        .await
+    }
+
+    async fn start_with_manual_clock_and(
+        configure: impl FnOnce(&mut ControlConfig, &Path),
+    ) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::starting_at(HostTime(
             1_700_000_000_000_000_000,
         )));
         let runtime = Runtime::new(options(dir.path(), Some(&clock))).unwrap();
-        let mut host = Host::serve(dir, runtime, |_, _| {}).await;
+        let mut host = Host::serve(dir, runtime, configure).await;
         host.clock = Some(clock);
         host
+    }
+
+    /// Requests carrying `token` instead of [`TOKEN`]: another client's.
+    pub fn as_client<'a>(&'a self, token: &'a str) -> As<'a> {
+        As { host: self, token }
     }
 
     /// Moves the host's manual clock on by `ms`.
@@ -142,12 +188,9 @@ impl Host {
 
     /// A POST carrying the reconcile lease epoch `epoch` in `x-plugsync-lease-epoch`.
     pub async fn post_with_epoch(&self, path: &str, body: Value, epoch: u64) -> Answer {
-        let request = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .header("x-plugsync-lease-epoch", epoch.to_string())
-            .json(&body);
-        self.send(request).await
+        self.as_client(TOKEN)
+            .post_with_epoch(path, body, epoch)
+            .await
     }
 
     /// The host restarted, as a process would be: the server stopped, the runtime dropped, a
@@ -159,12 +202,13 @@ impl Host {
             dir,
             runtime,
             clock,
+            token_file,
             ..
         } = self;
         drop(runtime);
         let runtime = Runtime::new(options(dir.path(), clock.as_ref())).unwrap();
         runtime.recover().expect("the store recovers");
-        let mut host = Host::serve(dir, runtime, |_, _| {}).await;
+        let mut host = Host::serve(dir, runtime, |config, _| config.token_file = token_file).await;
         host.clock = clock;
         host
     }
@@ -178,6 +222,7 @@ impl Host {
         let mut config = ControlConfig::new(token_file(dir.path()));
         config.listen = "127.0.0.1:0".parse().unwrap();
         configure(&mut config, dir.path());
+        let token_file = config.token_file.clone();
         let server = ControlServer::bind(runtime.clone(), config).await.unwrap();
         let url = server.url().to_owned();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -191,6 +236,7 @@ impl Host {
             url,
             client,
             clock: None,
+            token_file,
             stop: Some(stop),
             served: Some(served),
         }
@@ -224,8 +270,13 @@ impl Host {
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        self.send_with(TOKEN, request).await
+    }
+
+    /// Sends `request` with the bearer token `token`.
+    pub async fn send_with(&self, token: &str, request: reqwest::RequestBuilder) -> Answer {
         let response = request
-            .bearer_auth(TOKEN)
+            .bearer_auth(token)
             .send()
             .await
             .expect("the request reaches the server");
@@ -233,13 +284,11 @@ impl Host {
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        self.send(self.client.get(format!("{}{path}", self.url)))
-            .await
+        self.as_client(TOKEN).get(path).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Answer {
-        self.send(self.client.post(format!("{}{path}", self.url)).json(&body))
-            .await
+        self.as_client(TOKEN).post(path, body).await
     }
 
     /// A POST of a body exactly as written (key order and spacing kept).
@@ -290,6 +339,38 @@ impl Host {
         answer.expect_ok();
         assert_eq!(answer.body["sha256"], digest.to_string());
         digest
+    }
+}
+
+/// A host's requests as another client sends them (with its own token).
+#[derive(Clone, Copy)]
+pub struct As<'a> {
+    pub host: &'a Host,
+    pub token: &'a str,
+}
+
+impl As<'_> {
+    pub async fn get(&self, path: &str) -> Answer {
+        let host = self.host;
+        host.send_with(self.token, host.client.get(format!("{}{path}", host.url)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        let host = self.host;
+        let request = host.client.post(format!("{}{path}", host.url)).json(&body);
+        host.send_with(self.token, request).await
+    }
+
+    /// A POST carrying the reconcile lease epoch `epoch` in `x-plugsync-lease-epoch`.
+    pub async fn post_with_epoch(&self, path: &str, body: Value, epoch: u64) -> Answer {
+        let host = self.host;
+        let request = host
+            .client
+            .post(format!("{}{path}", host.url))
+            .header("x-plugsync-lease-epoch", epoch.to_string())
+            .json(&body);
+        host.send_with(self.token, request).await
     }
 }
 
