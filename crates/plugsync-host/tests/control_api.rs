@@ -1430,16 +1430,31 @@ async fn status_names_the_api_version_and_the_capabilities_the_host_serves() {
     for (allow_calls, capabilities) in [
         (
             false,
-            json!(["artifact_head", "lease", "named_clients", "owned_steps"]),
+            json!([
+                "applied_record",
+                "artifact_head",
+                "dependencies",
+                "lease",
+                "min_calls",
+                "named_clients",
+                "owned_steps",
+                "restore",
+                "restraints"
+            ]),
         ),
         (
             true,
             json!([
+                "applied_record",
                 "artifact_head",
                 "calls",
+                "dependencies",
                 "lease",
+                "min_calls",
                 "named_clients",
-                "owned_steps"
+                "owned_steps",
+                "restore",
+                "restraints"
             ]),
         ),
     ] {

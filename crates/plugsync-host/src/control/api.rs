@@ -60,37 +60,57 @@ pub const API_VERSION: &str = "1.1";
 /// [`ApiInfo::capabilities`] lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Capability {
+    /// Each plugin's applied record (what was applied, by whom, from which plan) in status.
+    AppliedRecord,
     /// `GET` and `HEAD /v1/artifacts/{sha256}`: whether the store has an artifact.
     ArtifactHead,
     /// `POST /v1/plugins/{plugin}/call` is served (the host was started with `allow_calls`).
     Calls,
+    /// Declared dependencies are enforced on install, switch and unload.
+    Dependencies,
     /// The reconcile lease: `POST /v1/lease` and `x-plugsync-lease-epoch` on mutating steps.
     Lease,
+    /// A commit may ask for `min_calls` served since the switch.
+    MinCalls,
     /// Each token names a client; the lease is held in the name of the client whose token a
     /// request carries.
     NamedClients,
     /// A commit or rollback ends only the pending step switched with its step id.
     OwnedSteps,
+    /// `POST /v1/steps/{step_id}/restore` of an operator's snapshot.
+    Restore,
+    /// `POST /v1/restraints`: freeze, holds, failed marks, halts.
+    Restraints,
 }
 
 impl Capability {
     /// Every capability a host of this release may list.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 10] = [
+        Capability::AppliedRecord,
         Capability::ArtifactHead,
         Capability::Calls,
+        Capability::Dependencies,
         Capability::Lease,
+        Capability::MinCalls,
         Capability::NamedClients,
         Capability::OwnedSteps,
+        Capability::Restore,
+        Capability::Restraints,
     ];
 
     /// Its name in [`ApiInfo::capabilities`].
     pub fn name(self) -> &'static str {
         match self {
+            Capability::AppliedRecord => "applied_record",
             Capability::ArtifactHead => "artifact_head",
             Capability::Calls => "calls",
+            Capability::Dependencies => "dependencies",
             Capability::Lease => "lease",
+            Capability::MinCalls => "min_calls",
             Capability::NamedClients => "named_clients",
             Capability::OwnedSteps => "owned_steps",
+            Capability::Restore => "restore",
+            Capability::Restraints => "restraints",
         }
     }
 }
@@ -101,11 +121,14 @@ impl Capability {
 pub struct ApiInfo {
     /// The API's version, `1.<minor>`: a minor only adds.
     pub version: String,
-    /// What this host serves, sorted by name: `artifact_head` (`GET`/`HEAD
-    /// /v1/artifacts/{sha256}`), `calls` (`POST /v1/plugins/{plugin}/call`, only when the host
-    /// allows calls), `lease` (the reconcile lease), `named_clients` (a token names a client,
-    /// the lease's owner), `owned_steps` (a commit or rollback ends only the step switched with
-    /// its id). A client ignores a name it does not know.
+    /// What this host serves, sorted by name: `applied_record` (each plugin's in status),
+    /// `artifact_head` (`GET`/`HEAD /v1/artifacts/{sha256}`), `calls` (`POST
+    /// /v1/plugins/{plugin}/call`, only when the host allows calls), `dependencies` (declared
+    /// dependencies enforced), `lease` (the reconcile lease), `min_calls` (a commit that waits
+    /// for evidence), `named_clients` (a token names a client, the lease's owner), `owned_steps`
+    /// (a commit or rollback ends only the step switched with its id), `restore` (an operator's
+    /// snapshot restored), `restraints` (freeze, holds, failed marks, halts). A client ignores a
+    /// name it does not know.
     pub capabilities: Vec<String>,
 }
 

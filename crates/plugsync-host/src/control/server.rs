@@ -211,11 +211,13 @@ pub(crate) static ROUTES: &[Route] = &[
         summary: "What the host runs",
         description: "The running state: each plugin's version, digest, config, health, \
                       counters, pending step, last step and last rollback; the resident \
-                      libraries; what the host recovered on at start; the reconcile lease; and \
-                      `api`, the control API's version (`1.<minor>`: a minor only adds) and its \
-                      capabilities, sorted (`artifact_head`, `calls` when the host allows calls, \
-                      `lease`, `named_clients`, `owned_steps`), so that a client built from \
-                      another release can refuse or adapt. With `with_state=true`, also each \
+                      libraries; what the host recovered on at start; the reconcile lease; the \
+                      restraints; each plugin's applied record; and `api`, the control API's \
+                      version (`1.<minor>`: a minor only adds) and its capabilities, sorted \
+                      (`applied_record`, `artifact_head`, `calls` when the host allows calls, \
+                      `dependencies`, `lease`, `min_calls`, `named_clients`, `owned_steps`, \
+                      `restore`, `restraints`), so that a client built from another release can \
+                      refuse or adapt. With `with_state=true`, also each \
                       plugin's state snapshot.",
         params: &[],
         query: Some(schema::<StatusQuery>),
