@@ -12,7 +12,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::error::{HostError, Result};
-use crate::library::Library;
+use crate::library::{Instance, Library};
 use crate::rules::{self, MigrationRule};
 
 /// What kind of version change a swap is.
@@ -162,6 +162,8 @@ enum Migrator {
     Plugin(Arc<Library>),
     /// The rules the operator sent with the switch.
     Rules(Vec<MigrationRule>),
+    /// No migration: the new version starts from `create(config)`, the state discarded.
+    Fresh(Arc<Library>),
 }
 
 /// A version change, and what migrates it.
@@ -181,6 +183,23 @@ impl Transition {
         new: &Arc<Library>,
     ) -> Result<Transition> {
         Transition::new(plugin, old, new, None)
+    }
+
+    /// The change from `old` to `new` discarding the state: the new version starts from
+    /// `create(config)`, so no migration need be declared between them.
+    pub(crate) fn fresh(
+        plugin: &str,
+        old: &Arc<Library>,
+        new: &Arc<Library>,
+    ) -> Result<Transition> {
+        let kind = TransitionKind::between(plugin, &old.metadata, &new.metadata, true)?;
+        Ok(Transition {
+            kind,
+            migrator: Migrator::Fresh(new.clone()),
+            plugin: plugin.to_owned(),
+            from: old.metadata.version.clone(),
+            to: new.metadata.version.clone(),
+        })
     }
 
     /// The change from `old` to `new`, by `rules` when given, else as the plugins declare.
@@ -241,6 +260,16 @@ pub(crate) fn migrate(
                 .cloned()
                 .unwrap_or_else(|| migrated["config"].clone());
             let state = serde_json::to_vec(&migrated["state"]).expect("a JSON value serialises");
+            (config, state)
+        }
+        Migrator::Fresh(library) => {
+            // The new version's own fresh state for the config: restoring it into a new
+            // instance gives that instance as `create(config)` left it.
+            let config = desired.unwrap_or(config).clone();
+            let config_bytes = serde_json::to_vec(&config).expect("a JSON value serialises");
+            let state = Instance::create(library.clone(), &config_bytes)
+                .and_then(|fresh| fresh.snapshot())
+                .map_err(|f| f.into_error(library, "create"))?;
             (config, state)
         }
         Migrator::Plugin(_) if transition.kind == TransitionKind::Reconfigure => {

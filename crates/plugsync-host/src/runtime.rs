@@ -769,6 +769,7 @@ impl Runtime {
             }
             (state.step.take(), committed, config)
         };
+        let fresh_state = step.as_ref().is_some_and(|step| step.fresh_state);
         // Destroy the previous instance and free the journal outside the slot lock.
         drop(step);
         tracing::info!(plugin, version = %committed, "committed");
@@ -779,7 +780,10 @@ impl Runtime {
         if let Err(error) = crate::failpoint::hit("commit.between-writes", self.store().root()) {
             tracing::error!(plugin, "{error}");
         }
-        let applied = self.applied(AppliedOperation::Commit, asked, &committed, &config);
+        let applied = AppliedRecord {
+            fresh_state,
+            ..self.applied(AppliedOperation::Commit, asked, &committed, &config)
+        };
         let entry_version = committed.clone();
         let written = self.update_committed(|set| {
             if let Some(entry) = set.get_mut(plugin) {

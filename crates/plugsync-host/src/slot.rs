@@ -224,6 +224,8 @@ pub(crate) struct PendingStep {
     pub journal: Journal,
     /// The fault the slot carried before the switch: restored if the step rolls back.
     pub previous_fault: Option<Fault>,
+    /// The switch discarded the state (`SwapRequest::fresh_state`): recorded at commit.
+    pub fresh_state: bool,
     /// Lease and soak thresholds, watched by the steward.
     pub watch: StepWatch,
 }

@@ -100,6 +100,10 @@ pub struct SwapRequest {
     /// (recorded); without it such a switch is refused.
     #[serde(default)]
     pub force: Option<Force>,
+    /// Discard the running state: the new version starts from `create(config)` (no migration,
+    /// so none need be declared), switched under the lock. The report says so.
+    #[serde(default)]
+    pub fresh_state: bool,
 }
 
 fn default_journal_capacity() -> usize {
@@ -122,6 +126,7 @@ impl SwapRequest {
             soak: SoakThresholds::default(),
             migration_rules: None,
             force: None,
+            fresh_state: false,
         }
     }
 
@@ -223,6 +228,10 @@ pub struct SwapReport {
     /// had panicked (the new version starts unfaulted; a
     /// rollback brings the fault back with the old instance).
     pub replaced_fault: Option<Fault>,
+    /// The state was discarded on request (`fresh_state`): the new version started from
+    /// `create(config)`; `state_after` is that fresh state.
+    #[serde(default)]
+    pub state_discarded: bool,
 }
 
 fn create_restored(library: &Arc<Library>, migrated: &Migrated) -> Result<Instance> {
@@ -436,6 +445,7 @@ fn switch(
         switched_at: now,
         journal: Journal::new(request.journal_capacity),
         previous_fault: replaced_fault.clone(),
+        fresh_state: request.fresh_state,
         watch: StepWatch::new(
             request.lease_ms.map(Duration::from_millis),
             request.soak.clone(),
@@ -607,9 +617,17 @@ impl Runtime {
         )?;
         let (old_library, old_config) = self.running(&slot)?;
         let rules = request.migration_rules.as_deref();
-        let new_library =
-            self.target_library(&slot, &old_library, &request.artifact, rules.is_some())?;
-        let transition = Transition::new(&slot.id, &old_library, &new_library, rules)?;
+        let new_library = self.target_library(
+            &slot,
+            &old_library,
+            &request.artifact,
+            rules.is_some() || request.fresh_state,
+        )?;
+        let transition = if request.fresh_state {
+            Transition::fresh(&slot.id, &old_library, &new_library)?
+        } else {
+            Transition::new(&slot.id, &old_library, &new_library, rules)?
+        };
         let target = Target {
             slot: &slot,
             transition: &transition,
@@ -617,8 +635,10 @@ impl Runtime {
             desired: request.config.as_ref(),
             library: &new_library,
         };
-        // One cut serves both the verification and, when optimistic, the switch.
-        let optimistic = request.mode == SwapMode::Optimistic;
+        // One cut serves both the verification and, when optimistic, the switch. A fresh state
+        // switches under the lock: calls answered by the old version meanwhile would otherwise
+        // be caught up into the state that was to start fresh.
+        let optimistic = request.mode == SwapMode::Optimistic && !request.fresh_state;
         let cut = target.cut(optimistic)?;
         let verification = self.verify_cut(&target, &old_library, &cut, &request.verify);
         if !verification.passed() {
@@ -664,6 +684,7 @@ impl Runtime {
             locked_window: switched.locked_window,
             verification,
             replaced_fault: switched.replaced_fault,
+            state_discarded: request.fresh_state,
         })
     }
 

@@ -985,3 +985,40 @@ async fn the_holders_epoch_admits_the_holder_only_not_a_client_that_read_it_from
     assert_eq!(status.expect_ok()["restraints"]["freeze"]["by"], "sidecar");
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_switch_with_a_fresh_state_discards_it_says_so_and_the_commit_records_it() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    host.runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    let config = json!({"fast_period": 2, "slow_period": 4, "signal_threshold": 0.0});
+    let switched = host
+        .post(
+            "/v1/steps/s1/switch",
+            json!({"plugin": "ma_cross", "artifact": v2, "config": config, "fresh_state": true}),
+        )
+        .await;
+    let report = switched.expect_ok();
+    assert_eq!(report["state_discarded"], true);
+    assert_eq!(report["path"]["kind"], "locked", "{report:#}");
+    assert_eq!(report["state_after"]["instruments"], json!({}));
+    assert_ne!(
+        report["state_before"]["instruments"],
+        json!({}),
+        "ES was known"
+    );
+
+    // The state running is the fresh one: 2.0.0 as `create(config)` left it.
+    let state = host.get("/v1/plugins/ma_cross/state").await;
+    let state: Value = serde_json::from_str(state.expect_ok()["state"].as_str().unwrap()).unwrap();
+    assert_eq!(state["instruments"], json!({}));
+
+    host.post("/v1/steps/s1/commit", ma_cross())
+        .await
+        .expect_ok();
+    let applied = applied(&host).await;
+    assert_eq!(
+        (&applied["operation"], &applied["fresh_state"]),
+        (&json!("commit"), &json!(true))
+    );
+    host.shutdown().await;
+}

@@ -291,6 +291,7 @@ mod tests {
                 }],
             },
             replaced_fault: None,
+            state_discarded: false,
         };
         assert_eq!(through_json(&report), report);
         let mut printed = Vec::new();

@@ -306,6 +306,7 @@ impl Venue for HostVenue {
             lease_ms: request.lease_ms,
             soak: Some(request.soak.clone()),
             migration_rules: request.migration_rules.clone(),
+            fresh_state: request.fresh_state,
             origin: Some(demo_origin()),
             force: None,
         };

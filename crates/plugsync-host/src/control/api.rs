@@ -289,6 +289,11 @@ pub struct SwitchRequest {
     /// Declarative migration rules to use instead of the plugins' own `migrate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_rules: Option<Vec<MigrationRule>>,
+    /// Discard the running state: the new version starts from `create(config)` (give the
+    /// config), switched under the lock; no migration need be declared. The report says
+    /// `state_discarded`, and the commit's applied record `fresh_state`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_state: bool,
     /// Who asks (recorded in the plugin's applied record and the host's log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,

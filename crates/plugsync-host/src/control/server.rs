@@ -1488,6 +1488,7 @@ fn switch(runtime: &Runtime, call: &StepCall, request: SwitchRequest) -> Result<
         swap.soak = soak;
     }
     swap.migration_rules = request.migration_rules;
+    swap.fresh_state = request.fresh_state;
     swap.force = asked(call, request.origin, request.force).force;
     let metadata = runtime.store().get(&swap.artifact)?.metadata;
     runtime.check_dependencies("switch", PlannedChange::Run(&metadata), swap.force.as_ref())?;
