@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::digest::Digest;
+use crate::restraints::Restraint;
 use crate::rollback::RollbackReport;
 use crate::verify::VerifyReport;
 
@@ -366,15 +367,15 @@ pub enum HostError {
     #[error(
         "{}: `{operation}` of `{plugin}` was refused and nothing was applied; {}, or force this \
          change with a reason (`force`, recorded)",
-        match restraint.as_str() {
-            "freeze" => format!("the host is frozen ({}, by {})", because.reason, because.by),
-            "hold" => format!("`{plugin}` is held at its running version ({}, by {})", because.reason, because.by),
-            _ => format!("`{plugin}` {} is marked failed ({})", version.as_deref().unwrap_or("?"), because.reason),
+        match restraint {
+            Restraint::Freeze => format!("the host is frozen ({}, by {})", because.reason, because.by),
+            Restraint::Hold => format!("`{plugin}` is held at its running version ({}, by {})", because.reason, because.by),
+            Restraint::Failed | Restraint::Dependency => format!("`{plugin}` {} is marked failed ({})", version.as_deref().unwrap_or("?"), because.reason),
         },
-        match restraint.as_str() {
-            "freeze" => "unfreeze the host when the freeze is over",
-            "hold" => "release the hold first",
-            _ => "clear the mark once the version is fixed (`clear_failed`)",
+        match restraint {
+            Restraint::Freeze => "unfreeze the host when the freeze is over",
+            Restraint::Hold => "release the hold first",
+            Restraint::Failed | Restraint::Dependency => "clear the mark once the version is fixed (`clear_failed`)",
         }
     )]
     Restrained {
@@ -382,8 +383,8 @@ pub enum HostError {
         operation: String,
         /// Plugin id.
         plugin: String,
-        /// Which restraint: `freeze`, `hold` or `failed`.
-        restraint: String,
+        /// Which restraint: a freeze, a hold or a failed mark.
+        restraint: Restraint,
         /// The version marked failed (for `failed`).
         version: Option<String>,
         /// Why, by whom, when it was set (boxed: rare, and keeps every `Result` small).
@@ -694,6 +695,18 @@ pub(crate) fn declarer_covered<'a>(field: &str, from: &'a str, to: &'a str) -> (
 }
 
 impl HostError {
+    /// Whether this is a refusal that a change elsewhere lifts (a freeze lifted, a hold
+    /// released, a failed mark cleared, a dependency installed first, more calls served):
+    /// nothing was applied, and the same step may go once it is, so it does not spend a step id.
+    pub fn lifted_elsewhere(&self) -> bool {
+        matches!(
+            self,
+            HostError::Restrained { .. }
+                | HostError::DependencyUnmet(_)
+                | HostError::NotEnoughCalls { .. }
+        )
+    }
+
     /// A stable, machine-readable code for the error (the control API's `code`).
     pub fn code(&self) -> &'static str {
         match self {
@@ -725,10 +738,10 @@ impl HostError {
             HostError::NoStepInProgress { .. } => "no_step_in_progress",
             HostError::StepNotOwned { .. } => "step_not_owned",
             HostError::LeaseHeld { .. } => "lease_held",
-            HostError::Restrained { restraint, .. } => match restraint.as_str() {
-                "freeze" => "frozen",
-                "hold" => "held",
-                _ => "version_failed",
+            HostError::Restrained { restraint, .. } => match restraint {
+                Restraint::Freeze => "frozen",
+                Restraint::Hold => "held",
+                Restraint::Failed | Restraint::Dependency => "version_failed",
             },
             HostError::BadRestraint { .. } => "bad_restraint",
             HostError::NotEnoughCalls { .. } => "not_enough_calls",

@@ -67,7 +67,7 @@ pub use persist::{
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_LEASE_TTL_MS};
-pub use restraints::{Because, FailedMark, Force, ForcedChange, Restraints};
+pub use restraints::{Because, FailedMark, Force, ForcedChange, Restraint, Restraints};
 pub use rollback::{
     Divergence, LostCalls, RollbackMethod, RollbackReason, RollbackReport, VersionRef,
 };

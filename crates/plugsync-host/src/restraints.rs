@@ -34,6 +34,21 @@ use crate::slot::lock;
 /// How many forced changes the host remembers.
 pub const FORCED_KEPT: usize = 32;
 
+/// What forbids a change: a restraint, or (for a forced change) a declared dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Restraint {
+    /// The host is frozen.
+    Freeze,
+    /// The plugin is held at its running version.
+    Hold,
+    /// The target artifact is marked failed.
+    Failed,
+    /// A running plugin's declared dependency would be unmet.
+    Dependency,
+}
+
 /// Why and by whom a restraint was set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
@@ -69,8 +84,8 @@ pub struct ForcedChange {
     pub operation: String,
     /// Plugin id.
     pub plugin: String,
-    /// What it overrode (`freeze`, `hold`, `failed`).
-    pub overrode: Vec<String>,
+    /// What it overrode.
+    pub overrode: Vec<Restraint>,
     /// The reason given, who gave it, when.
     pub because: Because,
 }
@@ -179,34 +194,31 @@ impl RestraintsCell {
         let state = self.snapshot();
         let mut overrode = Vec::new();
         if let Some(freeze) = &state.freeze {
-            overrode.push(("freeze", freeze.clone(), None));
+            overrode.push((Restraint::Freeze, freeze, None));
         }
         if operation == "switch"
             && let Some(hold) = state.holds.get(plugin)
         {
-            overrode.push(("hold", hold.clone(), None));
+            overrode.push((Restraint::Hold, hold, None));
         }
         if let Some(digest) = target
             && let Some(mark) = state.failed_mark(digest)
         {
-            overrode.push(("failed", mark.because.clone(), Some(mark.version.clone())));
+            overrode.push((Restraint::Failed, &mark.because, Some(&mark.version)));
         }
-        let Some((first, because, version)) = overrode.first().cloned() else {
+        let Some(&(first, because, version)) = overrode.first() else {
             return Ok(());
         };
         let Some(force) = force.filter(|f| !f.reason.trim().is_empty()) else {
             return Err(HostError::Restrained {
                 operation: operation.to_owned(),
                 plugin: plugin.to_owned(),
-                restraint: first.to_owned(),
-                version,
-                because: Box::new(because),
+                restraint: first,
+                version: version.cloned(),
+                because: Box::new(because.clone()),
             });
         };
-        let overrode = overrode
-            .iter()
-            .map(|(name, ..)| (*name).to_owned())
-            .collect();
+        let overrode = overrode.iter().map(|&(restraint, ..)| restraint).collect();
         self.record_forced(operation, plugin, overrode, force, now)
     }
 
@@ -215,7 +227,7 @@ impl RestraintsCell {
         &self,
         operation: &str,
         plugin: &str,
-        overrode: Vec<String>,
+        overrode: Vec<Restraint>,
         force: &Force,
         now: HostTime,
     ) -> Result<()> {

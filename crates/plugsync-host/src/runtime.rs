@@ -15,7 +15,7 @@ use crate::keys::TrustedKeys;
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy, check_plugin_id};
 use crate::persist::{AppliedOperation, AppliedRecord, CommittedPlugin, Origin, Recovery};
 use crate::reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, ReconcileLease};
-use crate::restraints::{Because, Force, Restraints, RestraintsCell};
+use crate::restraints::{Because, Force, Restraint, Restraints, RestraintsCell};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
@@ -1001,11 +1001,15 @@ impl Runtime {
         change: PlannedChange<'_>,
         force: Option<&Force>,
     ) -> Result<()> {
+        // What each slot runs, read without waiting and without the health checks a status
+        // runs: a slot busy now (a long call) is taken as status last saw it.
         let running: Vec<PluginMetadata> = self
-            .status()
-            .plugins
-            .into_iter()
-            .map(|plugin| plugin.metadata)
+            .slots()
+            .iter()
+            .filter_map(|slot| match slot.try_state() {
+                Some(state) => Some(state.active.as_ref()?.library().metadata.clone()),
+                None => Some(lock(&slot.last_known).status.as_ref()?.metadata.clone()),
+            })
             .collect();
         match (dependencies::check(&running, change), force) {
             (Ok(()), _) => Ok(()),
@@ -1018,7 +1022,7 @@ impl Runtime {
                 self.shared.restraints.record_forced(
                     operation,
                     plugin,
-                    vec!["dependency".to_owned()],
+                    vec![Restraint::Dependency],
                     force,
                     self.shared.clock.now(),
                 )

@@ -47,16 +47,6 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-plugsync-signature";
 
 /// The header set on a response replayed from a step's record.
 pub(crate) const REPLAYED_HEADER: &str = "x-plugsync-replayed";
-/// The codes of refusals that a change elsewhere lifts (a freeze lifted, a hold released, a
-/// failed mark cleared, a dependency installed first): they do not spend the step id.
-const UNSPENT_CODES: [&str; 5] = [
-    "frozen",
-    "held",
-    "version_failed",
-    "dependency_unmet",
-    "not_enough_calls",
-];
-
 /// The request header carrying the client's reconcile lease epoch (mutating routes).
 pub(crate) const LEASE_EPOCH_HEADER: &str = "x-plugsync-lease-epoch";
 
@@ -785,6 +775,9 @@ pub(crate) struct ApiError {
     code: Cow<'static, str>,
     /// What happened and what to do.
     message: String,
+    /// A refusal a change elsewhere lifts ([`HostError::lifted_elsewhere`]): a step that
+    /// gets it is not recorded, so its step id is not spent.
+    lifted_elsewhere: bool,
 }
 
 impl ApiError {
@@ -794,6 +787,7 @@ impl ApiError {
             status,
             code: Cow::Borrowed(code),
             message: message.into(),
+            lifted_elsewhere: false,
         }
     }
 
@@ -823,6 +817,7 @@ impl ApiError {
             status,
             code: Cow::Owned(record["code"].as_str().unwrap_or("internal").to_owned()),
             message: record["message"].as_str().unwrap_or_default().to_owned(),
+            lifted_elsewhere: false,
         }
     }
 }
@@ -833,6 +828,7 @@ impl From<HostError> for ApiError {
             status: status_of(&error),
             code: Cow::Borrowed(error.code()),
             message: error.to_string(),
+            lifted_elsewhere: error.lifted_elsewhere(),
         }
     }
 }
@@ -1336,10 +1332,8 @@ async fn step<R: DeserializeOwned + Send + 'static>(
                     StepResult::Transient(error.recorded())
                 }
                 // Refused for a reason a change elsewhere lifts: nothing was applied, and the
-                // same step may go once it is.
-                Err(error) if UNSPENT_CODES.contains(&error.code.as_ref()) => {
-                    StepResult::Transient(error.recorded())
-                }
+                // same step may go once it is (`HostError::lifted_elsewhere`).
+                Err(error) if error.lifted_elsewhere => StepResult::Transient(error.recorded()),
                 Err(error) => StepResult::Final(Err(error.recorded())),
             }
         })?;
