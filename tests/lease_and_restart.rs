@@ -41,7 +41,7 @@ fn a_switch_whose_lease_expires_is_rolled_back_by_the_host_alone() {
     assert_eq!(reason, RollbackReason::LeaseExpired { lease_ms: 30 });
     assert_eq!(
         reason.to_string(),
-        "no commit arrived within the switch's lease of 30 ms"
+        "no commit arrived within the step's lease of 30 ms"
     );
     let after = runtime.call("ma_cross", &bar("ES", 102.0)).unwrap();
     assert_eq!(

@@ -611,7 +611,10 @@ fn run_step(
                     out,
                     "  restored state checked: identical to a reference runtime that ran {} \
                      alone and was fed the same {calls} calls (sha256 {})",
-                    report.to.version,
+                    report
+                        .to
+                        .as_ref()
+                        .map_or("nothing", |to| to.version.as_str()),
                     &sha256[..12.min(sha256.len())]
                 );
             }

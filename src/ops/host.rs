@@ -446,7 +446,7 @@ fn settle(runtime: &Runtime) {
                 plugin = %plugin.plugin,
                 "stopping with a step not committed: rolled back from {} to {}",
                 report.from,
-                report.to
+                report.serving()
             ),
             Err(error) => {
                 tracing::error!(plugin = %plugin.plugin, "cannot roll the pending step back: {error}")

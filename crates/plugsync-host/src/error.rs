@@ -454,20 +454,23 @@ pub enum HostError {
         pending: Option<String>,
     },
 
-    /// A retried switch whose step the host no longer holds.
+    /// A retried switch (or install with a lease) whose step the host no longer holds.
     #[error(
-        "step `{step_id}` switched `{plugin}`, but {}: the switch is not in effect; read \
+        "step `{step_id}` {} `{plugin}`, but {}: the {operation} is not in effect; read \
          `GET /v1/status` and start a new step with a new step id",
+        match *operation { "install" => "installed", _ => "switched" },
         match fate {
             crate::StepFate::RolledBack => "has been rolled back since",
             _ => "the host has no trace of it: it restarted since (a pending step does not \
-                  survive a restart: the committed version runs)",
+                  survive a restart: what was committed runs)",
         }
     )]
     StepGone {
         /// Plugin id.
         plugin: String,
-        /// The step id of the switch.
+        /// What the step did: `switch`, or `install` (with a lease).
+        operation: &'static str,
+        /// The step id.
         step_id: String,
         /// What became of it.
         fate: crate::StepFate,

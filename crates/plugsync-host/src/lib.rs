@@ -64,6 +64,7 @@ pub use migration::TransitionKind;
 pub use persist::{
     AppliedOperation, AppliedRecord, CheckpointOutcome, CheckpointRef, CommittedPlugin,
     CommittedSet, Origin, RecoverOptions, RecoveredPlugin, Recovery, StepOutcome, StepResult,
+    UnloadedPlugin,
 };
 pub use plugsync_plugin::{HostTime, PluginMetadata};
 pub use reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, MAX_LEASE_TTL_MS};
@@ -75,7 +76,7 @@ pub use rollback::{
 pub use rules::apply as apply_migration_rules;
 pub use rules::{MigrationRule, RuleError};
 pub use runtime::{
-    Asked, Health, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime,
+    Asked, Health, InstallTerms, Installed, PendingStatus, PluginStatus, ResidentLibrary, Runtime,
     RuntimeOptions, RuntimeStatus, StateSnapshot, StepFate,
 };
 pub use slot::{

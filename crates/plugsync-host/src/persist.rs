@@ -89,6 +89,9 @@ pub enum AppliedOperation {
     Rollback,
     /// Recovered at a restart with a fresh state, on the operator's choice.
     Recovery,
+    /// Unloaded: the plugin left the committed set (the record stays, in
+    /// [`CommittedSet::unloaded`], until it is installed again).
+    Unload,
 }
 
 /// Who asked for a change: a client says it with each mutating request.
@@ -114,6 +117,21 @@ pub struct Origin {
 pub struct CommittedSet {
     /// One entry per plugin, by id.
     pub plugins: Vec<CommittedPlugin>,
+    /// The plugins unloaded since, each with the record of its unload (who, when, which
+    /// version), until it is installed again: a client tells a plugin removed on purpose, and
+    /// by whom, from one that never ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unloaded: Vec<UnloadedPlugin>,
+}
+
+/// A plugin no longer in the committed set, and how it left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+pub struct UnloadedPlugin {
+    /// Plugin id.
+    pub plugin: String,
+    /// The unload: its step id, origin and time, and the version and config hash it ended.
+    pub applied: AppliedRecord,
 }
 
 /// How one plugin came back after a restart.
@@ -295,9 +313,22 @@ impl Runtime {
     /// The committed set as it is now: per plugin, the version committed (the previous one
     /// while a step is pending). Read without touching any slot.
     pub fn committed(&self) -> CommittedSet {
+        let committed = lock(&self.shared.committed);
         CommittedSet {
-            plugins: lock(&self.shared.committed).values().cloned().collect(),
+            plugins: committed.values().cloned().collect(),
+            unloaded: self.unloaded_records(),
         }
+    }
+
+    /// The plugins unloaded and not installed again, with their unload's record.
+    pub(crate) fn unloaded_records(&self) -> Vec<UnloadedPlugin> {
+        lock(&self.shared.unloaded)
+            .iter()
+            .map(|(plugin, applied)| UnloadedPlugin {
+                plugin: plugin.clone(),
+                applied: applied.clone(),
+            })
+            .collect()
     }
 
     /// Changes the committed set and writes it to the store, both under the set's lock: two
@@ -308,8 +339,11 @@ impl Runtime {
     ) -> Result<()> {
         let mut committed = lock(&self.shared.committed);
         change(&mut committed);
+        // A plugin in the set is no longer unloaded: its unload record goes in the same write.
+        lock(&self.shared.unloaded).retain(|plugin, _| !committed.contains_key(plugin));
         let set = CommittedSet {
             plugins: committed.values().cloned().collect(),
+            unloaded: self.unloaded_records(),
         };
         let bytes = serde_json::to_vec_pretty(&set).map_err(|e| HostError::Io {
             action: "serialise",
@@ -443,6 +477,8 @@ impl Runtime {
     /// cannot be restored.
     pub fn recover_with(&self, options: &RecoverOptions) -> Result<Recovery> {
         let set: CommittedSet = read_json(&self.committed_path())?.unwrap_or_default();
+        lock(&self.shared.unloaded)
+            .extend((set.unloaded.into_iter()).map(|unloaded| (unloaded.plugin, unloaded.applied)));
         let mut plugins = Vec::new();
         for committed in set.plugins {
             lock(&self.shared.committed).insert(committed.plugin.clone(), committed.clone());

@@ -201,10 +201,14 @@ impl RestraintsCell {
         {
             overrode.push((Restraint::Hold, hold, None));
         }
+        // An install names its artifact (its plugin id is known once it is read); a failed
+        // mark knows whose artifact it is, so the refusal or the forced change names the plugin.
+        let mut plugin = plugin;
         if let Some(digest) = target
             && let Some(mark) = state.failed_mark(digest)
         {
             overrode.push((Restraint::Failed, &mark.because, Some(&mark.version)));
+            plugin = &mark.plugin;
         }
         let Some(&(first, because, version)) = overrode.first() else {
             return Ok(());

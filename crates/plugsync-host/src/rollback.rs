@@ -26,7 +26,9 @@ use crate::error::{HostError, declarer_covered};
 use crate::library::Library;
 use crate::migration::{Transition, migrate};
 use crate::restraints::{Because, FailedMark};
-use crate::slot::{Active, Fault, Journal, RecordedCall, Slot, SlotState, StepRecord, StepState};
+use crate::slot::{
+    Active, Fault, Journal, PendingStep, RecordedCall, Slot, SlotState, StepRecord, StepState,
+};
 
 /// Why a step was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +49,7 @@ pub enum RollbackReason {
         /// The reason it gave.
         message: String,
     },
-    /// The switch's lease ran out before a commit arrived.
+    /// The step's lease (a switch's, or an install's) ran out before a commit arrived.
     LeaseExpired {
         /// The lease the switch was given.
         lease_ms: u64,
@@ -74,7 +76,7 @@ impl fmt::Display for RollbackReason {
             RollbackReason::LeaseExpired { lease_ms } => {
                 write!(
                     f,
-                    "no commit arrived within the switch's lease of {lease_ms} ms"
+                    "no commit arrived within the step's lease of {lease_ms} ms"
                 )
             }
             RollbackReason::SoakThreshold {
@@ -175,6 +177,13 @@ pub enum RollbackMethod {
         /// What it never saw.
         lost: LostCalls,
     },
+    /// The step was an install (with a lease): nothing ran before it, so the plugin was
+    /// unloaded, and calls to it are refused as to any plugin not loaded.
+    Unloaded {
+        /// The state the install had reached, kept for manual recovery; `null` when it could
+        /// not be read or was itself `null`.
+        abandoned_state: Option<serde_json::Value>,
+    },
 }
 
 /// The outcome of a rollback.
@@ -185,8 +194,9 @@ pub struct RollbackReport {
     pub plugin: String,
     /// The version rolled back.
     pub from: VersionRef,
-    /// The version serving again.
-    pub to: VersionRef,
+    /// The version serving again; `null` when the step rolled back was an install: the plugin
+    /// is no longer loaded.
+    pub to: Option<VersionRef>,
     /// Why.
     pub reason: RollbackReason,
     /// How the state came back.
@@ -196,12 +206,28 @@ pub struct RollbackReport {
 }
 
 impl RollbackReport {
+    /// What serves after the rollback, for a log line: the version, or "not loaded" after an
+    /// install rolled back.
+    pub fn serving(&self) -> impl fmt::Display + '_ {
+        struct Serving<'a>(Option<&'a VersionRef>);
+        impl fmt::Display for Serving<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(version) => version.fmt(f),
+                    None => f.write_str("not loaded"),
+                }
+            }
+        }
+        Serving(self.to.as_ref())
+    }
+
     /// Whether every state update made since the switch survived the rollback.
     pub fn lost_nothing(&self) -> bool {
         match &self.method {
             RollbackMethod::Replay { .. } => true,
             RollbackMethod::DownMigration { in_doubt_call, .. } => in_doubt_call.is_none(),
-            RollbackMethod::Lossy { .. } => false,
+            // The state the install reached is gone with it (kept in the report only).
+            RollbackMethod::Lossy { .. } | RollbackMethod::Unloaded { .. } => false,
         }
     }
 }
@@ -329,7 +355,7 @@ fn roll_back_unmarked(
     state: &mut SlotState,
     reason: RollbackReason,
 ) -> Option<(RollbackReport, Discarded)> {
-    let (step, new) = match (state.step.take(), state.active.take()) {
+    let (mut step, new) = match (state.step.take(), state.active.take()) {
         (Some(step), Some(new)) => (step, new),
         // No pending step (or, impossibly, a step with no active instance): nothing to undo.
         (step, active) => {
@@ -338,8 +364,17 @@ fn roll_back_unmarked(
             return None;
         }
     };
-    let mut previous = step.previous;
     let calls_since_switch = state.seq - step.switched_seq;
+    let Some(mut previous) = step.previous.take() else {
+        return Some(undo_install(
+            plugin,
+            state,
+            step,
+            new,
+            reason,
+            calls_since_switch,
+        ));
+    };
     // The previous instance's own fault, if it had one, comes back with it (a replay that
     // panics replaces it).
     let mut fault = step.previous_fault;
@@ -357,12 +392,7 @@ fn roll_back_unmarked(
                         step.journal.capacity(),
                         step.journal.overflowed
                     ),
-                    abandoned_state: new
-                        .instance
-                        .snapshot()
-                        .ok()
-                        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                        .filter(|state: &serde_json::Value| !state.is_null()),
+                    abandoned_state: abandoned_state(&new),
                 },
             }
         })
@@ -381,22 +411,19 @@ fn roll_back_unmarked(
     let report = RollbackReport {
         plugin: plugin.to_owned(),
         from: VersionRef::of(new.library()),
-        to: VersionRef::of(previous.library()),
+        to: Some(VersionRef::of(previous.library())),
         reason,
         method,
         calls_since_switch,
     };
-    state.last_step = Some(StepRecord {
-        step_id: step.step_id,
-        version: new.version().to_owned(),
-        digest: new.digest(),
-        at: step.switched_at,
-        outcome: StepState::RolledBack,
-        replaced_fault: state
-            .last_step
-            .take()
-            .and_then(|record| record.replaced_fault),
-    });
+    let replaced_fault = (state.last_step.take()).and_then(|record| record.replaced_fault);
+    state.last_step = Some(StepRecord::of(
+        step.step_id,
+        new.library(),
+        step.switched_at,
+        StepState::RolledBack,
+        replaced_fault,
+    ));
     state.active = Some(previous);
     state.fault = fault;
     state.last_rollback = Some(report.clone());
@@ -405,6 +432,55 @@ fn roll_back_unmarked(
         _journal: step.journal,
     };
     Some((report, discarded))
+}
+
+/// The state of the instance rolled back, for the report, when it cannot be carried back.
+fn abandoned_state(new: &Active) -> Option<serde_json::Value> {
+    new.instance
+        .snapshot()
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .filter(|state: &serde_json::Value| !state.is_null())
+}
+
+/// Rolls back an install made with a lease: the slot is emptied (its settings with it), and
+/// the state the install reached is kept in the report.
+fn undo_install(
+    plugin: &str,
+    state: &mut SlotState,
+    step: PendingStep,
+    new: Active,
+    reason: RollbackReason,
+    calls_since_switch: u64,
+) -> (RollbackReport, Discarded) {
+    let report = RollbackReport {
+        plugin: plugin.to_owned(),
+        from: VersionRef::of(new.library()),
+        to: None,
+        reason,
+        method: RollbackMethod::Unloaded {
+            abandoned_state: abandoned_state(&new),
+        },
+        calls_since_switch,
+    };
+    state.last_step = Some(StepRecord::of(
+        step.step_id,
+        new.library(),
+        step.switched_at,
+        StepState::RolledBack,
+        None,
+    ));
+    // What the install set (its checkpointing, its fault) goes with it: nothing of the
+    // plugin is left to checkpoint or to refuse calls for.
+    state.fault = None;
+    state.checkpointing = None;
+    state.fail_closed = false;
+    state.last_rollback = Some(report.clone());
+    let discarded = Discarded {
+        _instance: new,
+        _journal: step.journal,
+    };
+    (report, discarded)
 }
 
 #[cfg(test)]

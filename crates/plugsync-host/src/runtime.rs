@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use plugsync_plugin::{HostTime, PluginMetadata, canonical_json};
 use serde::{Deserialize, Serialize};
@@ -13,15 +14,18 @@ use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::keys::TrustedKeys;
 use crate::library::{FRAMEWORK_VERSION, Instance, Library, LoadPolicy, check_plugin_id};
-use crate::persist::{AppliedOperation, AppliedRecord, CommittedPlugin, Origin, Recovery};
+use crate::persist::{
+    AppliedOperation, AppliedRecord, Checkpointing, CommittedPlugin, Origin, Recovery,
+    UnloadedPlugin,
+};
 use crate::reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, ReconcileLease};
 use crate::restraints::{Because, Force, Restraint, Restraints, RestraintsCell};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
-    Active, CallError, CallOutput, Counters, Fault, Slot, SlotHandle, SlotState, StepRecord,
-    StepState, StuckCall, lock,
+    Active, CallError, CallOutput, Counters, Fault, Journal, PendingStep, Slot, SlotHandle,
+    SlotState, StepRecord, StepState, StuckCall, lock,
 };
-use crate::steward::{self, SoakThresholds};
+use crate::steward::{self, SoakThresholds, StepWatch};
 use crate::store::{ArtifactStore, StoredArtifact};
 
 /// How a [`Runtime`] is set up.
@@ -100,6 +104,9 @@ pub(crate) struct Shared {
     /// so two commits at once never lose each other's entry, and read without touching any
     /// slot (a slot busy with a long call must not hold up another plugin's commit).
     pub committed: Mutex<BTreeMap<String, CommittedPlugin>>,
+    /// The plugins unloaded (and not installed since), with their unload's record: changed
+    /// only under the `committed` lock, inside the change written with it.
+    pub unloaded: Mutex<BTreeMap<String, AppliedRecord>>,
     /// One lock per step id in use: a retry waits for the first attempt of the same step, and
     /// steps of other plugins never wait on each other.
     pub step_locks: Mutex<BTreeMap<String, Arc<Mutex<()>>>>,
@@ -163,13 +170,36 @@ pub(crate) fn state_checksum(state: &[u8]) -> Option<(serde_json::Value, Digest)
 }
 
 /// What [`Runtime::install`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 pub struct Installed {
     /// Plugin id.
     pub plugin: String,
     /// Version and artifact now serving.
     pub version: VersionRef,
+    /// For an install with a lease: when the lease ends (host time). The install is a pending
+    /// step until a commit with its step id; the host unloads it then unless committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "control-api", schemars(with = "Option<i64>"))]
+    pub lease_expires_at: Option<HostTime>,
+}
+
+/// How an install is asked for, besides its artifact and config.
+#[derive(Debug, Clone, Default)]
+pub struct InstallTerms {
+    /// Checkpoint the plugin's state this often (and at each commit), for a restart.
+    pub checkpoint_every: Option<Duration>,
+    /// Refuse calls while the plugin is faulted by a panic (see
+    /// [`Runtime::set_fail_closed`]).
+    pub fail_closed: bool,
+    /// Install as a step with this lease: the plugin serves at once, but joins the committed
+    /// set only when a commit with the same step id arrives in time. Otherwise — a rollback, a
+    /// panic, a failed health check, a crossed soak threshold, the lease run out — the host
+    /// unloads it and marks the version failed, as it rolls a switch back; a restart before
+    /// the commit comes back without it.
+    pub lease: Option<Duration>,
+    /// What the step must stay within until its commit (with a lease only).
+    pub soak: SoakThresholds,
 }
 
 /// A pending (switched, not committed) step, for status.
@@ -178,8 +208,9 @@ pub struct Installed {
 pub struct PendingStatus {
     /// Step id, if the sidecar gave one.
     pub step_id: Option<String>,
-    /// The version kept for rollback.
-    pub previous: VersionRef,
+    /// The version kept for rollback; `null` when the step is an install (with a lease): a
+    /// rollback unloads it.
+    pub previous: Option<VersionRef>,
     /// Calls served since the switch.
     pub calls_since_switch: u64,
     /// Whether every one of them is journaled (rollback by replay possible).
@@ -305,6 +336,10 @@ pub struct RuntimeStatus {
     /// What operators and the host forbid for now: a freeze, holds, versions marked failed,
     /// halted plugins, and the last changes forced through them.
     pub restraints: Restraints,
+    /// The plugins unloaded and not installed since, each with the record of its unload (what
+    /// version, by whom, when).
+    #[serde(default)]
+    pub unloaded: Vec<UnloadedPlugin>,
 }
 
 impl Runtime {
@@ -324,6 +359,7 @@ impl Runtime {
                 clock: options.clock,
                 recovery: Mutex::new(None),
                 committed: Mutex::new(BTreeMap::new()),
+                unloaded: Mutex::new(BTreeMap::new()),
                 step_locks: Mutex::new(BTreeMap::new()),
                 call_watchdog: options.call_watchdog,
                 step_retention: options.step_retention,
@@ -530,63 +566,76 @@ impl Runtime {
 
     /// Loads a staged artifact into its (empty) slot with a config, fresh state.
     pub fn install(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
-        self.install_recorded(
+        self.install_asked(
             artifact,
             config,
-            AppliedOperation::Install,
+            &InstallTerms::default(),
             &Asked::default(),
         )
     }
 
-    /// As [`install`](Self::install), as a client asked (its step id and origin recorded).
+    /// As [`install`](Self::install), as a client asked (its step id and origin recorded), on
+    /// `terms`: its checkpointing and fail-closed setting are part of the install (applied
+    /// with it, or not at all), and with a lease it is a step (see [`InstallTerms::lease`]).
     pub fn install_asked(
         &self,
         artifact: &Digest,
         config: serde_json::Value,
+        terms: &InstallTerms,
         asked: &Asked,
     ) -> Result<Installed> {
-        self.install_recorded(artifact, config, AppliedOperation::Install, asked)
+        // Named by its artifact: its plugin id is known only once it is read (and hashed).
+        self.shared.restraints.check(
+            "install",
+            &format!("artifact {}", artifact.short()),
+            Some(artifact),
+            asked.force.as_ref(),
+            self.shared.clock.now(),
+        )?;
+        let installed = self.install_into(artifact, config.clone(), terms, asked)?;
+        if terms.lease.is_some() {
+            // Committed (written to the store) only by the step's commit.
+            return Ok(installed);
+        }
+        self.record_install(&installed, config, terms, AppliedOperation::Install, asked);
+        Ok(installed)
     }
 
     /// As [`install`](Self::install), by the host itself at its start (`plugsync host
-    /// --load`): recorded as such, so a client tells it from its own installs.
+    /// --load`): recorded as such, so a client tells it from its own installs. Not held back
+    /// by a freeze: it only starts what the operator named.
     pub fn load(&self, artifact: &Digest, config: serde_json::Value) -> Result<Installed> {
-        self.install_recorded(artifact, config, AppliedOperation::Load, &Asked::default())
+        let (terms, asked) = (InstallTerms::default(), Asked::default());
+        let installed = self.install_into(artifact, config.clone(), &terms, &asked)?;
+        self.record_install(&installed, config, &terms, AppliedOperation::Load, &asked);
+        Ok(installed)
     }
 
-    fn install_recorded(
+    /// Adds what was installed to the committed set, and writes its first checkpoint.
+    fn record_install(
         &self,
-        artifact: &Digest,
+        installed: &Installed,
         config: serde_json::Value,
+        terms: &InstallTerms,
         operation: AppliedOperation,
         asked: &Asked,
-    ) -> Result<Installed> {
-        // The host's own start (`--load`) is not held back by a freeze: it only starts what
-        // the operator named.
-        if operation != AppliedOperation::Load {
-            // Named by its artifact: its plugin id is known only once it is read (and hashed).
-            self.shared.restraints.check(
-                "install",
-                &format!("artifact {}", artifact.short()),
-                Some(artifact),
-                asked.force.as_ref(),
-                self.shared.clock.now(),
-            )?;
-        }
-        let installed = self.install_unpersisted(artifact, config.clone())?;
+    ) {
         let applied = self.applied(operation, asked, &installed.version, &config);
         let entry = CommittedPlugin {
             plugin: installed.plugin.clone(),
             version: installed.version.clone(),
             config,
-            checkpoint_every_ms: None,
-            fail_closed: false,
+            checkpoint_every_ms: terms.checkpoint_every.map(|every| every.as_millis() as u64),
+            fail_closed: terms.fail_closed,
             applied: Some(applied),
         };
-        self.persisted(self.update_committed(|set| {
+        let checkpoint = match terms.checkpoint_every {
+            Some(_) => self.checkpoint_now(&installed.plugin),
+            None => Ok(()),
+        };
+        self.persisted(checkpoint.and(self.update_committed(|set| {
             set.insert(entry.plugin.clone(), entry);
-        }));
-        Ok(installed)
+        })));
     }
 
     /// Installs without writing the committed set (recovery writes nothing while it reads it).
@@ -594,6 +643,23 @@ impl Runtime {
         &self,
         artifact: &Digest,
         config: serde_json::Value,
+    ) -> Result<Installed> {
+        self.install_into(
+            artifact,
+            config,
+            &InstallTerms::default(),
+            &Asked::default(),
+        )
+    }
+
+    /// Creates the plugin's instance in its empty slot, with its settings; with a lease, as a
+    /// pending step.
+    fn install_into(
+        &self,
+        artifact: &Digest,
+        config: serde_json::Value,
+        terms: &InstallTerms,
+        asked: &Asked,
     ) -> Result<Installed> {
         let library = self.library(artifact)?;
         let slot = self.slot_or_new(library.id());
@@ -610,17 +676,50 @@ impl Runtime {
         })?;
         let instance = Instance::create(library.clone(), &config_bytes)
             .map_err(|f| f.into_error(&library, "create"))?;
-        {
+        let lease_expires_at = {
             let mut state = slot.state();
+            if let Some(lease) = terms.lease {
+                let now = self.shared.clock.now();
+                let step_id = asked.step_id.clone();
+                state.last_step = Some(StepRecord::of(
+                    step_id.clone(),
+                    &library,
+                    now,
+                    StepState::Pending,
+                    None,
+                ));
+                state.step = Some(PendingStep {
+                    previous: None,
+                    step_id,
+                    switched_seq: state.seq,
+                    switched_at: now,
+                    // Nothing ran before the install: there is nothing to replay calls into.
+                    journal: Journal::new(0),
+                    previous_fault: None,
+                    fresh_state: false,
+                    watch: StepWatch::new(Some(lease), terms.soak.clone(), state.counters, now),
+                });
+            }
             state.active = Some(Active { instance, config });
             state.fault = None;
+            state.checkpointing = terms.checkpoint_every.map(|every| Checkpointing {
+                every,
+                last: std::time::Instant::now(),
+            });
+            state.fail_closed = terms.fail_closed;
             // Seeded now, so that status has something to show even if the first call hangs.
             lock(&slot.last_known).status = describe(&slot, &state);
-        }
-        tracing::info!(plugin = %slot.id, version = %library.version, "installed");
+            state
+                .step
+                .as_ref()
+                .and_then(|step| step.watch.lease)
+                .map(|(until, _)| until)
+        };
+        tracing::info!(plugin = %slot.id, version = %library.version, leased = terms.lease.is_some(), "installed");
         Ok(Installed {
             plugin: slot.id.clone(),
             version: VersionRef::of(&library),
+            lease_expires_at,
         })
     }
 
@@ -680,13 +779,7 @@ impl Runtime {
         let mut state = slot.state();
         // A restore during a step would be invisible to the journal: a rollback by replay would
         // silently undo it.
-        if let (Some(step), Some(active)) = (&state.step, &state.active) {
-            return Err(HostError::StepInProgress {
-                plugin: plugin.to_owned(),
-                from: step.previous.version().to_owned(),
-                to: active.version().to_owned(),
-            });
-        }
+        state.no_step_pending(plugin)?;
         let active = state.active.as_mut().ok_or_else(|| HostError::NotLoaded {
             plugin: plugin.to_owned(),
         })?;
@@ -744,7 +837,7 @@ impl Runtime {
     fn commit_owned(&self, plugin: &str, asked: &Asked) -> Result<VersionRef> {
         let slot = self.slot(plugin)?;
         let _control = lock(&slot.control);
-        let (step, committed, config) = {
+        let (step, committed, config, (checkpoint_every_ms, fail_closed)) = {
             let mut state = slot.state();
             check_owner(plugin, &state, asked.step_id.as_deref())?;
             let Some(active) = state.active.as_ref().filter(|_| state.step.is_some()) else {
@@ -767,8 +860,17 @@ impl Runtime {
             if let Some(record) = &mut state.last_step {
                 record.outcome = StepState::Committed;
             }
-            (state.step.take(), committed, config)
+            // An install joins the committed set now, with the settings it was given.
+            let settings = (
+                state
+                    .checkpointing
+                    .as_ref()
+                    .map(|c| c.every.as_millis() as u64),
+                state.fail_closed,
+            );
+            (state.step.take(), committed, config, settings)
         };
+        let install = step.as_ref().is_some_and(|step| step.previous.is_none());
         let fresh_state = step.as_ref().is_some_and(|step| step.fresh_state);
         // Destroy the previous instance and free the journal outside the slot lock.
         drop(step);
@@ -780,17 +882,33 @@ impl Runtime {
         if let Err(error) = crate::failpoint::hit("commit.between-writes", self.store().root()) {
             tracing::error!(plugin, "{error}");
         }
+        let operation = match install {
+            true => AppliedOperation::Install,
+            false => AppliedOperation::Commit,
+        };
         let applied = AppliedRecord {
             fresh_state,
-            ..self.applied(AppliedOperation::Commit, asked, &committed, &config)
+            ..self.applied(operation, asked, &committed, &config)
         };
         let entry_version = committed.clone();
-        let written = self.update_committed(|set| {
-            if let Some(entry) = set.get_mut(plugin) {
+        let written = self.update_committed(|set| match set.get_mut(plugin) {
+            Some(entry) => {
                 entry.version = entry_version;
                 entry.config = config;
                 entry.applied = Some(applied);
             }
+            None if install => {
+                let entry = CommittedPlugin {
+                    plugin: plugin.to_owned(),
+                    version: entry_version,
+                    config,
+                    checkpoint_every_ms,
+                    fail_closed,
+                    applied: Some(applied),
+                };
+                set.insert(plugin.to_owned(), entry);
+            }
+            None => {}
         });
         self.persisted(written.and(checkpoint));
         Ok(committed)
@@ -820,13 +938,14 @@ impl Runtime {
         let config = state.active.as_ref().map(|active| active.config.clone());
         drop(state);
         drop(discarded);
-        tracing::warn!(plugin, from = %report.from, to = %report.to, "rolled back");
+        tracing::warn!(plugin, from = %report.from, to = %report.serving(), "rolled back");
         // The failed mark the rollback set, written now (a control thread may do I/O).
         if let Err(error) = self.shared.restraints.persist_if_dirty() {
             self.persisted(Err(error));
         }
-        if let Some(config) = config {
-            let applied = self.applied(AppliedOperation::Rollback, asked, &report.to, &config);
+        // An install rolled back leaves nothing running, and was never in the committed set.
+        if let (Some(config), Some(to)) = (config, &report.to) {
+            let applied = self.applied(AppliedOperation::Rollback, asked, to, &config);
             self.persisted(self.update_committed(|set| {
                 if let Some(entry) = set.get_mut(plugin) {
                     entry.applied = Some(applied);
@@ -916,16 +1035,25 @@ impl Runtime {
                 plugin: plugin.to_owned(),
             })?;
             state.checkpointing = None;
-            (active, state.step.take())
+            let step = state.step.take();
+            if step.is_some() {
+                // The pending step ends with the plugin, neither committed nor rolled back: a
+                // retry of its switch or install learns it is gone (`step_fate` says unknown).
+                state.last_step = None;
+            }
+            (active, step)
         };
         let version = VersionRef::of(active.library());
+        let applied = self.applied(AppliedOperation::Unload, asked, &version, &active.config);
         drop(step);
         drop(active);
         lock(&slot.last_known).status = None;
         tracing::info!(plugin, %version, "unloaded");
         self.persisted(
             self.update_committed(|set| {
+                // A pending install was never in the set: its unload is recorded all the same.
                 set.remove(plugin);
+                lock(&self.shared.unloaded).insert(plugin.to_owned(), applied);
             })
             .and_then(|()| self.forget_checkpoint(plugin)),
         );
@@ -990,6 +1118,7 @@ impl Runtime {
             persist_error: lock(&self.shared.persist_error).clone(),
             lease: self.shared.lease.status(self.shared.clock.now()),
             restraints: self.shared.restraints.snapshot(),
+            unloaded: self.unloaded_records(),
         }
     }
 
@@ -1290,7 +1419,10 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         last_call_at: state.last_call_at,
         pending: state.step.as_ref().map(|step| PendingStatus {
             step_id: step.step_id.clone(),
-            previous: VersionRef::of(step.previous.library()),
+            previous: step
+                .previous
+                .as_ref()
+                .map(|previous| VersionRef::of(previous.library())),
             calls_since_switch: state.seq - step.switched_seq,
             journal_complete: step.journal.is_complete(),
             lease_expires_at: step.watch.lease.map(|(until, _)| until),

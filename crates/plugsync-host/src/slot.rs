@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::digest::Digest;
+use crate::error::HostError;
 use crate::library::{Failure, Instance, Library};
 use crate::persist::Checkpointing;
 use crate::restraints::RestraintsCell;
@@ -214,10 +215,13 @@ impl Active {
 }
 
 /// A switched but not yet committed step: the previous instance is kept, untouched since the
-/// switch, and every call since is journaled so a rollback can replay it.
+/// switch, and every call since is journaled so a rollback can replay it. Or an install with a
+/// lease: nothing ran before it, so there is no previous instance and nothing to journal; a
+/// rollback unloads it.
 #[derive(Debug)]
 pub(crate) struct PendingStep {
-    pub previous: Active,
+    /// The instance a rollback goes back to; `None` for an install.
+    pub previous: Option<Active>,
     pub step_id: Option<String>,
     pub switched_seq: u64,
     pub switched_at: HostTime,
@@ -228,6 +232,13 @@ pub(crate) struct PendingStep {
     pub fresh_state: bool,
     /// Lease and soak thresholds, watched by the steward.
     pub watch: StepWatch,
+}
+
+impl PendingStep {
+    /// The version before the step, for messages: an install's is "not loaded".
+    pub fn previous_version(&self) -> &str {
+        self.previous.as_ref().map_or("not loaded", Active::version)
+    }
 }
 
 /// Where a step is, once switched.
@@ -263,6 +274,26 @@ pub struct StepRecord {
     pub replaced_fault: Option<Fault>,
 }
 
+impl StepRecord {
+    /// The record of step `step_id` to `library`, switched (or installed) at `at`.
+    pub(crate) fn of(
+        step_id: Option<String>,
+        library: &Library,
+        at: HostTime,
+        outcome: StepState,
+        replaced_fault: Option<Fault>,
+    ) -> StepRecord {
+        StepRecord {
+            step_id,
+            version: library.metadata.version.clone(),
+            digest: library.digest,
+            at,
+            outcome,
+            replaced_fault,
+        }
+    }
+}
+
 /// Everything under a slot's lock.
 #[derive(Debug, Default)]
 pub(crate) struct SlotState {
@@ -285,6 +316,20 @@ pub(crate) struct SlotState {
     /// Halted by an operator or a client: every call is refused at once, with this reason,
     /// until resumed.
     pub halted: Option<String>,
+}
+
+impl SlotState {
+    /// Refuses an operation that must not run while a step is pending (a swap, a restore).
+    pub fn no_step_pending(&self, plugin: &str) -> Result<(), HostError> {
+        match (&self.step, &self.active) {
+            (Some(step), Some(active)) => Err(HostError::StepInProgress {
+                plugin: plugin.to_owned(),
+                from: step.previous_version().to_owned(),
+                to: active.version().to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One plugin id's slot.
@@ -527,8 +572,12 @@ impl Slot {
             // After a replay (or a loss) the previous version never saw this call: serve it
             // there. After a down-migration its state came from the instance that panicked
             // midway through this call, so serving it again could apply it twice: the
-            // caller gets the error instead (the report marks the call as in doubt).
-            if !matches!(report.method, RollbackMethod::DownMigration { .. }) {
+            // caller gets the error instead (the report marks the call as in doubt). After an
+            // install rolled back, nothing is left to serve it: the caller gets the panic.
+            if matches!(
+                report.method,
+                RollbackMethod::Replay { .. } | RollbackMethod::Lossy { .. }
+            ) {
                 return self.serve_again(state, seq, now, input, on_output);
             }
         }

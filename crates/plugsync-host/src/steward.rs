@@ -174,7 +174,7 @@ impl Runtime {
             drop(state);
             if let Some((report, discarded)) = rolled_back {
                 drop(discarded);
-                tracing::error!(plugin = %slot.id, from = %report.from, to = %report.to, "rolled back by the host: {}", report.reason);
+                tracing::error!(plugin = %slot.id, from = %report.from, to = %report.serving(), "rolled back by the host: {}", report.reason);
                 continue;
             }
             self.checkpoint_if_due(&slot, now);

@@ -429,17 +429,16 @@ fn switch(
     let step_id = request.step_id.clone();
     let replaced_fault = state.fault.take();
     let library = instance.library().clone();
-    state.last_step = Some(StepRecord {
-        step_id: step_id.clone(),
-        version: library.metadata.version.clone(),
-        digest: library.digest,
-        at: now,
-        outcome: StepState::Pending,
-        replaced_fault: replaced_fault.clone(),
-    });
+    state.last_step = Some(StepRecord::of(
+        step_id.clone(),
+        &library,
+        now,
+        StepState::Pending,
+        replaced_fault.clone(),
+    ));
     state.active = Some(Active { instance, config });
     state.step = Some(PendingStep {
-        previous,
+        previous: Some(previous),
         step_id,
         switched_seq: state.seq,
         switched_at: now,
@@ -598,16 +597,7 @@ impl Runtime {
         check_journal_capacity(&request)?;
         let slot = self.slot(&request.plugin)?;
         let _control = lock(&slot.control);
-        {
-            let state = slot.state();
-            if let (Some(step), Some(active)) = (&state.step, &state.active) {
-                return Err(HostError::StepInProgress {
-                    plugin: slot.id.clone(),
-                    from: step.previous.version().to_owned(),
-                    to: active.version().to_owned(),
-                });
-            }
-        }
+        slot.state().no_step_pending(&slot.id)?;
         self.shared.restraints.check(
             "switch",
             &slot.id,

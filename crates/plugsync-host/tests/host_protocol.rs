@@ -14,7 +14,7 @@
 
 mod support;
 
-use plugsync_host::{SwapRequest, VersionRef};
+use plugsync_host::{AppliedOperation, SwapRequest, VersionRef};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::*;
@@ -155,7 +155,7 @@ async fn a_switch_retried_across_a_host_restart_learns_it_is_gone_and_a_committe
     assert_eq!(
         message,
         "step `lost` switched `ma_cross`, but the host has no trace of it: it restarted since (a \
-         pending step does not survive a restart: the committed version runs): the switch is not \
+         pending step does not survive a restart: what was committed runs): the switch is not \
          in effect; read `GET /v1/status` and start a new step with a new step id"
     );
     // The committed switch still holds: its retry is answered from its record.
@@ -457,7 +457,7 @@ async fn lease_requests_that_cannot_be_carried_out_say_why() {
 }
 
 #[tokio::test]
-async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() {
+async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart_even_an_unload() {
     let host = Host::start_with_manual_clock().await;
     host.install_risk_model().await;
     let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
@@ -549,6 +549,55 @@ async fn the_applied_record_says_what_was_done_by_whom_and_survives_a_restart() 
 
     let host = host.restart().await;
     assert_eq!(applied(&host).await, rolled_back);
+
+    // An unload takes the plugin out of the committed set, and its record stays in status
+    // (across a restart too) until the plugin is installed again.
+    host.post(
+        "/v1/steps/prune-1/unload",
+        json!({"plugin": "ma_cross", "origin": {"tool": "plugsync-reconcile", "plan_id": "p-18"}}),
+    )
+    .await
+    .expect_ok();
+    let unloaded = |status: &Value| status["unloaded"].clone();
+    let host = host.restart().await;
+    let status = host.get("/v1/status").await;
+    let record = unloaded(status.expect_ok());
+    assert_eq!(
+        (
+            &record[0]["plugin"],
+            &record[0]["applied"]["operation"],
+            &record[0]["applied"]["step_id"],
+            &record[0]["applied"]["origin"],
+            &record[0]["applied"]["version"]["digest"],
+        ),
+        (
+            &json!("ma_cross"),
+            &json!("unload"),
+            &json!("prune-1"),
+            &json!({"tool": "plugsync-reconcile", "client": "default", "plan_id": "p-18"}),
+            &json!(v2),
+        )
+    );
+    let reinstall = json!({"artifact": v1, "config": v1_config()});
+    // (1.0.0 was marked failed by the rollback above.)
+    let refused = host
+        .post("/v1/steps/p-19.1.0/install", reinstall.clone())
+        .await;
+    assert_eq!(
+        refused.expect_error(StatusCode::CONFLICT, "version_failed"),
+        "`ma_cross` 1.0.0 is marked failed (rolled back: rollback requested): `install` of \
+         `ma_cross` was refused and nothing was applied; clear the mark once the version is \
+         fixed (`clear_failed`), or force this change with a reason (`force`, recorded)"
+    );
+    restrain(&host, json!({"action": "clear_failed", "artifact": v1}))
+        .await
+        .expect_ok();
+    host.post("/v1/steps/p-19.1.0/install", reinstall)
+        .await
+        .expect_ok();
+    let status = host.get("/v1/status").await;
+    assert_eq!(unloaded(status.expect_ok()), json!([]));
+    assert!(host.runtime.committed().unloaded.is_empty());
     host.shutdown().await;
 }
 
@@ -1019,6 +1068,252 @@ async fn a_switch_with_a_fresh_state_discards_it_says_so_and_the_commit_records_
     assert_eq!(
         (&applied["operation"], &applied["fresh_state"]),
         (&json!("commit"), &json!(true))
+    );
+    host.shutdown().await;
+}
+
+/// `POST /v1/steps/{step}/install` of `artifact` (ma_cross 1.0.0's config) with a lease.
+async fn install_leased(host: &Host, step: &str, artifact: &str, lease_ms: u64) -> Answer {
+    host.post(
+        &format!("/v1/steps/{step}/install"),
+        json!({"artifact": artifact, "config": v1_config(), "lease_ms": lease_ms}),
+    )
+    .await
+}
+
+/// What `GET /v1/status` shows of ma_cross, if it runs.
+async fn ma_cross_status(host: &Host) -> Option<Value> {
+    let status = host.get("/v1/status").await;
+    let plugins = status.expect_ok()["plugins"].as_array().unwrap().clone();
+    plugins
+        .into_iter()
+        .find(|plugin| plugin["plugin"] == "ma_cross")
+}
+
+/// A host running risk_model (which ma_cross needs), with ma_cross 1.0.0 staged.
+async fn host_with_v1_staged() -> (Host, String) {
+    let host = Host::start_with_manual_clock().await;
+    host.install_risk_model().await;
+    let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
+    (host, v1)
+}
+
+#[tokio::test]
+async fn an_install_with_a_lease_serves_at_once_and_joins_the_committed_set_only_at_its_commit() {
+    let (host, v1) = host_with_v1_staged().await;
+    let v2 = host.stage(MA_CROSS_2_0_0).await.to_string();
+    let install = json!({
+        "artifact": v1, "config": v1_config(), "lease_ms": 60_000,
+        "checkpoint_every_ms": 3_600_000, "fail_closed": true,
+    });
+    let installed = host.post("/v1/steps/i1/install", install.clone()).await;
+    assert!(installed.expect_ok()["lease_expires_at"].is_i64());
+
+    // It serves, as a pending step with nothing to go back to, and is not committed yet.
+    let handle = host.runtime.handle("ma_cross").unwrap();
+    handle
+        .call(&bar("ES", 100.0))
+        .expect("served during the lease");
+    let plugin = &ma_cross_status(&host).await.unwrap();
+    assert_eq!(
+        (
+            &plugin["pending"]["step_id"],
+            &plugin["pending"]["previous"],
+            &plugin["applied"]
+        ),
+        (&json!("i1"), &Value::Null, &Value::Null)
+    );
+    assert!(
+        (host.runtime.committed().plugins.iter()).all(|entry| entry.plugin != "ma_cross"),
+        "not committed"
+    );
+    let switch = host
+        .post(
+            "/v1/steps/s1/switch",
+            json!({"plugin": "ma_cross", "artifact": v2}),
+        )
+        .await;
+    assert_eq!(
+        switch.expect_error(StatusCode::CONFLICT, "step_in_progress"),
+        "a step is in progress for `ma_cross` (not loaded -> 1.0.0): commit it or roll it back \
+         first"
+    );
+
+    host.post("/v1/steps/i1/commit", ma_cross())
+        .await
+        .expect_ok();
+    let committed = host.runtime.committed();
+    let entry = (committed.plugins.iter())
+        .find(|entry| entry.plugin == "ma_cross")
+        .unwrap();
+    assert_eq!(
+        (
+            entry.version.digest.to_string(),
+            entry.checkpoint_every_ms,
+            entry.fail_closed
+        ),
+        (v1.clone(), Some(3_600_000), true),
+        "committed with the settings it was installed with"
+    );
+    let applied = entry.applied.as_ref().expect("an applied record");
+    assert_eq!(
+        (
+            applied.operation,
+            applied.step_id.as_deref(),
+            applied.origin.as_ref().and_then(|o| o.client.as_deref())
+        ),
+        (AppliedOperation::Install, Some("i1"), Some("default"))
+    );
+
+    // Committed, it survives a restart, and a retry of its install is answered from its record.
+    let host = host.restart().await;
+    assert_eq!(running(&host).await, ("1.0.0".into(), Value::Null));
+    let retry = host.post("/v1/steps/i1/install", install).await;
+    assert!(retry.replayed());
+    retry.expect_ok();
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_install_whose_lease_runs_out_is_unloaded_and_marked_failed_and_its_retry_learns_it_is_gone()
+ {
+    let (host, v1) = host_with_v1_staged().await;
+    install_leased(&host, "i1", &v1, 1_000).await.expect_ok();
+    let handle = host.runtime.handle("ma_cross").unwrap();
+    handle
+        .call(&bar("ES", 100.0))
+        .expect("served during the lease");
+
+    // The client that installed it went away: no commit comes, and the lease runs out.
+    host.advance_ms(1_001);
+    poll_until("the host has unloaded the install", || async {
+        ma_cross_status(&host).await.is_none()
+    })
+    .await;
+    assert_eq!(
+        handle.call(&bar("ES", 101.0)).unwrap_err().to_string(),
+        "no plugin `ma_cross` is loaded in this host"
+    );
+    let status = host.get("/v1/status").await;
+    let mark = &status.expect_ok()["restraints"]["failed"][0];
+    assert_eq!(
+        (&mark["digest"], &mark["because"]["reason"]),
+        (
+            &json!(v1),
+            &json!("rolled back: no commit arrived within the step's lease of 1000 ms")
+        )
+    );
+    assert!(
+        (host.runtime.committed().plugins.iter()).all(|entry| entry.plugin != "ma_cross"),
+        "not committed"
+    );
+
+    let gone = install_leased(&host, "i1", &v1, 1_000).await;
+    assert_eq!(
+        gone.expect_error(StatusCode::CONFLICT, "step_gone"),
+        "step `i1` installed `ma_cross`, but has been rolled back since: the install is not in \
+         effect; read `GET /v1/status` and start a new step with a new step id"
+    );
+    let late = host.post("/v1/steps/i1/commit", ma_cross()).await;
+    late.expect_error(StatusCode::CONFLICT, "no_step_in_progress");
+    install_leased(&host, "i2", &v1, 1_000)
+        .await
+        .expect_error(StatusCode::CONFLICT, "version_failed");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_install_rolled_back_leaves_the_plugin_not_loaded_and_a_restart_forgets_a_pending_one() {
+    let (host, v1) = host_with_v1_staged().await;
+    install_leased(&host, "i1", &v1, 60_000).await.expect_ok();
+    let handle = host.runtime.handle("ma_cross").unwrap();
+    handle
+        .call(&bar("ES", 100.0))
+        .expect("served during the lease");
+
+    let rolled_back = host.post("/v1/steps/i1/rollback", ma_cross()).await;
+    let report = rolled_back.expect_ok();
+    assert_eq!(
+        (
+            &report["to"],
+            &report["method"]["kind"],
+            &report["calls_since_switch"]
+        ),
+        (&Value::Null, &json!("unloaded"), &json!(1))
+    );
+    assert!(
+        report["method"]["abandoned_state"].is_object(),
+        "the state the install reached is kept in the report: {report}"
+    );
+    assert!(ma_cross_status(&host).await.is_none());
+    assert!(handle.call(&bar("ES", 101.0)).is_err());
+
+    // A pending install does not survive a restart: the host comes back without it.
+    restrain(&host, json!({"action": "clear_failed", "artifact": v1}))
+        .await
+        .expect_ok();
+    install_leased(&host, "i2", &v1, 60_000).await.expect_ok();
+    let host = host.restart().await;
+    assert!(ma_cross_status(&host).await.is_none());
+    let gone = install_leased(&host, "i2", &v1, 60_000).await;
+    gone.expect_error(StatusCode::CONFLICT, "step_gone");
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn soak_thresholds_on_an_install_need_a_lease() {
+    let (host, v1) = host_with_v1_staged().await;
+    let refused = host
+        .post(
+            "/v1/steps/i1/install",
+            json!({"artifact": v1, "config": v1_config(), "soak": {"max_error_rate": 0.1}}),
+        )
+        .await;
+    assert_eq!(
+        refused.expect_error(StatusCode::BAD_REQUEST, "bad_request"),
+        "`soak` is given without `lease_ms`: soak thresholds are watched until a commit, which \
+         only an install with a lease waits for; give `lease_ms` too"
+    );
+    assert!(ma_cross_status(&host).await.is_none());
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_install_that_panics_before_its_commit_is_unloaded_and_the_caller_gets_the_panic() {
+    let (host, _) = host_with_v1_staged().await;
+    let faulty = host.stage(FAULT_CALL).await.to_string();
+    let config = json!({"fast_period": 2, "slow_period": 4, "signal_threshold": 0.0});
+    host.post(
+        "/v1/steps/i1/install",
+        json!({"artifact": faulty, "config": config, "lease_ms": 60_000}),
+    )
+    .await
+    .expect_ok();
+    let handle = host.runtime.handle("ma_cross").unwrap();
+    handle
+        .call(&bar("ES", 100.0))
+        .expect("served during the lease");
+
+    // The fixture panics on this bar: nothing ran before the install to serve it instead.
+    let failed = handle.call(&bar("CRASH", 11.0)).unwrap_err();
+    assert!(
+        failed
+            .to_string()
+            .contains("fault injected by the ma_cross_fault_call fixture"),
+        "the caller gets the panic, not `not loaded`: {failed}"
+    );
+    assert!(ma_cross_status(&host).await.is_none());
+    let status = host.get("/v1/status").await;
+    assert_eq!(
+        status.expect_ok()["restraints"]["failed"][0]["digest"],
+        json!(faulty)
+    );
+    host.post("/v1/steps/i1/commit", ma_cross())
+        .await
+        .expect_error(StatusCode::CONFLICT, "no_step_in_progress");
+    assert!(
+        (host.runtime.committed().plugins.iter()).all(|entry| entry.plugin != "ma_cross"),
+        "never committed"
     );
     host.shutdown().await;
 }

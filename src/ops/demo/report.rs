@@ -113,10 +113,16 @@ pub(super) fn print_switch(out: &mut dyn Write, report: &SwapReport) {
 /// A rollback: why, who asked for it when it was not the runtime itself, and how the state
 /// came back.
 pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackReport, by: Option<&str>) {
+    let restored = report
+        .to
+        .as_ref()
+        .map_or("nothing", |to| to.version.as_str());
     let _ = writeln!(
         out,
         "  ROLLED BACK {} -> {}: {}",
-        report.from, report.to, report.reason
+        report.from,
+        report.serving(),
+        report.reason
     );
     if let Some(by) = by {
         let _ = writeln!(out, "  ({by})");
@@ -128,8 +134,7 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackReport, by: O
         } => {
             let _ = writeln!(
                 out,
-                "  state carried back by replay: {replayed} calls replayed into {}, {} outputs differ",
-                report.to.version,
+                "  state carried back by replay: {replayed} calls replayed into {restored}, {} outputs differ",
                 divergences.len()
             );
             if !divergences.is_empty() {
@@ -143,7 +148,7 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackReport, by: O
                 let _ = writeln!(
                     out,
                     "    call #{}: {} answered {:?}, {} computes {:?}",
-                    d.seq, report.from.version, d.new_output, report.to.version, d.old_output
+                    d.seq, report.from.version, d.new_output, restored, d.old_output
                 );
             }
         }
@@ -161,6 +166,9 @@ pub(super) fn print_rollback(out: &mut dyn Write, report: &RollbackReport, by: O
                 "  LOST {} calls (#{}..#{}): {}",
                 lost.count, lost.first_seq, lost.last_seq, lost.why
             );
+        }
+        RollbackMethod::Unloaded { .. } => {
+            let _ = writeln!(out, "  the install was undone: the plugin is not loaded");
         }
     }
 }
@@ -187,7 +195,7 @@ mod tests {
         RollbackReport {
             plugin: "ma_cross".into(),
             from: version("2.0.1", 1),
-            to: version("1.0.0", 0),
+            to: Some(version("1.0.0", 0)),
             reason,
             method,
             calls_since_switch: 3,
@@ -251,7 +259,11 @@ mod tests {
                 assert_eq!(through_json(&report), report);
                 let mut printed = Vec::new();
                 print_rollback(&mut printed, &report, None);
-                let first = format!("  ROLLED BACK {} -> {}: {reason}", report.from, report.to);
+                let first = format!(
+                    "  ROLLED BACK {} -> {}: {reason}",
+                    report.from,
+                    report.serving()
+                );
                 let printed = String::from_utf8(printed).unwrap();
                 assert_eq!(printed.lines().next(), Some(first.as_str()), "{printed}");
             }

@@ -52,8 +52,9 @@ pub struct StatusQuery {
 
 /// The version of the control API this host serves, `1.<minor>`. A minor only adds (routes,
 /// fields, capabilities); a change a client built for `1.x` could not read would be `2.0`.
-/// `1.0` was the API before the lease; `1.1` adds the reconcile lease, owned steps, named
-/// clients and `GET`/`HEAD /v1/artifacts/{sha256}`.
+/// `1.0` was the API before the lease; `1.1` (not yet released, so still growing) adds the
+/// reconcile lease, owned steps, named clients, `GET`/`HEAD /v1/artifacts/{sha256}` and every
+/// capability of [`Capability::ALL`].
 pub const API_VERSION: &str = "1.1";
 
 /// Something a host's control API does that a client may depend on: its name is what
@@ -70,6 +71,9 @@ pub enum Capability {
     Dependencies,
     /// The reconcile lease: `POST /v1/lease` and `x-plugsync-lease-epoch` on mutating steps.
     Lease,
+    /// An install may carry `lease_ms` (and `soak`): a step committed or rolled back (unloaded)
+    /// like a switch.
+    LeasedInstall,
     /// A commit may ask for `min_calls` served since the switch.
     MinCalls,
     /// Each token names a client; the lease is held in the name of the client whose token a
@@ -85,12 +89,13 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability a host of this release may list.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::AppliedRecord,
         Capability::ArtifactHead,
         Capability::Calls,
         Capability::Dependencies,
         Capability::Lease,
+        Capability::LeasedInstall,
         Capability::MinCalls,
         Capability::NamedClients,
         Capability::OwnedSteps,
@@ -106,6 +111,7 @@ impl Capability {
             Capability::Calls => "calls",
             Capability::Dependencies => "dependencies",
             Capability::Lease => "lease",
+            Capability::LeasedInstall => "leased_install",
             Capability::MinCalls => "min_calls",
             Capability::NamedClients => "named_clients",
             Capability::OwnedSteps => "owned_steps",
@@ -124,7 +130,8 @@ pub struct ApiInfo {
     /// What this host serves, sorted by name: `applied_record` (each plugin's in status),
     /// `artifact_head` (`GET`/`HEAD /v1/artifacts/{sha256}`), `calls` (`POST
     /// /v1/plugins/{plugin}/call`, only when the host allows calls), `dependencies` (declared
-    /// dependencies enforced), `lease` (the reconcile lease), `min_calls` (a commit that waits
+    /// dependencies enforced), `lease` (the reconcile lease), `leased_install` (an install with a
+    /// lease, committed or unloaded like a switch), `min_calls` (a commit that waits
     /// for evidence), `named_clients` (a token names a client, the lease's owner), `owned_steps`
     /// (a commit or rollback ends only the step switched with its id), `restore` (an operator's
     /// snapshot restored), `restraints` (freeze, holds, failed marks, halts). A client ignores a
@@ -247,6 +254,16 @@ pub struct InstallRequest {
     /// plugins); default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fail_closed: bool,
+    /// Install as a step with this lease (milliseconds): the plugin serves at once, but joins
+    /// the committed set only when a commit with the same step id arrives in time; otherwise,
+    /// or on a rollback, a panic, a failed health check or a crossed soak threshold, the host
+    /// unloads it and marks the version failed. A restart before the commit comes back
+    /// without it. Without a lease the install is committed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    /// What the install must stay within until its commit (with `lease_ms` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakThresholds>,
     /// Who asks (recorded in the plugin's applied record and the host's log).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,

@@ -37,7 +37,7 @@ use crate::persist::Origin;
 use crate::persist::{StepResult, check_step_id};
 use crate::restraints::{Force, Restraints};
 use crate::rollback::RollbackReport;
-use crate::runtime::{Asked, Installed, Runtime, StateSnapshot, StepFate};
+use crate::runtime::{Asked, InstallTerms, Installed, Runtime, StateSnapshot, StepFate};
 use crate::slot::CallError;
 use crate::store::check_name;
 use crate::swap::{SwapReport, SwapRequest};
@@ -308,9 +308,15 @@ pub(crate) static ROUTES: &[Route] = &[
         id: "install",
         summary: "Install a plugin",
         description: "Loads a staged artifact into its empty slot with a config and a fresh \
-                      state, and adds it to the committed set. Refused with 409 \
-                      `dependency_unmet` if it would leave a declared dependency unmet (its own, \
-                      or a running plugin's on it), unless forced. Applied once per step id.",
+                      state, and adds it to the committed set. With `lease_ms`, the install is a \
+                      step: it serves at once but is committed only by a commit with the same \
+                      step id in time; otherwise (a rollback, a panic, a failed health check, a \
+                      crossed soak threshold, the lease run out) the host unloads it and marks \
+                      the version failed, and a restart before the commit comes back without \
+                      it; a retry gets the recorded answer only while the install holds, else \
+                      409 `step_gone`. Refused with 409 `dependency_unmet` if it would leave a \
+                      declared dependency unmet (its own, or a running plugin's on it), unless \
+                      forced. Applied once per step id.",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<InstallRequest>),
@@ -1338,10 +1344,11 @@ async fn step<R: DeserializeOwned + Send + 'static>(
             }
         })?;
         if outcome.replayed
-            && operation == "switch"
             && let Ok(report) = &outcome.outcome
+            && (operation == "switch"
+                || operation == "install" && !report["lease_expires_at"].is_null())
         {
-            switch_holds(&runtime, &id, report)?;
+            step_holds(&runtime, operation, &id, report)?;
         }
         Ok::<_, HostError>(outcome)
     })
@@ -1368,9 +1375,14 @@ async fn step<R: DeserializeOwned + Send + 'static>(
     response
 }
 
-/// Whether the switch a recorded report describes is still in effect (pending or committed):
-/// a retried switch must never be told 200 for a switch the host no longer holds.
-fn switch_holds(runtime: &Runtime, step_id: &str, report: &Value) -> Result<(), HostError> {
+/// Whether the switch (or install with a lease) a recorded report describes is still in effect
+/// (pending or committed): a retry must never be told 200 for a step the host no longer holds.
+fn step_holds(
+    runtime: &Runtime,
+    operation: &'static str,
+    step_id: &str,
+    report: &Value,
+) -> Result<(), HostError> {
     let Some(plugin) = report["plugin"].as_str() else {
         return Ok(());
     };
@@ -1378,6 +1390,7 @@ fn switch_holds(runtime: &Runtime, step_id: &str, report: &Value) -> Result<(), 
         StepFate::Pending | StepFate::Committed => Ok(()),
         fate => Err(HostError::StepGone {
             plugin: plugin.to_owned(),
+            operation,
             step_id: step_id.to_owned(),
             fate,
         }),
@@ -1406,8 +1419,6 @@ fn prepare<R: DeserializeOwned>(
     Ok((step_id, request, Digest::of(&canonical)))
 }
 
-/// `install`: the artifact into its empty slot, then its checkpointing and fail-closed setting
-/// (undone together).
 /// How a request asked: its step id, origin, and the reason to force it if it gave one. The
 /// client is the authenticated one, whatever the body says: the origin's `client` is set to it
 /// (an origin is made, tool `api`, when the body gives none), and so is who forces.
@@ -1435,6 +1446,12 @@ fn install(runtime: &Runtime, call: &StepCall, request: InstallRequest) -> Resul
              checkpoint only at each commit",
         ));
     }
+    if request.soak.is_some() && request.lease_ms.is_none() {
+        return Err(ApiError::bad_request(
+            "`soak` is given without `lease_ms`: soak thresholds are watched until a commit, \
+             which only an install with a lease waits for; give `lease_ms` too",
+        ));
+    }
     let asked = asked(call, request.origin, request.force);
     let metadata = runtime.store().get(&request.artifact)?.metadata;
     runtime.check_dependencies(
@@ -1442,23 +1459,13 @@ fn install(runtime: &Runtime, call: &StepCall, request: InstallRequest) -> Resul
         PlannedChange::Run(&metadata),
         asked.force.as_ref(),
     )?;
-    let installed = runtime.install_asked(&request.artifact, request.config, &asked)?;
-    let configured = match request.checkpoint_every_ms {
-        Some(ms) => runtime.set_checkpointing(&installed.plugin, Some(Duration::from_millis(ms))),
-        None => Ok(()),
-    }
-    .and_then(|()| match request.fail_closed {
-        true => runtime.set_fail_closed(&installed.plugin, true),
-        false => Ok(()),
-    });
-    if let Err(error) = configured {
-        // Nothing half-applied: the install is undone (its instance has a fresh state).
-        if let Err(undo) = runtime.unload(&installed.plugin) {
-            tracing::error!(plugin = %installed.plugin, "cannot undo the install: {undo}");
-        }
-        return Err(error.into());
-    }
-    ok_json(&installed)
+    let terms = InstallTerms {
+        checkpoint_every: request.checkpoint_every_ms.map(Duration::from_millis),
+        fail_closed: request.fail_closed,
+        lease: request.lease_ms.map(Duration::from_millis),
+        soak: request.soak.unwrap_or_default(),
+    };
+    ok_json(&runtime.install_asked(&request.artifact, request.config, &terms, &asked)?)
 }
 
 /// `switch`: the runtime's swap, its request built from the defaults so that a field added to
