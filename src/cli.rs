@@ -1,5 +1,6 @@
 //! The command line: parse, call one operation, map the result to an exit code.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +30,36 @@ enum Command {
     Host(HostArgs),
     /// Show what a running host runs: versions, health, counters, pending steps.
     Status(StatusArgs),
+    /// Check a plugins.yaml (and the files it extends): every error, with its place and the
+    /// fix; exit 0 when valid, 1 otherwise.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of plugins.yaml, for editors and CI.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// The file to check.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "plugins.yaml"
+    )]
+    file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchemaChoice {
+    /// plugins.yaml.
+    Plugins,
+}
+
+#[derive(Debug, clap::Args)]
+struct SchemaArgs {
+    /// Which schema.
+    #[arg(value_enum, default_value = "plugins")]
+    name: SchemaChoice,
 }
 
 #[derive(Debug, clap::Args)]
@@ -308,6 +339,34 @@ pub fn run() -> ExitCode {
         }
         Command::Host(args) => {
             host_options(args).and_then(|options| ops::host(&options).map(|()| true))
+        }
+        Command::Validate(args) => {
+            let styled = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            match ops::validate(&args.file, styled) {
+                ops::Validated::Valid { files, plugins } => {
+                    let files: Vec<String> =
+                        files.iter().map(|f| f.display().to_string()).collect();
+                    println!(
+                        "{}: valid ({plugins} plugin{})",
+                        files.join(" extends "),
+                        if plugins == 1 { "" } else { "s" }
+                    );
+                    Ok(true)
+                }
+                ops::Validated::Invalid(report) => {
+                    eprint!("{report}");
+                    Ok(false)
+                }
+            }
+        }
+        Command::Schema(args) => {
+            print!(
+                "{}",
+                ops::schema(match args.name {
+                    SchemaChoice::Plugins => ops::SchemaName::Plugins,
+                })
+            );
+            Ok(true)
         }
         Command::Status(args) => {
             let options = ops::StatusOptions {

@@ -5,8 +5,10 @@ mod demo;
 mod host;
 mod inspect;
 mod status;
+mod validate;
 
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, StepOutcome, demo};
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
 pub use status::{StatusFormat, StatusOptions, status};
+pub use validate::{SchemaName, Validated, schema, validate};

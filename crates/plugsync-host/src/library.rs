@@ -166,7 +166,7 @@ fn abi_too_old(metadata: &PluginMetadata, found: u16) -> HostError {
 
 /// Accepts a plugin id that is safe everywhere an id goes (file names in the store, URLs, log
 /// lines): a lowercase letter, then up to 63 lowercase letters, digits or `_`.
-pub(crate) fn check_plugin_id(id: &str) -> Result<()> {
+pub fn check_plugin_id(id: &str) -> Result<()> {
     let mut bytes = id.bytes();
     let plain = bytes.next().is_some_and(|b| b.is_ascii_lowercase())
         && id.len() <= 64

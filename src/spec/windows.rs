@@ -1,0 +1,162 @@
+//! Update windows: whether a set of them leaves any time at all for an update.
+//!
+//! A window is local time in its own zone, so a week of windows in New York and London is
+//! looked at minute by minute in UTC, over a winter week and a summer week (daylight saving
+//! moves windows of different zones against each other).
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::model::{Day, Window};
+
+/// Beyond this many windows the minute-by-minute look is skipped (it would be slow, and such a
+/// file is not written by hand).
+const MAX_CHECKED_WINDOWS: usize = 64;
+
+/// The first instants of the two weeks looked at: Monday 2026-01-05 and Monday 2026-07-06,
+/// 00:00 UTC.
+const REFERENCE_WEEKS: [i64; 2] = [1_767_571_200, 1_783_296_000];
+
+/// `Err` with why, when `windows` allow no minute of either reference week.
+pub(crate) fn check_some_minute_allowed(windows: &[Window]) -> Result<(), String> {
+    if windows.is_empty() || windows.len() > MAX_CHECKED_WINDOWS {
+        return Ok(());
+    }
+    let zones: Vec<Option<TimeZone>> = windows
+        .iter()
+        .map(|w| TimeZone::get(&w.timezone).ok())
+        .collect();
+    let any_allow = windows.iter().any(|w| !w.deny);
+    for start in REFERENCE_WEEKS {
+        for minute in 0..7 * 24 * 60 {
+            let Ok(at) = Timestamp::from_second(start + minute * 60) else {
+                continue;
+            };
+            let open = |deny: bool| {
+                windows.iter().zip(&zones).any(|(window, zone)| {
+                    window.deny == deny && zone.as_ref().is_some_and(|z| contains(window, z, at))
+                })
+            };
+            if (!any_allow || open(false)) && !open(true) {
+                return Ok(());
+            }
+        }
+    }
+    let names = |deny: bool| -> String {
+        let names: Vec<String> = (windows.iter())
+            .filter(|w| w.deny == deny)
+            .map(|w| format!("`{}`", w.name))
+            .collect();
+        names.join(", ")
+    };
+    Err(match any_allow {
+        true if windows.iter().any(|w| w.deny) => format!(
+            "every minute the allow windows ({}) open falls inside a deny window ({})",
+            names(false),
+            names(true)
+        ),
+        true => format!("the allow windows ({}) open no minute", names(false)),
+        false => format!(
+            "the deny windows ({}) cover every minute of the week",
+            names(true)
+        ),
+    })
+}
+
+/// Whether `at` is inside `window` (whose zone is `zone`). A window whose `to` is before its
+/// `from` runs past midnight into the next day.
+fn contains(window: &Window, zone: &TimeZone, at: Timestamp) -> bool {
+    let local = jiff::ZonedDateTime::new(at, zone.clone());
+    let minute = local.hour() as u16 * 60 + local.minute() as u16;
+    let day = local.weekday().to_monday_zero_offset() as usize;
+    let listed = |day: usize| window.days.is_empty() || window.days.contains(&Day::ALL[day % 7]);
+    let (from, to) = (window.from.minutes, window.to.minutes);
+    if from < to {
+        listed(day) && (from..to).contains(&minute)
+    } else {
+        (listed(day) && minute >= from) || (listed(day + 6) && minute < to)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::TimeOfDay;
+
+    fn window(name: &str, deny: bool, days: &[Day], from: &str, to: &str, zone: &str) -> Window {
+        let minutes = |t: &str| {
+            let (h, m) = t.split_once(':').unwrap();
+            TimeOfDay {
+                minutes: h.parse::<u16>().unwrap() * 60 + m.parse::<u16>().unwrap(),
+            }
+        };
+        Window {
+            name: name.into(),
+            deny,
+            days: days.to_vec(),
+            from: minutes(from),
+            to: minutes(to),
+            timezone: zone.into(),
+        }
+    }
+
+    #[test]
+    fn windows_that_leave_no_minute_are_named() {
+        use Day::*;
+        let weekdays = [Mon, Tue, Wed, Thu, Fri];
+        let cases: Vec<(&str, Vec<Window>, Option<&str>)> = vec![
+            (
+                "a trading-hours freeze leaves the nights",
+                vec![window(
+                    "trading-hours",
+                    true,
+                    &weekdays,
+                    "09:30",
+                    "16:00",
+                    "America/New_York",
+                )],
+                None,
+            ),
+            (
+                "a deny window round the clock, every day",
+                vec![
+                    window("never", true, &[], "00:00", "23:59", "UTC"),
+                    window("last-minute", true, &[], "23:59", "00:00", "UTC"),
+                ],
+                Some("the deny windows (`never`, `last-minute`) cover every minute of the week"),
+            ),
+            (
+                "an allow window inside a deny window",
+                vec![
+                    window("lunch", false, &weekdays, "12:00", "13:00", "Europe/London"),
+                    window("day", true, &[], "08:00", "18:00", "Europe/London"),
+                ],
+                Some(
+                    "every minute the allow windows (`lunch`) open falls inside a deny window (`day`)",
+                ),
+            ),
+            (
+                "an allow window past midnight, in another zone than the deny window",
+                vec![
+                    window("night", false, &weekdays, "22:00", "02:00", "Europe/London"),
+                    window(
+                        "us-day",
+                        true,
+                        &weekdays,
+                        "09:30",
+                        "16:00",
+                        "America/New_York",
+                    ),
+                ],
+                None,
+            ),
+        ];
+        for (name, windows, expected) in cases {
+            assert_eq!(
+                check_some_minute_allowed(&windows).err().as_deref(),
+                expected,
+                "{name}"
+            );
+        }
+    }
+}
