@@ -768,3 +768,59 @@ fn validate_exits_0_for_a_valid_file_and_1_with_every_error_on_stderr() {
     "#]]
     .assert_eq(&String::from_utf8_lossy(&invalid.stderr));
 }
+
+#[test]
+fn the_reference_in_docs_is_written_from_the_schema() {
+    let path = workspace().join("docs/plugins-yaml.md");
+    let text = spec::reference_markdown();
+    if std::env::var_os("PLUGSYNC_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        current == text,
+        "`docs/plugins-yaml.md` is out of date: refresh it with `PLUGSYNC_BLESS=1 cargo test \
+         --test plugins_yaml` and review the diff"
+    );
+}
+
+#[test]
+fn the_digest_of_the_desired_state_ignores_layout_and_comments_not_content() {
+    let dir = files(&[
+        (
+            "block.yaml",
+            &format!(
+                "{HEAD}spec:\n  plugins:\n    # the strategy\n    - id: ma_cross\n      version: 1.0.0\n      config:\n        fast_ma_period: 5\n        slow_ma_period: 20\n"
+            ),
+        ),
+        (
+            "flow.yaml",
+            "kind: PluginSet\napiVersion: plugsync/v1\nmetadata: {name: desk-a}\nspec: {plugins: [{version: 1.0.0, id: ma_cross, config: {slow_ma_period: 20, fast_ma_period: 5}}]}\n",
+        ),
+        (
+            "changed.yaml",
+            &format!(
+                "{HEAD}spec:\n  plugins:\n    - {{id: ma_cross, version: 1.0.0, config: {{fast_ma_period: 5, slow_ma_period: 21}}}}\n"
+            ),
+        ),
+    ]);
+    let digest = |name: &str| {
+        spec::load(&dir.path().join(name), &Limits::default())
+            .unwrap()
+            .digest()
+    };
+    assert_eq!(digest("block.yaml"), digest("flow.yaml"));
+    assert_ne!(digest("block.yaml"), digest("changed.yaml"));
+}
+
+#[test]
+fn schema_prints_the_schema_in_schemas() {
+    let output = Command::new(env!("CARGO_BIN_EXE_plugsync"))
+        .arg("schema")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let file = std::fs::read_to_string(workspace().join("schemas/plugins.schema.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), file);
+}

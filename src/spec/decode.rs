@@ -36,10 +36,13 @@ struct Fields<'n> {
 }
 
 impl<'n> Fields<'n> {
+    /// The value of `name`; a key given `null` (or no value) counts as absent, as the schema
+    /// allows.
     fn get(&self, name: &str) -> Option<&'n Node> {
         (self.entries.iter())
             .find(|(key, _)| key.name == name)
             .map(|(_, node)| node)
+            .filter(|node| node.value != Value::Null)
     }
 }
 

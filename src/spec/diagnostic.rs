@@ -300,8 +300,12 @@ impl Report {
         self.diagnostics.is_empty()
     }
 
-    /// Renders every problem like a compiler (colours when `styled`), then a count.
+    /// Renders every problem like a compiler (colours when `styled`), then a count; nothing
+    /// when there is none.
     pub fn render(&self, styled: bool) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
         let renderer = match styled {
             true => Renderer::styled(),
             false => Renderer::plain(),

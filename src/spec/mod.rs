@@ -14,6 +14,7 @@ mod decode;
 mod diagnostic;
 mod extends;
 pub mod model;
+mod reference;
 mod windows;
 pub mod yaml;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Problem, Report};
 pub use model::PluginSet;
+pub use reference::reference_markdown;
 pub use yaml::{Limits, Span};
 
 /// A plugins.yaml read and checked: the set it describes (merged with the files it extends),
@@ -93,6 +95,16 @@ fn check_merged(loaded: &extends::Loaded, report: &mut Report) {
     report
         .diagnostics
         .sort_by_key(|d| (d.file.clone(), d.span.map(|s| s.start)));
+}
+
+impl Desired {
+    /// The sha256 of the merged set's canonical JSON: what a lock records it was resolved
+    /// from, and a change's `desired_sha256`. Comments, layout and key order do not change it;
+    /// a change to what is desired does.
+    pub fn digest(&self) -> plugsync_host::Digest {
+        let canonical = plugsync_plugin::canonical_json(&self.set).unwrap_or_default();
+        plugsync_host::Digest::of(&canonical)
+    }
 }
 
 /// The JSON Schema of plugins.yaml, for editors (`# yaml-language-server: $schema=…`).

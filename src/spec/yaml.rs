@@ -526,6 +526,45 @@ mod tests {
     }
 
     #[test]
+    fn block_and_flow_nodes_of_every_kind_know_where_they_are() {
+        let source = "spec:\n  plugins:\n    - id: a\n      config:\n        window: [1, 2.5, x]\n        note: >-\n          folded\n    - {id: b}\n";
+        let node = parse_default(source).unwrap();
+        let mut places = Vec::new();
+        fn walk(node: &Node, places: &mut Vec<String>) {
+            match &node.value {
+                Value::Map(entries) => {
+                    for (key, value) in entries {
+                        places.push(format!("{}@{}", key.name, key.span));
+                        walk(value, places);
+                    }
+                }
+                Value::Seq(items) => items.iter().for_each(|item| walk(item, places)),
+                other => places.push(format!("{:?}@{}", other, node.span)),
+            }
+        }
+        walk(&node, &mut places);
+        assert_eq!(
+            places,
+            [
+                "spec@1:1",
+                "plugins@2:3",
+                "id@3:7",
+                "Str(\"a\")@3:11",
+                "config@4:7",
+                "window@5:9",
+                "Int(1)@5:18",
+                "Float(2.5)@5:21",
+                "Str(\"x\")@5:26",
+                "note@6:9",
+                // A block scalar is placed at its text, not at its `>-`.
+                "Str(\"folded\")@7:11",
+                "id@8:8",
+                "Str(\"b\")@8:12",
+            ]
+        );
+    }
+
+    #[test]
     fn what_the_tree_refuses() {
         let cases: [(&str, &str); 7] = [
             ("a: &x 1\nb: *x\n", "anchors and aliases are not supported"),
