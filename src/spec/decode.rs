@@ -1181,3 +1181,83 @@ fn closest_zone(found: &str) -> Option<String> {
     }
     best.map(|(_, name)| name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys the decoder accepts in each place are the properties the JSON Schema gives
+    /// that place: an editor refuses exactly what `validate` refuses.
+    #[test]
+    fn the_decoder_accepts_the_keys_the_schema_gives_and_no_other() {
+        let schema = crate::spec::schema();
+        let properties = |definition: &serde_json::Value| -> Vec<String> {
+            let mut keys: Vec<String> = definition["properties"]
+                .as_object()
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            keys.sort();
+            keys
+        };
+        let sorted = |keys: &[&str]| -> Vec<String> {
+            let mut keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            keys.sort();
+            keys
+        };
+        let places: [(&str, &[&str]); 14] = [
+            ("Metadata", METADATA_KEYS),
+            ("Spec", SPEC_KEYS),
+            ("Registry", REGISTRY_KEYS),
+            ("HostTarget", HOST_KEYS),
+            ("Policy", POLICY_KEYS),
+            ("Window", WINDOW_KEYS),
+            ("Defaults", DEFAULTS_KEYS),
+            ("PluginSpec", PLUGIN_KEYS),
+            ("Verify", VERIFY_KEYS),
+            ("Soak", SOAK_KEYS),
+            ("Update", UPDATE_KEYS),
+            ("Migration", MIGRATION_KEYS),
+            ("Compare", COMPARE_KEYS),
+            ("", ROOT_KEYS),
+        ];
+        for (name, keys) in places {
+            let definition = match name {
+                "" => &schema,
+                name => &schema["$defs"][name],
+            };
+            assert_eq!(properties(definition), sorted(keys), "`{name}`");
+        }
+        for variant in schema["$defs"]["Strategy"]["oneOf"].as_array().unwrap() {
+            let kind = variant["properties"]["kind"]["const"].as_str().unwrap();
+            assert!(STRATEGY_KINDS.contains(&kind), "{kind}");
+            assert_eq!(
+                properties(variant),
+                sorted(strategy_keys(kind)),
+                "strategy `{kind}`"
+            );
+        }
+        assert_eq!(
+            schema["$defs"]["Strategy"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .len(),
+            STRATEGY_KINDS.len()
+        );
+    }
+
+    #[test]
+    fn slips_of_case_and_separators_and_small_typos_find_the_key() {
+        let keys = PLUGIN_KEYS;
+        let cases = [
+            ("verison", Some("version")),
+            ("on_failure", Some("onFailure")),
+            ("OnFailure", Some("onFailure")),
+            ("migration", Some("migrations")),
+            ("confg", Some("config")),
+            ("colour", None),
+        ];
+        for (found, expected) in cases {
+            assert_eq!(closest(found, keys), expected, "{found}");
+        }
+    }
+}
