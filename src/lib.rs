@@ -10,6 +10,7 @@ mod client;
 mod error;
 pub mod market;
 pub mod ops;
+pub mod registry;
 pub mod spec;
 
 pub use cli::run;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use plugsync_host::{MigrationRule, Probe, SwapMode};
 use schemars::JsonSchema;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 /// The only `apiVersion` this release reads.
@@ -346,7 +346,9 @@ pub struct PluginSpec {
 }
 
 /// A release channel. A channel sees its own releases and those of the more stable ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// Released.
@@ -559,7 +561,7 @@ pub enum OnFailure {
 }
 
 /// A declarative migration between two ranges of versions.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Migration {
     /// The versions it migrates from.
