@@ -33,8 +33,90 @@ enum Command {
     /// Check a plugins.yaml (and the files it extends): every error, with its place and the
     /// fix; exit 0 when valid, 1 otherwise.
     Validate(ValidateArgs),
-    /// Print the JSON Schema of plugins.yaml, for editors and CI.
+    /// Print a JSON Schema, for editors and CI: plugins.yaml's (the default), or a registry
+    /// index's.
     Schema(SchemaArgs),
+    /// Publish a built plugin to a registry directory: its metadata read without running it,
+    /// hashed, signed with `--sign-key`, added to the index.
+    Publish(PublishArgs),
+    /// Move a published version to another channel (the same bytes, no rebuild).
+    Promote(PromoteArgs),
+    /// Withdraw a published version from resolution (a lock that names it still installs it).
+    Yank(YankArgs),
+    /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
+    /// `--trusted-keys` (`NAME.pub`).
+    Keygen(KeygenArgs),
+}
+
+/// A channel, on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ChannelArg {
+    Stable,
+    Beta,
+    Alpha,
+    Dev,
+}
+
+impl From<ChannelArg> for crate::spec::model::Channel {
+    fn from(channel: ChannelArg) -> Self {
+        use crate::spec::model::Channel;
+        match channel {
+            ChannelArg::Stable => Channel::Stable,
+            ChannelArg::Beta => Channel::Beta,
+            ChannelArg::Alpha => Channel::Alpha,
+            ChannelArg::Dev => Channel::Dev,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// The built plugin library (`.so`).
+    library: PathBuf,
+    /// The registry directory (created if absent).
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_REGISTRY")]
+    registry: PathBuf,
+    /// The channel to publish on.
+    #[arg(long, value_enum)]
+    channel: ChannelArg,
+    /// Sign with this private key (from `plugsync keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PromoteArgs {
+    /// Plugin id.
+    plugin: String,
+    /// The published version.
+    version: String,
+    /// The channel to move it to.
+    #[arg(long, value_enum)]
+    channel: ChannelArg,
+    /// The registry directory.
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_REGISTRY")]
+    registry: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct YankArgs {
+    /// Plugin id.
+    plugin: String,
+    /// The published version.
+    version: String,
+    /// Make it resolvable again.
+    #[arg(long)]
+    undo: bool,
+    /// The registry directory.
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_REGISTRY")]
+    registry: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct KeygenArgs {
+    /// Where to write the pair: `NAME.key` and `NAME.pub`.
+    #[arg(default_value = "plugsync-signing")]
+    name: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +135,8 @@ struct ValidateArgs {
 enum SchemaChoice {
     /// plugins.yaml.
     Plugins,
+    /// A registry's index files.
+    Index,
 }
 
 #[derive(Debug, clap::Args)]
@@ -315,6 +399,12 @@ fn host_options(args: HostArgs) -> crate::Result<ops::HostOptions> {
     Ok(options)
 }
 
+/// Prints what a command did; it succeeded.
+fn print_done(text: String) -> bool {
+    print!("{text}");
+    true
+}
+
 /// Runs the `plugsync` command line; `main` only calls this.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -364,10 +454,29 @@ pub fn run() -> ExitCode {
                 "{}",
                 ops::schema(match args.name {
                     SchemaChoice::Plugins => ops::SchemaName::Plugins,
+                    SchemaChoice::Index => ops::SchemaName::Index,
                 })
             );
             Ok(true)
         }
+        Command::Publish(args) => ops::publish(&ops::PublishOptions {
+            library: args.library,
+            registry: args.registry,
+            channel: args.channel.into(),
+            sign_key: args.sign_key,
+        })
+        .map(print_done),
+        Command::Promote(args) => ops::promote(
+            &args.registry,
+            &args.plugin,
+            &args.version,
+            args.channel.into(),
+        )
+        .map(print_done),
+        Command::Yank(args) => {
+            ops::yank(&args.registry, &args.plugin, &args.version, args.undo).map(print_done)
+        }
+        Command::Keygen(args) => ops::keygen(&args.name).map(print_done),
         Command::Status(args) => {
             let options = ops::StatusOptions {
                 host: Some(args.host),

@@ -10,6 +10,10 @@ pub enum Error {
     #[error(transparent)]
     Host(#[from] plugsync_host::HostError),
 
+    /// A registry could not be read or changed (boxed: rare, and keeps every `Result` small).
+    #[error(transparent)]
+    Registry(Box<crate::registry::RegistryError>),
+
     /// The control API server refused its configuration or failed.
     #[error(transparent)]
     Control(#[from] plugsync_host::control::ControlError),
@@ -314,3 +318,9 @@ impl Error {
 
 /// Result alias of the `plugsync` library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::registry::RegistryError> for Error {
+    fn from(error: crate::registry::RegistryError) -> Self {
+        Error::Registry(Box::new(error))
+    }
+}

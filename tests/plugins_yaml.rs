@@ -694,20 +694,31 @@ fn every_example_is_valid_and_names_the_schema_for_editors() {
     }
 }
 
-#[test]
-fn the_schema_in_schemas_is_the_one_the_types_give() {
-    let path = workspace().join("schemas/plugins.schema.json");
-    let text = plugsync::ops::schema(plugsync::ops::SchemaName::Plugins);
+/// Compares `text` with `schemas/<name>`, or writes it there with `PLUGSYNC_BLESS=1`.
+fn check_schema_file(name: &str, text: &str) {
+    let path = workspace().join("schemas").join(name);
     if std::env::var_os("PLUGSYNC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &text).unwrap();
+        std::fs::write(&path, text).unwrap();
         return;
     }
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         current == text,
-        "`schemas/plugins.schema.json` is out of date: refresh it with `PLUGSYNC_BLESS=1 cargo \
-         test --test plugins_yaml` and review the diff"
+        "`schemas/{name}` is out of date: refresh it with `PLUGSYNC_BLESS=1 cargo test --test \
+         plugins_yaml` and review the diff"
     );
+}
+
+#[test]
+fn the_registry_index_schema_in_schemas_is_the_one_the_types_give() {
+    let text = plugsync::ops::schema(plugsync::ops::SchemaName::Index);
+    check_schema_file("registry-index.schema.json", &text);
+}
+
+#[test]
+fn the_schema_in_schemas_is_the_one_the_types_give() {
+    let text = plugsync::ops::schema(plugsync::ops::SchemaName::Plugins);
+    check_schema_file("plugins.schema.json", &text);
     // What the parser refuses, the schema refuses: no unknown keys anywhere.
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(schema["additionalProperties"], false);

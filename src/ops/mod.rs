@@ -4,11 +4,13 @@
 mod demo;
 mod host;
 mod inspect;
+mod registry;
 mod status;
 mod validate;
 
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, StepOutcome, demo};
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
+pub use registry::{PublishOptions, keygen, promote, publish, yank};
 pub use status::{StatusFormat, StatusOptions, status};
 pub use validate::{SchemaName, Validated, schema, validate};

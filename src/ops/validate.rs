@@ -35,12 +35,15 @@ pub enum SchemaName {
     /// plugins.yaml.
     #[default]
     Plugins,
+    /// A registry's index files (`index/<id>.json`).
+    Index,
 }
 
 /// The schema named, pretty-printed.
 pub fn schema(name: SchemaName) -> String {
     let schema = match name {
         SchemaName::Plugins => spec::schema(),
+        SchemaName::Index => crate::registry::index_schema(),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

@@ -82,9 +82,10 @@ impl TrustedKeys {
         self.0.len()
     }
 
-    /// Checks an artifact before it is staged or loaded: with no trusted key, anything passes;
-    /// otherwise `signature` must be a trusted key's over its id, version and digest.
-    pub(crate) fn check_artifact(
+    /// Checks an artifact before it is staged, loaded or locked: with no trusted key, anything
+    /// passes; otherwise `signature` must be a trusted key's over its id, version and digest
+    /// ([`signature_payload`]).
+    pub fn check_artifact(
         &self,
         metadata: &PluginMetadata,
         digest: &Digest,

@@ -59,7 +59,9 @@ pub use digest::{Digest, InvalidDigest};
 pub use error::{HostError, Result};
 pub use failpoint::FAILPOINTS_ENV;
 pub use keys::{TrustedKeys, signature_payload};
-pub use library::{FRAMEWORK_VERSION, LoadPolicy, REQUIRED_ABI_MINOR, check_plugin_id, inspect};
+pub use library::{
+    FRAMEWORK_VERSION, LoadPolicy, REQUIRED_ABI_MINOR, check_plugin_id, inspect, inspect_bytes,
+};
 pub use migration::TransitionKind;
 pub use persist::{
     AppliedOperation, AppliedRecord, CheckpointOutcome, CheckpointRef, CommittedPlugin,

@@ -74,6 +74,12 @@ pub fn inspect(path: &Path) -> Result<PluginMetadata> {
     read_metadata(&name, &bytes)
 }
 
+/// As [`inspect`], for a library's bytes already in memory (fetched over HTTP, say); `name`
+/// names it in errors.
+pub fn inspect_bytes(name: &str, bytes: &[u8]) -> Result<PluginMetadata> {
+    read_metadata(name, bytes)
+}
+
 /// Parses the `.plugsync` section out of the library bytes.
 pub(crate) fn read_metadata(artifact: &str, bytes: &[u8]) -> Result<PluginMetadata> {
     let file = object::File::parse(bytes).map_err(|e| HostError::NotALibrary {
