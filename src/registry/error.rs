@@ -110,6 +110,46 @@ pub enum RegistryError {
     #[error(transparent)]
     DigestMismatch(Box<DigestMismatch>),
 
+    /// A registry URL that cannot be used.
+    #[error("`{url}` is not a registry URL: {reason}")]
+    BadRegistryUrl {
+        /// As given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A registry that could not be reached, or whose answers kept failing.
+    #[error("cannot fetch `{url}` after {attempts} attempts: {cause}")]
+    Unreachable {
+        /// What was asked.
+        url: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        cause: String,
+    },
+
+    /// An answer that retrying will not change (a 403, a 410…).
+    #[error("`{url}` answered HTTP {status}")]
+    HttpStatus {
+        /// What was asked.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+
+    /// A download larger than the limit.
+    #[error("`{url}` is {size} bytes, more than the {limit} allowed")]
+    TooLarge {
+        /// What was asked.
+        url: String,
+        /// The limit.
+        limit: usize,
+        /// Its size (or how much had come when it passed the limit).
+        size: u64,
+    },
+
     /// A signing key file that cannot be used.
     #[error("the signing key `{path}` cannot be used: {reason}")]
     BadSigningKey {
