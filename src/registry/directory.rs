@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use ed25519_dalek::{Signer, SigningKey};
 use plugsync_host::Digest;
 
-use super::error::{DigestMismatch, RegistryError};
+use super::error::RegistryError;
 use super::index::{IndexEntry, IndexFile};
 use crate::spec::model::Channel;
 
@@ -117,17 +117,7 @@ impl DirectoryRegistry {
     pub fn artifact(&self, plugin: &str, entry: &IndexEntry) -> Result<Vec<u8>, RegistryError> {
         let path = self.root.join(checked_relative(&entry.file)?);
         let bytes = fs::read(&path).map_err(|e| RegistryError::io("read", &path, e))?;
-        let found = Digest::of(&bytes);
-        if found != entry.sha256 {
-            return Err(RegistryError::DigestMismatch(Box::new(DigestMismatch {
-                plugin: plugin.to_owned(),
-                version: entry.version.clone(),
-                file: entry.file.clone(),
-                expected: entry.sha256,
-                found,
-            })));
-        }
-        Ok(bytes)
+        entry.check(plugin, bytes)
     }
 
     /// Publishes a built library on `channel`: reads its metadata without running it, hashes

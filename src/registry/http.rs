@@ -9,11 +9,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use plugsync_host::Digest;
 use reqwest::{StatusCode, Url};
 
 use super::directory::checked_relative;
-use super::error::{DigestMismatch, RegistryError};
+use super::error::RegistryError;
 use super::index::{IndexEntry, IndexFile};
 
 /// How hard to try.
@@ -146,17 +145,7 @@ impl HttpRegistry {
             url: url.to_string(),
             status: 404,
         })?;
-        let found = Digest::of(&bytes);
-        if found != entry.sha256 {
-            return Err(RegistryError::DigestMismatch(Box::new(DigestMismatch {
-                plugin: plugin.to_owned(),
-                version: entry.version.clone(),
-                file: entry.file.clone(),
-                expected: entry.sha256,
-                found,
-            })));
-        }
-        Ok(bytes)
+        entry.check(plugin, bytes)
     }
 
     fn join(&self, path: &str) -> Result<Url, RegistryError> {

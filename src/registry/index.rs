@@ -17,6 +17,7 @@ use plugsync_plugin::PluginMetadata;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::{DigestMismatch, RegistryError};
 use crate::spec::model::{Channel, Migration};
 
 /// The index of one plugin: `index/<id>.json`.
@@ -73,6 +74,21 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// `bytes`, if they are this entry's artifact (their sha256 the one recorded).
+    pub fn check(&self, plugin: &str, bytes: Vec<u8>) -> Result<Vec<u8>, RegistryError> {
+        let found = Digest::of(&bytes);
+        if found != self.sha256 {
+            return Err(RegistryError::DigestMismatch(Box::new(DigestMismatch {
+                plugin: plugin.to_owned(),
+                version: self.version.clone(),
+                file: self.file.clone(),
+                expected: self.sha256,
+                found,
+            })));
+        }
+        Ok(bytes)
+    }
+
     /// The entry of an artifact with `metadata`, published on `channel`.
     pub fn of(
         metadata: &PluginMetadata,
