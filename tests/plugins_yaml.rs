@@ -487,14 +487,14 @@ fn yaml_the_format_refuses() {
             "not YAML",
             format!("{HEAD}spec: [\n"),
             expect![[r#"
-            error: invalid YAML: while parsing a node, did not find expected node content
-             --> plugins.yaml:5:9
-              |
-            5 | spec: [
-              |        ^
+                error: invalid YAML: while parsing a node, did not find expected node content
+                 --> plugins.yaml:5:8
+                  |
+                5 | spec: [
+                  |        ^
 
-            1 error in plugins.yaml
-        "#]],
+                1 error in plugins.yaml
+            "#]],
         ),
     ];
     for (_, text, expected) in cases {
@@ -834,4 +834,137 @@ fn schema_prints_the_schema_in_schemas() {
     assert_eq!(output.status.code(), Some(0));
     let file = std::fs::read_to_string(workspace().join("schemas/plugins.schema.json")).unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), file);
+}
+
+#[test]
+fn numbers_keep_the_text_they_were_written_with_and_json_cannot_hold_infinity() {
+    check_spec(
+        "  host: {abi: 1.10}\n  plugins:\n    - id: a\n      version: 1.0.0\n      config: {max_loss: .inf, qty: 18446744073709551615, big: 340282366920938463463374607431768211456}\n",
+        expect![[r#"
+            error: `config` holds a number JSON cannot hold: `.inf` has no JSON form
+              --> plugins.yaml:10:26
+               |
+            10 |       config: {max_loss: .inf, qty: 18446744073709551615, big: 340282366920938463463374607431768211456}
+               |                          ^^^^
+               |
+            help: write a finite number within 64 bits, or quote it to pass a string
+
+            1 error in plugins.yaml
+        "#]],
+    );
+    let dir = files(&[(
+        "plugins.yaml",
+        &format!(
+            "{HEAD}spec:\n  host: {{abi: 1.10}}\n  plugins: [{{id: a, version: 1.0.0, config: {{qty: 18446744073709551615}}}}]\n"
+        ),
+    )]);
+    let set = spec::load(&dir.path().join("plugins.yaml"), &Limits::default())
+        .unwrap()
+        .set;
+    assert_eq!(set.spec.host.unwrap().abi.as_deref(), Some("1.10"));
+    assert_eq!(
+        set.spec.plugins[0].config,
+        Some(serde_json::json!({"qty": 18446744073709551615u64}))
+    );
+}
+
+#[test]
+fn a_window_may_end_at_midnight() {
+    check_spec(
+        "  policy:\n    windows:\n      - {name: day, deny: true, from: \"00:00\", to: \"24:00\", timezone: UTC, days: [Mon]}\n      - {name: bad, from: \"24:00\", to: \"01:00\", timezone: UTC}\n      - {name: signed, from: \"+9:30\", to: \"10:00\", timezone: UTC}\n",
+        expect![[r#"
+            error: `24:00` is not a valid `from`: a time of day is `HH:MM`, 24-hour
+             --> plugins.yaml:9:27
+              |
+            9 |       - {name: bad, from: "24:00", to: "01:00", timezone: UTC}
+              |                           ^^^^^^^
+              |
+            help: write it quoted: `"09:30"`
+
+            error: `+9:30` is not a valid `from`: a time of day is `HH:MM`, 24-hour
+              --> plugins.yaml:10:30
+               |
+            10 |       - {name: signed, from: "+9:30", to: "10:00", timezone: UTC}
+               |                              ^^^^^^^
+               |
+            help: write it quoted: `"09:30"`
+
+            2 errors in plugins.yaml
+        "#]],
+    );
+}
+
+#[test]
+fn an_overlay_says_prune_either_way_narrows_a_pin_with_a_constraint_and_is_checked_merged() {
+    let dir = files(&[
+        (
+            "base.yaml",
+            &format!(
+                "{HEAD}spec:\n  policy: {{prune: true}}\n  plugins:\n    - {{id: a, version: 2.1.0, update: {{freshState: 2.1.0}}}}\n    - {{id: b, version: 1.0.0}}\n"
+            ),
+        ),
+        (
+            "quiet.yaml",
+            &format!("{HEAD}spec:\n  extends: base.yaml\n  policy: {{prune: false}}\n"),
+        ),
+        (
+            "canary.yaml",
+            &format!(
+                "{HEAD}spec:\n  extends: base.yaml\n  plugins:\n    - {{id: a, channel: beta}}\n    - {{id: b, constraint: \"^2\"}}\n"
+            ),
+        ),
+    ]);
+    let quiet = spec::load(&dir.path().join("quiet.yaml"), &Limits::default()).unwrap();
+    assert!(
+        !quiet.set.spec.policy.prune,
+        "the overlay's `prune: false` wins"
+    );
+    expect![[r#"
+        error: `freshState` names 2.1.0, but plugin `a` pins no version
+         --> [ROOT]/canary.yaml:8:12
+          |
+        8 |     - {id: a, channel: beta}
+          |            ^
+          |
+        help: `freshState` discards the state on the step to exactly that version: set it to the version the plugin pins, and remove it once applied
+
+        error: plugin `b` pins 1.0.0, which its own `constraint` `^2` refuses
+         --> [ROOT]/canary.yaml:9:12
+          |
+        9 |     - {id: b, constraint: "^2"}
+          |            ^
+          |
+        help: change the pin, or the constraint (a pin needs none)
+
+        2 errors in [ROOT]/canary.yaml
+    "#]].assert_eq(&load_errors(&dir, "canary.yaml"));
+}
+
+#[test]
+fn extends_reads_only_regular_files() {
+    let dir = files(&[(
+        "plugins.yaml",
+        &format!("{HEAD}spec:\n  extends: /dev/zero\n"),
+    )]);
+    let report = load_errors(&dir, "plugins.yaml");
+    assert!(
+        report.starts_with("error: cannot read `/dev/zero`: not a regular file"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_report_shows_the_first_hundred_problems_and_counts_the_rest() {
+    let keys: String = (0..150).map(|i| format!("  unknown{i}: 1\n")).collect();
+    let report = spec::check_text(
+        Path::new("plugins.yaml"),
+        &format!("{HEAD}spec:\n{keys}"),
+        &Limits::default(),
+    )
+    .render(false);
+    assert_eq!(report.matches("error: unknown key").count(), 100);
+    assert!(
+        report.ends_with("... and 50 more not shown\n\n150 errors in plugins.yaml\n"),
+        "{report}"
+    );
 }

@@ -319,23 +319,39 @@ fn keys_are_never_overwritten_and_a_public_key_is_not_a_signing_key() {
         refused(plugsync(dir.path(), &["keygen", "k"])),
         "error: `k.key` exists: `plugsync keygen` never overwrites a key; choose another name\n"
     );
-    let message = refused(plugsync(
-        dir.path(),
-        &[
-            "publish",
-            path(&lib("ma_cross_v1_0_0")),
-            "--registry",
-            "registry",
-            "--channel",
-            "stable",
-            "--sign-key",
-            "k.pub",
-        ],
-    ));
-    assert!(
-        message.starts_with("error: the signing key `k.pub` cannot be used: the key is not hex"),
-        "{message}"
+    let publish_with = |key: &str| {
+        refused(plugsync(
+            dir.path(),
+            &[
+                "publish",
+                path(&lib("ma_cross_v1_0_0")),
+                "--registry",
+                "registry",
+                "--channel",
+                "stable",
+                "--sign-key",
+                key,
+            ],
+        ))
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let public = dir.path().join("k.pub");
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        publish_with("k.pub"),
+        "error: the signing key `k.pub` cannot be used: the key is not hex digits\n"
     );
+    // A private key others may read is refused (and may have leaked).
+    let private = dir.path().join("k.key");
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(
+        publish_with("k.key"),
+        "error: the signing key `k.key` cannot be used: others may read it (mode 644): `chmod \
+         600` it, and consider whether it leaked\n"
+    );
+    // A name with a dot keeps it: `desk.2026.key`, not `desk.key`.
+    ok(plugsync(dir.path(), &["keygen", "desk.2026"]));
+    assert!(dir.path().join("desk.2026.key").exists());
 }
 
 #[test]
@@ -344,10 +360,7 @@ fn paths_that_would_leave_the_registry_are_refused() {
     let registry = DirectoryRegistry::new(dir.path());
     for plugin in ["../committed", "Ma_Cross", ""] {
         assert!(
-            matches!(
-                registry.index(plugin),
-                Err(RegistryError::EscapesRegistry { .. })
-            ),
+            matches!(registry.index(plugin), Err(RegistryError::BadPluginId { .. })),
             "{plugin:?}"
         );
     }
@@ -357,6 +370,7 @@ fn paths_that_would_leave_the_registry_are_refused() {
         "/etc/passwd",
         "artifacts/../../x.so",
         "index/ma_cross.json",
+        "artifacts/%2e%2e/%2e%2e/x.so",
     ] {
         let text = serde_json::json!({"plugin": "ma_cross", "versions": [{
             "version": "1.0.0", "channel": "stable", "sha256": "0".repeat(64), "file": file,
@@ -369,4 +383,32 @@ fn paths_that_would_leave_the_registry_are_refused() {
             format!("`{file}` would lead outside the registry: refused"),
         );
     }
+}
+
+#[test]
+fn an_unsigned_version_published_again_with_a_key_gets_its_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(plugsync(dir.path(), &["keygen", "k"]));
+    let library = lib("ma_cross_v1_0_0");
+    let publish = |key: Option<&str>| {
+        let mut args = vec!["publish", path(&library), "--registry", "registry"];
+        args.extend(["--channel", "stable"]);
+        if let Some(key) = key {
+            args.extend(["--sign-key", key]);
+        }
+        ok(plugsync(dir.path(), &args))
+    };
+    publish(None);
+    assert_eq!(index(&dir.path().join("registry"), "ma_cross").versions[0].signature, None);
+    let signed = publish(Some("k.key"));
+    assert!(signed.ends_with(", signed\n"), "{signed}");
+    let entry = index(&dir.path().join("registry"), "ma_cross").versions[0].clone();
+    let trusted = TrustedKeys::load(&dir.path().join("k.pub")).unwrap();
+    trusted
+        .check_artifact(
+            &plugsync_host::inspect(&library).unwrap(),
+            &entry.sha256,
+            entry.signature.as_deref(),
+        )
+        .expect("the added signature verifies");
 }

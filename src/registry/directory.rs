@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -132,11 +132,21 @@ impl DirectoryRegistry {
         let bytes = fs::read(library).map_err(|e| RegistryError::io("read", library, e))?;
         let metadata = plugsync_host::inspect_bytes(&library.display().to_string(), &bytes)?;
         check_id(&metadata.id)?;
-        semver::Version::parse(&metadata.version).map_err(|e| RegistryError::BadVersion {
-            plugin: metadata.id.clone(),
-            version: metadata.version.clone(),
-            reason: e.to_string(),
-        })?;
+        let version =
+            semver::Version::parse(&metadata.version).map_err(|e| RegistryError::BadVersion {
+                plugin: metadata.id.clone(),
+                version: metadata.version.clone(),
+                reason: e.to_string(),
+            })?;
+        // `1.0.0+a` and `1.0.0+b` are the same version to every requirement: two builds under
+        // one version would make "a published version never changes" a matter of spelling.
+        if !version.build.is_empty() {
+            return Err(RegistryError::BadVersion {
+                plugin: metadata.id.clone(),
+                version: metadata.version.clone(),
+                reason: "a registry version carries no build metadata (`+...`)".to_owned(),
+            });
+        }
         let file_name = library
             .file_name()
             .and_then(|n| n.to_str())
@@ -160,6 +170,7 @@ impl DirectoryRegistry {
             .versions
             .iter()
             .find(|e| e.version == metadata.version)
+            .cloned()
         {
             if published.sha256 != sha256 {
                 return Err(RegistryError::Republished {
@@ -177,13 +188,36 @@ impl DirectoryRegistry {
                     asked: channel.name(),
                 });
             }
+            // The same bytes, published unsigned, now given a signature: it is added (the
+            // bytes it vouches for are those already published).
+            let signed_now = published.signature.is_none() && signature.is_some();
+            if signed_now && let Some(signature) = &signature {
+                let path = self.root.join(checked_relative(&published.file)?);
+                let sig_name = format!(
+                    "{}.sig",
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or(&file_name)
+                );
+                write_atomic(
+                    &path.with_file_name(sig_name),
+                    format!("{signature}\n").as_bytes(),
+                    0o444,
+                )?;
+                for entry in &mut index.versions {
+                    if entry.version == metadata.version {
+                        entry.signature = Some(signature.clone());
+                    }
+                }
+                self.write_index(&index)?;
+            }
             return Ok(Published {
                 plugin: metadata.id.clone(),
                 version: metadata.version.clone(),
                 sha256,
                 channel,
-                signed: published.signature.is_some(),
-                new: false,
+                signed: published.signature.is_some() || signed_now,
+                new: signed_now,
             });
         }
         let relative = format!("artifacts/{}/{}/{file_name}", metadata.id, metadata.version);
@@ -292,8 +326,8 @@ impl DirectoryRegistry {
 
 /// A plugin id safe in a path (the host's rule: `[a-z][a-z0-9_]{0,63}`).
 fn check_id(plugin: &str) -> Result<(), RegistryError> {
-    plugsync_host::check_plugin_id(plugin).map_err(|_| RegistryError::EscapesRegistry {
-        path: format!("index/{plugin}.json"),
+    plugsync_host::check_plugin_id(plugin).map_err(|_| RegistryError::BadPluginId {
+        plugin: plugin.escape_debug().to_string(),
     })
 }
 
@@ -302,7 +336,12 @@ fn check_id(plugin: &str) -> Result<(), RegistryError> {
 pub(crate) fn checked_relative(file: &str) -> Result<&Path, RegistryError> {
     let path = Path::new(file);
     let plain = path.components().all(|c| matches!(c, Component::Normal(_)));
-    if !plain || !file.starts_with("artifacts/") || file.contains('\\') {
+    // Only characters that mean the same in a path and in a URL (no `%` escapes, which a URL
+    // would decode to `..`; no `\\`, `?` or `#`).
+    let charset = file
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._+-/".contains(&b));
+    if !plain || !charset || !file.starts_with("artifacts/") {
         return Err(RegistryError::EscapesRegistry {
             path: file.to_owned(),
         });
@@ -310,29 +349,36 @@ pub(crate) fn checked_relative(file: &str) -> Result<&Path, RegistryError> {
     Ok(path)
 }
 
-/// Writes `bytes` to `path` whole: beside, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` whole: into a file created beside it exclusively under a random
+/// name (a name planted by someone else, a symlink say, is never opened), fsynced, given
+/// `mode`, renamed over `path`; then the directory is fsynced, and so is the parent of each
+/// directory this created, so that a crash never loses a file an index names.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RegistryError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let mut created = Vec::new();
+    let mut missing = Some(dir);
+    while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        created.push(d.to_path_buf());
+        missing = d.parent();
+    }
     fs::create_dir_all(dir).map_err(|e| RegistryError::io("create", dir, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&partial)?;
+        let mut file = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(dir)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::set_permissions(&partial, fs::Permissions::from_mode(mode))?;
-        fs::rename(&partial, path)?;
-        File::open(dir)?.sync_all()
+        file.as_file().sync_all()?;
+        fs::set_permissions(file.path(), fs::Permissions::from_mode(mode))?;
+        file.persist(path).map_err(|e| e.error)?;
+        File::open(dir)?.sync_all()?;
+        for created in &created {
+            if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)?.sync_all()?;
+            }
+        }
+        Ok(())
     })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&partial);
-        RegistryError::io("write", path, e)
-    })
+    result.map_err(|e: std::io::Error| RegistryError::io("write", path, e))
 }
 
 /// Lowercase hex.

@@ -98,6 +98,16 @@ pub enum RegistryError {
         reason: String,
     },
 
+    /// A plugin id that is not one.
+    #[error(
+        "`{plugin}` is not a plugin id: an id is a lowercase letter, then up to 63 lowercase \
+         letters, digits or `_` (as the plugin's library declares it: `plugsync inspect LIB`)"
+    )]
+    BadPluginId {
+        /// As given.
+        plugin: String,
+    },
+
     /// A path (in an index, or a plugin id) that would lead outside the registry.
     #[error("`{path}` would lead outside the registry: refused")]
     EscapesRegistry {

@@ -1,4 +1,6 @@
-//! A registry served over HTTP(S): the directory layout, read with GETs.
+//! A registry served over HTTP(S): the directory layout, read with GETs. Blocking: it runs
+//! its own small async runtime, so it is called from synchronous code (the reconciler's
+//! commands), never from inside an async task.
 //!
 //! A registry is often a plain static file server or an object store, on a network that
 //! drops things: each request has a connect and a total timeout, and a failure that may pass
@@ -82,7 +84,10 @@ impl HttpRegistry {
         }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(policy.connect_timeout)
-            .timeout(policy.request_timeout);
+            .timeout(policy.request_timeout)
+            // A registry answers where it is asked: a redirect could lead to another host, or
+            // from https to http.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = ca {
             let pem = std::fs::read(ca).map_err(|e| RegistryError::io("read", ca, e))?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem)
@@ -114,11 +119,11 @@ impl HttpRegistry {
 
     /// The index of `plugin`, if it is published there (a 404 says it is not).
     pub fn index(&self, plugin: &str) -> Result<Option<IndexFile>, RegistryError> {
-        plugsync_host::check_plugin_id(plugin).map_err(|_| RegistryError::EscapesRegistry {
-            path: format!("index/{plugin}.json"),
+        plugsync_host::check_plugin_id(plugin).map_err(|_| RegistryError::BadPluginId {
+            plugin: plugin.escape_debug().to_string(),
         })?;
         let url = self.join(&format!("index/{plugin}.json"))?;
-        let Some(bytes) = self.get(&url)? else {
+        let Some(bytes) = self.get(&url, true)? else {
             return Ok(None);
         };
         let index: IndexFile =
@@ -141,10 +146,12 @@ impl HttpRegistry {
     /// The bytes of a published artifact, whole and checked against its entry's sha256.
     pub fn artifact(&self, plugin: &str, entry: &IndexEntry) -> Result<Vec<u8>, RegistryError> {
         let url = self.join(checked_relative(&entry.file)?.to_str().unwrap_or_default())?;
-        let bytes = self.get(&url)?.ok_or_else(|| RegistryError::HttpStatus {
-            url: url.to_string(),
-            status: 404,
-        })?;
+        let bytes = self
+            .get(&url, false)?
+            .ok_or_else(|| RegistryError::HttpStatus {
+                url: url.to_string(),
+                status: 404,
+            })?;
         entry.check(plugin, bytes)
     }
 
@@ -156,12 +163,13 @@ impl HttpRegistry {
             })
     }
 
-    /// GETs `url` whole, retrying what may pass; `None` for a 404.
-    fn get(&self, url: &Url) -> Result<Option<Vec<u8>>, RegistryError> {
+    /// GETs `url` whole, retrying what may pass; `None` for a 404. An index is asked fresh
+    /// (`no-cache`): a cache's copy from before a `yank` would bring the yanked version back.
+    fn get(&self, url: &Url, fresh: bool) -> Result<Option<Vec<u8>>, RegistryError> {
         let mut backoff = self.policy.first_backoff;
         let mut last = String::new();
         for attempt in 1..=self.policy.attempts.max(1) {
-            match self.io.block_on(self.attempt(url)) {
+            match self.io.block_on(self.attempt(url, fresh)) {
                 Ok(body) => return Ok(body),
                 Err(Failure::Final(error)) => return Err(error),
                 Err(Failure::Passing(why)) => last = why,
@@ -179,10 +187,12 @@ impl HttpRegistry {
         })
     }
 
-    async fn attempt(&self, url: &Url) -> Result<Option<Vec<u8>>, Failure> {
-        let mut response = self
-            .http
-            .get(url.clone())
+    async fn attempt(&self, url: &Url, fresh: bool) -> Result<Option<Vec<u8>>, Failure> {
+        let mut request = self.http.get(url.clone());
+        if fresh {
+            request = request.header(reqwest::header::CACHE_CONTROL, "no-cache");
+        }
+        let mut response = request
             .send()
             .await
             .map_err(|e| Failure::Passing(cause(&e)))?;

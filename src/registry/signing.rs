@@ -9,7 +9,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
@@ -31,8 +31,13 @@ pub struct KeyPair {
 /// Writes a new key pair to `NAME.key` and `NAME.pub` (`name` may be a path); refuses to
 /// overwrite either.
 pub fn keygen(name: &Path) -> Result<KeyPair, RegistryError> {
-    let private = name.with_extension("key");
-    let public = name.with_extension("pub");
+    // Appended, not replaced: `desk.2026` gives `desk.2026.key`, never `desk.key`.
+    let with = |extension: &str| {
+        let mut path = name.as_os_str().to_owned();
+        path.push(extension);
+        PathBuf::from(path)
+    };
+    let (private, public) = (with(".key"), with(".pub"));
     for path in [&private, &public] {
         if path.exists() {
             return Err(RegistryError::KeyExists { path: path.clone() });
@@ -68,16 +73,29 @@ pub fn keygen(name: &Path) -> Result<KeyPair, RegistryError> {
 
 /// Reads a private key written by [`keygen`].
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, RegistryError> {
-    let text = std::fs::read_to_string(path).map_err(|e| RegistryError::io("read", path, e))?;
     let bad = |reason: &str| RegistryError::BadSigningKey {
         path: path.to_owned(),
         reason: reason.to_owned(),
     };
+    let mode = std::fs::metadata(path)
+        .map_err(|e| RegistryError::io("read", path, e))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(bad(&format!(
+            "others may read it (mode {:o}): `chmod 600` it, and consider whether it leaked",
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| RegistryError::io("read", path, e))?;
     let line = text
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .ok_or_else(|| bad("it holds no key"))?;
+    if !line.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("the key is not hex digits"));
+    }
     let bytes: Vec<u8> = (0..line.len())
         .step_by(2)
         .map(|i| {

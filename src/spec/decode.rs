@@ -117,6 +117,11 @@ fn strategy_keys(kind: &str) -> &'static [&'static str] {
 /// The closest of `candidates` to `found`, if close enough to be a slip: the same letters
 /// in another case or with `_`/`-` (`max_parallel` for `maxParallel`), or a small edit away.
 pub(crate) fn closest(found: &str, candidates: &[&'static str]) -> Option<&'static str> {
+    // Nothing long is a slip of a short name (and edit distance is quadratic in the length).
+    let longest = candidates.iter().map(|c| c.len()).max().unwrap_or(0);
+    if found.len() > 2 * longest {
+        return None;
+    }
     let fold = |s: &str| -> String {
         s.chars()
             .filter(|c| *c != '_' && *c != '-')
@@ -413,13 +418,31 @@ impl Decoder {
         }
     }
 
+    /// A node as JSON (a config, an input), or the place of a number JSON cannot hold.
+    fn json(&mut self, node: &Node, key: &str) -> Option<Json> {
+        match node.to_json() {
+            Ok(json) => Some(json),
+            Err((span, reason)) => {
+                self.report(
+                    span,
+                    Problem::NotJson {
+                        key: key.to_owned(),
+                        reason,
+                    },
+                );
+                None
+            }
+        }
+    }
+
     /// A value of the host's own types (a probe, a migration rule), read as the host reads it.
     fn host_type<T: serde::de::DeserializeOwned>(
         &mut self,
         node: &Node,
         what: &'static str,
     ) -> Option<T> {
-        match serde_json::from_value(node.to_json()) {
+        let json = self.json(node, what)?;
+        match serde_json::from_value(json) {
             Ok(value) => Some(value),
             Err(error) => {
                 self.report(
@@ -732,11 +755,18 @@ impl Decoder {
         })
     }
 
+    /// `HH:MM`, 24-hour; `24:00` only as a window's end (the end of the day: `to` is
+    /// exclusive).
     fn time_of_day(&mut self, node: &Node, key: &str) -> Option<TimeOfDay> {
         let text = self.text(node, key)?;
+        let two_digits = |s: &str| {
+            (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u16>().ok())?
+        };
         let parsed = text.split_once(':').and_then(|(h, m)| {
-            let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
-            (h < 24 && m < 60 && text.len() == 5).then_some(TimeOfDay {
+            let (h, m) = (two_digits(h)?, two_digits(m)?);
+            let end_of_day = key == "to" && h == 24 && m == 0;
+            ((h < 24 && m < 60) || end_of_day).then_some(TimeOfDay {
                 minutes: h * 60 + m,
             })
         });
@@ -746,7 +776,13 @@ impl Decoder {
                 Problem::Invalid {
                     key: key.to_owned(),
                     found: text,
-                    reason: "a time of day is `HH:MM`, 24-hour".to_owned(),
+                    reason: match key {
+                        "to" => {
+                            "a time of day is `HH:MM`, 24-hour (`24:00` for the end of the day)"
+                        }
+                        _ => "a time of day is `HH:MM`, 24-hour",
+                    }
+                    .to_owned(),
                     fix: Some("write it quoted: `\"09:30\"`".to_owned()),
                 },
             );
@@ -911,7 +947,7 @@ impl Decoder {
             channel,
             constraint,
             allow: fields.get("allow").and_then(|n| self.jump(n, "allow")),
-            config: fields.get("config").map(Node::to_json),
+            config: fields.get("config").and_then(|n| self.json(n, "config")),
             strategy: fields.get("strategy").and_then(|n| self.strategy(n)),
             verify: fields.get("verify").and_then(|n| self.verify(n)),
             update,
@@ -1055,7 +1091,9 @@ impl Decoder {
         if let Some(list) = fields.get("differential")
             && let Some(items) = self.seq(list, "differential")
         {
-            verify.differential = items.iter().map(Node::to_json).collect::<Vec<Json>>();
+            verify.differential = (items.iter())
+                .filter_map(|item| self.json(item, "differential"))
+                .collect::<Vec<Json>>();
         }
         verify.soak = fields.get("soak").and_then(|n| self.soak(n));
         Some(verify)
@@ -1169,6 +1207,10 @@ fn update_key_span(node: &Node, key: &str) -> Option<Span> {
 
 /// The IANA zone closest to a misspelt one (`America/New_york`).
 fn closest_zone(found: &str) -> Option<String> {
+    // IANA names are at most ~30 characters; nothing much longer is a slip of one.
+    if found.len() > 64 {
+        return None;
+    }
     let folded = found.to_lowercase();
     let names = jiff::tz::db().available();
     let mut best: Option<(usize, String)> = None;

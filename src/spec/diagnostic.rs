@@ -93,6 +93,15 @@ pub enum Problem {
         reason: String,
     },
 
+    /// A number a plugin's JSON cannot hold exactly.
+    #[error("`{key}` holds a number JSON cannot hold: {reason}")]
+    NotJson {
+        /// The key holding it.
+        key: String,
+        /// Which number, and why.
+        reason: String,
+    },
+
     /// Not a semantic version.
     #[error("`{found}` is not a semantic version")]
     NotAVersion {
@@ -216,6 +225,9 @@ impl Problem {
             Problem::UnknownValue { expected, .. } => format!("expected one of {}", list(expected)),
             Problem::Invalid { fix: Some(fix), .. } => fix.clone(),
             Problem::NotAVersion { .. } => "expected MAJOR.MINOR.PATCH, e.g. `2.0.1`".to_owned(),
+            Problem::NotJson { .. } => {
+                "write a finite number within 64 bits, or quote it to pass a string".to_owned()
+            }
             Problem::NotARequirement { .. } => {
                 "expected comparators separated by commas, e.g. `>=1.0, <3`".to_owned()
             }
@@ -301,7 +313,7 @@ impl Report {
     }
 
     /// Renders every problem like a compiler (colours when `styled`), then a count; nothing
-    /// when there is none.
+    /// when there is none. Past [`MAX_SHOWN`] problems, the rest are counted, not shown.
     pub fn render(&self, styled: bool) -> String {
         if self.is_empty() {
             return String::new();
@@ -311,21 +323,28 @@ impl Report {
             false => Renderer::plain(),
         };
         let mut out = String::new();
-        for diagnostic in &self.diagnostics {
-            let source = self.source(&diagnostic.file);
-            let _ = writeln!(out, "{}\n", renderer.render(&report_of(diagnostic, source)));
+        let mut lines: Vec<(&Path, LineIndex<'_>)> = Vec::new();
+        for diagnostic in self.diagnostics.iter().take(MAX_SHOWN) {
+            let index = match lines.iter().position(|(file, _)| *file == diagnostic.file) {
+                Some(at) => Some(&lines[at].1),
+                None => self.source(&diagnostic.file).map(|source| {
+                    lines.push((&diagnostic.file, LineIndex::new(source)));
+                    &lines[lines.len() - 1].1
+                }),
+            };
+            let _ = writeln!(out, "{}\n", renderer.render(&report_of(diagnostic, index)));
         }
         let count = self.diagnostics.len();
-        let files: Vec<String> = {
-            let mut files: Vec<String> = Vec::new();
-            for diagnostic in &self.diagnostics {
-                let name = diagnostic.file.display().to_string();
-                if !files.contains(&name) {
-                    files.push(name);
-                }
+        if count > MAX_SHOWN {
+            let _ = writeln!(out, "... and {} more not shown\n", count - MAX_SHOWN);
+        }
+        let mut files: Vec<String> = Vec::new();
+        for diagnostic in &self.diagnostics {
+            let name = diagnostic.file.display().to_string();
+            if !files.contains(&name) {
+                files.push(name);
             }
-            files
-        };
+        }
         let _ = writeln!(
             out,
             "{count} error{} in {}",
@@ -342,20 +361,70 @@ impl Report {
     }
 }
 
-/// The annotate-snippets report of one diagnostic: the title, the line with a caret (when the
+/// How many problems a report shows; the rest are counted.
+pub const MAX_SHOWN: usize = 100;
+
+/// A file's lines, found once: a diagnostic quotes its own line without walking the file.
+struct LineIndex<'s> {
+    source: &'s str,
+    /// The byte offset where each line starts.
+    starts: Vec<usize>,
+}
+
+impl<'s> LineIndex<'s> {
+    fn new(source: &'s str) -> LineIndex<'s> {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(at, _)| at + 1))
+            .collect();
+        LineIndex { source, starts }
+    }
+
+    /// Line `line` (from 1), without its end of line.
+    fn line(&self, line: usize) -> Option<&'s str> {
+        let start = *self.starts.get(line.checked_sub(1)?)?;
+        let end = self
+            .starts
+            .get(line)
+            .map_or(self.source.len(), |next| *next);
+        Some(self.source[start..end].trim_end_matches(['\n', '\r']))
+    }
+}
+
+/// The annotate-snippets report of one diagnostic: the title, its line with a caret (when the
 /// place and its source are known), the help.
-fn report_of<'a>(diagnostic: &'a Diagnostic, source: Option<&'a str>) -> Vec<Group<'a>> {
+fn report_of<'a>(diagnostic: &'a Diagnostic, lines: Option<&LineIndex<'a>>) -> Vec<Group<'a>> {
     let title = Level::ERROR.primary_title(diagnostic.problem.to_string());
     let path = diagnostic.file.to_str().unwrap_or("plugins.yaml");
-    let group = match (diagnostic.span, source) {
-        (Some(span), Some(source)) => {
-            let mut annotation = AnnotationKind::Primary.span(byte_range(source, span));
+    let quoted = diagnostic.span.and_then(|span| {
+        let lines = lines?;
+        let line = lines.line(span.line)?;
+        // A parser stopping at the end of the file points at the empty line after the last:
+        // the caret goes after the last thing written instead.
+        if line.is_empty() && span.line > 1 {
+            let previous = lines.line(span.line - 1)?;
+            let end = Span {
+                line: span.line - 1,
+                column: previous.chars().count() + 1,
+                ..span
+            };
+            return Some((end, previous));
+        }
+        Some((span, line))
+    });
+    let group = match quoted {
+        Some((span, line)) => {
+            let mut annotation = AnnotationKind::Primary.span(caret(line, span));
             if let Some(label) = diagnostic.problem.label() {
                 annotation = annotation.label(label);
             }
-            title.element(Snippet::source(source).path(path).annotation(annotation))
+            title.element(
+                Snippet::source(line)
+                    .line_start(span.line)
+                    .path(path)
+                    .annotation(annotation),
+            )
         }
-        _ => title.element(annotate_snippets::Origin::path(path)),
+        None => title.element(annotate_snippets::Origin::path(path)),
     };
     let mut report = vec![group];
     if let Some(help) = diagnostic.problem.help() {
@@ -364,19 +433,16 @@ fn report_of<'a>(diagnostic: &'a Diagnostic, source: Option<&'a str>) -> Vec<Gro
     report
 }
 
-/// The byte range of a span's characters, one line at most (the caret stays under the place).
-fn byte_range(source: &str, span: Span) -> std::ops::Range<usize> {
-    let mut offsets = source.char_indices().map(|(at, _)| at).skip(span.start);
-    let start = offsets.next().unwrap_or(source.len());
-    let line_end = source[start..]
-        .find('\n')
-        .map_or(source.len(), |n| start + n);
-    let end = source
-        .char_indices()
-        .map(|(at, _)| at)
-        .nth(span.end)
-        .unwrap_or(source.len())
-        .min(line_end)
-        .max(start);
+/// The byte range, within its line, of a span's characters (at least one, at most to the end
+/// of the line: the caret stays under the place).
+fn caret(line: &str, span: Span) -> std::ops::Range<usize> {
+    let byte_at = |column: usize| {
+        line.char_indices()
+            .nth(column)
+            .map_or(line.len(), |(at, _)| at)
+    };
+    let start = byte_at(span.column.saturating_sub(1));
+    let width = span.end.saturating_sub(span.start).max(1);
+    let end = byte_at(span.column.saturating_sub(1) + width).max(start);
     start..end
 }

@@ -4,12 +4,14 @@
 //! - plugins are matched by id; a plugin of either file alone is kept as it is;
 //! - for a plugin in both, each key the overlay gives replaces the base's, except two:
 //!   `version`, `channel` and `constraint` are one choice, replaced whole when the overlay
-//!   gives any of them (a canary that pins 2.1.0 over a base on `stable` runs 2.1.0, not
-//!   "2.1.0 on stable"); and `config` is merged key by key (the overlay's values win), unless
-//!   the overlay also chooses the version: a config given with another version is that
-//!   version's, whole;
-//! - `registry`, `host`, `defaults` and each policy key: the overlay's when it gives one;
-//!   `windows` replaced whole;
+//!   pins a version or names a channel (a canary that pins 2.1.0 over a base on `stable` runs
+//!   2.1.0, not "2.1.0 on stable"; a `constraint` alone narrows the base's choice); and
+//!   `config` is merged key by key (the overlay's values win), unless the overlay also chooses
+//!   the version: a config given with another version is that version's, whole. A plugin in
+//!   both files is checked again once merged (a pin its constraint refuses, a `freshState`
+//!   that is not its pin);
+//! - `registry`, `host`, `defaults` and each policy key (`prune` too): the overlay's when it
+//!   gives one; `windows` replaced whole;
 //! - the policy's guards (`requireSignatures`, `requireLock`) cannot be turned off by an
 //!   overlay: that is a conflict, an error naming both files.
 //!
@@ -34,6 +36,8 @@ pub(crate) struct Loaded {
     guards: Vec<(&'static str, bool, Span)>,
     /// Plugins whose version was given but refused (see `Decoder::version_attempted`).
     pub version_attempted: std::collections::BTreeSet<String>,
+    /// Plugins listed in more than one file of the chain: their merged entry is checked again.
+    pub merged: std::collections::BTreeSet<String>,
     extends_span: Option<Span>,
 }
 
@@ -66,6 +70,7 @@ pub(crate) fn decode_text(
             .collect(),
         guards: decoder.guards,
         version_attempted: decoder.version_attempted,
+        merged: Default::default(),
         extends_span: decoder.extends_span,
     })
 }
@@ -115,17 +120,27 @@ fn load_following(
     Some(merge(base, &base_path, overlay, path, report))
 }
 
-/// Reads a file, refusing one past the size limit before reading it whole.
+/// Reads a regular file, never more than the size limit (a device or a file that grows while
+/// it is read cannot hold the reader).
 /// (The problem is boxed: `Problem` is large, and this is the cold path.)
 fn read_bounded(path: &Path, limits: &Limits) -> Result<String, Box<Problem>> {
-    let unreadable = |error: std::io::Error| {
+    use std::io::Read as _;
+    let unreadable = |reason: String| {
         Box::new(Problem::Unreadable {
             path: path.to_path_buf(),
-            reason: error.to_string(),
+            reason,
         })
     };
-    let size = std::fs::metadata(path).map_err(unreadable)?.len();
-    if size > limits.max_file_bytes as u64 {
+    let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
+    let kind = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+    if !kind.is_file() {
+        return Err(unreadable("not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    file.take(limits.max_file_bytes as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() > limits.max_file_bytes {
         return Err(Box::new(Problem::Syntax(yaml::SyntaxError::Limit {
             what: "the file",
             limit: limits.max_file_bytes,
@@ -133,7 +148,7 @@ fn read_bounded(path: &Path, limits: &Limits) -> Result<String, Box<Problem>> {
             span: Span::default(),
         })));
     }
-    std::fs::read_to_string(path).map_err(unreadable)
+    String::from_utf8(bytes).map_err(|_| unreadable("it is not UTF-8 text".to_owned()))
 }
 
 /// The overlay over its base.
@@ -168,12 +183,19 @@ fn merge(
             });
         }
     }
+    let prune_given = (overlay.guards.iter())
+        .find(|(key, _, _)| *key == "prune")
+        .map(|(_, value, _)| *value);
+    let mut merged = base.merged;
+    merged.extend(overlay.merged);
     let (mut set, over) = (base.set, overlay.set);
     set.metadata = over.metadata;
     set.spec.extends = over.spec.extends;
     set.spec.registry = over.spec.registry.or(set.spec.registry);
     set.spec.host = over.spec.host.or(set.spec.host);
     set.spec.policy = merge_policy(set.spec.policy, over.spec.policy);
+    // `prune` is not a guard: the overlay's, when it says it, either way.
+    set.spec.policy.prune = prune_given.unwrap_or(set.spec.policy.prune);
     let (base_defaults, over_defaults) = (set.spec.defaults, over.spec.defaults);
     set.spec.defaults = super::model::Defaults {
         channel: over_defaults.channel.or(base_defaults.channel),
@@ -185,7 +207,10 @@ fn merge(
     };
     for plugin in over.spec.plugins {
         match set.spec.plugins.iter_mut().find(|p| p.id == plugin.id) {
-            Some(base_plugin) => merge_plugin(base_plugin, plugin),
+            Some(base_plugin) => {
+                merged.insert(plugin.id.clone());
+                merge_plugin(base_plugin, plugin);
+            }
             None => set.spec.plugins.push(plugin),
         }
     }
@@ -200,6 +225,7 @@ fn merge(
         origins,
         guards,
         version_attempted,
+        merged,
         extends_span: overlay.extends_span,
     }
 }
@@ -221,15 +247,19 @@ fn merge_policy(base: Policy, over: Policy) -> Policy {
         },
         require_signatures: base.require_signatures || over.require_signatures,
         require_lock: base.require_lock || over.require_lock,
-        prune: over.prune || base.prune,
+        // Set from the overlay's explicit value by `merge` (a bool cannot say "not given").
+        prune: base.prune,
     }
 }
 
 fn merge_plugin(base: &mut PluginSpec, over: PluginSpec) {
-    let reselected = over.version.is_some() || over.channel.is_some() || over.constraint.is_some();
+    // A pin or a channel replaces the base's choice whole; a constraint alone narrows it.
+    let reselected = over.version.is_some() || over.channel.is_some();
     if reselected {
         base.version = over.version;
         base.channel = over.channel;
+        base.constraint = over.constraint;
+    } else if over.constraint.is_some() {
         base.constraint = over.constraint;
     }
     base.allow = over.allow.or(base.allow);

@@ -68,8 +68,9 @@ pub fn check_text(path: &Path, text: &str, limits: &Limits) -> Report {
     report
 }
 
-/// What only the whole (merged) set can tell: each plugin says which version it wants, and a
-/// `freshState` names that version.
+/// What only the whole (merged) set can tell: each plugin says which version it wants; and,
+/// for a plugin listed in several files, that its merged pin meets its merged constraint and
+/// its `freshState` names that pin.
 fn check_merged(loaded: &extends::Loaded, report: &mut Report) {
     let set = &loaded.set;
     let channel_by_default = set.spec.defaults.channel.is_some();
@@ -77,17 +78,42 @@ fn check_merged(loaded: &extends::Loaded, report: &mut Report) {
         let Some((file, span)) = loaded.origins.get(&plugin.id) else {
             continue;
         };
+        let mut problem = |problem: Problem| {
+            report.diagnostics.push(Diagnostic {
+                file: file.clone(),
+                span: Some(*span),
+                problem,
+            });
+        };
         if plugin.version.is_none()
             && plugin.channel.is_none()
             && !channel_by_default
             && !loaded.version_attempted.contains(&plugin.id)
         {
-            report.diagnostics.push(Diagnostic {
-                file: file.clone(),
-                span: Some(*span),
-                problem: Problem::NoVersion {
-                    id: plugin.id.clone(),
-                },
+            problem(Problem::NoVersion {
+                id: plugin.id.clone(),
+            });
+        }
+        // What each file's decoding checked, checked again once files are merged.
+        if !loaded.merged.contains(&plugin.id) {
+            continue;
+        }
+        if let (Some(pin), Some(constraint)) = (&plugin.version, &plugin.constraint)
+            && !constraint.matches(pin)
+        {
+            problem(Problem::PinOutsideConstraint {
+                id: plugin.id.clone(),
+                version: pin.to_string(),
+                constraint: constraint.to_string(),
+            });
+        }
+        if let Some(fresh) = (plugin.update.as_ref()).and_then(|u| u.fresh_state.as_ref())
+            && plugin.version.as_ref() != Some(fresh)
+        {
+            problem(Problem::FreshStateNotPin {
+                id: plugin.id.clone(),
+                fresh: fresh.to_string(),
+                pin: plugin.version.as_ref().map(ToString::to_string),
             });
         }
     }

@@ -167,7 +167,8 @@ pub struct Window {
     pub days: Vec<Day>,
     /// When it starts, `HH:MM` (24 h), in its time zone.
     pub from: TimeOfDay,
-    /// When it ends, `HH:MM`, exclusive; before `from`, it ends the next day.
+    /// When it ends, `HH:MM`, exclusive (`24:00`: at midnight); before `from`, it ends the
+    /// next day.
     pub to: TimeOfDay,
     /// An IANA time zone (`America/New_York`, `Europe/London`, `UTC`).
     pub timezone: String,
@@ -231,8 +232,8 @@ impl JsonSchema for TimeOfDay {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "string",
-            "description": "A time of day, `HH:MM` (24-hour).",
-            "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$",
+            "description": "A time of day, `HH:MM` (24-hour); `24:00` only as a window's `to`.",
+            "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
         })
     }
 }

@@ -9,6 +9,7 @@
 //! with `defaults` and `extends`, which say what they do), tags too, and depth, size, key
 //! length and duplicate keys are checked as each event arrives.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as ParserSpan};
@@ -86,6 +87,8 @@ pub struct Node {
     pub span: Span,
     /// What it is.
     pub value: Value,
+    /// A scalar's text as written (`2.10`, `007`), which its typed value may not keep.
+    pub text: Option<String>,
 }
 
 /// What a node holds. Plain scalars are typed by the YAML 1.2 core schema (`null`, booleans,
@@ -97,8 +100,8 @@ pub enum Value {
     Null,
     /// `true` or `false`.
     Bool(bool),
-    /// A number written without a fraction or exponent.
-    Int(i64),
+    /// A number written without a fraction or exponent (wide enough for any `u64` or `i64`).
+    Int(i128),
     /// Any other number, `.inf` and `.nan` included.
     Float(f64),
     /// A string: quoted, or plain and none of the above.
@@ -124,32 +127,41 @@ impl Value {
 }
 
 impl Node {
-    /// The node as JSON (a plugin's config, a probe's input): mappings keep their order.
-    pub fn to_json(&self) -> serde_json::Value {
-        match &self.value {
+    /// The node as JSON (a plugin's config, a probe's input): mappings keep their order. A
+    /// number JSON cannot hold exactly (`.inf`, `.nan`, an integer beyond 64 bits) is refused
+    /// with where it is, never turned into something else.
+    pub fn to_json(&self) -> Result<serde_json::Value, (Span, String)> {
+        Ok(match &self.value {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Int(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Int(i) => match (i64::try_from(*i), u64::try_from(*i)) {
+                (Ok(i), _) => serde_json::Value::from(i),
+                (_, Ok(u)) => serde_json::Value::from(u),
+                _ => return Err((self.span, format!("{i} does not fit in 64 bits"))),
+            },
+            Value::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(number) => serde_json::Value::Number(number),
+                None => {
+                    let written = self.text.as_deref().unwrap_or("this number");
+                    return Err((self.span, format!("`{written}` has no JSON form")));
+                }
+            },
             Value::Str(s) => serde_json::Value::String(s.clone()),
-            Value::Seq(items) => items.iter().map(Node::to_json).collect(),
+            Value::Seq(items) => items.iter().map(Node::to_json).collect::<Result<_, _>>()?,
             Value::Map(entries) => entries
                 .iter()
-                .map(|(key, node)| (key.name.clone(), node.to_json()))
-                .collect::<serde_json::Map<_, _>>()
+                .map(|(key, node)| Ok((key.name.clone(), node.to_json()?)))
+                .collect::<Result<serde_json::Map<_, _>, _>>()?
                 .into(),
-        }
+        })
     }
 
     /// The text of a scalar as written (a number or boolean too), for values read as text.
     pub fn scalar_text(&self) -> Option<String> {
         match &self.value {
-            Value::Str(s) => Some(s.clone()),
-            Value::Int(i) => Some(i.to_string()),
-            Value::Float(f) => Some(f.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
             Value::Null | Value::Seq(_) | Value::Map(_) => None,
+            Value::Str(s) => Some(s.clone()),
+            _ => self.text.clone(),
         }
     }
 }
@@ -241,7 +253,9 @@ impl SyntaxError {
 /// A collection being built.
 enum Open {
     Seq(Span, Vec<Node>),
-    Map(Span, Vec<(Key, Node)>, Option<Key>),
+    /// Its start, its entries, the key waiting for its value, and where each key is (so a
+    /// duplicate is found in constant time, whatever the mapping's size).
+    Map(Span, Vec<(Key, Node)>, Option<Key>, HashMap<String, Span>),
 }
 
 /// Parses one YAML document into a [`Node`], within `limits`.
@@ -296,6 +310,7 @@ pub fn parse(source: &str, limits: &Limits) -> Result<Node, SyntaxError> {
                 Node {
                     span,
                     value: scalar(&text, style),
+                    text: Some(text.to_string()),
                 }
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
@@ -310,7 +325,7 @@ pub fn parse(source: &str, limits: &Limits) -> Result<Node, SyntaxError> {
                 }
                 stack.push(match event {
                     Event::SequenceStart(..) => Open::Seq(span, Vec::new()),
-                    _ => Open::Map(span, Vec::new(), None),
+                    _ => Open::Map(span, Vec::new(), None, HashMap::new()),
                 });
                 continue;
             }
@@ -318,10 +333,12 @@ pub fn parse(source: &str, limits: &Limits) -> Result<Node, SyntaxError> {
                 Some(Open::Seq(start, items)) => Node {
                     span: start,
                     value: Value::Seq(items),
+                    text: None,
                 },
-                Some(Open::Map(start, entries, _)) => Node {
+                Some(Open::Map(start, entries, _, _)) => Node {
                     span: start,
                     value: Value::Map(entries),
+                    text: None,
                 },
                 None => continue,
             },
@@ -362,7 +379,7 @@ fn attach(
     match stack.last_mut() {
         None => *root = Some(node),
         Some(Open::Seq(_, items)) => items.push(node),
-        Some(Open::Map(_, entries, pending)) => match pending.take() {
+        Some(Open::Map(_, entries, pending, seen)) => match pending.take() {
             Some(key) => entries.push((key, node)),
             None => {
                 let name = match &node.value {
@@ -373,7 +390,7 @@ fn attach(
                     Value::Null => "null".to_owned(),
                     _ => node.scalar_text().unwrap_or_default(),
                 };
-                return start_entry(entries, pending, name, node.span, limits);
+                return start_entry(seen, pending, name, node.span, limits);
             }
         },
     }
@@ -381,7 +398,7 @@ fn attach(
 }
 
 fn start_entry(
-    entries: &[(Key, Node)],
+    seen: &mut HashMap<String, Span>,
     pending: &mut Option<Key>,
     name: String,
     span: Span,
@@ -395,13 +412,14 @@ fn start_entry(
             span,
         });
     }
-    if let Some((first, _)) = entries.iter().find(|(key, _)| key.name == name) {
+    if let Some(first) = seen.get(&name) {
         return Err(SyntaxError::DuplicateKey {
             key: name,
             span,
-            first: first.span,
+            first: *first,
         });
     }
+    seen.insert(name.clone(), span);
     *pending = Some(Key { name, span });
     Ok(())
 }
@@ -422,18 +440,28 @@ fn scalar(text: &str, style: ScalarStyle) -> Value {
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
+    // `from_str_radix` would take a sign after the prefix (`0x-1`): the digits are checked
+    // first.
+    let digits_in =
+        |digits: &str, radix: u32| !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
     if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
+        if digits_in(hex, 16)
+            && let Ok(i) = i128::from_str_radix(hex, 16)
+        {
             return Value::Int(i);
         }
     } else if let Some(octal) = text.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(octal, 8) {
+        if digits_in(octal, 8)
+            && let Ok(i) = i128::from_str_radix(octal, 8)
+        {
             return Value::Int(i);
         }
     } else if is_decimal_int(text) {
-        if let Ok(i) = text.parse() {
-            return Value::Int(i);
-        }
+        return match text.parse() {
+            Ok(i) => Value::Int(i),
+            // Beyond 128 bits: kept as a number JSON refuses (see `Node::to_json`).
+            Err(_) => Value::Float(f64::INFINITY),
+        };
     } else if is_float(text)
         && let Ok(f) = text.parse()
     {

@@ -336,6 +336,10 @@ pub(crate) fn roll_back(
     reason: RollbackReason,
 ) -> Option<(RollbackReport, Discarded)> {
     let rolled_back = roll_back_unmarked(&slot.id, state, reason.clone())?;
+    if rolled_back.0.to.is_none() {
+        // An install undone: nothing runs, whatever status saw last.
+        crate::slot::lock(&slot.last_known).status = None;
+    }
     let from = &rolled_back.0.from;
     slot.restraints.mark_failed_soon(FailedMark {
         plugin: slot.id.clone(),

@@ -892,12 +892,14 @@ impl Runtime {
         };
         let entry_version = committed.clone();
         let written = self.update_committed(|set| match set.get_mut(plugin) {
-            Some(entry) => {
+            Some(entry) if !install => {
                 entry.version = entry_version;
                 entry.config = config;
                 entry.applied = Some(applied);
             }
-            None if install => {
+            // An install is committed whole, with the settings it was installed with (an
+            // entry left by a recovery that could not start the plugin is replaced).
+            _ if install => {
                 let entry = CommittedPlugin {
                     plugin: plugin.to_owned(),
                     version: entry_version,
@@ -908,7 +910,7 @@ impl Runtime {
                 };
                 set.insert(plugin.to_owned(), entry);
             }
-            None => {}
+            _ => {}
         });
         self.persisted(written.and(checkpoint));
         Ok(committed)
@@ -1131,13 +1133,25 @@ impl Runtime {
         force: Option<&Force>,
     ) -> Result<()> {
         // What each slot runs, read without waiting and without the health checks a status
-        // runs: a slot busy now (a long call) is taken as status last saw it.
+        // runs: a slot busy now (a long call) is taken as status last saw it. An install still
+        // pending (with a lease) does not count: its lease may unload it, and a dependant
+        // committed on it would be left with its requirement unmet.
         let running: Vec<PluginMetadata> = self
             .slots()
             .iter()
             .filter_map(|slot| match slot.try_state() {
-                Some(state) => Some(state.active.as_ref()?.library().metadata.clone()),
-                None => Some(lock(&slot.last_known).status.as_ref()?.metadata.clone()),
+                Some(state) => {
+                    let installing = state.step.as_ref().is_some_and(|s| s.previous.is_none());
+                    let active = state.active.as_ref().filter(|_| !installing)?;
+                    Some(active.library().metadata.clone())
+                }
+                None => {
+                    let known = lock(&slot.last_known);
+                    let status = known.status.as_ref()?;
+                    let installing =
+                        (status.pending.as_ref()).is_some_and(|p| p.previous.is_none());
+                    (!installing).then(|| status.metadata.clone())
+                }
             })
             .collect();
         match (dependencies::check(&running, change), force) {

@@ -1317,3 +1317,34 @@ async fn an_install_that_panics_before_its_commit_is_unloaded_and_the_caller_get
     );
     host.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pending_install_does_not_meet_a_dependency_until_it_is_committed() {
+    let host = Host::start_with_manual_clock().await;
+    let risk = host.stage(RISK_MODEL_1_0_0).await.to_string();
+    let v1 = host.stage(MA_CROSS_1_0_0).await.to_string();
+    host.post(
+        "/v1/steps/r1/install",
+        json!({"artifact": risk, "config": {"max_position": 100}, "lease_ms": 60_000}),
+    )
+    .await
+    .expect_ok();
+    // ma_cross needs risk_model, which may yet be unloaded by its lease: refused.
+    let refused = host
+        .post(
+            "/v1/steps/m1/install",
+            json!({"artifact": v1, "config": v1_config()}),
+        )
+        .await;
+    refused.expect_error(StatusCode::CONFLICT, "dependency_unmet");
+    host.post("/v1/steps/r1/commit", json!({"plugin": "risk_model"}))
+        .await
+        .expect_ok();
+    host.post(
+        "/v1/steps/m1/install",
+        json!({"artifact": v1, "config": v1_config()}),
+    )
+    .await
+    .expect_ok();
+    host.shutdown().await;
+}
