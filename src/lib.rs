@@ -11,6 +11,7 @@ mod error;
 pub mod market;
 pub mod ops;
 pub mod registry;
+pub mod resolve;
 pub mod spec;
 
 pub use cli::run;

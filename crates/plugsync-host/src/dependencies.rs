@@ -5,7 +5,9 @@
 //! every requirement holds after each one; with several clients the host is the second guard: a
 //! switch, install or unload through the control API that would leave a running plugin's
 //! requirement unmet (the dependency absent, or at a version outside the requirement) is
-//! refused with both plugins named, unless forced. Only requirements that involve the plugin
+//! refused with both plugins named, unless forced. A requirement admits pre-releases by version
+//! order ([`version_matches`](crate::version_matches)), as resolution reads it, so a set a
+//! client resolved is never refused here over a pre-release. Only requirements that involve the plugin
 //! being changed are checked, so a conflict that was already there does not block unrelated
 //! changes. In process, the embedder orders its own steps and may call
 //! [`Runtime::check_dependencies`](crate::Runtime::check_dependencies) itself.
@@ -15,6 +17,7 @@ use std::collections::BTreeMap;
 use plugsync_plugin::PluginMetadata;
 
 use crate::error::{HostError, Result};
+use crate::versions::version_matches;
 
 /// A change to what runs, as a dependency check sees it.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +58,7 @@ pub(crate) fn check(running: &[PluginMetadata], change: PlannedChange<'_>) -> Re
                     semver::VersionReq::parse(requirement),
                     semver::Version::parse(version),
                 ) {
-                    (Ok(requirement), Ok(version)) => requirement.matches(&version),
+                    (Ok(requirement), Ok(version)) => version_matches(&requirement, &version, true),
                     _ => false,
                 }
             });

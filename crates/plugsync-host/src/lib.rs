@@ -52,6 +52,7 @@ mod steward;
 mod store;
 mod swap;
 mod verify;
+mod versions;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dependencies::{PlannedChange, UnmetDependency};
@@ -91,3 +92,4 @@ pub use swap::{MAX_JOURNAL_CAPACITY, SwapMode, SwapPath, SwapReport, SwapRequest
 pub use verify::{
     DifferentialRow, Probe, ProbeMismatch, ProbeOutcome, ProbeStep, VerifyReport, VerifySpec,
 };
+pub use versions::version_matches;

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use crate::error::{HostError, Result};
 use crate::library::{Instance, Library};
 use crate::rules::{self, MigrationRule};
+use crate::versions::version_matches;
 
 /// What kind of version change a swap is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,11 @@ impl TransitionKind {
     ///   two builds' state schemas differ ([`HostError::StateSchemaDiffers`]);
     /// - with `ruled` (the switch sends migration rules), the rules are the declaration: any
     ///   version change may be made with them.
+    ///
+    /// A declared requirement admits pre-releases by version order
+    /// ([`version_matches`](crate::version_matches) with `prereleases`): `>=1.0.0, <2.0.0`
+    /// covers a running `1.5.0-beta.1` but not `2.0.0-beta.1`, which belongs to the release it
+    /// excludes. Resolution reads requirements the same way, so it plans no step this refuses.
     ///
     /// Otherwise [`HostError::NoMigration`] (or [`HostError::BadVersion`] for a version that is
     /// not semver). A client plans from the metadata in status
@@ -135,10 +141,12 @@ impl TransitionKind {
                 &new_version,
             ),
         };
+        // By version order, pre-releases included: a running pre-release is a fact, and a
+        // plan resolved on any channel must not be refused here for it.
         let declares = declared
             .iter()
             .filter_map(|r| semver::VersionReq::parse(r).ok())
-            .any(|r| r.matches(covered));
+            .any(|r| version_matches(&r, covered, true));
         if declares || ruled {
             return Ok(kind);
         }
@@ -303,6 +311,32 @@ pub(crate) fn migrate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn metadata(version: &str, migrates_from: &[&str], downgrades_to: &[&str]) -> PluginMetadata {
+        serde_json::from_value(serde_json::json!({
+            "abi": 1, "abi_minor": 2, "id": "ma_cross", "version": version,
+            "kind": "strategy", "state_schema": 1, "framework": ">=0.1.0",
+            "dependencies": {}, "migrates_from": migrates_from, "downgrades_to": downgrades_to,
+            "build": {"panic": "unwind", "sdk": "0.1.0", "rustc": "1.88.0"}
+        }))
+        .unwrap()
+    }
+
+    /// A running pre-release is covered by a requirement that spans it by version order (which
+    /// semver's own rule would refuse), except the pre-releases of an excluded upper bound.
+    #[test]
+    fn declared_requirements_cover_running_prereleases_by_version_order() {
+        let v2 = metadata("2.0.0", &[">=1.0.0, <2.0.0"], &[">=1.0.0, <2.0.0"]);
+        let beta = metadata("1.5.0-beta.1", &[], &[]);
+        let up = TransitionKind::between("ma_cross", &beta, &v2, false);
+        assert_eq!(up.unwrap(), TransitionKind::Upgrade);
+        let down = TransitionKind::between("ma_cross", &v2, &beta, false);
+        assert_eq!(down.unwrap(), TransitionKind::Downgrade);
+
+        let own_beta = metadata("2.0.0-beta.1", &[], &[]);
+        let up = TransitionKind::between("ma_cross", &own_beta, &v2, false);
+        assert_eq!(up.unwrap_err().code(), "no_migration");
+    }
 
     #[test]
     fn documents_split_back_into_config_and_state() {
