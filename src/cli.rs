@@ -33,8 +33,8 @@ enum Command {
     /// Check a plugins.yaml (and the files it extends): every error, with its place and the
     /// fix; exit 0 when valid, 1 otherwise.
     Validate(ValidateArgs),
-    /// Print a JSON Schema, for editors and CI: plugins.yaml's (the default), or a registry
-    /// index's.
+    /// Print a JSON Schema, for editors and CI: plugins.yaml's (the default), a registry
+    /// index's, or plugins.lock's.
     Schema(SchemaArgs),
     /// Publish a built plugin to a registry directory: its metadata read without running it,
     /// hashed, signed with `--sign-key`, added to the index.
@@ -43,6 +43,10 @@ enum Command {
     Promote(PromoteArgs),
     /// Withdraw a published version from resolution (a lock that names it still installs it).
     Yank(YankArgs),
+    /// Resolve plugins.yaml against its registry, fetch and verify each chosen artifact, and
+    /// write `plugins.lock` beside it (never reads the host: the lock is the same wherever it
+    /// is made).
+    Lock(LockArgs),
     /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
     /// `--trusted-keys` (`NAME.pub`).
     Keygen(KeygenArgs),
@@ -113,6 +117,34 @@ struct YankArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct LockArgs {
+    /// The plugins.yaml.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "plugins.yaml"
+    )]
+    file: PathBuf,
+    /// Let locked versions move: all of them, or only the plugins named.
+    #[arg(long, value_name = "PLUGIN", num_args = 0..)]
+    update: Option<Vec<String>>,
+    /// Fail if the lock would change (for CI).
+    #[arg(long, conflicts_with = "update")]
+    locked: bool,
+    /// Where plugsync keeps its state (the artifact cache is `DIR/cache`).
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The publishers' public keys (one per line, 64 hex digits): artifacts must be signed by
+    /// one of them.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+    /// A CA (PEM) an `https://` registry's certificate must verify against.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_REGISTRY_CA")]
+    registry_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct KeygenArgs {
     /// Where to write the pair: `NAME.key` and `NAME.pub`.
     #[arg(default_value = "plugsync-signing")]
@@ -137,6 +169,8 @@ enum SchemaChoice {
     Plugins,
     /// A registry's index files.
     Index,
+    /// `plugins.lock`.
+    Lock,
 }
 
 #[derive(Debug, clap::Args)]
@@ -455,6 +489,7 @@ pub fn run() -> ExitCode {
                 ops::schema(match args.name {
                     SchemaChoice::Plugins => ops::SchemaName::Plugins,
                     SchemaChoice::Index => ops::SchemaName::Index,
+                    SchemaChoice::Lock => ops::SchemaName::Lock,
                 })
             );
             Ok(true)
@@ -477,6 +512,19 @@ pub fn run() -> ExitCode {
             ops::yank(&args.registry, &args.plugin, &args.version, args.undo).map(print_done)
         }
         Command::Keygen(args) => ops::keygen(&args.name).map(print_done),
+        Command::Lock(args) => ops::lock(&ops::LockOptions {
+            file: args.file,
+            update: match args.update {
+                None => crate::resolve::Update::None,
+                Some(plugins) if plugins.is_empty() => crate::resolve::Update::All,
+                Some(plugins) => crate::resolve::Update::Plugins(plugins.into_iter().collect()),
+            },
+            locked: args.locked,
+            state_dir: args.state_dir.unwrap_or_else(ops::default_state_dir),
+            trusted_keys: args.trusted_keys,
+            registry_ca: args.registry_ca,
+        })
+        .map(|outcome| print_done(outcome.render())),
         Command::Status(args) => {
             let options = ops::StatusOptions {
                 host: Some(args.host),
@@ -497,6 +545,11 @@ pub fn run() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        // A plugins.yaml's problems are rendered whole, each with its own `error:`.
+        Err(crate::Error::InvalidDesiredState { report }) => {
+            eprint!("{report}");
+            ExitCode::FAILURE
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -10,6 +10,82 @@ pub enum Error {
     #[error(transparent)]
     Host(#[from] plugsync_host::HostError),
 
+    /// A plugins.yaml with problems: every one, rendered like a compiler's errors.
+    #[error("{report}")]
+    InvalidDesiredState {
+        /// The rendered report.
+        report: String,
+    },
+
+    /// plugins.yaml cannot be resolved against its registry (boxed: rare, and keeps every
+    /// `Result` small).
+    #[error(transparent)]
+    Resolve(Box<crate::resolve::ResolveError>),
+
+    /// `--locked`, and the lock would change.
+    #[error(
+        "`{path}` is not the lock this plugins.yaml and registry give, and `--locked` forbids \
+         changing it:\n  {}\nrun `plugsync lock` and commit the new lock", changes.join("\n  ")
+    )]
+    LockWouldChange {
+        /// The lock file.
+        path: PathBuf,
+        /// What would change.
+        changes: Vec<String>,
+    },
+
+    /// A lock file that cannot be read.
+    #[error("`{path}` is not a plugins.lock: {reason}; delete it and run `plugsync lock`")]
+    BadLock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// `requireSignatures` with no key to check them.
+    #[error(
+        "`{file}` sets `policy.requireSignatures`, but no key is trusted: pass `--trusted-keys \
+         FILE` (the publishers' public keys; never taken from plugins.yaml)"
+    )]
+    SignaturesNeedKeys {
+        /// The plugins.yaml.
+        file: PathBuf,
+    },
+
+    /// An artifact without a signature by a trusted key.
+    #[error(
+        "`{plugin}` {version} (sha256 {sha256}) {}: publish it signed (`plugsync publish \
+         --sign-key`) by a key in `--trusted-keys`, or pin a version that is",
+        if *signed { "is signed by no key given in `--trusted-keys`" } else { "is not signed" }
+    )]
+    NotSignedByTrustedKey {
+        /// Plugin id.
+        plugin: String,
+        /// Version.
+        version: String,
+        /// Its sha256.
+        sha256: plugsync_host::Digest,
+        /// Whether it carries a signature (by another key).
+        signed: bool,
+    },
+
+    /// An artifact whose own metadata is not what the registry's index says it is.
+    #[error(
+        "the artifact the registry gives for `{plugin}` {version} (sha256 {sha256}) is {found}: \
+         the registry's index is wrong; republish the plugin"
+    )]
+    ArtifactIsNot {
+        /// The plugin asked.
+        plugin: String,
+        /// The version asked.
+        version: String,
+        /// What its metadata says it is.
+        found: String,
+        /// Its sha256.
+        sha256: plugsync_host::Digest,
+    },
+
     /// A registry could not be read or changed (boxed: rare, and keeps every `Result` small).
     #[error(transparent)]
     Registry(Box<crate::registry::RegistryError>),

@@ -710,6 +710,12 @@ fn check_schema_file(name: &str, text: &str) {
 }
 
 #[test]
+fn the_lock_schema_in_schemas_is_the_one_the_types_give() {
+    let text = plugsync::ops::schema(plugsync::ops::SchemaName::Lock);
+    check_schema_file("plugins-lock.schema.json", &text);
+}
+
+#[test]
 fn the_registry_index_schema_in_schemas_is_the_one_the_types_give() {
     let text = plugsync::ops::schema(plugsync::ops::SchemaName::Index);
     check_schema_file("registry-index.schema.json", &text);

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use plugsync::registry::{DirectoryRegistry, IndexFile, RegistryError};
 use plugsync::spec::model::Channel;
 use plugsync_host::{Digest, TrustedKeys};
-use support::{lib, normalise};
+use support::{lib, normalise, refused, succeeded as ok};
 
 fn plugsync(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plugsync"))
@@ -19,23 +19,6 @@ fn plugsync(dir: &Path, args: &[&str]) -> Output {
         .env_remove("PLUGSYNC_REGISTRY")
         .output()
         .unwrap()
-}
-
-/// Stdout on success; panics with stderr otherwise.
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Stderr of a refusal (exit 1, nothing on stdout).
-fn refused(output: Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 fn path(p: &Path) -> &str {
@@ -360,7 +343,10 @@ fn paths_that_would_leave_the_registry_are_refused() {
     let registry = DirectoryRegistry::new(dir.path());
     for plugin in ["../committed", "Ma_Cross", ""] {
         assert!(
-            matches!(registry.index(plugin), Err(RegistryError::BadPluginId { .. })),
+            matches!(
+                registry.index(plugin),
+                Err(RegistryError::BadPluginId { .. })
+            ),
             "{plugin:?}"
         );
     }
@@ -399,7 +385,10 @@ fn an_unsigned_version_published_again_with_a_key_gets_its_signature() {
         ok(plugsync(dir.path(), &args))
     };
     publish(None);
-    assert_eq!(index(&dir.path().join("registry"), "ma_cross").versions[0].signature, None);
+    assert_eq!(
+        index(&dir.path().join("registry"), "ma_cross").versions[0].signature,
+        None
+    );
     let signed = publish(Some("k.key"));
     assert!(signed.ends_with(", signed\n"), "{signed}");
     let entry = index(&dir.path().join("registry"), "ma_cross").versions[0].clone();

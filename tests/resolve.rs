@@ -968,7 +968,6 @@ fn lock_changes_say_what_a_new_lock_would_change() {
     expect![[r#"
         `ma_cross` added at 1.0.0
         `risk_model` added at 1.0.0
-        plugins.yaml changed since the lock was made
     "#]]
     .assert_eq(&render(lock_changes(None, &lock)));
 }

@@ -4,6 +4,7 @@
 mod demo;
 mod host;
 mod inspect;
+mod lock;
 mod registry;
 mod status;
 mod validate;
@@ -11,6 +12,7 @@ mod validate;
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, StepOutcome, demo};
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
+pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};
 pub use registry::{PublishOptions, keygen, promote, publish, yank};
 pub use status::{StatusFormat, StatusOptions, status};
 pub use validate::{SchemaName, Validated, schema, validate};

@@ -37,6 +37,8 @@ pub enum SchemaName {
     Plugins,
     /// A registry's index files (`index/<id>.json`).
     Index,
+    /// `plugins.lock`.
+    Lock,
 }
 
 /// The schema named, pretty-printed.
@@ -44,6 +46,7 @@ pub fn schema(name: SchemaName) -> String {
     let schema = match name {
         SchemaName::Plugins => spec::schema(),
         SchemaName::Index => crate::registry::index_schema(),
+        SchemaName::Lock => crate::resolve::lock_schema(),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

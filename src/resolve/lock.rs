@@ -111,8 +111,8 @@ impl PluginsLock {
     }
 }
 
-/// What writing `new` would change in `current` (none: every entry added), plugin by plugin in
-/// id order, the desired hash last.
+/// What writing `new` would change in `current` (none: every entry added, and nothing else),
+/// plugin by plugin in id order, the desired hash last.
 pub fn lock_changes(current: Option<&PluginsLock>, new: &PluginsLock) -> Vec<LockChange> {
     let empty = BTreeMap::new();
     let old = current.map_or(&empty, |lock| &lock.plugins);
@@ -146,8 +146,9 @@ pub fn lock_changes(current: Option<&PluginsLock>, new: &PluginsLock) -> Vec<Loc
         }
     }
     changes.sort_by(|a, b| a.plugin().cmp(b.plugin()));
+    // A first lock is its additions; the desired hash changes only from a lock there was.
     if current
-        .is_none_or(|lock| lock.desired_sha256 != new.desired_sha256 || lock.format != new.format)
+        .is_some_and(|lock| lock.desired_sha256 != new.desired_sha256 || lock.format != new.format)
     {
         changes.push(LockChange::Desired);
     }

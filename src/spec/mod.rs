@@ -20,7 +20,7 @@ pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{Diagnostic, Problem, Report};
+pub use diagnostic::{Diagnostic, MAX_SHOWN, Problem, Report};
 pub use model::PluginSet;
 pub use reference::reference_markdown;
 pub use yaml::{Limits, Span};

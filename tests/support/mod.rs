@@ -513,3 +513,20 @@ pub fn rolled_back_by_host(runtime: &Runtime, plugin: &str) -> plugsync_host::Ro
     });
     reason.unwrap()
 }
+
+/// The stdout of a command that succeeded; panics with its stderr otherwise.
+pub fn succeeded(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The stderr of a command refused (exit 1, nothing on stdout).
+pub fn refused(output: std::process::Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
