@@ -437,6 +437,26 @@ fn a_checkpoint_that_cannot_be_read_keeps_the_plugin_stopped_rather_than_startin
 }
 
 #[test]
+fn a_checkpoint_that_cannot_be_removed_at_an_unload_is_reported_as_a_persistence_error() {
+    let (store, runtime) = runtime();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    // There, but not a file an unload can remove: a directory where the checkpoint would be.
+    // Left unreported, it would come back as the checkpoint of a later install of `ma_cross`.
+    let checkpoint = store.path().join("checkpoints").join("ma_cross.json");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+
+    runtime.unload("ma_cross").unwrap();
+    let error = runtime
+        .status()
+        .persist_error
+        .expect("the failed removal is reported");
+    assert_eq!(
+        normalise(&error, store.path()),
+        "cannot remove `[ROOT]/checkpoints/ma_cross.json`: Is a directory (os error 21)"
+    );
+}
+
+#[test]
 fn the_steward_writes_no_checkpoint_before_the_plugins_period_is_up() {
     let (store, runtime, clock) = runtime_and_clock();
     install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
