@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use plugsync_host::{
     AppliedOperation, CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime,
-    SoakThresholds, StepResult, SwapRequest,
+    SoakThresholds, StepFate, StepResult, SwapRequest,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -397,6 +397,45 @@ fn step_records_past_their_retention_are_pruned_and_the_step_applies_again() {
         .unwrap();
     assert!(!again.replayed, "a pruned step applies again");
     assert_eq!(applied.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_steps_fate_is_known_from_its_slot_when_it_ended_in_process() {
+    let (_store, runtime) = runtime();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    runtime
+        .swap(SwapRequest::new("ma_cross", v2).step_id("s1"))
+        .unwrap();
+    assert_eq!(
+        runtime.step_fate("ma_cross", "s1").unwrap(),
+        StepFate::Pending
+    );
+    // Rolled back in process, not through the control API: the store holds no record of the
+    // step, the slot's last step says what became of it, and of it only.
+    runtime.rollback("ma_cross").unwrap();
+    assert_eq!(
+        runtime.step_fate("ma_cross", "s1").unwrap(),
+        StepFate::RolledBack
+    );
+    assert_eq!(
+        runtime.step_fate("ma_cross", "s2").unwrap(),
+        StepFate::Unknown
+    );
+}
+
+#[test]
+fn step_records_that_cannot_be_listed_are_an_error_not_nothing_to_prune() {
+    let (store, runtime) = runtime();
+    // A file where the directory of step records would be.
+    std::fs::write(store.path().join("steps"), b"").unwrap();
+    let error = runtime
+        .prune_step_records(Duration::from_secs(3600))
+        .unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), store.path()),
+        "cannot read `[ROOT]/steps`: Not a directory (os error 20)"
+    );
 }
 
 #[test]
