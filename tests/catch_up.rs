@@ -12,7 +12,8 @@ mod support;
 use std::thread::JoinHandle;
 
 use plugsync_host::{
-    Digest, HostError, Runtime, SwapMode, SwapPath, SwapReport, SwapRequest, TransitionKind,
+    CallError, Digest, HostError, Runtime, SwapMode, SwapPath, SwapReport, SwapRequest,
+    TransitionKind,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -253,4 +254,83 @@ fn calls_of_the_window_are_caught_up_at_the_host_time_they_were_given() {
         4,
         "the window keeps the last 4 closes: {closes}"
     );
+}
+
+#[test]
+fn a_call_both_versions_refuse_in_the_window_agrees_and_is_caught_up_with_the_others() {
+    let mut held = upgrade_held_open(|new| SwapRequest::new("ma_cross", new));
+    cross_up_in_the_window(&mut held);
+    // Not a message either version reads: both refuse it with an error (not a panic). Two
+    // refusals agree, whatever each says: nothing answered differently.
+    let refused = held.runtime.call("ma_cross", b"not a message").unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            CallError::Plugin {
+                panicked: false,
+                seq: 8,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let (runtime, calls, report, _old, _new, _gate) = held.finish();
+
+    assert_eq!(report.path, SwapPath::Optimistic);
+    assert_eq!((report.cut_seq, report.switched_seq), (5, 8));
+    assert_eq!(
+        report.caught_up, 3,
+        "the refused call was caught up with the cross and its fill"
+    );
+    // The reference, switched at the cut and given the same calls, refusal included.
+    let (_reference_dir, reference) = reference_of(&calls, &report, None);
+    reference
+        .call("ma_cross", b"not a message")
+        .expect_err("the reference refuses it too");
+    assert_same_state(&runtime, &reference);
+}
+
+#[test]
+fn a_window_longer_than_the_last_round_is_caught_up_off_the_lock_while_the_old_version_serves_on() {
+    let mut held = upgrade_held_open(|new| SwapRequest::new("ma_cross", new));
+    // Ten calls in the window, more than the last round replays under the lock (8): a round
+    // replays them off the lock first, and the new version waits inside the last of them.
+    let replaying = Gate::new();
+    for _ in 0..9 {
+        let call = record(&held.runtime, "ma_cross", bar("ES", 100.0));
+        held.calls.push(call);
+    }
+    let call = record(
+        &held.runtime,
+        "ma_cross",
+        bar(&replaying.call_instrument(), 1.0),
+    );
+    held.calls.push(call);
+    held.gate.open();
+    replaying.wait_reached();
+
+    // Off the lock, the old version serves on; the call is recorded for the next round. (Were
+    // the round replayed under the lock, this call would wait for the gate, never opened.)
+    let served = {
+        let runtime = held.runtime.clone();
+        std::thread::spawn(move || record(&runtime, "ma_cross", bar("ES", 100.0)))
+    };
+    wait_until(
+        "a call is served while the new version replays the window",
+        || served.is_finished(),
+    );
+    let served = served.join().expect("the call does not panic");
+    assert_eq!(served.receipt.digest, held.old);
+    held.calls.push(served);
+    replaying.open();
+    let (runtime, calls, report, _old, _new, _gate) = held.finish();
+
+    assert_eq!(report.path, SwapPath::Optimistic);
+    assert_eq!((report.cut_seq, report.switched_seq), (5, 16));
+    assert_eq!(
+        report.caught_up, 11,
+        "the ten calls of the first round and the one served during it"
+    );
+    let (_reference_dir, reference) = reference_of(&calls, &report, None);
+    assert_same_state(&runtime, &reference);
 }

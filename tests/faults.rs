@@ -530,6 +530,79 @@ fn a_fault_of_the_old_version_inside_a_swaps_window_is_in_its_report_and_status(
 }
 
 #[test]
+fn a_call_the_old_version_panicked_on_never_agrees_with_a_refusal_by_the_new_one() {
+    let (_dir, runtime, old, new, gate, swap) = swap_held_open();
+    // A fill on `CRASH` that no position can take: 2.0.3 panics on its instrument, 2.0.9
+    // refuses its quantity (an error). Two refusals agree, but a panic is a fault, never an
+    // answer: the swap switches under the lock from the state the panic left.
+    let error = runtime
+        .call("ma_cross", &fill(1, "CRASH", i64::MIN, 1.0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            CallError::Plugin {
+                panicked: true,
+                seq: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    gate.open();
+
+    let report = swap.join().unwrap().unwrap();
+    assert_eq!(
+        report.path,
+        SwapPath::Locked {
+            reason: "call #2 panicked in the old version during catch-up".to_owned()
+        }
+    );
+    let fault = report.replaced_fault.expect("the old version's fault");
+    assert_eq!((fault.seq, fault.digest), (2, old));
+    assert_eq!(runtime.status().plugins[0].version.digest, new);
+}
+
+#[test]
+fn a_version_made_unhealthy_by_the_calls_it_caught_up_is_rolled_back_at_the_switch() {
+    // 2.0.9 serving, and a downgrade to 2.0.1 (healthy until it has served a call), held in
+    // 2.0.9's migration down: the call of the window reaches 2.0.1 only by the catch-up.
+    let (_dir, runtime) = runtime();
+    let gated = install(&runtime, FAULT_GATE, json!({}));
+    let faulty = stage(&runtime, FAULT_HEALTH);
+    let gate = Gate::new();
+    runtime
+        .call("ma_cross", &bar(&gate.migrate_instrument(), 1.0))
+        .unwrap();
+    let swap = {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || runtime.swap(SwapRequest::new("ma_cross", faulty)))
+    };
+    gate.wait_reached();
+    let served = runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    assert_eq!(served.receipt.digest, gated);
+    gate.open();
+
+    // It passed verification (a restored throwaway instance has served nothing); the health
+    // check at the switch sees the instance that caught up, and rolls the step back.
+    let error = swap.join().unwrap().unwrap_err();
+    let HostError::RolledBack { report, .. } = error else {
+        panic!("expected a rollback: {error}");
+    };
+    assert_eq!(
+        report.reason.to_string(),
+        "the new version failed its health check (order book desynchronised: positions disagree \
+         with the exchange after 1 calls (fault injected by the ma_cross_fault_health fixture))"
+    );
+    assert_eq!((report.from.digest, report.to.digest), (faulty, gated));
+    // (Not `assert_still_serving`: the steward may be the one that rolled it back, and it
+    // destroys the unhealthy instance after releasing the slot.)
+    let served = runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    assert_eq!(served.receipt.digest, gated);
+    assert_eq!(runtime.status().plugins[0].pending, None);
+}
+
+#[test]
 fn a_faulted_slot_that_fails_closed_refuses_calls_until_it_is_swapped() {
     let (_dir, runtime) = runtime();
     let faulty = install(&runtime, FAULT_CALL, json!({}));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use plugsync_host::{
     AppliedOperation, CheckpointOutcome, Digest, RecoverOptions, RollbackReason, Runtime,
-    SoakThresholds, StepResult, SwapRequest,
+    SoakThresholds, StepFate, StepResult, SwapRequest,
 };
 use serde_json::{Value, json};
 use support::*;
@@ -400,6 +400,45 @@ fn step_records_past_their_retention_are_pruned_and_the_step_applies_again() {
 }
 
 #[test]
+fn a_steps_fate_is_known_from_its_slot_when_it_ended_in_process() {
+    let (_store, runtime) = runtime();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    let v2 = stage(&runtime, MA_CROSS_2_0_0);
+    runtime
+        .swap(SwapRequest::new("ma_cross", v2).step_id("s1"))
+        .unwrap();
+    assert_eq!(
+        runtime.step_fate("ma_cross", "s1").unwrap(),
+        StepFate::Pending
+    );
+    // Rolled back in process, not through the control API: the store holds no record of the
+    // step, the slot's last step says what became of it, and of it only.
+    runtime.rollback("ma_cross").unwrap();
+    assert_eq!(
+        runtime.step_fate("ma_cross", "s1").unwrap(),
+        StepFate::RolledBack
+    );
+    assert_eq!(
+        runtime.step_fate("ma_cross", "s2").unwrap(),
+        StepFate::Unknown
+    );
+}
+
+#[test]
+fn step_records_that_cannot_be_listed_are_an_error_not_nothing_to_prune() {
+    let (store, runtime) = runtime();
+    // A file where the directory of step records would be.
+    std::fs::write(store.path().join("steps"), b"").unwrap();
+    let error = runtime
+        .prune_step_records(Duration::from_secs(3600))
+        .unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), store.path()),
+        "cannot read `[ROOT]/steps`: Not a directory (os error 20)"
+    );
+}
+
+#[test]
 fn the_steward_prunes_step_records_past_the_runtimes_retention() {
     let store = tempfile::tempdir().unwrap();
     let request = Digest::of(b"the switch request");
@@ -434,6 +473,26 @@ fn a_checkpoint_that_cannot_be_read_keeps_the_plugin_stopped_rather_than_startin
          host --fresh-state ma_cross`)"
     );
     assert!(restarted.status().plugins.is_empty());
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_removed_at_an_unload_is_reported_as_a_persistence_error() {
+    let (store, runtime) = runtime();
+    install(&runtime, MA_CROSS_1_0_0, ma_cross_1());
+    // There, but not a file an unload can remove: a directory where the checkpoint would be.
+    // Left unreported, it would come back as the checkpoint of a later install of `ma_cross`.
+    let checkpoint = store.path().join("checkpoints").join("ma_cross.json");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+
+    runtime.unload("ma_cross").unwrap();
+    let error = runtime
+        .status()
+        .persist_error
+        .expect("the failed removal is reported");
+    assert_eq!(
+        normalise(&error, store.path()),
+        "cannot remove `[ROOT]/checkpoints/ma_cross.json`: Is a directory (os error 21)"
+    );
 }
 
 #[test]

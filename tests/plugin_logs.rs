@@ -1,37 +1,14 @@
 //! A plugin logs through its host: its own copy of std and `tracing` never reach the host's
 //! subscriber, so the SDK hands it the host's logger, and routes its panic reports there too —
 //! from the moment the library is mapped (ABI 1.2's `set_host`), so also for a panic in
-//! `migrate`, which runs before the library has any instance.
+//! `migrate`, which runs before the library has any instance. The host's own warning about a
+//! verification that failed is checked here too.
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
-use plugsync_host::{CallError, HostError, SwapRequest};
+use plugsync_host::{CallError, HostError, SwapRequest, VerifySpec};
 use serde_json::json;
 use support::*;
-
-/// A log sink the test reads back.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 #[test]
 fn a_plugin_panic_is_reported_with_its_location_in_the_host_log() {
@@ -65,6 +42,57 @@ fn a_plugin_panic_is_reported_with_its_location_in_the_host_log() {
     assert!(line.contains("version=\"2.0.3\""), "{line}");
     assert!(
         line.contains("tests/fixtures/plugins/ma_cross_fault_call/src/lib.rs:"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_verification_that_fails_leaves_a_warning_in_the_host_log_and_one_that_passes_none() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // A verification runs on the thread that asks for it: a thread-local subscriber sees it.
+    tracing::subscriber::with_default(subscriber, || {
+        let (_dir, runtime) = runtime();
+        install(
+            &runtime,
+            MA_CROSS_1_0_0,
+            json!({"fast_ma_period": 2, "slow_ma_period": 4}),
+        );
+        let v2 = stage(&runtime, MA_CROSS_2_0_0);
+        // 2.0.0 orders 1 on this cross up: a probe expecting 1 passes, one expecting 2 fails.
+        let spec = |qty| VerifySpec {
+            probes: vec![crossing_up_probe(qty)],
+            ..VerifySpec::default()
+        };
+        let passed = runtime
+            .verify("ma_cross", &v2, None, None, &spec(1))
+            .unwrap();
+        assert!(passed.passed(), "{}", passed.summary());
+        let failed = runtime
+            .verify("ma_cross", &v2, None, None, &spec(2))
+            .unwrap();
+        assert!(!failed.passed());
+    });
+    let log = captured.text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("verification failed"))
+        .collect();
+    let [line] = warnings[..] else {
+        panic!("expected one warning, for the failed verification only:\n{log}");
+    };
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("plugin=\"ma_cross\""), "{line}");
+    assert!(
+        line.contains(
+            "verification failed: probe `a fresh instance buys on a cross up` step 4: expected \
+             {\"orders\":[{\"instrument\":\"ES\",\"order_id\":1,\"qty\":2}]}, got \
+             {\"orders\":[{\"instrument\":\"ES\",\"order_id\":1,\"qty\":1}]}"
+        ),
         "{line}"
     );
 }

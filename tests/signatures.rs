@@ -178,6 +178,79 @@ fn an_artifact_staged_before_keys_were_trusted_is_refused_at_recovery_unless_all
 }
 
 #[test]
+fn a_signature_staged_on_a_host_without_keys_is_kept_for_when_keys_are_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let good = sign(&publisher(), MA_CROSS_1_0_0, "1.0.0");
+    // A host without keys checks no signature, but keeps a well-formed one beside the
+    // artifact …
+    let v1 = {
+        let runtime = Runtime::new(options(&store)).unwrap();
+        let v1 = stage_bytes(&runtime, MA_CROSS_1_0_0, Some(&good));
+        runtime.install(&v1, json!({})).unwrap();
+        v1
+    };
+    // … so that restarted with trusted keys, it loads it back.
+    let runtime = signed_runtime(&store);
+    let recovery = runtime.recover().unwrap();
+    assert_eq!(recovery.plugins[0].version.digest, v1);
+    let served = runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    assert_eq!(served.receipt.digest, v1);
+}
+
+#[test]
+fn a_malformed_signature_is_refused_with_trusted_keys_and_dropped_with_a_warning_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(lib(MA_CROSS_1_0_0)).unwrap();
+    let v1 = Digest::of(&bytes);
+    let malformed = "not 128 hex digits";
+
+    let signed = signed_runtime(&dir.path().join("signed"));
+    let error = signed
+        .stage_signed("libma_cross_v1_0_0.so", &bytes, &v1, Some(malformed))
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the signature of plugin `ma_cross` 1.0.0 (sha256 {v1}) is not 128 hex digits, so it \
+             is not loaded: sign the artifact's id, version and sha256 with a trusted key (or add \
+             the publisher's public key to the host's trusted keys)"
+        )
+    );
+    assert!(
+        !dir.path()
+            .join("signed/artifacts")
+            .join(v1.to_string())
+            .exists(),
+        "nothing is written"
+    );
+
+    // Without keys nothing checks it now: kept, it would fail every load once keys are
+    // trusted, so it is dropped, and the host says so.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let stored = tracing::subscriber::with_default(subscriber, || {
+        let (_store, runtime) = runtime();
+        runtime
+            .stage_signed("libma_cross_v1_0_0.so", &bytes, &v1, Some(malformed))
+            .unwrap()
+    });
+    assert_eq!(stored.signature, None);
+    let beside = stored.path.with_file_name("libma_cross_v1_0_0.so.sig");
+    assert!(!beside.exists(), "{} was written", beside.display());
+    let log = captured.text();
+    assert!(
+        log.lines().any(|line| line.contains("WARN")
+            && line.contains("ignoring a signature that is not 128 hex digits")),
+        "no warning in the host log:\n{log}"
+    );
+}
+
+#[test]
 fn a_signature_replaced_in_the_store_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");

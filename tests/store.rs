@@ -7,7 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use plugsync_host::{Digest, HostError};
+use plugsync_host::{Digest, HostError, Runtime};
 use serde_json::json;
 use support::*;
 
@@ -158,6 +158,34 @@ fn an_artifact_altered_in_the_store_is_refused_at_load() {
          from the registry"
     );
     assert_eq!(runtime.status().resident, []);
+}
+
+#[test]
+fn a_signature_beside_an_artifact_that_cannot_be_read_refuses_the_load() {
+    let (dir, runtime) = runtime();
+    let stored = runtime.stage_file(&lib(MA_CROSS_1_0_0)).unwrap();
+    // Something where the signature would be that is not a readable file: taken for no
+    // signature, a damaged signature would pass for an unsigned artifact.
+    std::fs::create_dir(stored.path.with_file_name("libma_cross_v1_0_0.so.sig")).unwrap();
+
+    let error = runtime.install(&stored.digest, json!({})).unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), dir.path()),
+        "cannot read `[ROOT]/artifacts/[HASH]/libma_cross_v1_0_0.so.sig`: Is a directory (os \
+         error 21)"
+    );
+    assert_eq!(runtime.status().resident, []);
+}
+
+#[test]
+fn a_store_whose_artifacts_directory_is_a_file_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("artifacts"), b"").unwrap();
+    let error = Runtime::new(options(dir.path())).unwrap_err();
+    assert_eq!(
+        normalise(&error.to_string(), dir.path()),
+        "cannot create `[ROOT]/artifacts`: File exists (os error 17)"
+    );
 }
 
 /// The permission bits of `path`.

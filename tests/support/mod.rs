@@ -4,10 +4,11 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use plugsync_desk::{Bar, Fill, Order, Orders, StrategyInput};
@@ -454,6 +455,27 @@ pub fn run_child_test(test: &str, env: &[(&str, &Path)]) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
+}
+
+/// A log sink the test reads back (a `tracing_subscriber` writer).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
 
 /// A gate of the `ma_cross_fault_gate` fixture: a barrier a test opens, reached by a plugin
