@@ -86,6 +86,10 @@ struct PublishArgs {
     /// Sign with this private key (from `plugsync keygen`).
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
+    /// Declarative migrations to publish with the version: a JSON list of `{"from", "to",
+    /// "rules"}`, as plugins.yaml's `migrations`.
+    #[arg(long, value_name = "FILE")]
+    migrations: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -499,6 +503,7 @@ pub fn run() -> ExitCode {
             registry: args.registry,
             channel: args.channel.into(),
             sign_key: args.sign_key,
+            migrations: args.migrations,
         })
         .map(print_done),
         Command::Promote(args) => ops::promote(

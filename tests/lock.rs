@@ -164,6 +164,25 @@ fn signatures_are_checked_with_the_keys_given_and_required_by_policy() {
     ));
     assert!(locked.contains("pinned, signed"), "{locked}");
 
+    // Signed, but by a key the lock is not told to trust.
+    ok(plugsync(signed.path(), &["keygen", "other"]));
+    let message = refused(plugsync(
+        signed.path(),
+        &[
+            "lock",
+            "--trusted-keys",
+            "other.pub",
+            "--state-dir",
+            "other-cache",
+        ],
+    ));
+    assert_eq!(
+        normalise(&message, signed.path()),
+        "error: `risk_model` 1.0.0 (sha256 [HASH]) is signed by no key given in \
+         `--trusted-keys`: publish it signed (`plugsync publish --sign-key`) by a key in \
+         `--trusted-keys`, or pin a version that is\n"
+    );
+
     let unsigned = desk(PINNED_V1, false);
     let other_key = unsigned.path().join("k.pub");
     let message = refused(plugsync(

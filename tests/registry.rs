@@ -401,3 +401,56 @@ fn an_unsigned_version_published_again_with_a_key_gets_its_signature() {
         )
         .expect("the added signature verifies");
 }
+
+#[test]
+fn declarative_migrations_are_published_with_a_version() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("migrations.json"),
+        r#"[{"from": ">=1.0, <2", "to": "2.0.0", "rules": [
+            {"op": "rename", "from": "/state/fast_ma_period", "to": "/state/fast_period"},
+            {"op": "default", "path": "/state/signal_threshold", "value": 0.01}]}]"#,
+    )
+    .unwrap();
+    let library = lib("ma_cross_v2_0_0");
+    ok(plugsync(
+        dir.path(),
+        &[
+            "publish",
+            path(&library),
+            "--registry",
+            "registry",
+            "--channel",
+            "stable",
+            "--migrations",
+            "migrations.json",
+        ],
+    ));
+    let entry = &index(&dir.path().join("registry"), "ma_cross").versions[0];
+    assert_eq!(
+        serde_json::to_value(&entry.migrations).unwrap()[0]["rules"][0]["op"],
+        "rename"
+    );
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"[{"from": "1.x", "rules": []}]"#,
+    )
+    .unwrap();
+    let message = refused(plugsync(
+        dir.path(),
+        &[
+            "publish",
+            path(&lib("ma_cross_v2_1_0")),
+            "--registry",
+            "registry",
+            "--channel",
+            "stable",
+            "--migrations",
+            "bad.json",
+        ],
+    ));
+    assert!(
+        message.starts_with("error: `bad.json` is not a list of migrations: missing field `to`"),
+        "{message}"
+    );
+}

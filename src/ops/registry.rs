@@ -17,6 +17,8 @@ pub struct PublishOptions {
     pub channel: Channel,
     /// A private key from `plugsync keygen`, to sign with.
     pub sign_key: Option<PathBuf>,
+    /// A JSON file of declarative migrations to publish with the version.
+    pub migrations: Option<PathBuf>,
 }
 
 /// Publishes a built library; returns the line to print.
@@ -26,8 +28,26 @@ pub fn publish(options: &PublishOptions) -> Result<String> {
         .as_deref()
         .map(read_signing_key)
         .transpose()?;
+    let migrations = match &options.migrations {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| crate::registry::RegistryError::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source: e,
+                })?;
+            serde_json::from_str(&text).map_err(|e| {
+                crate::registry::RegistryError::BadMigrations {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?
+        }
+        None => Vec::new(),
+    };
     let registry = DirectoryRegistry::new(&options.registry);
-    let published = registry.publish(&options.library, options.channel, key.as_ref())?;
+    let published =
+        registry.publish_with(&options.library, options.channel, key.as_ref(), migrations)?;
     Ok(match published.new {
         true => format!(
             "published {} {} on `{}` (sha256 {}){}\n",

@@ -18,7 +18,7 @@ use plugsync_host::Digest;
 
 use super::error::RegistryError;
 use super::index::{IndexEntry, IndexFile};
-use crate::spec::model::Channel;
+use crate::spec::model::{Channel, Migration};
 
 /// A registry directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,18 @@ impl DirectoryRegistry {
         channel: Channel,
         key: Option<&SigningKey>,
     ) -> Result<Published, RegistryError> {
+        self.publish_with(library, channel, key, Vec::new())
+    }
+
+    /// As [`publish`](Self::publish), with declarative migrations published beside the version
+    /// (used where the plugin declares none between two versions).
+    pub fn publish_with(
+        &self,
+        library: &Path,
+        channel: Channel,
+        key: Option<&SigningKey>,
+        migrations: Vec<Migration>,
+    ) -> Result<Published, RegistryError> {
         let bytes = fs::read(library).map_err(|e| RegistryError::io("read", library, e))?;
         let metadata = plugsync_host::inspect_bytes(&library.display().to_string(), &bytes)?;
         check_id(&metadata.id)?;
@@ -230,7 +242,10 @@ impl DirectoryRegistry {
                 0o444,
             )?;
         }
-        let entry = IndexEntry::of(&metadata, sha256, relative, channel, signature);
+        let entry = IndexEntry {
+            migrations,
+            ..IndexEntry::of(&metadata, sha256, relative, channel, signature)
+        };
         index.versions.push(entry);
         index.versions.sort_by(|a, b| {
             let parse = |v: &str| semver::Version::parse(v).ok();

@@ -160,6 +160,18 @@ pub enum RegistryError {
         size: u64,
     },
 
+    /// A migrations file that cannot be read.
+    #[error(
+        "`{path}` is not a list of migrations: {reason}; write a JSON list of `{{\"from\": REQ, \
+         \"to\": REQ, \"rules\": [...]}}`, the `migrations` of plugins.yaml"
+    )]
+    BadMigrations {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// A signing key file that cannot be used.
     #[error("the signing key `{path}` cannot be used: {reason}")]
     BadSigningKey {
