@@ -277,7 +277,7 @@ mod tests {
             slowest_call: Duration::from_micros(slowest_us),
             health_checked: Instant::now(),
         };
-        let cases: [(&str, StepWatch, Counters, Option<&str>); 6] = [
+        let cases: [(&str, StepWatch, Counters, Option<&str>); 8] = [
             (
                 "too few calls to judge",
                 watch(0, None),
@@ -297,10 +297,22 @@ mod tests {
                 Some("max_error_rate 0.1"),
             ),
             (
+                "an error rate at the threshold is within it",
+                watch(0, None),
+                counters(1010, 501),
+                None,
+            ),
+            (
                 "a slow call",
                 watch(900, None),
                 counters(1001, 500),
                 Some("max_call_latency_us 500"),
+            ),
+            (
+                "a call as slow as the bound is within it",
+                watch(500, None),
+                counters(1001, 500),
+                None,
             ),
             (
                 "lease running",
@@ -324,5 +336,23 @@ mod tests {
             });
             assert_eq!(what.as_deref(), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn a_threshold_not_set_is_not_written_so_a_pending_steps_soak_reads_as_it_was_asked() {
+        let unset = serde_json::to_value(SoakThresholds::default()).expect("serializes");
+        assert_eq!(unset, serde_json::json!({}), "nothing set, nothing written");
+        let set = SoakThresholds {
+            max_error_rate: Some(0.25),
+            min_calls: 4,
+            max_call_latency_us: Some(500),
+        };
+        let written = serde_json::to_value(&set).expect("serializes");
+        assert_eq!(
+            written,
+            serde_json::json!({"max_error_rate": 0.25, "min_calls": 4, "max_call_latency_us": 500})
+        );
+        let read: SoakThresholds = serde_json::from_value(written).expect("deserializes");
+        assert_eq!(read, set, "written as read");
     }
 }
