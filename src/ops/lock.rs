@@ -277,26 +277,15 @@ fn read_lock(path: &Path) -> Result<Option<PluginsLock>> {
         })
 }
 
+/// Writes the lock whole, as the registry writes its index (an exclusively created file
+/// beside, fsynced, renamed over the old one, the directory fsynced).
 fn write_lock(path: &Path, lock: &PluginsLock) -> Result<()> {
     let mut text = serde_json::to_string_pretty(lock).map_err(|e| Error::BadLock {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;
     text.push('\n');
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source: std::io::Error| Error::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix(".plugins.lock.")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
-    file.as_file().sync_all().map_err(io)?;
-    file.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    Ok(registry::write_atomic(path, text.as_bytes(), 0o644)?)
 }
 
 /// Where the sidecar's state is by default: `$XDG_STATE_HOME/plugsync`, else

@@ -368,8 +368,11 @@ pub(crate) fn checked_relative(file: &str) -> Result<&Path, RegistryError> {
 /// name (a name planted by someone else, a symlink say, is never opened), fsynced, given
 /// `mode`, renamed over `path`; then the directory is fsynced, and so is the parent of each
 /// directory this created, so that a crash never loses a file an index names.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RegistryError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), RegistryError> {
+    // A bare file name (`plugins.lock`) has the empty path as its parent: the current directory.
+    let dir = Some(path.parent().unwrap_or(Path::new("")))
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut created = Vec::new();
     let mut missing = Some(dir);
     while let Some(d) = missing.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {

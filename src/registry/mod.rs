@@ -10,6 +10,7 @@ mod http;
 mod index;
 mod signing;
 
+pub(crate) use directory::write_atomic;
 pub use directory::{DirectoryRegistry, Published};
 pub use error::{DigestMismatch, RegistryError};
 pub use http::{HttpRegistry, RetryPolicy};
