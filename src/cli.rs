@@ -47,9 +47,23 @@ enum Command {
     /// write `plugins.lock` beside it (never reads the host: the lock is the same wherever it
     /// is made).
     Lock(LockArgs),
+    /// Show what reconciling would do: which versions, through which steps, in which order,
+    /// and what each migration does to the live state — without touching the host.
+    #[command(after_help = RECONCILE_EXIT_CODES)]
+    Reconcile(ReconcileArgs),
     /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
     /// `--trusted-keys` (`NAME.pub`).
     Keygen(KeygenArgs),
+    /// Internal: run one preview job from stdin in this throwaway process (`src/preflight`).
+    #[command(name = "preflight-child", hide = true)]
+    PreflightChild(PreflightChildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PreflightChildArgs {
+    /// The store to create for the job (the parent removes it).
+    #[arg(long, value_name = "DIR")]
+    store: PathBuf,
 }
 
 /// A channel, on the command line.
@@ -148,6 +162,133 @@ struct LockArgs {
     registry_ca: Option<PathBuf>,
 }
 
+/// `reconcile --dry-run`'s exit codes, in its `--help`.
+const RECONCILE_EXIT_CODES: &str = "Exit codes (like `terraform plan -detailed-exitcode`):
+  0  in sync: the host runs what plugins.yaml asks
+  1  error: nothing was planned (the message says why and what to do)
+  2  changes pending: the plan has steps";
+
+#[derive(Debug, clap::Args)]
+struct ReconcileArgs {
+    /// Only show the plan; change nothing (required: `reconcile` applies nothing yet).
+    #[arg(long, required = true)]
+    dry_run: bool,
+    /// The plugins.yaml.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "plugins.yaml"
+    )]
+    file: PathBuf,
+    /// The host's control API: `http://ADDR`, `https://HOST:PORT` or `unix:PATH`.
+    #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
+    host: String,
+    /// File holding this client's bearer token.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Plan against a saved `plugsync status --output json` instead of asking the host (CI
+    /// with no route to it); migrations are previewed only if it was saved `--with-state`.
+    #[arg(long, value_name = "FILE")]
+    observed: Option<PathBuf>,
+    /// Require a plugins.lock made from this plugins.yaml.
+    #[arg(long)]
+    locked: bool,
+    /// Output format (the JSON is a contract: `plugsync schema plan`).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Also save the plan as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Do not preview state migrations (no artifact fetched, no child process).
+    #[arg(long)]
+    no_preview: bool,
+    /// How long one plugin's migration previews may run before they are stopped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    preview_timeout: std::time::Duration,
+    /// How many states the ordering search may visit before it gives up.
+    #[arg(long, value_name = "N", default_value_t = crate::plan::SearchLimits::default().node_budget)]
+    search_budget: usize,
+    /// Where plugsync keeps its state (artifacts fetched for previews: `DIR/cache`).
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The publishers' public keys: artifacts previewed must be signed by one of them.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+    /// A CA (PEM) an `https://` registry's certificate must verify against.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_REGISTRY_CA")]
+    registry_ca: Option<PathBuf>,
+}
+
+/// The time plugsync decides by: `PLUGSYNC_NOW` (RFC 3339) when set — for tests and for
+/// planning ahead — else the clock.
+fn now() -> Result<jiff::Timestamp, crate::Error> {
+    match std::env::var("PLUGSYNC_NOW") {
+        Ok(value) if !value.is_empty() => {
+            value
+                .parse::<jiff::Timestamp>()
+                .map_err(|error| crate::Error::BadNow {
+                    reason: error.to_string(),
+                    value,
+                })
+        }
+        _ => Ok(jiff::Timestamp::now()),
+    }
+}
+
+fn dry_run_options(args: ReconcileArgs) -> Result<ops::DryRunOptions, crate::Error> {
+    let observe = match args.observed {
+        Some(path) => ops::Observe::File(path),
+        None => ops::Observe::Host {
+            url: args.host,
+            token_file: args.token_file,
+            tls_ca: args.tls_ca,
+        },
+    };
+    Ok(ops::DryRunOptions {
+        file: args.file,
+        observe,
+        locked: args.locked,
+        state_dir: args.state_dir.unwrap_or_else(ops::default_state_dir),
+        trusted_keys: args.trusted_keys,
+        registry_ca: args.registry_ca,
+        preview: !args.no_preview,
+        preview_timeout: args.preview_timeout,
+        exe: std::env::current_exe().map_err(|source| crate::Error::Setup {
+            action: "find the plugsync executable (it runs migration previews)",
+            source,
+        })?,
+        now: now()?,
+        limits: crate::plan::SearchLimits {
+            node_budget: args.search_budget,
+            ..crate::plan::SearchLimits::default()
+        },
+    })
+}
+
+/// Prints a dry run (and saves it with `--out`); its exit code says whether changes are
+/// pending.
+fn print_dry_run(
+    dry_run: &ops::DryRun,
+    output: Output,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode, crate::Error> {
+    if let Some(path) = out {
+        crate::registry::write_atomic(path, dry_run.json().as_bytes(), 0o644)?;
+    }
+    match output {
+        Output::Text => {
+            let styled = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            print!("{}", dry_run.text(styled));
+        }
+        Output::Json => print!("{}", dry_run.json()),
+    }
+    Ok(ExitCode::from(dry_run.exit_code()))
+}
+
 #[derive(Debug, clap::Args)]
 struct KeygenArgs {
     /// Where to write the pair: `NAME.key` and `NAME.pub`.
@@ -175,6 +316,8 @@ enum SchemaChoice {
     Index,
     /// `plugins.lock`.
     Lock,
+    /// A plan (`reconcile --dry-run --output json`).
+    Plan,
 }
 
 #[derive(Debug, clap::Args)]
@@ -452,6 +595,17 @@ pub fn run() -> ExitCode {
         _ => "warn",
     });
     let result = match cli.command {
+        Command::Reconcile(args) => {
+            let output = args.output;
+            let out = args.out.clone();
+            return match dry_run_options(args)
+                .and_then(|options| ops::dry_run(&options))
+                .and_then(|dry_run| print_dry_run(&dry_run, output, out.as_deref()))
+            {
+                Ok(code) => code,
+                Err(error) => fail(error),
+            };
+        }
         Command::Demo(args) => demo_options(args).and_then(|options| {
             ops::demo(&options, &mut std::io::stdout()).map(|outcome| outcome.passed())
         }),
@@ -494,6 +648,7 @@ pub fn run() -> ExitCode {
                     SchemaChoice::Plugins => ops::SchemaName::Plugins,
                     SchemaChoice::Index => ops::SchemaName::Index,
                     SchemaChoice::Lock => ops::SchemaName::Lock,
+                    SchemaChoice::Plan => ops::SchemaName::Plan,
                 })
             );
             Ok(true)
@@ -530,6 +685,14 @@ pub fn run() -> ExitCode {
             registry_ca: args.registry_ca,
         })
         .map(|outcome| print_done(outcome.render())),
+        Command::PreflightChild(args) => {
+            crate::preflight::run_child(&args.store, &mut std::io::stdin(), &mut std::io::stdout())
+                .map(|()| true)
+                .map_err(|source| crate::Error::Setup {
+                    action: "write the preview's answer",
+                    source,
+                })
+        }
         Command::Status(args) => {
             let options = ops::StatusOptions {
                 host: Some(args.host),
@@ -550,14 +713,16 @@ pub fn run() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        // A plugins.yaml's problems are rendered whole, each with its own `error:`.
-        Err(crate::Error::InvalidDesiredState { report }) => {
-            eprint!("{report}");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(error),
     }
+}
+
+/// Prints `error` on stderr; exit code 1.
+fn fail(error: crate::Error) -> ExitCode {
+    match error {
+        // A plugins.yaml's problems are rendered whole, each with its own `error:`.
+        crate::Error::InvalidDesiredState { report } => eprint!("{report}"),
+        error => eprintln!("error: {error}"),
+    }
+    ExitCode::FAILURE
 }

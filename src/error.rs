@@ -34,12 +34,76 @@ pub enum Error {
         changes: Vec<String>,
     },
 
+    /// An artifact the registry does not have (a preview needs the running version's).
+    #[error(
+        "the registry has no artifact of `{plugin}` with sha256 {sha256}: it was not published \
+         there (loaded by hand?), so its migration cannot be previewed outside the host"
+    )]
+    NotInRegistry {
+        /// The plugin.
+        plugin: String,
+        /// The artifact's sha256.
+        sha256: plugsync_host::Digest,
+    },
+
+    /// A lock made from another plugins.yaml: reconcile applies what was reviewed, or nothing.
+    #[error(
+        "`{path}` was made from another plugins.yaml (it no longer matches): run `plugsync \
+         lock`, review the versions it picks, and commit the new lock"
+    )]
+    StaleLock {
+        /// The lock file.
+        path: PathBuf,
+    },
+
+    /// `--locked` and no lock.
+    #[error(
+        "`--locked` needs a plugins.lock, and there is none at `{path}`: run `plugsync lock` \
+         and commit it"
+    )]
+    NoLock {
+        /// Where the lock should be.
+        path: PathBuf,
+    },
+
+    /// No plan reaches what plugins.yaml asks from what runs (boxed: rare).
+    #[error(transparent)]
+    Plan(Box<crate::plan::PlanError>),
+
+    /// `PLUGSYNC_NOW` is not a time.
+    #[error(
+        "`PLUGSYNC_NOW` is `{value}`, not an RFC 3339 time: {reason}; e.g. \
+         `2026-12-02T14:00:00Z`, or unset it to use the clock"
+    )]
+    BadNow {
+        /// What it holds.
+        value: String,
+        /// Why it is not a time.
+        reason: String,
+    },
+
     /// A lock file that cannot be read.
     #[error("`{path}` is not a plugins.lock: {reason}; delete it and run `plugsync lock`")]
     BadLock {
         /// The lock file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+
+    /// A saved status (`--observed FILE`) that cannot be read as one.
+    #[error(
+        "`{path}:{line}:{column}` is not a saved host status: {reason}; save one with \
+         `plugsync status --output json [--with-state] > FILE`"
+    )]
+    BadObserved {
+        /// The file.
+        path: PathBuf,
+        /// Line of the problem (1-based).
+        line: usize,
+        /// Column of the problem (1-based).
+        column: usize,
+        /// What is wrong there.
         reason: String,
     },
 

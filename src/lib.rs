@@ -9,8 +9,12 @@ mod cli;
 mod client;
 mod error;
 pub mod market;
+pub mod observe;
 pub mod ops;
+pub mod plan;
+pub mod preflight;
 pub mod registry;
+pub mod render;
 pub mod resolve;
 pub mod spec;
 

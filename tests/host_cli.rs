@@ -13,326 +13,16 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use expect_test::{Expect, expect};
 use serde_json::{Value, json};
+use support::process::*;
 use support::*;
 
-const PLUGSYNC: &str = env!("CARGO_BIN_EXE_plugsync");
-
 const TOKEN: &str = "test-token-0123456789abcdef";
-
-const READY: &str = "plugsync host listening on http://";
-
-/// A running `plugsync` process: its output collected as it comes, killed and reaped when
-/// dropped (even when the test fails).
-struct Proc {
-    child: Child,
-    lines: Receiver<String>,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-/// How a process ended.
-#[derive(Debug)]
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn collect(
-    pipe: impl Read + Send + 'static,
-    into: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            into.lock().unwrap().push_str(&format!("{line}\n"));
-            if let Some(lines) = &lines {
-                let _ = lines.send(line);
-            }
-        }
-    })
-}
-
-impl Proc {
-    /// Starts `plugsync ARGS` with a clean environment for plugsync's own variables.
-    fn spawn<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &OsStr)]) -> Proc {
-        let mut command = Command::new(PLUGSYNC);
-        command
-            .args(args)
-            .env_remove("PLUGSYNC_HOST")
-            .env_remove("PLUGSYNC_TOKEN_FILE")
-            .env_remove("PLUGSYNC_TLS_CA")
-            .env_remove("PLUGSYNC_LOG")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("the plugsync binary starts");
-        let (stdout, stderr) = (Arc::default(), Arc::default());
-        let (send, lines) = mpsc::channel();
-        let readers = vec![
-            collect(
-                child.stdout.take().unwrap(),
-                Arc::clone(&stdout),
-                Some(send),
-            ),
-            collect(child.stderr.take().unwrap(), Arc::clone(&stderr), None),
-        ];
-        Proc {
-            child,
-            lines,
-            stdout,
-            stderr,
-            readers,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits for a line of stdout starting with `prefix`, failing (with the log) at the
-    /// deadline or if the process ends first.
-    fn line_starting(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("no `{prefix}` line in time; stderr:\n{}", self.stderr())
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    panic!(
-                        "plugsync ended ({status}) before printing `{prefix}`; stderr:\n{}",
-                        self.stderr()
-                    )
-                }
-            }
-        }
-    }
-
-    /// Sends a signal (`TERM`, `INT`, …) with kill(1).
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args(["-s", name, &self.child.id().to_string()])
-            .status()
-            .expect("kill(1) runs");
-        assert!(status.success(), "kill -s {name} failed");
-    }
-
-    /// Waits for the process to end (failing at the deadline) and collects its output.
-    fn finish(mut self) -> Finished {
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plugsync did not end in time; stderr:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        for reader in self.readers.drain(..) {
-            reader.join().unwrap();
-        }
-        Finished {
-            status,
-            stdout: self.stdout.lock().unwrap().clone(),
-            stderr: self.stderr(),
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a short `plugsync` command to its end.
-fn plugsync<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &OsStr)]) -> Finished {
-    Proc::spawn(args, env).finish()
-}
-
-/// Writes a token file with the given mode.
-fn token_file(dir: &Path, name: &str, token: &str, mode: u32) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{token}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
-/// A `plugsync host` that printed its ready line.
-struct Host {
-    proc: Proc,
-    url: String,
-}
-
-impl Host {
-    /// Starts `plugsync host --listen 127.0.0.1:0 --token-file TOKEN --store STORE ARGS` and
-    /// waits until it is ready.
-    fn start<S: AsRef<OsStr>>(store: &Path, token: &Path, args: &[S]) -> Host {
-        Host::start_with_env(store, token, args, &[])
-    }
-
-    /// As [`Host::start`], with environment variables set (fail points, say).
-    fn start_with_env<S: AsRef<OsStr>>(
-        store: &Path,
-        token: &Path,
-        args: &[S],
-        env: &[(&str, &OsStr)],
-    ) -> Host {
-        let mut all: Vec<&OsStr> = vec![
-            "host".as_ref(),
-            "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
-            "--token-file".as_ref(),
-            token.as_os_str(),
-            "--store".as_ref(),
-            store.as_os_str(),
-        ];
-        all.extend(args.iter().map(AsRef::<OsStr>::as_ref));
-        let mut proc = Proc::spawn(&all, env);
-        let ready = proc.line_starting(READY);
-        let url = ready["plugsync host listening on ".len()..].to_owned();
-        Host { proc, url }
-    }
-
-    /// `plugsync status --host URL --token-file TOKEN ARGS`.
-    fn status(&self, token: &Path, args: &[&str]) -> Finished {
-        let mut all: Vec<&OsStr> = vec![
-            "status".as_ref(),
-            "--host".as_ref(),
-            self.url.as_ref(),
-            "--token-file".as_ref(),
-            token.as_os_str(),
-        ];
-        all.extend(args.iter().map(OsStr::new));
-        plugsync(&all, &[])
-    }
-
-    /// Sends SIGTERM and returns how it ended.
-    fn terminate(self) -> Finished {
-        self.proc.signal("TERM");
-        self.proc.finish()
-    }
-}
-
-/// The control API, driven directly (what the sidecar will do).
-struct Api {
-    url: String,
-    http: reqwest::Client,
-    io: tokio::runtime::Runtime,
-}
-
-impl Api {
-    fn new(host: &Host) -> Api {
-        Api {
-            url: host.url.clone(),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            io: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn send(&self, request: reqwest::RequestBuilder) -> Value {
-        self.io.block_on(async {
-            let response = request.bearer_auth(TOKEN).send().await.unwrap();
-            let status = response.status();
-            let body = response.text().await.unwrap();
-            assert!(status.is_success(), "the host answered {status}: {body}");
-            json(body.as_bytes())
-        })
-    }
-
-    fn get(&self, path: &str) -> Value {
-        self.send(self.http.get(format!("{}{path}", self.url)))
-    }
-
-    fn post(&self, path: &str, body: Value) -> Value {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
-    }
-
-    /// Stages a library file and returns its sha256.
-    fn stage(&self, library: &Path) -> String {
-        let bytes = std::fs::read(library).unwrap();
-        let sha256 = plugsync_host::Digest::of(&bytes).to_string();
-        let name = library.file_name().unwrap().to_str().unwrap();
-        let url = format!("{}/v1/artifacts/{sha256}/{name}", self.url);
-        self.send(self.http.put(url).body(bytes));
-        sha256
-    }
-
-    /// Switches `plugin` to a library and commits, as step `step`.
-    fn upgrade(&self, step: &str, plugin: &str, library: &Path) {
-        let artifact = self.stage(library);
-        self.post(
-            &format!("/v1/steps/{step}/switch"),
-            json!({"plugin": plugin, "artifact": artifact}),
-        );
-        self.post(
-            &format!("/v1/steps/{step}/commit"),
-            json!({"plugin": plugin}),
-        );
-    }
-
-    fn status(&self) -> Value {
-        self.get("/v1/status")
-    }
-
-    /// Sends a request that may never be answered (the host dies on the way).
-    fn post_unanswered(&self, path: &str, body: Value) {
-        let request = self.http.post(format!("{}{path}", self.url)).json(&body);
-        let answered = self
-            .io
-            .block_on(async { request.bearer_auth(TOKEN).send().await });
-        assert!(answered.is_err(), "the host answered: {answered:?}");
-    }
-
-    /// The state of `plugin`, as JSON.
-    fn state(&self, plugin: &str) -> Value {
-        let snapshot = self.get(&format!("/v1/plugins/{plugin}/state"));
-        json(snapshot["state"].as_str().unwrap().as_bytes())
-    }
-
-    fn plugin(&self, id: &str) -> Value {
-        let status = self.status();
-        status["plugins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["plugin"] == id)
-            .unwrap_or_else(|| panic!("no `{id}` in the status: {status}"))
-            .clone()
-    }
-}
 
 /// Makes output comparable: temporary paths become `[ROOT]`, the host URL `[HOST]`, digests
 /// `[HASH]`, and short digests `[SHORT]` padded to their width (tables stay aligned).
@@ -1028,7 +718,7 @@ fn a_trading_host_stops_cleanly_on_sigterm_and_a_killed_one_comes_back_from_its_
             risk_model_1.as_os_str(),
         ],
     );
-    let api = Api::new(&trading);
+    let api = Api::new(&trading, TOKEN);
     wait_until("the desk has traded a while", || {
         api.plugin("ma_cross")["counters"]["calls"]
             .as_u64()
@@ -1058,7 +748,7 @@ fn a_trading_host_stops_cleanly_on_sigterm_and_a_killed_one_comes_back_from_its_
             ma_cross_1.as_os_str(),
         ],
     );
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     let recovered = &api.status()["recovered"]["plugins"];
     assert_eq!(recovered[0]["plugin"], "ma_cross");
     assert!(
@@ -1094,7 +784,7 @@ fn a_trading_host_stops_cleanly_on_sigterm_and_a_killed_one_comes_back_from_its_
     // 3. With no library left anywhere but in its store, and no `--load`.
     std::fs::remove_dir_all(&libraries).unwrap();
     let host = Host::start(&store, &token, &["--feed", "off"]);
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     let status = api.status();
     let running: Vec<(&str, &str)> = status["plugins"]
         .as_array()
@@ -1201,7 +891,7 @@ fn a_host_killed_while_trading_comes_back_from_its_latest_periodic_checkpoint() 
 
     // Back from the store: the checkpoint written last before the kill, no older.
     let host = Host::start(&store, &token, &["--feed", "off"]);
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     let recovered = &api.status()["recovered"]["plugins"];
     let ma_cross = recovered
         .as_array()
@@ -1264,7 +954,7 @@ fn a_step_pending_when_the_host_stops_is_rolled_back_so_a_restart_runs_what_was_
             lib(RISK_MODEL_1_0_0).as_os_str(),
         ],
     );
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     let artifact = api.stage(&lib(MA_CROSS_2_0_0));
     api.post(
         "/v1/steps/s1/switch",
@@ -1297,7 +987,7 @@ fn a_step_pending_when_the_host_stops_is_rolled_back_so_a_restart_runs_what_was_
 
     let host = Host::start(&store, &token, &["--feed", "off"]);
     assert_eq!(
-        Api::new(&host).plugin("ma_cross")["version"]["version"],
+        Api::new(&host, TOKEN).plugin("ma_cross")["version"]["version"],
         "1.0.0"
     );
 }
@@ -1316,7 +1006,7 @@ fn traded_store(root: &Path) -> (PathBuf, PathBuf, Value) {
             lib(RISK_MODEL_1_0_0).as_os_str(),
         ],
     );
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     wait_until("the desk has traded a while", || {
         api.plugin("ma_cross")["counters"]["calls"]
             .as_u64()
@@ -1326,7 +1016,7 @@ fn traded_store(root: &Path) -> (PathBuf, PathBuf, Value) {
     let stopped = host.terminate();
     assert_eq!(stopped.status.code(), Some(0), "{}", stopped.stderr);
     let host = Host::start(&store, &token, &["--feed", "off"]);
-    let traded = Api::new(&host).state("ma_cross");
+    let traded = Api::new(&host, TOKEN).state("ma_cross");
     assert!(traded["instruments"].as_object().unwrap().len() >= 3);
     drop(host);
     (store, token, traded)
@@ -1365,7 +1055,7 @@ fn a_host_killed_between_a_commits_two_writes_comes_back_with_the_state_migrated
     // The commit of 1.0.0 -> 2.0.0 writes 2.0.0's checkpoint, then the host dies before the
     // committed set names 2.0.0.
     let host = host_with_failpoint(&store, &token, "commit.between-writes=abort");
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     let artifact = api.stage(&lib(MA_CROSS_2_0_0));
     api.post(
         "/v1/steps/s1/switch",
@@ -1377,7 +1067,7 @@ fn a_host_killed_between_a_commits_two_writes_comes_back_with_the_state_migrated
 
     // Back on the committed 1.0.0, with 2.0.0's checkpoint migrated down: nothing forgotten.
     let host = Host::start(&store, &token, &["--feed", "off"]);
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     assert_recovered_migrated(&api, "1.0.0", "2.0.0");
     assert_eq!(api.state("ma_cross")["instruments"], traded["instruments"]);
 }
@@ -1391,7 +1081,7 @@ fn a_commit_whose_checkpoint_cannot_be_written_comes_back_with_the_older_one_mig
     // Every checkpoint write fails: the commit of 2.0.0 stands, the committed set names it,
     // the only checkpoint is 1.0.0's. Then the host is killed.
     let host = host_with_failpoint(&store, &token, "checkpoint.write=error");
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     api.upgrade("s1", "ma_cross", &lib(MA_CROSS_2_0_0));
     let persist_error = api.status()["persist_error"].clone();
     assert!(
@@ -1407,7 +1097,7 @@ fn a_commit_whose_checkpoint_cannot_be_written_comes_back_with_the_older_one_mig
 
     // Back on 2.0.0, with 1.0.0's checkpoint migrated forward: never a fresh state.
     let host = Host::start(&store, &token, &["--feed", "off"]);
-    let api = Api::new(&host);
+    let api = Api::new(&host, TOKEN);
     assert_recovered_migrated(&api, "2.0.0", "1.0.0");
     let state = api.state("ma_cross");
     assert_eq!(state["instruments"], upgraded["instruments"]);

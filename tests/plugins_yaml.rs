@@ -716,6 +716,12 @@ fn the_lock_schema_in_schemas_is_the_one_the_types_give() {
 }
 
 #[test]
+fn the_plan_schema_in_schemas_is_the_one_the_types_give() {
+    let text = plugsync::ops::schema(plugsync::ops::SchemaName::Plan);
+    check_schema_file("plan.schema.json", &text);
+}
+
+#[test]
 fn the_registry_index_schema_in_schemas_is_the_one_the_types_give() {
     let text = plugsync::ops::schema(plugsync::ops::SchemaName::Index);
     check_schema_file("registry-index.schema.json", &text);

@@ -159,7 +159,7 @@ pub fn lock(options: &LockOptions) -> Result<LockOutcome> {
 }
 
 /// The indexes of `plugins` and of every plugin their published versions depend on.
-fn indexes(
+pub(super) fn indexes(
     registry: &dyn Registry,
     plugins: impl Iterator<Item = String>,
 ) -> Result<BTreeMap<String, IndexFile>> {
@@ -257,7 +257,7 @@ fn fetch(
     Ok(())
 }
 
-fn read_lock(path: &Path) -> Result<Option<PluginsLock>> {
+pub(super) fn read_lock(path: &Path) -> Result<Option<PluginsLock>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -39,6 +39,8 @@ pub enum SchemaName {
     Index,
     /// `plugins.lock`.
     Lock,
+    /// A plan: `reconcile --dry-run --output json`.
+    Plan,
 }
 
 /// The schema named, pretty-printed.
@@ -47,6 +49,7 @@ pub fn schema(name: SchemaName) -> String {
         SchemaName::Plugins => spec::schema(),
         SchemaName::Index => crate::registry::index_schema(),
         SchemaName::Lock => crate::resolve::lock_schema(),
+        SchemaName::Plan => crate::plan::plan_schema(),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

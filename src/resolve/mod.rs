@@ -107,6 +107,16 @@ impl fmt::Display for Asked {
     }
 }
 
+fn serialize_optional_display<S: serde::Serializer>(
+    value: &Option<impl fmt::Display>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
+}
+
 fn serialize_display<S: serde::Serializer>(
     value: &impl fmt::Display,
     serializer: S,
@@ -115,7 +125,7 @@ fn serialize_display<S: serde::Serializer>(
 }
 
 /// Why a plugin resolved to its version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Why {
     /// plugins.yaml pins it.
@@ -126,6 +136,8 @@ pub enum Why {
         /// The channel followed.
         channel: Channel,
         /// The constraint, if any.
+        #[serde(serialize_with = "serialize_optional_display")]
+        #[schemars(with = "Option<String>")]
         constraint: Option<VersionReq>,
     },
     /// The version plugins.lock names (for a plugin that follows a channel).

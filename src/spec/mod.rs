@@ -15,7 +15,7 @@ mod diagnostic;
 mod extends;
 pub mod model;
 mod reference;
-mod windows;
+pub mod windows;
 pub mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -124,9 +124,10 @@ fn check_merged(loaded: &extends::Loaded, report: &mut Report) {
 }
 
 impl Desired {
-    /// The sha256 of the merged set's canonical JSON: what a lock records it was resolved
-    /// from, and a change's `desired_sha256`. Comments, layout and key order do not change it;
-    /// a change to what is desired does.
+    /// The sha256 of the merged set's canonical JSON: what a plan records it was made from,
+    /// and a change's `desired_sha256`. Comments, layout and key order do not change it; a
+    /// change to what is desired does. (A lock records less: `resolve::desired_sha256`, only
+    /// what resolution reads.)
     pub fn digest(&self) -> plugsync_host::Digest {
         let canonical = plugsync_plugin::canonical_json(&self.set).unwrap_or_default();
         plugsync_host::Digest::of(&canonical)

@@ -1,4 +1,5 @@
-//! Update windows: whether a set of them leaves any time at all for an update.
+//! Update windows: whether a set of them leaves any time at all for an update, and whether
+//! they let one happen now.
 //!
 //! A window is local time in its own zone, so a week of windows in New York and London is
 //! looked at minute by minute in UTC, over a winter week and a summer week (daylight saving
@@ -63,6 +64,74 @@ pub(crate) fn check_some_minute_allowed(windows: &[Window]) -> Result<(), String
     })
 }
 
+/// How far ahead [`wait`] looks for the next minute an update may happen: past a week, so a
+/// window that opens once a week is still found.
+const LOOK_AHEAD_MINUTES: i64 = 8 * 24 * 60;
+
+/// Why updates may not happen at `now`, and when they next may.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    /// The deny windows open at `now`, by name (empty: no deny window, but no allow window is
+    /// open either).
+    pub denied_by: Vec<String>,
+    /// The allow windows, by name, when none of them is open at `now`.
+    pub outside: Vec<String>,
+    /// The next minute updates may happen (within eight days), if any.
+    pub until: Option<Timestamp>,
+}
+
+/// Whether `windows` let an update happen at `at`: inside no deny window and, when there are
+/// allow windows, inside one of them. A window whose zone is unknown is skipped (plugins.yaml
+/// validation refuses such a zone).
+pub fn allows(windows: &[Window], at: Timestamp) -> bool {
+    let open = |deny: bool| {
+        windows.iter().any(|window| {
+            window.deny == deny
+                && TimeZone::get(&window.timezone).is_ok_and(|zone| contains(window, &zone, at))
+        })
+    };
+    let any_allow = windows.iter().any(|w| !w.deny);
+    (!any_allow || open(false)) && !open(true)
+}
+
+/// `None` when `windows` let an update happen at `now`; else why not and until when.
+pub fn closed(windows: &[Window], now: Timestamp) -> Option<Closed> {
+    if allows(windows, now) {
+        return None;
+    }
+    let zones: Vec<Option<TimeZone>> = windows
+        .iter()
+        .map(|w| TimeZone::get(&w.timezone).ok())
+        .collect();
+    let open_now = |window: &Window, zone: &Option<TimeZone>| {
+        zone.as_ref()
+            .is_some_and(|zone| contains(window, zone, now))
+    };
+    let denied_by = (windows.iter().zip(&zones))
+        .filter(|(w, zone)| w.deny && open_now(w, zone))
+        .map(|(w, _)| w.name.clone())
+        .collect();
+    let any_allow_open = (windows.iter().zip(&zones)).any(|(w, zone)| !w.deny && open_now(w, zone));
+    let outside = match any_allow_open {
+        true => Vec::new(),
+        false => windows
+            .iter()
+            .filter(|w| !w.deny)
+            .map(|w| w.name.clone())
+            .collect(),
+    };
+    // The next whole minute first: windows open and close on minutes.
+    let first = now.as_second().div_euclid(60) * 60 + 60;
+    let until = (0..LOOK_AHEAD_MINUTES)
+        .filter_map(|minute| Timestamp::from_second(first + minute * 60).ok())
+        .find(|at| allows(windows, *at));
+    Some(Closed {
+        denied_by,
+        outside,
+        until,
+    })
+}
+
 /// Whether `at` is inside `window` (whose zone is `zone`). A window whose `to` is before its
 /// `from` runs past midnight into the next day.
 fn contains(window: &Window, zone: &TimeZone, at: Timestamp) -> bool {
@@ -97,6 +166,71 @@ mod tests {
             from: minutes(from),
             to: minutes(to),
             timezone: zone.into(),
+        }
+    }
+
+    #[test]
+    fn a_closed_window_says_which_and_until_when() {
+        use Day::*;
+        let weekdays = [Mon, Tue, Wed, Thu, Fri];
+        let freeze = || {
+            window(
+                "trading-hours",
+                true,
+                &weekdays,
+                "09:30",
+                "16:00",
+                "America/New_York",
+            )
+        };
+        let at = |text: &str| text.parse::<Timestamp>().unwrap();
+        // (name, windows, now, expected: (denied by, outside, until))
+        type Case<'a> = (
+            &'a str,
+            Vec<Window>,
+            &'a str,
+            Option<(Vec<&'a str>, Vec<&'a str>, Option<&'a str>)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no windows: always open",
+                vec![],
+                "2026-12-02T15:00:00Z",
+                None,
+            ),
+            (
+                "Wednesday 10:00 in New York: inside the freeze, until 16:00 EST",
+                vec![freeze()],
+                "2026-12-02T15:00:00Z",
+                Some((vec!["trading-hours"], vec![], Some("2026-12-02T21:00:00Z"))),
+            ),
+            (
+                "Wednesday 16:00 in New York: the freeze ended",
+                vec![freeze()],
+                "2026-12-02T21:00:00Z",
+                None,
+            ),
+            (
+                "Saturday: the freeze is for weekdays",
+                vec![freeze()],
+                "2026-12-05T15:00:00Z",
+                None,
+            ),
+            (
+                "outside the only allow window: until it opens the next day",
+                vec![window("nights", false, &[], "22:00", "23:00", "UTC")],
+                "2026-12-02T23:30:00Z",
+                Some((vec![], vec!["nights"], Some("2026-12-03T22:00:00Z"))),
+            ),
+        ];
+        for (name, windows, now, expected) in cases {
+            let got = closed(&windows, at(now));
+            let expected = expected.map(|(denied, outside, until)| Closed {
+                denied_by: denied.into_iter().map(str::to_owned).collect(),
+                outside: outside.into_iter().map(str::to_owned).collect(),
+                until: until.map(at),
+            });
+            assert_eq!(got, expected, "{name}");
         }
     }
 

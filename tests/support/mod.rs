@@ -3,6 +3,8 @@
 //! normalisation that makes error messages comparable.
 #![allow(dead_code)] // each test binary uses a part of it
 
+pub mod process;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};

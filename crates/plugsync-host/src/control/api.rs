@@ -181,6 +181,40 @@ pub struct RunningState {
     pub states: Option<BTreeMap<String, StateSnapshot>>,
 }
 
+impl RunningState {
+    /// What `runtime` runs, as `GET /v1/status` answers it (with every plugin's state when
+    /// `with_state`; the capability `calls` when `allow_calls`): for a client in the same
+    /// process as the runtime, the same document a remote one reads.
+    pub fn of(
+        runtime: &crate::Runtime,
+        with_state: bool,
+        allow_calls: bool,
+    ) -> Result<RunningState, crate::HostError> {
+        let status = runtime.status();
+        let states = if with_state {
+            let mut states = BTreeMap::new();
+            for plugin in &status.plugins {
+                match runtime.snapshot(&plugin.plugin) {
+                    Ok(snapshot) => {
+                        states.insert(plugin.plugin.clone(), snapshot);
+                    }
+                    // Unloaded since the status was taken: it is not running any more.
+                    Err(crate::HostError::NotLoaded { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Some(states)
+        } else {
+            None
+        };
+        Ok(RunningState {
+            status,
+            api: ApiInfo::served(allow_calls),
+            states,
+        })
+    }
+}
+
 /// The response of `PUT /v1/artifacts/{sha256}/{file_name}`: the artifact is in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Staged {

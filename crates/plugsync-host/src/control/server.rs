@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::api::{ApiInfo, StoredArtifactInfo};
+use super::api::StoredArtifactInfo;
 use super::api::{
     CallAnswer, CallRequest, CommitRequest, Committed, ErrorBody, ErrorDetail, InstallRequest,
     LeaseAnswer, LeaseRequest, PluginRequest, RestoreRequest, Restored, RestraintRequest,
@@ -1049,31 +1049,8 @@ async fn status(
     })?;
     let runtime = app.runtime.clone();
     let allow_calls = app.allow_calls;
-    let state = blocking(move || -> Result<RunningState, HostError> {
-        let status = runtime.status();
-        let states = if query.with_state {
-            let mut states = std::collections::BTreeMap::new();
-            for plugin in &status.plugins {
-                match runtime.snapshot(&plugin.plugin) {
-                    Ok(snapshot) => {
-                        states.insert(plugin.plugin.clone(), snapshot);
-                    }
-                    // Unloaded since the status was taken: it is not running any more.
-                    Err(HostError::NotLoaded { .. }) => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            Some(states)
-        } else {
-            None
-        };
-        Ok(RunningState {
-            status,
-            api: ApiInfo::served(allow_calls),
-            states,
-        })
-    })
-    .await??;
+    let state =
+        blocking(move || RunningState::of(&runtime, query.with_state, allow_calls)).await??;
     Ok(axum::Json(ok_json(&state)?))
 }
 

@@ -1,0 +1,192 @@
+//! `plugsync reconcile --dry-run`: what reconciling would do, in what order, and what it does to
+//! the plugins' state — computed without touching the host.
+//!
+//! 1. **Read** plugins.yaml (every error at once, or nothing) and its `plugins.lock`: a lock
+//!    made from this plugins.yaml is applied exactly; a stale one is an error (run
+//!    `plugsync lock`: reconcile never writes the lock); with none, versions are resolved
+//!    afresh and channels float; `--locked` requires a matching lock.
+//! 2. **Index** each plugin's published versions from the registry; **resolve** (pure).
+//! 3. **Observe** the host: its control API, or a saved `plugsync status --output json`.
+//! 4. **Plan** (pure): paths, order, waves, waits, refusals, drift.
+//! 5. **Preview** each step that migrates state, on the real artifacts, in a child process of
+//!    plugsync (never on the live host), when the observation has the plugins' states.
+//! 6. **Render**: text for people or JSON (a contract: `plugsync schema plan`), and the plan
+//!    saved with `--out` for `plugsync reconcile --plan`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use plugsync_host::Digest;
+
+use crate::client::ControlClient;
+use crate::error::{Error, Result};
+use crate::observe::{self, Observation};
+use crate::plan::{self, PlanDocument, SearchLimits};
+use crate::registry;
+use crate::resolve::{self, PluginsLock, Update};
+use crate::spec::{self, Limits};
+
+use super::lock::{indexes, read_lock};
+
+/// Where the running state comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observe {
+    /// The host's control API.
+    Host {
+        /// Its URL (`http://`, `https://` or `unix:PATH`).
+        url: String,
+        /// The file holding the bearer token.
+        token_file: Option<PathBuf>,
+        /// The CA an `https://` host's certificate must verify against.
+        tls_ca: Option<PathBuf>,
+    },
+    /// A saved `plugsync status --output json [--with-state]`.
+    File(PathBuf),
+}
+
+/// What `reconcile --dry-run` is asked.
+#[derive(Debug, Clone)]
+pub struct DryRunOptions {
+    /// The plugins.yaml.
+    pub file: PathBuf,
+    /// Where the running state comes from.
+    pub observe: Observe,
+    /// Require a `plugins.lock` made from this plugins.yaml.
+    pub locked: bool,
+    /// Where plugsync keeps its state (artifacts fetched for previews: `DIR/cache`).
+    pub state_dir: PathBuf,
+    /// The publishers' public keys, when artifacts must be signed.
+    pub trusted_keys: Option<PathBuf>,
+    /// A CA an `https://` registry's certificate must verify against.
+    pub registry_ca: Option<PathBuf>,
+    /// Preview state migrations (needs the plugins' states; fetches the artifacts).
+    pub preview: bool,
+    /// How long one plugin's previews may take before the child is killed.
+    pub preview_timeout: Duration,
+    /// The plugsync executable that runs previews in a child process.
+    pub exe: PathBuf,
+    /// The time the plan is for (policy windows); `PLUGSYNC_NOW` in tests.
+    pub now: Timestamp,
+    /// How far the ordering search may go.
+    pub limits: SearchLimits,
+}
+
+/// A computed dry run: the plan document, ready to print or save.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// The plan, what it was computed from, its drift and previews.
+    pub document: PlanDocument,
+}
+
+impl DryRun {
+    /// The exit code `plugsync reconcile --dry-run` ends with: 0 in sync, 2 changes pending.
+    pub fn exit_code(&self) -> u8 {
+        if self.document.plan.in_sync() { 0 } else { 2 }
+    }
+
+    /// The document as text, coloured when `styled`.
+    pub fn text(&self, styled: bool) -> String {
+        crate::render::plan_text(&self.document, styled)
+    }
+
+    /// The document as JSON.
+    pub fn json(&self) -> String {
+        crate::render::plan_json(&self.document)
+    }
+}
+
+/// Computes the plan `reconcile` would apply, without touching the host (see the module docs).
+pub fn dry_run(options: &DryRunOptions) -> Result<DryRun> {
+    let desired = spec::load(&options.file, &Limits::default()).map_err(|report| {
+        Error::InvalidDesiredState {
+            report: report.render(false),
+        }
+    })?;
+    let set = &desired.set;
+    let dir = options.file.parent().unwrap_or(Path::new(""));
+    let lock_path = dir.join("plugins.lock");
+    let lock = read_lock(&lock_path)?;
+    let desired_sha256 = resolve::desired_sha256(set);
+    check_lock(&lock_path, lock.as_ref(), desired_sha256, options.locked)?;
+
+    let (registry, index) = match &set.spec.registry {
+        Some(spec_registry) => {
+            let registry = registry::open(&spec_registry.url, dir, options.registry_ca.as_deref())?;
+            let index = indexes(
+                registry.as_ref(),
+                set.spec.plugins.iter().map(|p| p.id.clone()),
+            )?;
+            (Some(registry), index)
+        }
+        None => (None, BTreeMap::new()),
+    };
+    let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
+        .map_err(|error| Error::Resolve(Box::new(error)))?;
+
+    let observation = observe(&options.observe, options.preview)?;
+    let input = plan::PlanInput {
+        set,
+        resolution: &resolution,
+        index: &index,
+        running: &observation.running.status,
+        now: options.now,
+        limits: options.limits,
+    };
+    let computed = plan::plan(&input).map_err(|error| Error::Plan(Box::new(error)))?;
+    let mut document = PlanDocument::new(
+        &desired,
+        lock.as_ref().map(|_| lock_path.as_path()),
+        &observation,
+        computed,
+    );
+    if options.preview {
+        document.previews = super::preview::previews(
+            &document.plan,
+            &observation,
+            registry.as_deref(),
+            &index,
+            &super::preview::PreviewContext {
+                state_dir: &options.state_dir,
+                trusted_keys: options.trusted_keys.as_deref(),
+                timeout: options.preview_timeout,
+                exe: &options.exe,
+            },
+        );
+    }
+    Ok(DryRun { document })
+}
+
+/// A lock binds only when made from this plugins.yaml: a stale one is refused, not re-resolved
+/// (reconcile applies what was reviewed, or nothing).
+fn check_lock(
+    path: &Path,
+    lock: Option<&PluginsLock>,
+    desired: Digest,
+    locked: bool,
+) -> Result<()> {
+    match lock {
+        Some(lock) if lock.desired_sha256 != desired => Err(Error::StaleLock {
+            path: path.to_owned(),
+        }),
+        None if locked => Err(Error::NoLock {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn observe(source: &Observe, with_state: bool) -> Result<Observation> {
+    match source {
+        Observe::Host {
+            url,
+            token_file,
+            tls_ca,
+        } => {
+            let client = ControlClient::new(Some(url), token_file.as_deref(), tls_ca.as_deref())?;
+            observe::from_host(&client, with_state)
+        }
+        Observe::File(path) => observe::from_file(path),
+    }
+}

@@ -1,0 +1,646 @@
+//! From plugins.yaml, the resolution, the registry index and what the host runs to a [`Plan`]:
+//! the core ([`VersionGraph`], [`paths`], [`order`]) fed per plugin, and its answer dressed as
+//! steps an operator reads and the apply engine runs — each with its config, reasons,
+//! strategy and verification — plus what would make the plan wait or be refused.
+//!
+//! Pure, like the core: `now` is an argument.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use plugsync_host::{Digest, PluginMetadata, PluginStatus, RuntimeStatus, TransitionKind};
+use plugsync_plugin::canonical_json;
+use semver::{Version, VersionReq};
+use serde_json::Value;
+
+use super::error::PlanError;
+use super::limits::SearchLimits;
+use super::model::{
+    Change, ChangeKind, ConfigChange, Plan, PlannedStep, Reason, Refusal, StateMigration,
+    StepAction, Target, VersionAt, Wait, Warning,
+};
+use super::order::{Because, Involved, Placement, order};
+use super::path::{
+    Allowance, GraphInput, HostCompat, MigrationBy, PathStep, RuleSource, Running, UpgradePath,
+    VersionGraph, paths,
+};
+use crate::registry::{IndexEntry, IndexFile};
+use crate::resolve::{Resolution, Resolved, Why};
+use crate::spec::model::{Migration, OnFailure, PluginSet, PluginSpec, Strategy};
+use crate::spec::windows;
+
+/// What a plan is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    /// plugins.yaml, merged.
+    pub set: &'a PluginSet,
+    /// The versions it resolves to.
+    pub resolution: &'a Resolution,
+    /// Each plugin's published versions, by id.
+    pub index: &'a BTreeMap<String, IndexFile>,
+    /// What the host runs.
+    pub running: &'a RuntimeStatus,
+    /// The time the plan is for (policy windows).
+    pub now: Timestamp,
+    /// How far the search may go.
+    pub limits: SearchLimits,
+}
+
+/// One plugin of the plan, before ordering.
+struct Planned<'a> {
+    id: String,
+    spec: Option<&'a PluginSpec>,
+    running: Option<&'a PluginStatus>,
+    resolved: Option<&'a Resolved>,
+    /// Its upgrade paths (empty for an install, a removal or no change).
+    paths: Vec<UpgradePath>,
+    kind: ChangeKind,
+    config: Option<ConfigChange>,
+}
+
+/// The plan that takes the host from what it runs to what `input.set` asks (see the module
+/// docs).
+pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
+    let running = input.running;
+    let host = HostCompat::of_status(running.abi, &running.framework)?;
+    let spec = &input.set.spec;
+    let mut planned = Vec::new();
+    let mut involved = Vec::new();
+    for plugin in &spec.plugins {
+        let resolved = input
+            .resolution
+            .get(&plugin.id)
+            .ok_or_else(|| PlanError::NotResolved {
+                plugin: plugin.id.clone(),
+            })?;
+        let status = running.plugins.iter().find(|p| p.plugin == plugin.id);
+        let entry = entry(input.index, &plugin.id, &resolved.sha256);
+        let desired_config = plugin.config.clone();
+        let Some(status) = status else {
+            let target = Placement {
+                version: resolved.version.clone(),
+                dependencies: requirements(entry.map(|e| &e.dependencies)),
+            };
+            involved.push(Involved::install(&plugin.id, target));
+            planned.push(Planned {
+                id: plugin.id.clone(),
+                spec: Some(plugin),
+                running: None,
+                resolved: Some(resolved),
+                paths: Vec::new(),
+                kind: ChangeKind::Install,
+                config: None,
+            });
+            continue;
+        };
+        let config_differs = desired_config
+            .as_ref()
+            .is_some_and(|config| config_hash(config) != Some(status.config_hash));
+        let allow = Allowance::of(plugin, &spec.policy, &spec.defaults);
+        let empty = IndexFile {
+            plugin: plugin.id.clone(),
+            versions: Vec::new(),
+        };
+        let index = input.index.get(&plugin.id).unwrap_or(&empty);
+        let graph = VersionGraph::build(&GraphInput::of(
+            plugin,
+            spec,
+            &allow,
+            Running {
+                metadata: &status.metadata,
+                sha256: status.version.digest,
+                config_differs,
+            },
+            resolved,
+            index,
+            &host,
+        ))?;
+        let found = paths(&graph, input.limits.k_paths)?;
+        let running_version = parse(&status.metadata.version);
+        let kind = match running_version.as_ref().map(|v| resolved.version.cmp(v)) {
+            Some(std::cmp::Ordering::Greater) => ChangeKind::Upgrade,
+            Some(std::cmp::Ordering::Less) => ChangeKind::Downgrade,
+            _ if found.first().is_some_and(|p| !p.steps.is_empty()) => ChangeKind::Reconfigure,
+            _ => ChangeKind::Unchanged,
+        };
+        let config = match (config_differs, &desired_config) {
+            (true, Some(desired)) => Some(ConfigChange {
+                running: status.config.clone(),
+                desired: desired.clone(),
+            }),
+            _ => None,
+        };
+        involved.push(match kind {
+            ChangeKind::Unchanged => Involved::fixed(&plugin.id, placement(&status.metadata)),
+            _ => Involved::upgrade(&graph, &found),
+        });
+        planned.push(Planned {
+            id: plugin.id.clone(),
+            spec: Some(plugin),
+            running: Some(status),
+            resolved: Some(resolved),
+            paths: found,
+            kind,
+            config,
+        });
+    }
+    // The plugins the host runs that plugins.yaml does not name.
+    for status in &running.plugins {
+        if spec.plugins.iter().any(|p| p.id == status.plugin) {
+            continue;
+        }
+        let kind = match spec.policy.prune {
+            true => ChangeKind::Remove,
+            false => ChangeKind::Unmanaged,
+        };
+        involved.push(match kind {
+            ChangeKind::Remove => Involved::remove(&status.plugin, placement(&status.metadata)),
+            _ => Involved::fixed(&status.plugin, placement(&status.metadata)),
+        });
+        planned.push(Planned {
+            id: status.plugin.clone(),
+            spec: None,
+            running: Some(status),
+            resolved: None,
+            paths: Vec::new(),
+            kind,
+            config: None,
+        });
+    }
+
+    let max_parallel = spec.policy.max_parallel.unwrap_or(1) as usize;
+    let ordered = order(&involved, max_parallel, &input.limits)?;
+
+    let mut steps: Vec<PlannedStep> = Vec::with_capacity(ordered.steps.len());
+    let mut last_step_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for ordered_step in &ordered.steps {
+        last_step_of.insert(&ordered_step.plugin, ordered_step.number);
+    }
+    for ordered_step in &ordered.steps {
+        let Some(plugin) = planned.iter().find(|p| p.id == ordered_step.plugin) else {
+            continue;
+        };
+        let last = last_step_of.get(plugin.id.as_str()) == Some(&ordered_step.number);
+        let path_step = plugin
+            .paths
+            .get(ordered_step.route)
+            .and_then(|path| path.steps.get(ordered_step.index));
+        let step = planned_step(
+            input,
+            plugin,
+            ordered_step.number,
+            path_step,
+            last,
+            &ordered_step.because,
+        );
+        steps.push(step);
+    }
+
+    let changes: Vec<Change> = planned
+        .iter()
+        .map(|plugin| change(plugin, &steps))
+        .collect();
+    let waves = ordered.waves.iter().map(|w| w.steps.clone()).collect();
+    let mut warnings: Vec<Warning> = ordered
+        .tolerated
+        .iter()
+        .map(|unmet| Warning::UnmetNow {
+            plugin: unmet.dependant.clone(),
+            needs: format!("{} {}", unmet.dependency, unmet.requirement),
+        })
+        .collect();
+    warnings.extend(strategy_warnings(&steps));
+    warnings.extend(resident_warnings(running, &steps));
+    let plan = Plan {
+        waits: waits(input, &steps),
+        refusals: refusals(running, &steps),
+        changes,
+        steps,
+        waves,
+        warnings,
+    };
+    Ok(plan)
+}
+
+/// The index entry of `plugin` whose artifact is `sha256`.
+fn entry<'a>(
+    index: &'a BTreeMap<String, IndexFile>,
+    plugin: &str,
+    sha256: &Digest,
+) -> Option<&'a IndexEntry> {
+    index
+        .get(plugin)?
+        .versions
+        .iter()
+        .find(|entry| entry.sha256 == *sha256)
+}
+
+/// Requirements as the ordering reads them; one that does not parse is left out (the host
+/// checked the metadata it loaded, and the index entries were checked when published).
+fn requirements(dependencies: Option<&BTreeMap<String, String>>) -> BTreeMap<String, VersionReq> {
+    dependencies
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, req)| Some((id.clone(), VersionReq::parse(req).ok()?)))
+        .collect()
+}
+
+fn placement(metadata: &PluginMetadata) -> Placement {
+    Placement {
+        version: parse(&metadata.version).unwrap_or_else(|| Version::new(0, 0, 0)),
+        dependencies: requirements(Some(&metadata.dependencies)),
+    }
+}
+
+fn parse(version: &str) -> Option<Version> {
+    Version::parse(version).ok()
+}
+
+/// The host's config hash: sha256 of the canonical JSON.
+fn config_hash(config: &Value) -> Option<Digest> {
+    canonical_json(config).ok().map(|bytes| Digest::of(&bytes))
+}
+
+fn planned_step(
+    input: &PlanInput<'_>,
+    plugin: &Planned<'_>,
+    number: usize,
+    path_step: Option<&PathStep>,
+    last: bool,
+    because: &[Because],
+) -> PlannedStep {
+    let spec = plugin.spec;
+    let defaults = &input.set.spec.defaults;
+    let strategy = (spec.and_then(|s| s.strategy.clone()))
+        .or_else(|| defaults.strategy.clone())
+        .unwrap_or(Strategy::Immediate);
+    let verify = (spec.and_then(|s| s.verify.clone())).or_else(|| defaults.verify.clone());
+    let on_failure = (spec.and_then(|s| s.on_failure))
+        .or(defaults.on_failure)
+        .unwrap_or(OnFailure::Rollback);
+    let mut reasons = Vec::new();
+    let (action, from, to, jump, migration, config) = match (plugin.kind, path_step) {
+        (ChangeKind::Install, _) => {
+            let resolved = plugin.resolved;
+            reasons.extend(resolved.map(|r| why(&r.why)));
+            let config = (spec.and_then(|s| s.config.clone()))
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            let to = resolved.map(|r| Target {
+                at: VersionAt {
+                    version: r.version.clone(),
+                    sha256: r.sha256,
+                },
+                file: r.file.clone(),
+                signature: r.signature.clone(),
+            });
+            (StepAction::Install, None, to, None, None, Some(config))
+        }
+        (ChangeKind::Remove, _) => {
+            reasons.push(Reason::Prune);
+            let from = plugin.running.map(running_at);
+            (StepAction::Remove, from, None, None, None, None)
+        }
+        (_, Some(step)) => {
+            let action = match step.transition.kind {
+                TransitionKind::Upgrade => StepAction::Upgrade,
+                TransitionKind::Downgrade => StepAction::Downgrade,
+                TransitionKind::Reconfigure => StepAction::Reconfigure,
+            };
+            let from_sha256 = previous_sha256(plugin, step);
+            let target = plugin.resolved;
+            if last {
+                if action == StepAction::Reconfigure {
+                    match plugin.running.map(|r| r.version.digest) {
+                        Some(sha) if target.is_some_and(|t| t.sha256 != sha) => {
+                            reasons.push(Reason::Rebuild)
+                        }
+                        _ => reasons.push(Reason::Config),
+                    }
+                } else {
+                    reasons.extend(target.map(|r| why(&r.why)));
+                }
+            } else if let Some(target) = target {
+                reasons.push(Reason::Toward {
+                    target: target.version.clone(),
+                });
+            }
+            let to = Target {
+                at: VersionAt {
+                    version: step.to.clone(),
+                    sha256: step.sha256,
+                },
+                file: entry(input.index, &plugin.id, &step.sha256)
+                    .map(|e| e.file.clone())
+                    .unwrap_or_default(),
+                signature: entry(input.index, &plugin.id, &step.sha256)
+                    .and_then(|e| e.signature.clone()),
+            };
+            let migration = state_migration(input, plugin, step);
+            // An intermediate step leaves the config out: the host migrates the running one.
+            let config = if last {
+                spec.and_then(|s| s.config.clone())
+            } else {
+                None
+            };
+            (
+                action,
+                Some(VersionAt {
+                    version: step.from.clone(),
+                    sha256: from_sha256,
+                }),
+                Some(to),
+                step.transition.jump,
+                migration,
+                config,
+            )
+        }
+        (_, None) => (StepAction::Reconfigure, None, None, None, None, None),
+    };
+    reasons.extend(because.iter().map(|because| match because {
+        Because::After {
+            dependency,
+            requirement,
+            step,
+        } => Reason::After {
+            dependency: dependency.clone(),
+            requirement: requirement.to_string(),
+            step: *step,
+        },
+        Because::Before {
+            version,
+            dependency,
+            requirement,
+            step,
+        } => Reason::Before {
+            version: version.clone(),
+            dependency: dependency.clone(),
+            requirement: requirement.to_string(),
+            step: *step,
+        },
+    }));
+    PlannedStep {
+        number,
+        plugin: plugin.id.clone(),
+        action,
+        from,
+        to,
+        jump,
+        migration,
+        config,
+        reasons,
+        strategy,
+        verify,
+        on_failure,
+    }
+}
+
+/// The artifact running before `step`: the running one for a path's first step, else the
+/// previous step's target.
+fn previous_sha256(plugin: &Planned<'_>, step: &PathStep) -> Digest {
+    let previous = plugin
+        .paths
+        .iter()
+        .flat_map(|path| &path.steps)
+        .find(|s| s.to == step.from);
+    match (previous, plugin.running) {
+        (Some(previous), _) => previous.sha256,
+        (None, Some(running)) => running.version.digest,
+        (None, None) => step.sha256,
+    }
+}
+
+fn running_at(status: &PluginStatus) -> VersionAt {
+    VersionAt {
+        version: parse(&status.version.version).unwrap_or_else(|| Version::new(0, 0, 0)),
+        sha256: status.version.digest,
+    }
+}
+
+fn why(why: &Why) -> Reason {
+    match why {
+        Why::Pinned => Reason::Pinned,
+        Why::Channel { channel, .. } => Reason::Channel {
+            channel: channel.name().to_owned(),
+        },
+        Why::Locked => Reason::Locked,
+    }
+}
+
+/// How `step` carries the state, with the rules themselves when rules do it.
+fn state_migration(
+    input: &PlanInput<'_>,
+    plugin: &Planned<'_>,
+    step: &PathStep,
+) -> Option<StateMigration> {
+    match &step.transition.by {
+        MigrationBy::Plugin { version } => Some(StateMigration::Plugin {
+            version: version.clone(),
+        }),
+        MigrationBy::Fresh => Some(StateMigration::Fresh),
+        MigrationBy::Unchanged => None,
+        MigrationBy::Rules { source } => {
+            let (name, migrations): (String, Vec<&Migration>) = match source {
+                RuleSource::PluginsYaml => (
+                    "plugins.yaml".to_owned(),
+                    plugin
+                        .spec
+                        .map(|s| s.migrations.iter().collect())
+                        .unwrap_or_default(),
+                ),
+                RuleSource::Index { version } => (
+                    format!("the registry's entry of {} {version}", plugin.id),
+                    (input.index.get(&plugin.id).into_iter())
+                        .flat_map(|file| &file.versions)
+                        .filter(|e| Version::parse(&e.version).is_ok_and(|v| v == *version))
+                        .flat_map(|e| &e.migrations)
+                        .collect(),
+                ),
+            };
+            let rules = migrations
+                .into_iter()
+                .find(|m| {
+                    plugsync_host::version_matches(&m.from, &step.from, true)
+                        && plugsync_host::version_matches(&m.to, &step.to, true)
+                })
+                .map(|m| m.rules.clone())
+                .unwrap_or_default();
+            Some(StateMigration::Rules {
+                source: name,
+                rules,
+            })
+        }
+    }
+}
+
+fn change(plugin: &Planned<'_>, steps: &[PlannedStep]) -> Change {
+    let own: Vec<&PlannedStep> = steps.iter().filter(|s| s.plugin == plugin.id).collect();
+    let via = match own.split_last() {
+        Some((_, before)) => before
+            .iter()
+            .filter_map(|s| s.to.as_ref().map(|t| t.at.version.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    Change {
+        plugin: plugin.id.clone(),
+        kind: plugin.kind,
+        from: plugin.running.map(running_at),
+        to: match plugin.kind {
+            ChangeKind::Remove | ChangeKind::Unmanaged => None,
+            _ => plugin.resolved.map(|r| VersionAt {
+                version: r.version.clone(),
+                sha256: r.sha256,
+            }),
+        },
+        why: plugin.resolved.map(|r| r.why.clone()),
+        via,
+        steps: own.iter().map(|s| s.number).collect(),
+        config: plugin.config.clone(),
+    }
+}
+
+fn waits(input: &PlanInput<'_>, steps: &[PlannedStep]) -> Vec<Wait> {
+    let mut waits = Vec::new();
+    if steps.is_empty() {
+        return waits;
+    }
+    let policy_windows = &input.set.spec.policy.windows;
+    if let Some(closed) = windows::closed(policy_windows, input.now) {
+        // The zone of the window that decides: the deny window open, else the allow window
+        // waited for.
+        let deciding = (closed.denied_by.first())
+            .or(closed.outside.first())
+            .and_then(|name| policy_windows.iter().find(|w| &w.name == name));
+        let zone = deciding.and_then(|w| jiff::tz::TimeZone::get(&w.timezone).ok());
+        let until_local = match (closed.until, zone, deciding) {
+            (Some(until), Some(zone), Some(window)) => {
+                let local = jiff::ZonedDateTime::new(until, zone.clone());
+                let today = jiff::ZonedDateTime::new(input.now, zone).date() == local.date();
+                let format = if today { "%H:%M" } else { "%a %H:%M" };
+                Some(format!("{} {}", local.strftime(format), window.timezone))
+            }
+            _ => None,
+        };
+        waits.push(Wait::Window {
+            denied_by: closed.denied_by,
+            outside: closed.outside,
+            until: closed
+                .until
+                .map(|at| at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            until_local,
+            wait: closed
+                .until
+                .map(|at| minutes(at.as_second() - input.now.as_second())),
+        });
+    }
+    for status in &input.running.plugins {
+        if let Some(pending) = &status.pending {
+            waits.push(Wait::PendingStep {
+                plugin: status.plugin.clone(),
+                step_id: pending.step_id.clone(),
+            });
+        }
+    }
+    if let Some(holder) = &input.running.lease.holder {
+        waits.push(Wait::Lease {
+            holder: holder.owner.clone(),
+        });
+    }
+    waits
+}
+
+/// A number of seconds as hours and minutes, rounded up to the minute (`6h`, `1h 58m`, `5m`).
+fn minutes(seconds: i64) -> String {
+    let minutes = (seconds.max(0) + 59) / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h {m}m"),
+    }
+}
+
+fn refusals(running: &RuntimeStatus, steps: &[PlannedStep]) -> Vec<Refusal> {
+    let restraints = &running.restraints;
+    let mut refusals = Vec::new();
+    if steps.is_empty() {
+        return refusals;
+    }
+    if let Some(freeze) = &restraints.freeze {
+        refusals.push(Refusal::Freeze {
+            because: freeze.clone(),
+        });
+    }
+    for (plugin, because) in &restraints.holds {
+        let held: Vec<usize> = steps
+            .iter()
+            .filter(|s| &s.plugin == plugin)
+            .map(|s| s.number)
+            .collect();
+        if !held.is_empty() {
+            refusals.push(Refusal::Hold {
+                plugin: plugin.clone(),
+                because: because.clone(),
+                steps: held,
+            });
+        }
+    }
+    for mark in &restraints.failed {
+        let marked: Vec<usize> = steps
+            .iter()
+            .filter(|s| s.to.as_ref().is_some_and(|t| t.at.sha256 == mark.digest))
+            .map(|s| s.number)
+            .collect();
+        if !marked.is_empty() {
+            refusals.push(Refusal::Failed {
+                plugin: mark.plugin.clone(),
+                version: mark.version.clone(),
+                because: mark.because.clone(),
+                steps: marked,
+            });
+        }
+    }
+    refusals
+}
+
+/// A step whose strategy the apply engine does not run yet.
+fn strategy_warnings(steps: &[PlannedStep]) -> Vec<Warning> {
+    let mut seen = BTreeSet::new();
+    steps
+        .iter()
+        .filter(|s| !matches!(s.strategy, Strategy::Immediate))
+        .filter(|s| seen.insert(s.plugin.clone()))
+        .map(|s| Warning::StrategyNotSupported {
+            plugin: s.plugin.clone(),
+            strategy: s.strategy.kind().to_owned(),
+        })
+        .collect()
+}
+
+/// A plugin whose plan maps more versions than the host keeps resident: mapped code is never
+/// unmapped, so every version a plan loads stays.
+fn resident_warnings(running: &RuntimeStatus, steps: &[PlannedStep]) -> Vec<Warning> {
+    let mut mapped: BTreeMap<&str, BTreeSet<Digest>> = BTreeMap::new();
+    for library in &running.resident {
+        mapped
+            .entry(&library.plugin)
+            .or_default()
+            .insert(library.version.digest);
+    }
+    let mut touched = BTreeSet::new();
+    for step in steps {
+        if let Some(to) = &step.to {
+            mapped.entry(&step.plugin).or_default().insert(to.at.sha256);
+            touched.insert(step.plugin.as_str());
+        }
+    }
+    (mapped.into_iter())
+        .filter(|(plugin, digests)| {
+            touched.contains(plugin) && digests.len() > running.resident_cap
+        })
+        .map(|(plugin, digests)| Warning::ResidentCap {
+            plugin: plugin.to_owned(),
+            resident: digests.len(),
+            cap: running.resident_cap,
+        })
+        .collect()
+}

@@ -1,0 +1,809 @@
+//! `plugsync reconcile --dry-run` through the binary, against a real reference host running the
+//! real example plugins and a registry directory they were published to: the plan's text and
+//! JSON, its exit codes, and every refusal.
+//!
+//! Every host runs with `--feed off`; the plugins' states come from calls the test makes
+//! (`--allow-calls`), so previews are deterministic. Time comes from `PLUGSYNC_NOW` (a
+//! Saturday, outside the example's weekday window, unless a test says otherwise); host times,
+//! the host's URL and temporary paths are normalised in the snapshots.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use expect_test::{Expect, expect};
+use serde_json::{Value, json};
+use support::process::{Api, Finished, Host, plugsync, token_file};
+use support::*;
+
+const TOKEN: &str = "dry-run-token-0123456789abcdef";
+
+/// A Saturday noon in New York: no weekday window is open.
+const SATURDAY: &str = "2026-12-05T17:00:00Z";
+
+/// A Wednesday, 10:00 in New York: inside the example's `trading-hours` deny window.
+const WEDNESDAY_MORNING: &str = "2026-12-02T15:00:00Z";
+
+/// A registry holding every example plugin, a host, and a plugins.yaml to plan from.
+struct Desk {
+    dir: tempfile::TempDir,
+    host: Host,
+    api: Api,
+}
+
+impl Desk {
+    /// A host running nothing, beside a registry where every example version is stable.
+    fn new() -> Desk {
+        Desk::with_host_args(&[])
+    }
+
+    fn with_host_args(args: &[&str]) -> Desk {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            MA_CROSS_1_0_0,
+            MA_CROSS_2_0_0,
+            MA_CROSS_2_1_0,
+            RISK_MODEL_1_0_0,
+            RISK_MODEL_1_1_0,
+            RISK_MODEL_2_0_0,
+        ] {
+            publish(dir.path(), name, "stable");
+        }
+        let token = token_file(dir.path(), "token", TOKEN, 0o600);
+        let mut all = vec!["--feed", "off", "--allow-calls"];
+        all.extend(args);
+        let host = Host::start(&dir.path().join("store"), &token, &all);
+        let api = Api::new(&host, TOKEN);
+        Desk { dir, host, api }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Installs a built library as the reconciler would have (origin `plugsync-reconcile`).
+    fn install(&self, name: &str, config: Value) {
+        self.install_by(name, config, "plugsync-reconcile");
+    }
+
+    fn install_by(&self, name: &str, config: Value, tool: &str) {
+        let artifact = self.api.stage(&lib(name));
+        self.api.post(
+            &format!("/v1/steps/setup-{name}/install"),
+            json!({"artifact": artifact, "config": config, "origin": {"tool": tool}}),
+        );
+    }
+
+    /// Switches to a built library and commits, as `tool`.
+    fn switch_by(&self, plugin: &str, name: &str, tool: &str) {
+        let artifact = self.api.stage(&lib(name));
+        let origin = json!({"tool": tool});
+        self.api.post(
+            &format!("/v1/steps/by-hand-{name}/switch"),
+            json!({"plugin": plugin, "artifact": artifact, "origin": origin}),
+        );
+        self.api.post(
+            &format!("/v1/steps/by-hand-{name}/commit"),
+            json!({"plugin": plugin, "origin": origin}),
+        );
+    }
+
+    /// The desk at (risk_model 1.0.0, ma_cross 1.0.0), installed by the reconciler, each
+    /// holding a position in ES after a few calls.
+    fn at_v1() -> Desk {
+        let desk = Desk::new();
+        desk.install(RISK_MODEL_1_0_0, json!({"max_position": 10}));
+        desk.install(
+            MA_CROSS_1_0_0,
+            json!({"fast_ma_period": 2, "slow_ma_period": 4, "order_qty": 1}),
+        );
+        desk.trade();
+        desk
+    }
+
+    /// A few calls, so each plugin's state holds something: closes, a fill, an exposure.
+    fn trade(&self) {
+        for close in [100.0, 101.0, 99.5] {
+            let bar = json!({"bar": {"instrument": "ES", "close": close}});
+            self.api
+                .post("/v1/plugins/ma_cross/call", json!({"input": bar}));
+        }
+        let fill = json!({"fill": {"order_id": 1, "instrument": "ES", "qty": 1, "price": 99.5}});
+        for plugin in ["ma_cross", "risk_model"] {
+            self.api.post(
+                &format!("/v1/plugins/{plugin}/call"),
+                json!({"input": fill}),
+            );
+        }
+    }
+
+    /// Writes plugins.yaml: a `desk-a` set over the registry, with `spec` under `spec:`.
+    fn desire(&self, spec: &str) {
+        let text = format!(
+            "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {{name: desk-a}}\nspec:\n  \
+             registry: {{url: registry}}\n{spec}"
+        );
+        std::fs::write(self.path().join("plugins.yaml"), text).unwrap();
+    }
+
+    /// `plugsync reconcile --dry-run --host URL --token-file token ARGS`, at `now`.
+    fn dry_run_at(&self, now: &str, args: &[&str]) -> Finished {
+        self.dry_run_with(&[("PLUGSYNC_NOW", now)], args)
+    }
+
+    /// `plugsync reconcile --dry-run …` with these environment variables besides the state
+    /// directory.
+    fn dry_run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Finished {
+        let token = self.path().join("token");
+        let file = self.path().join("plugins.yaml");
+        let mut all: Vec<&OsStr> = vec![
+            "reconcile".as_ref(),
+            "--dry-run".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            "--host".as_ref(),
+            self.host.url.as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+        ];
+        all.extend(args.iter().map(OsStr::new));
+        let state = self.path().join("state");
+        let mut vars: Vec<(&str, &OsStr)> = vec![("PLUGSYNC_STATE_DIR", state.as_os_str())];
+        vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
+        plugsync(&all, &vars)
+    }
+
+    fn dry_run(&self, args: &[&str]) -> Finished {
+        self.dry_run_at(SATURDAY, args)
+    }
+
+    /// Output made comparable: the host's URL, paths and host times replaced.
+    fn normalised(&self, text: &str) -> String {
+        let text = text.replace(&self.host.url, "[HOST]");
+        let text = normalise(&text, self.path());
+        normalise_host_times(&text)
+    }
+
+    /// Checks a dry run's exit code and its normalised stdout (or stderr, on an error).
+    fn check(&self, finished: &Finished, code: i32, expected: Expect) {
+        let shown = if code == 1 {
+            &finished.stderr
+        } else {
+            &finished.stdout
+        };
+        assert_eq!(
+            finished.status.code(),
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}",
+            finished.stdout,
+            finished.stderr
+        );
+        expected.assert_eq(&self.normalised(shown));
+    }
+}
+
+fn publish(dir: &Path, name: &str, channel: &str) {
+    let library = lib(name);
+    let finished = plugsync(
+        &[
+            "publish".as_ref(),
+            library.as_os_str(),
+            "--registry".as_ref(),
+            dir.join("registry").as_os_str(),
+            "--channel".as_ref(),
+            OsStr::new(channel),
+        ],
+        &[],
+    );
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+/// Host times (`observed 2026-… UTC`, `(at 2026-…Z)`) become `[TIME]`: the host runs on the
+/// clock. Times derived from `PLUGSYNC_NOW` are left as they are.
+fn normalise_host_times(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = match line.find(" — observed ") {
+            Some(at) => format!("{} — observed [TIME]", &line[..at]),
+            None => line.to_owned(),
+        };
+        let line = match (line.find(" (at "), line.find("Z)")) {
+            (Some(start), Some(end)) if end > start => {
+                format!("{} (at [TIME]){}", &line[..start], &line[end + 2..])
+            }
+            _ => line,
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+const PINNED_V2: &str = "  plugins:
+    - {id: risk_model, version: 2.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 2.1.0
+      config: {fast_period: 2, slow_period: 4, order_qty: 1}
+      verify: {soak: {duration: 10s, maxErrorRate: 0.001}}
+";
+
+#[test]
+fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_state() {
+    let desk = Desk::at_v1();
+    desk.desire(PINNED_V2);
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
+               switch: immediate; verify: health
+               config (migrated by 1.1.0): unchanged
+               state (live snapshot, migrated in a sandbox): unchanged
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+               config (migrated by 2.0.0):
+                 /fast_ma_period: removed (was 2)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 2
+                 /signal_threshold: added 0.01
+                 /slow_period: added 4
+               state (live snapshot, migrated in a sandbox):
+                 /fast_ma_period: removed (was 2)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 2
+                 /signal_threshold: added 0.01
+                 /slow_period: added 4
+           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health
+               config (from plugins.yaml): unchanged
+               state (live snapshot, migrated in a sandbox):
+                 /instruments/ES/notional: added 99.5
+                 /max_position: removed (was 10)
+                 /limits: added {"max_notional":1000000.0,"max_position":10}
+           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+               config (from plugins.yaml):
+                 /signal_threshold: removed (was 0.01)
+               state (live snapshot, migrated in a sandbox):
+                 /instruments/ES/last_close: added 99.5
+
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 834c…3dc6.
+    "#]]);
+}
+
+#[test]
+fn a_host_that_runs_what_plugins_yaml_asks_is_in_sync_with_exit_0() {
+    let desk = Desk::at_v1();
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(
+        &finished,
+        0,
+        expect![[r#"
+            Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+            Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+                risk_model  1.0.0  unchanged
+                ma_cross    1.0.0  unchanged
+
+            No changes: the host runs what plugins.yaml asks (2 plugins). Plan id e143…9e2a.
+        "#]],
+    );
+}
+
+#[test]
+fn a_fresh_install_puts_the_dependency_first() {
+    let desk = Desk::new();
+    desk.desire(PINNED_V2);
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          + risk_model  2.0.0  pinned                        1 step
+          + ma_cross    2.1.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  → 2.0.0            install        pinned
+               switch: immediate; verify: health
+               config: {"max_position":10}
+           2. ma_cross    → 2.1.0            install        pinned; needs risk_model >=2.0, <3 (after step 1)
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+               config: {"fast_period":2,"order_qty":1,"slow_period":4}
+
+        Plan: 2 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id e717…eb04.
+    "#]]);
+}
+
+#[test]
+fn a_downgrade_runs_the_running_versions_own_migration_down() {
+    let desk = Desk::new();
+    desk.install(RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    desk.install(MA_CROSS_2_0_0, json!({"fast_period": 2, "slow_period": 4}));
+    desk.trade();
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 1.0.0}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0          unchanged
+          ~ ma_cross    2.0.0 → 1.0.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  2.0.0 → 1.0.0      major  migrate pinned
+               switch: immediate; verify: health
+               config (migrated by 2.0.0):
+                 /fast_period: removed (was 2)
+                 /slow_period: removed (was 4)
+                 /fast_ma_period: added 2
+                 /slow_ma_period: added 4
+               state (live snapshot, migrated in a sandbox):
+                 /fast_period: removed (was 2)
+                 /signal_threshold: removed (was 0.01)
+                 /slow_period: removed (was 4)
+                 /fast_ma_period: added 2
+                 /slow_ma_period: added 4
+
+        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id d214…a40c.
+    "#]]);
+}
+
+#[test]
+fn a_config_change_alone_is_a_reconfigure_with_its_diff() {
+    let desk = Desk::at_v1();
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 25}}
+    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0  config changed                1 step
+            ma_cross    1.0.0  unchanged
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0              reconfigure    config changed
+               switch: immediate; verify: health
+               config:
+                 /max_position: 10 → 25
+
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 9479…8b62.
+    "#]]);
+}
+
+#[test]
+fn a_plugin_plugins_yaml_no_longer_names_is_removed_only_with_prune() {
+    let desk = Desk::at_v1();
+    let only_risk = |prune: &str| {
+        format!(
+            "  policy: {{prune: {prune}}}\n  plugins:\n    - {{id: risk_model, version: 1.0.0, config: {{max_position: 10}}}}\n"
+        )
+    };
+    desk.desire(&only_risk("false"));
+    let kept = desk.dry_run(&[]);
+    desk.check(
+        &kept,
+        0,
+        expect![[r#"
+            Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+            Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+                risk_model  1.0.0  unchanged
+                ma_cross    1.0.0  not in plugins.yaml: kept (`policy.prune` is off)
+
+            No changes: the host runs what plugins.yaml asks (1 plugin). Plan id bfa5…0432.
+        "#]],
+    );
+    desk.desire(&only_risk("true"));
+    let removed = desk.dry_run(&[]);
+    desk.check(&removed, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0  unchanged
+          - ma_cross    1.0.0  not in plugins.yaml: removed (`policy.prune`)  1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  1.0.0 →            remove         not in plugins.yaml (`policy.prune`)
+
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 1 to remove (1 step), 1 unchanged. Plan id d33a…412e.
+    "#]]);
+}
+
+#[test]
+fn drift_names_a_change_made_by_hand_and_who_made_it() {
+    let desk = Desk::at_v1();
+    desk.switch_by("risk_model", RISK_MODEL_1_1_0, "ops-script");
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
+",
+    );
+    let finished = desk.dry_run(&["--no-preview"]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.1.0 → 1.0.0  pinned                        1 step
+            ma_cross    1.0.0          unchanged
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.1.0 → 1.0.0      minor  migrate pinned
+               switch: immediate; verify: health
+
+        Drift (runs other than the reconciler left it):
+          risk_model (at [TIME]): last change `commit` by `ops-script` (client `default`), not the reconciler
+
+        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id fc30…0cf7.
+    "#]]);
+}
+
+#[test]
+fn plugins_loaded_at_the_hosts_start_are_drift_until_the_reconciler_applies_them() {
+    let risk = lib(RISK_MODEL_1_0_0);
+    let desk = Desk::with_host_args(&["--load", risk.to_str().unwrap()]);
+    desk.desire("  plugins:\n    - {id: risk_model, version: 1.0.0}\n");
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 0, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0  unchanged, drifted (see Drift)
+
+        Drift (runs other than the reconciler left it):
+          risk_model (at [TIME]): last change `load` by the host itself (`--load` or in-process code), not the reconciler
+
+        No changes: the host runs what plugins.yaml asks (1 plugin). Plan id 0b30…039b.
+    "#]]);
+}
+
+#[test]
+fn a_jump_past_allow_is_refused_naming_where_allow_came_from_and_the_fix() {
+    let desk = Desk::at_v1();
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, channel: stable, config: {max_position: 10}}
+    - {id: ma_cross, version: 2.0.0}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 1, expect![[r#"
+        error: `risk_model` from 1.0.0 to 2.0.0 is a major jump, but `risk_model` allows `minor` (the default, as nothing in plugins.yaml says): pin `version: 2.0.0` in plugins.yaml or set `allow: major`
+    "#]]);
+}
+
+#[test]
+fn no_path_names_the_missing_transition() {
+    let desk = Desk::at_v1();
+    let yanked = plugsync(
+        &[
+            "yank".as_ref(),
+            "ma_cross".as_ref(),
+            "2.0.0".as_ref(),
+            "--registry".as_ref(),
+            desk.path().join("registry").as_os_str(),
+        ],
+        &[],
+    );
+    assert!(yanked.status.success(), "{}", yanked.stderr);
+    desk.desire(PINNED_V2);
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 1, expect![[r#"
+        error: no transition reaches `ma_cross` 2.1.0 from 1.0.0: 2.1.0 migrates from `>=2.0.0, <2.1.0` only, and no published version between them connects (2.0.0 is yanked): publish a version that migrates from 1.0.0, add a migration from 1.0.0 to 2.1.0 to its `migrations` in plugins.yaml, or set `update.freshState: 2.1.0` to start it from a fresh state
+    "#]]);
+}
+
+#[test]
+fn two_upgrades_that_can_only_switch_together_are_refused_naming_the_pair() {
+    let desk = Desk::at_v1();
+    // risk_model 2.0.0 published as needing ma_cross 2.1.0, which needs risk_model 2.x: neither
+    // can go first.
+    let index = desk.path().join("registry/index/risk_model.json");
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    for entry in file["versions"].as_array_mut().unwrap() {
+        if entry["version"] == "2.0.0" {
+            entry["dependencies"] = json!({"ma_cross": ">=2.1"});
+        }
+    }
+    std::fs::write(&index, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    desk.desire(PINNED_V2);
+    let finished = desk.dry_run(&["--no-preview"]);
+    desk.check(&finished, 1, expect![[r#"
+        error: no order of the steps keeps every dependency met: `risk_model` 2.0.0 needs `ma_cross >=2.1`, but `ma_cross` 2.1.0 needs `risk_model >=2.0, <3`: publish a version of `risk_model` or `ma_cross` that runs beside the other's current version, or change them in two reconciles (switching both at once is not supported yet)
+    "#]]);
+}
+
+#[test]
+fn a_deny_window_open_now_is_shown_with_when_it_closes() {
+    let desk = Desk::at_v1();
+    desk.desire(&format!(
+        "  policy:
+    windows:
+      - {{name: trading-hours, deny: true, days: [Mon, Tue, Wed, Thu, Fri], from: \"09:30\", to: \"16:00\", timezone: America/New_York}}
+{PINNED_V2}"
+    ));
+    let finished = desk.dry_run_at(WEDNESDAY_MORNING, &["--no-preview"]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
+               switch: immediate; verify: health
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health
+           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+               config:
+                 /fast_ma_period: removed (was 2)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 2
+                 /slow_period: added 4
+
+        Waits: deny window `trading-hours` is open now; reconcile would wait until 16:00 America/New_York (2026-12-02 21:00:00 UTC, in 6h) or need `--force`
+
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 5029…8e7f.
+    "#]]);
+}
+
+#[test]
+fn a_stale_lock_is_refused_and_locked_needs_a_lock() {
+    let desk = Desk::at_v1();
+    desk.desire(PINNED_V2);
+    let locked = desk.dry_run(&["--locked", "--no-preview"]);
+    desk.check(&locked, 1, expect![[r#"
+        error: `--locked` needs a plugins.lock, and there is none at `[ROOT]/plugins.lock`: run `plugsync lock` and commit it
+    "#]]);
+    let lock = plugsync(
+        &[
+            "lock".as_ref(),
+            "-f".as_ref(),
+            desk.path().join("plugins.yaml").as_os_str(),
+            "--state-dir".as_ref(),
+            desk.path().join("state").as_os_str(),
+        ],
+        &[],
+    );
+    assert!(lock.status.success(), "{}", lock.stderr);
+    let matching = desk.dry_run(&["--locked", "--no-preview"]);
+    assert_eq!(matching.status.code(), Some(2), "{}", matching.stderr);
+    // A config edit leaves the lock current (it records only what resolution reads)…
+    desk.desire(&PINNED_V2.replace("max_position: 10", "max_position: 11"));
+    let config_edited = desk.dry_run(&["--locked", "--no-preview"]);
+    assert_eq!(
+        config_edited.status.code(),
+        Some(2),
+        "{}",
+        config_edited.stderr
+    );
+    // …another version does not.
+    desk.desire(&PINNED_V2.replace("version: 2.1.0", "version: 2.0.0"));
+    let stale = desk.dry_run(&["--no-preview"]);
+    desk.check(&stale, 1, expect![[r#"
+        error: `[ROOT]/plugins.lock` was made from another plugins.yaml (it no longer matches): run `plugsync lock`, review the versions it picks, and commit the new lock
+    "#]]);
+}
+
+#[test]
+fn a_saved_status_gives_the_plan_the_host_gives() {
+    let desk = Desk::at_v1();
+    desk.desire(PINNED_V2);
+    let token = desk.path().join("token");
+    let saved = desk
+        .host
+        .status(&token, &["--output", "json", "--with-state"]);
+    assert!(saved.status.success(), "{}", saved.stderr);
+    let status_file = desk.path().join("status.json");
+    std::fs::write(&status_file, &saved.stdout).unwrap();
+    let from_host = desk.dry_run(&["--output", "json"]);
+    let from_file = desk.dry_run(&[
+        "--output",
+        "json",
+        "--observed",
+        status_file.to_str().unwrap(),
+    ]);
+    assert_eq!(from_host.status.code(), Some(2), "{}", from_host.stderr);
+    assert_eq!(from_file.status.code(), Some(2), "{}", from_file.stderr);
+    let mut host_plan: Value = serde_json::from_str(&from_host.stdout).unwrap();
+    let mut file_plan: Value = serde_json::from_str(&from_file.stdout).unwrap();
+    assert_eq!(host_plan["observed"]["source"], desk.host.url);
+    assert_eq!(
+        file_plan["observed"]["source"],
+        status_file.to_str().unwrap()
+    );
+    for plan in [&mut host_plan, &mut file_plan] {
+        plan["observed"]["source"] = Value::Null;
+        plan["observed"]["at"] = Value::Null;
+    }
+    assert_eq!(host_plan, file_plan);
+    assert!(
+        file_plan["previews"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["outcome"]["kind"] == "migrated"),
+        "{file_plan:#}"
+    );
+}
+
+#[test]
+fn a_saved_status_without_states_skips_the_previews_and_says_why() {
+    let desk = Desk::at_v1();
+    desk.desire(PINNED_V2);
+    let token = desk.path().join("token");
+    let saved = desk.host.status(&token, &["--output", "json"]);
+    let status_file = desk.path().join("status.json");
+    std::fs::write(&status_file, &saved.stdout).unwrap();
+    let finished = desk.dry_run(&["--observed", status_file.to_str().unwrap()]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [ROOT]/status.json (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
+               switch: immediate; verify: health
+               state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+               state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
+           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health
+               state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
+           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+               switch: immediate; verify: health, soak 10s, max error rate 0.1 %
+               state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
+
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 6a7e…bc76.
+    "#]]);
+}
+
+#[test]
+fn the_plan_id_is_the_same_on_every_run_and_changes_with_the_plan() {
+    let desk = Desk::at_v1();
+    desk.desire(PINNED_V2);
+    let id = |finished: &Finished| -> String {
+        let plan: Value = serde_json::from_str(&finished.stdout).unwrap();
+        plan["planId"].as_str().unwrap().to_owned()
+    };
+    let first = id(&desk.dry_run(&["--output", "json"]));
+    // More calls change the states (and so the previews), not the plan.
+    desk.trade();
+    let second = id(&desk.dry_run(&["--output", "json"]));
+    assert_eq!(first, second);
+    desk.desire(&PINNED_V2.replace("version: 2.1.0", "version: 2.0.0"));
+    let third = id(&desk.dry_run(&["--output", "json"]));
+    assert_ne!(first, third);
+}
+
+#[test]
+fn the_json_plan_is_saved_with_out_and_follows_its_schema() {
+    let desk = Desk::at_v1();
+    desk.desire(PINNED_V2);
+    let out = desk.path().join("plan.json");
+    let finished = desk.dry_run(&["--output", "json", "--out", out.to_str().unwrap()]);
+    assert_eq!(finished.status.code(), Some(2), "{}", finished.stderr);
+    let saved = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(saved, finished.stdout);
+    let plan: Value = serde_json::from_str(&saved).unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(WORKSPACE).join("schemas/plan.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&plan)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// The fixture `ma_cross` 2.0.10, whose `migrate` aborts the process or hangs when
+/// `PLUGSYNC_FIXTURE_MIGRATE` says so (the preview's child inherits plugsync's environment).
+const FAULT_PREVIEW: &str = "ma_cross_fault_preview";
+
+impl Desk {
+    /// `dry_run`, with the fault the fixture's `migrate` injects.
+    fn dry_run_with_fault(&self, fault: &str, args: &[&str]) -> Finished {
+        self.dry_run_with(
+            &[
+                ("PLUGSYNC_NOW", SATURDAY),
+                ("PLUGSYNC_FIXTURE_MIGRATE", fault),
+            ],
+            args,
+        )
+    }
+}
+
+const PINNED_FAULTY: &str = "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 2.0.10}
+";
+
+#[test]
+fn a_migration_that_aborts_is_an_error_in_the_plan_not_a_crash_of_plugsync() {
+    let desk = Desk::at_v1();
+    publish(desk.path(), FAULT_PREVIEW, "stable");
+    desk.desire(PINNED_FAULTY);
+    let finished = desk.dry_run_with_fault("abort", &[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0           unchanged
+          ~ ma_cross    1.0.0 → 2.0.10  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  1.0.0 → 2.0.10     major  migrate pinned
+               switch: immediate; verify: health
+               state preview FAILED: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 120d…9fd7.
+    "#]]);
+    // The host never saw it: it still runs 1.0.0 with nothing pending.
+    let ma_cross = desk.api.plugin("ma_cross");
+    assert_eq!(ma_cross["version"]["version"], "1.0.0");
+    assert_eq!(ma_cross["pending"], Value::Null);
+}
+
+#[test]
+fn a_migration_that_hangs_is_stopped_at_the_preview_timeout() {
+    let desk = Desk::at_v1();
+    publish(desk.path(), FAULT_PREVIEW, "stable");
+    desk.desire(PINNED_FAULTY);
+    let finished = desk.dry_run_with_fault("hang", &["--preview-timeout", "2s"]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0           unchanged
+          ~ ma_cross    1.0.0 → 2.0.10  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  1.0.0 → 2.0.10     major  migrate pinned
+               switch: immediate; verify: health
+               state preview FAILED: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 2s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 30ce…f260.
+    "#]]);
+}
