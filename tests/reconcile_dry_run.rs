@@ -807,3 +807,186 @@ fn a_migration_that_hangs_is_stopped_at_the_preview_timeout() {
         Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 30ce…f260.
     "#]]);
 }
+
+#[test]
+fn a_fresh_state_step_is_marked_as_discarding_the_state() {
+    let desk = Desk::at_v1();
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 2.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 2.1.0
+      config: {fast_period: 2, slow_period: 4, order_qty: 1}
+      update: {freshState: 2.1.0}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
+               switch: immediate; verify: health
+               config (migrated by 1.1.0): unchanged
+               state (live snapshot, migrated in a sandbox): unchanged
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+               switch: immediate; verify: health
+               config (migrated by 2.0.0):
+                 /fast_ma_period: removed (was 2)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 2
+                 /signal_threshold: added 0.01
+                 /slow_period: added 4
+               state (live snapshot, migrated in a sandbox):
+                 /fast_ma_period: removed (was 2)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 2
+                 /signal_threshold: added 0.01
+                 /slow_period: added 4
+           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health
+               config (from plugins.yaml): unchanged
+               state (live snapshot, migrated in a sandbox):
+                 /instruments/ES/notional: added 99.5
+                 /max_position: removed (was 10)
+                 /limits: added {"max_notional":1000000.0,"max_position":10}
+           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+               switch: immediate; verify: health
+               config (from plugins.yaml):
+                 /signal_threshold: removed (was 0.01)
+               state (live snapshot, migrated in a sandbox):
+                 /instruments/ES/last_close: added 99.5
+
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 5a9b…fad2.
+    "#]]);
+}
+
+#[test]
+fn what_the_host_would_refuse_is_shown_with_who_and_why() {
+    let desk = Desk::at_v1();
+    // A version rolled back on this host is marked failed there.
+    let artifact = desk.api.stage(&lib(RISK_MODEL_1_1_0));
+    desk.api.post(
+        "/v1/steps/tried/switch",
+        json!({"plugin": "risk_model", "artifact": artifact}),
+    );
+    desk.api
+        .post("/v1/steps/tried/rollback", json!({"plugin": "risk_model"}));
+    desk.api.post(
+        "/v1/restraints",
+        json!({"action": "freeze", "reason": "quarter-end close"}),
+    );
+    desk.api.post(
+        "/v1/restraints",
+        json!({"action": "hold", "plugin": "ma_cross", "reason": "investigating fills"}),
+    );
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 1.1.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 2.0.0}
+",
+    );
+    let finished = desk.dry_run(&["--no-preview"]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0 → 1.1.0  pinned                        1 step
+          ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0 → 1.1.0      minor  migrate pinned
+               switch: immediate; verify: health
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health
+
+        Refused: the host is frozen by default since 2026-12-02T14:20:30Z: quarter-end close (lift: `plugsync unfreeze`)
+        Refused: `ma_cross` is held by default since 2026-12-02T14:20:30Z: investigating fills; step 2 refused (lift: `plugsync release ma_cross`)
+        Refused: `risk_model` 1.1.0 is marked failed on this host (rolled back: rollback requested, by host at 2026-12-02T14:20:30Z); step 1 refused (clear: `plugsync retry risk_model`)
+
+        Drift (runs other than the reconciler left it):
+          risk_model (at [TIME]): last change `rollback` by `api` (client `default`), not the reconciler
+
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id 2788…d5b0.
+    "#]]);
+}
+
+#[test]
+fn drift_by_hand_is_still_drift_after_the_host_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let desk = Desk::at_v1();
+    desk.switch_by("risk_model", RISK_MODEL_1_1_0, "ops-script");
+    // The same store, a new process: the applied records come back from it.
+    let store = desk.path().join("store");
+    let token = desk.path().join("token");
+    let Desk {
+        dir: desk_dir,
+        host,
+        ..
+    } = desk;
+    let stopped = host.terminate();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let host = Host::start(&store, &token, &["--feed", "off"]);
+    let api = Api::new(&host, TOKEN);
+    let desk = Desk {
+        dir: desk_dir,
+        host,
+        api,
+    };
+    drop(dir);
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 1.1.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 0, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.1.0  unchanged, drifted (see Drift)
+            ma_cross    1.0.0  unchanged
+
+        Drift (runs other than the reconciler left it):
+          risk_model (at [TIME]): last change `commit` by `ops-script` (client `default`), not the reconciler
+
+        No changes: the host runs what plugins.yaml asks (2 plugins). Plan id cd0e…2c19.
+    "#]]);
+}
+
+#[test]
+fn a_running_artifact_the_registry_lacks_skips_its_preview_and_says_why() {
+    let desk = Desk::new();
+    desk.install(RISK_MODEL_2_0_0, json!({"max_position": 10}));
+    // ma_cross 2.0.10, built here and never published.
+    desk.install(FAULT_PREVIEW, json!({"fast_period": 2, "slow_period": 4}));
+    desk.desire(
+        "  plugins:
+    - {id: risk_model, version: 2.0.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 2.1.0}
+",
+    );
+    let finished = desk.dry_run(&[]);
+    desk.check(&finished, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  2.0.0           unchanged
+          ~ ma_cross    2.0.10 → 2.1.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  2.0.10 → 2.1.0     minor  migrate pinned
+               switch: immediate; verify: health
+               state preview skipped: the running ma_cross 2.0.10: the registry has no artifact of `ma_cross` with sha256 [HASH]: it was not published there (loaded by hand?), so its migration cannot be previewed outside the host
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 9178…bdef.
+    "#]]);
+}

@@ -47,6 +47,7 @@ pub fn plan_text(document: &PlanDocument, styled: bool) -> String {
     refusals(&mut out, &document.plan.refusals);
     drift(&mut out, &document.drift);
     warnings(&mut out, &document.plan.warnings);
+    failed_previews(&mut out, document);
     summary(&mut out, document);
     out
 }
@@ -585,6 +586,24 @@ fn warnings(out: &mut String, warnings: &[Warning]) {
     if !warnings.is_empty() {
         out.push('\n');
     }
+}
+
+/// A migration that failed in its preview would fail the same way in the apply's preflight:
+/// said once more at the end, where a reader of a long plan looks.
+fn failed_previews(out: &mut String, document: &PlanDocument) {
+    let failed: Vec<String> = (document.previews.iter())
+        .filter(|p| matches!(p.outcome, PreviewOutcome::Failed { .. }))
+        .map(|p| format!("{} (`{}`)", p.step, p.plugin))
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "warning: the migration preview of step {} failed: applying this plan would stop there \
+         (its preflight runs the same migration)\n",
+        failed.join(", step ")
+    );
 }
 
 fn summary(out: &mut String, document: &PlanDocument) {
