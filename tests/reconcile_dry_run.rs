@@ -199,14 +199,20 @@ fn publish(dir: &Path, name: &str, channel: &str) {
     assert!(finished.status.success(), "{}", finished.stderr);
 }
 
-/// Host times (`observed 2026-… UTC`, `(at 2026-…Z)`) become `[TIME]`: the host runs on the
-/// clock. Times derived from `PLUGSYNC_NOW` are left as they are.
+/// Host times (`observed 2026-… UTC`, `(at 2026-…Z)`) become `[TIME]`, and the plan id
+/// `[ID]` (it covers those times): the host runs on the clock. Times derived from
+/// `PLUGSYNC_NOW` are left as they are.
 fn normalise_host_times(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let line = match line.find(" — observed ") {
             Some(at) => format!("{} — observed [TIME]", &line[..at]),
             None => line.to_owned(),
+        };
+        // The plan id covers the applied records, whose times are the host's clock.
+        let line = match line.find(" Plan id ") {
+            Some(at) => format!("{} Plan id [ID].", &line[..at]),
+            None => line,
         };
         let line = match (line.find(" (at "), line.find("Z)")) {
             (Some(start), Some(end)) if end > start => {
@@ -237,16 +243,12 @@ fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_
         Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
         Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
-               switch: immediate; verify: health
-               config (migrated by 1.1.0): unchanged
-               state (live snapshot, migrated in a sandbox): unchanged
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config (migrated by 2.0.0):
                  /fast_ma_period: removed (was 2)
@@ -260,21 +262,21 @@ fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_
                  /fast_period: added 2
                  /signal_threshold: added 0.01
                  /slow_period: added 4
-           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
                config (from plugins.yaml): unchanged
                state (live snapshot, migrated in a sandbox):
                  /instruments/ES/notional: added 99.5
                  /max_position: removed (was 10)
                  /limits: added {"max_notional":1000000.0,"max_position":10}
-           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+           3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config (from plugins.yaml):
                  /signal_threshold: removed (was 0.01)
                state (live snapshot, migrated in a sandbox):
                  /instruments/ES/last_close: added 99.5
 
-        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 834c…3dc6.
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (3 steps), 0 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -298,7 +300,7 @@ fn a_host_that_runs_what_plugins_yaml_asks_is_in_sync_with_exit_0() {
                 risk_model  1.0.0  unchanged
                 ma_cross    1.0.0  unchanged
 
-            No changes: the host runs what plugins.yaml asks (2 plugins). Plan id e143…9e2a.
+            No changes: the host runs what plugins.yaml asks (2 plugins). Plan id [ID].
         "#]],
     );
 }
@@ -324,7 +326,7 @@ fn a_fresh_install_puts_the_dependency_first() {
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config: {"fast_period":2,"order_qty":1,"slow_period":4}
 
-        Plan: 2 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id e717…eb04.
+        Plan: 2 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -364,7 +366,7 @@ fn a_downgrade_runs_the_running_versions_own_migration_down() {
                  /fast_ma_period: added 2
                  /slow_ma_period: added 4
 
-        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id d214…a40c.
+        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -392,7 +394,7 @@ fn a_config_change_alone_is_a_reconfigure_with_its_diff() {
                config:
                  /max_position: 10 → 25
 
-        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 9479…8b62.
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -416,7 +418,7 @@ fn a_plugin_plugins_yaml_no_longer_names_is_removed_only_with_prune() {
                 risk_model  1.0.0  unchanged
                 ma_cross    1.0.0  not in plugins.yaml: kept (`policy.prune` is off)
 
-            No changes: the host runs what plugins.yaml asks (1 plugin). Plan id bfa5…0432.
+            No changes: the host runs what plugins.yaml asks (1 plugin). Plan id [ID].
         "#]],
     );
     desk.desire(&only_risk("true"));
@@ -432,7 +434,7 @@ fn a_plugin_plugins_yaml_no_longer_names_is_removed_only_with_prune() {
 
            1. ma_cross  1.0.0 →            remove         not in plugins.yaml (`policy.prune`)
 
-        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 1 to remove (1 step), 1 unchanged. Plan id d33a…412e.
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 1 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -462,7 +464,7 @@ fn drift_names_a_change_made_by_hand_and_who_made_it() {
         Drift (runs other than the reconciler left it):
           risk_model (at [TIME]): last change `commit` by `ops-script` (client `default`), not the reconciler
 
-        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id fc30…0cf7.
+        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -481,7 +483,7 @@ fn plugins_loaded_at_the_hosts_start_are_drift_until_the_reconciler_applies_them
         Drift (runs other than the reconciler left it):
           risk_model (at [TIME]): last change `load` by the host itself (`--load` or in-process code), not the reconciler
 
-        No changes: the host runs what plugins.yaml asks (1 plugin). Plan id 0b30…039b.
+        No changes: the host runs what plugins.yaml asks (1 plugin). Plan id [ID].
     "#]]);
 }
 
@@ -555,18 +557,16 @@ fn a_deny_window_open_now_is_shown_with_when_it_closes() {
         Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
         Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
-               switch: immediate; verify: health
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
-           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
-           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+           3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config:
                  /fast_ma_period: removed (was 2)
@@ -576,7 +576,7 @@ fn a_deny_window_open_now_is_shown_with_when_it_closes() {
 
         Waits: deny window `trading-hours` is open now; reconcile would wait until 16:00 America/New_York (2026-12-02 21:00:00 UTC, in 6h) or need `--force`
 
-        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 5029…8e7f.
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (3 steps), 0 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -673,25 +673,22 @@ fn a_saved_status_without_states_skips_the_previews_and_says_why() {
         Host [ROOT]/status.json (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
         Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
-               switch: immediate; verify: health
-               state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
-           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
                state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
-           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+           3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
 
-        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 6a7e…bc76.
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (3 steps), 0 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -777,7 +774,9 @@ fn a_migration_that_aborts_is_an_error_in_the_plan_not_a_crash_of_plugsync() {
                switch: immediate; verify: health
                state preview FAILED: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
 
-        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 120d…9fd7.
+        warning: the migration preview of step 1 (`ma_cross`) failed: applying this plan would stop there (its preflight runs the same migration)
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
     // The host never saw it: it still runs 1.0.0 with nothing pending.
     let ma_cross = desk.api.plugin("ma_cross");
@@ -804,7 +803,9 @@ fn a_migration_that_hangs_is_stopped_at_the_preview_timeout() {
                switch: immediate; verify: health
                state preview FAILED: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 2s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
 
-        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 30ce…f260.
+        warning: the migration preview of step 1 (`ma_cross`) failed: applying this plan would stop there (its preflight runs the same migration)
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -825,16 +826,12 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
         Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
         Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  1.0.0 → 2.0.0  pinned                        2 steps (via 1.1.0)
+          ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0 → 1.1.0      minor  migrate on the way to 2.0.0
-               switch: immediate; verify: health
-               config (migrated by 1.1.0): unchanged
-               state (live snapshot, migrated in a sandbox): unchanged
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 3 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health
                config (migrated by 2.0.0):
                  /fast_ma_period: removed (was 2)
@@ -848,21 +845,22 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
                  /fast_period: added 2
                  /signal_threshold: added 0.01
                  /slow_period: added 4
-           3. risk_model  1.1.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
                config (from plugins.yaml): unchanged
                state (live snapshot, migrated in a sandbox):
                  /instruments/ES/notional: added 99.5
                  /max_position: removed (was 10)
                  /limits: added {"max_notional":1000000.0,"max_position":10}
-           4. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 3)
+           3. ma_cross    2.0.0 → 2.1.0      minor  fresh   pinned; needs risk_model >=2.0, <3 (after step 2)
+               DISCARDS STATE: starts from a fresh state; the positions it holds are lost
                switch: immediate; verify: health
                config (from plugins.yaml):
                  /signal_threshold: removed (was 0.01)
-               state (live snapshot, migrated in a sandbox):
-                 /instruments/ES/last_close: added 99.5
+               state (live snapshot, replaced by a fresh one):
+                 /instruments/ES: removed (was {"closes":[100.0,101.0,99.5],"pending":-1,"posi…)
 
-        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (4 steps), 0 unchanged. Plan id 5a9b…fad2.
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (3 steps), 0 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -906,14 +904,14 @@ fn what_the_host_would_refuse_is_shown_with_who_and_why() {
            2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
 
-        Refused: the host is frozen by default since 2026-12-02T14:20:30Z: quarter-end close (lift: `plugsync unfreeze`)
-        Refused: `ma_cross` is held by default since 2026-12-02T14:20:30Z: investigating fills; step 2 refused (lift: `plugsync release ma_cross`)
-        Refused: `risk_model` 1.1.0 is marked failed on this host (rolled back: rollback requested, by host at 2026-12-02T14:20:30Z); step 1 refused (clear: `plugsync retry risk_model`)
+        Refused: the host is frozen by default since 2026-12-02T14:32:56Z: quarter-end close (lift: `plugsync unfreeze`)
+        Refused: `ma_cross` is held by default since 2026-12-02T14:32:56Z: investigating fills; step 2 refused (lift: `plugsync release ma_cross`)
+        Refused: `risk_model` 1.1.0 is marked failed on this host (rolled back: rollback requested, by host at 2026-12-02T14:32:56Z); step 1 refused (clear: `plugsync retry risk_model`)
 
         Drift (runs other than the reconciler left it):
           risk_model (at [TIME]): last change `rollback` by `api` (client `default`), not the reconciler
 
-        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id 2788…d5b0.
+        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
     "#]]);
 }
 
@@ -957,7 +955,7 @@ fn drift_by_hand_is_still_drift_after_the_host_restarts() {
         Drift (runs other than the reconciler left it):
           risk_model (at [TIME]): last change `commit` by `ops-script` (client `default`), not the reconciler
 
-        No changes: the host runs what plugins.yaml asks (2 plugins). Plan id cd0e…2c19.
+        No changes: the host runs what plugins.yaml asks (2 plugins). Plan id [ID].
     "#]]);
 }
 
@@ -987,6 +985,6 @@ fn a_running_artifact_the_registry_lacks_skips_its_preview_and_says_why() {
                switch: immediate; verify: health
                state preview skipped: the running ma_cross 2.0.10: the registry has no artifact of `ma_cross` with sha256 [HASH]: it was not published there (loaded by hand?), so its migration cannot be previewed outside the host
 
-        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id 9178…bdef.
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
 }

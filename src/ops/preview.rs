@@ -62,7 +62,8 @@ pub(super) fn previews(
             Err(reason) => vec![PreviewOutcome::Skipped { reason }; chain.len()],
         };
         for (step, outcome) in chain.iter().zip(outcomes) {
-            if step.migrates_state() || matches!(outcome, PreviewOutcome::Failed { .. }) {
+            // A fresh start is shown too: what it discards.
+            if step.migration.is_some() || matches!(outcome, PreviewOutcome::Failed { .. }) {
                 previews.push(StatePreview {
                     step: step.number,
                     plugin: plugin.to_owned(),

@@ -171,11 +171,15 @@ impl fmt::Display for NoPath {
         if !self.excluded.is_empty() {
             write!(f, " ({})", self.excluded.join("; "))?;
         }
+        if to < from {
+            write!(f, ": publish a version that declares a downgrade to {to}")?;
+        } else {
+            write!(f, ": publish a version that migrates from {from}")?;
+        }
         write!(
             f,
-            ": publish a version that migrates from {from}, add a migration from {from} to {to} \
-             to its `migrations` in plugins.yaml, or set `update.freshState: {to}` to start it \
-             from a fresh state"
+            ", add a migration from {from} to {to} to its `migrations` in plugins.yaml, or set \
+             `update.freshState: {to}` to start it from a fresh state"
         )
     }
 }

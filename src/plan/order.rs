@@ -12,9 +12,13 @@
 //! in order; steps of different plugins interleave freely. A state is where each plugin stands
 //! (its route and how many of its steps have run).
 //!
-//! **The search.** Depth-first from the starting state, the greedy choice first: the first
-//! plugin in input order that can move (its next step, or, not yet moved, its routes'
-//! first steps cheapest first) moves. States already seen are skipped (each kept as a 128-bit
+//! **The search.** Depth-first from the starting state, the greedy choice first, in three
+//! phases: the first plugin in input order that can take its next step on its route (or, not
+//! yet moved, on its cheapest route) moves; failing that, a plugin not yet moved leaves its
+//! cheapest route for another whose first step frees a neighbour's cheapest move; failing
+//! that, for any other route. So a plugin takes a longer path only when the cheaper ones
+//! cannot be ordered from where the search stands, and the detour taken is one that unblocks
+//! another plugin rather than one that only adds steps. States already seen are skipped (each kept as a 128-bit
 //! hash, updated per move in constant time), so the search is complete over the space above:
 //! it finds an order whenever one exists, within [`SearchLimits::node_budget`] states
 //! ([`PlanError::SearchBudgetExhausted`] beyond). A move is checked against the moving
@@ -30,7 +34,7 @@
 //! before and after each step): whatever order they run in, every set stays as valid as the
 //! sequential one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use plugsync_host::version_matches;
@@ -295,6 +299,9 @@ struct Search<'a> {
     plugins: Vec<Plugin<'a>>,
     /// For each plugin, the plugins any of whose placements needs it.
     dependants: Vec<Vec<u32>>,
+    /// For each plugin, the plugins whose moves its own move may allow or forbid: itself, its
+    /// dependants, and those any of its placements needs.
+    neighbours: Vec<Vec<u32>>,
     /// The (dependant, dependency) requirements unmet at the start.
     unmet_at_start: HashSet<(u32, u32)>,
 }
@@ -339,6 +346,7 @@ impl<'a> Search<'a> {
             })
             .collect();
         let mut dependants: Vec<Vec<u32>> = vec![Vec::new(); plugins.len()];
+        let mut neighbours: Vec<Vec<u32>> = (0..plugins.len() as u32).map(|p| vec![p]).collect();
         for (place, plugin) in (0u32..).zip(&plugins) {
             let stops = std::iter::once(&plugin.start)
                 .chain(plugin.routes.iter().flat_map(|(_, route)| route));
@@ -347,13 +355,20 @@ impl<'a> Search<'a> {
                 .collect();
             needed.sort_unstable();
             needed.dedup();
-            for dependency in needed {
+            for &dependency in &needed {
                 dependants[dependency as usize].push(place);
+                neighbours[dependency as usize].push(place);
             }
+            neighbours[place as usize].extend(needed);
+        }
+        for list in &mut neighbours {
+            list.sort_unstable();
+            list.dedup();
         }
         let mut search = Search {
             plugins,
             dependants,
+            neighbours,
             unmet_at_start: HashSet::new(),
         };
         let start = vec![At { route: 0, done: 0 }; search.plugins.len()];
@@ -536,18 +551,58 @@ impl<'a> Search<'a> {
         })
     }
 
-    /// The moves of `plugin` from `at`, cheapest route first: `(index among them, next At)`.
-    fn moves(&self, plugin: u32, at: At) -> impl Iterator<Item = At> + '_ {
+    /// The routes `plugin` may take its next step on from `at`, in `phase`: a plugin that has
+    /// moved keeps to its route (phase 0); one that has not tries its cheapest route in phase
+    /// 0 and the others in phase 1. Every plugin's cheapest move is tried before any plugin
+    /// leaves its cheapest route, so a plugin takes a longer path only when no order exists on
+    /// the cheaper ones from here.
+    fn routes_in(&self, plugin: u32, at: At, phase: u8) -> std::ops::Range<u32> {
         let routes = self.plugins[plugin as usize].routes.len() as u32;
-        let (first, last) = if at.done > 0 {
-            (at.route, at.route + 1)
-        } else {
-            (0, routes)
-        };
-        (first..last).map(move |route| At {
-            route,
-            done: at.done + 1,
-        })
+        match (at.done > 0, phase) {
+            (true, 0) => at.route..at.route + 1,
+            (true, _) => 0..0,
+            (false, 0) => 0..routes.min(1),
+            (false, _) => routes.min(1)..routes,
+        }
+    }
+
+    /// Whether moving `plugin` to `to` lets a neighbour take a cheapest move it could not
+    /// take before: an alternative route worth leaving the cheapest one for (phase 1), where
+    /// one that frees nobody only adds steps (phase 2).
+    fn unblocks(&self, state: &mut [At], plugin: u32, to: At) -> bool {
+        let at = state[plugin as usize];
+        let blocked: Vec<(u32, At)> = (self.neighbours[plugin as usize].iter())
+            .filter(|&&other| other != plugin && !self.is_done(other, state[other as usize]))
+            .filter_map(|&other| {
+                let their = state[other as usize];
+                let route = self.routes_in(other, their, 0).next()?;
+                let next = At {
+                    route,
+                    done: their.done + 1,
+                };
+                self.check(state, other, next)
+                    .is_err()
+                    .then_some((other, next))
+            })
+            .collect();
+        state[plugin as usize] = to;
+        let freed = (blocked.iter()).any(|&(other, next)| self.check(state, other, next).is_ok());
+        state[plugin as usize] = at;
+        freed
+    }
+
+    /// Whether `plugin` has no valid next step on any route it may take from `state`.
+    fn stuck(&self, state: &[At], plugin: u32) -> bool {
+        let at = state[plugin as usize];
+        (0..2)
+            .flat_map(|phase| self.routes_in(plugin, at, phase))
+            .all(|route| {
+                let to = At {
+                    route,
+                    done: at.done + 1,
+                };
+                self.check(state, plugin, to).is_err()
+            })
     }
 
     fn run(&self, limits: &SearchLimits) -> Result<Found, PlanError> {
@@ -560,20 +615,27 @@ impl<'a> Search<'a> {
         let mut left = (0..count)
             .filter(|&p| !self.is_done(p, state[p as usize]))
             .count();
-        // Per state on the way: the next (plugin, route) to try, and the move that led there.
+        // Per state on the way: the next (phase, plugin, route) to try, and the move that led
+        // there.
         struct Frame {
+            phase: u8,
             plugin: u32,
             route: u32,
             valid: bool,
             led: Option<Move>,
         }
-        let mut stack = vec![Frame {
+        let fresh_frame = |led| Frame {
+            phase: 0,
             plugin: 0,
             route: 0,
             valid: false,
-            led: None,
-        }];
+            led,
+        };
+        let mut stack = vec![fresh_frame(None)];
         let mut furthest: Option<(usize, NoOrder)> = None;
+        let mut open: BTreeSet<u32> = (0..count)
+            .filter(|&p| !self.is_done(p, state[p as usize]))
+            .collect();
         loop {
             if left == 0 && self.tolerated_hold(&state) {
                 let moves: Vec<Move> = stack.iter().filter_map(|f| f.led).collect();
@@ -593,25 +655,46 @@ impl<'a> Search<'a> {
                 break;
             };
             let mut taken = None;
-            'scan: while frame.plugin < count {
-                let plugin = frame.plugin;
-                let at = state[plugin as usize];
-                if self.is_done(plugin, at) {
-                    frame.plugin += 1;
-                    frame.route = 0;
-                    continue;
-                }
-                for to in self.moves(plugin, at).skip(frame.route as usize) {
-                    frame.route += 1;
-                    let next = hash ^ zobrist(plugin, at) ^ zobrist(plugin, to);
-                    if visited.contains(&next) {
-                        frame.valid = true;
+            // Only the open plugins can move: the others are done, or were found blocked and
+            // none of their neighbours has moved since. Phase 0 tries every plugin's cheapest
+            // move; phase 1 the other routes of the plugins that have not moved yet, where
+            // the move frees a neighbour's cheapest one; phase 2 the rest of them.
+            'scan: loop {
+                let Some(&plugin) = open.range(frame.plugin..).next() else {
+                    if frame.phase < 2 {
+                        frame.phase += 1;
+                        frame.plugin = 0;
+                        frame.route = 0;
                         continue;
                     }
+                    break;
+                };
+                if plugin != frame.plugin {
+                    frame.plugin = plugin;
+                    frame.route = 0;
+                }
+                let at = state[plugin as usize];
+                let routes = self.routes_in(plugin, at, frame.phase);
+                let every_move = frame.route == 0;
+                let mut any_valid = false;
+                for route in routes.start + frame.route..routes.end {
+                    frame.route += 1;
+                    let to = At {
+                        route,
+                        done: at.done + 1,
+                    };
                     if self.check(&state, plugin, to).is_err() {
                         continue;
                     }
+                    any_valid = true;
                     frame.valid = true;
+                    if frame.phase == 1 && !self.unblocks(&mut state, plugin, to) {
+                        continue;
+                    }
+                    let next = hash ^ zobrist(plugin, at) ^ zobrist(plugin, to);
+                    if visited.contains(&next) {
+                        continue;
+                    }
                     taken = Some((
                         Move {
                             plugin,
@@ -621,6 +704,9 @@ impl<'a> Search<'a> {
                         next,
                     ));
                     break 'scan;
+                }
+                if every_move && !any_valid && self.stuck(&state, plugin) {
+                    open.remove(&plugin);
                 }
                 frame.plugin += 1;
                 frame.route = 0;
@@ -640,12 +726,8 @@ impl<'a> Search<'a> {
                     if self.is_done(step.plugin, step.after) {
                         left -= 1;
                     }
-                    stack.push(Frame {
-                        plugin: 0,
-                        route: 0,
-                        valid: false,
-                        led: Some(step),
-                    });
+                    self.reopen(&mut open, &state, step.plugin);
+                    stack.push(fresh_frame(Some(step)));
                 }
                 None => {
                     let Some(frame) = stack.pop() else { break };
@@ -662,6 +744,7 @@ impl<'a> Search<'a> {
                     hash =
                         hash ^ zobrist(step.plugin, step.after) ^ zobrist(step.plugin, step.before);
                     state[step.plugin as usize] = step.before;
+                    self.reopen(&mut open, &state, step.plugin);
                 }
             }
         }
@@ -671,6 +754,17 @@ impl<'a> Search<'a> {
             None => self.blocking(&start),
         };
         Err(PlanError::NoOrder(Box::new(no_order)))
+    }
+
+    /// After `moved` moved (or moved back): it and its neighbours may move now, unless done.
+    fn reopen(&self, open: &mut BTreeSet<u32>, state: &[At], moved: u32) {
+        for &plugin in &self.neighbours[moved as usize] {
+            if self.is_done(plugin, state[plugin as usize]) {
+                open.remove(&plugin);
+            } else {
+                open.insert(plugin);
+            }
+        }
     }
 
     fn steps_of_first_routes(&self) -> usize {
@@ -689,8 +783,13 @@ impl<'a> Search<'a> {
             if self.is_done(plugin, at) {
                 continue;
             }
-            let Some(to) = self.moves(plugin, at).next() else {
+            // Its next step, or (not moved yet) its cheapest route's first.
+            let Some(route) = self.routes_in(plugin, at, 0).next() else {
                 continue;
+            };
+            let to = At {
+                route,
+                done: at.done + 1,
             };
             let Err(broken) = self.check(state, plugin, to) else {
                 continue;

@@ -10,12 +10,14 @@
 //!   plugin's channel or a more stable one (its own, else `defaults.channel`, else `stable`,
 //!   even for a pin: the pin names the target, not the versions on the way), and runnable in the
 //!   host (the host's ABI major, a `framework` requirement its framework meets);
-//! - **edges** `a → b`: [`TransitionKind::between`] accepts the switch, by the versions' own
+//! - **edges** `a → b`: the host accepts the switch ([`TransitionKind::between`], read the same
+//!   way when the graph is built, and called itself on every edge of a path returned), by the
+//!   versions' own
 //!   declarations (`migrates_from` of the newer going up, `downgrades_to` of the running one
 //!   going down) or, where they declare none, by a declarative migration whose `from` admits
 //!   `a` and `to` admits `b` (plugins.yaml's own first, then those published with `a`, then
-//!   with `b`); `update.freshState: X` makes the switch from the running version to exactly
-//!   `X` an edge that discards the state instead;
+//!   with `b`); `update.freshState: X` makes every switch to exactly `X` (from the running
+//!   version, or from an intermediate one) an edge that discards the state instead;
 //! - **the allowed jump** ([`Allowance`]) bounds every edge, unless plugins.yaml pins exactly
 //!   the target (the operator chose that version by hand).
 //!
@@ -24,7 +26,7 @@
 //! ([`PathCost`]), then by the versions passed through, lowest first.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::fmt;
 
 use petgraph::Direction;
@@ -572,7 +574,6 @@ impl VersionGraph {
     /// Adds every edge the host accepts (see the module docs); none into the running version
     /// nor out of the target, which no simple path from one to the other uses.
     fn add_edges(&mut self, input: &GraphInput<'_>) -> Result<(), PlanError> {
-        let plugin = input.plugin;
         let nodes: Vec<NodeIndex> = self.graph.node_indices().collect();
         for &a in &nodes {
             if a == self.target {
@@ -583,7 +584,11 @@ impl VersionGraph {
                     continue;
                 }
                 let (na, nb) = (&self.graph[a], &self.graph[b]);
-                let fresh = a == self.running && input.fresh_state == Some(&nb.version);
+                // Every switch to exactly the fresh-state version discards the state, whatever
+                // version it starts from: the operator asked that version to start fresh
+                // (its migration is broken, or the state is), and a path that reaches it
+                // through an intermediate version must not migrate into it after all.
+                let fresh = input.fresh_state == Some(&nb.version);
                 let transition = if fresh {
                     Some(Transition {
                         kind: kind_by_order(&na.version, &nb.version),
@@ -591,7 +596,7 @@ impl VersionGraph {
                         jump: jump(&na.version, &nb.version),
                     })
                 } else {
-                    transition(plugin, input.migrations, na, nb)?
+                    transition(input.migrations, na, nb)
                 };
                 let Some(transition) = transition else {
                     continue;
@@ -658,22 +663,19 @@ impl VersionGraph {
 }
 
 /// The transition the host accepts from `a` to `b`, if any: by the versions' own
-/// declarations, else by a declarative migration covering both.
-fn transition(
-    plugin: &str,
-    own: &[Migration],
-    a: &Node,
-    b: &Node,
-) -> Result<Option<Transition>, PlanError> {
+/// declarations, else by a declarative migration covering both. This reads the declarations
+/// as [`TransitionKind::between`] does (the same requirements, by [`version_matches`] with
+/// pre-releases); the host's check itself confirms each edge of a path [`paths`] returns
+/// (calling it for every pair of versions would cost more than the rest of planning).
+fn transition(own: &[Migration], a: &Node, b: &Node) -> Option<Transition> {
     let jump = jump(&a.version, &b.version);
-    // The declarations checked here first, as the host reads them, so that the host's own
-    // check (which builds its refusal in words) runs only for edges that exist.
-    let declared = match a.version.cmp(&b.version) {
-        std::cmp::Ordering::Less => covers(&b.migrates_from, &a.version),
-        std::cmp::Ordering::Greater => covers(&a.downgrades_to, &b.version),
-        std::cmp::Ordering::Equal => a.metadata.state_schema == b.metadata.state_schema,
+    let kind = kind_by_order(&a.version, &b.version);
+    let declared = match kind {
+        TransitionKind::Upgrade => covers(&b.migrates_from, &a.version),
+        TransitionKind::Downgrade => covers(&a.downgrades_to, &b.version),
+        TransitionKind::Reconfigure => a.metadata.state_schema == b.metadata.state_schema,
     };
-    if declared && let Ok(kind) = TransitionKind::between(plugin, &a.metadata, &b.metadata, false) {
+    if declared {
         let by = match kind {
             TransitionKind::Upgrade => MigrationBy::Plugin {
                 version: b.version.clone(),
@@ -683,20 +685,30 @@ fn transition(
             },
             TransitionKind::Reconfigure => MigrationBy::Unchanged,
         };
-        return Ok(Some(Transition { kind, by, jump }));
+        return Some(Transition { kind, by, jump });
     }
-    let source = rule_source(own, a, b);
-    let Some(source) = source else {
-        return Ok(None);
+    let source = rule_source(own, a, b)?;
+    Some(Transition {
+        kind,
+        by: MigrationBy::Rules { source },
+        jump,
+    })
+}
+
+/// Whether the host's own check accepts `edge` (a fresh start needs no declaration).
+fn host_accepts(graph: &VersionGraph, edge: EdgeIndex) -> bool {
+    let Some((a, b)) = graph.graph.edge_endpoints(edge) else {
+        return false;
     };
-    match TransitionKind::between(plugin, &a.metadata, &b.metadata, true) {
-        Ok(kind) => Ok(Some(Transition {
-            kind,
-            by: MigrationBy::Rules { source },
-            jump,
-        })),
-        Err(_) => Ok(None),
-    }
+    let transition = &graph.graph[edge].transition;
+    let ruled = match transition.by {
+        MigrationBy::Fresh => return true,
+        MigrationBy::Rules { .. } => true,
+        MigrationBy::Plugin { .. } | MigrationBy::Unchanged => false,
+    };
+    let (a, b) = (&graph.graph[a], &graph.graph[b]);
+    TransitionKind::between(&graph.plugin, &a.metadata, &b.metadata, ruled)
+        .is_ok_and(|kind| kind == transition.kind)
 }
 
 /// Where the first declarative migration from `a` to `b` is: plugins.yaml's, then `a`'s,
@@ -885,11 +897,29 @@ pub fn paths(graph: &VersionGraph, k: usize) -> Result<Vec<UpgradePath>, PlanErr
             cost: PathCost::default(),
         }]);
     }
-    let found = yen(graph, k.max(1));
-    if found.is_empty() {
-        return Err(graph.no_path());
+    // Edges the host's own check refuses (none, unless its reading and the graph's differ):
+    // left out, and the paths searched again.
+    let mut refused = vec![false; graph.graph.edge_count()];
+    loop {
+        let found = yen(graph, k.max(1), &refused);
+        if found.is_empty() {
+            return Err(graph.no_path(&refused));
+        }
+        let mut clean = true;
+        for path in &found {
+            for pair in path.nodes.windows(2) {
+                if let Some(edge) = graph.graph.find_edge(pair[0], pair[1])
+                    && !host_accepts(graph, edge)
+                {
+                    refused[edge.index()] = true;
+                    clean = false;
+                }
+            }
+        }
+        if clean {
+            return Ok(found.into_iter().map(|f| graph.upgrade_path(f)).collect());
+        }
     }
-    Ok(found.into_iter().map(|f| graph.upgrade_path(f)).collect())
 }
 
 impl VersionGraph {
@@ -918,8 +948,9 @@ impl VersionGraph {
 
     /// Why no path exists: a refused jump on the cheapest path the allowance would otherwise
     /// give, else the target's declarations in words.
-    fn no_path(&self) -> PlanError {
-        let unrestricted = dijkstra(self, self.running, &HashSet::new(), &HashSet::new(), false);
+    fn no_path(&self, refused: &[bool]) -> PlanError {
+        let no_nodes = vec![false; self.graph.node_count()];
+        let unrestricted = dijkstra(self, self.running, &no_nodes, refused, false);
         if let Some(found) = unrestricted {
             let refused = found.nodes.windows(2).find_map(|pair| {
                 let edge = self.graph.find_edge(pair[0], pair[1])?;
@@ -989,8 +1020,8 @@ impl VersionGraph {
 fn dijkstra(
     graph: &VersionGraph,
     source: NodeIndex,
-    removed_nodes: &HashSet<NodeIndex>,
-    removed_edges: &HashSet<EdgeIndex>,
+    removed_nodes: &[bool],
+    removed_edges: &[bool],
     allowed_only: bool,
 ) -> Option<Found> {
     let g = &graph.graph;
@@ -1016,8 +1047,8 @@ fn dijkstra(
         for edge in g.edges_directed(node, Direction::Outgoing) {
             let next = edge.target();
             let weight = edge.weight();
-            if removed_nodes.contains(&next)
-                || removed_edges.contains(&edge.id())
+            if removed_nodes[next.index()]
+                || removed_edges[edge.id().index()]
                 || (allowed_only && !weight.allowed)
             {
                 continue;
@@ -1037,10 +1068,10 @@ fn dijkstra(
     None
 }
 
-/// Yen's `k` cheapest simple paths, each allowed edge by edge.
-fn yen(graph: &VersionGraph, k: usize) -> Vec<Found> {
-    let no_nodes = HashSet::new();
-    let Some(first) = dijkstra(graph, graph.running, &no_nodes, &HashSet::new(), true) else {
+/// Yen's `k` cheapest simple paths, each allowed edge by edge, none through `refused`.
+fn yen(graph: &VersionGraph, k: usize, refused: &[bool]) -> Vec<Found> {
+    let mut removed_nodes = vec![false; graph.graph.node_count()];
+    let Some(first) = dijkstra(graph, graph.running, &removed_nodes, refused, true) else {
         return Vec::new();
     };
     let mut chosen = vec![first];
@@ -1052,33 +1083,46 @@ fn yen(graph: &VersionGraph, k: usize) -> Vec<Found> {
             .map(|n| graph.graph[*n].version.clone())
             .collect()
     };
+    let mut removed_edges = refused.to_vec();
     while chosen.len() < k {
         let Some(last) = chosen.last() else { break };
         let last = last.clone();
         for spur_at in 0..last.nodes.len().saturating_sub(1) {
             let root = &last.nodes[..=spur_at];
             let spur = root[spur_at];
-            let mut removed_edges = HashSet::new();
+            // The edges leaving the root of the paths already chosen that share it.
+            let mut cut = Vec::new();
             for path in &chosen {
                 if path.nodes.len() > spur_at + 1
                     && path.nodes[..=spur_at] == *root
                     && let Some(edge) = graph
                         .graph
                         .find_edge(path.nodes[spur_at], path.nodes[spur_at + 1])
+                    && !removed_edges[edge.index()]
                 {
-                    removed_edges.insert(edge);
+                    removed_edges[edge.index()] = true;
+                    cut.push(edge);
                 }
             }
-            let removed_nodes: HashSet<NodeIndex> = root[..spur_at].iter().copied().collect();
-            let Some(tail) = dijkstra(graph, spur, &removed_nodes, &removed_edges, true) else {
+            for node in &root[..spur_at] {
+                removed_nodes[node.index()] = true;
+            }
+            let tail = dijkstra(graph, spur, &removed_nodes, &removed_edges, true);
+            for edge in cut {
+                removed_edges[edge.index()] = false;
+            }
+            for node in &root[..spur_at] {
+                removed_nodes[node.index()] = false;
+            }
+            let Some(tail) = tail else {
                 continue;
             };
             let mut nodes = root[..spur_at].to_vec();
             nodes.extend(&tail.nodes);
-            let cost = cost_of(graph, &nodes);
             if chosen.iter().any(|p| p.nodes == nodes) {
                 continue;
             }
+            let cost = cost_of(graph, &nodes);
             candidates.insert((cost, versions_of(&nodes), nodes));
         }
         let Some((cost, _, nodes)) = candidates.pop_first() else {

@@ -360,12 +360,11 @@ fn preview(out: &mut String, document: &PlanDocument, step: &PlannedStep) {
                 _ => String::new(),
             };
             edit_lines(out, &format!("config{by}"), config_before, config_after);
-            edit_lines(
-                out,
-                "state (live snapshot, migrated in a sandbox)",
-                state_before,
-                state_after,
-            );
+            let what = match step.migration {
+                Some(StateMigration::Fresh) => "state (live snapshot, replaced by a fresh one)",
+                _ => "state (live snapshot, migrated in a sandbox)",
+            };
+            edit_lines(out, what, state_before, state_after);
         }
         PreviewOutcome::Skipped { reason } => {
             let _ = writeln!(out, "       state preview skipped: {reason}");

@@ -1,0 +1,303 @@
+//! The cost of the planner's core (the target: at most 1 s for 1,000 plugins of 100 versions
+//! each), against the cost of resolving the same set.
+//!
+//! - `plan`: for every upgrading plugin, its [`VersionGraph`] and its 3 cheapest paths
+//!   ([`plan::paths`]), then [`plan::order`] over every plugin (the upgrading ones and the
+//!   ones that stay, whose dependencies still count), with waves of 4;
+//! - `resolve_baseline`: [`resolve::resolve`] of the same plugins.yaml and index, which any plan
+//!   needs first.
+//!
+//! The index is generated from a fixed seed: plugin `i` has 100 versions (`1.0.0` to
+//! `10.9.0`); a version of major `M` migrates from the versions of majors `M - 1` and `M`, so
+//! an upgrade across majors climbs one major a step; and needs up to three plugins numbered
+//! below `i` (upgrading ones) within a window of majors around its own (`>=M-2.0.0, <M+3.0.0`), so a
+//! dependant and its dependencies climb together, interleaved. Every other plugin upgrades,
+//! from a version in majors 1 to 3 to the highest (`10.9.0`, which plugins.yaml pins): seven
+//! to nine steps each. The others already run their highest. Each benchmark runs with 100,
+//! 1,000 and 10,000 plugins, to show how the cost grows.
+//!
+//! After divan's table a measuring run (`cargo bench --bench plan`) prints the medians side by
+//! side, and the plan's size (steps, waves, states explored).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use plugsync::plan::{
+    self, Allowance, GraphInput, HostCompat, Involved, Placement, Running, SearchLimits,
+    VersionGraph,
+};
+use plugsync::registry::{IndexEntry, IndexFile};
+use plugsync::resolve::{self, Resolution, Update};
+use plugsync::spec::model::{Channel, Jump, Metadata, PluginSet, PluginSpec, Registry, Spec};
+use plugsync_host::{Digest, PluginMetadata};
+
+/// Versions per plugin.
+const VERSIONS: usize = 100;
+/// The sizes measured, in plugins.
+const SIZES: [usize; 3] = [100, 1_000, 10_000];
+
+fn main() {
+    divan::main();
+    if common::is_bench_run() {
+        print_summary();
+    }
+}
+
+#[divan::bench(args = SIZES, sample_count = 3, sample_size = 1)]
+fn plan(bencher: divan::Bencher<'_, '_>, plugins: usize) {
+    let generated = Generated::generate(plugins);
+    bencher.bench_local(|| generated.plan());
+}
+
+#[divan::bench(args = SIZES, sample_count = 3, sample_size = 1)]
+fn resolve_baseline(bencher: divan::Bencher<'_, '_>, plugins: usize) {
+    let generated = Generated::generate(plugins);
+    bencher.bench_local(|| generated.resolve().plugins.len());
+}
+
+/// A generated registry, plugins.yaml, resolution and what runs.
+struct Generated {
+    set: PluginSet,
+    index: BTreeMap<String, IndexFile>,
+    resolution: Resolution,
+    /// What runs, per plugin, in plugins.yaml's order.
+    running: Vec<PluginMetadata>,
+    host: HostCompat,
+}
+
+fn id(i: usize) -> String {
+    format!("p{i:05}")
+}
+
+fn version(k: usize) -> String {
+    format!("{}.{}.0", k / 10 + 1, k % 10)
+}
+
+impl Generated {
+    fn generate(plugins: usize) -> Generated {
+        let mut random = SplitMix(0x0005_eed0_91a2);
+        let mut index = BTreeMap::new();
+        let mut running = Vec::with_capacity(plugins);
+        for i in 0..plugins {
+            // The plugins this one needs, the same for all its versions.
+            // Only upgrading plugins are needed: a window below a plugin that already runs
+            // its highest could never be met on the way up.
+            let needs: Vec<usize> = (0..random.below(4))
+                .filter(|_| i >= 2)
+                .map(|_| 2 * random.below(i.div_ceil(2) as u64) as usize)
+                .collect();
+            let versions: Vec<IndexEntry> = (0..VERSIONS)
+                .map(|k| {
+                    let major = k / 10 + 1;
+                    let dependencies = needs
+                        .iter()
+                        .map(|&j| {
+                            let low = major.saturating_sub(2).max(1);
+                            (id(j), format!(">={low}.0.0, <{}.0.0", major + 3))
+                        })
+                        .collect();
+                    IndexEntry {
+                        version: version(k),
+                        channel: Channel::Stable,
+                        yanked: false,
+                        sha256: Digest::of(format!("{} {}", id(i), version(k)).as_bytes()),
+                        file: format!("artifacts/{}/{}/lib{}.so", id(i), version(k), id(i)),
+                        signature: None,
+                        abi: "1.2".to_owned(),
+                        framework: ">=0.1.0".to_owned(),
+                        kind: "strategy".to_owned(),
+                        state_schema: 1,
+                        dependencies,
+                        migrates_from: vec![format!(
+                            ">={}.0.0, <{}.0.0",
+                            major.saturating_sub(1).max(1),
+                            major + 1
+                        )],
+                        downgrades_to: Vec::new(),
+                        migrations: Vec::new(),
+                    }
+                })
+                .collect();
+            // Even plugins upgrade from majors 1 to 3 (where every window holds, so that the
+            // starting set is sound and an order exists); odd ones run their highest.
+            let runs = if i % 2 == 0 {
+                random.below(30) as usize
+            } else {
+                VERSIONS - 1
+            };
+            running.push(
+                plan::metadata_of(&id(i), &versions[runs]).expect("generated entries are valid"),
+            );
+            let file = IndexFile {
+                plugin: id(i),
+                versions,
+            };
+            index.insert(id(i), file);
+        }
+        let set = PluginSet {
+            api_version: "plugsync/v1".to_owned(),
+            kind: "PluginSet".to_owned(),
+            metadata: Metadata {
+                name: "bench".to_owned(),
+                labels: BTreeMap::new(),
+            },
+            spec: Spec {
+                registry: Some(Registry {
+                    url: "https://registry.example.com/plugins".to_owned(),
+                }),
+                plugins: (0..plugins).map(|i| pinned(id(i))).collect(),
+                ..Spec::default()
+            },
+        };
+        let resolution = resolve::resolve(&set, &index, None, &Update::None)
+            .expect("the generated registry always has a solution");
+        Generated {
+            set,
+            index,
+            resolution,
+            running,
+            host: HostCompat::of_status(1, "0.1.0").expect("a valid framework version"),
+        }
+    }
+
+    fn resolve(&self) -> Resolution {
+        let resolution = resolve::resolve(&self.set, &self.index, None, &Update::None)
+            .expect("the generated registry always has a solution");
+        black_box(resolution)
+    }
+
+    /// Paths for every plugin that changes, then the order: what the glue will call.
+    fn plan(&self) -> (usize, usize, usize) {
+        let limits = SearchLimits::default();
+        let mut involved = Vec::with_capacity(self.running.len());
+        for ((spec, target), metadata) in self
+            .set
+            .spec
+            .plugins
+            .iter()
+            .zip(&self.resolution.plugins)
+            .zip(&self.running)
+        {
+            let file = &self.index[&spec.id];
+            if metadata.version == target.version.to_string() {
+                let entry = &file.versions[VERSIONS - 1];
+                let dependencies = entry
+                    .dependencies
+                    .iter()
+                    .map(|(id, req)| (id.clone(), req.parse().expect("a generated requirement")))
+                    .collect();
+                involved.push(Involved::fixed(
+                    spec.id.clone(),
+                    Placement {
+                        version: target.version.clone(),
+                        dependencies,
+                    },
+                ));
+                continue;
+            }
+            let allow = Allowance::of(spec, &self.set.spec.policy, &self.set.spec.defaults);
+            let running = Running {
+                metadata,
+                sha256: Digest::of(metadata.version.as_bytes()),
+                config_differs: false,
+            };
+            let input = GraphInput::of(
+                spec,
+                &self.set.spec,
+                &allow,
+                running,
+                target,
+                file,
+                &self.host,
+            );
+            let graph = VersionGraph::build(&input).expect("a generated graph");
+            let paths = plan::paths(&graph, limits.k_paths).expect("a generated path");
+            involved.push(Involved::upgrade(&graph, &paths));
+        }
+        let ordered = plan::order(&involved, 4, &limits).expect("a generated order");
+        black_box((ordered.steps.len(), ordered.waves.len(), ordered.explored))
+    }
+}
+
+/// A plugin pinned to its highest version, allowed any jump.
+fn pinned(id: String) -> PluginSpec {
+    PluginSpec {
+        id,
+        version: Some(semver::Version::parse(&version(VERSIONS - 1)).expect("a version")),
+        channel: None,
+        constraint: None,
+        allow: Some(Jump::Major),
+        config: None,
+        strategy: None,
+        verify: None,
+        update: None,
+        on_failure: None,
+        migrations: Vec::new(),
+    }
+}
+
+/// A small seeded generator (SplitMix64): the same registry on every run and machine.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+/// The medians side by side, measured again in interleaved rounds so that a shared machine
+/// slowing down affects both alike.
+fn print_summary() {
+    println!(
+        "\nplan (paths + order) against resolving the same set ({VERSIONS} versions per plugin):"
+    );
+    let mut previous: Option<Duration> = None;
+    for plugins in SIZES {
+        let generated = Generated::generate(plugins);
+        let rounds = if plugins >= 10_000 { 3 } else { 5 };
+        let (mut planning, mut resolving) = (Vec::new(), Vec::new());
+        let mut size = (0, 0, 0);
+        for _ in 0..rounds {
+            let start = Instant::now();
+            size = generated.plan();
+            planning.push(start.elapsed());
+            let start = Instant::now();
+            black_box(generated.resolve());
+            resolving.push(start.elapsed());
+        }
+        let (plan, resolve) = (median(&mut planning), median(&mut resolving));
+        let growth = previous.map_or(String::new(), |before| {
+            format!(
+                ", ×{:.1} for ×10 plugins",
+                plan.as_secs_f64() / before.as_secs_f64()
+            )
+        });
+        println!(
+            "  {plugins:>6} plugins: plan {:>9.2} ms ({} steps, {} waves, {} states), resolve \
+             {:>9.2} ms, ratio {:.2}{growth}",
+            plan.as_secs_f64() * 1e3,
+            size.0,
+            size.1,
+            size.2,
+            resolve.as_secs_f64() * 1e3,
+            plan.as_secs_f64() / resolve.as_secs_f64(),
+        );
+        previous = Some(plan);
+    }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
