@@ -175,6 +175,9 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
     );
     let scratch = after(&stdout, "its store, token (0600) and log in ", '\n');
     assert!(!Path::new(scratch).exists(), "{scratch} was left behind");
+    // And so is the directory of its plugins.yaml, registry and lock.
+    let gitops = after(&stdout, "as an operator declares it (in ", ')');
+    assert!(!Path::new(gitops).exists(), "{gitops} was left behind");
 }
 
 #[test]

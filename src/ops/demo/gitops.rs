@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use plugsync_host::Digest;
+
 use super::{DemoOptions, Expect, LIBRARIES, PlanCheck, STEPS, Staged};
 use crate::error::{Error, Result};
 use crate::ops::{
@@ -136,8 +138,14 @@ pub(super) fn tell(
     })?;
     let _ = write!(out, "{}", indent("    ", &planned.text(false)));
 
-    let steps = &planned.document.plan.steps;
-    let check = check(steps, &wanted);
+    let steps: Vec<Planned<'_>> = planned
+        .document
+        .plan
+        .steps
+        .iter()
+        .map(Planned::from)
+        .collect();
+    let check = check(&steps, &wanted);
     let from = 1 + STEPS.len() - wanted.len();
     if check.as_expected {
         let _ = writeln!(
@@ -162,22 +170,40 @@ pub(super) fn tell(
     Ok(check)
 }
 
+/// A planned step as the check sees it: the plugin, and the version and artifact it ends on
+/// (`None`: a removal).
+struct Planned<'a> {
+    plugin: &'a str,
+    to: Option<(String, Digest)>,
+}
+
+impl<'a> From<&'a PlannedStep> for Planned<'a> {
+    fn from(step: &'a PlannedStep) -> Self {
+        Planned {
+            plugin: &step.plugin,
+            to: step
+                .to
+                .as_ref()
+                .map(|to| (to.at.version.to_string(), to.at.sha256)),
+        }
+    }
+}
+
 /// Compares the plan's steps with the steps wanted: the same plugins, in the same order, each
 /// to the same version and artifact.
-fn check(steps: &[PlannedStep], wanted: &[Wanted<'_>]) -> PlanCheck {
+fn check(steps: &[Planned<'_>], wanted: &[Wanted<'_>]) -> PlanCheck {
     let planned = steps
         .iter()
         .map(|step| match &step.to {
-            Some(to) => format!("{} → {}", step.plugin, to.at.version),
+            Some((version, _)) => format!("{} → {version}", step.plugin),
             None => format!("{} removed", step.plugin),
         })
         .collect();
     let as_expected = steps.len() == wanted.len()
         && steps.iter().zip(wanted).all(|(step, wanted)| {
             step.plugin == wanted.plugin
-                && step.to.as_ref().is_some_and(|to| {
-                    to.at.version.to_string() == wanted.artifact.version
-                        && to.at.sha256 == wanted.artifact.digest
+                && step.to.as_ref().is_some_and(|(version, sha256)| {
+                    *version == wanted.artifact.version && *sha256 == wanted.artifact.digest
                 })
         });
     PlanCheck {
@@ -242,4 +268,119 @@ fn indent(prefix: &str, text: &str) -> String {
             false => format!("{prefix}{line}\n"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(version: &str) -> Staged {
+        Staged {
+            digest: Digest::of(version.as_bytes()),
+            version: version.to_owned(),
+        }
+    }
+
+    /// The artifacts of the demo's upgrades: ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0.
+    fn artifacts() -> [Staged; 3] {
+        [staged("2.0.0"), staged("2.0.0"), staged("2.1.0")]
+    }
+
+    fn upgrades(artifacts: &[Staged; 3]) -> Vec<Wanted<'_>> {
+        ["ma_cross", "risk_model", "ma_cross"]
+            .into_iter()
+            .zip(artifacts)
+            .map(|(plugin, artifact)| Wanted { plugin, artifact })
+            .collect()
+    }
+
+    fn planned<'a>(plugin: &'a str, version: &str) -> Planned<'a> {
+        Planned {
+            plugin,
+            to: Some((version.to_owned(), Digest::of(version.as_bytes()))),
+        }
+    }
+
+    /// Checks `steps` against the demo's three upgrades: `expect` is whether they match.
+    fn check_plan(steps: &[Planned<'_>], expect: bool) {
+        let artifacts = artifacts();
+        let wanted = upgrades(&artifacts);
+        let checked = check(steps, &wanted);
+        assert_eq!(checked.as_expected, expect, "{:?}", checked.planned);
+        assert_eq!(
+            checked.expected,
+            ["ma_cross → 2.0.0", "risk_model → 2.0.0", "ma_cross → 2.1.0"]
+        );
+    }
+
+    #[test]
+    fn the_demos_upgrades_in_order_match() {
+        check_plan(
+            &[
+                planned("ma_cross", "2.0.0"),
+                planned("risk_model", "2.0.0"),
+                planned("ma_cross", "2.1.0"),
+            ],
+            true,
+        );
+    }
+
+    #[test]
+    fn a_detour_another_order_a_missing_step_or_another_artifact_does_not() {
+        // risk_model through 1.1.0.
+        check_plan(
+            &[
+                planned("risk_model", "1.1.0"),
+                planned("ma_cross", "2.0.0"),
+                planned("risk_model", "2.0.0"),
+                planned("ma_cross", "2.1.0"),
+            ],
+            false,
+        );
+        check_plan(
+            &[
+                planned("risk_model", "2.0.0"),
+                planned("ma_cross", "2.0.0"),
+                planned("ma_cross", "2.1.0"),
+            ],
+            false,
+        );
+        check_plan(
+            &[planned("ma_cross", "2.0.0"), planned("risk_model", "2.0.0")],
+            false,
+        );
+        let mut rebuilt = planned("ma_cross", "2.1.0");
+        rebuilt.to = Some(("2.1.0".to_owned(), Digest::of(b"other bytes")));
+        check_plan(
+            &[
+                planned("ma_cross", "2.0.0"),
+                planned("risk_model", "2.0.0"),
+                rebuilt,
+            ],
+            false,
+        );
+    }
+
+    #[test]
+    fn plugins_yaml_pins_each_plugin_to_its_last_version_dependency_first() {
+        let artifacts = artifacts();
+        let wanted = upgrades(&artifacts);
+        expect_test::expect![[r#"
+            apiVersion: plugsync/v1
+            kind: PluginSet
+            metadata: {name: demo-desk}
+            spec:
+              registry: {url: registry}
+              plugins:
+                - id: risk_model
+                  version: 2.0.0
+                  config: {max_position: 10}
+                  verify: {soak: {duration: 600ms, maxErrorRate: 0}}
+                - id: ma_cross
+                  version: 2.1.0
+                  config: {fast_period: 5, slow_period: 20, signal_threshold: 0.01, order_qty: 1}
+                  verify: {soak: {duration: 600ms, maxErrorRate: 0}}
+        "#]]
+        .assert_eq(&plugins_yaml(&wanted, Duration::from_millis(600)));
+    }
 }
