@@ -2,7 +2,9 @@
 //! in the soak after serving calls and is rolled back by replaying them, and the state it
 //! restored is checked against an independent reference (a runtime that ran ma_cross 1.0.0
 //! alone, fed the same calls at the same host times), not taken from the runtime's own
-//! report; the other steps commit, and the verdict says PASS.
+//! report; the other steps commit, and the verdict says PASS. Before the steps, the plan
+//! `reconcile --dry-run` computes against the desk in this process, from a plugins.yaml the
+//! demo publishes, validates and locks, is exactly the upgrades the demo then makes.
 
 mod support;
 
@@ -22,6 +24,7 @@ fn the_demos_faulty_release_is_rolled_back_by_replay_in_its_soak_and_its_state_m
         threads: 1,
         instruments_per_thread: 2,
         soak: Duration::from_millis(300),
+        exe: Some(env!("CARGO_BIN_EXE_plugsync").into()),
         ..DemoOptions::default()
     };
     let mut out = Vec::new();
@@ -60,4 +63,41 @@ fn the_demos_faulty_release_is_rolled_back_by_replay_in_its_soak_and_its_state_m
         out.contains("state never lost (each rollback's restored state identical to a reference"),
         "{out}"
     );
+
+    // The first half of the GitOps story, before the steps.
+    assert_eq!(
+        outcome.plan.planned,
+        ["ma_cross → 2.0.0", "risk_model → 2.0.0", "ma_cross → 2.1.0"],
+        "{out}"
+    );
+    assert!(outcome.plan.as_expected, "{out}");
+    for line in [
+        "    published ma_cross 2.0.1 on `stable` (sha256 ",
+        "    `plugsync validate`: valid (2 plugins, every field checked)",
+        "      ma_cross    2.1.0        sha256 ",
+        "    Host this process (API ",
+        "    Desired [GITOPS]/plugins.yaml (plugins.lock matches)",
+        // Previews ran in a child `plugsync`, on the live states.
+        "           state (live snapshot, migrated in a sandbox):",
+        "  plan check: its 3 steps are the demo's steps 2-4 below, in order, to the same \
+         artifacts",
+        "plan: `reconcile --dry-run` planned exactly the upgrades the demo made after its faulty \
+         step, in order (ma_cross → 2.0.0, risk_model → 2.0.0, ma_cross → 2.1.0)",
+    ] {
+        assert!(gitops(&out).contains(line), "no `{line}` in:\n{out}");
+    }
+    let plan_starts = out
+        .find("`plugsync reconcile --dry-run` against the desk")
+        .unwrap();
+    assert!(plan_starts < out.find("step 1/4:").unwrap(), "{out}");
+}
+
+/// The demo's output with its GitOps directory (a fresh temporary one) as `[GITOPS]`.
+fn gitops(out: &str) -> String {
+    let start = out
+        .find("(in /")
+        .map(|at| at + "(in ".len())
+        .expect("the demo names its GitOps directory");
+    let end = start + out[start..].find("):").expect("the directory's line ends");
+    out.replace(&out[start..end], "[GITOPS]")
 }

@@ -1,6 +1,8 @@
-//! `plugsync demo --via-host` through the real binary: it starts a real `plugsync host`, runs
-//! the four steps through its control API while the host's desk trades, stops the host with
-//! SIGTERM and passes; `plugsync demo --host` names an unreachable host in one line.
+//! `plugsync demo --via-host` through the real binary: it starts a real `plugsync host`, plans
+//! the upgrades with `reconcile --dry-run` against that host from a plugins.yaml it publishes,
+//! validates and locks, runs the four steps through its control API while the host's desk
+//! trades, stops the host with SIGTERM and passes; `plugsync demo --host` names an unreachable
+//! host in one line.
 
 mod support;
 
@@ -55,6 +57,13 @@ fn normalise(line: &str) -> String {
     normalised.join(" ")
 }
 
+/// A step of the plan's text, indented under the demo's line: `       1. ma_cross …`.
+fn is_planned_step(line: &str) -> bool {
+    line.strip_prefix("       ")
+        .and_then(|rest| rest.split_once(". "))
+        .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// The value after `prefix` on the line that holds it, up to `end`.
 fn after<'a>(text: &'a str, prefix: &str, end: char) -> &'a str {
     let start = text
@@ -89,19 +98,31 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
         .lines()
         .filter(|l| {
             [
+                "    `plugsync validate`",
+                "      ~ ",
+                "  plan check:",
                 "step ",
                 "  committed;",
                 "  not committed",
                 "stopped ",
                 "summary:",
+                "plan:",
                 "PASS",
             ]
             .iter()
             .any(|start| l.starts_with(start))
+                || is_planned_step(l)
         })
         .map(normalise)
         .collect();
     expect![[r#"
+            `plugsync validate`: valid (2 plugins, every field checked)
+              ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
+              ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+               1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+               2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
+               3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
+          plan check: its 3 steps are the demo's steps 2-4 below, in order, to the same artifacts (step 1 first tries a faulty release that is not in plugins.yaml)
         step 1/4: a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)
           not committed: the previous version serves; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
         step 2/4: ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)
@@ -112,6 +133,7 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
         stopped the host with SIGTERM: it exited cleanly (exit status: 0), its states checkpointed
         summary: 4 steps (3 committed, 1 rolled back), [N] calls served, 0 failed; books agree (ma_cross's positions = risk_model's exposures) after every step; state never lost by the runtime's own report (not checked against a reference)
+        plan: `reconcile --dry-run` planned exactly the upgrades the demo made after its faulty step, in order (ma_cross → 2.0.0, risk_model → 2.0.0, ma_cross → 2.1.0)
         PASS"#]]
     .assert_eq(&kept.join("\n"));
 
@@ -153,6 +175,9 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
     );
     let scratch = after(&stdout, "its store, token (0600) and log in ", '\n');
     assert!(!Path::new(scratch).exists(), "{scratch} was left behind");
+    // And so is the directory of its plugins.yaml, registry and lock.
+    let gitops = after(&stdout, "as an operator declares it (in ", ')');
+    assert!(!Path::new(gitops).exists(), "{gitops} was left behind");
 }
 
 #[test]

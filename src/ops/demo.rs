@@ -7,7 +7,16 @@
 //!    fills back to both plugins and into the host's ledger), or in a host: one the demo starts
 //!    (`--via-host`) or one already running (`--host URL`), trading with its own feed;
 //! 3. **stage** the artifacts of the steps (`PUT /v1/artifacts/…` for a host);
-//! 4. **step** through the upgrades while the desk trades: a faulty ma_cross (switched under
+//! 4. **declare and plan** the upgrades as an operator would, in a temporary directory:
+//!    **publish** the example plugins to a registry directory (channel `stable`), **write** a
+//!    plugins.yaml pinning risk_model 2.0.0 and ma_cross 2.1.0 (each with a config and a soak),
+//!    **validate** it and **lock** it, then compute **`reconcile --dry-run`** against the desk
+//!    (the runtime in this process, or the host's control API) and print the plan, its state
+//!    migrations previewed on the live states in a child `plugsync preflight-child` (when no
+//!    plugsync executable is found, without previews, and it says so); **check** that the
+//!    plan's steps are the upgrades step 5 makes after its faulty release, in order, to the
+//!    same artifacts;
+//! 5. **step** through the upgrades while the desk trades: a faulty ma_cross (switched under
 //!    the lock so that it starts fresh, it passes its health check at the switch, serves calls,
 //!    fails its health check in the soak and is rolled back by replaying those calls; in this
 //!    process the restored state is then checked against a reference runtime fed the same
@@ -15,14 +24,15 @@
 //!    Each step is one switch request (step id, lease, health, probes, differential, soak
 //!    thresholds), a soak that polls health, then a commit or the rollback; it prints the
 //!    state before and after migration, the calls served and failed, and checks the books;
-//! 5. **verdict**: success only if no call failed, no rollback lost state, the faulty step was
-//!    rolled back by replaying the calls it served (and, in this process, its restored state
-//!    matched the reference) and the others committed, and the books matched after every
-//!    step.
+//! 6. **verdict**: success only if the plan was the upgrades made, no call failed, no rollback
+//!    lost state, the faulty step was rolled back by replaying the calls it served (and, in
+//!    this process, its restored state matched the reference) and the others committed, and
+//!    the books matched after every step.
 //!
 //! The step list, the requests, the soak and the report are shared: a [`Venue`] says only how
 //! a step reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API).
 
+mod gitops;
 mod in_process;
 mod report;
 mod via_host;
@@ -84,6 +94,10 @@ pub struct DemoOptions {
     pub soak: Duration,
     /// Pause between a feed thread's rounds of bars (in process).
     pub pace: Duration,
+    /// The `plugsync` executable that previews the plan's state migrations in a child process;
+    /// by default the one that runs the host (`SpawnHost`), or this program when it is
+    /// `plugsync`. With none, the plan is shown without previews.
+    pub exe: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -95,6 +109,7 @@ impl Default for DemoOptions {
             instruments_per_thread: 3,
             soak: Duration::from_millis(600),
             pace: Duration::from_micros(200),
+            exe: None,
         }
     }
 }
@@ -138,12 +153,27 @@ pub struct DemoOutcome {
     pub calls: u64,
     /// Calls failed in all.
     pub failed: u64,
+    /// The plan `reconcile --dry-run` computed before the steps, checked against them.
+    pub plan: PlanCheck,
+}
+
+/// The plan `reconcile --dry-run` computed from the demo's plugins.yaml before the steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanCheck {
+    /// Its steps, `plugin → version`.
+    pub planned: Vec<String>,
+    /// The upgrades the demo makes after its faulty step, `plugin → version`.
+    pub expected: Vec<String>,
+    /// Whether the plan's steps were those, in order, each to the same artifact.
+    pub as_expected: bool,
 }
 
 impl DemoOutcome {
-    /// No call failed, no state was lost, every check matched and every step went as expected.
+    /// No call failed, no state was lost, every check matched, the plan was the steps taken
+    /// and every step went as expected.
     pub fn passed(&self) -> bool {
         self.failed == 0
+            && self.plan.as_expected
             && self
                 .steps
                 .iter()
@@ -483,6 +513,8 @@ trait Venue {
     /// start, fed the same calls at the same host times (after a rollback: the state of a
     /// plugin that was never updated).
     fn reference(&mut self, plugin: &str) -> Result<Reference>;
+    /// Where `reconcile --dry-run` observes the desk.
+    fn observe(&self) -> crate::ops::Observe;
 }
 
 /// The rollback the runtime did on its own (a soak threshold crossed, the lease out, a
@@ -525,6 +557,15 @@ fn run_steps(
     for step in &STEPS {
         staged.push(venue.stage(&dir.join(step.library))?);
     }
+    let work = tempfile::Builder::new()
+        .prefix("plugsync-demo-gitops-")
+        .tempdir()
+        .map_err(|source| Error::Io {
+            action: "create",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let plan = gitops::tell(work.path(), dir, venue.observe(), &staged, options, out)?;
     let run = run_id();
     let _ = writeln!(
         out,
@@ -546,6 +587,7 @@ fn run_steps(
         steps: outcomes,
         calls: total.served,
         failed: total.failed,
+        plan,
     })
 }
 
@@ -717,5 +759,24 @@ fn print_verdict(outcome: &DemoOutcome, books_checked: &str, out: &mut dyn Write
         },
         state_verdict(outcome),
     );
+    let plan = &outcome.plan;
+    if plan.as_expected {
+        let _ = writeln!(
+            out,
+            "plan: `reconcile --dry-run` planned exactly the upgrades the demo made after its \
+             faulty step, in order ({})",
+            plan.planned.join(", ")
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "plan: DID NOT MATCH the steps: `reconcile --dry-run` planned {} ({}); the demo's \
+             upgrades after its faulty step are {} ({})",
+            plan.planned.len(),
+            plan.planned.join(", "),
+            plan.expected.len(),
+            plan.expected.join(", ")
+        );
+    }
     let _ = writeln!(out, "{}", if outcome.passed() { "PASS" } else { "FAIL" });
 }

@@ -11,7 +11,7 @@ mod registry;
 mod status;
 mod validate;
 
-pub use demo::{DemoOptions, DemoOutcome, DemoVenue, StepOutcome, demo};
+pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, demo};
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
 pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};

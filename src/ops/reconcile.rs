@@ -6,7 +6,8 @@
 //!    `plugsync lock`: reconcile never writes the lock); with none, versions are resolved
 //!    afresh and channels float; `--locked` requires a matching lock.
 //! 2. **Index** each plugin's published versions from the registry; **resolve** (pure).
-//! 3. **Observe** the host: its control API, or a saved `plugsync status --output json`.
+//! 3. **Observe** the host: its control API, a saved `plugsync status --output json`, or a
+//!    runtime in this process (the demo's).
 //! 4. **Plan** (pure): paths, order, waves, waits, refusals, drift.
 //! 5. **Preview** each step that migrates state, on the real artifacts, in a child process of
 //!    plugsync (never on the live host), when the observation has the plugins' states.
@@ -31,7 +32,8 @@ use crate::spec::{self, Limits};
 use super::lock::{indexes, read_lock};
 
 /// Where the running state comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Not `PartialEq`: a runtime is a handle, with no equality of its own.
+#[derive(Debug, Clone)]
 pub enum Observe {
     /// The host's control API.
     Host {
@@ -44,6 +46,8 @@ pub enum Observe {
     },
     /// A saved `plugsync status --output json [--with-state]`.
     File(PathBuf),
+    /// A runtime in this process (a handle: the clone shares it), as `plugsync demo` runs.
+    Runtime(plugsync_host::Runtime),
 }
 
 /// What `reconcile --dry-run` is asked.
@@ -188,5 +192,6 @@ fn observe(source: &Observe, with_state: bool) -> Result<Observation> {
             observe::from_host(&client, with_state)
         }
         Observe::File(path) => observe::from_file(path),
+        Observe::Runtime(runtime) => observe::from_runtime(runtime, with_state),
     }
 }

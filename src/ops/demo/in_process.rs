@@ -17,6 +17,7 @@ use super::{
 };
 use crate::error::Result;
 use crate::market::{CallLog, Desk, DeskStats, Ledger, PriceFeed};
+use crate::ops::Observe;
 
 const INSTRUMENTS: [&str; 12] = [
     "ES", "NQ", "YM", "RTY", "CL", "NG", "GC", "SI", "ZN", "ZB", "6E", "6J",
@@ -168,6 +169,10 @@ impl Venue for InProcess<'_> {
             },
             Err(what) => Reference::Differs(what),
         })
+    }
+
+    fn observe(&self) -> Observe {
+        Observe::Runtime(self.runtime.clone())
     }
 }
 

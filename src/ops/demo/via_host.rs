@@ -28,6 +28,7 @@ use super::{
 };
 use crate::client::ControlClient;
 use crate::error::{Error, Result};
+use crate::ops::Observe;
 
 /// The plugins the host's desk trades through.
 const STRATEGY: &str = "ma_cross";
@@ -68,7 +69,12 @@ pub(super) fn run(
          plugins from {}\n  host {url}",
         dir.display()
     );
-    let outcome = drive(client, dir, options, out)?;
+    let observe = Observe::Host {
+        url: url.to_owned(),
+        token_file: Some(token_file.to_owned()),
+        tls_ca: tls_ca.map(Path::to_owned),
+    };
+    let outcome = drive(client, observe, dir, options, out)?;
     print_verdict(&outcome, BOOKS_CHECKED, out);
     Ok(outcome)
 }
@@ -95,8 +101,13 @@ pub(super) fn spawn_and_run(
         host.url,
         scratch.dir.display()
     );
+    let observe = Observe::Host {
+        url: host.url.clone(),
+        token_file: Some(scratch.token.clone()),
+        tls_ca: None,
+    };
     let driven = ControlClient::new(Some(&host.url), Some(&scratch.token), None)
-        .and_then(|client| drive(client, dir, options, out));
+        .and_then(|client| drive(client, observe, dir, options, out));
     let stopped = host.stop(&scratch.log);
     match (driven, stopped) {
         (Ok(outcome), Ok(status)) => {
@@ -132,11 +143,12 @@ pub(super) fn spawn_and_run(
 /// Checks the host runs the demo's starting point, then runs the steps.
 fn drive(
     client: ControlClient,
+    observe: Observe,
     dir: &Path,
     options: &DemoOptions,
     out: &mut dyn Write,
 ) -> Result<DemoOutcome> {
-    let mut venue = HostVenue { client };
+    let mut venue = HostVenue { client, observe };
     venue.check_start()?;
     let _ = writeln!(
         out,
@@ -151,6 +163,8 @@ fn drive(
 /// A host, through its control API.
 struct HostVenue {
     client: ControlClient,
+    /// The same API, for `reconcile --dry-run`.
+    observe: Observe,
 }
 
 impl HostVenue {
@@ -426,6 +440,10 @@ impl Venue for HostVenue {
              rollback's report is the host's own account"
                 .to_owned(),
         ))
+    }
+
+    fn observe(&self) -> Observe {
+        self.observe.clone()
     }
 }
 
