@@ -199,29 +199,54 @@ fn publish(dir: &Path, name: &str, channel: &str) {
     assert!(finished.status.success(), "{}", finished.stderr);
 }
 
-/// Host times (`observed 2026-… UTC`, `(at 2026-…Z)`) become `[TIME]`, and the plan id
-/// `[ID]` (it covers those times): the host runs on the clock. Times derived from
-/// `PLUGSYNC_NOW` are left as they are.
+/// Host times (`observed 2026-12-02 14:02:21 UTC`, `since 2026-12-02T14:02:21Z`) become
+/// `[TIME]`, and the plan id `[ID]` (it covers those times): the host runs on the clock. The
+/// `Waits:` line's times come from `PLUGSYNC_NOW` and are kept.
 fn normalise_host_times(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        let line = match line.find(" — observed ") {
-            Some(at) => format!("{} — observed [TIME]", &line[..at]),
-            None => line.to_owned(),
-        };
-        // The plan id covers the applied records, whose times are the host's clock.
         let line = match line.find(" Plan id ") {
             Some(at) => format!("{} Plan id [ID].", &line[..at]),
-            None => line,
+            None => line.to_owned(),
         };
-        let line = match (line.find(" (at "), line.find("Z)")) {
-            (Some(start), Some(end)) if end > start => {
-                format!("{} (at [TIME]){}", &line[..start], &line[end + 2..])
-            }
-            _ => line,
-        };
-        out.push_str(&line);
+        if line.trim_start().starts_with("Waits:") {
+            out.push_str(&line);
+        } else {
+            out.push_str(&without_timestamps(&line));
+        }
         out.push('\n');
+    }
+    out
+}
+
+/// `text` with each `YYYY-MM-DD?HH:MM:SS` (then `Z` or ` UTC`, if there) as `[TIME]`.
+fn without_timestamps(text: &str) -> String {
+    let shape = |window: &[u8]| {
+        window.len() == 19
+            && window.iter().enumerate().all(|(i, b)| match i {
+                4 | 7 => *b == b'-',
+                10 => *b == b'T' || *b == b' ',
+                13 | 16 => *b == b':',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 19 <= bytes.len() && shape(&bytes[i..i + 19]) {
+            out.push_str("[TIME]");
+            i += 19;
+            if text[i..].starts_with('Z') {
+                i += 1;
+            } else if text[i..].starts_with(" UTC") {
+                i += 4;
+            }
+            continue;
+        }
+        let c = text[i..].chars().next().unwrap_or(' ');
+        out.push(c);
+        i += c.len_utf8();
     }
     out
 }
@@ -904,9 +929,9 @@ fn what_the_host_would_refuse_is_shown_with_who_and_why() {
            2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
 
-        Refused: the host is frozen by default since 2026-12-02T14:32:56Z: quarter-end close (lift: `plugsync unfreeze`)
-        Refused: `ma_cross` is held by default since 2026-12-02T14:32:56Z: investigating fills; step 2 refused (lift: `plugsync release ma_cross`)
-        Refused: `risk_model` 1.1.0 is marked failed on this host (rolled back: rollback requested, by host at 2026-12-02T14:32:56Z); step 1 refused (clear: `plugsync retry risk_model`)
+        Refused: the host is frozen by default since [TIME]: quarter-end close (lift: `plugsync unfreeze`)
+        Refused: `ma_cross` is held by default since [TIME]: investigating fills; step 2 refused (lift: `plugsync release ma_cross`)
+        Refused: `risk_model` 1.1.0 is marked failed on this host (rolled back: rollback requested, by host at [TIME]); step 1 refused (clear: `plugsync retry risk_model`)
 
         Drift (runs other than the reconciler left it):
           risk_model (at [TIME]): last change `rollback` by `api` (client `default`), not the reconciler

@@ -2,12 +2,15 @@
 //! `plugsync status --output json` — and where that differs from what was last applied on
 //! purpose (**drift**).
 //!
-//! Two sources give the same [`Observation`], so a plan made in CI from a saved status
+//! The sources give the same [`Observation`], so a plan made in CI from a saved status
 //! (`--observed FILE`) is the plan made against the host itself (`--host URL`):
 //!
-//! - [`from_host`]: `GET /v1/status` (`?with_state=true` when the plan previews migrations);
+//! - `from_host` (the CLI's control-API client): `GET /v1/status` (`?with_state=true` when
+//!   the plan previews migrations);
 //! - [`from_file`]: the JSON `plugsync status --output json [--with-state]` printed, which is
-//!   the host's answer unchanged.
+//!   the host's answer unchanged;
+//! - [`from_runtime`]: a runtime in this process (the demo, a host embedding the reconciler):
+//!   the same document, built by `RunningState::of`.
 //!
 //! [`drift`] is pure: it reads the observation's applied records (the host keeps one per
 //! plugin, with who asked and when) and nothing else.
