@@ -5,7 +5,7 @@
 //!
 //! Pure, like the core: `now` is an argument.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
 use plugsync_host::{Digest, PluginMetadata, PluginStatus, RuntimeStatus, TransitionKind};
@@ -66,14 +66,22 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let spec = &input.set.spec;
     let mut planned = Vec::new();
     let mut involved = Vec::new();
+    // By id, so that thousands of plugins cost no more than their number.
+    let resolved_of: HashMap<&str, &Resolved> = (input.resolution.plugins.iter())
+        .map(|r| (r.id.as_str(), r))
+        .collect();
+    let status_of: HashMap<&str, &PluginStatus> = (running.plugins.iter())
+        .map(|p| (p.plugin.as_str(), p))
+        .collect();
+    let named: BTreeSet<&str> = spec.plugins.iter().map(|p| p.id.as_str()).collect();
     for plugin in &spec.plugins {
-        let resolved = input
-            .resolution
-            .get(&plugin.id)
+        let resolved = resolved_of
+            .get(plugin.id.as_str())
+            .copied()
             .ok_or_else(|| PlanError::NotResolved {
                 plugin: plugin.id.clone(),
             })?;
-        let status = running.plugins.iter().find(|p| p.plugin == plugin.id);
+        let status = status_of.get(plugin.id.as_str()).copied();
         let entry = entry(input.index, &plugin.id, &resolved.sha256);
         let desired_config = plugin.config.clone();
         let Some(status) = status else {
@@ -146,7 +154,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     }
     // The plugins the host runs that plugins.yaml does not name.
     for status in &running.plugins {
-        if spec.plugins.iter().any(|p| p.id == status.plugin) {
+        if named.contains(status.plugin.as_str()) {
             continue;
         }
         let kind = match spec.policy.prune {
@@ -172,12 +180,18 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let ordered = order(&involved, max_parallel, &input.limits)?;
 
     let mut steps: Vec<PlannedStep> = Vec::with_capacity(ordered.steps.len());
-    let mut last_step_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut last_step_of: HashMap<&str, usize> = HashMap::new();
     for ordered_step in &ordered.steps {
         last_step_of.insert(&ordered_step.plugin, ordered_step.number);
     }
+    let place: HashMap<&str, usize> = (planned.iter().enumerate())
+        .map(|(at, plugin)| (plugin.id.as_str(), at))
+        .collect();
     for ordered_step in &ordered.steps {
-        let Some(plugin) = planned.iter().find(|p| p.id == ordered_step.plugin) else {
+        let Some(plugin) = place
+            .get(ordered_step.plugin.as_str())
+            .map(|&at| &planned[at])
+        else {
             continue;
         };
         let last = last_step_of.get(plugin.id.as_str()) == Some(&ordered_step.number);
@@ -196,9 +210,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         steps.push(step);
     }
 
+    let mut steps_of: HashMap<&str, Vec<&PlannedStep>> = HashMap::new();
+    for step in &steps {
+        steps_of.entry(&step.plugin).or_default().push(step);
+    }
     let changes: Vec<Change> = planned
         .iter()
-        .map(|plugin| change(plugin, &steps))
+        .map(|plugin| change(plugin, steps_of.get(plugin.id.as_str())))
         .collect();
     let waves = ordered.waves.iter().map(|w| w.steps.clone()).collect();
     let mut warnings: Vec<Warning> = ordered
@@ -472,8 +490,8 @@ fn state_migration(
     }
 }
 
-fn change(plugin: &Planned<'_>, steps: &[PlannedStep]) -> Change {
-    let own: Vec<&PlannedStep> = steps.iter().filter(|s| s.plugin == plugin.id).collect();
+fn change(plugin: &Planned<'_>, own: Option<&Vec<&PlannedStep>>) -> Change {
+    let own: &[&PlannedStep] = own.map_or(&[], Vec::as_slice);
     let via = match own.split_last() {
         Some((_, before)) => before
             .iter()

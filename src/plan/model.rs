@@ -300,6 +300,7 @@ pub enum Reason {
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Wait {
     /// A policy window closes updates now.
+    #[serde(rename_all = "camelCase")]
     Window {
         /// The deny windows open now, by name.
         denied_by: Vec<String>,
@@ -314,6 +315,7 @@ pub enum Wait {
         wait: Option<String>,
     },
     /// A step is in progress on the host (switched, not yet committed or rolled back).
+    #[serde(rename_all = "camelCase")]
     PendingStep {
         /// The plugin.
         plugin: String,

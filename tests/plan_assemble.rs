@@ -1,0 +1,314 @@
+//! The whole pure planner, `plan::plan`: plugins.yaml, a registry index and a host's status (as
+//! the host answers it) in, the steps an operator reads and the apply engine runs out — with
+//! their configs, reasons, waits, refusals and warnings. Data-driven: each case is an index, a
+//! plugins.yaml, what runs and how the host stands, and the plan as a snapshot
+//! (`UPDATE_EXPECT=1 cargo test --test plan_assemble`, review the diff).
+
+mod plan_support;
+
+use expect_test::{Expect, expect};
+use plan_support::{artifact, index, set};
+use plugsync::plan::{self, Plan, PlanInput, SearchLimits};
+use plugsync::resolve::{self, Update};
+use plugsync_host::{Digest, RuntimeStatus};
+use plugsync_plugin::canonical_json;
+use serde_json::{Value, json};
+
+/// One plugin the host runs.
+struct Running<'a> {
+    id: &'a str,
+    version: &'a str,
+    config: Value,
+    /// The tool of its applied record's origin.
+    by: &'a str,
+}
+
+fn running<'a>(id: &'a str, version: &'a str) -> Running<'a> {
+    Running {
+        id,
+        version,
+        config: json!({}),
+        by: "plugsync-reconcile",
+    }
+}
+
+fn hash(config: &Value) -> Digest {
+    Digest::of(&canonical_json(config).unwrap())
+}
+
+/// The status a host running `plugins` answers (from the index's metadata), changed by
+/// `adjust` (a lease, restraints, a pending step, resident libraries…).
+fn status(
+    index: &std::collections::BTreeMap<String, plugsync::registry::IndexFile>,
+    plugins: &[Running<'_>],
+    adjust: impl FnOnce(&mut Value),
+) -> RuntimeStatus {
+    let plugins: Vec<Value> = plugins
+        .iter()
+        .map(|p| {
+            let entry = index[p.id]
+                .versions
+                .iter()
+                .find(|e| e.version == p.version)
+                .unwrap();
+            let metadata = plan::metadata_of(p.id, entry).unwrap();
+            let version = json!({"version": p.version, "digest": artifact(p.id, p.version)});
+            json!({
+                "plugin": p.id, "version": version, "config": p.config,
+                "config_hash": hash(&p.config), "state_schema": 1, "metadata": metadata,
+                "health": {"status": "ok"}, "fault": null,
+                "counters": {"calls": 0, "errors": 0, "panics": 0}, "last_call_at": null,
+                "pending": null, "last_step": null, "last_rollback": null, "busy": false,
+                "stuck": null, "fail_closed": false,
+                "applied": {
+                    "operation": "install", "step_id": null, "version": version,
+                    "config_hash": hash(&p.config), "origin": {"tool": p.by}, "at": 0,
+                    "fresh_state": false,
+                },
+            })
+        })
+        .collect();
+    let mut status = json!({
+        "abi": 1, "framework": "0.1.0", "now": 0, "plugins": plugins, "resident": [],
+        "resident_cap": 8, "live_instances": 0, "recovered": null, "persist_error": null,
+        "lease": {"holder": null, "last_epoch": 0, "breaks": []},
+        "restraints": {"freeze": null, "holds": {}, "failed": [], "halts": {}, "forced": []},
+        "unloaded": [],
+    });
+    adjust(&mut status);
+    serde_json::from_value(status).unwrap()
+}
+
+/// The plan, one line per step (with the config it sends and its reasons), then the waves,
+/// waits, refusals and warnings — or the error.
+fn render(plan: &Result<Plan, plan::PlanError>) -> String {
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(error) => return format!("error: {error}\n"),
+    };
+    let mut out = String::new();
+    for change in &plan.changes {
+        out.push_str(&format!(
+            "{} {:?} steps {:?}\n",
+            change.plugin, change.kind, change.steps
+        ));
+    }
+    for step in &plan.steps {
+        let version = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+        out.push_str(&format!(
+            "{}. {} {:?} {} → {}; config {}; {}\n",
+            step.number,
+            step.plugin,
+            step.action,
+            version(step.from.as_ref().map(|f| f.version.to_string())),
+            version(step.to.as_ref().map(|t| t.at.version.to_string())),
+            step.config
+                .as_ref()
+                .map_or("(migrated by the host)".to_owned(), Value::to_string),
+            serde_json::to_string(&step.reasons).unwrap(),
+        ));
+    }
+    out.push_str(&format!("waves {:?}\n", plan.waves));
+    for wait in &plan.waits {
+        out.push_str(&format!("wait {}\n", serde_json::to_string(wait).unwrap()));
+    }
+    for refusal in &plan.refusals {
+        out.push_str(&format!(
+            "refused {}\n",
+            serde_json::to_string(refusal).unwrap()
+        ));
+    }
+    for warning in &plan.warnings {
+        out.push_str(&format!(
+            "warning {}\n",
+            serde_json::to_string(warning).unwrap()
+        ));
+    }
+    out
+}
+
+/// A case: the index, plugins.yaml's `spec` body, what runs, the host's adjustments, the time.
+fn check(
+    lines: &str,
+    spec: &str,
+    plugins: &[Running<'_>],
+    adjust: impl FnOnce(&mut Value),
+    expected: Expect,
+) {
+    let index = index(lines);
+    let set = set(spec);
+    let resolution = resolve::resolve(&set, &index, None, &Update::None).unwrap();
+    let status = status(&index, plugins, adjust);
+    let input = PlanInput {
+        set: &set,
+        resolution: &resolution,
+        index: &index,
+        running: &status,
+        now: "2026-12-05T17:00:00Z".parse().unwrap(),
+        limits: SearchLimits::default(),
+    };
+    expected.assert_eq(&render(&plan::plan(&input)));
+}
+
+const MA_CROSS: &str = "
+    ma_cross 1.0.0
+    ma_cross 2.0.0; from ^1
+    ma_cross 2.1.0; from >=2.0, <3
+";
+
+#[test]
+fn only_the_last_step_of_a_plugin_sends_the_desired_config() {
+    check(
+        MA_CROSS,
+        "  plugins:\n    - {id: ma_cross, version: 2.1.0, config: {fast_period: 5}}\n",
+        &[running("ma_cross", "1.0.0")],
+        |_| {},
+        expect![[r#"
+            ma_cross Upgrade steps [1, 2]
+            1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"toward","target":"2.1.0"}]
+            2. ma_cross Upgrade 2.0.0 → 2.1.0; config {"fast_period":5}; [{"kind":"pinned"}]
+            waves [[1], [2]]
+        "#]],
+    );
+}
+
+#[test]
+fn a_config_equal_to_the_running_one_in_another_key_order_is_no_change() {
+    let mut ma_cross = running("ma_cross", "1.0.0");
+    ma_cross.config = json!({"a": 1, "b": {"c": 2, "d": 3}});
+    check(
+        MA_CROSS,
+        "  plugins:\n    - {id: ma_cross, version: 1.0.0, config: {b: {d: 3, c: 2}, a: 1}}\n",
+        &[ma_cross],
+        |_| {},
+        expect![[r#"
+            ma_cross Unchanged steps []
+            waves []
+        "#]],
+    );
+}
+
+#[test]
+fn an_install_without_a_config_gets_an_empty_one() {
+    check(
+        MA_CROSS,
+        "  plugins:\n    - {id: ma_cross, version: 2.0.0}\n",
+        &[],
+        |_| {},
+        expect![[r#"
+            ma_cross Install steps [1]
+            1. ma_cross Install - → 2.0.0; config {}; [{"kind":"pinned"}]
+            waves [[1]]
+        "#]],
+    );
+}
+
+#[test]
+fn a_plugin_not_named_is_kept_unless_prune_and_then_removed() {
+    let lines = format!("{MA_CROSS}    risk_model 1.0.0\n");
+    check(
+        &lines,
+        "  plugins:\n    - {id: ma_cross, version: 1.0.0}\n",
+        &[running("ma_cross", "1.0.0"), running("risk_model", "1.0.0")],
+        |_| {},
+        expect![[r#"
+            ma_cross Unchanged steps []
+            risk_model Unmanaged steps []
+            waves []
+        "#]],
+    );
+    check(
+        &lines,
+        "  policy: {prune: true}\n  plugins:\n    - {id: ma_cross, version: 1.0.0}\n",
+        &[running("ma_cross", "1.0.0"), running("risk_model", "1.0.0")],
+        |_| {},
+        expect![[r#"
+            ma_cross Unchanged steps []
+            risk_model Remove steps [1]
+            1. risk_model Remove 1.0.0 → -; config (migrated by the host); [{"kind":"prune"}]
+            waves [[1]]
+        "#]],
+    );
+}
+
+#[test]
+fn a_path_past_the_resident_cap_is_warned_of() {
+    check(
+        MA_CROSS,
+        "  plugins:\n    - {id: ma_cross, version: 2.1.0}\n",
+        &[running("ma_cross", "1.0.0")],
+        |status| {
+            status["resident_cap"] = json!(2);
+            status["resident"] = json!([{
+                "plugin": "ma_cross",
+                "version": {"version": "1.0.0", "digest": artifact("ma_cross", "1.0.0")},
+                "path": "store/x/libma_cross.so",
+                "live_instances": 1,
+            }]);
+        },
+        expect![[r#"
+            ma_cross Upgrade steps [1, 2]
+            1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"toward","target":"2.1.0"}]
+            2. ma_cross Upgrade 2.0.0 → 2.1.0; config (migrated by the host); [{"kind":"pinned"}]
+            waves [[1], [2]]
+            warning {"kind":"residentCap","plugin":"ma_cross","resident":3,"cap":2}
+        "#]],
+    );
+}
+
+#[test]
+fn what_would_make_the_steps_wait_or_be_refused_is_listed() {
+    check(
+        MA_CROSS,
+        "  policy:
+    windows:
+      - {name: weekend, deny: true, days: [Sat, Sun], from: \"00:00\", to: \"24:00\", timezone: UTC}
+  plugins:
+    - {id: ma_cross, version: 2.0.0, strategy: {kind: when-idle, idleFor: 5m}}
+",
+        &[running("ma_cross", "1.0.0")],
+        |status| {
+            let because = json!({"reason": "audit", "by": "ops", "at": 0});
+            status["lease"]["holder"] =
+                json!({"owner": "sidecar-b", "epoch": 3, "expires_at": 0, "acquired_at": 0});
+            status["restraints"]["freeze"] = because.clone();
+            status["restraints"]["holds"] = json!({"ma_cross": because.clone()});
+            status["restraints"]["failed"] = json!([{
+                "plugin": "ma_cross", "digest": artifact("ma_cross", "2.0.0"),
+                "version": "2.0.0", "because": because,
+            }]);
+        },
+        expect![[r#"
+            ma_cross Upgrade steps [1]
+            1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"pinned"}]
+            waves [[1]]
+            wait {"kind":"window","deniedBy":["weekend"],"outside":[],"until":"2026-12-07T00:00:00Z","untilLocal":"Mon 00:00 UTC","wait":"31h"}
+            wait {"kind":"lease","holder":"sidecar-b"}
+            refused {"kind":"freeze","because":{"reason":"audit","by":"ops","at":0}}
+            refused {"kind":"hold","plugin":"ma_cross","because":{"reason":"audit","by":"ops","at":0},"steps":[1]}
+            refused {"kind":"failed","plugin":"ma_cross","version":"2.0.0","because":{"reason":"audit","by":"ops","at":0},"steps":[1]}
+            warning {"kind":"strategyNotSupported","plugin":"ma_cross","strategy":"when-idle"}
+        "#]],
+    );
+}
+
+#[test]
+fn a_host_running_what_is_asked_has_no_step_and_nothing_to_wait_for() {
+    check(
+        MA_CROSS,
+        "  policy:
+    windows:
+      - {name: weekend, deny: true, days: [Sat, Sun], from: \"00:00\", to: \"24:00\", timezone: UTC}
+  plugins:
+    - {id: ma_cross, version: 1.0.0}
+",
+        &[running("ma_cross", "1.0.0")],
+        |status| {
+            status["restraints"]["freeze"] = json!({"reason": "audit", "by": "ops", "at": 0});
+        },
+        expect![[r#"
+            ma_cross Unchanged steps []
+            waves []
+        "#]],
+    );
+}
