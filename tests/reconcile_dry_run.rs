@@ -135,8 +135,12 @@ impl Desk {
     /// `plugsync reconcile --dry-run …` with these environment variables besides the state
     /// directory.
     fn dry_run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Finished {
+        self.dry_run_of(&self.path().join("plugins.yaml"), env, args)
+    }
+
+    /// `plugsync reconcile --dry-run -f FILE …`.
+    fn dry_run_of(&self, file: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished {
         let token = self.path().join("token");
-        let file = self.path().join("plugins.yaml");
         let mut all: Vec<&OsStr> = vec![
             "reconcile".as_ref(),
             "--dry-run".as_ref(),
@@ -1012,4 +1016,379 @@ fn a_running_artifact_the_registry_lacks_skips_its_preview_and_says_why() {
 
         Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
+}
+
+/// Copies `examples/desired-state` into the desk's directory, each registry URL (a directory
+/// in the workspace, or the fleet's HTTPS registry) pointed at the desk's registry.
+fn copy_examples(desk: &Desk) -> PathBuf {
+    let from = PathBuf::from(WORKSPACE).join("examples/desired-state");
+    let to = desk.path().join("examples");
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(dir) = dirs.pop() {
+        std::fs::create_dir_all(to.join(&dir)).unwrap();
+        for entry in std::fs::read_dir(from.join(&dir)).unwrap() {
+            let entry = entry.unwrap();
+            let relative = dir.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(relative);
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let registry = desk.path().join("registry");
+            let url = format!("url: {}", registry.display());
+            let text = (text.replace("url: ../../target/registry", &url))
+                .replace("url: https://registry.example.com/plugins", &url);
+            std::fs::write(to.join(&relative), text).unwrap();
+        }
+    }
+    to
+}
+
+#[test]
+fn every_shipped_example_plans_against_the_desk() {
+    let desk = Desk::at_v1();
+    let examples = copy_examples(&desk);
+    let mut shown = String::new();
+    for example in [
+        "one-plugin.yaml",
+        "desk.yaml",
+        "trading-hours-freeze.yaml",
+        "floating-channel.yaml",
+        "blue-green.yaml",
+        "fleet/canary/plugins.yaml",
+        "fleet/prod/plugins.yaml",
+    ] {
+        let finished = desk.dry_run_of(
+            &examples.join(example),
+            &[("PLUGSYNC_NOW", SATURDAY)],
+            &["--no-preview"],
+        );
+        let text = match finished.status.code() {
+            Some(1) => &finished.stderr,
+            _ => &finished.stdout,
+        };
+        shown.push_str(&format!(
+            "== {example}: exit {:?}\n{}",
+            finished.status.code(),
+            desk.normalised(text)
+        ));
+    }
+    expect![[r#"
+        == one-plugin.yaml: exit Some(2)
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/examples/one-plugin.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0  config changed                1 step
+            ma_cross    1.0.0  not in plugins.yaml: kept (`policy.prune` is off)
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0              reconfigure    config changed
+               switch: immediate; verify: health
+               config:
+                 /max_position: 10 → 100
+
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (1 step), 0 unchanged. Plan id [ID].
+        == desk.yaml: exit Some(2)
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/examples/desk.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0          config changed                1 step
+          ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0              reconfigure    config changed
+               switch: immediate; verify: health, soak 30s, max error rate 0.1 %
+               config:
+                 /max_position: 10 → 100
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health, probe `a cross up buys`, soak 1m, max error rate 0.1 %, max call latency 500 µs, at least 1000 calls
+               config:
+                 /fast_ma_period: removed (was 2)
+                 /order_qty: removed (was 1)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 5
+                 /signal_threshold: added 0.01
+                 /slow_period: added 20
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
+        == trading-hours-freeze.yaml: exit Some(2)
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/examples/trading-hours-freeze.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0  unchanged
+          ~ ma_cross    1.0.0  config changed                1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  1.0.0              reconfigure    config changed
+               switch: when idle for 30s (up to 10m); verify: health
+               config:
+                 /fast_ma_period: 2 → 5
+                 /order_qty: removed (was 1)
+                 /slow_ma_period: 4 → 20
+
+        warning: `ma_cross` asks for the `when-idle` strategy, which `plugsync reconcile` does not apply yet: it would refuse the step
+
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
+        == floating-channel.yaml: exit Some(1)
+        error: `ma_cross` from 1.0.0 to 2.0.0 is a major jump, but `ma_cross` allows `minor` (`policy.compatibility` rule `ma_*`): pin `version: 2.0.0` in plugins.yaml or set `allow: major`
+        == blue-green.yaml: exit Some(2)
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/examples/blue-green.yaml (no plugins.lock: versions resolved afresh)
+
+            risk_model  1.0.0          unchanged
+          ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross  1.0.0 → 2.0.0      major  migrate pinned
+               switch: blue-green after 1000 agreeing calls; verify: health
+               config:
+                 /fast_ma_period: removed (was 2)
+                 /order_qty: removed (was 1)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 5
+                 /signal_threshold: added 0.01
+                 /slow_period: added 20
+
+        warning: `ma_cross` asks for the `blue-green` strategy, which `plugsync reconcile` does not apply yet: it would refuse the step
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
+        == fleet/canary/plugins.yaml: exit Some(2)
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/examples/fleet/canary/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0          config changed                1 step
+          ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0              reconfigure    config changed
+               switch: immediate; verify: health, soak 2m, max error rate 0.1 %
+               config:
+                 /max_position: 10 → 50
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
+               switch: immediate; verify: health, soak 2m, max error rate 0.1 %
+               config:
+                 /fast_ma_period: removed (was 2)
+                 /order_qty: removed (was 1)
+                 /slow_ma_period: removed (was 4)
+                 /fast_period: added 5
+                 /signal_threshold: added 0.01
+                 /slow_period: added 20
+
+        Plan: 0 to install, 1 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
+        == fleet/prod/plugins.yaml: exit Some(2)
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/examples/fleet/prod/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.0.0  config changed                1 step
+          ~ ma_cross    1.0.0  config changed                1 step
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.0.0              reconfigure    config changed
+               switch: immediate; verify: health, soak 2m, max error rate 0.1 %
+               config:
+                 /max_position: 10 → 100
+           2. ma_cross    1.0.0              reconfigure    config changed
+               switch: immediate; verify: health, soak 2m, max error rate 0.1 %
+               config:
+                 /fast_ma_period: 2 → 5
+                 /order_qty: removed (was 1)
+                 /slow_ma_period: 4 → 20
+
+        Plan: 0 to install, 0 to upgrade, 0 to downgrade, 2 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
+    "#]].assert_eq(&shown);
+}
+
+#[test]
+fn the_json_plan_of_the_example_desk_installed_afresh() {
+    let desk = Desk::new();
+    let examples = copy_examples(&desk);
+    let finished = desk.dry_run_of(
+        &examples.join("desk.yaml"),
+        &[("PLUGSYNC_NOW", SATURDAY)],
+        &["--output", "json"],
+    );
+    desk.check(
+        &finished,
+        2,
+        expect![[r#"
+        {
+          "format": 1,
+          "planId": "[HASH]",
+          "file": "[ROOT]/examples/desk.yaml",
+          "inputs": {
+            "desiredSha256": "[HASH]",
+            "lockSha256": null,
+            "abi": 1,
+            "framework": "0.1.0",
+            "residentCap": 8,
+            "running": []
+          },
+          "observed": {
+            "source": "[HOST]",
+            "at": "[TIME]",
+            "api": "1.1",
+            "withState": true
+          },
+          "changes": [
+            {
+              "plugin": "risk_model",
+              "kind": "install",
+              "from": null,
+              "to": {
+                "version": "1.0.0",
+                "sha256": "[HASH]"
+              },
+              "why": {
+                "kind": "pinned"
+              },
+              "via": [],
+              "steps": [
+                1
+              ],
+              "config": null
+            },
+            {
+              "plugin": "ma_cross",
+              "kind": "install",
+              "from": null,
+              "to": {
+                "version": "2.0.0",
+                "sha256": "[HASH]"
+              },
+              "why": {
+                "kind": "pinned"
+              },
+              "via": [],
+              "steps": [
+                2
+              ],
+              "config": null
+            }
+          ],
+          "steps": [
+            {
+              "number": 1,
+              "plugin": "risk_model",
+              "action": "install",
+              "from": null,
+              "to": {
+                "version": "1.0.0",
+                "sha256": "[HASH]",
+                "file": "artifacts/risk_model/1.0.0/librisk_model_v1_0_0.so",
+                "signature": null
+              },
+              "jump": null,
+              "migration": null,
+              "config": {
+                "max_position": 100
+              },
+              "reasons": [
+                {
+                  "kind": "pinned"
+                }
+              ],
+              "strategy": {
+                "kind": "immediate"
+              },
+              "verify": {
+                "soak": {
+                  "duration": "30s",
+                  "maxErrorRate": 0.001,
+                  "minCalls": 100
+                }
+              },
+              "onFailure": "halt"
+            },
+            {
+              "number": 2,
+              "plugin": "ma_cross",
+              "action": "install",
+              "from": null,
+              "to": {
+                "version": "2.0.0",
+                "sha256": "[HASH]",
+                "file": "artifacts/ma_cross/2.0.0/libma_cross_v2_0_0.so",
+                "signature": null
+              },
+              "jump": null,
+              "migration": null,
+              "config": {
+                "fast_period": 5,
+                "signal_threshold": 0.01,
+                "slow_period": 20
+              },
+              "reasons": [
+                {
+                  "kind": "pinned"
+                },
+                {
+                  "kind": "after",
+                  "dependency": "risk_model",
+                  "requirement": ">=1.0, <3",
+                  "step": 1
+                }
+              ],
+              "strategy": {
+                "kind": "immediate"
+              },
+              "verify": {
+                "probes": [
+                  {
+                    "name": "a cross up buys",
+                    "state": null,
+                    "steps": [
+                      {
+                        "input": {
+                          "bar": {
+                            "close": 100.0,
+                            "instrument": "ES"
+                          }
+                        },
+                        "expect": null
+                      },
+                      {
+                        "input": {
+                          "bar": {
+                            "close": 101.0,
+                            "instrument": "ES"
+                          }
+                        },
+                        "expect": null
+                      }
+                    ]
+                  }
+                ],
+                "soak": {
+                  "duration": "1m",
+                  "maxErrorRate": 0.001,
+                  "minCalls": 100,
+                  "maxCallLatencyUs": 500,
+                  "minCallsBeforeCommit": 1000
+                }
+              },
+              "onFailure": "rollback"
+            }
+          ],
+          "waves": [
+            [
+              1
+            ],
+            [
+              2
+            ]
+          ],
+          "waits": [],
+          "refusals": [],
+          "warnings": [],
+          "drift": [],
+          "previews": []
+        }
+    "#]],
+    );
 }
