@@ -280,17 +280,13 @@ fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_
            1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config (migrated by 2.0.0):
-                 /fast_ma_period: removed (was 2)
-                 /slow_ma_period: removed (was 4)
-                 /fast_period: added 2
+                 /fast_ma_period: renamed `fast_period` (2)
+                 /slow_ma_period: renamed `slow_period` (4)
                  /signal_threshold: added 0.01
-                 /slow_period: added 4
                state (live snapshot, migrated in a sandbox):
-                 /fast_ma_period: removed (was 2)
-                 /slow_ma_period: removed (was 4)
-                 /fast_period: added 2
+                 /fast_ma_period: renamed `fast_period` (2)
+                 /slow_ma_period: renamed `slow_period` (4)
                  /signal_threshold: added 0.01
-                 /slow_period: added 4
            2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
                config (from plugins.yaml): unchanged
@@ -384,16 +380,12 @@ fn a_downgrade_runs_the_running_versions_own_migration_down() {
            1. ma_cross  2.0.0 → 1.0.0      major  migrate pinned
                switch: immediate; verify: health
                config (migrated by 2.0.0):
-                 /fast_period: removed (was 2)
-                 /slow_period: removed (was 4)
-                 /fast_ma_period: added 2
-                 /slow_ma_period: added 4
+                 /fast_period: renamed `fast_ma_period` (2)
+                 /slow_period: renamed `slow_ma_period` (4)
                state (live snapshot, migrated in a sandbox):
-                 /fast_period: removed (was 2)
+                 /fast_period: renamed `fast_ma_period` (2)
                  /signal_threshold: removed (was 0.01)
-                 /slow_period: removed (was 4)
-                 /fast_ma_period: added 2
-                 /slow_ma_period: added 4
+                 /slow_period: renamed `slow_ma_period` (4)
 
         Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
@@ -598,10 +590,8 @@ fn a_deny_window_open_now_is_shown_with_when_it_closes() {
            3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config:
-                 /fast_ma_period: removed (was 2)
-                 /slow_ma_period: removed (was 4)
-                 /fast_period: added 2
-                 /slow_period: added 4
+                 /fast_ma_period: renamed `fast_period` (2)
+                 /slow_ma_period: renamed `slow_period` (4)
 
         Waits: deny window `trading-hours` is open now; reconcile would wait until 16:00 America/New_York (2026-12-02 21:00:00 UTC, in 6h) or need `--force`
 
@@ -863,17 +853,13 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
            1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health
                config (migrated by 2.0.0):
-                 /fast_ma_period: removed (was 2)
-                 /slow_ma_period: removed (was 4)
-                 /fast_period: added 2
+                 /fast_ma_period: renamed `fast_period` (2)
+                 /slow_ma_period: renamed `slow_period` (4)
                  /signal_threshold: added 0.01
-                 /slow_period: added 4
                state (live snapshot, migrated in a sandbox):
-                 /fast_ma_period: removed (was 2)
-                 /slow_ma_period: removed (was 4)
-                 /fast_period: added 2
+                 /fast_ma_period: renamed `fast_period` (2)
+                 /slow_ma_period: renamed `slow_period` (4)
                  /signal_threshold: added 0.01
-                 /slow_period: added 4
            2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
                switch: immediate; verify: health
                config (from plugins.yaml): unchanged

@@ -22,6 +22,14 @@ pub enum Edit {
     Removed(Value),
     /// In both, different.
     Changed(Value, Value),
+    /// Only in the first under this name, and only in the second under `to` (a sibling),
+    /// with the same value: a renamed field.
+    Renamed {
+        /// The new name.
+        to: String,
+        /// The value both hold.
+        value: Value,
+    },
 }
 
 impl Edit {
@@ -30,6 +38,7 @@ impl Edit {
             Edit::Added(_) => "added",
             Edit::Removed(_) => "removed",
             Edit::Changed(..) => "changed",
+            Edit::Renamed { .. } => "renamed",
         }
     }
 }
@@ -45,10 +54,57 @@ pub struct Line {
     pub group: Option<(usize, String)>,
 }
 
-/// Every leaf that differs from `before` to `after`, in document order.
+/// Every leaf that differs from `before` to `after`, in document order; a field removed and
+/// a sibling added with the same value (and no other sibling added with it) is one rename.
 pub fn edits(before: &Value, after: &Value) -> Vec<(Vec<String>, Edit)> {
     let mut out = Vec::new();
     walk(&mut Vec::new(), before, after, &mut out);
+    renames(out)
+}
+
+fn renames(edits: Vec<(Vec<String>, Edit)>) -> Vec<(Vec<String>, Edit)> {
+    let parent = |path: &[String]| path[..path.len().saturating_sub(1)].to_vec();
+    let added = |edits: &[(Vec<String>, Edit)], path: &[String], value: &Value| -> Vec<usize> {
+        (edits.iter().enumerate())
+            .filter(|(_, (p, e))| {
+                !p.is_empty()
+                    && parent(p) == parent(path)
+                    && matches!(e, Edit::Added(v) if v == value)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let mut taken = vec![false; edits.len()];
+    let mut out = Vec::with_capacity(edits.len());
+    for (i, (path, edit)) in edits.iter().enumerate() {
+        if taken[i] {
+            continue;
+        }
+        if let Edit::Removed(value) = edit
+            && !path.is_empty()
+            && let [only] = added(&edits, path, value)[..]
+            && !taken[only]
+        {
+            let removed_alike = (edits.iter())
+                .filter(|(p, e)| {
+                    parent(p) == parent(path) && matches!(e, Edit::Removed(v) if v == value)
+                })
+                .count();
+            if removed_alike == 1 {
+                taken[only] = true;
+                let to = edits[only].0.last().cloned().unwrap_or_default();
+                out.push((
+                    path.clone(),
+                    Edit::Renamed {
+                        to,
+                        value: value.clone(),
+                    },
+                ));
+                continue;
+            }
+        }
+        out.push((path.clone(), edit.clone()));
+    }
     out
 }
 
@@ -167,6 +223,7 @@ mod tests {
                     Edit::Added(v) => format!("+ {v}"),
                     Edit::Removed(v) => format!("- {v}"),
                     Edit::Changed(a, b) => format!("{a} -> {b}"),
+                    Edit::Renamed { to, value } => format!("renamed {to} ({value})"),
                 };
                 match &line.group {
                     Some((n, first)) => format!("{} {edit} ({n}, first {first})", line.path),
@@ -181,10 +238,20 @@ mod tests {
         let cases = [
             ("equal documents", json!({"a": 1}), json!({"a": 1}), vec![]),
             (
-                "a renamed field reads as one removed, one added",
-                json!({"fast_ma_period": 5}),
-                json!({"fast_period": 5}),
-                vec!["/fast_ma_period - 5", "/fast_period + 5"],
+                "a field removed and a sibling added with its value is a rename",
+                json!({"fast_ma_period": 5, "slow_ma_period": 20}),
+                json!({"fast_period": 5, "slow_period": 20, "signal_threshold": 0.01}),
+                vec![
+                    "/fast_ma_period renamed fast_period (5)",
+                    "/slow_ma_period renamed slow_period (20)",
+                    "/signal_threshold + 0.01",
+                ],
+            ),
+            (
+                "two removed with one value and one added with it stay apart",
+                json!({"a": 1, "b": 1}),
+                json!({"c": 1}),
+                vec!["/a - 1", "/b - 1", "/c + 1"],
             ),
             (
                 "three instruments gaining a field make one group",

@@ -391,6 +391,9 @@ fn edit_lines(out: &mut String, what: &str, before: &Value, after: &Value) {
                 abridged(a, VALUE_WIDTH),
                 abridged(b, VALUE_WIDTH)
             ),
+            Edit::Renamed { to, value } => {
+                format!("renamed `{to}` ({})", abridged(value, VALUE_WIDTH))
+            }
         };
         match &line.group {
             Some((n, first)) => {
