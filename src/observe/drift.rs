@@ -72,15 +72,37 @@ pub enum DriftKind {
     FreshState,
 }
 
-/// Every plugin of `running` that drifted, in the host's order (see the module docs).
+/// Every plugin of `running` that drifted, in the host's order (see the module docs), then
+/// the plugins unloaded by anything but the reconciler (a plugin removed by hand is drift
+/// too: plugins.yaml may still name it).
 pub fn drift(running: &RunningState) -> Vec<Drift> {
-    running
-        .status
-        .plugins
-        .iter()
+    let status = &running.status;
+    let loaded = (status.plugins.iter())
         .filter(|plugin| plugin.pending.is_none())
-        .filter_map(plugin_drift)
-        .collect()
+        .filter_map(plugin_drift);
+    let unloaded = status.unloaded.iter().filter_map(|unloaded| {
+        let record = &unloaded.applied;
+        let elsewhere = changed_elsewhere(record)?;
+        Some(Drift {
+            plugin: unloaded.plugin.clone(),
+            kinds: vec![elsewhere],
+            record: Some(record.clone()),
+        })
+    });
+    loaded.chain(unloaded).collect()
+}
+
+/// [`DriftKind::ChangedElsewhere`] when `record` is not the reconciler's.
+fn changed_elsewhere(record: &AppliedRecord) -> Option<DriftKind> {
+    let tool = record.origin.as_ref().map(|o| o.tool.as_str());
+    if tool.is_some_and(|tool| RECONCILER_TOOLS.contains(&tool)) {
+        return None;
+    }
+    Some(DriftKind::ChangedElsewhere {
+        operation: record.operation,
+        tool: tool.map(str::to_owned),
+        client: record.origin.as_ref().and_then(|o| o.client.clone()),
+    })
 }
 
 fn plugin_drift(plugin: &PluginStatus) -> Option<Drift> {
@@ -88,14 +110,7 @@ fn plugin_drift(plugin: &PluginStatus) -> Option<Drift> {
     match &plugin.applied {
         None => kinds.push(DriftKind::Unrecorded),
         Some(record) => {
-            let tool = record.origin.as_ref().map(|o| o.tool.as_str());
-            if !tool.is_some_and(|tool| RECONCILER_TOOLS.contains(&tool)) {
-                kinds.push(DriftKind::ChangedElsewhere {
-                    operation: record.operation,
-                    tool: tool.map(str::to_owned),
-                    client: record.origin.as_ref().and_then(|o| o.client.clone()),
-                });
-            }
+            kinds.extend(changed_elsewhere(record));
             if record.version != plugin.version {
                 kinds.push(DriftKind::ArtifactDiffers {
                     recorded: record.version.clone(),
@@ -118,4 +133,165 @@ fn plugin_drift(plugin: &PluginStatus) -> Option<Drift> {
         kinds,
         record: plugin.applied.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const RUNS: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const OTHER: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+    const CONFIG: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+
+    fn record(tool: Option<&str>, digest: &str, fresh_state: bool) -> Value {
+        json!({
+            "operation": "commit", "step_id": null,
+            "version": {"version": "1.0.0", "digest": digest},
+            "config_hash": CONFIG,
+            "origin": tool.map(|tool| json!({"tool": tool, "client": "ops"})),
+            "at": 0, "fresh_state": fresh_state,
+        })
+    }
+
+    /// A host running `risk_model` 1.0.0 (artifact `RUNS`) with `applied`, and `unloaded`.
+    fn running(applied: Value, pending: bool, unloaded: Value) -> RunningState {
+        let pending = pending.then(|| {
+            json!({"step_id": "s", "previous": null, "calls_since_switch": 0,
+                   "journal_complete": true, "lease_expires_at": null, "soak": {}})
+        });
+        let metadata = json!({
+            "abi": 1, "abi_minor": 2, "id": "risk_model", "version": "1.0.0", "kind": "risk",
+            "state_schema": 1, "framework": ">=0.1", "dependencies": {}, "migrates_from": [],
+            "downgrades_to": [], "build": {"panic": "unwind", "sdk": "0.1.0", "rustc": "1.95"},
+        });
+        serde_json::from_value(json!({
+            "abi": 1, "framework": "0.1.0", "now": 0, "resident": [], "resident_cap": 8,
+            "live_instances": 1, "recovered": null, "persist_error": null,
+            "lease": {"holder": null, "last_epoch": 0, "breaks": []},
+            "restraints": {"freeze": null, "holds": {}, "failed": [], "halts": {}, "forced": []},
+            "unloaded": unloaded,
+            "api": {"version": "1.1", "capabilities": []},
+            "plugins": [{
+                "plugin": "risk_model",
+                "version": {"version": "1.0.0", "digest": RUNS},
+                "config": {}, "config_hash": CONFIG, "state_schema": 1, "metadata": metadata,
+                "health": {"status": "ok"}, "fault": null,
+                "counters": {"calls": 0, "errors": 0, "panics": 0}, "last_call_at": null,
+                "pending": pending, "last_step": null, "last_rollback": null, "busy": false,
+                "stuck": null, "fail_closed": false, "applied": applied,
+            }],
+        }))
+        .unwrap()
+    }
+
+    fn kinds(running: &RunningState) -> Vec<String> {
+        drift(running)
+            .iter()
+            .map(|d| format!("{} {}", d.plugin, serde_json::to_string(&d.kinds).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn drift_is_whatever_the_reconciler_did_not_leave() {
+        let none: Vec<&str> = Vec::new();
+        let cases: Vec<(&str, RunningState, Vec<&str>)> = vec![
+            (
+                "the reconciler's record, matching: no drift",
+                running(
+                    record(Some("plugsync-reconcile"), RUNS, false),
+                    false,
+                    json!([]),
+                ),
+                none.clone(),
+            ),
+            (
+                "the sidecar's record counts as the reconciler's",
+                running(record(Some("plugsync-run"), RUNS, false), false, json!([])),
+                none.clone(),
+            ),
+            (
+                "no record at all",
+                running(Value::Null, false, json!([])),
+                vec![r#"risk_model [{"kind":"unrecorded"}]"#],
+            ),
+            (
+                "a change by hand through the API",
+                running(record(Some("api"), RUNS, false), false, json!([])),
+                vec![
+                    r#"risk_model [{"kind":"changedElsewhere","operation":"commit","tool":"api","client":"ops"}]"#,
+                ],
+            ),
+            (
+                "the host's own code (no origin)",
+                running(record(None, RUNS, false), false, json!([])),
+                vec![
+                    r#"risk_model [{"kind":"changedElsewhere","operation":"commit","tool":null,"client":null}]"#,
+                ],
+            ),
+            (
+                "another artifact runs than the reconciler left",
+                running(
+                    record(Some("plugsync-reconcile"), OTHER, false),
+                    false,
+                    json!([]),
+                ),
+                vec![
+                    r#"risk_model [{"kind":"artifactDiffers","recorded":{"version":"1.0.0","digest":"2222222222222222222222222222222222222222222222222222222222222222"},"running":{"version":"1.0.0","digest":"1111111111111111111111111111111111111111111111111111111111111111"}}]"#,
+                ],
+            ),
+            (
+                "recovery started it fresh",
+                running(
+                    record(Some("plugsync-reconcile"), RUNS, true),
+                    false,
+                    json!([]),
+                ),
+                vec![r#"risk_model [{"kind":"freshState"}]"#],
+            ),
+            (
+                "a step in progress is not judged",
+                running(record(Some("api"), OTHER, false), true, json!([])),
+                none.clone(),
+            ),
+            (
+                "a plugin unloaded by hand",
+                running(
+                    record(Some("plugsync-reconcile"), RUNS, false),
+                    false,
+                    json!([{"plugin": "ma_cross", "applied": record(Some("ops-script"), OTHER, false)}]),
+                ),
+                vec![
+                    r#"ma_cross [{"kind":"changedElsewhere","operation":"commit","tool":"ops-script","client":"ops"}]"#,
+                ],
+            ),
+            (
+                "a plugin unloaded by the reconciler",
+                running(
+                    record(Some("plugsync-reconcile"), RUNS, false),
+                    false,
+                    json!([{"plugin": "ma_cross", "applied": record(Some("plugsync-reconcile"), OTHER, false)}]),
+                ),
+                none.clone(),
+            ),
+        ];
+        for (name, running, expected) in cases {
+            assert_eq!(kinds(&running), expected, "{name}");
+        }
+        // Another config than the reconciler left.
+        let mut reconfigured = running(
+            record(Some("plugsync-reconcile"), RUNS, false),
+            false,
+            json!([]),
+        );
+        reconfigured.status.plugins[0].config_hash = Digest::of(b"{\"max_position\":1}");
+        assert_eq!(
+            kinds(&reconfigured),
+            vec![format!(
+                r#"risk_model [{{"kind":"configDiffers","recorded":"{CONFIG}","running":"{}"}}]"#,
+                Digest::of(b"{\"max_position\":1}")
+            )]
+        );
+    }
 }
