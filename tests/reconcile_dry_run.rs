@@ -275,6 +275,15 @@ fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_
           ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 2.0.0
+          +ma_cross 2.1.0 config {"fast_period":2,"order_qty":1,"slow_period":4}
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
@@ -342,6 +351,13 @@ fn a_fresh_install_puts_the_dependency_first() {
           + risk_model  2.0.0  pinned                        1 step
           + ma_cross    2.1.0  pinned                        1 step
 
+        Set:
+          --- running
+          +++ desired
+          @@ -0,0 +1,2 @@
+          +risk_model 2.0.0
+          +ma_cross 2.1.0
+
         Order (each intermediate set satisfies every dependency):
 
            1. risk_model  → 2.0.0            install        pinned
@@ -375,6 +391,14 @@ fn a_downgrade_runs_the_running_versions_own_migration_down() {
             risk_model  1.0.0          unchanged
           ~ ma_cross    2.0.0 → 1.0.0  pinned                        1 step
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+           risk_model 1.0.0
+          -ma_cross 2.0.0
+          +ma_cross 1.0.0
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross  2.0.0 → 1.0.0      major  migrate pinned
@@ -407,6 +431,14 @@ fn a_config_change_alone_is_a_reconfigure_with_its_diff() {
 
           ~ risk_model  1.0.0  config changed                1 step
             ma_cross    1.0.0  unchanged
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0 config {"max_position":10}
+          +risk_model 1.0.0 config {"max_position":25}
+           ma_cross 1.0.0
 
         Order (each intermediate set satisfies every dependency):
 
@@ -451,6 +483,13 @@ fn a_plugin_plugins_yaml_no_longer_names_is_removed_only_with_prune() {
             risk_model  1.0.0  unchanged
           - ma_cross    1.0.0  not in plugins.yaml: removed (`policy.prune`)  1 step
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1 @@
+           risk_model 1.0.0
+          -ma_cross 1.0.0
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross  1.0.0 →            remove         not in plugins.yaml (`policy.prune`)
@@ -476,6 +515,14 @@ fn drift_names_a_change_made_by_hand_and_who_made_it() {
 
           ~ risk_model  1.1.0 → 1.0.0  pinned                        1 step
             ma_cross    1.0.0          unchanged
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.1.0
+          +risk_model 1.0.0
+           ma_cross 1.0.0
 
         Order (each intermediate set satisfies every dependency):
 
@@ -580,6 +627,15 @@ fn a_deny_window_open_now_is_shown_with_when_it_closes() {
 
           ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 2.0.0
+          +ma_cross 2.1.0 config {"fast_period":2,"order_qty":1,"slow_period":4}
 
         Order (each intermediate set satisfies every dependency):
 
@@ -695,6 +751,15 @@ fn a_saved_status_without_states_skips_the_previews_and_says_why() {
           ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 2.0.0
+          +ma_cross 2.1.0 config {"fast_period":2,"order_qty":1,"slow_period":4}
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
@@ -787,6 +852,14 @@ fn a_migration_that_aborts_is_an_error_in_the_plan_not_a_crash_of_plugsync() {
             risk_model  1.0.0           unchanged
           ~ ma_cross    1.0.0 → 2.0.10  pinned                        1 step
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+           risk_model 1.0.0
+          -ma_cross 1.0.0
+          +ma_cross 2.0.10
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross  1.0.0 → 2.0.10     major  migrate pinned
@@ -815,6 +888,14 @@ fn a_migration_that_hangs_is_stopped_at_the_preview_timeout() {
 
             risk_model  1.0.0           unchanged
           ~ ma_cross    1.0.0 → 2.0.10  pinned                        1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+           risk_model 1.0.0
+          -ma_cross 1.0.0
+          +ma_cross 2.0.10
 
         Order (each intermediate set satisfies every dependency):
 
@@ -847,6 +928,15 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
 
           ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 2.0.0
+          +ma_cross 2.1.0 config {"fast_period":2,"order_qty":1,"slow_period":4}
 
         Order (each intermediate set satisfies every dependency):
 
@@ -911,6 +1001,15 @@ fn what_the_host_would_refuse_is_shown_with_who_and_why() {
 
           ~ risk_model  1.0.0 → 1.1.0  pinned                        1 step
           ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0
+          -ma_cross 1.0.0
+          +risk_model 1.1.0
+          +ma_cross 2.0.0
 
         Order (each intermediate set satisfies every dependency):
 
@@ -994,6 +1093,14 @@ fn a_running_artifact_the_registry_lacks_skips_its_preview_and_says_why() {
             risk_model  2.0.0           unchanged
           ~ ma_cross    2.0.10 → 2.1.0  pinned                        1 step
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+           risk_model 2.0.0
+          -ma_cross 2.0.10
+          +ma_cross 2.1.0
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross  2.0.10 → 2.1.0     minor  migrate pinned
@@ -1067,6 +1174,14 @@ fn every_shipped_example_plans_against_the_desk() {
           ~ risk_model  1.0.0  config changed                1 step
             ma_cross    1.0.0  not in plugins.yaml: kept (`policy.prune` is off)
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0 config {"max_position":10}
+          +risk_model 1.0.0 config {"max_position":100}
+           ma_cross 1.0.0
+
         Order (each intermediate set satisfies every dependency):
 
            1. risk_model  1.0.0              reconfigure    config changed
@@ -1081,6 +1196,15 @@ fn every_shipped_example_plans_against_the_desk() {
 
           ~ risk_model  1.0.0          config changed                1 step
           ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0 config {"max_position":10}
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 1.0.0 config {"max_position":100}
+          +ma_cross 2.0.0 config {"fast_period":5,"signal_threshold":0.01,"slow_period":20}
 
         Order (each intermediate set satisfies every dependency):
 
@@ -1106,6 +1230,14 @@ fn every_shipped_example_plans_against_the_desk() {
             risk_model  1.0.0  unchanged
           ~ ma_cross    1.0.0  config changed                1 step
 
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+           risk_model 1.0.0
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +ma_cross 1.0.0 config {"fast_ma_period":5,"slow_ma_period":20}
+
         Order (each intermediate set satisfies every dependency):
 
            1. ma_cross  1.0.0              reconfigure    config changed
@@ -1126,6 +1258,14 @@ fn every_shipped_example_plans_against_the_desk() {
 
             risk_model  1.0.0          unchanged
           ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+           risk_model 1.0.0
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +ma_cross 2.0.0 config {"fast_period":5,"signal_threshold":0.01,"slow_period":20}
 
         Order (each intermediate set satisfies every dependency):
 
@@ -1148,6 +1288,15 @@ fn every_shipped_example_plans_against_the_desk() {
 
           ~ risk_model  1.0.0          config changed                1 step
           ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0 config {"max_position":10}
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 1.0.0 config {"max_position":50}
+          +ma_cross 2.0.0 config {"fast_period":5,"signal_threshold":0.01,"slow_period":20}
 
         Order (each intermediate set satisfies every dependency):
 
@@ -1172,6 +1321,15 @@ fn every_shipped_example_plans_against_the_desk() {
 
           ~ risk_model  1.0.0  config changed                1 step
           ~ ma_cross    1.0.0  config changed                1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.0.0 config {"max_position":10}
+          -ma_cross 1.0.0 config {"fast_ma_period":2,"order_qty":1,"slow_ma_period":4}
+          +risk_model 1.0.0 config {"max_position":100}
+          +ma_cross 1.0.0 config {"fast_ma_period":5,"slow_ma_period":20}
 
         Order (each intermediate set satisfies every dependency):
 

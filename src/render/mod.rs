@@ -41,6 +41,7 @@ pub fn plan_text(document: &PlanDocument, styled: bool) -> String {
     header(&mut out, document);
     changes(&mut out, document, paint);
     if !document.plan.steps.is_empty() {
+        set_diff(&mut out, document);
         steps(&mut out, document, paint);
     }
     waits(&mut out, &document.plan.waits);
@@ -150,6 +151,49 @@ fn changes(out: &mut String, document: &PlanDocument, paint: Paint) {
     }
     if plan.changes.is_empty() {
         out.push_str("  (no plugins named, none running)\n");
+    }
+    out.push('\n');
+}
+
+/// The running set against the desired one as a unified diff: a plugin a line, its version
+/// (and its config, where plugins.yaml changes it).
+fn set_diff(out: &mut String, document: &PlanDocument) {
+    let line = |plugin: &str, at: Option<&crate::plan::VersionAt>, config: Option<&Value>| {
+        let version = at.map_or_else(|| "not loaded".to_owned(), ToString::to_string);
+        match config {
+            Some(config) => format!("{plugin} {version} config {config}\n"),
+            None => format!("{plugin} {version}\n"),
+        }
+    };
+    let (mut running, mut desired) = (String::new(), String::new());
+    for change in &document.plan.changes {
+        let config = change.config.as_ref();
+        if change.from.is_some() {
+            running.push_str(&line(
+                &change.plugin,
+                change.from.as_ref(),
+                config.map(|c| &c.running),
+            ));
+        }
+        let kept = matches!(change.kind, ChangeKind::Unchanged | ChangeKind::Unmanaged);
+        let to = if kept {
+            change.from.as_ref()
+        } else {
+            change.to.as_ref()
+        };
+        if to.is_some() {
+            desired.push_str(&line(&change.plugin, to, config.map(|c| &c.desired)));
+        }
+    }
+    let diff = similar::TextDiff::from_lines(&running, &desired);
+    let unified = diff
+        .unified_diff()
+        .context_radius(1)
+        .header("running", "desired")
+        .to_string();
+    out.push_str("Set:\n");
+    for text in unified.lines() {
+        let _ = writeln!(out, "  {text}");
     }
     out.push('\n');
 }
