@@ -195,16 +195,24 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             continue;
         };
         let last = last_step_of.get(plugin.id.as_str()) == Some(&ordered_step.number);
-        let path_step = plugin
-            .paths
-            .get(ordered_step.route)
-            .and_then(|path| path.steps.get(ordered_step.index));
+        let body = match plugin.kind {
+            ChangeKind::Install => StepBody::install(plugin),
+            ChangeKind::Remove => StepBody::remove(plugin),
+            _ => {
+                // The order's routes are these paths (`Involved::upgrade`): the step is there.
+                let Some(path_step) = (plugin.paths.get(ordered_step.route))
+                    .and_then(|path| path.steps.get(ordered_step.index))
+                else {
+                    continue;
+                };
+                StepBody::switch(input, plugin, path_step, last)
+            }
+        };
         let step = planned_step(
             input,
             plugin,
             ordered_step.number,
-            path_step,
-            last,
+            body,
             &ordered_step.because,
         );
         steps.push(step);
@@ -279,12 +287,116 @@ fn config_hash(config: &Value) -> Option<Digest> {
     canonical_json(config).ok().map(|bytes| Digest::of(&bytes))
 }
 
+/// What a step does, before the settings every step carries.
+struct StepBody {
+    action: StepAction,
+    from: Option<VersionAt>,
+    to: Option<Target>,
+    jump: Option<crate::spec::model::Jump>,
+    migration: Option<StateMigration>,
+    config: Option<Value>,
+    reasons: Vec<Reason>,
+}
+
+impl StepBody {
+    /// Loading a plugin not loaded: the resolved version, the desired config (`{}` when
+    /// plugins.yaml gives none: the plugin's defaults).
+    fn install(plugin: &Planned<'_>) -> StepBody {
+        let resolved = plugin.resolved;
+        let config = (plugin.spec.and_then(|s| s.config.clone()))
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        StepBody {
+            action: StepAction::Install,
+            from: None,
+            to: resolved.map(|r| Target {
+                at: VersionAt {
+                    version: r.version.clone(),
+                    sha256: r.sha256,
+                },
+                file: r.file.clone(),
+                signature: r.signature.clone(),
+            }),
+            jump: None,
+            migration: None,
+            config: Some(config),
+            reasons: resolved.map(|r| why(&r.why)).into_iter().collect(),
+        }
+    }
+
+    /// Unloading a plugin plugins.yaml no longer names (`policy.prune`).
+    fn remove(plugin: &Planned<'_>) -> StepBody {
+        StepBody {
+            action: StepAction::Remove,
+            from: plugin.running.map(running_at),
+            to: None,
+            jump: None,
+            migration: None,
+            config: None,
+            reasons: vec![Reason::Prune],
+        }
+    }
+
+    /// One switch of a plugin's path; `last`: the one that reaches the target.
+    fn switch(
+        input: &PlanInput<'_>,
+        plugin: &Planned<'_>,
+        step: &PathStep,
+        last: bool,
+    ) -> StepBody {
+        let action = match step.transition.kind {
+            TransitionKind::Upgrade => StepAction::Upgrade,
+            TransitionKind::Downgrade => StepAction::Downgrade,
+            TransitionKind::Reconfigure => StepAction::Reconfigure,
+        };
+        let target = plugin.resolved;
+        let reason = match (last, action) {
+            (false, _) => target.map(|t| Reason::Toward {
+                target: t.version.clone(),
+            }),
+            (true, StepAction::Reconfigure) => {
+                let running = plugin.running.map(|r| r.version.digest);
+                match target.zip(running) {
+                    Some((target, running)) if target.sha256 != running => Some(Reason::Rebuild),
+                    _ => Some(Reason::Config),
+                }
+            }
+            (true, _) => target.map(|r| why(&r.why)),
+        };
+        let published = entry(input.index, &plugin.id, &step.sha256);
+        StepBody {
+            action,
+            from: Some(VersionAt {
+                version: step.from.clone(),
+                sha256: previous_sha256(plugin, step),
+            }),
+            to: Some(Target {
+                at: VersionAt {
+                    version: step.to.clone(),
+                    sha256: step.sha256,
+                },
+                file: published.map(|e| e.file.clone()).unwrap_or_default(),
+                signature: published.and_then(|e| e.signature.clone()),
+            }),
+            jump: step.transition.jump,
+            migration: state_migration(input, plugin, step),
+            // An intermediate step leaves the config out: the host migrates the running one.
+            config: if last {
+                plugin.spec.and_then(|s| s.config.clone())
+            } else {
+                None
+            },
+            reasons: reason.into_iter().collect(),
+        }
+    }
+}
+
+/// The step `body` as planned: with the plugin's strategy, verification and on-failure (after
+/// `defaults`), and why it is where it is in the order.
 fn planned_step(
     input: &PlanInput<'_>,
     plugin: &Planned<'_>,
     number: usize,
-    path_step: Option<&PathStep>,
-    last: bool,
+    body: StepBody,
     because: &[Because],
 ) -> PlannedStep {
     let spec = plugin.spec;
@@ -296,84 +408,15 @@ fn planned_step(
     let on_failure = (spec.and_then(|s| s.on_failure))
         .or(defaults.on_failure)
         .unwrap_or(OnFailure::Rollback);
-    let mut reasons = Vec::new();
-    let (action, from, to, jump, migration, config) = match (plugin.kind, path_step) {
-        (ChangeKind::Install, _) => {
-            let resolved = plugin.resolved;
-            reasons.extend(resolved.map(|r| why(&r.why)));
-            let config = (spec.and_then(|s| s.config.clone()))
-                .unwrap_or_else(|| Value::Object(Default::default()));
-            let to = resolved.map(|r| Target {
-                at: VersionAt {
-                    version: r.version.clone(),
-                    sha256: r.sha256,
-                },
-                file: r.file.clone(),
-                signature: r.signature.clone(),
-            });
-            (StepAction::Install, None, to, None, None, Some(config))
-        }
-        (ChangeKind::Remove, _) => {
-            reasons.push(Reason::Prune);
-            let from = plugin.running.map(running_at);
-            (StepAction::Remove, from, None, None, None, None)
-        }
-        (_, Some(step)) => {
-            let action = match step.transition.kind {
-                TransitionKind::Upgrade => StepAction::Upgrade,
-                TransitionKind::Downgrade => StepAction::Downgrade,
-                TransitionKind::Reconfigure => StepAction::Reconfigure,
-            };
-            let from_sha256 = previous_sha256(plugin, step);
-            let target = plugin.resolved;
-            if last {
-                if action == StepAction::Reconfigure {
-                    match plugin.running.map(|r| r.version.digest) {
-                        Some(sha) if target.is_some_and(|t| t.sha256 != sha) => {
-                            reasons.push(Reason::Rebuild)
-                        }
-                        _ => reasons.push(Reason::Config),
-                    }
-                } else {
-                    reasons.extend(target.map(|r| why(&r.why)));
-                }
-            } else if let Some(target) = target {
-                reasons.push(Reason::Toward {
-                    target: target.version.clone(),
-                });
-            }
-            let to = Target {
-                at: VersionAt {
-                    version: step.to.clone(),
-                    sha256: step.sha256,
-                },
-                file: entry(input.index, &plugin.id, &step.sha256)
-                    .map(|e| e.file.clone())
-                    .unwrap_or_default(),
-                signature: entry(input.index, &plugin.id, &step.sha256)
-                    .and_then(|e| e.signature.clone()),
-            };
-            let migration = state_migration(input, plugin, step);
-            // An intermediate step leaves the config out: the host migrates the running one.
-            let config = if last {
-                spec.and_then(|s| s.config.clone())
-            } else {
-                None
-            };
-            (
-                action,
-                Some(VersionAt {
-                    version: step.from.clone(),
-                    sha256: from_sha256,
-                }),
-                Some(to),
-                step.transition.jump,
-                migration,
-                config,
-            )
-        }
-        (_, None) => (StepAction::Reconfigure, None, None, None, None, None),
-    };
+    let StepBody {
+        action,
+        from,
+        to,
+        jump,
+        migration,
+        config,
+        mut reasons,
+    } = body;
     reasons.extend(because.iter().map(|because| match because {
         Because::After {
             dependency,
