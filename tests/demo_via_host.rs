@@ -119,9 +119,9 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
             `plugsync validate`: valid (2 plugins, every field checked)
               ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
               ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
-               1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
-               2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
-               3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
+               1. ma_cross    1.0.0 → 2.0.0      major  migrate   on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+               2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
+               3. ma_cross    2.0.0 → 2.1.0      minor  migrate   pinned; needs risk_model >=2.0, <3 (after step 2)
           plan check: its 3 steps are the demo's steps 2-4 below, in order, to the same artifacts (step 1 first tries a faulty release that is not in plugins.yaml)
         step 1/4: a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)
           not committed: the previous version serves; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)

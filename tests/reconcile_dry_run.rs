@@ -286,7 +286,7 @@ fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate   on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config (migrated by 2.0.0):
                  /fast_ma_period: renamed `fast_period` (2)
@@ -296,14 +296,14 @@ fn the_interleaved_upgrade_is_planned_with_each_migration_previewed_on_the_live_
                  /fast_ma_period: renamed `fast_period` (2)
                  /slow_ma_period: renamed `slow_period` (4)
                  /signal_threshold: added 0.01
-           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health
                config (from plugins.yaml): unchanged
                state (live snapshot, migrated in a sandbox):
                  /instruments/ES/notional: added 99.5
                  /max_position: removed (was 10)
                  /limits: added {"max_notional":1000000.0,"max_position":10}
-           3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
+           3. ma_cross    2.0.0 → 2.1.0      minor  migrate   pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config (from plugins.yaml):
                  /signal_threshold: removed (was 0.01)
@@ -360,10 +360,10 @@ fn a_fresh_install_puts_the_dependency_first() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  → 2.0.0            install        pinned
+           1. risk_model  → 2.0.0            install          pinned
                switch: immediate; verify: health
                config: {"max_position":10}
-           2. ma_cross    → 2.1.0            install        pinned; needs risk_model >=2.0, <3 (after step 1)
+           2. ma_cross    → 2.1.0            install          pinned; needs risk_model >=2.0, <3 (after step 1)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config: {"fast_period":2,"order_qty":1,"slow_period":4}
 
@@ -401,7 +401,7 @@ fn a_downgrade_runs_the_running_versions_own_migration_down() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  2.0.0 → 1.0.0      major  migrate pinned
+           1. ma_cross  2.0.0 → 1.0.0      major  migrate   pinned
                switch: immediate; verify: health
                config (migrated by 2.0.0):
                  /fast_period: renamed `fast_ma_period` (2)
@@ -442,7 +442,7 @@ fn a_config_change_alone_is_a_reconfigure_with_its_diff() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0              reconfigure    config changed
+           1. risk_model  1.0.0              reconfigure      config changed
                switch: immediate; verify: health
                config:
                  /max_position: 10 → 25
@@ -492,7 +492,7 @@ fn a_plugin_plugins_yaml_no_longer_names_is_removed_only_with_prune() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  1.0.0 →            remove         not in plugins.yaml (`policy.prune`)
+           1. ma_cross  1.0.0 →            remove           not in plugins.yaml (`policy.prune`)
 
         Plan: 0 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 1 to remove (1 step), 1 unchanged. Plan id [ID].
     "#]]);
@@ -526,7 +526,7 @@ fn drift_names_a_change_made_by_hand_and_who_made_it() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.1.0 → 1.0.0      minor  migrate pinned
+           1. risk_model  1.1.0 → 1.0.0      minor  migrate   pinned
                switch: immediate; verify: health
 
         Drift (runs other than the reconciler left it):
@@ -639,11 +639,11 @@ fn a_deny_window_open_now_is_shown_with_when_it_closes() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate   on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
-           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health
-           3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
+           3. ma_cross    2.0.0 → 2.1.0      minor  migrate   pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                config:
                  /fast_ma_period: renamed `fast_period` (2)
@@ -762,13 +762,13 @@ fn a_saved_status_without_states_skips_the_previews_and_says_why() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate   on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
-           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health
                state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
-           3. ma_cross    2.0.0 → 2.1.0      minor  migrate pinned; needs risk_model >=2.0, <3 (after step 2)
+           3. ma_cross    2.0.0 → 2.1.0      minor  migrate   pinned; needs risk_model >=2.0, <3 (after step 2)
                switch: immediate; verify: health, soak 10s, max error rate 0.1 %
                state preview skipped: the plugins' states were not observed: plan with `--host`, or save the status with `plugsync status --output json --with-state`
 
@@ -862,7 +862,7 @@ fn a_migration_that_aborts_is_an_error_in_the_plan_not_a_crash_of_plugsync() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  1.0.0 → 2.0.10     major  migrate pinned
+           1. ma_cross  1.0.0 → 2.0.10     major  migrate   pinned
                switch: immediate; verify: health
                state preview FAILED: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
 
@@ -899,7 +899,7 @@ fn a_migration_that_hangs_is_stopped_at_the_preview_timeout() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  1.0.0 → 2.0.10     major  migrate pinned
+           1. ma_cross  1.0.0 → 2.0.10     major  migrate   pinned
                switch: immediate; verify: health
                state preview FAILED: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 2s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
 
@@ -940,7 +940,7 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross    1.0.0 → 2.0.0      major  migrate on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+           1. ma_cross    1.0.0 → 2.0.0      major  migrate   on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                switch: immediate; verify: health
                config (migrated by 2.0.0):
                  /fast_ma_period: renamed `fast_period` (2)
@@ -950,14 +950,14 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
                  /fast_ma_period: renamed `fast_period` (2)
                  /slow_ma_period: renamed `slow_period` (4)
                  /signal_threshold: added 0.01
-           2. risk_model  1.0.0 → 2.0.0      major  migrate pinned
+           2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health
                config (from plugins.yaml): unchanged
                state (live snapshot, migrated in a sandbox):
                  /instruments/ES/notional: added 99.5
                  /max_position: removed (was 10)
                  /limits: added {"max_notional":1000000.0,"max_position":10}
-           3. ma_cross    2.0.0 → 2.1.0      minor  fresh   pinned; needs risk_model >=2.0, <3 (after step 2)
+           3. ma_cross    2.0.0 → 2.1.0      minor  fresh     pinned; needs risk_model >=2.0, <3 (after step 2)
                DISCARDS STATE: starts from a fresh state; the positions it holds are lost
                switch: immediate; verify: health
                config (from plugins.yaml):
@@ -1013,9 +1013,9 @@ fn what_the_host_would_refuse_is_shown_with_who_and_why() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0 → 1.1.0      minor  migrate pinned
+           1. risk_model  1.0.0 → 1.1.0      minor  migrate   pinned
                switch: immediate; verify: health
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health
 
         Refused: the host is frozen by default since [TIME]: quarter-end close (lift: `plugsync unfreeze`)
@@ -1103,7 +1103,7 @@ fn a_running_artifact_the_registry_lacks_skips_its_preview_and_says_why() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  2.0.10 → 2.1.0     minor  migrate pinned
+           1. ma_cross  2.0.10 → 2.1.0     minor  migrate   pinned
                switch: immediate; verify: health
                state preview skipped: the running ma_cross 2.0.10: the registry has no artifact of `ma_cross` with sha256 [HASH]: it was not published there (loaded by hand?), so its migration cannot be previewed outside the host
 
@@ -1184,7 +1184,7 @@ fn every_shipped_example_plans_against_the_desk() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0              reconfigure    config changed
+           1. risk_model  1.0.0              reconfigure      config changed
                switch: immediate; verify: health
                config:
                  /max_position: 10 → 100
@@ -1208,11 +1208,11 @@ fn every_shipped_example_plans_against_the_desk() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0              reconfigure    config changed
+           1. risk_model  1.0.0              reconfigure      config changed
                switch: immediate; verify: health, soak 30s, max error rate 0.1 %
                config:
                  /max_position: 10 → 100
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health, probe `a cross up buys`, soak 1m, max error rate 0.1 %, max call latency 500 µs, at least 1000 calls
                config:
                  /fast_ma_period: removed (was 2)
@@ -1240,7 +1240,7 @@ fn every_shipped_example_plans_against_the_desk() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  1.0.0              reconfigure    config changed
+           1. ma_cross  1.0.0              reconfigure      config changed
                switch: when idle for 30s (up to 10m); verify: health
                config:
                  /fast_ma_period: 2 → 5
@@ -1269,7 +1269,7 @@ fn every_shipped_example_plans_against_the_desk() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross  1.0.0 → 2.0.0      major  migrate pinned
+           1. ma_cross  1.0.0 → 2.0.0      major  migrate   pinned
                switch: blue-green after 1000 agreeing calls; verify: health
                config:
                  /fast_ma_period: removed (was 2)
@@ -1300,11 +1300,11 @@ fn every_shipped_example_plans_against_the_desk() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0              reconfigure    config changed
+           1. risk_model  1.0.0              reconfigure      config changed
                switch: immediate; verify: health, soak 2m, max error rate 0.1 %
                config:
                  /max_position: 10 → 50
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate pinned
+           2. ma_cross    1.0.0 → 2.0.0      major  migrate   pinned
                switch: immediate; verify: health, soak 2m, max error rate 0.1 %
                config:
                  /fast_ma_period: removed (was 2)
@@ -1333,11 +1333,11 @@ fn every_shipped_example_plans_against_the_desk() {
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0              reconfigure    config changed
+           1. risk_model  1.0.0              reconfigure      config changed
                switch: immediate; verify: health, soak 2m, max error rate 0.1 %
                config:
                  /max_position: 10 → 100
-           2. ma_cross    1.0.0              reconfigure    config changed
+           2. ma_cross    1.0.0              reconfigure      config changed
                switch: immediate; verify: health, soak 2m, max error rate 0.1 %
                config:
                  /fast_ma_period: 2 → 5

@@ -247,7 +247,7 @@ fn steps(out: &mut String, document: &PlanDocument, paint: Paint) {
         };
         let reasons: Vec<String> = step.reasons.iter().map(reason).collect();
         let line = format!(
-            "  {:>2}. {:width$}  {:18} {:14} {}",
+            "  {:>2}. {:width$}  {:18} {:15}  {}",
             step.number,
             step.plugin,
             transition,
