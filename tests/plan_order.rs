@@ -370,6 +370,23 @@ fn a_plugin_given_twice_is_refused() {
     );
 }
 
+#[test]
+fn a_version_that_needs_its_own_plugin_is_judged_by_itself_not_by_the_version_it_replaces() {
+    // 2.0.0 needs `a ^2`: met by the version the step moves to, whatever ran before.
+    check(
+        &[Involved {
+            plugin: "a".to_owned(),
+            start: Some(at("1.0.0", &[])),
+            routes: vec![vec![Some(at("2.0.0", &[("a", "^2")]))]],
+        }],
+        1,
+        expect![[r#"
+            1. a 1.0.0 → 2.0.0
+            waves: [1]
+        "#]],
+    );
+}
+
 // ---- Properties on random sets --------------------------------------------------------------
 
 /// A random small set: each plugin starts at a version (or absent), and has routes (possibly
@@ -567,7 +584,10 @@ fn replay(plugins: &[Involved], ordered: &Ordered) -> Result<(), String> {
     if !done(plugins, &state) || !unmet(plugins, &state).is_empty() {
         return Err("the plan does not end where every plugin is done and met".to_owned());
     }
-    for wave in &ordered.waves {
+    for (i, wave) in ordered.waves.iter().enumerate() {
+        if wave.number != i + 1 {
+            return Err(format!("wave {} is numbered {}", i + 1, wave.number));
+        }
         let first = wave.steps[0];
         let before = &states[first - 1];
         // Every subset of the wave's steps applied to the set before it.
