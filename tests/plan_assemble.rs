@@ -89,9 +89,13 @@ fn render(plan: &Result<Plan, plan::PlanError>) -> String {
     let mut out = String::new();
     for change in &plan.changes {
         out.push_str(&format!(
-            "{} {:?} steps {:?}\n",
+            "{} {:?} steps {:?}",
             change.plugin, change.kind, change.steps
         ));
+        if let Some(config) = &change.config {
+            out.push_str(&format!("; config {} → {}", config.running, config.desired));
+        }
+        out.push('\n');
     }
     for step in &plan.steps {
         let version = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
@@ -135,6 +139,16 @@ fn check(
     adjust: impl FnOnce(&mut Value),
     expected: Expect,
 ) {
+    expected.assert_eq(&render(&plan_of(lines, spec, plugins, adjust)));
+}
+
+/// The plan of a case (see [`check`]).
+fn plan_of(
+    lines: &str,
+    spec: &str,
+    plugins: &[Running<'_>],
+    adjust: impl FnOnce(&mut Value),
+) -> Result<Plan, plan::PlanError> {
     let index = index(lines);
     let set = set(spec);
     let resolution = resolve::resolve(&set, &index, None, &Update::None).unwrap();
@@ -147,7 +161,7 @@ fn check(
         now: "2026-12-05T17:00:00Z".parse().unwrap(),
         limits: SearchLimits::default(),
     };
-    expected.assert_eq(&render(&plan::plan(&input)));
+    plan::plan(&input)
 }
 
 const MA_CROSS: &str = "
@@ -164,7 +178,7 @@ fn only_the_last_step_of_a_plugin_sends_the_desired_config() {
         &[running("ma_cross", "1.0.0")],
         |_| {},
         expect![[r#"
-            ma_cross Upgrade steps [1, 2]
+            ma_cross Upgrade steps [1, 2]; config {} → {"fast_period":5}
             1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"toward","target":"2.1.0"}]
             2. ma_cross Upgrade 2.0.0 → 2.1.0; config {"fast_period":5}; [{"kind":"pinned"}]
             waves [[1], [2]]
@@ -233,27 +247,46 @@ fn a_plugin_not_named_is_kept_unless_prune_and_then_removed() {
 
 #[test]
 fn a_path_past_the_resident_cap_is_warned_of() {
-    check(
-        MA_CROSS,
-        "  plugins:\n    - {id: ma_cross, version: 2.1.0}\n",
-        &[running("ma_cross", "1.0.0")],
-        |status| {
-            status["resident_cap"] = json!(2);
-            status["resident"] = json!([{
-                "plugin": "ma_cross",
-                "version": {"version": "1.0.0", "digest": artifact("ma_cross", "1.0.0")},
-                "path": "store/x/libma_cross.so",
-                "live_instances": 1,
-            }]);
-        },
-        expect![[r#"
+    // 1.0.0 resident, 2.0.0 and 2.1.0 loaded by the plan: three versions mapped.
+    let cases = [
+        (
+            2,
+            expect![[r#"
+                ma_cross Upgrade steps [1, 2]
+                1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"toward","target":"2.1.0"}]
+                2. ma_cross Upgrade 2.0.0 → 2.1.0; config (migrated by the host); [{"kind":"pinned"}]
+                waves [[1], [2]]
+                warning {"kind":"residentCap","plugin":"ma_cross","resident":3,"cap":2}
+            "#]],
+        ),
+        // As many as the cap: within it.
+        (
+            3,
+            expect![[r#"
             ma_cross Upgrade steps [1, 2]
             1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"toward","target":"2.1.0"}]
             2. ma_cross Upgrade 2.0.0 → 2.1.0; config (migrated by the host); [{"kind":"pinned"}]
             waves [[1], [2]]
-            warning {"kind":"residentCap","plugin":"ma_cross","resident":3,"cap":2}
         "#]],
-    );
+        ),
+    ];
+    for (cap, expected) in cases {
+        check(
+            MA_CROSS,
+            "  plugins:\n    - {id: ma_cross, version: 2.1.0}\n",
+            &[running("ma_cross", "1.0.0")],
+            |status| {
+                status["resident_cap"] = json!(cap);
+                status["resident"] = json!([{
+                    "plugin": "ma_cross",
+                    "version": {"version": "1.0.0", "digest": artifact("ma_cross", "1.0.0")},
+                    "path": "store/x/libma_cross.so",
+                    "live_instances": 1,
+                }]);
+            },
+            expected,
+        );
+    }
 }
 
 #[test]
@@ -311,4 +344,121 @@ fn a_host_running_what_is_asked_has_no_step_and_nothing_to_wait_for() {
             waves []
         "#]],
     );
+}
+
+/// A change to the host's status, as a case of a table gives it.
+type Adjust<'a> = &'a dyn Fn(&mut Value);
+
+#[test]
+fn a_downgrade_a_new_config_and_a_rebuild_are_each_named_as_such() {
+    let rebuilt = |status: &mut Value| {
+        let digest = json!(Digest::of(b"another build"));
+        status["plugins"][0]["version"]["digest"] = digest.clone();
+        status["plugins"][0]["applied"]["version"]["digest"] = digest;
+    };
+    let cases: [(&str, &str, Running<'_>, Adjust<'_>, Expect); 3] = [
+        // Pinned below what runs.
+        (
+            "ma_cross 1.0.0\nma_cross 2.0.0; from ^1; down >=1.0.0, <2",
+            "  plugins:\n    - {id: ma_cross, version: 1.0.0}\n",
+            running("ma_cross", "2.0.0"),
+            &|_| {},
+            expect![[r#"
+                ma_cross Downgrade steps [1]
+                1. ma_cross Downgrade 2.0.0 → 1.0.0; config (migrated by the host); [{"kind":"pinned"}]
+                waves [[1]]
+            "#]],
+        ),
+        // The version that runs, with another config.
+        (
+            MA_CROSS,
+            "  plugins:\n    - {id: ma_cross, version: 1.0.0, config: {fast_period: 5}}\n",
+            running("ma_cross", "1.0.0"),
+            &|_| {},
+            expect![[r#"
+                ma_cross Reconfigure steps [1]; config {} → {"fast_period":5}
+                1. ma_cross Reconfigure 1.0.0 → 1.0.0; config {"fast_period":5}; [{"kind":"config"}]
+                waves [[1]]
+            "#]],
+        ),
+        // The version that runs, from another artifact.
+        (
+            MA_CROSS,
+            "  plugins:\n    - {id: ma_cross, version: 1.0.0}\n",
+            running("ma_cross", "1.0.0"),
+            &rebuilt,
+            expect![[r#"
+                ma_cross Reconfigure steps [1]
+                1. ma_cross Reconfigure 1.0.0 → 1.0.0; config (migrated by the host); [{"kind":"rebuild"}]
+                waves [[1]]
+            "#]],
+        ),
+    ];
+    for (lines, spec, runs, adjust, expected) in cases {
+        check(lines, spec, &[runs], adjust, expected);
+    }
+}
+
+#[test]
+fn a_plugin_installed_after_what_it_needs_reads_its_needs_from_the_index_entry_it_installs() {
+    // ma_cross 1.0.0 needs risk_model, 0.9.0 (listed after it) needs nothing: the install of
+    // 1.0.0 waits for risk_model's although plugins.yaml names ma_cross first.
+    check(
+        "
+            ma_cross 1.0.0; needs risk_model ^1
+            ma_cross 0.9.0
+            risk_model 1.0.0
+        ",
+        "  plugins:\n    - {id: ma_cross, version: 1.0.0}\n    - {id: risk_model, version: 1.0.0}\n",
+        &[],
+        |_| {},
+        expect![[r#"
+            ma_cross Install steps [2]
+            risk_model Install steps [1]
+            1. risk_model Install - → 1.0.0; config {}; [{"kind":"pinned"}]
+            2. ma_cross Install - → 1.0.0; config {}; [{"kind":"pinned"},{"kind":"after","dependency":"risk_model","requirement":"^1","step":1}]
+            waves [[1], [2]]
+        "#]],
+    );
+}
+
+#[test]
+fn each_step_leaves_the_artifact_the_step_before_it_loaded_and_says_how_the_state_is_carried() {
+    // 1.0.0 → 2.0.0 by 2.0.0's migrate, then 2.0.0 → 2.1.0 by the rules 2.1.0 publishes.
+    let lines = "
+        ma_cross 1.0.0
+        ma_cross 2.0.0; from ^1
+        ma_cross 2.1.0; rule ^2.0 to =2.1.0
+    ";
+    let plan = plan_of(
+        lines,
+        "  plugins:\n    - {id: ma_cross, version: 2.1.0}\n",
+        &[running("ma_cross", "1.0.0")],
+        |_| {},
+    )
+    .unwrap();
+    // An artifact by the version the index publishes it for.
+    let named = |at: &Option<plan::VersionAt>| match at {
+        None => "-".to_owned(),
+        Some(at) => ["1.0.0", "2.0.0", "2.1.0"]
+            .into_iter()
+            .find(|v| artifact("ma_cross", v) == at.sha256)
+            .map_or(format!("{} (another artifact)", at.version), |v| {
+                format!("{} ({v}'s artifact)", at.version)
+            }),
+    };
+    let mut out = String::new();
+    for step in &plan.steps {
+        out.push_str(&format!(
+            "{}. {} → {}; state {}\n",
+            step.number,
+            named(&step.from),
+            named(&step.to.as_ref().map(|t| t.at.clone())),
+            serde_json::to_string(&step.migration).unwrap(),
+        ));
+    }
+    expect![[r#"
+        1. 1.0.0 (1.0.0's artifact) → 2.0.0 (2.0.0's artifact); state {"by":"plugin","version":"2.0.0"}
+        2. 2.0.0 (2.0.0's artifact) → 2.1.0 (2.1.0's artifact); state {"by":"rules","source":"the registry's entry of ma_cross 2.1.0","rules":[]}
+    "#]].assert_eq(&out);
 }

@@ -357,6 +357,57 @@ fn a_search_past_its_budget_says_so_and_how_to_raise_it() {
 }
 
 #[test]
+fn a_search_that_needs_exactly_its_budget_completes() {
+    // The detour case of `the_plugin_that_leaves_its_cheapest_path_…`, written by hand: the
+    // start and one state per step.
+    let plugins = [
+        Involved {
+            plugin: "risk_model".to_owned(),
+            start: Some(at("1.0.0", &[])),
+            routes: vec![
+                vec![Some(at("2.0.0", &[]))],
+                vec![Some(at("1.1.0", &[])), Some(at("2.0.0", &[]))],
+            ],
+        },
+        Involved {
+            plugin: "ma_cross".to_owned(),
+            start: Some(at("1.0.0", &[("risk_model", ">=1.0, <2")])),
+            routes: vec![
+                vec![Some(at("2.1.0", &[("risk_model", ">=2.0")]))],
+                vec![
+                    Some(at("2.0.0", &[("risk_model", ">=1.0, <3")])),
+                    Some(at("2.1.0", &[("risk_model", ">=2.0")])),
+                ],
+            ],
+        },
+    ];
+    let explored = order(&plugins, 1, &SearchLimits::default())
+        .unwrap()
+        .explored;
+    let within = |node_budget| {
+        let limits = SearchLimits {
+            node_budget,
+            ..SearchLimits::default()
+        };
+        render(&order(&plugins, 1, &limits))
+    };
+    expect![[r#"
+        4 states
+        with a budget of as many:
+        1. ma_cross 1.0.0 → 2.0.0; 1.0.0 needs `risk_model >=1.0, <2`, which step 2 breaks: it moves first
+        2. risk_model 1.0.0 → 2.0.0
+        3. ma_cross 2.0.0 → 2.1.0; needs `risk_model >=2.0` (after step 2)
+        waves: [1] [2] [3]
+        with one fewer:
+        error: no order of the 2 steps was found within the search budget of 3 states: raise the budget (`node_budget`), or make fewer changes at once
+    "#]].assert_eq(&format!(
+        "{explored} states\nwith a budget of as many:\n{}with one fewer:\n{}",
+        within(explored),
+        within(explored - 1)
+    ));
+}
+
+#[test]
 fn a_plugin_given_twice_is_refused() {
     check(
         &[
@@ -366,6 +417,23 @@ fn a_plugin_given_twice_is_refused() {
         1,
         expect![[r#"
             error: `a` is given twice to the ordering: give each plugin once
+        "#]],
+    );
+}
+
+#[test]
+fn a_version_that_needs_its_own_plugin_is_judged_by_itself_not_by_the_version_it_replaces() {
+    // 2.0.0 needs `a ^2`: met by the version the step moves to, whatever ran before.
+    check(
+        &[Involved {
+            plugin: "a".to_owned(),
+            start: Some(at("1.0.0", &[])),
+            routes: vec![vec![Some(at("2.0.0", &[("a", "^2")]))]],
+        }],
+        1,
+        expect![[r#"
+            1. a 1.0.0 → 2.0.0
+            waves: [1]
         "#]],
     );
 }
@@ -567,7 +635,18 @@ fn replay(plugins: &[Involved], ordered: &Ordered) -> Result<(), String> {
     if !done(plugins, &state) || !unmet(plugins, &state).is_empty() {
         return Err("the plan does not end where every plugin is done and met".to_owned());
     }
-    for wave in &ordered.waves {
+    // The route each plugin followed: that of its steps, none for one that did not move.
+    let followed: Vec<Option<usize>> = state.iter().map(|at| at.map(|(route, _)| route)).collect();
+    if ordered.routes != followed {
+        return Err(format!(
+            "the routes are given as {:?}, the steps follow {followed:?}",
+            ordered.routes
+        ));
+    }
+    for (i, wave) in ordered.waves.iter().enumerate() {
+        if wave.number != i + 1 {
+            return Err(format!("wave {} is numbered {}", i + 1, wave.number));
+        }
         let first = wave.steps[0];
         let before = &states[first - 1];
         // Every subset of the wave's steps applied to the set before it.
