@@ -462,3 +462,48 @@ fn each_step_leaves_the_artifact_the_step_before_it_loaded_and_says_how_the_stat
         2. 2.0.0 (2.0.0's artifact) → 2.1.0 (2.1.0's artifact); state {"by":"rules","source":"the registry's entry of ma_cross 2.1.0","rules":[]}
     "#]].assert_eq(&out);
 }
+
+#[test]
+fn a_busy_or_stuck_plugin_with_steps_is_warned_of() {
+    let lines = format!("{MA_CROSS}    risk_model 1.0.0\n    risk_model 1.1.0; from ^1\n");
+    check(
+        &lines,
+        "  plugins:
+    - {id: ma_cross, version: 2.0.0}
+    - {id: risk_model, version: 1.1.0}
+",
+        &[running("ma_cross", "1.0.0"), running("risk_model", "1.0.0")],
+        |status| {
+            status["plugins"][0]["busy"] = json!(true);
+            status["plugins"][0]["stuck"] = json!({"seq": 7, "running_ms": 12_500});
+            status["plugins"][1]["busy"] = json!(true);
+        },
+        expect![[r#"
+            ma_cross Upgrade steps [1]
+            risk_model Upgrade steps [2]
+            1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"pinned"}]
+            2. risk_model Upgrade 1.0.0 → 1.1.0; config (migrated by the host); [{"kind":"pinned"}]
+            waves [[1], [2]]
+            warning {"kind":"stuck","plugin":"ma_cross","runningMs":12500}
+            warning {"kind":"busy","plugin":"risk_model"}
+        "#]],
+    );
+    // A plugin without steps is not worth a line.
+    check(
+        &lines,
+        "  plugins:
+    - {id: ma_cross, version: 1.0.0}
+    - {id: risk_model, version: 1.1.0}
+",
+        &[running("ma_cross", "1.0.0"), running("risk_model", "1.0.0")],
+        |status| {
+            status["plugins"][0]["busy"] = json!(true);
+        },
+        expect![[r#"
+            ma_cross Unchanged steps []
+            risk_model Upgrade steps [1]
+            1. risk_model Upgrade 1.0.0 → 1.1.0; config (migrated by the host); [{"kind":"pinned"}]
+            waves [[1]]
+        "#]],
+    );
+}

@@ -235,6 +235,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             needs: format!("{} {}", unmet.dependency, unmet.requirement),
         })
         .collect();
+    warnings.extend(slot_warnings(running, &steps));
     warnings.extend(strategy_warnings(&steps));
     warnings.extend(resident_warnings(running, &steps));
     let plan = Plan {
@@ -661,6 +662,25 @@ fn refusals(running: &RuntimeStatus, steps: &[PlannedStep]) -> Vec<Refusal> {
         }
     }
     refusals
+}
+
+/// A plugin with steps whose slot was busy when observed, or holds a stuck call.
+fn slot_warnings(running: &RuntimeStatus, steps: &[PlannedStep]) -> Vec<Warning> {
+    let moving: BTreeSet<&str> = steps.iter().map(|s| s.plugin.as_str()).collect();
+    let mut warnings = Vec::new();
+    for status in (running.plugins.iter()).filter(|p| moving.contains(p.plugin.as_str())) {
+        if let Some(stuck) = &status.stuck {
+            warnings.push(Warning::Stuck {
+                plugin: status.plugin.clone(),
+                running_ms: stuck.running_ms,
+            });
+        } else if status.busy {
+            warnings.push(Warning::Busy {
+                plugin: status.plugin.clone(),
+            });
+        }
+    }
+    warnings
 }
 
 /// A step whose strategy the apply engine does not run yet.

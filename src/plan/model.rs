@@ -381,6 +381,21 @@ pub enum Warning {
         /// Its strategy.
         strategy: String,
     },
+    /// A plugin with steps was busy when the host was observed (a long call or another
+    /// operation held it): its entry is what it showed last.
+    Busy {
+        /// The plugin.
+        plugin: String,
+    },
+    /// A plugin with steps has a call running past the host's call watchdog: a switch waits
+    /// for the slot that call holds (a call cannot be cancelled in-process).
+    #[serde(rename_all = "camelCase")]
+    Stuck {
+        /// The plugin.
+        plugin: String,
+        /// How long the call had run, in milliseconds.
+        running_ms: u64,
+    },
     /// A dependency unmet already in the running set (the plan does not make it worse, and
     /// its last step meets it).
     UnmetNow {

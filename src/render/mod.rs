@@ -622,6 +622,15 @@ fn warnings(out: &mut String, warnings: &[Warning]) {
                 "`{plugin}` asks for the `{strategy}` strategy, which `plugsync reconcile` does \
                  not apply yet: it would refuse the step"
             ),
+            Warning::Busy { plugin } => format!(
+                "`{plugin}` was busy when the host was observed (a long call held it): its \
+                 entry is what it showed last"
+            ),
+            Warning::Stuck { plugin, running_ms } => format!(
+                "`{plugin}` has a call running for {} (past the host's call watchdog): a \
+                 switch waits for it, and a call cannot be cancelled in-process",
+                humantime::format_duration(std::time::Duration::from_millis(*running_ms))
+            ),
             Warning::UnmetNow { plugin, needs } => format!(
                 "`{plugin}` runs now without what it needs ({needs}); the plan meets it by its \
                  end"
