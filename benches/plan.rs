@@ -78,7 +78,7 @@ fn version(k: usize) -> String {
 
 impl Generated {
     fn generate(plugins: usize) -> Generated {
-        let mut random = SplitMix(0x0005_eed0_91a2);
+        let mut random = common::SplitMix(0x0005_eed0_91a2);
         let mut index = BTreeMap::new();
         let mut running = Vec::with_capacity(plugins);
         for i in 0..plugins {
@@ -249,23 +249,6 @@ fn pinned(id: String) -> PluginSpec {
     }
 }
 
-/// A small seeded generator (SplitMix64): the same registry on every run and machine.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
 /// The medians side by side, measured again in interleaved rounds so that a shared machine
 /// slowing down affects both alike.
 fn print_summary() {
@@ -286,7 +269,10 @@ fn print_summary() {
             black_box(generated.resolve());
             resolving.push(start.elapsed());
         }
-        let (plan, resolve) = (median(&mut planning), median(&mut resolving));
+        let (plan, resolve) = (
+            common::median(&mut planning),
+            common::median(&mut resolving),
+        );
         let growth = previous.map_or(String::new(), |before| {
             format!(
                 ", ×{:.1} for ×10 plugins",
@@ -304,9 +290,4 @@ fn print_summary() {
         );
         previous = Some(plan);
     }
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort_unstable();
-    samples[samples.len() / 2]
 }

@@ -60,7 +60,7 @@ struct Generated {
 
 impl Generated {
     fn generate(plugins: usize) -> Generated {
-        let mut random = SplitMix(0x0005_eed0_f1e5);
+        let mut random = common::SplitMix(0x0005_eed0_f1e5);
         let id = |i: usize| format!("p{i:05}");
         let version = |k: usize| format!("{}.{}.0", k / 10 + 1, k % 10);
         let mut index = BTreeMap::new();
@@ -170,23 +170,6 @@ fn follow(id: String) -> PluginSpec {
     }
 }
 
-/// A small seeded generator (SplitMix64): the same registry on every run and machine.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
-
 /// The medians side by side, measured again in interleaved rounds so that a shared machine
 /// slowing down affects both alike.
 fn print_summary() {
@@ -200,7 +183,7 @@ fn print_summary() {
             resolving.push(time(|| registry.resolve()));
             parsing.push(time(|| registry.parse()));
         }
-        let (resolve, parse) = (median(&mut resolving), median(&mut parsing));
+        let (resolve, parse) = (common::median(&mut resolving), common::median(&mut parsing));
         let growth = previous.map_or(String::new(), |before| {
             format!(
                 ", ×{:.1} for ×10 plugins",
@@ -221,9 +204,4 @@ fn time(run: impl FnOnce() -> usize) -> Duration {
     let start = Instant::now();
     black_box(run());
     start.elapsed()
-}
-
-fn median(samples: &mut [Duration]) -> Duration {
-    samples.sort_unstable();
-    samples[samples.len() / 2]
 }

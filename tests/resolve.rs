@@ -7,93 +7,23 @@
 //! with `UPDATE_EXPECT=1 cargo test --test resolve` (review the diff).
 //!
 //! An index line: `<id> <version> [<channel>]`, then `;`-separated clauses: `needs <id>
-//! <requirement>`, `abi <MAJOR.MINOR>`, `framework <requirement>`, `yanked`.
+//! <requirement>`, `abi <MAJOR.MINOR>`, `framework <requirement>`, `yanked` (and those only the
+//! planner reads: see `tests/plan_support`).
+
+mod plan_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use expect_test::{Expect, expect};
-use plugsync::registry::{IndexEntry, IndexFile};
+use plan_support::{index, set};
+use plugsync::registry::IndexFile;
 use plugsync::resolve::{
     self, PluginsLock, Resolution, ResolveError, Update, desired_sha256, lock_changes,
 };
-use plugsync::spec::model::{Channel, PluginSet};
+use plugsync::spec::model::PluginSet;
 use plugsync::spec::{self, Limits};
 use plugsync_host::{Digest, PluginMetadata, TransitionKind, version_matches};
-
-/// A plugins.yaml with the registry, then `spec` (indented under `spec:`).
-fn set(spec: &str) -> PluginSet {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("plugins.yaml");
-    let text = format!(
-        "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata:\n  name: desk\nspec:\n  registry:\n    \
-         url: https://registry.example.com/plugins\n{spec}"
-    );
-    std::fs::write(&path, text).unwrap();
-    match spec::load(&path, &Limits::default()) {
-        Ok(desired) => desired.set,
-        Err(report) => panic!("not a valid plugins.yaml:\n{}", report.render(false)),
-    }
-}
-
-/// The index the lines describe (see the module docs).
-fn index(lines: &str) -> BTreeMap<String, IndexFile> {
-    let mut index: BTreeMap<String, IndexFile> = BTreeMap::new();
-    for line in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        let mut clauses = line.split(';').map(str::trim);
-        let head: Vec<&str> = clauses.next().unwrap().split_whitespace().collect();
-        let (id, version) = (head[0], head[1]);
-        let channel = match head.get(2).copied().unwrap_or("stable") {
-            "stable" => Channel::Stable,
-            "beta" => Channel::Beta,
-            "alpha" => Channel::Alpha,
-            "dev" => Channel::Dev,
-            other => panic!("no channel `{other}`"),
-        };
-        let mut entry = IndexEntry {
-            version: version.to_owned(),
-            channel,
-            yanked: false,
-            sha256: artifact(id, version),
-            file: format!("artifacts/{id}/{version}/lib{id}.so"),
-            signature: None,
-            abi: "1.2".to_owned(),
-            framework: ">=0.1.0".to_owned(),
-            kind: "strategy".to_owned(),
-            state_schema: 1,
-            dependencies: BTreeMap::new(),
-            migrates_from: Vec::new(),
-            downgrades_to: Vec::new(),
-            migrations: Vec::new(),
-        };
-        for clause in clauses {
-            let (word, rest) = clause.split_once(' ').unwrap_or((clause, ""));
-            match word {
-                "needs" => {
-                    let (dependency, requirement) = rest.split_once(' ').unwrap();
-                    entry
-                        .dependencies
-                        .insert(dependency.to_owned(), requirement.to_owned());
-                }
-                "abi" => entry.abi = rest.to_owned(),
-                "framework" => entry.framework = rest.to_owned(),
-                "yanked" => entry.yanked = true,
-                other => panic!("no clause `{other}`"),
-            }
-        }
-        let file = index.entry(id.to_owned()).or_insert_with(|| IndexFile {
-            plugin: id.to_owned(),
-            versions: Vec::new(),
-        });
-        file.versions.push(entry);
-    }
-    index
-}
-
-/// The sha256 the index gives `id` `version`'s artifact.
-fn artifact(id: &str, version: &str) -> Digest {
-    Digest::of(format!("{id} {version}").as_bytes())
-}
 
 /// Each plugin's version and why, one a line, or the error.
 fn outcome(result: &Result<Resolution, ResolveError>) -> String {

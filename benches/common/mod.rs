@@ -1,5 +1,5 @@
-//! What the benchmarks share: finding the built example plugins, the `ma_cross` bar feed, and
-//! how a percentile is taken.
+//! What the benchmarks share: finding the built example plugins, the `ma_cross` bar feed, how
+//! a percentile and a median are taken, and a seeded generator for generated registries.
 #![allow(dead_code)] // each benchmark uses a part of it
 
 use std::f64::consts::TAU;
@@ -121,4 +121,30 @@ pub fn percentile<T: Copy + Ord + Default>(values: &[T], fraction: f64) -> T {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     sorted[nearest_rank(sorted.len() as u64, fraction) as usize - 1]
+}
+
+/// The median of `samples` (the upper one of an even count), sorting them.
+pub fn median(samples: &mut [std::time::Duration]) -> std::time::Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// A small seeded generator (SplitMix64): the same generated registry on every run and
+/// machine.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
 }

@@ -14,10 +14,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use plugsync_host::{ArtifactStore, LoadPolicy, TrustedKeys};
+use plugsync_host::{ArtifactStore, LoadPolicy, StoredArtifact, TrustedKeys};
 
 use crate::error::{Error, Result};
-use crate::registry::{self, IndexFile, Registry};
+use crate::registry::{self, IndexEntry, IndexFile, Registry};
 use crate::resolve::{self, LockChange, PluginsLock, Resolved, Update};
 use crate::spec::{self, Limits};
 
@@ -190,71 +190,88 @@ fn fetch(
     state_dir: &Path,
     keys: TrustedKeys,
 ) -> Result<()> {
-    let store = ArtifactStore::open(
-        state_dir.join("cache"),
-        LoadPolicy {
-            trusted_keys: keys.clone(),
-            ..LoadPolicy::default()
-        },
-    )?;
+    let cache = ArtifactCache::open(state_dir, keys)?;
     for plugin in plugins {
-        let artifact = match store.get(&plugin.sha256) {
+        let entry = index
+            .get(&plugin.id)
+            .and_then(|i| i.versions.iter().find(|e| e.sha256 == plugin.sha256))
+            .ok_or_else(|| {
+                Error::Resolve(Box::new(resolve::ResolveError::NotPublished {
+                    plugin: plugin.id.clone(),
+                }))
+            })?;
+        cache.verified(registry, &plugin.id, entry)?;
+    }
+    Ok(())
+}
+
+/// The artifact cache, `STATE_DIR/cache`: what `lock` fetched and the dry run's previews run.
+pub(super) struct ArtifactCache {
+    store: ArtifactStore,
+    keys: TrustedKeys,
+}
+
+impl ArtifactCache {
+    /// The cache under `state_dir`, checking signatures against `keys` (none: not checked).
+    pub(super) fn open(state_dir: &Path, keys: TrustedKeys) -> Result<ArtifactCache> {
+        let store = ArtifactStore::open(
+            state_dir.join("cache"),
+            LoadPolicy {
+                trusted_keys: keys.clone(),
+                ..LoadPolicy::default()
+            },
+        )?;
+        Ok(ArtifactCache { store, keys })
+    }
+
+    /// `plugin`'s artifact of index `entry`: from the cache, else fetched from `registry` and
+    /// stored; either way its sha256, its own metadata (the plugin and version the index says)
+    /// and, with keys, its signature verified.
+    pub(super) fn verified(
+        &self,
+        registry: &dyn Registry,
+        plugin: &str,
+        entry: &IndexEntry,
+    ) -> Result<StoredArtifact> {
+        let not_signed = |signed: bool| Error::NotSignedByTrustedKey {
+            plugin: plugin.to_owned(),
+            version: entry.version.clone(),
+            sha256: entry.sha256,
+            signed,
+        };
+        let artifact = match self.store.get(&entry.sha256) {
             Ok(artifact) => artifact,
             Err(_) => {
                 // Checked before anything is fetched or stored.
-                if !keys.is_empty() && plugin.signature.is_none() {
-                    return Err(Error::NotSignedByTrustedKey {
-                        plugin: plugin.id.clone(),
-                        version: plugin.version.to_string(),
-                        sha256: plugin.sha256,
-                        signed: false,
-                    });
+                if !self.keys.is_empty() && entry.signature.is_none() {
+                    return Err(not_signed(false));
                 }
-                let entry = index
-                    .get(&plugin.id)
-                    .and_then(|i| i.versions.iter().find(|e| e.sha256 == plugin.sha256))
-                    .ok_or_else(|| {
-                        Error::Resolve(Box::new(resolve::ResolveError::NotPublished {
-                            plugin: plugin.id.clone(),
-                        }))
-                    })?;
-                let bytes = registry.artifact(&plugin.id, entry)?;
+                let bytes = registry.artifact(plugin, entry)?;
                 let name = entry.file.rsplit('/').next().unwrap_or(&entry.file);
-                store
-                    .put_signed(name, &bytes, &plugin.sha256, plugin.signature.as_deref())
+                self.store
+                    .put_signed(name, &bytes, &entry.sha256, entry.signature.as_deref())
                     .map_err(|error| match error {
-                        plugsync_host::HostError::BadSignature { .. } => {
-                            Error::NotSignedByTrustedKey {
-                                plugin: plugin.id.clone(),
-                                version: plugin.version.to_string(),
-                                sha256: plugin.sha256,
-                                signed: true,
-                            }
-                        }
+                        plugsync_host::HostError::BadSignature { .. } => not_signed(true),
                         other => other.into(),
                     })?
             }
         };
         // The index could lie about what an artifact is: its own metadata decides.
         let metadata = &artifact.metadata;
-        if metadata.id != plugin.id || metadata.version != plugin.version.to_string() {
+        if metadata.id != plugin || metadata.version != entry.version {
             return Err(Error::ArtifactIsNot {
-                plugin: plugin.id.clone(),
-                version: plugin.version.to_string(),
+                plugin: plugin.to_owned(),
+                version: entry.version.clone(),
                 found: format!("{} {}", metadata.id, metadata.version),
-                sha256: plugin.sha256,
+                sha256: entry.sha256,
             });
         }
         // `put_signed` checks a signature given; with keys, one must be given.
-        keys.check_artifact(metadata, &plugin.sha256, plugin.signature.as_deref())
-            .map_err(|_| Error::NotSignedByTrustedKey {
-                plugin: plugin.id.clone(),
-                version: plugin.version.to_string(),
-                sha256: plugin.sha256,
-                signed: plugin.signature.is_some(),
-            })?;
+        (self.keys)
+            .check_artifact(metadata, &entry.sha256, entry.signature.as_deref())
+            .map_err(|_| not_signed(entry.signature.is_some()))?;
+        Ok(artifact)
     }
-    Ok(())
 }
 
 pub(super) fn read_lock(path: &Path) -> Result<Option<PluginsLock>> {

@@ -12,15 +12,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use plugsync_host::{ArtifactStore, Digest, LoadPolicy, TrustedKeys};
+use plugsync_host::{Digest, TrustedKeys};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::observe::Observation;
 use crate::plan::{Plan, PlannedStep, PreviewOutcome, StateMigration, StatePreview, StepAction};
 use crate::preflight::{
     self, ArtifactFile, ChildRunner, PreflightError, PreviewJob, PreviewStage, PreviewStep,
 };
 use crate::registry::{IndexFile, Registry};
+
+use super::lock::ArtifactCache;
 
 /// Where previews fetch artifacts to, how they check them, and how the child runs.
 #[derive(Debug, Clone, Copy)]
@@ -102,10 +104,22 @@ fn chain_previews(
         .verify()
         .map_err(|e| format!("the observed state of `{plugin}` does not verify: {e}"))?;
     let registry = registry.ok_or_else(|| "plugins.yaml names no registry".to_owned())?;
-    let cache = Cache::open(context).map_err(|e| e.to_string())?;
+    let keys = match context.trusted_keys {
+        Some(file) => TrustedKeys::load(file).map_err(|e| e.to_string())?,
+        None => TrustedKeys::none(),
+    };
+    let cache = ArtifactCache::open(context.state_dir, keys).map_err(|e| e.to_string())?;
     let fetch = |digest: &Digest, what: &str| -> std::result::Result<ArtifactFile, String> {
-        cache
-            .artifact(registry, index, plugin, digest)
+        let entry = (index.get(plugin).into_iter())
+            .flat_map(|file| &file.versions)
+            .find(|entry| entry.sha256 == *digest)
+            .ok_or_else(|| Error::NotInRegistry {
+                plugin: plugin.to_owned(),
+                sha256: *digest,
+            });
+        entry
+            .and_then(|entry| cache.verified(registry, plugin, entry))
+            .map(|stored| ArtifactFile::new(stored.path, *digest))
             .map_err(|e| format!("{what}: {e}"))
     };
     let running_file = fetch(
@@ -185,71 +199,5 @@ fn stage(error: &PreflightError) -> Option<PreviewStage> {
         | PreflightError::Failed { stage, .. }
         | PreflightError::NoResult { stage, .. } => Some((**stage).clone()),
         _ => None,
-    }
-}
-
-/// The artifact cache (`STATE_DIR/cache`): fetched from the registry once, verified.
-struct Cache {
-    store: ArtifactStore,
-    keys: TrustedKeys,
-}
-
-impl Cache {
-    fn open(context: &PreviewContext<'_>) -> Result<Cache> {
-        let keys = match context.trusted_keys {
-            Some(file) => TrustedKeys::load(file)?,
-            None => TrustedKeys::none(),
-        };
-        let store = ArtifactStore::open(
-            context.state_dir.join("cache"),
-            LoadPolicy {
-                trusted_keys: keys.clone(),
-                ..LoadPolicy::default()
-            },
-        )?;
-        Ok(Cache { store, keys })
-    }
-
-    /// The file of `plugin`'s artifact `digest`: from the cache, else fetched (the index entry
-    /// with that sha256), verified and cached.
-    fn artifact(
-        &self,
-        registry: &dyn Registry,
-        index: &BTreeMap<String, IndexFile>,
-        plugin: &str,
-        digest: &Digest,
-    ) -> Result<ArtifactFile> {
-        if let Ok(stored) = self.store.get(digest) {
-            return Ok(ArtifactFile::new(stored.path, *digest));
-        }
-        let entry = (index.get(plugin).into_iter())
-            .flat_map(|file| &file.versions)
-            .find(|entry| entry.sha256 == *digest)
-            .ok_or_else(|| Error::NotInRegistry {
-                plugin: plugin.to_owned(),
-                sha256: *digest,
-            })?;
-        if !self.keys.is_empty() && entry.signature.is_none() {
-            return Err(Error::NotSignedByTrustedKey {
-                plugin: plugin.to_owned(),
-                version: entry.version.clone(),
-                sha256: *digest,
-                signed: false,
-            });
-        }
-        let bytes = registry.artifact(plugin, entry)?;
-        let name = entry.file.rsplit('/').next().unwrap_or(&entry.file);
-        let stored = self
-            .store
-            .put_signed(name, &bytes, digest, entry.signature.as_deref())?;
-        if stored.metadata.id != plugin || stored.metadata.version != entry.version {
-            return Err(Error::ArtifactIsNot {
-                plugin: plugin.to_owned(),
-                version: entry.version.clone(),
-                found: format!("{} {}", stored.metadata.id, stored.metadata.version),
-                sha256: *digest,
-            });
-        }
-        Ok(ArtifactFile::new(stored.path, *digest))
     }
 }

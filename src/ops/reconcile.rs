@@ -139,12 +139,7 @@ pub fn dry_run(options: &DryRunOptions) -> Result<DryRun> {
         limits: options.limits,
     };
     let computed = plan::plan(&input).map_err(|error| Error::Plan(Box::new(error)))?;
-    let mut document = PlanDocument::new(
-        &desired,
-        lock.as_ref().map(|_| lock_path.as_path()),
-        &observation,
-        computed,
-    );
+    let mut document = PlanDocument::new(&desired, lock.as_ref(), &observation, computed);
     if options.preview {
         document.previews = super::preview::previews(
             &document.plan,

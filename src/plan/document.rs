@@ -8,8 +8,6 @@
 //! recomputes the plan from the recorded inputs and refuses it when the ids differ, so a plan
 //! edited by hand is never applied.
 
-use std::path::Path;
-
 use plugsync_host::control::api::RunningState;
 use plugsync_host::{AppliedRecord, Digest};
 use plugsync_plugin::canonical_json;
@@ -19,6 +17,7 @@ use serde_json::Value;
 
 use super::model::{Change, Plan, PlannedStep};
 use crate::observe::{Drift, Observation, drift};
+use crate::resolve::PluginsLock;
 use crate::spec::Desired;
 
 /// The version of the plan document's shape.
@@ -146,11 +145,11 @@ pub enum PreviewOutcome {
 }
 
 impl PlanDocument {
-    /// The document for `plan`, computed from `desired`, the lock at `lock` (if followed) and
+    /// The document for `plan`, computed from `desired`, `lock` (if followed) and
     /// `observation`; no previews yet.
     pub fn new(
         desired: &Desired,
-        lock: Option<&Path>,
+        lock: Option<&PluginsLock>,
         observation: &Observation,
         plan: Plan,
     ) -> PlanDocument {
@@ -223,11 +222,9 @@ fn running_inputs(running: &RunningState) -> Vec<RunningInput> {
     inputs
 }
 
-/// The sha256 of a lock file's canonical JSON (so reformatting it does not change a plan id).
-fn lock_digest(path: &Path) -> Option<Digest> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let value: Value = serde_json::from_str(&text).ok()?;
-    Some(Digest::of(&canonical_json(&value).ok()?))
+/// The sha256 of a lock's canonical JSON (so reformatting the file does not change a plan id).
+fn lock_digest(lock: &PluginsLock) -> Option<Digest> {
+    Some(Digest::of(&canonical_json(lock).ok()?))
 }
 
 /// A host time (ns since the epoch) as RFC 3339 UTC, to the second.

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use plugsync_host::{Because, Digest, MigrationRule, TransitionKind};
+use plugsync_host::{Because, Digest, MigrationRule};
 use schemars::JsonSchema;
 use semver::Version;
 use serde::Serialize;
@@ -165,14 +165,6 @@ impl PlannedStep {
     pub fn discards_state(&self) -> bool {
         matches!(self.migration, Some(StateMigration::Fresh))
     }
-
-    /// Whether the step migrates the plugin's state (so a preview has something to show).
-    pub fn migrates_state(&self) -> bool {
-        matches!(
-            self.migration,
-            Some(StateMigration::Plugin { .. } | StateMigration::Rules { .. })
-        )
-    }
 }
 
 /// What a step does.
@@ -189,18 +181,6 @@ pub enum StepAction {
     Reconfigure,
     /// Unload the plugin.
     Remove,
-}
-
-impl StepAction {
-    /// The switch's transition, for a step that switches.
-    pub fn transition(self) -> Option<TransitionKind> {
-        match self {
-            StepAction::Upgrade => Some(TransitionKind::Upgrade),
-            StepAction::Downgrade => Some(TransitionKind::Downgrade),
-            StepAction::Reconfigure => Some(TransitionKind::Reconfigure),
-            StepAction::Install | StepAction::Remove => None,
-        }
-    }
 }
 
 /// The version a step goes to, and where its artifact is.

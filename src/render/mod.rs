@@ -693,3 +693,24 @@ fn summary(out: &mut String, document: &PlanDocument) {
         moving(ChangeKind::Unchanged),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_when_asked() {
+        let signs = |styled| {
+            let paint = Paint { styled };
+            [ChangeKind::Install, ChangeKind::Upgrade, ChangeKind::Remove]
+                .map(|kind| paint.sign(kind))
+                .join(" ")
+        };
+        assert_eq!(signs(false), "+ ~ -");
+        assert_eq!(
+            signs(true),
+            "\x1b[32m+\x1b[0m \x1b[33m~\x1b[0m \x1b[31m-\x1b[0m"
+        );
+        assert_eq!(Paint { styled: true }.sign(ChangeKind::Unchanged), " ");
+    }
+}

@@ -23,22 +23,14 @@ pub(crate) fn check_some_minute_allowed(windows: &[Window]) -> Result<(), String
     if windows.is_empty() || windows.len() > MAX_CHECKED_WINDOWS {
         return Ok(());
     }
-    let zones: Vec<Option<TimeZone>> = windows
-        .iter()
-        .map(|w| TimeZone::get(&w.timezone).ok())
-        .collect();
+    let zones = zones(windows);
     let any_allow = windows.iter().any(|w| !w.deny);
     for start in REFERENCE_WEEKS {
         for minute in 0..7 * 24 * 60 {
             let Ok(at) = Timestamp::from_second(start + minute * 60) else {
                 continue;
             };
-            let open = |deny: bool| {
-                windows.iter().zip(&zones).any(|(window, zone)| {
-                    window.deny == deny && zone.as_ref().is_some_and(|z| contains(window, z, at))
-                })
-            };
-            if (!any_allow || open(false)) && !open(true) {
+            if allowed(windows, &zones, at) {
                 return Ok(());
             }
         }
@@ -64,7 +56,7 @@ pub(crate) fn check_some_minute_allowed(windows: &[Window]) -> Result<(), String
     })
 }
 
-/// How far ahead [`wait`] looks for the next minute an update may happen: past a week, so a
+/// How far ahead [`closed`] looks for the next minute an update may happen: past a week, so a
 /// window that opens once a week is still found.
 const LOOK_AHEAD_MINUTES: i64 = 8 * 24 * 60;
 
@@ -80,51 +72,53 @@ pub struct Closed {
     pub until: Option<Timestamp>,
 }
 
-/// Whether `windows` let an update happen at `at`: inside no deny window and, when there are
-/// allow windows, inside one of them. A window whose zone is unknown is skipped (plugins.yaml
-/// validation refuses such a zone).
-pub fn allows(windows: &[Window], at: Timestamp) -> bool {
-    let open = |deny: bool| {
-        windows.iter().any(|window| {
-            window.deny == deny
-                && TimeZone::get(&window.timezone).is_ok_and(|zone| contains(window, &zone, at))
+/// Each window's zone, `None` where it is unknown (plugins.yaml validation refuses such a zone;
+/// the window is then skipped).
+fn zones(windows: &[Window]) -> Vec<Option<TimeZone>> {
+    (windows.iter())
+        .map(|w| TimeZone::get(&w.timezone).ok())
+        .collect()
+}
+
+/// The windows of `windows` (with their `zones`) of kind `deny` open at `at`.
+fn open_at<'a>(
+    windows: &'a [Window],
+    zones: &'a [Option<TimeZone>],
+    deny: bool,
+    at: Timestamp,
+) -> impl Iterator<Item = &'a Window> {
+    (windows.iter().zip(zones))
+        .filter(move |(window, zone)| {
+            window.deny == deny && zone.as_ref().is_some_and(|z| contains(window, z, at))
         })
-    };
+        .map(|(window, _)| window)
+}
+
+/// Whether an update may happen at `at`: inside no deny window and, when there are allow
+/// windows, inside one of them.
+fn allowed(windows: &[Window], zones: &[Option<TimeZone>], at: Timestamp) -> bool {
     let any_allow = windows.iter().any(|w| !w.deny);
-    (!any_allow || open(false)) && !open(true)
+    (!any_allow || open_at(windows, zones, false, at).next().is_some())
+        && open_at(windows, zones, true, at).next().is_none()
 }
 
 /// `None` when `windows` let an update happen at `now`; else why not and until when.
 pub fn closed(windows: &[Window], now: Timestamp) -> Option<Closed> {
-    if allows(windows, now) {
+    let zones = zones(windows);
+    if allowed(windows, &zones, now) {
         return None;
     }
-    let zones: Vec<Option<TimeZone>> = windows
-        .iter()
-        .map(|w| TimeZone::get(&w.timezone).ok())
-        .collect();
-    let open_now = |window: &Window, zone: &Option<TimeZone>| {
-        zone.as_ref()
-            .is_some_and(|zone| contains(window, zone, now))
-    };
-    let denied_by = (windows.iter().zip(&zones))
-        .filter(|(w, zone)| w.deny && open_now(w, zone))
-        .map(|(w, _)| w.name.clone())
-        .collect();
-    let any_allow_open = (windows.iter().zip(&zones)).any(|(w, zone)| !w.deny && open_now(w, zone));
-    let outside = match any_allow_open {
-        true => Vec::new(),
-        false => windows
-            .iter()
-            .filter(|w| !w.deny)
-            .map(|w| w.name.clone())
-            .collect(),
+    let names = |open: Vec<&Window>| open.iter().map(|w| w.name.clone()).collect();
+    let denied_by = names(open_at(windows, &zones, true, now).collect());
+    let outside = match open_at(windows, &zones, false, now).next() {
+        Some(_) => Vec::new(),
+        None => names(windows.iter().filter(|w| !w.deny).collect()),
     };
     // The next whole minute first: windows open and close on minutes.
     let first = now.as_second().div_euclid(60) * 60 + 60;
     let until = (0..LOOK_AHEAD_MINUTES)
         .filter_map(|minute| Timestamp::from_second(first + minute * 60).ok())
-        .find(|at| allows(windows, *at));
+        .find(|at| allowed(windows, &zones, *at));
     Some(Closed {
         denied_by,
         outside,

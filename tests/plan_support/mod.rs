@@ -1,5 +1,5 @@
-//! What the planner's tests share: a registry index written one version a line, plugins.yaml
-//! from text, and a plugin's paths computed as the glue will compute them.
+//! What the resolver's and the planner's tests share: a registry index written one version a
+//! line, plugins.yaml from text, and a plugin's paths computed as `plan::plan` computes them.
 //!
 //! An index line: `<id> <version> [<channel>]`, then `;`-separated clauses: `from <req>`
 //! (`migrates_from`), `down <req>` (`downgrades_to`), `rule <from> to <to>` (a declarative
