@@ -20,6 +20,15 @@ use crate::error::{Error, Result};
 /// Where `plugsync host` listens unless told otherwise.
 pub const DEFAULT_HOST: &str = "http://127.0.0.1:7077";
 
+/// The request header carrying the client's reconcile lease epoch.
+const LEASE_EPOCH_HEADER: &str = "x-plugsync-lease-epoch";
+
+/// The request header carrying an artifact's signature.
+const SIGNATURE_HEADER: &str = "x-plugsync-signature";
+
+/// The answer header set when the host replayed a step's recorded answer.
+const REPLAYED_HEADER: &str = "x-plugsync-replayed";
+
 /// How long connecting may take: the host is on this machine or next to it.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -149,6 +158,36 @@ impl ControlClient {
         self.parse(&self.send(request)?)
     }
 
+    /// Sends `request` as it is (its lease epoch and signature as headers) and returns the body
+    /// of a successful answer and whether the host replayed it from a step's record.
+    pub fn send_request(&self, request: &crate::apply::HostRequest) -> Result<(String, bool)> {
+        use crate::apply::HostMethod;
+        let url = self.url_of(request.path.trim_start_matches('/'));
+        let mut builder = match request.method {
+            HostMethod::Get => self.http.get(url),
+            HostMethod::Post => self.http.post(url),
+            HostMethod::Put => self.http.put(url),
+        };
+        builder = builder.header(CONTENT_TYPE, request.content_type());
+        if let Some(epoch) = request.lease_epoch {
+            builder = builder.header(LEASE_EPOCH_HEADER, epoch.to_string());
+        }
+        if let Some(signature) = &request.signature {
+            builder = builder.header(SIGNATURE_HEADER, signature.as_str());
+        }
+        if !request.body.is_empty() {
+            builder = builder.body(request.body.clone());
+        }
+        let builder = builder.bearer_auth(&self.token);
+        self.io.block_on(async {
+            let response = builder.send().await.map_err(|e| self.unreachable(&e))?;
+            let status = response.status();
+            let replayed = response.headers().contains_key(REPLAYED_HEADER);
+            let body = response.text().await.map_err(|e| self.unreachable(&e))?;
+            self.check(status, body).map(|body| (body, replayed))
+        })
+    }
+
     fn url_of(&self, path: &str) -> Url {
         self.base.join(path).expect("API paths are relative URLs")
     }
@@ -173,37 +212,17 @@ impl ControlClient {
 
     /// Turns an answer into its body, or into the error it carries.
     fn check(&self, status: StatusCode, body: String) -> Result<String> {
-        let parsed: Option<Value> = serde_json::from_str(&body).ok();
         if status == StatusCode::UNAUTHORIZED {
             return Err(Error::Unauthorized {
                 url: self.shown.clone(),
                 path: self.token_file.clone(),
             });
         }
-        if status.is_success() {
-            return match parsed {
-                Some(_) => Ok(body),
-                None => Err(self.bad_answer(status, "not JSON")),
-            };
-        }
-        let error = parsed.as_ref().map(|v| &v["error"]);
-        match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?))) {
-            Some((code, message)) => Err(Error::HostRefused {
-                url: self.shown.clone(),
-                status: status.as_u16(),
-                code: code.to_owned(),
-                message: message.to_owned(),
-            }),
-            None => Err(self.bad_answer(status, "an error without `error.message`")),
-        }
+        answer_body(&self.shown, status.as_u16(), body)
     }
 
     fn bad_answer(&self, status: StatusCode, reason: &str) -> Error {
-        Error::BadAnswer {
-            url: self.shown.clone(),
-            status: status.as_u16(),
-            reason: reason.to_owned(),
-        }
+        bad_answer(&self.shown, status.as_u16(), reason)
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> Error {
@@ -218,6 +237,37 @@ impl ControlClient {
             url: self.shown.clone(),
             cause: cause(error),
         }
+    }
+}
+
+/// A control API answer (from `url`, as shown in messages) turned into its body, checked to
+/// be JSON, or into the error the host answered: the one reading of answers whichever way the
+/// host is reached.
+pub(crate) fn answer_body(url: &str, status: u16, body: String) -> Result<String> {
+    let parsed: Option<Value> = serde_json::from_str(&body).ok();
+    if (200..300).contains(&status) {
+        return match parsed {
+            Some(_) => Ok(body),
+            None => Err(bad_answer(url, status, "not JSON")),
+        };
+    }
+    let error = parsed.as_ref().map(|v| &v["error"]);
+    match error.and_then(|e| Some((e["code"].as_str()?, e["message"].as_str()?))) {
+        Some((code, message)) => Err(Error::HostRefused {
+            url: url.to_owned(),
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }),
+        None => Err(bad_answer(url, status, "an error without `error.message`")),
+    }
+}
+
+fn bad_answer(url: &str, status: u16, reason: &str) -> Error {
+    Error::BadAnswer {
+        url: url.to_owned(),
+        status,
+        reason: reason.to_owned(),
     }
 }
 

@@ -8,6 +8,7 @@
 mod cli;
 mod client;
 mod error;
+pub mod apply;
 pub mod market;
 pub mod observe;
 pub mod ops;

@@ -143,6 +143,11 @@ struct Line<'a> {
 }
 
 impl Clients {
+    /// No client: every token is refused (the in-process API names its client instead).
+    pub(crate) fn none() -> Clients {
+        Clients(Vec::new())
+    }
+
     /// Reads the clients from `path`, which must be a regular file with no permission for group
     /// or others (checked on the opened file, so it cannot change in between), in either format
     /// of the module docs.

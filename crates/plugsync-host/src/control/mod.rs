@@ -52,6 +52,7 @@ use std::path::PathBuf;
 
 pub mod api;
 mod auth;
+mod local;
 mod openapi;
 mod server;
 mod transport;
@@ -60,6 +61,8 @@ mod transport;
 /// here for the control API's users.
 pub use crate::keys::{TrustedKeys, signature_payload};
 pub use auth::Client;
+pub use axum::http::Method;
+pub use local::{LocalAnswer, LocalControl, LocalRequest};
 pub use openapi::{openapi, running_state_schema};
 pub use server::ControlServer;
 pub use transport::{InvalidListen, Listen, TlsFiles};

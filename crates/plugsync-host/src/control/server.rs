@@ -628,16 +628,51 @@ impl ControlServer {
 
 /// The router: every route of [`ROUTES`] behind the token check.
 fn router(app: App) -> Router {
-    let mut router = Router::new();
-    for route in ROUTES {
-        router = router.route(route.path, method_router(route, &app));
-    }
-    router
+    routes(&app)
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize))
         .layer(DefaultBodyLimit::max(app.max_json_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// The router of the control API served in this process as `client`: every route of
+/// [`ROUTES`], each request made by `client` (there is no token to check: nothing outside the
+/// process reaches it). Everything after the token check is the same as over a socket.
+pub(crate) fn in_process_router(
+    runtime: Runtime,
+    client: Client,
+    keys: TrustedKeys,
+    allow_calls: bool,
+) -> Router {
+    let keys = keys.union(runtime.trusted_keys());
+    let app = App {
+        runtime,
+        clients: Arc::new(Clients::none()),
+        keys: Arc::new(keys),
+        max_artifact_bytes: ControlConfig::new("").max_artifact_bytes,
+        max_json_bytes: ControlConfig::new("").max_json_bytes,
+        allow_calls,
+    };
+    let as_client = move |mut request: Request, next: Next| {
+        request.extensions_mut().insert(client.clone());
+        next.run(request)
+    };
+    routes(&app)
+        .route_layer(middleware::from_fn(as_client))
+        .layer(DefaultBodyLimit::max(app.max_json_bytes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+/// Every route of [`ROUTES`], with no token check yet.
+fn routes(app: &App) -> Router<App> {
+    let mut router = Router::new();
+    for route in ROUTES {
+        router = router.route(route.path, method_router(route, app));
+    }
+    router
 }
 
 /// The handler of a route, with its body limit.
