@@ -55,8 +55,10 @@ enum Command {
     /// write `plugins.lock` beside it (never reads the host: the lock is the same wherever it
     /// is made).
     Lock(LockArgs),
-    /// Show what reconciling would do: which versions, through which steps, in which order,
-    /// and what each migration does to the live state — without touching the host.
+    /// Make the host run what plugins.yaml asks, one hot update at a time: each step
+    /// preflighted, staged, switched, soaked and committed, or rolled back and the reconcile
+    /// stopped. With `--dry-run`, show what it would do — which versions, through which steps,
+    /// in which order, what each migration does to the live state — without touching the host.
     #[command(after_help = RECONCILE_EXIT_CODES)]
     Reconcile(ReconcileArgs),
     /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
@@ -170,17 +172,41 @@ struct LockArgs {
     registry_ca: Option<PathBuf>,
 }
 
-/// `reconcile --dry-run`'s exit codes, in its `--help`.
-const RECONCILE_EXIT_CODES: &str = "Exit codes (like `terraform plan -detailed-exitcode`):
-  0  in sync: the host runs what plugins.yaml asks
-  1  error: nothing was planned (the message says why and what to do)
-  2  changes pending: the plan has steps";
+/// `reconcile`'s exit codes, in its `--help`.
+const RECONCILE_EXIT_CODES: &str = "Exit codes:
+  reconcile:            0  applied (or already in sync)
+                        1  a step failed and was rolled back or stopped, or an error: the
+                           message names the step or the place, and what to do
+  reconcile --dry-run:  0  in sync: the host runs what plugins.yaml asks
+                        1  error: nothing was planned
+                        2  changes pending: the plan has steps (like `terraform plan
+                           -detailed-exitcode`)";
 
 #[derive(Debug, clap::Args)]
 struct ReconcileArgs {
-    /// Only show the plan; change nothing (required: `reconcile` applies nothing yet).
-    #[arg(long, required = true)]
+    /// Only show the plan; change nothing.
+    #[arg(long)]
     dry_run: bool,
+    /// Apply this saved plan (`--dry-run --out FILE`), only if it is still the plan: its id is
+    /// recomputed from plugins.yaml, the lock, the registry and the host.
+    #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
+    plan: Option<PathBuf>,
+    /// Apply despite a deny window, a freeze, a hold or a failed mark (needs `--reason`).
+    #[arg(long, requires = "reason", conflicts_with = "dry_run")]
+    force: bool,
+    /// Why: sent to the host with `--force` or `--break-lease`, and recorded there.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Fail at once if another client holds the host's reconcile lease, instead of waiting.
+    #[arg(long, conflicts_with = "dry_run")]
+    no_wait: bool,
+    /// Take the host's reconcile lease from the client holding it (a crashed one), first
+    /// (needs `--reason`).
+    #[arg(long, requires = "reason", conflicts_with = "dry_run")]
+    break_lease: bool,
+    /// Do not preflight steps in a child process before the host sees them.
+    #[arg(long, conflicts_with = "dry_run")]
+    no_preflight: bool,
     /// The plugins.yaml.
     #[arg(
         short = 'f',
@@ -200,7 +226,7 @@ struct ReconcileArgs {
     tls_ca: Option<PathBuf>,
     /// Plan against a saved `plugsync status --output json` instead of asking the host (CI
     /// with no route to it); migrations are previewed only if it was saved `--with-state`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
     observed: Option<PathBuf>,
     /// Require a plugins.lock made from this plugins.yaml.
     #[arg(long)]
@@ -209,12 +235,13 @@ struct ReconcileArgs {
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
     /// Also save the plan as JSON to this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "dry_run")]
     out: Option<PathBuf>,
     /// Do not preview state migrations (no artifact fetched, no child process).
     #[arg(long)]
     no_preview: bool,
-    /// How long one plugin's migration previews may run before they are stopped.
+    /// How long one plugin's migration previews (or one step's preflight) may run before they
+    /// are stopped.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     preview_timeout: std::time::Duration,
     /// How many states the ordering search may visit before it gives up.
@@ -275,6 +302,104 @@ fn dry_run_options(args: ReconcileArgs) -> Result<ops::DryRunOptions, crate::Err
             ..crate::plan::SearchLimits::default()
         },
     })
+}
+
+/// `plugsync reconcile` (no `--dry-run`): applies, a line per step, then the summary.
+fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
+    let crash_at = match std::env::var("PLUGSYNC_CRASH_AT") {
+        Ok(name) if !name.is_empty() => {
+            Some(name.parse::<crate::store::StepPhase>().map_err(|unknown| {
+                crate::Error::BadCrashPoint {
+                    reason: unknown.to_string(),
+                    value: name.clone(),
+                }
+            })?)
+        }
+        _ => None,
+    };
+    let options = ops::ReconcileOptions {
+        file: args.file,
+        locked: args.locked,
+        state_dir: args.state_dir.unwrap_or_else(ops::default_state_dir),
+        trusted_keys: args.trusted_keys,
+        registry_ca: args.registry_ca,
+        plan: args.plan,
+        force: if args.force {
+            args.reason.clone()
+        } else {
+            None
+        },
+        no_wait: args.no_wait,
+        preflight: !args.no_preflight,
+        preflight_timeout: args.preview_timeout,
+        exe: std::env::current_exe().map_err(|source| crate::Error::Setup {
+            action: "find the plugsync executable (it runs preflights)",
+            source,
+        })?,
+        now: now()?,
+        limits: crate::plan::SearchLimits {
+            node_budget: args.search_budget,
+            ..crate::plan::SearchLimits::default()
+        },
+        crash_at,
+        lease_ttl: std::time::Duration::from_secs(30),
+    };
+    let port = crate::apply::HttpHost::new(
+        &args.host,
+        args.token_file.as_deref(),
+        args.tls_ca.as_deref(),
+    )?;
+    if args.break_lease {
+        let reason = args.reason.clone().unwrap_or_default();
+        let broken = crate::apply::HostPort::lease(
+            &port,
+            &plugsync_host::control::api::LeaseRequest::Break { by: None, reason },
+        )?;
+        match broken.broken {
+            Some(broken) => eprintln!(
+                "broke the reconcile lease of `{}` (epoch {})",
+                broken
+                    .holder
+                    .as_ref()
+                    .map_or("nobody", |h| h.owner.as_str()),
+                broken.holder.as_ref().map_or(0, |h| h.epoch)
+            ),
+            None => eprintln!("the reconcile lease was not held"),
+        }
+    }
+    let mut progress = PrintProgress {
+        json: matches!(args.output, Output::Json),
+    };
+    let report = ops::reconcile(&options, &port, &mut progress)?;
+    match args.output {
+        Output::Text if report.steps.is_empty() => println!("{}", report.summary()),
+        Output::Text => println!("\n{}", report.summary()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Prints an apply's progress: each step's lines as it ends, on stdout; notices on stderr.
+struct PrintProgress {
+    /// The result goes out as JSON at the end: no lines on stdout before it.
+    json: bool,
+}
+
+impl ops::Progress for PrintProgress {
+    fn step(&mut self, report: &crate::apply::StepReport) {
+        if self.json {
+            eprintln!("{}", report.text());
+        } else {
+            println!("{}", report.text());
+        }
+    }
+
+    fn notice(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
 }
 
 /// Prints a dry run (and saves it with `--out`); its exit code says whether changes are
@@ -603,6 +728,12 @@ pub fn run() -> ExitCode {
         _ => "warn",
     });
     let result = match cli.command {
+        Command::Reconcile(args) if !args.dry_run => {
+            return match apply(args) {
+                Ok(code) => code,
+                Err(error) => fail(error),
+            };
+        }
         Command::Reconcile(args) => {
             let output = args.output;
             let out = args.out.clone();

@@ -56,6 +56,133 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// `PLUGSYNC_CRASH_AT` names no phase of a step.
+    #[error("`PLUGSYNC_CRASH_AT={value}` is not a step phase: {reason}")]
+    BadCrashPoint {
+        /// The value.
+        value: String,
+        /// Why, with the valid names.
+        reason: String,
+    },
+
+    /// Another client holds the host's reconcile lease, and `--no-wait` was given.
+    #[error(
+        "the host at {host} is being reconciled by another client ({message}): wait for it, run \
+         again without `--no-wait` to wait, or `--break-lease` if that client is gone"
+    )]
+    LeaseHeldElsewhere {
+        /// The host.
+        host: String,
+        /// The host's words: who holds it, until when.
+        message: String,
+    },
+
+    /// The reconcile lease was taken away mid-apply (broken by another client, or expired).
+    #[error(
+        "lost the reconcile lease of the host at {host} ({reason}): another client may be \
+         changing it; the steps in progress are in the journal and the next `plugsync \
+         reconcile` finishes them"
+    )]
+    LeaseLost {
+        /// The host.
+        host: String,
+        /// Why the renewal was refused.
+        reason: String,
+    },
+
+    /// `--plan FILE` is not a saved plan.
+    #[error(
+        "`{path}` is not a saved plan ({reason}): save one with `plugsync reconcile --dry-run \
+         --out FILE`",
+        path = .path.display()
+    )]
+    BadSavedPlan {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The saved plan is no longer the plan: the world changed since it was reviewed.
+    #[error(
+        "the saved plan `{path}` ({saved}) is not the plan now ({now}): {why}; nothing was \
+         applied. Review the new plan with `plugsync reconcile --dry-run --out {path}`",
+        path = .path.display()
+    )]
+    PlanChanged {
+        /// The file.
+        path: PathBuf,
+        /// The saved plan's id.
+        saved: String,
+        /// The id of the plan computed now.
+        now: String,
+        /// What changed.
+        why: String,
+    },
+
+    /// A plan step uses an update strategy the apply engine does not run yet.
+    #[error(
+        "`{plugin}` asks for the update strategy `{strategy}`, which `plugsync reconcile` does \
+         not run yet: nothing was applied; use `strategy: {{kind: immediate}}` (or remove the \
+         key) for this plugin"
+    )]
+    StrategyNotImplemented {
+        /// The plugin.
+        plugin: String,
+        /// The strategy.
+        strategy: String,
+    },
+
+    /// A step is pending on the host that this client did not journal.
+    #[error(
+        "`{plugin}` has a step in progress on the host ({}) that this client did not start: \
+         nothing was applied; wait for its commit or rollback, then reconcile again",
+        step_id.as_deref().map_or("no step id".to_owned(), |id| format!("step `{id}`"))
+    )]
+    StepPendingElsewhere {
+        /// The plugin.
+        plugin: String,
+        /// The pending step's id.
+        step_id: Option<String>,
+    },
+
+    /// A policy window forbids updates now.
+    #[error(
+        "updates are not allowed now: {window}, {until}; nothing was applied. Reconcile then, \
+         or now with `--force --reason TEXT` (recorded on the host)"
+    )]
+    PolicyWindow {
+        /// Which window.
+        window: String,
+        /// When updates may happen.
+        until: String,
+    },
+
+    /// A restraint on the host (freeze, hold, failed mark) forbids a step.
+    #[error(
+        "{what}; nothing was applied. Lift it on the host, or go ahead with `--force --reason \
+         TEXT` (recorded on the host)"
+    )]
+    Restrained {
+        /// The restraint, who set it and why.
+        what: String,
+    },
+
+    /// A switch cannot be preflighted: the running version's artifact is not available.
+    #[error(
+        "cannot preflight `{plugin}`'s step from {version}: {reason}; the preflight migrates the \
+         live state with the running version's code. Publish that artifact, or reconcile with \
+         `--no-preflight`"
+    )]
+    PreflightNeedsRunning {
+        /// The plugin.
+        plugin: String,
+        /// The running version.
+        version: String,
+        /// Why its artifact cannot be had.
+        reason: String,
+    },
+
     /// `--locked` and no lock.
     #[error(
         "`--locked` needs a plugins.lock, and there is none at `{path}`: run `plugsync lock` \
@@ -153,6 +280,11 @@ pub enum Error {
     /// A registry could not be read or changed (boxed: rare, and keeps every `Result` small).
     #[error(transparent)]
     Registry(Box<crate::registry::RegistryError>),
+
+    /// The journal (`STATE_DIR/journal.redb`) could not be opened, read or written (boxed:
+    /// rare, and keeps every `Result` small).
+    #[error(transparent)]
+    Store(Box<crate::store::StoreError>),
 
     /// The control API server refused its configuration or failed.
     #[error(transparent)]
@@ -462,5 +594,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<crate::registry::RegistryError> for Error {
     fn from(error: crate::registry::RegistryError) -> Self {
         Error::Registry(Box::new(error))
+    }
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(error: crate::store::StoreError) -> Self {
+        Error::Store(Box::new(error))
     }
 }

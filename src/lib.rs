@@ -5,10 +5,10 @@
 //! authors use `plugsync-plugin`. Each command of the binary is a thin handler over one
 //! function of [`ops`].
 
+pub mod apply;
 mod cli;
 mod client;
 mod error;
-pub mod apply;
 pub mod market;
 pub mod observe;
 pub mod ops;
@@ -18,6 +18,7 @@ pub mod registry;
 pub mod render;
 pub mod resolve;
 pub mod spec;
+pub mod store;
 
 pub use cli::run;
 pub use client::DEFAULT_HOST;

@@ -1,7 +1,122 @@
-//! Apply: the plan made real on the host, one step at a time.
+//! Apply: the plan made real on the host, one step at a time, each step a state machine
+//! journaled in the client's store before anything it describes is sent.
+//!
+//! A step goes `planned` → `preflighted` → `staged` → `switch-sent` → `soaking` →
+//! `commit-sent` → `done`, or ends `rollback-sent` → `rolled-back` (the host rolled it back by
+//! its lease or soak thresholds, or plugsync did), or `stopped` (a pre-check, the preflight or
+//! the host refused it before anything changed). Ids are `{plan_id}.{n}.{attempt}`.
+//!
+//! - [`HostPort`]: the host's operations, over its control API ([`HttpHost`]) or in this
+//!   process ([`InProcessHost`]), the same requests either way;
+//! - [`Engine`]: level-triggered passes ([`Engine::reconcile`] returns an [`Action`]) under
+//!   the host's reconcile lease; the journal is the only memory a restart needs, and what is
+//!   in doubt after one (an operation sent, its answer lost) is read from the host's status —
+//!   its pending step id and applied record — never from a replayed answer;
+//! - [`error_policy`]: what an error of a pass means for the next (retried with backoff, or
+//!   the end).
 
+mod engine;
 mod port;
+mod report;
+mod step;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use plugsync_host::Digest;
+
+pub use engine::Engine;
 pub use port::{
     HostAnswer, HostMethod, HostPort, HostRequest, HttpHost, InProcessHost, StepOperation,
 };
+pub use report::{ApplyReport, StepOutcome, StepReport};
+pub use step::{LEASE_MARGIN, StepContext, StepOperationName, VersionDigest, context, step_id};
+
+use crate::error::Error;
+use crate::preflight::{ArtifactFile, PreviewStep};
+
+/// What the caller does after a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Call [`Engine::reconcile`] again after this long (zero: at once).
+    Requeue(Duration),
+    /// Every step loaded has ended.
+    Finished,
+}
+
+/// What to do after a pass failed with `error`, the `failures`-th in a row: retried after a
+/// backoff when the host may come back (unreachable, a 5xx), else the end.
+pub fn error_policy(error: &Error, failures: u32) -> Option<Duration> {
+    const MAX_RETRIES: u32 = 8;
+    let retry = match error {
+        Error::Unreachable { .. } => true,
+        Error::HostRefused { status, .. } | Error::BadAnswer { status, .. } => *status >= 500,
+        _ => false,
+    };
+    (retry && failures <= MAX_RETRIES)
+        .then(|| Duration::from_millis(200u64 << failures.min(6)).min(Duration::from_secs(10)))
+}
+
+/// How the engine works.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The tool named in the host's records (`plugsync-reconcile`).
+    pub tool: &'static str,
+    /// How long the reconcile lease lasts unless renewed (renewed every third of it).
+    pub lease_ttl: Duration,
+    /// Fail at once when another client holds the lease, instead of waiting.
+    pub no_wait: bool,
+    /// The plugsync executable the preflight child runs.
+    pub exe: PathBuf,
+    /// How long a preflight may take before its child is killed.
+    pub preflight_timeout: Duration,
+    /// Abort the process right after journaling this phase (`PLUGSYNC_CRASH_AT`, for tests).
+    pub crash_at: Option<crate::store::StepPhase>,
+}
+
+/// A plan ready to apply: each step's context and what it needs on this side.
+#[derive(Debug, Clone)]
+pub struct PreparedPlan {
+    /// The plan's id.
+    pub plan_id: String,
+    /// The sha256 of the plugins.yaml it was made from.
+    pub desired_sha256: Digest,
+    /// The steps, in order.
+    pub steps: Vec<PreparedStep>,
+    /// The waves, by index into `steps`.
+    pub waves: Vec<Vec<usize>>,
+}
+
+/// One step of a [`PreparedPlan`].
+#[derive(Debug, Clone)]
+pub struct PreparedStep {
+    /// What it sends.
+    pub context: StepContext,
+    /// The artifact to stage (none for a removal).
+    pub artifact: Option<LocalArtifact>,
+    /// How to preflight it (none: not preflighted).
+    pub preflight: Option<Preflight>,
+}
+
+/// An artifact on this machine, verified (sha256, signature), ready to stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalArtifact {
+    /// The file.
+    pub path: PathBuf,
+    /// Its sha256.
+    pub sha256: Digest,
+    /// The file name the host stores it under.
+    pub file_name: String,
+    /// The publisher's signature, when signed.
+    pub signature: Option<String>,
+}
+
+/// A step's preflight: the switch (or install) it makes, in a child process, from the running
+/// artifact and the live state read just before.
+#[derive(Debug, Clone)]
+pub struct Preflight {
+    /// The running version's artifact (none: an install).
+    pub running: Option<ArtifactFile>,
+    /// The step.
+    pub step: PreviewStep,
+}

@@ -158,7 +158,10 @@ pub trait HostPort: Send + Sync {
         let request = HostRequest {
             body: bytes,
             signature,
-            ..HostRequest::new(HostMethod::Put, format!("/v1/artifacts/{sha256}/{file_name}"))
+            ..HostRequest::new(
+                HostMethod::Put,
+                format!("/v1/artifacts/{sha256}/{file_name}"),
+            )
         };
         let answer = self.send(request)?;
         read_answer(self.describe(), answer.body)

@@ -1,6 +1,7 @@
 //! The operations behind the commands: each command is a thin handler over one function here,
 //! which tests call directly.
 
+mod apply;
 mod demo;
 mod host;
 mod inspect;
@@ -11,6 +12,7 @@ mod registry;
 mod status;
 mod validate;
 
+pub use apply::{Progress, RECONCILE_TOOL, ReconcileOptions, reconcile};
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, demo};
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};

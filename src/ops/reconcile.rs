@@ -103,49 +103,19 @@ impl DryRun {
 
 /// Computes the plan `reconcile` would apply, without touching the host (see the module docs).
 pub fn dry_run(options: &DryRunOptions) -> Result<DryRun> {
-    let desired = spec::load(&options.file, &Limits::default()).map_err(|report| {
-        Error::InvalidDesiredState {
-            report: report.render(false),
-        }
-    })?;
-    let set = &desired.set;
-    let dir = options.file.parent().unwrap_or(Path::new(""));
-    let lock_path = dir.join("plugins.lock");
-    let lock = read_lock(&lock_path)?;
-    let desired_sha256 = resolve::desired_sha256(set);
-    check_lock(&lock_path, lock.as_ref(), desired_sha256, options.locked)?;
-
-    let (registry, index) = match &set.spec.registry {
-        Some(spec_registry) => {
-            let registry = registry::open(&spec_registry.url, dir, options.registry_ca.as_deref())?;
-            let index = indexes(
-                registry.as_ref(),
-                set.spec.plugins.iter().map(|p| p.id.clone()),
-            )?;
-            (Some(registry), index)
-        }
-        None => (None, BTreeMap::new()),
-    };
-    let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
-        .map_err(|error| Error::Resolve(Box::new(error)))?;
-
+    let inputs = Inputs::read(
+        &options.file,
+        options.locked,
+        options.registry_ca.as_deref(),
+    )?;
     let observation = observe(&options.observe, options.preview)?;
-    let input = plan::PlanInput {
-        set,
-        resolution: &resolution,
-        index: &index,
-        running: &observation.running.status,
-        now: options.now,
-        limits: options.limits,
-    };
-    let computed = plan::plan(&input).map_err(|error| Error::Plan(Box::new(error)))?;
-    let mut document = PlanDocument::new(&desired, lock.as_ref(), &observation, computed);
+    let mut document = inputs.plan(observation.clone(), options.now, options.limits)?;
     if options.preview {
         document.previews = super::preview::previews(
             &document.plan,
             &observation,
-            registry.as_deref(),
-            &index,
+            inputs.registry.as_deref(),
+            &inputs.index,
             &super::preview::PreviewContext {
                 state_dir: &options.state_dir,
                 trusted_keys: options.trusted_keys.as_deref(),
@@ -155,6 +125,78 @@ pub fn dry_run(options: &DryRunOptions) -> Result<DryRun> {
         );
     }
     Ok(DryRun { document })
+}
+
+/// What a plan is computed from, besides the host: plugins.yaml, its lock, the registry's
+/// index, and the versions resolved from them.
+pub(super) struct Inputs {
+    pub desired: spec::Desired,
+    pub lock: Option<PluginsLock>,
+    pub registry: Option<Box<dyn registry::Registry>>,
+    pub index: BTreeMap<String, registry::IndexFile>,
+    pub resolution: resolve::Resolution,
+}
+
+impl Inputs {
+    /// Reads plugins.yaml (every error at once), its lock (checked: see [`check_lock`]), the
+    /// registry's index of the plugins it names, and resolves.
+    pub fn read(file: &Path, locked: bool, registry_ca: Option<&Path>) -> Result<Inputs> {
+        let desired =
+            spec::load(file, &Limits::default()).map_err(|report| Error::InvalidDesiredState {
+                report: report.render(false),
+            })?;
+        let set = &desired.set;
+        let dir = file.parent().unwrap_or(Path::new(""));
+        let lock_path = dir.join("plugins.lock");
+        let lock = read_lock(&lock_path)?;
+        let desired_sha256 = resolve::desired_sha256(set);
+        check_lock(&lock_path, lock.as_ref(), desired_sha256, locked)?;
+
+        let (registry, index) = match &set.spec.registry {
+            Some(spec_registry) => {
+                let registry = registry::open(&spec_registry.url, dir, registry_ca)?;
+                let index = indexes(
+                    registry.as_ref(),
+                    set.spec.plugins.iter().map(|p| p.id.clone()),
+                )?;
+                (Some(registry), index)
+            }
+            None => (None, BTreeMap::new()),
+        };
+        let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
+            .map_err(|error| Error::Resolve(Box::new(error)))?;
+        Ok(Inputs {
+            desired,
+            lock,
+            registry,
+            index,
+            resolution,
+        })
+    }
+
+    /// The plan against `observation` at `now` (pure), as a document.
+    pub fn plan(
+        &self,
+        observation: Observation,
+        now: Timestamp,
+        limits: SearchLimits,
+    ) -> Result<PlanDocument> {
+        let input = plan::PlanInput {
+            set: &self.desired.set,
+            resolution: &self.resolution,
+            index: &self.index,
+            running: &observation.running.status,
+            now,
+            limits,
+        };
+        let computed = plan::plan(&input).map_err(|error| Error::Plan(Box::new(error)))?;
+        Ok(PlanDocument::new(
+            &self.desired,
+            self.lock.as_ref(),
+            &observation,
+            computed,
+        ))
+    }
 }
 
 /// A lock binds only when made from this plugins.yaml: a stale one is refused, not re-resolved

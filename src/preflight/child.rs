@@ -87,7 +87,11 @@ fn run_job(
     .map_err(Failure::Write)?;
 
     runtime.install(&running.digest, job.config.clone())?;
-    runtime.restore(&snapshot(&job, &running)?)?;
+    if job.fresh {
+        runtime.check_health(&job.plugin)?;
+    } else {
+        runtime.restore(&snapshot(&job, &running)?)?;
+    }
     emit(&Progress::Loaded).map_err(Failure::Write)?;
 
     for (step, target) in job.steps.iter().zip(&targets) {
@@ -97,6 +101,9 @@ fn run_job(
         request.migration_rules = step.migration_rules.clone();
         request.fresh_state = step.fresh_state;
         request.config = step.config.clone();
+        if let Some(verify) = &step.verify {
+            request.verify = verify.clone();
+        }
         let report = runtime.swap(request)?;
         // The next step starts from this one, with no step pending.
         runtime.commit(&job.plugin)?;

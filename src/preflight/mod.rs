@@ -28,7 +28,7 @@ mod runner;
 
 use std::path::PathBuf;
 
-use plugsync_host::{Digest, MigrationRule, TransitionKind};
+use plugsync_host::{Digest, MigrationRule, TransitionKind, VerifySpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,6 +69,10 @@ pub struct PreviewJob {
     pub state: Value,
     /// The steps, in order: each starts from the previous one's result.
     pub steps: Vec<PreviewStep>,
+    /// `running` is installed with a fresh state (`state` is ignored) and its health checked:
+    /// the preflight of an install.
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 impl PreviewJob {
@@ -85,6 +89,16 @@ impl PreviewJob {
             config,
             state,
             steps: Vec::new(),
+            fresh: false,
+        }
+    }
+
+    /// The preflight of an install: `artifact` loaded with `config` and a fresh state, and its
+    /// health checked, with no step after.
+    pub fn install(plugin: impl Into<String>, artifact: ArtifactFile, config: Value) -> PreviewJob {
+        PreviewJob {
+            fresh: true,
+            ..PreviewJob::new(plugin, artifact, config, Value::Null)
         }
     }
 
@@ -111,6 +125,10 @@ pub struct PreviewStep {
     /// intermediate step). The last step of a plan gives the desired config.
     #[serde(default)]
     pub config: Option<Value>,
+    /// The checks the switch makes before it goes ahead (health, probes, the differential
+    /// check); `None`: the host's default (health only).
+    #[serde(default)]
+    pub verify: Option<VerifySpec>,
 }
 
 impl PreviewStep {
@@ -121,7 +139,14 @@ impl PreviewStep {
             migration_rules: None,
             fresh_state: false,
             config: None,
+            verify: None,
         }
+    }
+
+    /// Checks the switch with `verify` before it goes ahead.
+    pub fn verify(mut self, verify: VerifySpec) -> PreviewStep {
+        self.verify = Some(verify);
+        self
     }
 
     /// Migrates by `rules` instead of the plugins' own `migrate`.

@@ -1,0 +1,958 @@
+//! The engine: steps advanced pass by pass, each transition journaled before it is acted on.
+//!
+//! A pass ([`Engine::reconcile`]) holds the host's reconcile lease (acquired, then renewed),
+//! reads the host's status once, and advances each step of the current wave as far as it can
+//! without waiting; it returns an [`Action`]: come back after a while (a soak runs, the lease is
+//! held by another client), or finished. Nothing in a pass sleeps: waiting is the caller's
+//! requeue, so a lease is never held across a sleep of the engine's own.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use plugsync_host::Origin;
+use plugsync_host::control::api::{LeaseRequest, RestraintRequest, RunningState};
+use plugsync_host::{PluginStatus, RollbackReport, StepState, SwapReport};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::preflight::{ChildRunner, PreviewJob, preview};
+use crate::store::{JournalRecord, StepPhase, Store};
+
+use super::port::{HostPort, StepOperation};
+use super::report::{StepOutcome, StepReport};
+use super::step::{StepContext, StepOperationName, step_id};
+use super::{Action, ApplyOptions, Preflight, PreparedPlan};
+
+/// How often a soaking step is looked at.
+const SOAK_POLL: Duration = Duration::from_millis(100);
+
+/// How often another client's lease is looked at again.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
+/// The engine: the steps it drives, the lease it holds, and where it journals.
+pub struct Engine<'a> {
+    port: &'a dyn HostPort,
+    store: &'a Store,
+    options: ApplyOptions,
+    origin: Origin,
+    lease: Option<HeldLease>,
+    /// Told once that another client holds the lease.
+    told_waiting: bool,
+    runs: Vec<StepRun>,
+    /// Indexes into `runs`; resumed steps form the first waves.
+    waves: Vec<Vec<usize>>,
+    wave: usize,
+    /// A step failed: no step not yet started starts.
+    stopping: bool,
+    /// Steps ended since the caller last took them.
+    ended: Vec<StepReport>,
+    /// Notices since the caller last took them.
+    notices: Vec<String>,
+}
+
+/// The reconcile lease, as held.
+#[derive(Debug, Clone, Copy)]
+struct HeldLease {
+    epoch: u64,
+    renewed: Instant,
+}
+
+/// One step being driven.
+struct StepRun {
+    context: StepContext,
+    plan_id: String,
+    attempt: u32,
+    step_id: String,
+    /// The last phase journaled (`None`: nothing yet).
+    phase: Option<StepPhase>,
+    /// When the soak ends (unix ms, wall clock: it outlives this process in the journal).
+    soak_until_ms: Option<i64>,
+    /// How to preflight it (planned steps; a resumed step is past its preflight).
+    preflight: Option<Preflight>,
+    /// The artifact to stage, if any.
+    artifact: Option<super::LocalArtifact>,
+    report: StepReport,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine over `port` journaling into `store`, loaded with the steps a previous run left
+    /// unfinished in the journal (each finished first: [`Engine::reconcile`] until
+    /// [`Action::Finished`]); steps that never reached the host are closed as stopped.
+    pub fn resume(
+        port: &'a dyn HostPort,
+        store: &'a Store,
+        options: ApplyOptions,
+    ) -> Result<Engine<'a>> {
+        let origin = Origin {
+            tool: options.tool.to_owned(),
+            client: None,
+            plan_id: None,
+            desired_sha256: None,
+        };
+        let mut engine = Engine {
+            port,
+            store,
+            options,
+            origin,
+            lease: None,
+            told_waiting: false,
+            runs: Vec::new(),
+            waves: Vec::new(),
+            wave: 0,
+            stopping: false,
+            ended: Vec::new(),
+            notices: Vec::new(),
+        };
+        let mut resumed = Vec::new();
+        for open in store.unfinished()? {
+            let records = store.step(&open.record.step_id)?;
+            let Some(context) = records
+                .iter()
+                .find(|r| r.record.phase == StepPhase::Planned)
+                .and_then(|r| serde_json::from_value::<StepContext>(r.record.detail.clone()).ok())
+            else {
+                // A step whose context cannot be read: closed, nothing is sent for it.
+                engine.journal_closed(&open.record, "its journaled context cannot be read")?;
+                continue;
+            };
+            let soak_until_ms = records
+                .iter()
+                .rev()
+                .find_map(|r| r.record.detail.get("soak_until_ms").and_then(Value::as_i64));
+            let attempt = open
+                .record
+                .step_id
+                .rsplit('.')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1);
+            let mut report = StepReport::new(&context, &open.record.step_id);
+            report.resumed = true;
+            let run = StepRun {
+                report,
+                plan_id: open.record.plan_id.clone(),
+                attempt,
+                step_id: open.record.step_id.clone(),
+                phase: Some(open.record.phase),
+                soak_until_ms,
+                preflight: None,
+                artifact: None,
+                context,
+            };
+            if run.phase < Some(StepPhase::SwitchSent) {
+                // Nothing was sent to the host: the plan made now decides again.
+                engine.journal_closed(
+                    &open.record,
+                    "plugsync stopped before the step's request was sent; planned again",
+                )?;
+                continue;
+            }
+            resumed.push(engine.runs.len());
+            engine.runs.push(run);
+        }
+        if !resumed.is_empty() {
+            engine.waves.push(resumed);
+        }
+        Ok(engine)
+    }
+
+    /// Adds a plan's steps, in its waves, after those loaded so far.
+    pub fn load(&mut self, plan: PreparedPlan) {
+        self.origin.plan_id = Some(plan.plan_id.clone());
+        self.origin.desired_sha256 = Some(plan.desired_sha256.to_string());
+        let base = self.runs.len();
+        for step in plan.steps {
+            let id = step_id(&plan.plan_id, step.context.number, 1);
+            self.runs.push(StepRun {
+                report: StepReport::new(&step.context, &id),
+                plan_id: plan.plan_id.clone(),
+                attempt: 1,
+                step_id: id,
+                phase: None,
+                soak_until_ms: None,
+                preflight: step.preflight,
+                artifact: step.artifact,
+                context: step.context,
+            });
+        }
+        for wave in plan.waves {
+            self.waves
+                .push(wave.into_iter().map(|i| base + i).collect());
+        }
+    }
+
+    /// The origin the steps are sent with.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Whether a step failed (or was refused): the reconcile stops.
+    pub fn failed(&self) -> bool {
+        self.stopping
+    }
+
+    /// Every step's report, in order.
+    pub fn reports(&self) -> Vec<StepReport> {
+        self.runs.iter().map(|r| r.report.clone()).collect()
+    }
+
+    /// The steps that ended since the last call, in the order they ended.
+    pub fn take_ended(&mut self) -> Vec<StepReport> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// What the engine had to say since the last call (a lease held elsewhere, an outcome
+    /// in doubt).
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Takes (or keeps) the host's reconcile lease: `Some(wait)` while another client holds
+    /// it (the caller comes back after `wait`), an error with `no_wait`.
+    pub fn acquire(&mut self) -> Result<Option<Duration>> {
+        self.hold_lease()
+    }
+
+    /// Ends this engine's hold on the host's reconcile lease.
+    pub fn release(&mut self) -> Result<()> {
+        if let Some(lease) = self.lease.take() {
+            self.port.lease(&LeaseRequest::Release {
+                owner: None,
+                epoch: lease.epoch,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// One pass: see the module docs.
+    pub fn reconcile(&mut self) -> Result<Action> {
+        if self.wave >= self.waves.len() {
+            return Ok(Action::Finished);
+        }
+        if let Some(wait) = self.hold_lease()? {
+            return Ok(Action::Requeue(wait));
+        }
+        let status = self.port.status(false)?;
+        let mut next: Option<Duration> = None;
+        let wave = self.waves[self.wave].clone();
+        for &index in &wave {
+            if self.runs[index].report.outcome.is_some() {
+                continue;
+            }
+            if self.stopping && self.runs[index].phase.is_none() {
+                self.runs[index].report.outcome = Some(StepOutcome::NotStarted);
+                self.emit(index);
+                continue;
+            }
+            if let Some(wait) = self.advance(index, &status)? {
+                next = Some(next.map_or(wait, |n| n.min(wait)));
+            }
+        }
+        if wave.iter().all(|&i| self.runs[i].report.outcome.is_some()) {
+            self.wave += 1;
+            if self.wave >= self.waves.len() {
+                return Ok(Action::Finished);
+            }
+            return Ok(Action::Requeue(Duration::ZERO));
+        }
+        Ok(Action::Requeue(next.unwrap_or(SOAK_POLL)))
+    }
+
+    /// Acquires or renews the reconcile lease; the wait when another client holds it.
+    fn hold_lease(&mut self) -> Result<Option<Duration>> {
+        let ttl_ms = self.options.lease_ttl.as_millis() as u64;
+        if let Some(lease) = self.lease {
+            if lease.renewed.elapsed() < self.options.lease_ttl / 3 {
+                return Ok(None);
+            }
+            let renewed = self.port.lease(&LeaseRequest::Renew {
+                owner: None,
+                epoch: lease.epoch,
+                ttl_ms,
+            });
+            return match renewed {
+                Ok(_) => {
+                    self.lease = Some(HeldLease {
+                        epoch: lease.epoch,
+                        renewed: Instant::now(),
+                    });
+                    Ok(None)
+                }
+                Err(Error::HostRefused { code, message, .. }) => {
+                    self.lease = None;
+                    Err(Error::LeaseLost {
+                        host: self.port.describe().to_owned(),
+                        reason: format!("{code}: {message}"),
+                    })
+                }
+                Err(error) => Err(error),
+            };
+        }
+        match self.port.lease(&LeaseRequest::Acquire {
+            owner: None,
+            ttl_ms,
+        }) {
+            Ok(answer) => {
+                let epoch = answer.holder.map(|h| h.epoch).unwrap_or_default();
+                self.lease = Some(HeldLease {
+                    epoch,
+                    renewed: Instant::now(),
+                });
+                self.origin.client = None;
+                Ok(None)
+            }
+            Err(Error::HostRefused { code, message, .. }) if code == "lease_held" => {
+                if self.options.no_wait {
+                    return Err(Error::LeaseHeldElsewhere {
+                        host: self.port.describe().to_owned(),
+                        message,
+                    });
+                }
+                if !self.told_waiting {
+                    self.told_waiting = true;
+                    self.notices
+                        .push(format!("waiting for the host's reconcile lease: {message}"));
+                }
+                Ok(Some(LEASE_POLL))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        self.lease.map(|l| l.epoch)
+    }
+
+    /// Advances step `index` by at most one transition that changes the host; the wait before
+    /// the next pass (`Some(ZERO)`: at once), or `None` when the step ended.
+    fn advance(&mut self, index: usize, status: &RunningState) -> Result<Option<Duration>> {
+        let plugin = self.runs[index].context.plugin.clone();
+        let running = status.status.plugins.iter().find(|p| p.plugin == plugin);
+        match self.runs[index].phase {
+            None => self.start(index, running),
+            Some(StepPhase::Planned) => self.preflight(index),
+            Some(StepPhase::Preflighted) => self.stage(index),
+            Some(StepPhase::Staged) => self.send_operation(index),
+            Some(StepPhase::SwitchSent) => self.settle_switch(index, status, running),
+            Some(StepPhase::Soaking) => self.soak(index, running, status),
+            Some(StepPhase::CommitSent) => self.send_commit(index, running),
+            Some(StepPhase::RollbackSent) => self.send_rollback(index, running),
+            Some(StepPhase::Done | StepPhase::RolledBack | StepPhase::Stopped) => Ok(None),
+        }
+    }
+
+    /// Pre-checks, then `planned`: the plugin runs what the plan expected.
+    fn start(&mut self, index: usize, running: Option<&PluginStatus>) -> Result<Option<Duration>> {
+        let context = &self.runs[index].context;
+        let runs_now = running.map(|p| (p.version.version.clone(), p.version.digest));
+        let expected = context.from.as_ref().map(|f| (f.version.clone(), f.sha256));
+        let detail = serde_json::to_value(context).unwrap_or(Value::Null);
+        self.journal(index, StepPhase::Planned, None, detail)?;
+        if runs_now != expected {
+            let shown = |v: &Option<(String, plugsync_host::Digest)>| match v {
+                Some((version, digest)) => format!("{version} ({})", digest.short()),
+                None => "nothing".to_owned(),
+            };
+            let check = format!(
+                "the host runs {} of `{}`, the plan expected {}: the host changed since the plan \
+                 was made; run `plugsync reconcile` again to plan from what it runs now",
+                shown(&runs_now),
+                self.runs[index].context.plugin,
+                shown(&expected)
+            );
+            return self.stop(index, "pre-check", check);
+        }
+        Ok(Some(Duration::ZERO))
+    }
+
+    /// `preflighted`: the step's real switch made in a throwaway child process first.
+    fn preflight(&mut self, index: usize) -> Result<Option<Duration>> {
+        let Some(preflight) = self.runs[index].preflight.clone() else {
+            self.runs[index].report.mark("preflight skipped");
+            self.journal(index, StepPhase::Preflighted, None, Value::Null)?;
+            return Ok(Some(Duration::ZERO));
+        };
+        let plugin = self.runs[index].context.plugin.clone();
+        let job = match &preflight.running {
+            Some(running) => {
+                let state = self.port.status(true)?;
+                let snapshot = state.states.as_ref().and_then(|s| s.get(&plugin)).cloned();
+                let Some(snapshot) = snapshot else {
+                    return self.stop(
+                        index,
+                        "preflight",
+                        format!("the host gave no state for `{plugin}`"),
+                    );
+                };
+                let live = match snapshot.verify() {
+                    Ok(live) => live,
+                    Err(error) => {
+                        return self.stop(
+                            index,
+                            "preflight",
+                            format!("the live state of `{plugin}` does not verify: {error}"),
+                        );
+                    }
+                };
+                let config = state
+                    .status
+                    .plugins
+                    .iter()
+                    .find(|p| p.plugin == plugin)
+                    .map_or(Value::Null, |p| p.config.clone());
+                PreviewJob::new(&plugin, running.clone(), config, live).step(preflight.step.clone())
+            }
+            None => PreviewJob::install(
+                &plugin,
+                preflight.step.artifact.clone(),
+                (preflight.step.config.clone()).unwrap_or_else(|| json!({})),
+            ),
+        };
+        let runner = ChildRunner::new(&self.options.exe, self.options.preflight_timeout);
+        match preview(&job, &runner) {
+            Ok(_) => {
+                self.runs[index].report.mark("preflight ✓");
+                self.journal(index, StepPhase::Preflighted, None, Value::Null)?;
+                Ok(Some(Duration::ZERO))
+            }
+            Err(error) => self.stop(index, "preflight", error.to_string()),
+        }
+    }
+
+    /// `staged`: the artifact in the host's store.
+    fn stage(&mut self, index: usize) -> Result<Option<Duration>> {
+        if let Some(artifact) = self.runs[index].artifact.clone()
+            && !self.port.has_artifact(&artifact.sha256)?
+        {
+            let bytes = std::fs::read(&artifact.path).map_err(|source| Error::Io {
+                action: "read",
+                path: artifact.path.clone(),
+                source,
+            })?;
+            if let Err(error) = self.port.stage(
+                &artifact.sha256,
+                &artifact.file_name,
+                bytes,
+                artifact.signature.clone(),
+            ) {
+                return match error {
+                    Error::HostRefused { code, message, .. } => {
+                        self.stop(index, "stage", format!("{code}: {message}"))
+                    }
+                    other => Err(other),
+                };
+            }
+        }
+        if self.runs[index].context.operation != StepOperationName::Unload {
+            self.runs[index].report.mark("staged ✓");
+        }
+        self.journal(index, StepPhase::Staged, None, Value::Null)?;
+        Ok(Some(Duration::ZERO))
+    }
+
+    /// `switch-sent`: the operation journaled with its exact body, then sent.
+    fn send_operation(&mut self, index: usize) -> Result<Option<Duration>> {
+        let request = self.runs[index].context.request.clone();
+        self.journal(index, StepPhase::SwitchSent, Some(request), Value::Null)?;
+        self.send_journaled_operation(index)
+    }
+
+    /// Sends the journaled operation (again, after a restart: the same step id, so the host
+    /// applies it at most once) and reads its answer.
+    fn send_journaled_operation(&mut self, index: usize) -> Result<Option<Duration>> {
+        let run = &self.runs[index];
+        let operation = run.context.operation;
+        let answer = self.port.step(
+            operation.operation(),
+            &run.step_id,
+            &run.context.request,
+            self.epoch(),
+        );
+        match answer {
+            Ok(answer) => {
+                if operation == StepOperationName::Unload {
+                    self.runs[index].report.mark("unloaded");
+                    return self.done(index);
+                }
+                if let Ok(report) = serde_json::from_value::<SwapReport>(answer.body.clone()) {
+                    self.runs[index].report.mark(&format!(
+                        "switched (slot held {})",
+                        micros(report.locked_window.as_micros())
+                    ));
+                } else {
+                    self.runs[index].report.mark("installed");
+                }
+                self.begin_soak(index)
+            }
+            Err(Error::HostRefused { code, message, .. }) if code == "step_gone" => {
+                self.supersede(index, &message)
+            }
+            Err(Error::HostRefused { code, message, .. }) if code == "rolled_back" => {
+                self.runs[index].report.rollback = Some(message.clone());
+                self.journal(
+                    index,
+                    StepPhase::RolledBack,
+                    None,
+                    json!({"check": "switch", "message": message}),
+                )?;
+                self.fail(index, "switch", message)
+            }
+            Err(Error::HostRefused { code, message, .. }) => self.stop(index, &code, message),
+            // In doubt (the host unreachable, a 5xx): the next pass reads the outcome from the
+            // host's status.
+            Err(error) if transient(&error) => {
+                self.notices.push(format!(
+                    "step {}: the outcome of the {} is in doubt ({error}); reading it from the \
+                     host",
+                    self.runs[index].step_id,
+                    operation.operation().name()
+                ));
+                Ok(Some(SOAK_POLL))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// An operation sent before a restart: its outcome read from the host, never from a
+    /// replayed answer.
+    fn settle_switch(
+        &mut self,
+        index: usize,
+        status: &RunningState,
+        running: Option<&PluginStatus>,
+    ) -> Result<Option<Duration>> {
+        let run = &self.runs[index];
+        let id = run.step_id.as_str();
+        if pending_id(running) == Some(id) {
+            return self.begin_soak(index);
+        }
+        if applied_id(running) == Some(id) || unloaded_by(status, &run.context.plugin, id) {
+            return self.done(index);
+        }
+        if let Some(last) = running.and_then(|p| p.last_step.as_ref())
+            && last.step_id.as_deref() == Some(id)
+            && last.outcome == StepState::RolledBack
+        {
+            let why = rollback_reason(running);
+            self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+            return self.fail(index, "soak", why);
+        }
+        // No trace of it on the host: never received, or forgotten by a restart. Sent again
+        // with the same id, the host applies it or says it is gone.
+        self.send_journaled_operation(index)
+    }
+
+    /// `soaking`: the new version serves; the soak's end journaled so a restart keeps it.
+    fn begin_soak(&mut self, index: usize) -> Result<Option<Duration>> {
+        let until = now_ms() + self.runs[index].context.soak_ms as i64;
+        let until = self.runs[index].soak_until_ms.unwrap_or(until);
+        self.runs[index].soak_until_ms = Some(until);
+        self.journal(
+            index,
+            StepPhase::Soaking,
+            None,
+            json!({"soak_until_ms": until}),
+        )?;
+        Ok(Some(Duration::ZERO))
+    }
+
+    /// Watches the soak: the host's own checks (lease, thresholds, health) roll back by
+    /// themselves; at its end, the commit.
+    fn soak(
+        &mut self,
+        index: usize,
+        running: Option<&PluginStatus>,
+        status: &RunningState,
+    ) -> Result<Option<Duration>> {
+        let id = self.runs[index].step_id.clone();
+        if pending_id(running) != Some(id.as_str()) {
+            return self.ended_elsewhere(index, running, status);
+        }
+        if let Some(plugin) = running
+            && let plugsync_host::Health::Unhealthy { reason } = &plugin.health
+        {
+            let reason = format!("unhealthy during the soak: {reason}");
+            return self.roll_back(index, reason);
+        }
+        let until = self.runs[index].soak_until_ms.unwrap_or_default();
+        let left = until - now_ms();
+        if left > 0 {
+            return Ok(Some(Duration::from_millis(left as u64).min(SOAK_POLL)));
+        }
+        if let (Some(min), Some(pending)) = (
+            self.runs[index].context.min_calls,
+            running.and_then(|p| p.pending.as_ref()),
+        ) && pending.calls_since_switch < min
+        {
+            return Ok(Some(SOAK_POLL));
+        }
+        let soak = self.runs[index].context.soak_ms;
+        if soak > 0 {
+            self.runs[index].report.mark(&format!(
+                "soak {} ✓",
+                humantime::format_duration(Duration::from_millis(soak))
+            ));
+        }
+        let body = self.runs[index].context.commit_request(&self.origin);
+        self.journal(index, StepPhase::CommitSent, Some(body), Value::Null)?;
+        self.send_commit(index, running)
+    }
+
+    /// `commit-sent`: the commit (again, after a restart, when the step is still pending).
+    fn send_commit(
+        &mut self,
+        index: usize,
+        running: Option<&PluginStatus>,
+    ) -> Result<Option<Duration>> {
+        let id = self.runs[index].step_id.clone();
+        if self.runs[index].report.resumed && pending_id(running) != Some(id.as_str()) {
+            // Sent before a restart: what became of it is on the host.
+            return if applied_id(running) == Some(id.as_str()) {
+                self.done(index)
+            } else {
+                let why = rollback_reason(running);
+                self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+                self.fail(index, "soak", why)
+            };
+        }
+        let body = self.runs[index].context.commit_request(&self.origin);
+        match self
+            .port
+            .step(StepOperation::Commit, &id, &body, self.epoch())
+        {
+            Ok(_) => {
+                self.runs[index].report.mark("committed");
+                self.done(index)
+            }
+            Err(Error::HostRefused { code, .. }) if code == "not_enough_calls" => {
+                Ok(Some(SOAK_POLL))
+            }
+            Err(Error::HostRefused { code, message, .. }) => {
+                // Rolled back by the host between the last look and the commit, most often.
+                let status = self.port.status(false)?;
+                let running = status
+                    .status
+                    .plugins
+                    .iter()
+                    .find(|p| p.plugin == self.runs[index].context.plugin);
+                if applied_id(running) == Some(id.as_str()) {
+                    self.runs[index].report.mark("committed");
+                    return self.done(index);
+                }
+                let why = match running.and_then(|p| p.last_rollback.as_ref()) {
+                    Some(_) => rollback_reason(running),
+                    None => format!("the commit was refused: {code}: {message}"),
+                };
+                self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+                self.fail(index, "commit", why)
+            }
+            Err(error) if transient(&error) => Ok(Some(SOAK_POLL)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// plugsync rolls the step back (the host had not yet).
+    fn roll_back(&mut self, index: usize, reason: String) -> Result<Option<Duration>> {
+        let body = self.runs[index].context.rollback_request(&self.origin);
+        self.journal(
+            index,
+            StepPhase::RollbackSent,
+            Some(body),
+            json!({"message": reason}),
+        )?;
+        self.runs[index].report.rollback = Some(reason);
+        self.send_rollback(index, None)
+    }
+
+    /// `rollback-sent`: the rollback (again, after a restart, while still pending).
+    fn send_rollback(
+        &mut self,
+        index: usize,
+        running: Option<&PluginStatus>,
+    ) -> Result<Option<Duration>> {
+        let id = self.runs[index].step_id.clone();
+        if self.runs[index].report.resumed
+            && running.is_some()
+            && pending_id(running) != Some(id.as_str())
+        {
+            let why = rollback_reason(running);
+            self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+            return self.fail(index, "soak", why);
+        }
+        let body = self.runs[index].context.rollback_request(&self.origin);
+        let answer = self
+            .port
+            .step(StepOperation::Rollback, &id, &body, self.epoch());
+        let why = self.runs[index]
+            .report
+            .rollback
+            .clone()
+            .unwrap_or_else(|| "rolled back by plugsync".to_owned());
+        match answer {
+            Ok(answer) => {
+                let detail = serde_json::from_value::<RollbackReport>(answer.body.clone())
+                    .map(|r| describe_rollback(&r))
+                    .unwrap_or_default();
+                let message = format!("{why}{detail}");
+                self.journal(
+                    index,
+                    StepPhase::RolledBack,
+                    None,
+                    json!({"message": message}),
+                )?;
+                self.fail(index, "soak", message)
+            }
+            Err(error) if transient(&error) => Ok(Some(SOAK_POLL)),
+            Err(Error::HostRefused { message, .. }) => {
+                let message = format!("{why}; the rollback answered: {message}");
+                self.journal(
+                    index,
+                    StepPhase::RolledBack,
+                    None,
+                    json!({"message": message}),
+                )?;
+                self.fail(index, "soak", message)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The step is no longer pending on the host, and plugsync did not end it.
+    fn ended_elsewhere(
+        &mut self,
+        index: usize,
+        running: Option<&PluginStatus>,
+        status: &RunningState,
+    ) -> Result<Option<Duration>> {
+        let id = self.runs[index].step_id.clone();
+        if applied_id(running) == Some(id.as_str()) {
+            self.runs[index].report.mark("committed");
+            return self.done(index);
+        }
+        let rolled_back = running
+            .and_then(|p| p.last_step.as_ref())
+            .is_some_and(|s| s.step_id.as_deref() == Some(id.as_str()));
+        let why = if rolled_back || running.is_none() {
+            match running {
+                Some(_) => rollback_reason(running),
+                None if unloaded_by(status, &self.runs[index].context.plugin, &id) => {
+                    "the host unloaded the install: it was rolled back".to_owned()
+                }
+                None => "the host no longer runs the plugin".to_owned(),
+            }
+        } else {
+            "the step is gone from the host: it restarted during the soak and came back on its \
+             committed set"
+                .to_owned()
+        };
+        self.runs[index].report.rollback = Some(why.clone());
+        self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+        self.fail(index, "soak", why)
+    }
+
+    /// A step the host forgot (it restarted before the commit): a new attempt with a new id,
+    /// from its staged artifact.
+    fn supersede(&mut self, index: usize, message: &str) -> Result<Option<Duration>> {
+        self.journal(
+            index,
+            StepPhase::Stopped,
+            None,
+            json!({"message": format!("superseded by a new attempt: {message}")}),
+        )?;
+        let run = &mut self.runs[index];
+        run.attempt += 1;
+        run.step_id = step_id(&run.plan_id, run.context.number, run.attempt);
+        run.report.step_id = run.step_id.clone();
+        run.phase = None;
+        run.soak_until_ms = None;
+        let detail = serde_json::to_value(&run.context).unwrap_or(Value::Null);
+        self.journal(index, StepPhase::Planned, None, detail)?;
+        self.journal(index, StepPhase::Preflighted, None, Value::Null)?;
+        Ok(Some(Duration::ZERO))
+    }
+
+    fn done(&mut self, index: usize) -> Result<Option<Duration>> {
+        self.journal(index, StepPhase::Done, None, Value::Null)?;
+        self.runs[index].report.outcome = Some(StepOutcome::Done);
+        self.emit(index);
+        Ok(None)
+    }
+
+    /// The step stopped before anything changed on the host (`check` failed).
+    fn stop(&mut self, index: usize, check: &str, message: String) -> Result<Option<Duration>> {
+        self.journal(
+            index,
+            StepPhase::Stopped,
+            None,
+            json!({"check": check, "message": message}),
+        )?;
+        self.stopping = true;
+        self.runs[index].report.outcome = Some(StepOutcome::Stopped {
+            check: check.to_owned(),
+            message,
+        });
+        self.emit(index);
+        Ok(None)
+    }
+
+    /// The step was rolled back (journaled by the caller); `on_failure: halt` halts the
+    /// plugin.
+    fn fail(&mut self, index: usize, check: &str, message: String) -> Result<Option<Duration>> {
+        self.stopping = true;
+        let mut halted = None;
+        if self.runs[index].context.halt_on_failure {
+            let plugin = self.runs[index].context.plugin.clone();
+            let reason = format!(
+                "onFailure: halt after step {} was rolled back: {message}",
+                self.runs[index].step_id
+            );
+            let request = RestraintRequest::Halt {
+                plugin: plugin.clone(),
+                reason,
+                by: None,
+            };
+            halted = Some(match self.port.restraints(&request, self.epoch()) {
+                Ok(_) => Ok(plugin),
+                Err(error) => Err(error.to_string()),
+            });
+        }
+        self.runs[index].report.outcome = Some(StepOutcome::RolledBack {
+            check: check.to_owned(),
+            message,
+            halted,
+        });
+        self.emit(index);
+        Ok(None)
+    }
+
+    fn emit(&mut self, index: usize) {
+        self.ended.push(self.runs[index].report.clone());
+    }
+
+    /// Journals a transition of step `index`, then — when told to crash there — aborts.
+    fn journal(
+        &mut self,
+        index: usize,
+        phase: StepPhase,
+        request: Option<Value>,
+        detail: Value,
+    ) -> Result<()> {
+        let run = &self.runs[index];
+        self.store.journal(&JournalRecord {
+            step_id: run.step_id.clone(),
+            plan_id: run.plan_id.clone(),
+            plugin: run.context.plugin.clone(),
+            phase,
+            at_ms: now_ms(),
+            request,
+            detail,
+        })?;
+        self.runs[index].phase = Some(phase);
+        if self.options.crash_at == Some(phase) {
+            // A crash injected on purpose (`PLUGSYNC_CRASH_AT`), to prove a restart finishes
+            // what the journal holds: no destructor, no flush, like a `kill -9`.
+            eprintln!("plugsync: PLUGSYNC_CRASH_AT={phase}: aborting right after journaling it");
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// Closes a journaled step that will not be driven.
+    fn journal_closed(&mut self, last: &JournalRecord, why: &str) -> Result<()> {
+        self.store.journal(&JournalRecord {
+            phase: StepPhase::Stopped,
+            at_ms: now_ms(),
+            request: None,
+            detail: json!({"message": why}),
+            ..last.clone()
+        })?;
+        Ok(())
+    }
+}
+
+/// Whether an error leaves an outcome in doubt (it may be retried).
+fn transient(error: &Error) -> bool {
+    match error {
+        Error::Unreachable { .. } => true,
+        Error::HostRefused { status, .. } | Error::BadAnswer { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+fn pending_id(running: Option<&PluginStatus>) -> Option<&str> {
+    running
+        .and_then(|p| p.pending.as_ref())
+        .and_then(|p| p.step_id.as_deref())
+}
+
+fn applied_id(running: Option<&PluginStatus>) -> Option<&str> {
+    running
+        .and_then(|p| p.applied.as_ref())
+        .and_then(|a| a.step_id.as_deref())
+}
+
+/// Whether the host's record of an unloaded plugin names step `id`.
+fn unloaded_by(status: &RunningState, plugin: &str, id: &str) -> bool {
+    status
+        .status
+        .unloaded
+        .iter()
+        .any(|u| u.plugin == plugin && u.applied.step_id.as_deref() == Some(id))
+}
+
+/// Why the host rolled the plugin's last step back, as its status says.
+fn rollback_reason(running: Option<&PluginStatus>) -> String {
+    match running.and_then(|p| p.last_rollback.as_ref()) {
+        Some(report) => format!(
+            "rolled back by the host: {}{}",
+            report.reason,
+            describe_rollback(report)
+        ),
+        None => "rolled back by the host".to_owned(),
+    }
+}
+
+/// `; 12 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact`.
+fn describe_rollback(report: &RollbackReport) -> String {
+    use plugsync_host::RollbackMethod;
+    let serving = report
+        .to
+        .as_ref()
+        .map_or("nothing".to_owned(), |to| to.version.clone());
+    let how = match &report.method {
+        RollbackMethod::Replay {
+            replayed,
+            divergences,
+        } => format!(
+            "{replayed} calls replayed into {serving}, {} outputs differ; {serving} serves, its \
+             state exact",
+            divergences.len()
+        ),
+        RollbackMethod::DownMigration {
+            unjournaled_calls,
+            in_doubt_call,
+            ..
+        } => format!(
+            "state migrated back into {serving} ({unjournaled_calls} calls past the journal{})",
+            match in_doubt_call {
+                Some(call) => format!(", call #{call} in doubt"),
+                None => String::new(),
+            }
+        ),
+        RollbackMethod::Lossy { .. } => {
+            format!("{serving} resumed from its state at the switch: calls since are LOST")
+        }
+        RollbackMethod::Unloaded { .. } => "the install was unloaded".to_owned(),
+    };
+    format!("; {how}")
+}
+
+fn micros(us: u128) -> String {
+    format!("{us} µs")
+}
+
+/// Wall-clock now, in unix milliseconds: soaks are journaled in it, to outlive the process.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,184 @@
+//! What an apply did, step by step: the progress lines and the final summary, as text for
+//! people and as JSON (`--output json`).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::step::StepContext;
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum StepOutcome {
+    /// Committed (or, for a removal, unloaded).
+    Done,
+    /// Switched, then rolled back: the previous version serves.
+    RolledBack {
+        /// What failed (`soak`, `switch`, `commit`).
+        check: String,
+        /// What happened, and what the host runs now.
+        message: String,
+        /// `onFailure: halt`: the plugin halted on the host (`Ok`), or why it could not be.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        halted: Option<Result<String, String>>,
+    },
+    /// Stopped before anything changed on the host.
+    Stopped {
+        /// What refused it (`pre-check`, `preflight`, `stage`, or the host's error code).
+        check: String,
+        /// Why, and the fix.
+        message: String,
+    },
+    /// Not started: an earlier step failed.
+    NotStarted,
+}
+
+/// One step's progress and end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepReport {
+    /// Its number in the plan.
+    pub number: usize,
+    /// How many steps the plan has.
+    pub of: usize,
+    /// The plugin.
+    pub plugin: String,
+    /// `ma_cross 1.0.0 → 2.0.0`.
+    pub title: String,
+    /// Its step id (the last attempt's).
+    pub step_id: String,
+    /// What it went through (`preflight ✓`, `switched (slot held 3 µs)`…).
+    pub marks: Vec<String>,
+    /// How it ended (`None`: still going).
+    #[serde(flatten)]
+    pub outcome: Option<StepOutcome>,
+    /// Why it was rolled back, once known.
+    #[serde(skip)]
+    pub rollback: Option<String>,
+    /// A step a previous run left, finished by this one.
+    pub resumed: bool,
+}
+
+impl StepReport {
+    /// A report of a step not yet started.
+    pub fn new(context: &StepContext, step_id: &str) -> StepReport {
+        StepReport {
+            number: context.number,
+            of: context.of,
+            plugin: context.plugin.clone(),
+            title: context.title(),
+            step_id: step_id.to_owned(),
+            marks: Vec::new(),
+            outcome: None,
+            rollback: None,
+            resumed: false,
+        }
+    }
+
+    /// Notes what the step went through.
+    pub fn mark(&mut self, mark: &str) {
+        self.marks.push(mark.to_owned());
+    }
+
+    /// The step's lines: its progress, then what failed.
+    pub fn text(&self) -> String {
+        let mut text = format!("[{}/{}] {:<28}", self.number, self.of, self.title);
+        if self.resumed {
+            text.push_str(" (left by a previous run)");
+        }
+        let marks = self.marks.join("  ");
+        if !marks.is_empty() {
+            let _ = write!(text, " {marks}");
+        }
+        match &self.outcome {
+            None | Some(StepOutcome::Done) => {}
+            Some(StepOutcome::NotStarted) => text.push_str(" not started"),
+            Some(StepOutcome::Stopped { check, message }) => {
+                let _ = write!(
+                    text,
+                    "\n      ✗ stopped at the {check}: {message}\n        nothing changed on the host"
+                );
+            }
+            Some(StepOutcome::RolledBack {
+                check: _,
+                message,
+                halted,
+            }) => {
+                let _ = write!(text, "\n      ✗ {message}");
+                match halted {
+                    Some(Ok(plugin)) => {
+                        let _ = write!(
+                            text,
+                            "\n      `{plugin}` HALTED on the host (onFailure: halt): every call to \
+                             it is refused until an operator resumes it"
+                        );
+                    }
+                    Some(Err(why)) => {
+                        let _ = write!(
+                            text,
+                            "\n      onFailure: halt, but the host did not halt `{}`: {why}",
+                            self.plugin
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
+        text.trim_end().to_owned()
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    /// The plan applied (`None`: nothing to apply).
+    pub plan_id: Option<String>,
+    /// Every step, in order (resumed ones first).
+    pub steps: Vec<StepReport>,
+    /// What the host runs at the end: `plugin version`, sorted.
+    pub running: Vec<String>,
+    /// Whether a step failed.
+    pub failed: bool,
+}
+
+impl ApplyReport {
+    /// The exit code: 0 when every step was applied (or there was none), 1 when one failed.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.failed)
+    }
+
+    /// The summary after the steps' lines.
+    pub fn summary(&self) -> String {
+        let runs = if self.running.is_empty() {
+            "nothing".to_owned()
+        } else {
+            self.running.join(", ")
+        };
+        if self.steps.is_empty() {
+            return format!("In sync: nothing to apply. The host runs {runs}.");
+        }
+        let failed = self.steps.iter().find(|s| {
+            matches!(
+                s.outcome,
+                Some(StepOutcome::RolledBack { .. } | StepOutcome::Stopped { .. })
+            )
+        });
+        match failed {
+            Some(step) => format!(
+                "Reconcile failed at step {} of {}. The host runs {runs} — a committed set.",
+                step.number, step.of
+            ),
+            None => {
+                let done = self
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome == Some(StepOutcome::Done));
+                format!(
+                    "Applied {} step{}. The host runs {runs}.",
+                    done.clone().count(),
+                    if done.count() == 1 { "" } else { "s" }
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! One step as the engine drives it: what it sends, journaled whole at its first transition
+//! so that a plugsync restarted after a crash can finish it from the journal alone.
+
+use std::time::Duration;
+
+use plugsync_host::control::api::{CommitRequest, InstallRequest, PluginRequest, SwitchRequest};
+use plugsync_host::{Digest, Origin, SoakThresholds, VerifySpec};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::plan::{PlannedStep, StateMigration, StepAction};
+use crate::spec::model::{OnFailure, Update};
+
+use super::port::StepOperation;
+
+/// How long past its soak a step's lease runs on the host: the time plugsync has to commit
+/// after the soak. A plugsync that dies mid-step leaves the host to roll the step back by
+/// itself when the lease runs out.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// A step id: `{plan_id}.{n}.{attempt}`. The host applies each operation once per step id; a
+/// new attempt at the same step (the host forgot the first: it restarted) gets a new one.
+pub fn step_id(plan_id: &str, number: usize, attempt: u32) -> String {
+    format!("{plan_id}.{number}.{attempt}")
+}
+
+/// Everything needed to finish a step from the journal alone: the operation and its request,
+/// what the host should run before and after, and how long to soak. Journaled with the step's
+/// first transition (`planned`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepContext {
+    /// The step's number in its plan, from 1.
+    pub number: usize,
+    /// How many steps the plan has.
+    pub of: usize,
+    /// The plugin.
+    pub plugin: String,
+    /// What the step does (`upgrade`, `install`…), for messages.
+    pub action: String,
+    /// The version the plan expects running before (`None`: not loaded).
+    pub from: Option<VersionDigest>,
+    /// The version after (`None`: removed).
+    pub to: Option<VersionDigest>,
+    /// The operation that makes the step.
+    pub operation: StepOperationName,
+    /// Its request body, without the step id (in the path).
+    pub request: Value,
+    /// How long the new version serves before the commit.
+    pub soak_ms: u64,
+    /// Calls the new version must have served before the commit.
+    pub min_calls: Option<u64>,
+    /// Halt the plugin after a rollback.
+    pub halt_on_failure: bool,
+}
+
+impl StepContext {
+    /// `ma_cross 1.0.0 → 2.0.0`, `+ risk_model 1.0.0`, `- old 1.0.0`.
+    pub fn title(&self) -> String {
+        match (&self.from, &self.to) {
+            (Some(from), Some(to)) if from.version == to.version => {
+                format!("{} {} (reconfigure)", self.plugin, to.version)
+            }
+            (Some(from), Some(to)) => format!("{} {} → {}", self.plugin, from.version, to.version),
+            (None, Some(to)) => format!("{} {} (install)", self.plugin, to.version),
+            (Some(from), None) => format!("{} {} (remove)", self.plugin, from.version),
+            (None, None) => self.plugin.clone(),
+        }
+    }
+
+    /// The commit of this step.
+    pub fn commit_request(&self, origin: &Origin) -> Value {
+        serde_json::to_value(CommitRequest {
+            plugin: self.plugin.clone(),
+            min_calls: self.min_calls,
+            origin: Some(origin.clone()),
+        })
+        .unwrap_or(Value::Null)
+    }
+
+    /// The rollback of this step.
+    pub fn rollback_request(&self, origin: &Origin) -> Value {
+        serde_json::to_value(PluginRequest {
+            plugin: self.plugin.clone(),
+            origin: Some(origin.clone()),
+            force: None,
+        })
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// A version and its artifact's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionDigest {
+    /// The version.
+    pub version: String,
+    /// The artifact's sha256.
+    pub sha256: Digest,
+}
+
+/// A [`StepOperation`] as journaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepOperationName {
+    /// Load into an empty slot, with a lease.
+    Install,
+    /// Hot-swap, with a lease.
+    Switch,
+    /// Remove.
+    Unload,
+}
+
+impl StepOperationName {
+    /// The host operation.
+    pub fn operation(self) -> StepOperation {
+        match self {
+            StepOperationName::Install => StepOperation::Install,
+            StepOperationName::Switch => StepOperation::Switch,
+            StepOperationName::Unload => StepOperation::Unload,
+        }
+    }
+
+    /// Whether the step is pending on the host after its operation, until a commit.
+    pub fn soaks(self) -> bool {
+        self != StepOperationName::Unload
+    }
+}
+
+/// The context of a planned step: its request built from the plan, the plugin's `update`
+/// settings in plugins.yaml, and who asks. `None` for an install or a switch with no target
+/// version, which a plan never has.
+pub fn context(
+    step: &PlannedStep,
+    of: usize,
+    update: Option<&Update>,
+    origin: &Origin,
+    force: Option<&str>,
+) -> Option<StepContext> {
+    let soak = step.verify.as_ref().and_then(|v| v.soak.as_ref());
+    let soak_ms = soak.map_or(0, |s| s.duration.0.as_millis() as u64);
+    let lease_ms = soak_ms + LEASE_MARGIN.as_millis() as u64;
+    let thresholds = soak.map(|s| SoakThresholds {
+        max_error_rate: s.max_error_rate,
+        min_calls: s.min_calls.unwrap_or(1),
+        max_call_latency_us: s.max_call_latency_us,
+    });
+    let verify = step.verify.as_ref().map(|v| VerifySpec {
+        health: v.health,
+        probes: v.probes.clone(),
+        differential: v.differential.clone(),
+    });
+    let force = force.map(str::to_owned);
+    let (operation, request) = match step.action {
+        StepAction::Install => {
+            let request = InstallRequest {
+                artifact: step.to.as_ref()?.at.sha256,
+                config: step
+                    .config
+                    .clone()
+                    .unwrap_or(Value::Object(Default::default())),
+                checkpoint_every_ms: update
+                    .and_then(|u| u.checkpoint_every.as_ref())
+                    .map(|p| p.0.as_millis() as u64),
+                fail_closed: false,
+                lease_ms: Some(lease_ms),
+                soak: thresholds,
+                origin: Some(origin.clone()),
+                force,
+            };
+            (StepOperationName::Install, to_value(&request))
+        }
+        StepAction::Remove => {
+            let request = PluginRequest {
+                plugin: step.plugin.clone(),
+                origin: Some(origin.clone()),
+                force,
+            };
+            (StepOperationName::Unload, to_value(&request))
+        }
+        StepAction::Upgrade | StepAction::Downgrade | StepAction::Reconfigure => {
+            let request = SwitchRequest {
+                plugin: step.plugin.clone(),
+                artifact: step.to.as_ref()?.at.sha256,
+                config: step.config.clone(),
+                verify,
+                mode: update.and_then(|u| u.mode),
+                journal_capacity: update.and_then(|u| u.journal_capacity).map(|c| c as usize),
+                lease_ms: Some(lease_ms),
+                soak: thresholds,
+                migration_rules: match &step.migration {
+                    Some(StateMigration::Rules { rules, .. }) => Some(rules.clone()),
+                    _ => None,
+                },
+                fresh_state: step.discards_state(),
+                origin: Some(origin.clone()),
+                force,
+            };
+            (StepOperationName::Switch, to_value(&request))
+        }
+    };
+    Some(StepContext {
+        number: step.number,
+        of,
+        plugin: step.plugin.clone(),
+        action: format!("{:?}", step.action).to_lowercase(),
+        from: step.from.as_ref().map(|f| VersionDigest {
+            version: f.version.to_string(),
+            sha256: f.sha256,
+        }),
+        to: step.to.as_ref().map(|t| VersionDigest {
+            version: t.at.version.to_string(),
+            sha256: t.at.sha256,
+        }),
+        operation,
+        request,
+        soak_ms,
+        min_calls: soak.and_then(|s| s.min_calls_before_commit),
+        halt_on_failure: step.on_failure == OnFailure::Halt,
+    })
+}
+
+/// A request as JSON: the wire types always serialise.
+fn to_value(request: &impl Serialize) -> Value {
+    serde_json::to_value(request).unwrap_or(Value::Null)
+}

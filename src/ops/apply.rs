@@ -1,0 +1,444 @@
+//! `plugsync reconcile`: the host made to run what plugins.yaml asks, one hot update at a time.
+//!
+//! 1. **Read** plugins.yaml, its lock and the registry's index, and resolve — before the host
+//!    is touched, so a bad file changes nothing;
+//! 2. **Lease**: take the host's reconcile lease (waiting while another client holds it, or
+//!    failing with `--no-wait`), held and renewed until the end;
+//! 3. **Resume**: finish the steps a previous run left in the journal (read from the host what
+//!    became of each), and stop there if one failed;
+//! 4. **Plan** against what the host runs now (pure, as the dry run plans); with `--plan`, apply
+//!    only if the saved plan's id is the one computed now;
+//! 5. **Policy**: a deny window, a freeze, a hold or a failed mark refuses the apply unless
+//!    `--force --reason`; a strategy not implemented refuses it;
+//! 6. **Prepare** each step: its request, its artifact fetched and verified into the cache,
+//!    its preflight;
+//! 7. **Apply** with the [`Engine`]: each step journaled, preflighted, staged, switched, soaked
+//!    and committed, or rolled back and the reconcile stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use plugsync_host::{Digest, Origin, TrustedKeys, VerifySpec};
+use serde_json::Value;
+
+use crate::apply::{
+    Action, ApplyOptions, ApplyReport, Engine, HostPort, LocalArtifact, Preflight, PreparedPlan,
+    PreparedStep, StepReport, context, error_policy,
+};
+use crate::error::{Error, Result};
+use crate::observe::{Observation, Source};
+use crate::plan::{
+    PlanDocument, PlannedStep, Refusal, SearchLimits, StateMigration, StepAction, Wait, Warning,
+};
+use crate::preflight::{ArtifactFile, PreviewStep};
+use crate::store::{StepPhase, Store};
+
+use super::lock::ArtifactCache;
+use super::reconcile::Inputs;
+
+/// The tool the host's records name for `plugsync reconcile`.
+pub const RECONCILE_TOOL: &str = "plugsync-reconcile";
+
+/// What `plugsync reconcile` is asked.
+#[derive(Debug, Clone)]
+pub struct ReconcileOptions {
+    /// The plugins.yaml.
+    pub file: PathBuf,
+    /// Require a `plugins.lock` made from this plugins.yaml.
+    pub locked: bool,
+    /// Where plugsync keeps its journal and artifact cache.
+    pub state_dir: PathBuf,
+    /// The publishers' public keys, when artifacts must be signed.
+    pub trusted_keys: Option<PathBuf>,
+    /// A CA an `https://` registry's certificate must verify against.
+    pub registry_ca: Option<PathBuf>,
+    /// A plan saved by `reconcile --dry-run --out`: applied only if it is still the plan.
+    pub plan: Option<PathBuf>,
+    /// Go ahead despite a deny window, a freeze, a hold or a failed mark, for this reason
+    /// (sent to the host and recorded).
+    pub force: Option<String>,
+    /// Fail at once when another client holds the host's reconcile lease.
+    pub no_wait: bool,
+    /// Preflight each step in a child process before the host sees it.
+    pub preflight: bool,
+    /// How long one preflight may run.
+    pub preflight_timeout: Duration,
+    /// The plugsync executable (the preflight child).
+    pub exe: PathBuf,
+    /// The time policy windows are judged at (`PLUGSYNC_NOW` in tests).
+    pub now: Timestamp,
+    /// How far the ordering search may go.
+    pub limits: SearchLimits,
+    /// Abort right after journaling this phase (`PLUGSYNC_CRASH_AT`, for tests).
+    pub crash_at: Option<StepPhase>,
+    /// How long the reconcile lease lasts unless renewed.
+    pub lease_ttl: Duration,
+}
+
+/// Where the apply tells what happens as it happens.
+pub trait Progress {
+    /// A step ended: its lines.
+    fn step(&mut self, report: &StepReport);
+    /// Something to know (a lease held elsewhere, a plan, an outcome in doubt).
+    fn notice(&mut self, text: &str);
+}
+
+/// Reconciles the host behind `port` with plugins.yaml (see the module docs). A failed step
+/// is not an error: the report says which, and its exit code is 1.
+pub fn reconcile(
+    options: &ReconcileOptions,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<ApplyReport> {
+    let inputs = Inputs::read(
+        &options.file,
+        options.locked,
+        options.registry_ca.as_deref(),
+    )?;
+    let store = Store::open(&options.state_dir)?;
+    let apply_options = ApplyOptions {
+        tool: RECONCILE_TOOL,
+        lease_ttl: options.lease_ttl,
+        no_wait: options.no_wait,
+        exe: options.exe.clone(),
+        preflight_timeout: options.preflight_timeout,
+        crash_at: options.crash_at,
+    };
+    let mut engine = Engine::resume(port, &store, apply_options)?;
+    // Under the lease from here to the end.
+    while let Some(wait) = engine.acquire()? {
+        tell(&mut engine, progress);
+        std::thread::sleep(wait);
+    }
+    drive(&mut engine, progress)?;
+    if engine.failed() {
+        return finish(engine, port, None);
+    }
+
+    let running = port.status(false)?;
+    let observation = Observation {
+        source: Source::Host {
+            url: port.describe().to_owned(),
+        },
+        running,
+    };
+    let document = inputs.plan(observation.clone(), options.now, options.limits)?;
+    if let Some(saved) = &options.plan {
+        check_saved_plan(saved, &document)?;
+    }
+    if document.plan.in_sync() {
+        return finish(engine, port, Some(document.plan_id.to_string()));
+    }
+    check_policy(&document, options.force.as_deref())?;
+    let prepared = prepare(&document, &inputs, &observation, options, engine.origin())?;
+    progress.notice(&format!(
+        "Applying plan {} ({} step{}) to {}",
+        document.plan_id.short(),
+        prepared.steps.len(),
+        if prepared.steps.len() == 1 { "" } else { "s" },
+        port.describe()
+    ));
+    engine.load(prepared);
+    drive(&mut engine, progress)?;
+    finish(engine, port, Some(document.plan_id.to_string()))
+}
+
+/// Passes what the engine said on to `progress`.
+fn tell(engine: &mut Engine<'_>, progress: &mut dyn Progress) {
+    for text in engine.take_notices() {
+        progress.notice(&text);
+    }
+    for report in engine.take_ended() {
+        progress.step(&report);
+    }
+}
+
+/// Runs passes until every step loaded has ended; errors retried as [`error_policy`] says.
+fn drive(engine: &mut Engine<'_>, progress: &mut dyn Progress) -> Result<()> {
+    let mut failures = 0;
+    loop {
+        let pass = engine.reconcile();
+        tell(engine, progress);
+        match pass {
+            Ok(Action::Finished) => return Ok(()),
+            Ok(Action::Requeue(wait)) => {
+                failures = 0;
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                match error_policy(&error, failures) {
+                    Some(wait) => std::thread::sleep(wait),
+                    None => return Err(error),
+                }
+            }
+        }
+    }
+}
+
+/// Releases the lease and reports what the host runs now.
+fn finish(
+    mut engine: Engine<'_>,
+    port: &dyn HostPort,
+    plan_id: Option<String>,
+) -> Result<ApplyReport> {
+    let failed = engine.failed();
+    let steps = engine.reports();
+    engine.release()?;
+    let status = port.status(false)?;
+    let mut running: Vec<String> = status
+        .status
+        .plugins
+        .iter()
+        .map(|p| format!("{} {}", p.plugin, p.version.version))
+        .collect();
+    running.sort();
+    Ok(ApplyReport {
+        plan_id: if steps.is_empty() {
+            plan_id
+        } else {
+            plan_id.or_else(|| steps.first().map(|s| s.step_id.clone()))
+        },
+        steps,
+        running,
+        failed,
+    })
+}
+
+/// A saved plan applies only if it is exactly the plan computed now.
+fn check_saved_plan(path: &Path, document: &PlanDocument) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    let saved: Value = serde_json::from_str(&text).map_err(|error| Error::BadSavedPlan {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })?;
+    let saved_id = saved["planId"]
+        .as_str()
+        .ok_or_else(|| Error::BadSavedPlan {
+            path: path.to_owned(),
+            reason:
+                "it has no `planId`: save a plan with `plugsync reconcile --dry-run --out FILE`"
+                    .to_owned(),
+        })?;
+    if saved_id == document.plan_id.to_string() {
+        return Ok(());
+    }
+    let saved_desired = saved["inputs"]["desiredSha256"]
+        .as_str()
+        .unwrap_or_default();
+    let why = if saved_desired != document.inputs.desired_sha256.to_string() {
+        "plugins.yaml changed since it was saved"
+    } else {
+        "the host, the lock or the registry changed since it was saved"
+    };
+    Err(Error::PlanChanged {
+        path: path.to_owned(),
+        saved: saved_id.to_owned(),
+        now: document.plan_id.to_string(),
+        why: why.to_owned(),
+    })
+}
+
+/// Refuses what policy forbids now, unless forced; and strategies not implemented.
+fn check_policy(document: &PlanDocument, force: Option<&str>) -> Result<()> {
+    let plan = &document.plan;
+    for warning in &plan.warnings {
+        if let Warning::StrategyNotSupported { plugin, strategy } = warning {
+            return Err(Error::StrategyNotImplemented {
+                plugin: plugin.clone(),
+                strategy: strategy.clone(),
+            });
+        }
+    }
+    for wait in &plan.waits {
+        match wait {
+            Wait::PendingStep { plugin, step_id } => {
+                return Err(Error::StepPendingElsewhere {
+                    plugin: plugin.clone(),
+                    step_id: step_id.clone(),
+                });
+            }
+            Wait::Window {
+                denied_by,
+                outside,
+                until,
+                until_local,
+                ..
+            } if force.is_none() => {
+                let window = if denied_by.is_empty() {
+                    format!("outside every allow window ({})", outside.join(", "))
+                } else {
+                    format!("deny window `{}` is open", denied_by.join("`, `"))
+                };
+                let until = match (until_local, until) {
+                    (Some(local), Some(utc)) => format!("until {local} ({utc})"),
+                    _ => "for the next eight days at least".to_owned(),
+                };
+                return Err(Error::PolicyWindow { window, until });
+            }
+            _ => {}
+        }
+    }
+    if force.is_none()
+        && let Some(refusal) = plan.refusals.first()
+    {
+        let what = match refusal {
+            Refusal::Freeze { because } => {
+                format!("the host is frozen by {}: {}", because.by, because.reason)
+            }
+            Refusal::Hold {
+                plugin, because, ..
+            } => format!(
+                "`{plugin}` is held at its running version by {}: {}",
+                because.by, because.reason
+            ),
+            Refusal::Failed {
+                plugin,
+                version,
+                because,
+                ..
+            } => format!(
+                "`{plugin}` {version} is marked failed on this host by {}: {}",
+                because.by, because.reason
+            ),
+        };
+        return Err(Error::Restrained { what });
+    }
+    Ok(())
+}
+
+/// Each step's request, artifact and preflight.
+fn prepare(
+    document: &PlanDocument,
+    inputs: &Inputs,
+    observation: &Observation,
+    options: &ReconcileOptions,
+    origin: &Origin,
+) -> Result<PreparedPlan> {
+    let keys = match &options.trusted_keys {
+        Some(file) => TrustedKeys::load(file)?,
+        None => TrustedKeys::none(),
+    };
+    let cache = ArtifactCache::open(&options.state_dir, keys)?;
+    let registry = inputs.registry.as_deref();
+    let fetch = |plugin: &str, sha256: &Digest| -> Result<LocalArtifact> {
+        let entry = (inputs.index.get(plugin).into_iter())
+            .flat_map(|file| &file.versions)
+            .find(|entry| entry.sha256 == *sha256)
+            .ok_or_else(|| Error::NotInRegistry {
+                plugin: plugin.to_owned(),
+                sha256: *sha256,
+            })?;
+        let registry = registry.ok_or_else(|| Error::NotInRegistry {
+            plugin: plugin.to_owned(),
+            sha256: *sha256,
+        })?;
+        let stored = cache.verified(registry, plugin, entry)?;
+        let file_name = entry
+            .file
+            .rsplit('/')
+            .next()
+            .unwrap_or(&entry.file)
+            .to_owned();
+        Ok(LocalArtifact {
+            path: stored.path,
+            sha256: *sha256,
+            file_name,
+            signature: entry.signature.clone(),
+        })
+    };
+    let plan = &document.plan;
+    let of = plan.steps.len();
+    let mut origin = origin.clone();
+    origin.plan_id = Some(document.plan_id.to_string());
+    origin.desired_sha256 = Some(document.inputs.desired_sha256.to_string());
+    let mut steps = Vec::with_capacity(of);
+    for step in &plan.steps {
+        let update = (inputs.desired.set.spec.plugins.iter())
+            .find(|p| p.id == step.plugin)
+            .and_then(|p| p.update.as_ref());
+        let context =
+            context(step, of, update, &origin, options.force.as_deref()).ok_or_else(|| {
+                Error::BadSavedPlan {
+                    path: options.file.clone(),
+                    reason: format!("its step {} has no target version", step.number),
+                }
+            })?;
+        let artifact = match &step.to {
+            Some(target) => Some(fetch(&step.plugin, &target.at.sha256)?),
+            None => None,
+        };
+        let preflight = match (&artifact, options.preflight) {
+            (Some(artifact), true) => Some(preflight(step, artifact, observation, &fetch)?),
+            _ => None,
+        };
+        steps.push(PreparedStep {
+            context,
+            artifact,
+            preflight,
+        });
+    }
+    let waves = plan
+        .waves
+        .iter()
+        .map(|wave| wave.iter().map(|n| n - 1).collect())
+        .collect();
+    Ok(PreparedPlan {
+        plan_id: document.plan_id.to_string(),
+        desired_sha256: document.inputs.desired_sha256,
+        steps,
+        waves,
+    })
+}
+
+/// A step's preflight: its switch from the version before it, or its install.
+fn preflight(
+    step: &PlannedStep,
+    target: &LocalArtifact,
+    observation: &Observation,
+    fetch: &dyn Fn(&str, &Digest) -> Result<LocalArtifact>,
+) -> Result<Preflight> {
+    let _ = observation;
+    let mut preview = PreviewStep::new(ArtifactFile::new(&target.path, target.sha256));
+    match &step.migration {
+        Some(StateMigration::Rules { rules, .. }) => {
+            preview = preview.migration_rules(rules.clone());
+        }
+        Some(StateMigration::Fresh) => preview = preview.fresh_state(),
+        _ => {}
+    }
+    if let Some(config) = &step.config {
+        preview = preview.config(config.clone());
+    }
+    if let Some(verify) = &step.verify {
+        preview = preview.verify(VerifySpec {
+            health: verify.health,
+            probes: verify.probes.clone(),
+            differential: verify.differential.clone(),
+        });
+    }
+    let running = match (&step.from, step.action) {
+        (Some(from), StepAction::Upgrade | StepAction::Downgrade | StepAction::Reconfigure) => {
+            let running = fetch(&step.plugin, &from.sha256).map_err(|error| {
+                Error::PreflightNeedsRunning {
+                    plugin: step.plugin.clone(),
+                    version: from.version.to_string(),
+                    reason: error.to_string(),
+                }
+            })?;
+            Some(ArtifactFile::new(running.path, running.sha256))
+        }
+        _ => None,
+    };
+    Ok(Preflight {
+        running,
+        step: preview,
+    })
+}

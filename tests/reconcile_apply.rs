@@ -1,0 +1,210 @@
+//! `plugsync reconcile` through the binary, against a real reference host running the real
+//! example plugins: steps applied, rolled back, refused, and finished after a crash.
+//!
+//! Every host runs with `--feed off`; the plugins' states come from calls the test makes
+//! (`--allow-calls`). Time for policy windows comes from `PLUGSYNC_NOW`; soaks are short and
+//! real (the host's own lease and thresholds are what they exercise).
+
+mod support;
+
+use expect_test::{Expect, expect};
+use serde_json::{Value, json};
+use support::desk::*;
+use support::process::Finished;
+use support::*;
+
+/// The example desk at its first versions.
+const V1: &str = "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 1.0.0
+      config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}
+";
+
+/// Both plugins at their last versions: ma_cross → 2.0.0, risk_model → 2.0.0, ma_cross →
+/// 2.1.0, each step soaked briefly.
+const V2: &str = "  plugins:
+    - id: risk_model
+      version: 2.0.0
+      config: {max_position: 10}
+      verify: {soak: {duration: 300ms}}
+    - id: ma_cross
+      version: 2.1.0
+      config: {fast_period: 2, slow_period: 4, order_qty: 1}
+      verify: {soak: {duration: 300ms, maxErrorRate: 0.001}}
+";
+
+/// `plugsync reconcile ARGS` on the desk's plugins.yaml, on a Saturday.
+fn reconcile(desk: &Desk, args: &[&str]) -> Finished {
+    reconcile_with(desk, &[], args)
+}
+
+fn reconcile_with(desk: &Desk, env: &[(&str, &str)], args: &[&str]) -> Finished {
+    let mut all = vec![("PLUGSYNC_NOW", SATURDAY)];
+    all.extend(env);
+    desk.reconcile_of(&desk.path().join("plugins.yaml"), &all, args)
+}
+
+/// Checks the exit code, then stdout (or stderr on exit 1 with nothing on stdout), normalised.
+fn check(desk: &Desk, finished: &Finished, code: i32, expected: Expect) {
+    assert_eq!(
+        finished.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+    let shown = if finished.stdout.is_empty() {
+        &finished.stderr
+    } else {
+        &finished.stdout
+    };
+    expected.assert_eq(&normalise_apply(&desk.normalised(shown)));
+}
+
+/// Step ids and plan ids (digests) become `[ID]`, slot-held times `[µs]`.
+fn normalise_apply(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+        let bare = word.trim_end_matches(|c: char| c.is_whitespace() || c == '(' || c == ')');
+        let tail = &word[bare.len()..];
+        let hex = bare.len() >= 12 && bare.chars().take(12).all(|c| c.is_ascii_hexdigit());
+        if hex {
+            out.push_str("[ID]");
+            out.push_str(tail);
+        } else if bare.chars().all(|c| c.is_ascii_digit())
+            && tail.starts_with(' ')
+            && out.ends_with("held ")
+        {
+            out.push_str("[N]");
+            out.push_str(tail);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+/// The states a runtime in this process holds after the calls [`Desk::trade`] makes and the
+/// three switches of the upgrade, each with the host's own defaults: what the host must hold.
+fn reference_after_upgrade() -> Value {
+    use plugsync_host::SwapRequest;
+    let (_dir, runtime) = support::runtime();
+    support::install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    support::install(
+        &runtime,
+        MA_CROSS_1_0_0,
+        json!({"fast_ma_period": 2, "slow_ma_period": 4, "order_qty": 1}),
+    );
+    for (plugin, input) in Desk::trade_inputs() {
+        runtime
+            .call(plugin, input.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{plugin}: {e:?}"));
+    }
+    let steps = [
+        ("ma_cross", MA_CROSS_2_0_0, None),
+        (
+            "risk_model",
+            RISK_MODEL_2_0_0,
+            Some(json!({"max_position": 10})),
+        ),
+        (
+            "ma_cross",
+            MA_CROSS_2_1_0,
+            Some(json!({"fast_period": 2, "slow_period": 4, "order_qty": 1})),
+        ),
+    ];
+    for (plugin, library, config) in steps {
+        let mut request = SwapRequest::new(plugin, support::stage(&runtime, library));
+        request.config = config;
+        runtime.swap(request).unwrap();
+        runtime.commit(plugin).unwrap();
+    }
+    let mut states = serde_json::Map::new();
+    for plugin in ["ma_cross", "risk_model"] {
+        let snapshot = runtime.snapshot(plugin).unwrap();
+        states.insert(
+            plugin.to_owned(),
+            serde_json::from_str(&snapshot.state).unwrap(),
+        );
+    }
+    Value::Object(states)
+}
+
+fn versions(desk: &Desk) -> Vec<(String, String)> {
+    let status = desk.api.status();
+    let mut versions: Vec<(String, String)> = status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["plugin"].as_str().unwrap().to_owned(),
+                p["version"]["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
+fn pair(plugin: &str, version: &str) -> (String, String) {
+    (plugin.to_owned(), version.to_owned())
+}
+
+#[test]
+fn from_nothing_to_the_first_versions_then_the_interleaved_upgrade_then_nothing_to_do() {
+    let desk = Desk::new();
+    desk.desire(V1);
+    let installed = reconcile(&desk, &[]);
+    check(
+        &desk,
+        &installed,
+        0,
+        expect![[r#"
+        [1/2] risk_model 1.0.0 (install)   preflight ✓  staged ✓  installed  committed
+        [2/2] ma_cross 1.0.0 (install)     preflight ✓  staged ✓  installed  committed
+
+        Applied 2 steps. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+    "#]],
+    );
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "1.0.0"), pair("risk_model", "1.0.0")]
+    );
+
+    desk.trade();
+    desk.desire(V2);
+    let upgraded = reconcile(&desk, &[]);
+    check(
+        &desk,
+        &upgraded,
+        0,
+        expect![[r#"
+        [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+        [2/3] risk_model 1.0.0 → 2.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+        [3/3] ma_cross 2.0.0 → 2.1.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+        Applied 3 steps. The host runs ma_cross 2.1.0, risk_model 2.0.0.
+    "#]],
+    );
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "2.1.0"), pair("risk_model", "2.0.0")]
+    );
+    // Exactly what a runtime fed the same calls and switched the same way holds.
+    let reference = reference_after_upgrade();
+    for plugin in ["ma_cross", "risk_model"] {
+        assert_eq!(desk.api.state(plugin), reference[plugin], "{plugin}");
+    }
+
+    let again = reconcile(&desk, &[]);
+    check(
+        &desk,
+        &again,
+        0,
+        expect![[r#"
+        In sync: nothing to apply. The host runs ma_cross 2.1.0, risk_model 2.0.0.
+    "#]],
+    );
+}

@@ -1,0 +1,266 @@
+//! A trading desk for the `reconcile` tests: a registry where every example version is
+//! published, a real `plugsync host` (`--feed off --allow-calls`: the plugins' states come from
+//! calls the test makes), a plugins.yaml written per test, and `plugsync reconcile` run through
+//! the binary against it.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use expect_test::Expect;
+use serde_json::{Value, json};
+
+use super::process::{Api, Finished, Host, plugsync, token_file};
+use super::*;
+
+/// The token of the desk's host.
+pub const TOKEN: &str = "dry-run-token-0123456789abcdef";
+
+/// A Saturday noon in New York: no weekday window is open.
+pub const SATURDAY: &str = "2026-12-05T17:00:00Z";
+
+/// A registry holding every example plugin, a host, and a plugins.yaml to plan from.
+pub struct Desk {
+    pub dir: tempfile::TempDir,
+    pub host: Host,
+    pub api: Api,
+}
+
+impl Desk {
+    /// A host running nothing, beside a registry where every example version is stable.
+    pub fn new() -> Desk {
+        Desk::with_host_args(&[])
+    }
+
+    pub fn with_host_args(args: &[&str]) -> Desk {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            MA_CROSS_1_0_0,
+            MA_CROSS_2_0_0,
+            MA_CROSS_2_1_0,
+            RISK_MODEL_1_0_0,
+            RISK_MODEL_1_1_0,
+            RISK_MODEL_2_0_0,
+        ] {
+            publish(dir.path(), name, "stable");
+        }
+        let token = token_file(dir.path(), "token", TOKEN, 0o600);
+        let mut all = vec!["--feed", "off", "--allow-calls"];
+        all.extend(args);
+        let host = Host::start(&dir.path().join("store"), &token, &all);
+        let api = Api::new(&host, TOKEN);
+        Desk { dir, host, api }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Installs a built library as the reconciler would have (origin `plugsync-reconcile`).
+    pub fn install(&self, name: &str, config: Value) {
+        self.install_by(name, config, "plugsync-reconcile");
+    }
+
+    pub fn install_by(&self, name: &str, config: Value, tool: &str) {
+        let artifact = self.api.stage(&lib(name));
+        self.api.post(
+            &format!("/v1/steps/setup-{name}/install"),
+            json!({"artifact": artifact, "config": config, "origin": {"tool": tool}}),
+        );
+    }
+
+    /// Switches to a built library and commits, as `tool`.
+    pub fn switch_by(&self, plugin: &str, name: &str, tool: &str) {
+        let artifact = self.api.stage(&lib(name));
+        let origin = json!({"tool": tool});
+        self.api.post(
+            &format!("/v1/steps/by-hand-{name}/switch"),
+            json!({"plugin": plugin, "artifact": artifact, "origin": origin}),
+        );
+        self.api.post(
+            &format!("/v1/steps/by-hand-{name}/commit"),
+            json!({"plugin": plugin, "origin": origin}),
+        );
+    }
+
+    /// The desk at (risk_model 1.0.0, ma_cross 1.0.0), installed by the reconciler, each
+    /// holding a position in ES after a few calls.
+    pub fn at_v1() -> Desk {
+        let desk = Desk::new();
+        desk.install(RISK_MODEL_1_0_0, json!({"max_position": 10}));
+        desk.install(
+            MA_CROSS_1_0_0,
+            json!({"fast_ma_period": 2, "slow_ma_period": 4, "order_qty": 1}),
+        );
+        desk.trade();
+        desk
+    }
+
+    /// A few calls, so each plugin's state holds something: closes, a fill, an exposure.
+    pub fn trade(&self) {
+        for (plugin, input) in Desk::trade_inputs() {
+            self.api.post(
+                &format!("/v1/plugins/{plugin}/call"),
+                json!({"input": input}),
+            );
+        }
+    }
+
+    /// The calls [`Desk::trade`] makes: to which plugin, what input.
+    pub fn trade_inputs() -> Vec<(&'static str, Value)> {
+        let mut inputs = Vec::new();
+        for close in [100.0, 101.0, 99.5] {
+            inputs.push((
+                "ma_cross",
+                json!({"bar": {"instrument": "ES", "close": close}}),
+            ));
+        }
+        let fill = json!({"fill": {"order_id": 1, "instrument": "ES", "qty": 1, "price": 99.5}});
+        for plugin in ["ma_cross", "risk_model"] {
+            inputs.push((plugin, fill.clone()));
+        }
+        inputs
+    }
+
+    /// Writes plugins.yaml: a `desk-a` set over the registry, with `spec` under `spec:`.
+    pub fn desire(&self, spec: &str) {
+        let text = format!(
+            "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {{name: desk-a}}\nspec:\n  \
+             registry: {{url: registry}}\n{spec}"
+        );
+        std::fs::write(self.path().join("plugins.yaml"), text).unwrap();
+    }
+
+    /// `plugsync reconcile --dry-run --host URL --token-file token ARGS`, at `now`.
+    pub fn dry_run_at(&self, now: &str, args: &[&str]) -> Finished {
+        self.dry_run_with(&[("PLUGSYNC_NOW", now)], args)
+    }
+
+    /// `plugsync reconcile --dry-run …` with these environment variables besides the state
+    /// directory.
+    pub fn dry_run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Finished {
+        self.dry_run_of(&self.path().join("plugins.yaml"), env, args)
+    }
+
+    /// `plugsync reconcile --dry-run -f FILE …`.
+    pub fn dry_run_of(&self, file: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished {
+        let mut all = vec!["--dry-run"];
+        all.extend(args);
+        self.reconcile_of(file, env, &all)
+    }
+
+    /// `plugsync reconcile -f FILE --host URL --token-file token ARGS` with the state
+    /// directory `state` and these environment variables.
+    pub fn reconcile_of(&self, file: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished {
+        let token = self.path().join("token");
+        let mut all: Vec<&OsStr> = vec![
+            "reconcile".as_ref(),
+            "-f".as_ref(),
+            file.as_os_str(),
+            "--host".as_ref(),
+            self.host.url.as_ref(),
+            "--token-file".as_ref(),
+            token.as_os_str(),
+        ];
+        all.extend(args.iter().map(OsStr::new));
+        let state = self.path().join("state");
+        let mut vars: Vec<(&str, &OsStr)> = vec![("PLUGSYNC_STATE_DIR", state.as_os_str())];
+        vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
+        plugsync(&all, &vars)
+    }
+
+    pub fn dry_run(&self, args: &[&str]) -> Finished {
+        self.dry_run_at(SATURDAY, args)
+    }
+
+    /// Output made comparable: the host's URL, paths and host times replaced.
+    pub fn normalised(&self, text: &str) -> String {
+        let text = text.replace(&self.host.url, "[HOST]");
+        let text = normalise(&text, self.path());
+        normalise_host_times(&text)
+    }
+
+    /// Checks a dry run's exit code and its normalised stdout (or stderr, on an error).
+    pub fn check(&self, finished: &Finished, code: i32, expected: Expect) {
+        let shown = if code == 1 {
+            &finished.stderr
+        } else {
+            &finished.stdout
+        };
+        assert_eq!(
+            finished.status.code(),
+            Some(code),
+            "stdout:\n{}\nstderr:\n{}",
+            finished.stdout,
+            finished.stderr
+        );
+        expected.assert_eq(&self.normalised(shown));
+    }
+}
+
+pub fn publish(dir: &Path, name: &str, channel: &str) {
+    let library = lib(name);
+    let finished = plugsync(
+        &[
+            "publish".as_ref(),
+            library.as_os_str(),
+            "--registry".as_ref(),
+            dir.join("registry").as_os_str(),
+            "--channel".as_ref(),
+            OsStr::new(channel),
+        ],
+        &[],
+    );
+    assert!(finished.status.success(), "{}", finished.stderr);
+}
+
+/// Host times (`observed 2026-12-02 14:02:21 UTC`, `since 2026-12-02T14:02:21Z`) become
+/// `[TIME]`, and the plan id `[ID]` (it covers those times): the host runs on the clock. The
+/// `Waits:` line's times come from `PLUGSYNC_NOW` and are kept.
+pub fn normalise_host_times(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = match line.find(" Plan id ") {
+            Some(at) => format!("{} Plan id [ID].", &line[..at]),
+            None => line.to_owned(),
+        };
+        if line.trim_start().starts_with("Waits:") {
+            out.push_str(&line);
+        } else {
+            out.push_str(&without_timestamps(&line));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` with each `YYYY-MM-DD?HH:MM:SS` (then `Z` or ` UTC`, if there) as `[TIME]`.
+pub fn without_timestamps(text: &str) -> String {
+    let shape = |window: &[u8]| {
+        window.len() == 19
+            && window.iter().enumerate().all(|(i, b)| match i {
+                4 | 7 => *b == b'-',
+                10 => *b == b'T' || *b == b' ',
+                13 | 16 => *b == b':',
+                _ => b.is_ascii_digit(),
+            })
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if i + 19 <= bytes.len() && shape(&bytes[i..i + 19]) {
+            out.push_str("[TIME]");
+            i += 19;
+            if text[i..].starts_with('Z') {
+                i += 1;
+            } else if text[i..].starts_with(" UTC") {
+                i += 4;
+            }
+            continue;
+        }
+        let c = text[i..].chars().next().unwrap_or(' ');
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
