@@ -208,3 +208,151 @@ fn from_nothing_to_the_first_versions_then_the_interleaved_upgrade_then_nothing_
     "#]],
     );
 }
+
+/// risk_model at 1.1.0 (a compatible minor, one step), ma_cross unchanged.
+const V1_1: &str = "  plugins:
+    - id: risk_model
+      version: 1.1.0
+      config: {max_position: 10}
+      verify: {soak: {duration: 300ms}}
+    - id: ma_cross
+      version: 1.0.0
+      config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}
+";
+
+/// The states a runtime in this process holds after [`Desk::trade`]'s calls and the switch of
+/// risk_model to 1.1.0.
+fn reference_after_minor() -> Value {
+    use plugsync_host::SwapRequest;
+    let (_dir, runtime) = support::runtime();
+    support::install(&runtime, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    support::install(
+        &runtime,
+        MA_CROSS_1_0_0,
+        json!({"fast_ma_period": 2, "slow_ma_period": 4, "order_qty": 1}),
+    );
+    for (plugin, input) in Desk::trade_inputs() {
+        runtime.call(plugin, input.to_string().as_bytes()).unwrap();
+    }
+    let mut request = SwapRequest::new("risk_model", support::stage(&runtime, RISK_MODEL_1_1_0));
+    request.config = Some(json!({"max_position": 10}));
+    runtime.swap(request).unwrap();
+    runtime.commit("risk_model").unwrap();
+    states_of(&runtime)
+}
+
+fn states_of(runtime: &plugsync_host::Runtime) -> Value {
+    let mut states = serde_json::Map::new();
+    for plugin in ["ma_cross", "risk_model"] {
+        let snapshot = runtime.snapshot(plugin).unwrap();
+        states.insert(
+            plugin.to_owned(),
+            serde_json::from_str(&snapshot.state).unwrap(),
+        );
+    }
+    Value::Object(states)
+}
+
+/// Calls that failed on the host, per plugin.
+fn failed_calls(desk: &Desk) -> Vec<(String, u64)> {
+    let status = desk.api.status();
+    status["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let counters = &p["counters"];
+            let failed =
+                counters["errors"].as_u64().unwrap_or(0) + counters["panics"].as_u64().unwrap_or(0);
+            (p["plugin"].as_str().unwrap().to_owned(), failed)
+        })
+        .collect()
+}
+
+/// A desk at the first versions, installed by `plugsync reconcile`, having traded.
+fn desk_at_v1() -> Desk {
+    let desk = Desk::new();
+    desk.desire(V1);
+    let installed = reconcile(&desk, &[]);
+    assert!(installed.status.success(), "{}", installed.stderr);
+    desk.trade();
+    desk
+}
+
+#[test]
+fn a_reconcile_killed_right_after_journaling_any_transition_is_finished_by_the_next() {
+    // What the next `plugsync reconcile` prints after a crash at each transition of a
+    // successful step: before the switch is sent, the step is planned again; after, it is
+    // finished from the journal, its outcome read from the host.
+    let cases = [
+        (
+            "planned",
+            expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]],
+        ),
+        ("preflighted", expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]]),
+        ("staged", expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]]),
+        ("switch-sent", expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) switched (slot held [N] µs)  soak 300ms ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]]),
+        ("soaking", expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) soak 300ms ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]]),
+        ("commit-sent", expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]]),
+        ("done", expect![[r#"
+            In sync: nothing to apply. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]]),
+    ];
+    let reference = reference_after_minor();
+    for (phase, expected) in cases {
+        let desk = desk_at_v1();
+        desk.desire(V1_1);
+        let crashed = reconcile_with(&desk, &[("PLUGSYNC_CRASH_AT", phase)], &[]);
+        assert_eq!(crashed.status.code(), None, "{phase}: {}", crashed.stderr);
+        assert!(
+            crashed
+                .stderr
+                .contains(&format!("PLUGSYNC_CRASH_AT={phase}: aborting")),
+            "{phase}: {}",
+            crashed.stderr
+        );
+        let finished = reconcile(&desk, &[]);
+        check(&desk, &finished, 0, expected);
+        assert_eq!(
+            versions(&desk),
+            [pair("ma_cross", "1.0.0"), pair("risk_model", "1.1.0")],
+            "{phase}"
+        );
+        for plugin in ["ma_cross", "risk_model"] {
+            assert_eq!(
+                desk.api.state(plugin),
+                reference[plugin],
+                "{phase}: {plugin}"
+            );
+        }
+        assert!(
+            failed_calls(&desk).iter().all(|(_, n)| *n == 0),
+            "{phase}: {:?}",
+            failed_calls(&desk)
+        );
+    }
+}

@@ -3,13 +3,13 @@
 //! calls the test makes), a plugins.yaml written per test, and `plugsync reconcile` run through
 //! the binary against it.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 use expect_test::Expect;
 use serde_json::{Value, json};
 
-use super::process::{Api, Finished, Host, plugsync, token_file};
+use super::process::{Api, Finished, Host, Proc, plugsync, token_file};
 use super::*;
 
 /// The token of the desk's host.
@@ -148,24 +148,51 @@ impl Desk {
         self.reconcile_of(file, env, &all)
     }
 
+    /// `plugsync reconcile ARGS` on the desk's plugins.yaml, started in the background, with
+    /// the state directory `state` and these environment variables.
+    pub fn reconcile_in_background(&self, env: &[(&str, &str)], args: &[&str]) -> Proc {
+        let (args, vars) = self.reconcile_command(&self.path().join("plugins.yaml"), env, args);
+        let vars: Vec<(&str, &OsStr)> = vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_os_str()))
+            .collect();
+        Proc::spawn(&args, &vars)
+    }
+
     /// `plugsync reconcile -f FILE --host URL --token-file token ARGS` with the state
     /// directory `state` and these environment variables.
     pub fn reconcile_of(&self, file: &Path, env: &[(&str, &str)], args: &[&str]) -> Finished {
-        let token = self.path().join("token");
-        let mut all: Vec<&OsStr> = vec![
-            "reconcile".as_ref(),
-            "-f".as_ref(),
-            file.as_os_str(),
-            "--host".as_ref(),
-            self.host.url.as_ref(),
-            "--token-file".as_ref(),
-            token.as_os_str(),
+        let (args, vars) = self.reconcile_command(file, env, args);
+        let vars: Vec<(&str, &OsStr)> = vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_os_str()))
+            .collect();
+        plugsync(&args, &vars)
+    }
+
+    /// The arguments and environment of `plugsync reconcile -f FILE …`.
+    fn reconcile_command(
+        &self,
+        file: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> (Vec<OsString>, Vec<(String, OsString)>) {
+        let mut all: Vec<OsString> = vec![
+            "reconcile".into(),
+            "-f".into(),
+            file.into(),
+            "--host".into(),
+            (&self.host.url).into(),
+            "--token-file".into(),
+            self.path().join("token").into(),
         ];
-        all.extend(args.iter().map(OsStr::new));
-        let state = self.path().join("state");
-        let mut vars: Vec<(&str, &OsStr)> = vec![("PLUGSYNC_STATE_DIR", state.as_os_str())];
-        vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
-        plugsync(&all, &vars)
+        all.extend(args.iter().map(Into::into));
+        let mut vars = vec![(
+            "PLUGSYNC_STATE_DIR".to_owned(),
+            self.path().join("state").into(),
+        )];
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).into())));
+        (all, vars)
     }
 
     pub fn dry_run(&self, args: &[&str]) -> Finished {
