@@ -293,34 +293,52 @@ fn a_reconcile_killed_right_after_journaling_any_transition_is_finished_by_the_n
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
         "#]],
         ),
-        ("preflighted", expect![[r#"
+        (
+            "preflighted",
+            expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-        "#]]),
-        ("staged", expect![[r#"
+        "#]],
+        ),
+        (
+            "staged",
+            expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-        "#]]),
-        ("switch-sent", expect![[r#"
+        "#]],
+        ),
+        (
+            "switch-sent",
+            expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) switched (slot held [N] µs)  soak 300ms ✓  committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-        "#]]),
-        ("soaking", expect![[r#"
+        "#]],
+        ),
+        (
+            "soaking",
+            expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) soak 300ms ✓  committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-        "#]]),
-        ("commit-sent", expect![[r#"
+        "#]],
+        ),
+        (
+            "commit-sent",
+            expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-        "#]]),
-        ("done", expect![[r#"
+        "#]],
+        ),
+        (
+            "done",
+            expect![[r#"
             In sync: nothing to apply. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-        "#]]),
+        "#]],
+        ),
     ];
     let reference = reference_after_minor();
     for (phase, expected) in cases {
@@ -354,5 +372,157 @@ fn a_reconcile_killed_right_after_journaling_any_transition_is_finished_by_the_n
             "{phase}: {:?}",
             failed_calls(&desk)
         );
+    }
+}
+
+/// risk_model 1.0.0 and ma_cross 2.0.0: where the faulty ma_cross 2.0.x fixtures migrate from.
+const V2_0: &str = "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 2.0.0
+      config: {fast_period: 2, slow_period: 4, order_qty: 1}
+";
+
+/// ma_cross pinned to `version`, with a soak long enough for a test to act in it.
+fn ma_cross_at(version: &str) -> String {
+    format!(
+        "  plugins:
+    - {{id: risk_model, version: 1.0.0, config: {{max_position: 10}}}}
+    - id: ma_cross
+      version: {version}
+      config: {{fast_period: 2, slow_period: 4, order_qty: 1}}
+      verify: {{soak: {{duration: 60s, maxErrorRate: 0.001}}}}
+"
+    )
+}
+
+/// A desk at [`V2_0`], installed by `plugsync reconcile`, having traded, with the faulty
+/// fixtures published (stable) beside the example versions.
+fn desk_at_v2_0(fixtures: &[&str]) -> Desk {
+    let desk = Desk::new();
+    for fixture in fixtures {
+        publish(desk.path(), fixture, "stable");
+    }
+    desk.desire(V2_0);
+    let installed = reconcile(&desk, &[]);
+    assert!(installed.status.success(), "{}", installed.stderr);
+    desk.trade();
+    desk
+}
+
+/// The plugins' states and the libraries the host has mapped.
+fn snapshot(desk: &Desk) -> (Value, Value) {
+    let states = json!({
+        "ma_cross": desk.api.state("ma_cross"),
+        "risk_model": desk.api.state("risk_model"),
+    });
+    (states, desk.api.status()["resident"].clone())
+}
+
+#[test]
+fn a_release_that_panics_in_its_soak_is_rolled_back_by_the_host_its_state_exact_and_the_reconcile_stops()
+ {
+    let desk = desk_at_v2_0(&[FAULT_CALL]);
+    desk.desire(&ma_cross_at("2.0.3"));
+    let running = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
+    wait_until("ma_cross 2.0.3 soaks", || {
+        !desk.api.plugin("ma_cross")["pending"].is_null()
+    });
+    let bar = json!({"bar": {"instrument": "ES", "close": 102.0}});
+    desk.api
+        .post("/v1/plugins/ma_cross/call", json!({"input": bar}));
+    let crash = json!({"bar": {"instrument": "CRASH", "close": 1.0}});
+    let (status, body) = desk
+        .api
+        .try_post("/v1/plugins/ma_cross/call", json!({"input": crash}));
+    // 2.0.3 panics on it; the host rolls back at once and 2.0.0 answers it: no call fails.
+    assert_eq!(status, 200, "{body}");
+    let finished = running.finish();
+    check(
+        &desk,
+        &finished,
+        1,
+        expect![[r#"
+            [1/1] ma_cross 2.0.0 → 2.0.3       preflight ✓  staged ✓  switched (slot held [N] µs)
+                  ✗ rolled back by the host: the new version panicked in call #6 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 1 call replayed into 2.0.0, 0 output differ; 2.0.0 serves, its state exact
+
+            Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+        "#]],
+    );
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "2.0.0"), pair("risk_model", "1.0.0")]
+    );
+    // 2.0.0 fed the same calls, the one 2.0.3 panicked on included (2.0.0 takes it).
+    let (_dir, reference) = support::runtime();
+    support::install(&reference, RISK_MODEL_1_0_0, json!({"max_position": 10}));
+    support::install(
+        &reference,
+        MA_CROSS_2_0_0,
+        json!({"fast_period": 2, "slow_period": 4, "order_qty": 1}),
+    );
+    for (plugin, input) in Desk::trade_inputs() {
+        reference
+            .call(plugin, input.to_string().as_bytes())
+            .unwrap();
+    }
+    reference
+        .call("ma_cross", bar.to_string().as_bytes())
+        .unwrap();
+    reference
+        .call("ma_cross", crash.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(
+        desk.api.state("ma_cross"),
+        states_of(&reference)["ma_cross"]
+    );
+}
+
+#[test]
+fn a_build_whose_migration_panics_is_stopped_in_preflight_and_never_reaches_the_host() {
+    let desk = desk_at_v2_0(&[FAULT_MIGRATE]);
+    let before = snapshot(&desk);
+    desk.desire(&ma_cross_at("2.0.2"));
+    let finished = reconcile(&desk, &[]);
+    check(&desk, &finished, 1, expect![[r#"
+        [1/1] ma_cross 2.0.0 → 2.0.2
+              ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture)
+                nothing changed on the host
+
+        Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+    "#]]);
+    assert_eq!(snapshot(&desk), before, "the host changed");
+}
+
+#[test]
+fn a_build_whose_migration_aborts_or_hangs_is_stopped_in_preflight_and_never_reaches_the_host() {
+    let desk = Desk::new();
+    publish(desk.path(), "ma_cross_fault_preview", "stable");
+    desk.desire(V1);
+    assert!(reconcile(&desk, &[]).status.success());
+    desk.trade();
+    let cases = [("abort", expect![[r#"
+        [1/1] ma_cross 1.0.0 → 2.0.10
+              ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
+                nothing changed on the host
+
+        Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
+    "#]]), ("hang", expect![[r#"
+        [1/1] ma_cross 1.0.0 → 2.0.10
+              ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 3s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
+                nothing changed on the host
+
+        Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
+    "#]])];
+    for (fault, expected) in cases {
+        let before = snapshot(&desk);
+        desk.desire(&ma_cross_at("2.0.10"));
+        let finished = reconcile_with(
+            &desk,
+            &[("PLUGSYNC_FIXTURE_MIGRATE", fault)],
+            &["--preview-timeout", "3s"],
+        );
+        check(&desk, &finished, 1, expected);
+        assert_eq!(snapshot(&desk), before, "{fault}: the host changed");
     }
 }

@@ -923,9 +923,11 @@ fn describe_rollback(report: &RollbackReport) -> String {
             replayed,
             divergences,
         } => format!(
-            "{replayed} calls replayed into {serving}, {} outputs differ; {serving} serves, its \
+            "{replayed} call{} replayed into {serving}, {} output{} differ; {serving} serves, its \
              state exact",
-            divergences.len()
+            if *replayed == 1 { "" } else { "s" },
+            divergences.len(),
+            if divergences.len() == 1 { "s" } else { "" },
         ),
         RollbackMethod::DownMigration {
             unjournaled_calls,

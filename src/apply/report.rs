@@ -90,6 +90,7 @@ impl StepReport {
         if !marks.is_empty() {
             let _ = write!(text, " {marks}");
         }
+        let mut text = text.trim_end().to_owned();
         match &self.outcome {
             None | Some(StepOutcome::Done) => {}
             Some(StepOutcome::NotStarted) => text.push_str(" not started"),
