@@ -67,14 +67,14 @@ pub enum Error {
 
     /// Another client holds the host's reconcile lease, and `--no-wait` was given.
     #[error(
-        "the host at {host} is being reconciled by another client ({message}): wait for it, run \
-         again without `--no-wait` to wait, or `--break-lease` if that client is gone"
+        "{holder} is reconciling the host at {host}: nothing was applied; run again without \
+         `--no-wait` to wait for it, or with `--break-lease --reason TEXT` if that client is gone"
     )]
     LeaseHeldElsewhere {
         /// The host.
         host: String,
-        /// The host's words: who holds it, until when.
-        message: String,
+        /// Who holds the lease, and until when.
+        holder: String,
     },
 
     /// The reconcile lease was taken away mid-apply (broken by another client, or expired).

@@ -444,7 +444,7 @@ fn a_release_that_panics_in_its_soak_is_rolled_back_by_the_host_its_state_exact_
         1,
         expect![[r#"
             [1/1] ma_cross 2.0.0 → 2.0.3       preflight ✓  staged ✓  switched (slot held [N] µs)
-                  ✗ rolled back by the host: the new version panicked in call #6 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 1 call replayed into 2.0.0, 0 output differ; 2.0.0 serves, its state exact
+                  ✗ rolled back by the host: the new version panicked in call #6 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 1 call replayed into 2.0.0, 0 outputs differ; 2.0.0 serves, its state exact
 
             Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
         "#]],
@@ -484,13 +484,18 @@ fn a_build_whose_migration_panics_is_stopped_in_preflight_and_never_reaches_the_
     let before = snapshot(&desk);
     desk.desire(&ma_cross_at("2.0.2"));
     let finished = reconcile(&desk, &[]);
-    check(&desk, &finished, 1, expect![[r#"
+    check(
+        &desk,
+        &finished,
+        1,
+        expect![[r#"
         [1/1] ma_cross 2.0.0 → 2.0.2
               ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture)
                 nothing changed on the host
 
         Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
-    "#]]);
+    "#]],
+    );
     assert_eq!(snapshot(&desk), before, "the host changed");
 }
 
@@ -501,19 +506,28 @@ fn a_build_whose_migration_aborts_or_hangs_is_stopped_in_preflight_and_never_rea
     desk.desire(V1);
     assert!(reconcile(&desk, &[]).status.success());
     desk.trade();
-    let cases = [("abort", expect![[r#"
+    let cases = [
+        (
+            "abort",
+            expect![[r#"
         [1/1] ma_cross 1.0.0 → 2.0.10
               ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
                 nothing changed on the host
 
         Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-    "#]]), ("hang", expect![[r#"
+    "#]],
+        ),
+        (
+            "hang",
+            expect![[r#"
         [1/1] ma_cross 1.0.0 → 2.0.10
               ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 3s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
                 nothing changed on the host
 
         Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-    "#]])];
+    "#]],
+        ),
+    ];
     for (fault, expected) in cases {
         let before = snapshot(&desk);
         desk.desire(&ma_cross_at("2.0.10"));
@@ -525,4 +539,267 @@ fn a_build_whose_migration_aborts_or_hangs_is_stopped_in_preflight_and_never_rea
         check(&desk, &finished, 1, expected);
         assert_eq!(snapshot(&desk), before, "{fault}: the host changed");
     }
+}
+
+/// A Wednesday, 10:00 in New York: inside the `trading-hours` deny window.
+const WEDNESDAY_MORNING: &str = "2026-12-02T15:00:00Z";
+
+/// [`V1_1`] under a policy that denies updates in New York's trading hours.
+fn v1_1_outside_trading_hours() -> String {
+    format!(
+        "  policy:
+    windows:
+      - {{name: trading-hours, deny: true, days: [Mon, Tue, Wed, Thu, Fri], from: \"09:30\", to: \"16:00\", timezone: America/New_York}}
+{V1_1}"
+    )
+}
+
+#[test]
+fn inside_a_deny_window_the_apply_is_refused_and_forced_with_a_reason_the_host_records() {
+    let desk = desk_at_v1();
+    desk.desire(&v1_1_outside_trading_hours());
+    let wednesday = [("PLUGSYNC_NOW", WEDNESDAY_MORNING)];
+    let refused = reconcile_with(&desk, &wednesday, &[]);
+    check(
+        &desk,
+        &refused,
+        1,
+        expect![[r#"
+        error: updates are not allowed now: deny window `trading-hours` is open, until 16:00 America/New_York ([TIME]); nothing was applied. Reconcile then, or now with `--force --reason TEXT` (recorded on the host)
+    "#]],
+    );
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "1.0.0"), pair("risk_model", "1.0.0")]
+    );
+
+    let forced = reconcile_with(
+        &desk,
+        &wednesday,
+        &["--force", "--reason", "hotfix: ES limits"],
+    );
+    check(
+        &desk,
+        &forced,
+        0,
+        expect![[r#"
+        [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+        Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+    "#]],
+    );
+    let applied = &desk.api.plugin("risk_model")["applied"];
+    assert_eq!(
+        applied["origin"]["forced"], "hotfix: ES limits",
+        "{applied}"
+    );
+    assert_eq!(applied["origin"]["tool"], "plugsync-reconcile", "{applied}");
+}
+
+#[test]
+fn a_saved_plan_is_applied_only_while_it_is_still_the_plan() {
+    let desk = desk_at_v1();
+    desk.desire(V1_1);
+    let plan = desk.path().join("plan.json");
+    let plan_arg = plan.to_str().unwrap();
+    let saved = reconcile(&desk, &["--dry-run", "--no-preview", "--out", plan_arg]);
+    assert_eq!(saved.status.code(), Some(2), "{}", saved.stderr);
+
+    // plugins.yaml edited since the plan was reviewed.
+    desk.desire(&V1_1.replace("300ms", "400ms"));
+    let edited = reconcile(&desk, &["--plan", plan_arg]);
+    check(
+        &desk,
+        &edited,
+        1,
+        expect![[r#"
+        error: the saved plan `[ROOT]/plan.json` ([HASH]) is not the plan now ([HASH]): plugins.yaml changed since it was saved; nothing was applied. Review the new plan with `plugsync reconcile --dry-run --out [ROOT]/plan.json`
+    "#]],
+    );
+
+    // The host changed since.
+    desk.desire(V1_1);
+    desk.switch_by("ma_cross", MA_CROSS_1_0_0, "ops-script");
+    let changed = reconcile(&desk, &["--plan", plan_arg]);
+    check(
+        &desk,
+        &changed,
+        1,
+        expect![[r#"
+        error: the saved plan `[ROOT]/plan.json` ([HASH]) is not the plan now ([HASH]): the host, the lock or the registry changed since it was saved; nothing was applied. Review the new plan with `plugsync reconcile --dry-run --out [ROOT]/plan.json`
+    "#]],
+    );
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "1.0.0"), pair("risk_model", "1.0.0")]
+    );
+
+    // Reviewed again: applied.
+    let saved = reconcile(&desk, &["--dry-run", "--no-preview", "--out", plan_arg]);
+    assert_eq!(saved.status.code(), Some(2), "{}", saved.stderr);
+    let applied = reconcile(&desk, &["--plan", plan_arg]);
+    check(
+        &desk,
+        &applied,
+        0,
+        expect![[r#"
+        [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+        Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+    "#]],
+    );
+}
+
+#[test]
+fn a_strategy_the_engine_does_not_run_yet_is_refused_by_name() {
+    let desk = desk_at_v1();
+    desk.desire(&V1_1.replace(
+        "      verify: {soak: {duration: 300ms}}\n",
+        "      verify: {soak: {duration: 300ms}}\n      strategy: {kind: when-idle, idleFor: 5s}\n",
+    ));
+    let refused = reconcile(&desk, &[]);
+    check(
+        &desk,
+        &refused,
+        1,
+        expect![[r#"
+        error: `risk_model` asks for the update strategy `when-idle`, which `plugsync reconcile` does not run yet: nothing was applied; use `strategy: {kind: immediate}` (or remove the key) for this plugin
+    "#]],
+    );
+}
+
+#[test]
+fn two_clients_with_their_own_journals_take_turns_by_the_hosts_lease() {
+    let desk = desk_at_v1();
+    desk.desire(&V1_1.replace("300ms", "3s"));
+    let alice_token = desk.path().join("alice.token");
+    let alice_state = desk.path().join("alice-state");
+    let alice = desk.reconcile_in_background(
+        &[
+            ("PLUGSYNC_NOW", SATURDAY),
+            ("PLUGSYNC_STATE_DIR", alice_state.to_str().unwrap()),
+        ],
+        &["--token-file", alice_token.to_str().unwrap()],
+    );
+    wait_until("alice's step soaks", || {
+        !desk.api.plugin("risk_model")["pending"].is_null()
+    });
+    let bob_token = desk.path().join("bob.token");
+    let bob_state = desk.path().join("bob-state");
+    let bob = |args: &[&str]| {
+        let mut all = vec!["--token-file", bob_token.to_str().unwrap()];
+        all.extend(args);
+        reconcile_with(
+            &desk,
+            &[("PLUGSYNC_STATE_DIR", bob_state.to_str().unwrap())],
+            &all,
+        )
+    };
+    let refused = bob(&["--no-wait"]);
+    check(
+        &desk,
+        &refused,
+        1,
+        expect![[r#"
+            error: `alice` (its lease runs until [TIME] unless renewed) is reconciling the host at [HOST]: nothing was applied; run again without `--no-wait` to wait for it, or with `--break-lease --reason TEXT` if that client is gone
+        "#]],
+    );
+    // Waiting, bob gets the lease once alice is done, and finds nothing left to do.
+    let waited = bob(&[]);
+    check(
+        &desk,
+        &waited,
+        0,
+        expect![[r#"
+        In sync: nothing to apply. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+    "#]],
+    );
+    let alice = alice.finish();
+    assert!(alice.status.success(), "{}", alice.stderr);
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "1.0.0"), pair("risk_model", "1.1.0")]
+    );
+}
+
+#[test]
+fn a_host_killed_mid_soak_comes_back_on_its_committed_set_and_the_reconcile_plans_again() {
+    // The plugins opt in to checkpoints, and a clean stop writes one: a host restores what it
+    // checkpointed (calls after a checkpoint die with a killed host, whatever plugsync does).
+    let mut desk = Desk::new();
+    desk.desire(&V1.replace(
+        "config: {max_position: 10}}",
+        "config: {max_position: 10}, update: {checkpointEvery: 1h}}",
+    ).replace(
+        "      config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}\n",
+        "      config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}\n      update: {checkpointEvery: 1h}\n",
+    ));
+    assert!(reconcile(&desk, &[]).status.success());
+    desk.trade();
+    let stopped = desk.restart_host("TERM");
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    desk.desire(&V1_1.replace("300ms", "2s"));
+    let running = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
+    wait_until("risk_model 1.1.0 soaks", || {
+        !desk.api.plugin("risk_model")["pending"].is_null()
+    });
+    desk.restart_host("KILL");
+    let finished = running.finish();
+    check(
+        &desk,
+        &finished,
+        0,
+        expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
+                  ✗ interrupted: the host restarted during the soak and came back on its committed set (risk_model 1.0.0 runs); planned again
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 2s ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]],
+    );
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "1.0.0"), pair("risk_model", "1.1.0")]
+    );
+    let reference = reference_after_minor();
+    for plugin in ["ma_cross", "risk_model"] {
+        assert_eq!(desk.api.state(plugin), reference[plugin], "{plugin}");
+    }
+}
+
+#[test]
+fn on_failure_halt_rolls_back_then_halts_the_plugin_and_says_so() {
+    let desk = desk_at_v2_0(&[FAULT_CALL]);
+    desk.desire(
+        &ma_cross_at("2.0.3").replace("      verify:", "      onFailure: halt\n      verify:"),
+    );
+    let running = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
+    wait_until("ma_cross 2.0.3 soaks", || {
+        !desk.api.plugin("ma_cross")["pending"].is_null()
+    });
+    let crash = json!({"bar": {"instrument": "CRASH", "close": 1.0}});
+    desk.api
+        .try_post("/v1/plugins/ma_cross/call", json!({"input": crash}));
+    let finished = running.finish();
+    check(
+        &desk,
+        &finished,
+        1,
+        expect![[r#"
+            [1/1] ma_cross 2.0.0 → 2.0.3       preflight ✓  staged ✓  switched (slot held [N] µs)
+                  ✗ rolled back by the host: the new version panicked in call #5 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 0 calls replayed into 2.0.0, 0 outputs differ; 2.0.0 serves, its state exact
+                  `ma_cross` HALTED on the host (onFailure: halt): every call to it is refused until an operator resumes it
+
+            Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+        "#]],
+    );
+    let bar = json!({"bar": {"instrument": "ES", "close": 100.0}});
+    let (status, body) = desk
+        .api
+        .try_post("/v1/plugins/ma_cross/call", json!({"input": bar}));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("halted")),
+        "{body}"
+    );
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use expect_test::expect;
 use serde_json::{Value, json};
 use support::desk::*;
-use support::process::{Api, Finished, Host, plugsync};
+use support::process::{Finished, plugsync};
 use support::*;
 
 /// A Wednesday, 10:00 in New York: inside the example's `trading-hours` deny window.
@@ -797,25 +797,11 @@ fn what_the_host_would_refuse_is_shown_with_who_and_why() {
 #[test]
 fn drift_by_hand_is_still_drift_after_the_host_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let desk = Desk::at_v1();
+    let mut desk = Desk::at_v1();
     desk.switch_by("risk_model", RISK_MODEL_1_1_0, "ops-script");
     // The same store, a new process: the applied records come back from it.
-    let store = desk.path().join("store");
-    let token = desk.path().join("token");
-    let Desk {
-        dir: desk_dir,
-        host,
-        ..
-    } = desk;
-    let stopped = host.terminate();
+    let stopped = desk.restart_host("TERM");
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    let host = Host::start(&store, &token, &["--feed", "off"]);
-    let api = Api::new(&host, TOKEN);
-    let desk = Desk {
-        dir: desk_dir,
-        host,
-        api,
-    };
     drop(dir);
     desk.desire(
         "  plugins:

@@ -41,8 +41,10 @@ pub struct Engine<'a> {
     /// Indexes into `runs`; resumed steps form the first waves.
     waves: Vec<Vec<usize>>,
     wave: usize,
-    /// A step failed: no step not yet started starts.
+    /// A step failed or was interrupted: no step of this plan not yet started starts.
     stopping: bool,
+    /// A step failed (rolled back, or stopped by a check): the reconcile ends.
+    failed: bool,
     /// Steps ended since the caller last took them.
     ended: Vec<StepReport>,
     /// Notices since the caller last took them.
@@ -84,9 +86,7 @@ impl<'a> Engine<'a> {
     ) -> Result<Engine<'a>> {
         let origin = Origin {
             tool: options.tool.to_owned(),
-            client: None,
-            plan_id: None,
-            desired_sha256: None,
+            ..Origin::default()
         };
         let mut engine = Engine {
             port,
@@ -99,6 +99,7 @@ impl<'a> Engine<'a> {
             waves: Vec::new(),
             wave: 0,
             stopping: false,
+            failed: false,
             ended: Vec::new(),
             notices: Vec::new(),
         };
@@ -157,15 +158,25 @@ impl<'a> Engine<'a> {
 
     /// Adds a plan's steps, in its waves, after those loaded so far.
     pub fn load(&mut self, plan: PreparedPlan) {
-        self.origin.plan_id = Some(plan.plan_id.clone());
-        self.origin.desired_sha256 = Some(plan.desired_sha256.to_string());
+        self.stopping = self.failed;
+        self.origin = plan.origin.clone();
         let base = self.runs.len();
         for step in plan.steps {
-            let id = step_id(&plan.plan_id, step.context.number, 1);
+            // The same plan made again (the host unchanged since a run that stopped): the
+            // step gets the next attempt's id, so the host applies it afresh.
+            let attempt = (1..)
+                .find(|&attempt| {
+                    let id = step_id(&plan.plan_id, step.context.number, attempt);
+                    self.store
+                        .step(&id)
+                        .map_or(true, |records| records.is_empty())
+                })
+                .unwrap_or(1);
+            let id = step_id(&plan.plan_id, step.context.number, attempt);
             self.runs.push(StepRun {
                 report: StepReport::new(&step.context, &id),
                 plan_id: plan.plan_id.clone(),
-                attempt: 1,
+                attempt,
                 step_id: id,
                 phase: None,
                 soak_until_ms: None,
@@ -187,7 +198,12 @@ impl<'a> Engine<'a> {
 
     /// Whether a step failed (or was refused): the reconcile stops.
     pub fn failed(&self) -> bool {
-        self.stopping
+        self.failed
+    }
+
+    /// Whether a step was interrupted (the host restarted under it): the plan is made again.
+    pub fn interrupted(&self) -> bool {
+        self.stopping && !self.failed
     }
 
     /// Every step's report, in order.
@@ -297,20 +313,28 @@ impl<'a> Engine<'a> {
                     epoch,
                     renewed: Instant::now(),
                 });
-                self.origin.client = None;
                 Ok(None)
             }
-            Err(Error::HostRefused { code, message, .. }) if code == "lease_held" => {
+            Err(Error::HostRefused { code, .. }) if code == "lease_held" => {
+                let holder = self.port.status(false)?.status.lease.holder;
+                let who = match &holder {
+                    Some(holder) => format!(
+                        "`{}` (its lease runs until {} unless renewed)",
+                        holder.owner,
+                        crate::plan::host_time(holder.expires_at.0)
+                    ),
+                    None => "another client".to_owned(),
+                };
                 if self.options.no_wait {
                     return Err(Error::LeaseHeldElsewhere {
                         host: self.port.describe().to_owned(),
-                        message,
+                        holder: who,
                     });
                 }
                 if !self.told_waiting {
                     self.told_waiting = true;
                     self.notices
-                        .push(format!("waiting for the host's reconcile lease: {message}"));
+                        .push(format!("waiting: {who} is reconciling the host"));
                 }
                 Ok(Some(LEASE_POLL))
             }
@@ -442,8 +466,11 @@ impl<'a> Engine<'a> {
                 };
             }
         }
-        if self.runs[index].context.operation != StepOperationName::Unload {
-            self.runs[index].report.mark("staged ✓");
+        let run = &mut self.runs[index];
+        if run.context.operation != StepOperationName::Unload
+            && !run.report.marks.iter().any(|m| m == "staged ✓")
+        {
+            run.report.mark("staged ✓");
         }
         self.journal(index, StepPhase::Staged, None, Value::Null)?;
         Ok(Some(Duration::ZERO))
@@ -740,9 +767,19 @@ impl<'a> Engine<'a> {
                 None => "the host no longer runs the plugin".to_owned(),
             }
         } else {
-            "the step is gone from the host: it restarted during the soak and came back on its \
-             committed set"
-                .to_owned()
+            // No trace of the step: the host restarted and came back on its committed set.
+            // Not the version's fault: the step ends, and the next plan decides again.
+            let message = format!(
+                "the host restarted during the soak and came back on its committed set \
+                 ({} runs)",
+                describe_running(running)
+            );
+            self.journal(index, StepPhase::Stopped, None, json!({"message": message}))?;
+            // The rest of this plan assumed the step: none of it starts.
+            self.stopping = true;
+            self.runs[index].report.outcome = Some(StepOutcome::Interrupted { message });
+            self.emit(index);
+            return Ok(None);
         };
         self.runs[index].report.rollback = Some(why.clone());
         self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
@@ -786,6 +823,7 @@ impl<'a> Engine<'a> {
             json!({"check": check, "message": message}),
         )?;
         self.stopping = true;
+        self.failed = true;
         self.runs[index].report.outcome = Some(StepOutcome::Stopped {
             check: check.to_owned(),
             message,
@@ -798,6 +836,7 @@ impl<'a> Engine<'a> {
     /// plugin.
     fn fail(&mut self, index: usize, check: &str, message: String) -> Result<Option<Duration>> {
         self.stopping = true;
+        self.failed = true;
         let mut halted = None;
         if self.runs[index].context.halt_on_failure {
             let plugin = self.runs[index].context.plugin.clone();
@@ -878,6 +917,13 @@ fn transient(error: &Error) -> bool {
     }
 }
 
+/// `ma_cross 1.0.0`, or `nothing`.
+fn describe_running(running: Option<&PluginStatus>) -> String {
+    running.map_or("nothing".to_owned(), |p| {
+        format!("{} {}", p.plugin, p.version.version)
+    })
+}
+
 fn pending_id(running: Option<&PluginStatus>) -> Option<&str> {
     running
         .and_then(|p| p.pending.as_ref())
@@ -923,11 +969,12 @@ fn describe_rollback(report: &RollbackReport) -> String {
             replayed,
             divergences,
         } => format!(
-            "{replayed} call{} replayed into {serving}, {} output{} differ; {serving} serves, its \
-             state exact",
+            "{replayed} call{} replayed into {serving}, {}; {serving} serves, its state exact",
             if *replayed == 1 { "" } else { "s" },
-            divergences.len(),
-            if divergences.len() == 1 { "s" } else { "" },
+            match divergences.len() {
+                1 => "1 output differs".to_owned(),
+                n => format!("{n} outputs differ"),
+            },
         ),
         RollbackMethod::DownMigration {
             unjournaled_calls,

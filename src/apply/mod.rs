@@ -81,6 +81,9 @@ pub struct PreparedPlan {
     pub plan_id: String,
     /// The sha256 of the plugins.yaml it was made from.
     pub desired_sha256: Digest,
+    /// Who asks, as every request of the plan says (the plan id, the desired state, a forced
+    /// change's reason).
+    pub origin: plugsync_host::Origin,
     /// The steps, in order.
     pub steps: Vec<PreparedStep>,
     /// The waves, by index into `steps`.

@@ -32,6 +32,13 @@ pub enum StepOutcome {
     },
     /// Not started: an earlier step failed.
     NotStarted,
+    /// Switched, then lost through no fault of its version: the host restarted before the
+    /// commit and came back on its committed set (a pending step does not survive a restart).
+    /// The plan made next decides again.
+    Interrupted {
+        /// What happened.
+        message: String,
+    },
 }
 
 /// One step's progress and end.
@@ -94,6 +101,9 @@ impl StepReport {
         match &self.outcome {
             None | Some(StepOutcome::Done) => {}
             Some(StepOutcome::NotStarted) => text.push_str(" not started"),
+            Some(StepOutcome::Interrupted { message }) => {
+                let _ = write!(text, "\n      ✗ interrupted: {message}; planned again");
+            }
             Some(StepOutcome::Stopped { check, message }) => {
                 let _ = write!(
                     text,

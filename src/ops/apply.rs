@@ -111,38 +111,68 @@ pub fn reconcile(
         tell(&mut engine, progress);
         std::thread::sleep(wait);
     }
-    drive(&mut engine, progress)?;
-    if engine.failed() {
-        return finish(engine, port, None);
+    let applied = apply_rounds(&mut engine, &inputs, options, port, progress);
+    if applied.is_err() {
+        // The lease is given back on an error too (a crash leaves it to expire).
+        let _ = engine.release();
     }
-
-    let running = port.status(false)?;
-    let observation = Observation {
-        source: Source::Host {
-            url: port.describe().to_owned(),
-        },
-        running,
-    };
-    let document = inputs.plan(observation.clone(), options.now, options.limits)?;
-    if let Some(saved) = &options.plan {
-        check_saved_plan(saved, &document)?;
-    }
-    if document.plan.in_sync() {
-        return finish(engine, port, Some(document.plan_id.to_string()));
-    }
-    check_policy(&document, options.force.as_deref())?;
-    let prepared = prepare(&document, &inputs, &observation, options, engine.origin())?;
-    progress.notice(&format!(
-        "Applying plan {} ({} step{}) to {}",
-        document.plan_id.short(),
-        prepared.steps.len(),
-        if prepared.steps.len() == 1 { "" } else { "s" },
-        port.describe()
-    ));
-    engine.load(prepared);
-    drive(&mut engine, progress)?;
-    finish(engine, port, Some(document.plan_id.to_string()))
+    finish(engine, port, applied?)
 }
+
+/// Finishes what the journal holds, then plans and applies until the host is in sync, a step
+/// fails, or [`MAX_ROUNDS`] plans were interrupted; the last plan's id.
+fn apply_rounds(
+    engine: &mut Engine<'_>,
+    inputs: &Inputs,
+    options: &ReconcileOptions,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<Option<String>> {
+    drive(engine, progress)?;
+    // A step interrupted by a host restart ends its plan: the host is observed and planned
+    // again, a bounded number of times.
+    let mut plan_id = None;
+    for round in 0..MAX_ROUNDS {
+        if engine.failed() {
+            break;
+        }
+        let running = port.status(false)?;
+        let observation = Observation {
+            source: Source::Host {
+                url: port.describe().to_owned(),
+            },
+            running,
+        };
+        let document = inputs.plan(observation.clone(), options.now, options.limits)?;
+        plan_id = Some(document.plan_id.to_string());
+        if round == 0
+            && let Some(saved) = &options.plan
+        {
+            check_saved_plan(saved, &document)?;
+        }
+        if document.plan.in_sync() {
+            break;
+        }
+        check_policy(&document, options.force.as_deref())?;
+        let prepared = prepare(&document, inputs, &observation, options, engine.origin())?;
+        progress.notice(&format!(
+            "Applying plan {} ({} step{}) to {}",
+            document.plan_id.short(),
+            prepared.steps.len(),
+            if prepared.steps.len() == 1 { "" } else { "s" },
+            port.describe()
+        ));
+        engine.load(prepared);
+        drive(engine, progress)?;
+        if !engine.interrupted() {
+            break;
+        }
+    }
+    Ok(plan_id)
+}
+
+/// How many times a reconcile plans again after a host restart interrupted a step.
+const MAX_ROUNDS: usize = 3;
 
 /// Passes what the engine said on to `progress`.
 fn tell(engine: &mut Engine<'_>, progress: &mut dyn Progress) {
@@ -359,6 +389,7 @@ fn prepare(
     let mut origin = origin.clone();
     origin.plan_id = Some(document.plan_id.to_string());
     origin.desired_sha256 = Some(document.inputs.desired_sha256.to_string());
+    origin.forced = options.force.clone();
     let mut steps = Vec::with_capacity(of);
     for step in &plan.steps {
         let update = (inputs.desired.set.spec.plugins.iter())
@@ -393,6 +424,7 @@ fn prepare(
     Ok(PreparedPlan {
         plan_id: document.plan_id.to_string(),
         desired_sha256: document.inputs.desired_sha256,
+        origin,
         steps,
         waves,
     })

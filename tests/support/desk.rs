@@ -15,6 +15,12 @@ use super::*;
 /// The token of the desk's host.
 pub const TOKEN: &str = "dry-run-token-0123456789abcdef";
 
+/// The token of the client `alice`.
+pub const ALICE_TOKEN: &str = "alice-token-0123456789abcdef0123";
+
+/// The token of the client `bob`.
+pub const BOB_TOKEN: &str = "bob-token-0123456789abcdef012345";
+
 /// A Saturday noon in New York: no weekday window is open.
 pub const SATURDAY: &str = "2026-12-05T17:00:00Z";
 
@@ -23,6 +29,8 @@ pub struct Desk {
     pub dir: tempfile::TempDir,
     pub host: Host,
     pub api: Api,
+    /// The host's arguments besides the desk's own.
+    args: Vec<String>,
 }
 
 impl Desk {
@@ -43,12 +51,43 @@ impl Desk {
         ] {
             publish(dir.path(), name, "stable");
         }
-        let token = token_file(dir.path(), "token", TOKEN, 0o600);
+        // The host knows three clients; the test's own calls are `default`'s.
+        let tokens = format!("default {TOKEN}\nalice {ALICE_TOKEN}\nbob {BOB_TOKEN}\n");
+        let host_tokens = token_file(dir.path(), "host-tokens", &tokens, 0o600);
+        token_file(dir.path(), "token", TOKEN, 0o600);
+        token_file(dir.path(), "alice.token", ALICE_TOKEN, 0o600);
+        token_file(dir.path(), "bob.token", BOB_TOKEN, 0o600);
         let mut all = vec!["--feed", "off", "--allow-calls"];
         all.extend(args);
-        let host = Host::start(&dir.path().join("store"), &token, &all);
+        let host = Host::start(&dir.path().join("store"), &host_tokens, &all);
         let api = Api::new(&host, TOKEN);
-        Desk { dir, host, api }
+        Desk {
+            dir,
+            host,
+            api,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    /// Stops the host with `signal` (`KILL`: a crash, no checkpoint and no rollback; `TERM`: a
+    /// clean stop) and starts it again on the same store and port; how the old one ended.
+    pub fn restart_host(&mut self, signal: &str) -> Finished {
+        self.host.proc.signal(signal);
+        // Its port is free once it has ended.
+        self.host.proc.wait();
+        let listen = self.host.url.trim_start_matches("http://").to_owned();
+        let mut all = vec!["--feed", "off", "--allow-calls"];
+        all.extend(self.args.iter().map(String::as_str));
+        let restarted = Host::start_on(
+            &listen,
+            &self.path().join("store"),
+            &self.path().join("host-tokens"),
+            &all,
+            &[],
+        );
+        let stopped = std::mem::replace(&mut self.host, restarted);
+        self.api = Api::new(&self.host, TOKEN);
+        stopped.proc.finish()
     }
 
     pub fn path(&self) -> &Path {
@@ -183,9 +222,11 @@ impl Desk {
             file.into(),
             "--host".into(),
             (&self.host.url).into(),
-            "--token-file".into(),
-            self.path().join("token").into(),
         ];
+        // The `default` client's token, unless the test names another client's.
+        if !args.contains(&"--token-file") {
+            all.extend(["--token-file".into(), self.path().join("token").into()]);
+        }
         all.extend(args.iter().map(Into::into));
         let mut vars = vec![(
             "PLUGSYNC_STATE_DIR".to_owned(),

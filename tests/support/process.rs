@@ -130,12 +130,12 @@ impl Proc {
         assert!(status.success(), "kill -s {name} failed");
     }
 
-    /// Waits for the process to end (failing at the deadline) and collects its output.
-    pub fn finish(mut self) -> Finished {
+    /// Waits for the process to end, failing at the deadline.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + DEADLINE;
-        let status = loop {
+        loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+                return status;
             }
             assert!(
                 Instant::now() < deadline,
@@ -143,7 +143,12 @@ impl Proc {
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(10));
-        };
+        }
+    }
+
+    /// Waits for the process to end (failing at the deadline) and collects its output.
+    pub fn finish(mut self) -> Finished {
+        let status = self.wait();
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
         }
@@ -195,10 +200,21 @@ impl Host {
         args: &[S],
         env: &[(&str, &OsStr)],
     ) -> Host {
+        Host::start_on("127.0.0.1:0", store, token, args, env)
+    }
+
+    /// As [`Host::start_with_env`], listening on `listen` (a restarted host on its old port).
+    pub fn start_on<S: AsRef<OsStr>>(
+        listen: &str,
+        store: &Path,
+        token: &Path,
+        args: &[S],
+        env: &[(&str, &OsStr)],
+    ) -> Host {
         let mut all: Vec<&OsStr> = vec![
             "host".as_ref(),
             "--listen".as_ref(),
-            "127.0.0.1:0".as_ref(),
+            listen.as_ref(),
             "--token-file".as_ref(),
             token.as_os_str(),
             "--store".as_ref(),

@@ -110,6 +110,10 @@ pub struct Origin {
     /// The sha256 of the desired state (plugins.yaml) the plan was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_sha256: Option<String>,
+    /// Why the change was forced through the client's own policy (an update window that
+    /// forbids it now), as the operator gave it: recorded with the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<String>,
 }
 
 /// What the host runs, as committed.
