@@ -342,7 +342,9 @@ fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
             ..crate::plan::SearchLimits::default()
         },
         crash_at,
-        lease_ttl: std::time::Duration::from_secs(30),
+        // Renewed every third of it, and before each change: longer than a preflight may run.
+        lease_ttl: (std::time::Duration::from_secs(30).max(args.preview_timeout * 2))
+            .min(std::time::Duration::from_secs(3600)),
     };
     let port = crate::apply::HttpHost::new(
         &args.host,

@@ -145,6 +145,12 @@ impl<'a> Engine<'a> {
                     &open.record,
                     "plugsync stopped before the step's request was sent; planned again",
                 )?;
+                engine.notices.push(format!(
+                    "step {} ({}) was left by a previous run before its request was sent: \
+                     nothing to undo, planned again",
+                    run.step_id,
+                    run.context.title()
+                ));
                 continue;
             }
             resumed.push(engine.runs.len());
@@ -478,6 +484,11 @@ impl<'a> Engine<'a> {
 
     /// `switch-sent`: the operation journaled with its exact body, then sent.
     fn send_operation(&mut self, index: usize) -> Result<Option<Duration>> {
+        // A preflight may have run long since the pass began: the lease is renewed first if it
+        // is due, so the change goes under a lease that is surely still ours.
+        if let Some(wait) = self.hold_lease()? {
+            return Ok(Some(wait));
+        }
         let request = self.runs[index].context.request.clone();
         self.journal(index, StepPhase::SwitchSent, Some(request), Value::Null)?;
         self.send_journaled_operation(index)
