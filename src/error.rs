@@ -56,6 +56,21 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The host's control API is too old for `plugsync reconcile`.
+    #[error(
+        "the host at {host} serves control API {version}, without {missing}: `plugsync \
+         reconcile` needs them to apply safely; nothing was applied. Upgrade the host's \
+         plugsync-host, or plan only with `--dry-run`"
+    )]
+    HostTooOld {
+        /// The host.
+        host: String,
+        /// Its API version.
+        version: String,
+        /// The capabilities it lacks.
+        missing: String,
+    },
+
     /// `PLUGSYNC_CRASH_AT` names no phase of a step.
     #[error("`PLUGSYNC_CRASH_AT={value}` is not a step phase: {reason}")]
     BadCrashPoint {

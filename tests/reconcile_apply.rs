@@ -803,3 +803,111 @@ fn on_failure_halt_rolls_back_then_halts_the_plugin_and_says_so() {
         "{body}"
     );
 }
+
+/// Collects what `ops::reconcile` tells, for the in-process run.
+#[derive(Default)]
+struct Told {
+    steps: Vec<String>,
+}
+
+impl plugsync::ops::Progress for Told {
+    fn step(&mut self, report: &plugsync::apply::StepReport) {
+        self.steps.push(report.text());
+    }
+
+    fn notice(&mut self, _: &str) {}
+}
+
+#[test]
+fn the_same_engine_applies_through_a_runtime_in_this_process() {
+    use plugsync::apply::InProcessHost;
+    use plugsync::ops::{ReconcileOptions, reconcile};
+    use plugsync_host::TrustedKeys;
+
+    // The registry and plugins.yaml of a desk; the host is a runtime of this process.
+    let desk = Desk::new();
+    desk.desire(V1);
+    let (_store, runtime) = support::runtime();
+    let port = InProcessHost::new(runtime.clone(), "embedded", TrustedKeys::none()).unwrap();
+    let options = |file: &str| ReconcileOptions {
+        file: desk.path().join(file),
+        locked: false,
+        state_dir: desk.path().join("in-process-state"),
+        trusted_keys: None,
+        registry_ca: None,
+        plan: None,
+        force: None,
+        no_wait: true,
+        preflight: true,
+        preflight_timeout: std::time::Duration::from_secs(30),
+        exe: support::process::PLUGSYNC.into(),
+        now: SATURDAY.parse().unwrap(),
+        limits: Default::default(),
+        crash_at: None,
+        lease_ttl: std::time::Duration::from_secs(30),
+    };
+    let mut told = Told::default();
+    let installed = reconcile(&options("plugins.yaml"), &port, &mut told).unwrap();
+    assert!(!installed.failed, "{installed:?}");
+    for (plugin, input) in Desk::trade_inputs() {
+        runtime.call(plugin, input.to_string().as_bytes()).unwrap();
+    }
+    desk.desire(V2);
+    let upgraded = reconcile(&options("plugins.yaml"), &port, &mut told).unwrap();
+    assert!(!upgraded.failed, "{upgraded:?}");
+    expect![[r#"
+        [1/2] risk_model 1.0.0 (install)   preflight ✓  staged ✓  installed  committed
+        [2/2] ma_cross 1.0.0 (install)     preflight ✓  staged ✓  installed  committed
+        [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+        [2/3] risk_model 1.0.0 → 2.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+        [3/3] ma_cross 2.0.0 → 2.1.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed"#]].assert_eq(&normalise_apply(&told.steps.join("\n")));
+    assert_eq!(upgraded.running, ["ma_cross 2.1.0", "risk_model 2.0.0"]);
+    let reference = reference_after_upgrade();
+    assert_eq!(states_of(&runtime), reference);
+    // The host's records name the embedded client and the reconciler.
+    let applied = runtime.status().plugins[0].applied.clone().unwrap();
+    let origin = applied.origin.unwrap();
+    assert_eq!(
+        (origin.tool.as_str(), origin.client.as_deref()),
+        ("plugsync-reconcile", Some("embedded"))
+    );
+}
+
+#[test]
+fn the_result_as_json_names_each_step_its_marks_and_outcome() {
+    let desk = desk_at_v1();
+    desk.desire(V1_1);
+    let finished = reconcile(&desk, &["--output", "json"]);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let mut result: Value = serde_json::from_str(&finished.stdout).unwrap();
+    result["plan_id"] = json!("[ID]");
+    result["steps"][0]["step_id"] = json!("[ID]");
+    result["steps"][0]["marks"][2] = json!("switched (slot held [N] µs)");
+    expect![[r#"
+        {
+          "failed": false,
+          "plan_id": "[ID]",
+          "running": [
+            "ma_cross 1.0.0",
+            "risk_model 1.1.0"
+          ],
+          "steps": [
+            {
+              "marks": [
+                "preflight ✓",
+                "staged ✓",
+                "switched (slot held [N] µs)",
+                "soak 300ms ✓",
+                "committed"
+              ],
+              "number": 1,
+              "of": 1,
+              "outcome": "done",
+              "plugin": "risk_model",
+              "resumed": false,
+              "step_id": "[ID]",
+              "title": "risk_model 1.0.0 → 1.1.0"
+            }
+          ]
+        }"#]].assert_eq(&serde_json::to_string_pretty(&result).unwrap());
+}

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use plugsync_host::control::api::Capability;
 use plugsync_host::{Digest, Origin, TrustedKeys, VerifySpec};
 use serde_json::Value;
 
@@ -96,6 +97,7 @@ pub fn reconcile(
         options.locked,
         options.registry_ca.as_deref(),
     )?;
+    check_api(port)?;
     let store = Store::open(&options.state_dir)?;
     let apply_options = ApplyOptions {
         tool: RECONCILE_TOOL,
@@ -173,6 +175,32 @@ fn apply_rounds(
 
 /// How many times a reconcile plans again after a host restart interrupted a step.
 const MAX_ROUNDS: usize = 3;
+
+/// What the engine needs of the host's control API.
+const NEEDED: [Capability; 5] = [
+    Capability::Lease,
+    Capability::OwnedSteps,
+    Capability::LeasedInstall,
+    Capability::AppliedRecord,
+    Capability::Restraints,
+];
+
+/// Refuses a host whose control API lacks what the engine relies on, before anything is sent.
+fn check_api(port: &dyn HostPort) -> Result<()> {
+    let api = port.status(false)?.api;
+    let missing: Vec<&str> = (NEEDED.into_iter())
+        .filter(|&capability| !api.has(capability))
+        .map(Capability::name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::HostTooOld {
+        host: port.describe().to_owned(),
+        version: api.version,
+        missing: missing.join(", "),
+    })
+}
 
 /// Passes what the engine said on to `progress`.
 fn tell(engine: &mut Engine<'_>, progress: &mut dyn Progress) {

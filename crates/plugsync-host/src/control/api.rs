@@ -53,8 +53,8 @@ pub struct StatusQuery {
 /// The version of the control API this host serves, `1.<minor>`. A minor only adds (routes,
 /// fields, capabilities); a change a client built for `1.x` could not read would be `2.0`.
 /// `1.0` was the API before the lease; `1.1` (not yet released, so still growing) adds the
-/// reconcile lease, owned steps, named clients, `GET`/`HEAD /v1/artifacts/{sha256}` and every
-/// capability of [`Capability::ALL`].
+/// reconcile lease, owned steps, named clients, `GET`/`HEAD /v1/artifacts/{sha256}`, an
+/// origin's `forced` reason and every capability of [`Capability::ALL`].
 pub const API_VERSION: &str = "1.1";
 
 /// Something a host's control API does that a client may depend on: its name is what
