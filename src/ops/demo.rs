@@ -16,21 +16,27 @@
 //!    plugsync executable is found, without previews, and it says so); **check** that the
 //!    plan's steps are the upgrades step 5 makes after its faulty release, in order, to the
 //!    same artifacts;
-//! 5. **step** through the upgrades while the desk trades: a faulty ma_cross (switched under
-//!    the lock so that it starts fresh, it passes its health check at the switch, serves calls,
-//!    fails its health check in the soak and is rolled back by replaying those calls; in this
-//!    process the restored state is then checked against a reference runtime fed the same
-//!    calls), then ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0.
-//!    Each step is one switch request (step id, lease, health, probes, differential, soak
-//!    thresholds), a soak that polls health, then a commit or the rollback; it prints the
-//!    state before and after migration, the calls served and failed, and checks the books;
+//! 5. **apply** the steps while the desk trades, as `plugsync reconcile` applies them: with
+//!    the apply engine ([`ops::reconcile`](crate::ops::reconcile)) over the venue's
+//!    [`HostPort`] (the runtime's control API called in this process, or the host's over
+//!    HTTP), journaled in the GitOps directory, each step preflighted in a child `plugsync`
+//!    (when none is found, not preflighted, and it says so), staged, switched under the
+//!    host's reconcile lease, soaked, then committed or rolled back. First a plugins.yaml of
+//!    its own pins a faulty ma_cross (switched under the lock so that it starts fresh, it
+//!    passes its preflight and its health check at the switch, serves calls, fails its health
+//!    check and is rolled back by replaying those calls; in this process the restored state
+//!    is then checked against a reference runtime fed the same calls); then the locked
+//!    plugins.yaml: ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0. As the engine ends each
+//!    step, the demo prints its line, the state before and after migration, how the switch
+//!    was done, the calls served and failed, and checks the books;
 //! 6. **verdict**: success only if the plan was the upgrades made, no call failed, no rollback
 //!    lost state, the faulty step was rolled back by replaying the calls it served (and, in
 //!    this process, its restored state matched the reference) and the others committed, and
 //!    the books matched after every step.
 //!
-//! The step list, the requests, the soak and the report are shared: a [`Venue`] says only how
-//! a step reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API).
+//! The story, the narration and the checks are shared: a [`Venue`] says only how the demo
+//! reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API) and
+//! what it can check there.
 
 mod apply;
 mod gitops;
@@ -89,9 +95,10 @@ pub struct DemoOptions {
     pub soak: Duration,
     /// Pause between a feed thread's rounds of bars (in process).
     pub pace: Duration,
-    /// The `plugsync` executable that previews the plan's state migrations in a child process;
-    /// by default the one that runs the host (`SpawnHost`), or this program when it is
-    /// `plugsync`. With none, the plan is shown without previews.
+    /// The `plugsync` executable that previews the plan's state migrations and preflights each
+    /// step in a child process; by default the one that runs the host (`SpawnHost`), or this
+    /// program when it is `plugsync`. With none, the plan is shown without previews and the
+    /// steps are not preflighted.
     pub exe: Option<PathBuf>,
 }
 
@@ -126,7 +133,8 @@ pub struct StepOutcome {
     pub calls: u64,
     /// Calls failed during the step.
     pub failed: u64,
-    /// Longest wait of a single call during the swap (measured in process only).
+    /// Longest wait of a single call while the switch request ran (measured in process only;
+    /// `None` through a host, or when the step did not switch).
     pub longest_wait: Option<Duration>,
     /// Whether the plugins' books matched after the step.
     pub consistent: bool,

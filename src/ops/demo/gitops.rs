@@ -402,6 +402,40 @@ mod tests {
     }
 
     #[test]
+    fn the_faulty_release_has_a_valid_plugins_yaml_of_its_own() {
+        let work = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let file = faulty_release(
+            work.path(),
+            &staged("2.0.1"),
+            &serde_json::json!({"max_position": 10}),
+            Duration::from_millis(600),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(file, work.path().join("faulty-release/plugins.yaml"));
+        expect_test::expect![[r#"
+            apiVersion: plugsync/v1
+            kind: PluginSet
+            metadata: {name: demo-desk-release-candidate}
+            spec:
+              registry: {url: ../registry}
+              plugins:
+                - {id: risk_model, version: 1.0.0, config: {"max_position":10}}
+                - id: ma_cross
+                  version: 2.0.1
+                  update: {mode: locked}
+                  verify: {soak: {duration: 600ms, maxErrorRate: 0}}
+        "#]]
+        .assert_eq(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            matches!(validate(&file, false), Validated::Valid { plugins: 2, .. }),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
+    #[test]
     fn plugins_yaml_pins_each_plugin_to_its_last_version_dependency_first() {
         let artifacts = artifacts();
         let wanted = upgrades(&artifacts);
