@@ -27,9 +27,10 @@ enum Command {
     /// registry in a temporary directory, writes a plugins.yaml pinning risk_model 2.0.0 and
     /// ma_cross 2.1.0, validates and locks it, prints the plan `reconcile --dry-run` computes
     /// against the desk (state migrations previewed) and checks that it is the upgrades made.
-    /// Then it steps: a faulty ma_cross rolled back by replay, ma_cross 2.0.0, risk_model
-    /// 2.0.0, ma_cross 2.1.0. It exits 0 only if the plan matched, no call failed, no state was
-    /// lost and the books matched after every step.
+    /// Then it applies the steps as `plugsync reconcile` does: a faulty ma_cross (from a
+    /// plugins.yaml of its own) rolled back by replay, then ma_cross 2.0.0, risk_model 2.0.0,
+    /// ma_cross 2.1.0. It exits 0 only if the plan matched, no call failed, no state was lost
+    /// and the books matched after every step.
     Demo(DemoArgs),
     /// Print a built plugin's metadata, read from the file without running it.
     Inspect(InspectArgs),

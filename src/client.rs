@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{StatusCode, Url};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -141,11 +140,6 @@ impl ControlClient {
     /// `GET path?query`, its answer read as a `T`.
     pub fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T> {
         self.parse(&self.get(path, query)?)
-    }
-
-    /// `POST path` with a JSON body, its answer read as a `T`.
-    pub fn post_json<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
-        self.parse(&self.send(self.http.post(self.url_of(path)).json(body))?)
     }
 
     /// `PUT path` with raw bytes (an artifact), its answer read as a `T`.
@@ -453,13 +447,15 @@ mod tests {
         std::fs::write(&token, "the-token").unwrap();
         let (url, server) = serve_once(answer("200 OK", r#"{"plugin":"ma_cross"}"#));
         let client = ControlClient::new(Some(&url), Some(&token), None).unwrap();
-        let committed: Value = client
-            .post_json(
-                "v1/steps/s1/commit",
-                &serde_json::json!({"plugin": "ma_cross"}),
-            )
-            .unwrap();
+        let request = crate::apply::HostRequest::post(
+            "/v1/steps/s1/commit",
+            &serde_json::json!({"plugin": "ma_cross"}),
+        )
+        .unwrap();
+        let (committed, replayed) = client.send_request(&request).unwrap();
+        let committed: Value = serde_json::from_str(&committed).unwrap();
         assert_eq!(committed["plugin"], "ma_cross");
+        assert!(!replayed);
         let request = server.join().unwrap().to_ascii_lowercase();
         assert!(
             request.starts_with("post /v1/steps/s1/commit http/1.1\r\n"),

@@ -1,8 +1,9 @@
-//! The in-process demo (`plugsync::ops::demo`) with small counts: its faulty release fails
-//! in the soak after serving calls and is rolled back by replaying them, and the state it
-//! restored is checked against an independent reference (a runtime that ran ma_cross 1.0.0
-//! alone, fed the same calls at the same host times), not taken from the runtime's own
-//! report; the other steps commit, and the verdict says PASS. Before the steps, the plan
+//! The in-process demo (`plugsync::ops::demo`) with small counts, its steps applied by the
+//! apply engine over the runtime's in-process control API: its faulty release fails after
+//! serving calls (at the switch's own health check, or in the soak) and is rolled back by
+//! replaying them, and the state it restored is checked against an independent reference (a
+//! runtime that ran ma_cross 1.0.0 alone, fed the same calls at the same host times), not
+//! taken from the runtime's own report; the other steps commit, and the verdict says PASS. Before the steps, the plan
 //! `reconcile --dry-run` computes against the desk in this process, from a plugins.yaml the
 //! demo publishes, validates and locks, is exactly the upgrades the demo then makes.
 
@@ -48,16 +49,34 @@ fn the_demos_faulty_release_is_rolled_back_by_replay_in_its_soak_and_its_state_m
         out.contains("  restored state checked: identical to a reference runtime that ran 1.0.0"),
         "{out}"
     );
-    assert!(
-        out.contains("failed its health check (order book desynchronised"),
-        "{out}"
-    );
+    // Caught at the switch's own health check, by the runtime in the soak, or by the apply
+    // engine in the soak (which then asks for the rollback): its line says which.
+    let failed = out
+        .lines()
+        .find(|l| l.starts_with("        ✗ "))
+        .unwrap_or_else(|| panic!("no failed step in:\n{out}"));
+    assert!(failed.contains("order book desynchronised"), "{failed}");
     for step in &outcome.steps[1..] {
         assert!(
             step.committed && step.as_expected,
             "{}: {out}",
             step.library
         );
+        // In process, the demo times its callers around each switch the engine sends.
+        assert!(step.longest_wait.is_some(), "{}: {out}", step.library);
+    }
+    // Each step applied by the apply engine (`ops::reconcile`), preflighted in a child: the
+    // faulty release from a plugins.yaml of its own, then the locked plugins.yaml.
+    for line in [
+        "  [1/1] ma_cross 1.0.0 → 2.0.1       preflight ✓  staged ✓",
+        "  Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a \
+         committed set.",
+        "  [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held ",
+        "  [2/3] risk_model 1.0.0 → 2.0.0     preflight ✓  staged ✓  switched (slot held ",
+        "  [3/3] ma_cross 2.0.0 → 2.1.0       preflight ✓  staged ✓  switched (slot held ",
+        "  Applied 3 steps. The host runs ma_cross 2.1.0, risk_model 2.0.0.",
+    ] {
+        assert!(out.contains(line), "no `{line}` in:\n{out}");
     }
     assert!(
         out.contains("state never lost (each rollback's restored state identical to a reference"),

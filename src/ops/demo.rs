@@ -16,22 +16,29 @@
 //!    plugsync executable is found, without previews, and it says so); **check** that the
 //!    plan's steps are the upgrades step 5 makes after its faulty release, in order, to the
 //!    same artifacts;
-//! 5. **step** through the upgrades while the desk trades: a faulty ma_cross (switched under
-//!    the lock so that it starts fresh, it passes its health check at the switch, serves calls,
-//!    fails its health check in the soak and is rolled back by replaying those calls; in this
-//!    process the restored state is then checked against a reference runtime fed the same
-//!    calls), then ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0.
-//!    Each step is one switch request (step id, lease, health, probes, differential, soak
-//!    thresholds), a soak that polls health, then a commit or the rollback; it prints the
-//!    state before and after migration, the calls served and failed, and checks the books;
+//! 5. **apply** the steps while the desk trades, as `plugsync reconcile` applies them: with
+//!    the apply engine ([`ops::reconcile`](crate::ops::reconcile)) over the venue's
+//!    [`HostPort`] (the runtime's control API called in this process, or the host's over
+//!    HTTP), journaled in the GitOps directory, each step preflighted in a child `plugsync`
+//!    (when none is found, not preflighted, and it says so), staged, switched under the
+//!    host's reconcile lease, soaked, then committed or rolled back. First a plugins.yaml of
+//!    its own pins a faulty ma_cross (switched under the lock so that it starts fresh, it
+//!    passes its preflight and its health check at the switch, serves calls, fails its health
+//!    check and is rolled back by replaying those calls; in this process the restored state
+//!    is then checked against a reference runtime fed the same calls); then the locked
+//!    plugins.yaml: ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0. As the engine ends each
+//!    step, the demo prints its line, the state before and after migration, how the switch
+//!    was done, the calls served and failed, and checks the books;
 //! 6. **verdict**: success only if the plan was the upgrades made, no call failed, no rollback
 //!    lost state, the faulty step was rolled back by replaying the calls it served (and, in
 //!    this process, its restored state matched the reference) and the others committed, and
 //!    the books matched after every step.
 //!
-//! The step list, the requests, the soak and the report are shared: a [`Venue`] says only how
-//! a step reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API).
+//! The story, the narration and the checks are shared: a [`Venue`] says only how the demo
+//! reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API) and
+//! what it can check there.
 
+mod apply;
 mod gitops;
 mod in_process;
 mod report;
@@ -41,18 +48,12 @@ use std::io::Write;
 use std::ops::Sub;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use plugsync_desk::Order;
-use plugsync_host::{
-    Digest, Probe, ProbeStep, RollbackMethod, RollbackReport, SoakThresholds, SwapMode, SwapReport,
-    SwapRequest, VerifySpec,
-};
-use serde_json::json;
+use plugsync_host::{Digest, RollbackReport};
 
+use crate::apply::HostPort;
 use crate::error::{Error, Result};
-use crate::market::CLOSES_KEPT;
-use report::{print_rollback, print_switch};
 
 /// Where the demo's desk trades, and so how its steps are applied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,9 +95,10 @@ pub struct DemoOptions {
     pub soak: Duration,
     /// Pause between a feed thread's rounds of bars (in process).
     pub pace: Duration,
-    /// The `plugsync` executable that previews the plan's state migrations in a child process;
-    /// by default the one that runs the host (`SpawnHost`), or this program when it is
-    /// `plugsync`. With none, the plan is shown without previews.
+    /// The `plugsync` executable that previews the plan's state migrations and preflights each
+    /// step in a child process; by default the one that runs the host (`SpawnHost`), or this
+    /// program when it is `plugsync`. With none, the plan is shown without previews and the
+    /// steps are not preflighted.
     pub exe: Option<PathBuf>,
 }
 
@@ -131,7 +133,8 @@ pub struct StepOutcome {
     pub calls: u64,
     /// Calls failed during the step.
     pub failed: u64,
-    /// Longest wait of a single call during the swap (measured in process only).
+    /// Longest wait of a single call while the switch request ran (measured in process only;
+    /// `None` through a host, or when the step did not switch).
     pub longest_wait: Option<Duration>,
     /// Whether the plugins' books matched after the step.
     pub consistent: bool,
@@ -208,16 +211,6 @@ const LIBRARIES: [&str; 6] = [
 /// The libraries the desk starts on.
 const STRATEGY_START: &str = "libma_cross_v1_0_0.so";
 const RISK_START: &str = "librisk_model_v1_0_0.so";
-
-/// The instrument of the differential check: both desks trade it first.
-const DIFFERENTIAL_INSTRUMENT: &str = "ES";
-
-/// How often the soak looks at the step.
-const SOAK_POLL: Duration = Duration::from_millis(50);
-
-/// The lease each switch carries beyond its soak: if the demo dies mid-step, the runtime rolls
-/// the step back by itself this long after the soak should have ended.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// Finds the plugin libraries; under `cargo run`, builds them first if they are missing.
 fn locate_plugins(options: &DemoOptions, out: &mut dyn Write) -> Result<PathBuf> {
@@ -305,8 +298,6 @@ struct Step {
     library: &'static str,
     title: &'static str,
     expect: Expect,
-    /// How it switches.
-    mode: SwapMode,
 }
 
 const STEPS: [Step; 4] = [
@@ -315,109 +306,26 @@ const STEPS: [Step; 4] = [
         library: "libma_cross_fault_health.so",
         title: "a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)",
         expect: Expect::RolledBack,
-        // Under the lock, the new instance starts from the migrated state with no call caught
-        // up: it passes its health check at the switch, and fails it in the soak once it has
-        // served calls, which the rollback then replays into 1.0.0.
-        mode: SwapMode::Locked,
     },
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_0_0.so",
         title: "ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)",
         expect: Expect::Committed,
-        mode: SwapMode::Optimistic,
     },
     Step {
         plugin: "risk_model",
         library: "librisk_model_v2_0_0.so",
         title: "risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)",
         expect: Expect::Committed,
-        mode: SwapMode::Optimistic,
     },
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_1_0.so",
         title: "ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)",
         expect: Expect::Committed,
-        mode: SwapMode::Optimistic,
     },
 ];
-
-/// The probe a strategy version must pass: flat bars, then a jump, must give one buy order.
-fn crossover_probe(version: &str) -> Probe {
-    let mut steps: Vec<ProbeStep> = (0..CLOSES_KEPT)
-        .map(|_| ProbeStep {
-            input: json!({"bar": {"instrument": "PROBE", "close": 100.0}}),
-            expect: Some(json!({"orders": []})),
-        })
-        .collect();
-    let order = Order {
-        order_id: 1,
-        instrument: "PROBE".into(),
-        qty: 1,
-        // Set from 2.1.0 on; without it, an order has the bytes older versions write.
-        limit_price: (version == "2.1.0").then_some(110.0),
-    };
-    steps.push(ProbeStep {
-        input: json!({"bar": {"instrument": "PROBE", "close": 110.0}}),
-        expect: Some(json!({"orders": [order]})),
-    });
-    Probe {
-        name: "crossover buys".into(),
-        state: None,
-        steps,
-    }
-}
-
-fn risk_probe() -> Probe {
-    Probe {
-        name: "order within limits is approved".into(),
-        state: None,
-        steps: vec![ProbeStep {
-            input: json!({"check": {"order_id": 9, "instrument": "PROBE", "qty": 1}}),
-            expect: Some(json!({"approved": true, "order_id": 9})),
-        }],
-    }
-}
-
-/// What the soak watches besides health: no call may fail.
-fn soak_thresholds() -> SoakThresholds {
-    SoakThresholds {
-        max_error_rate: Some(0.0),
-        min_calls: 1,
-        max_call_latency_us: None,
-    }
-}
-
-/// The switch of a step, the same in process and through the control API: its step id, the
-/// checks before the switch, and the lease and thresholds the runtime watches after it.
-fn switch_request(
-    step: &Step,
-    artifact: &Staged,
-    step_id: String,
-    options: &DemoOptions,
-) -> SwapRequest {
-    let (probe, differential) = if step.plugin == "ma_cross" {
-        (
-            crossover_probe(&artifact.version),
-            json!({"bar": {"instrument": DIFFERENTIAL_INSTRUMENT, "close": 100.0}}),
-        )
-    } else {
-        (
-            risk_probe(),
-            json!({"check": {"order_id": 1_000_000, "instrument": DIFFERENTIAL_INSTRUMENT, "qty": 1, "limit_price": 100.0}}),
-        )
-    };
-    SwapRequest::new(step.plugin, artifact.digest)
-        .mode(step.mode)
-        .step_id(step_id)
-        .verify(VerifySpec {
-            health: true,
-            probes: vec![probe],
-            differential: vec![differential],
-        })
-        .lease(options.soak + LEASE_MARGIN, soak_thresholds())
-}
 
 /// An artifact in the venue's store.
 #[derive(Debug, Clone)]
@@ -442,29 +350,6 @@ impl Sub for Calls {
             failed: self.failed.saturating_sub(earlier.failed),
         }
     }
-}
-
-/// A step rolled back, with who asked for it when it was not the runtime on its own check.
-#[derive(Debug, Clone)]
-struct RolledBack {
-    report: RollbackReport,
-    by: Option<String>,
-}
-
-/// What a switch request came to.
-#[derive(Debug)]
-enum Switched {
-    /// Switched in: the step is pending. `notes` say what the venue measured besides.
-    Done {
-        report: Box<SwapReport>,
-        longest_wait: Option<Duration>,
-        notes: Vec<String>,
-    },
-    /// Switched in and rolled back before the answer: the runtime checks the health of what
-    /// serves right after the switch, and a panic rolls back at once.
-    RolledBack(Box<RollbackReport>),
-    /// Refused before anything changed (verification failed, …).
-    Refused(String),
 }
 
 /// The books after a step.
@@ -492,54 +377,41 @@ enum Reference {
     Unavailable(String),
 }
 
-/// How a step reaches the desk's plugins.
+/// Where the desk trades: how the demo reaches its plugins, and what it checks there.
 trait Venue {
     /// Where the desk trades, for messages.
     fn name(&self) -> String;
     /// Stages a library: its digest and metadata checked, none of its code run.
-    fn stage(&mut self, library: &Path) -> Result<Staged>;
+    fn stage(&self, library: &Path) -> Result<Staged>;
     /// Calls served and failed so far by both plugins.
-    fn calls(&mut self) -> Result<Calls>;
-    /// Verifies, migrates and switches.
-    fn switch(&mut self, request: &SwapRequest) -> Result<Switched>;
-    /// One look during the soak: the rollback, once the step was rolled back (by the runtime,
-    /// or asked for here because the plugin is unhealthy).
-    fn watch(&mut self, request: &SwapRequest) -> Result<Option<RolledBack>>;
-    /// Commits the step.
-    fn commit(&mut self, request: &SwapRequest) -> Result<()>;
+    fn calls(&self) -> Result<Calls>;
     /// Checks the plugins' books.
-    fn books(&mut self) -> Result<Books>;
+    fn books(&self) -> Result<Books>;
     /// Checks `plugin`'s state against a reference runtime that ran its version since the
     /// start, fed the same calls at the same host times (after a rollback: the state of a
     /// plugin that was never updated).
-    fn reference(&mut self, plugin: &str) -> Result<Reference>;
+    fn reference(&self, plugin: &str) -> Result<Reference>;
     /// Where `reconcile --dry-run` observes the desk.
     fn observe(&self) -> crate::ops::Observe;
+    /// The host's operations, as the apply engine drives them.
+    fn port(&self) -> Result<Box<dyn HostPort>>;
+    /// What times the callers' waits, where the demo sees its callers (in process).
+    fn meter(&self) -> Option<&dyn WaitMeter>;
+    /// The last rollback of `plugin` the host reports.
+    fn last_rollback(&self, plugin: &str) -> Result<Option<RollbackReport>>;
 }
 
-/// The rollback the runtime did on its own (a soak threshold crossed, the lease out, a
-/// panic), if the step `request` switched is no longer pending.
-fn ended_by_runtime(
-    pending: Option<&str>,
-    request: &SwapRequest,
-    last_rollback: Option<RollbackReport>,
-) -> Option<RolledBack> {
-    if pending.is_some() && pending == request.step_id.as_deref() {
-        return None;
-    }
-    last_rollback.map(|report| RolledBack {
-        report,
-        by: Some(
-            "rolled back by the runtime on its own: it watches the switch's lease and soak \
-             thresholds"
-                .to_owned(),
-        ),
-    })
+/// The longest wait of any caller since the last reset.
+trait WaitMeter: Sync {
+    /// Starts a new measure.
+    fn reset(&self);
+    /// The longest wait since the reset.
+    fn longest(&self) -> Duration;
 }
 
-/// The shared part: warm up, stage, run every step, and total the calls.
+/// The shared part: warm up, stage, declare and plan, apply every step, and total the calls.
 fn run_steps(
-    venue: &mut dyn Venue,
+    venue: &dyn Venue,
     dir: &Path,
     options: &DemoOptions,
     out: &mut dyn Write,
@@ -566,22 +438,7 @@ fn run_steps(
             source,
         })?;
     let plan = gitops::tell(work.path(), dir, venue.observe(), &staged, options, out)?;
-    let run = run_id();
-    let _ = writeln!(
-        out,
-        "  each step: one switch (step id {run}-N, lease {} ms, soak threshold max_error_rate \
-         {}), health polled every {} ms for {} ms, then commit\n",
-        (options.soak + LEASE_MARGIN).as_millis(),
-        soak_thresholds().max_error_rate.unwrap_or(1.0),
-        SOAK_POLL.as_millis(),
-        options.soak.as_millis()
-    );
-    let mut outcomes = Vec::new();
-    for (n, (step, artifact)) in STEPS.iter().zip(&staged).enumerate() {
-        let _ = writeln!(out, "step {}/{}: {}", n + 1, STEPS.len(), step.title);
-        let request = switch_request(step, artifact, format!("{run}-{}", n + 1), options);
-        outcomes.push(run_step(venue, step, &request, options, out)?);
-    }
+    let outcomes = apply::apply_steps(venue, work.path(), &staged, options, out)?;
     let total = venue.calls()? - start;
     Ok(DemoOutcome {
         steps: outcomes,
@@ -589,145 +446,6 @@ fn run_steps(
         failed: total.failed,
         plan,
     })
-}
-
-/// One step: switch, soak, commit or report the rollback, check the books.
-fn run_step(
-    venue: &mut dyn Venue,
-    step: &Step,
-    request: &SwapRequest,
-    options: &DemoOptions,
-    out: &mut dyn Write,
-) -> Result<StepOutcome> {
-    let before = venue.calls()?;
-    let (mut rollback, longest_wait, pending) = match venue.switch(request)? {
-        Switched::Done {
-            report,
-            longest_wait,
-            notes,
-        } => {
-            print_switch(out, &report);
-            for note in notes {
-                let _ = writeln!(out, "  {note}");
-            }
-            (None, longest_wait, true)
-        }
-        Switched::RolledBack(report) => {
-            let by = "during the switch request: the runtime rolls back at once when what now \
-                      serves fails its health check or panics";
-            let rolled_back = RolledBack {
-                report: *report,
-                by: Some(by.to_owned()),
-            };
-            (Some(rolled_back), None, false)
-        }
-        Switched::Refused(why) => {
-            let _ = writeln!(out, "  refused: {why}");
-            (None, None, false)
-        }
-    };
-    let mut committed = false;
-    if pending {
-        // Soak: health watched while it trades; a failure rolls the step back.
-        let until = Instant::now() + options.soak;
-        while rollback.is_none() && Instant::now() < until {
-            std::thread::sleep(SOAK_POLL);
-            rollback = venue.watch(request)?;
-        }
-        if rollback.is_none() {
-            venue.commit(request)?;
-            committed = true;
-        }
-    }
-    let mut replayed = None;
-    let mut matches_reference = None;
-    if let Some(RolledBack { report, by }) = &rollback {
-        print_rollback(out, report, by.as_deref());
-        if let RollbackMethod::Replay { replayed: n, .. } = &report.method {
-            replayed = Some(*n);
-        }
-        match venue.reference(step.plugin)? {
-            Reference::Matched { calls, sha256 } => {
-                matches_reference = Some(true);
-                let _ = writeln!(
-                    out,
-                    "  restored state checked: identical to a reference runtime that ran {} \
-                     alone and was fed the same {calls} calls (sha256 {})",
-                    report
-                        .to
-                        .as_ref()
-                        .map_or("nothing", |to| to.version.as_str()),
-                    &sha256[..12.min(sha256.len())]
-                );
-            }
-            Reference::Differs(what) => {
-                matches_reference = Some(false);
-                let _ = writeln!(
-                    out,
-                    "  RESTORED STATE DIFFERS from a reference runtime fed the same calls: {what}"
-                );
-            }
-            Reference::Unavailable(why) => {
-                let _ = writeln!(
-                    out,
-                    "  restored state not checked against a reference: {why}"
-                );
-            }
-        }
-    }
-    let books = venue.books()?;
-    let calls = venue.calls()? - before;
-    let rolled_back = rollback.is_some();
-    let lost_state = rollback.as_ref().is_some_and(|r| !r.report.lost_nothing())
-        || matches_reference == Some(false);
-    let _ = writeln!(
-        out,
-        "  {}; {} calls served during the step, {} failed; books {}\n",
-        if committed {
-            "committed"
-        } else {
-            "not committed: the previous version serves"
-        },
-        calls.served,
-        calls.failed,
-        if books.problems.is_empty() {
-            books.agreed.clone()
-        } else {
-            format!("MISMATCH: {}", books.problems.join("; "))
-        }
-    );
-    Ok(StepOutcome {
-        plugin: step.plugin.to_owned(),
-        library: step.library.to_owned(),
-        committed,
-        rolled_back,
-        as_expected: match step.expect {
-            Expect::Committed => committed,
-            // Rolled back by replaying calls the faulty version served, and restored exactly.
-            Expect::RolledBack => {
-                rolled_back
-                    && !lost_state
-                    && replayed.is_some_and(|n| n > 0)
-                    && matches_reference != Some(false)
-            }
-        },
-        calls: calls.served,
-        failed: calls.failed,
-        longest_wait,
-        consistent: books.problems.is_empty(),
-        lost_state,
-        replayed,
-        matches_reference,
-    })
-}
-
-/// A prefix for this run's step ids, unique on this machine: a host replays the recorded
-/// answer to a step id it has seen.
-fn run_id() -> String {
-    let secs = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("demo-{secs}-{}", std::process::id())
 }
 
 /// Whether a rollback lost state, and on whose account.

@@ -20,7 +20,7 @@ use crate::resolve::Update;
 use crate::spec::model::Channel;
 
 /// How long one plugin's migration previews may run (as `reconcile --dry-run`'s default).
-const PREVIEW_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const PREVIEW_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A step the plan must have: the plugin, and the artifact it ends on.
 struct Wanted<'a> {
@@ -246,9 +246,49 @@ fn plugins_yaml(wanted: &[Wanted<'_>], soak: Duration) -> String {
     yaml
 }
 
+/// Writes the plugins.yaml of the demo's first step, in a directory of its own under `work`
+/// (it has no lock): risk_model as the desk runs it (1.0.0 with `risk_config`), ma_cross
+/// pinned to the faulty release `artifact`, switched under the lock so that it starts fresh,
+/// soaked for `soak`; narrated to `out`. Its path.
+pub(super) fn faulty_release(
+    work: &Path,
+    artifact: &Staged,
+    risk_config: &serde_json::Value,
+    soak: Duration,
+    out: &mut dyn Write,
+) -> Result<PathBuf> {
+    let dir = work.join("faulty-release");
+    let file = dir.join("plugins.yaml");
+    let yaml = format!(
+        "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {{name: demo-desk-release-candidate}}\n\
+         spec:\n  registry: {{url: ../registry}}\n  plugins:\n    \
+         - {{id: risk_model, version: 1.0.0, config: {risk_config}}}\n    \
+         - id: ma_cross\n      version: {}\n      update: {{mode: locked}}\n      \
+         verify: {{soak: {{duration: {}ms, maxErrorRate: 0}}}}\n",
+        artifact.version,
+        soak.as_millis()
+    );
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&file, &yaml))
+        .map_err(|source| Error::Io {
+            action: "write",
+            path: file.clone(),
+            source,
+        })?;
+    let _ = writeln!(
+        out,
+        "`plugsync reconcile -f {}`: an operator tries a release candidate of ma_cross first, \
+         switched under the lock so that it starts fresh (a plugins.yaml of its own, with no \
+         plugins.lock):",
+        file.display()
+    );
+    let _ = write!(out, "{}", indent("    ", &yaml));
+    Ok(file)
+}
+
 /// The plugsync executable that runs migration previews: the one the options name, the one
 /// that runs the host, or this program when it is `plugsync`.
-fn plugsync_exe(options: &DemoOptions) -> Option<PathBuf> {
+pub(super) fn plugsync_exe(options: &DemoOptions) -> Option<PathBuf> {
     if let Some(exe) = &options.exe {
         return Some(exe.clone());
     }
@@ -358,6 +398,40 @@ mod tests {
                 rebuilt,
             ],
             false,
+        );
+    }
+
+    #[test]
+    fn the_faulty_release_has_a_valid_plugins_yaml_of_its_own() {
+        let work = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        let file = faulty_release(
+            work.path(),
+            &staged("2.0.1"),
+            &serde_json::json!({"max_position": 10}),
+            Duration::from_millis(600),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(file, work.path().join("faulty-release/plugins.yaml"));
+        expect_test::expect![[r#"
+            apiVersion: plugsync/v1
+            kind: PluginSet
+            metadata: {name: demo-desk-release-candidate}
+            spec:
+              registry: {url: ../registry}
+              plugins:
+                - {id: risk_model, version: 1.0.0, config: {"max_position":10}}
+                - id: ma_cross
+                  version: 2.0.1
+                  update: {mode: locked}
+                  verify: {soak: {duration: 600ms, maxErrorRate: 0}}
+        "#]]
+        .assert_eq(&std::fs::read_to_string(&file).unwrap());
+        assert!(
+            matches!(validate(&file, false), Validated::Valid { plugins: 2, .. }),
+            "{}",
+            String::from_utf8_lossy(&out)
         );
     }
 

@@ -6,15 +6,16 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use plugsync_host::{Digest, HostError, Runtime, RuntimeOptions, SwapRequest};
+use plugsync_host::{Digest, RollbackReport, Runtime, RuntimeOptions, TrustedKeys};
 use serde_json::{Value, json};
 
 use super::{
-    Books, Calls, DemoOptions, DemoOutcome, LIBRARIES, RISK_START, Reference, RolledBack,
-    STRATEGY_START, Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
+    Books, Calls, DemoOptions, DemoOutcome, LIBRARIES, RISK_START, Reference, STRATEGY_START,
+    Staged, Venue, WaitMeter, print_verdict, run_steps,
 };
+use crate::apply::{HostPort, InProcessHost};
 use crate::error::Result;
 use crate::market::{CallLog, Desk, DeskStats, Ledger, PriceFeed};
 use crate::ops::Observe;
@@ -42,8 +43,10 @@ impl Floor {
             failed: c.failed + s.failed.load(Ordering::Relaxed),
         })
     }
+}
 
-    fn reset_longest(&self) {
+impl WaitMeter for Floor {
+    fn reset(&self) {
         for s in &self.stats {
             s.longest_call_ns.store(0, Ordering::Relaxed);
         }
@@ -73,7 +76,7 @@ impl Venue for InProcess<'_> {
         "the desk in this process".to_owned()
     }
 
-    fn stage(&mut self, library: &Path) -> Result<Staged> {
+    fn stage(&self, library: &Path) -> Result<Staged> {
         let stored = self.runtime.stage_file(library)?;
         Ok(Staged {
             digest: stored.digest,
@@ -81,62 +84,11 @@ impl Venue for InProcess<'_> {
         })
     }
 
-    fn calls(&mut self) -> Result<Calls> {
+    fn calls(&self) -> Result<Calls> {
         Ok(self.floor.calls())
     }
 
-    fn switch(&mut self, request: &SwapRequest) -> Result<Switched> {
-        self.floor.reset_longest();
-        let started = Instant::now();
-        let swapped = self.runtime.swap(request.clone());
-        let took = started.elapsed();
-        let longest_wait = self.floor.longest();
-        Ok(match swapped {
-            Ok(report) => Switched::Done {
-                report: Box::new(report),
-                longest_wait: Some(longest_wait),
-                notes: vec![format!(
-                    "longest wait of any call while swapping: {:.1} µs (swap call took {:.1} ms)",
-                    longest_wait.as_secs_f64() * 1e6,
-                    took.as_secs_f64() * 1e3
-                )],
-            },
-            Err(HostError::RolledBack { report, .. }) => Switched::RolledBack(report),
-            Err(error) => Switched::Refused(error.to_string()),
-        })
-    }
-
-    fn watch(&mut self, request: &SwapRequest) -> Result<Option<RolledBack>> {
-        // A failed health check during the step rolls it back.
-        match self.runtime.check_health(&request.plugin) {
-            Ok(()) => {}
-            Err(HostError::RolledBack { report, .. }) => {
-                return Ok(Some(RolledBack {
-                    report: *report,
-                    by: None,
-                }));
-            }
-            Err(error) => return Err(error.into()),
-        }
-        // The runtime's steward may have ended it: a soak threshold crossed, the lease out.
-        let status = self.runtime.status();
-        let Some(plugin) = status.plugins.iter().find(|p| p.plugin == request.plugin) else {
-            return Ok(None);
-        };
-        let pending = plugin.pending.as_ref().and_then(|p| p.step_id.as_deref());
-        Ok(ended_by_runtime(
-            pending,
-            request,
-            plugin.last_rollback.clone(),
-        ))
-    }
-
-    fn commit(&mut self, request: &SwapRequest) -> Result<()> {
-        self.runtime.commit(&request.plugin)?;
-        Ok(())
-    }
-
-    fn books(&mut self) -> Result<Books> {
+    fn books(&self) -> Result<Books> {
         let problems = check_books(self.runtime, self.floor, self.instruments)?;
         Ok(Books {
             agreed: format!("match the ledger on {} instruments", self.instruments.len()),
@@ -144,7 +96,7 @@ impl Venue for InProcess<'_> {
         })
     }
 
-    fn reference(&mut self, plugin: &str) -> Result<Reference> {
+    fn reference(&self, plugin: &str) -> Result<Reference> {
         if plugin != "ma_cross" {
             return Ok(Reference::Unavailable(format!(
                 "the demo records the calls of ma_cross only, not of {plugin}"
@@ -173,6 +125,21 @@ impl Venue for InProcess<'_> {
 
     fn observe(&self) -> Observe {
         Observe::Runtime(self.runtime.clone())
+    }
+
+    fn port(&self) -> Result<Box<dyn HostPort>> {
+        let host = InProcessHost::new(self.runtime.clone(), "demo", TrustedKeys::none())?;
+        Ok(Box::new(host))
+    }
+
+    fn meter(&self) -> Option<&dyn WaitMeter> {
+        Some(self.floor)
+    }
+
+    fn last_rollback(&self, plugin: &str) -> Result<Option<RollbackReport>> {
+        let status = self.runtime.status();
+        let plugin = status.plugins.into_iter().find(|p| p.plugin == plugin);
+        Ok(plugin.and_then(|p| p.last_rollback))
     }
 }
 
@@ -368,13 +335,13 @@ fn trade(
                 desk
             }));
         }
-        let mut venue = InProcess {
+        let venue = InProcess {
             runtime,
             floor: &floor,
             instruments: &instruments,
             dir,
         };
-        let outcome = run_steps(&mut venue, dir, options, out);
+        let outcome = run_steps(&venue, dir, options, out);
         floor.stop.store(true, Ordering::Relaxed);
         let desks: Vec<Desk<'_>> = feeds
             .into_iter()

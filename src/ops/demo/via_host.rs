@@ -1,7 +1,8 @@
-//! The desk in a `plugsync host`, trading with its own feed; steps applied through its control
-//! API: artifacts staged with `PUT /v1/artifacts/{sha256}/{file}`, each step a `switch` (with
-//! a lease and soak thresholds), a soak polling `GET /v1/status`, then `commit`, or `rollback`
-//! when the host reports the new version unhealthy before its own check (every 100 ms) acted.
+//! The desk in a `plugsync host`, trading with its own feed; artifacts staged with
+//! `PUT /v1/artifacts/{sha256}/{file}`, and the steps applied by the apply engine through the
+//! same control API ([`HttpHost`]): each a `switch` with a lease and soak thresholds, a soak
+//! polling `GET /v1/status` while the host watches health and error rate itself, then `commit`
+//! (or the rollback the host made).
 //!
 //! The host's ledger is not reachable through the control API: after each step the books
 //! checked are ma_cross's positions against risk_model's exposures, per instrument. Both
@@ -16,16 +17,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use plugsync_host::control::api::{
-    Committed, PluginRequest, RunningState, Staged as StagedArtifact, SwitchRequest,
-};
-use plugsync_host::{Digest, Health, Origin, RollbackReport, SwapReport, SwapRequest};
+use plugsync_host::control::api::{RunningState, Staged as StagedArtifact};
+use plugsync_host::{Digest, RollbackReport};
 use serde_json::Value;
 
 use super::{
-    Books, Calls, DemoOptions, DemoOutcome, RISK_START, Reference, RolledBack, STRATEGY_START,
-    Staged, Switched, Venue, ended_by_runtime, print_verdict, run_steps,
+    Books, Calls, DemoOptions, DemoOutcome, RISK_START, Reference, STRATEGY_START, Staged, Venue,
+    WaitMeter, print_verdict, run_steps,
 };
+use crate::apply::{HostPort, HttpHost};
 use crate::client::ControlClient;
 use crate::error::{Error, Result};
 use crate::ops::Observe;
@@ -62,19 +62,14 @@ pub(super) fn run(
     options: &DemoOptions,
     out: &mut dyn Write,
 ) -> Result<DemoOutcome> {
-    let client = ControlClient::new(Some(url), Some(token_file), tls_ca)?;
+    let venue = HostVenue::new(url, token_file, tls_ca)?;
     let _ = writeln!(
         out,
         "plugsync demo: hot updates of a live trading desk, through a host's control API\n  \
          plugins from {}\n  host {url}",
         dir.display()
     );
-    let observe = Observe::Host {
-        url: url.to_owned(),
-        token_file: Some(token_file.to_owned()),
-        tls_ca: tls_ca.map(Path::to_owned),
-    };
-    let outcome = drive(client, observe, dir, options, out)?;
+    let outcome = drive(&venue, dir, options, out)?;
     print_verdict(&outcome, BOOKS_CHECKED, out);
     Ok(outcome)
 }
@@ -101,13 +96,8 @@ pub(super) fn spawn_and_run(
         host.url,
         scratch.dir.display()
     );
-    let observe = Observe::Host {
-        url: host.url.clone(),
-        token_file: Some(scratch.token.clone()),
-        tls_ca: None,
-    };
-    let driven = ControlClient::new(Some(&host.url), Some(&scratch.token), None)
-        .and_then(|client| drive(client, observe, dir, options, out));
+    let driven = HostVenue::new(&host.url, &scratch.token, None)
+        .and_then(|venue| drive(&venue, dir, options, out));
     let stopped = host.stop(&scratch.log);
     match (driven, stopped) {
         (Ok(outcome), Ok(status)) => {
@@ -142,13 +132,11 @@ pub(super) fn spawn_and_run(
 
 /// Checks the host runs the demo's starting point, then runs the steps.
 fn drive(
-    client: ControlClient,
-    observe: Observe,
+    venue: &HostVenue,
     dir: &Path,
     options: &DemoOptions,
     out: &mut dyn Write,
 ) -> Result<DemoOutcome> {
-    let mut venue = HostVenue { client, observe };
     venue.check_start()?;
     let _ = writeln!(
         out,
@@ -157,17 +145,28 @@ fn drive(
          ma_cross's positions are compared with risk_model's exposures per instrument (both \
          book every fill), read with GET /v1/status?with_state=true"
     );
-    run_steps(&mut venue, dir, options, out)
+    run_steps(venue, dir, options, out)
 }
 
 /// A host, through its control API.
 struct HostVenue {
     client: ControlClient,
-    /// The same API, for `reconcile --dry-run`.
-    observe: Observe,
+    /// The file holding its bearer token.
+    token_file: PathBuf,
+    /// The CA its certificate must verify against, for an `https://` URL.
+    tls_ca: Option<PathBuf>,
 }
 
 impl HostVenue {
+    /// The host at `url`.
+    fn new(url: &str, token_file: &Path, tls_ca: Option<&Path>) -> Result<HostVenue> {
+        Ok(HostVenue {
+            client: ControlClient::new(Some(url), Some(token_file), tls_ca)?,
+            token_file: token_file.to_owned(),
+            tls_ca: tls_ca.map(Path::to_owned),
+        })
+    }
+
     fn status(&self, with_state: bool) -> Result<RunningState> {
         let query: &[(&str, &str)] = if with_state {
             &[("with_state", "true")]
@@ -221,20 +220,6 @@ impl HostVenue {
         }
     }
 
-    /// The rollback the host did by itself, from its status.
-    fn rolled_back_by_host(&self, request: &SwapRequest) -> Result<Option<RolledBack>> {
-        let status = self.status(false)?;
-        let plugin = status
-            .status
-            .plugins
-            .into_iter()
-            .find(|p| p.plugin == request.plugin);
-        Ok(plugin.and_then(|p| {
-            let pending = p.pending.and_then(|p| p.step_id);
-            ended_by_runtime(pending.as_deref(), request, p.last_rollback)
-        }))
-    }
-
     /// One read of both plugins' books: how many instruments, and the differences.
     fn read_books(&self) -> Result<(usize, Vec<String>)> {
         let status = self.status(true)?;
@@ -275,7 +260,7 @@ impl Venue for HostVenue {
         format!("the host at {}", self.client.url())
     }
 
-    fn stage(&mut self, library: &Path) -> Result<Staged> {
+    fn stage(&self, library: &Path) -> Result<Staged> {
         let bytes = std::fs::read(library).map_err(|source| Error::Io {
             action: "read",
             path: library.to_owned(),
@@ -295,7 +280,7 @@ impl Venue for HostVenue {
         })
     }
 
-    fn calls(&mut self) -> Result<Calls> {
+    fn calls(&self) -> Result<Calls> {
         let status = self.status(false)?;
         Ok(status
             .status
@@ -308,105 +293,7 @@ impl Venue for HostVenue {
             }))
     }
 
-    fn switch(&mut self, request: &SwapRequest) -> Result<Switched> {
-        let step_id = step_id(request);
-        let body = SwitchRequest {
-            plugin: request.plugin.clone(),
-            artifact: request.artifact,
-            config: request.config.clone(),
-            verify: Some(request.verify.clone()),
-            mode: Some(request.mode),
-            journal_capacity: Some(request.journal_capacity),
-            lease_ms: request.lease_ms,
-            soak: Some(request.soak.clone()),
-            migration_rules: request.migration_rules.clone(),
-            fresh_state: request.fresh_state,
-            origin: Some(demo_origin()),
-            force: None,
-        };
-        let path = format!("v1/steps/{step_id}/switch");
-        let started = Instant::now();
-        match self.client.post_json::<SwapReport>(&path, &body) {
-            Ok(report) => Ok(Switched::Done {
-                report: Box::new(report),
-                longest_wait: None,
-                notes: vec![format!(
-                    "POST /{path} answered in {:.1} ms (the host does not report its callers' \
-                     longest wait: they waited at most the slot time above)",
-                    started.elapsed().as_secs_f64() * 1e3
-                )],
-            }),
-            // Switched, then rolled back at once: the report is in the host's status.
-            Err(Error::HostRefused { code, message, .. }) if code == "rolled_back" => {
-                match self.rolled_back_by_host(request)? {
-                    Some(rolled_back) => Ok(Switched::RolledBack(Box::new(rolled_back.report))),
-                    None => Ok(Switched::Refused(message)),
-                }
-            }
-            Err(Error::HostRefused { message, .. }) => Ok(Switched::Refused(message)),
-            Err(error) => Err(error),
-        }
-    }
-
-    fn watch(&mut self, request: &SwapRequest) -> Result<Option<RolledBack>> {
-        let step_id = step_id(request);
-        let status = self.status(false)?;
-        let Some(plugin) = status
-            .status
-            .plugins
-            .into_iter()
-            .find(|p| p.plugin == request.plugin)
-        else {
-            return Ok(None);
-        };
-        let pending = plugin.pending.and_then(|p| p.step_id);
-        if let Some(rolled_back) =
-            ended_by_runtime(pending.as_deref(), request, plugin.last_rollback)
-        {
-            return Ok(Some(rolled_back));
-        }
-        let Health::Unhealthy { reason } = plugin.health else {
-            return Ok(None);
-        };
-        // The host checks a soaking step's health itself every 100 ms; the demo saw it first
-        // and asks for the rollback (if the host was quicker, it finds nothing to roll back).
-        let path = format!("v1/steps/{step_id}/rollback");
-        let asked = PluginRequest {
-            plugin: request.plugin.clone(),
-            origin: Some(demo_origin()),
-            force: None,
-        };
-        match self.client.post_json::<RollbackReport>(&path, &asked) {
-            Ok(report) => Ok(Some(RolledBack {
-                report,
-                by: Some(format!(
-                    "the host reported `{}` unhealthy ({reason}) before its own health check \
-                     rolled the step back, so the demo asked for this rollback: POST /{path}",
-                    request.plugin
-                )),
-            })),
-            // The host rolled it back meanwhile.
-            Err(Error::HostRefused { code, .. }) if code == "no_step_in_progress" => {
-                self.rolled_back_by_host(request)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    fn commit(&mut self, request: &SwapRequest) -> Result<()> {
-        let path = format!("v1/steps/{}/commit", step_id(request));
-        let _: Committed = self.client.post_json(
-            &path,
-            &PluginRequest {
-                plugin: request.plugin.clone(),
-                origin: Some(demo_origin()),
-                force: None,
-            },
-        )?;
-        Ok(())
-    }
-
-    fn books(&mut self) -> Result<Books> {
+    fn books(&self) -> Result<Books> {
         let mut problems = Vec::new();
         for read in 1..=BOOK_READS {
             let (instruments, found) = self.read_books()?;
@@ -434,7 +321,7 @@ impl Venue for HostVenue {
         })
     }
 
-    fn reference(&mut self, _plugin: &str) -> Result<Reference> {
+    fn reference(&self, _plugin: &str) -> Result<Reference> {
         Ok(Reference::Unavailable(
             "the host's feed calls its plugins inside the host, out of the demo's sight: the \
              rollback's report is the host's own account"
@@ -443,16 +330,43 @@ impl Venue for HostVenue {
     }
 
     fn observe(&self) -> Observe {
-        self.observe.clone()
+        Observe::Host {
+            url: self.client.url().to_owned(),
+            token_file: Some(self.token_file.clone()),
+            tls_ca: self.tls_ca.clone(),
+        }
+    }
+
+    fn port(&self) -> Result<Box<dyn HostPort>> {
+        let host = HttpHost::new(
+            self.client.url(),
+            Some(&self.token_file),
+            self.tls_ca.as_deref(),
+        )?;
+        Ok(Box::new(host))
+    }
+
+    fn meter(&self) -> Option<&dyn WaitMeter> {
+        None
+    }
+
+    fn last_rollback(&self, plugin: &str) -> Result<Option<RollbackReport>> {
+        let status = self.status(false)?;
+        let plugin = status
+            .status
+            .plugins
+            .into_iter()
+            .find(|p| p.plugin == plugin);
+        Ok(plugin.and_then(|p| p.last_rollback))
     }
 }
 
-/// The step id of a request (the demo gives each one).
-fn step_id(request: &SwapRequest) -> &str {
-    request
-        .step_id
-        .as_deref()
-        .expect("the demo gives every switch a step id")
+/// A prefix for the spawned host's directory, unique on this machine.
+fn run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("demo-{secs}-{}", std::process::id())
 }
 
 /// The spawned host's directory: its store, token file and log.
@@ -466,7 +380,7 @@ struct Scratch {
 impl Scratch {
     /// A fresh directory (mode 0700) with a random token in a 0600 file.
     fn create() -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("plugsync-{}-host", super::run_id()));
+        let dir = std::env::temp_dir().join(format!("plugsync-{}-host", run_id()));
         let io = |action: &'static str, path: &Path| {
             let path = path.to_owned();
             move |source| Error::Io {
@@ -626,13 +540,5 @@ impl Drop for SpawnedHost {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// Who the demo's requests say they come from (the host records it with each change).
-fn demo_origin() -> Origin {
-    Origin {
-        tool: "plugsync demo --via-host".into(),
-        ..Origin::default()
     }
 }
