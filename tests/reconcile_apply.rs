@@ -909,5 +909,39 @@ fn the_result_as_json_names_each_step_its_marks_and_outcome() {
               "title": "risk_model 1.0.0 → 1.1.0"
             }
           ]
-        }"#]].assert_eq(&serde_json::to_string_pretty(&result).unwrap());
+        }"#]]
+    .assert_eq(&serde_json::to_string_pretty(&result).unwrap());
+}
+
+#[test]
+fn a_deny_window_that_opens_while_the_reconcile_runs_stops_the_steps_left() {
+    let desk = desk_at_v1();
+    desk.desire(&format!(
+        "  policy:
+    windows:
+      - {{name: trading-hours, deny: true, days: [Mon, Tue, Wed, Thu, Fri], from: \"09:30\", to: \"16:00\", timezone: America/New_York}}
+{}",
+        V2.replace("{duration: 300ms, maxErrorRate", "{duration: 15s, maxErrorRate")
+    ));
+    // Ten seconds before the window opens; the first step soaks fifteen.
+    let finished = reconcile_with(&desk, &[("PLUGSYNC_NOW", "2026-12-02T14:29:50Z")], &[]);
+    check(&desk, &finished, 1, expect![[r#""#]]);
+    assert_eq!(
+        versions(&desk),
+        [pair("ma_cross", "2.0.0"), pair("risk_model", "1.0.0")]
+    );
+}
+
+#[test]
+fn a_plugin_plugins_yaml_no_longer_names_is_unloaded_when_prune_is_on() {
+    let desk = desk_at_v1();
+    desk.desire(
+        "  policy: {prune: true}
+  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+",
+    );
+    let finished = reconcile(&desk, &[]);
+    check(&desk, &finished, 0, expect![[r#""#]]);
+    assert_eq!(versions(&desk), [pair("risk_model", "1.0.0")]);
 }

@@ -45,6 +45,9 @@ pub struct Engine<'a> {
     stopping: bool,
     /// A step failed (rolled back, or stopped by a check): the reconcile ends.
     failed: bool,
+    /// The loaded plan's windows, the time it was made for, and when it was loaded.
+    windows: Vec<crate::spec::model::Window>,
+    planned_at: Option<(jiff::Timestamp, Instant)>,
     /// Steps ended since the caller last took them.
     ended: Vec<StepReport>,
     /// Notices since the caller last took them.
@@ -100,6 +103,8 @@ impl<'a> Engine<'a> {
             wave: 0,
             stopping: false,
             failed: false,
+            windows: Vec::new(),
+            planned_at: None,
             ended: Vec::new(),
             notices: Vec::new(),
         };
@@ -166,6 +171,8 @@ impl<'a> Engine<'a> {
     pub fn load(&mut self, plan: PreparedPlan) {
         self.stopping = self.failed;
         self.origin = plan.origin.clone();
+        self.windows = plan.windows.clone();
+        self.planned_at = Some((plan.now, Instant::now()));
         let base = self.runs.len();
         for step in plan.steps {
             // The same plan made again (the host unchanged since a run that stopped): the
@@ -377,6 +384,14 @@ impl<'a> Engine<'a> {
         let expected = context.from.as_ref().map(|f| (f.version.clone(), f.sha256));
         let detail = serde_json::to_value(context).unwrap_or(Value::Null);
         self.journal(index, StepPhase::Planned, None, detail)?;
+        if let Some(check) = self.free_space() {
+            return self.stop(index, "pre-check", check);
+        }
+        if let Some((planned, loaded)) = self.planned_at
+            && let Some(closed) = self.window_closed(planned, loaded)
+        {
+            return self.stop(index, "policy window", closed);
+        }
         if runs_now != expected {
             let shown = |v: &Option<(String, plugsync_host::Digest)>| match v {
                 Some((version, digest)) => format!("{version} ({})", digest.short()),
@@ -392,6 +407,40 @@ impl<'a> Engine<'a> {
             return self.stop(index, "pre-check", check);
         }
         Ok(Some(Duration::ZERO))
+    }
+
+    /// Why the state directory's file system is too full for a step to start, if it is: every
+    /// transition is a write the journal must be able to make.
+    fn free_space(&self) -> Option<String> {
+        let dir = self.store.path().parent()?;
+        let stats = rustix::fs::statvfs(dir).ok()?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        (free < self.options.min_free_bytes).then(|| {
+            format!(
+                "`{}` has {} MiB free, less than the {} MiB a step needs for its journal: \
+                 free some space there, or give another `--state-dir`",
+                dir.display(),
+                free >> 20,
+                self.options.min_free_bytes >> 20
+            )
+        })
+    }
+
+    /// Why the policy's windows forbid a step now (the plan's time plus the time since), if
+    /// they do.
+    fn window_closed(&self, planned: jiff::Timestamp, loaded: Instant) -> Option<String> {
+        let elapsed = jiff::SignedDuration::try_from(loaded.elapsed()).ok()?;
+        let now = planned.checked_add(elapsed).ok()?;
+        let closed = crate::spec::windows::closed(&self.windows, now)?;
+        let which = if closed.denied_by.is_empty() {
+            format!("outside every allow window ({})", closed.outside.join(", "))
+        } else {
+            format!("deny window `{}` opened", closed.denied_by.join("`, `"))
+        };
+        Some(format!(
+            "{which} while the reconcile ran: the steps left wait for the next reconcile \
+             (or `--force --reason TEXT`)"
+        ))
     }
 
     /// `preflighted`: the step's real switch made in a throwaway child process first.

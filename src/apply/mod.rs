@@ -72,6 +72,8 @@ pub struct ApplyOptions {
     pub preflight_timeout: Duration,
     /// Abort the process right after journaling this phase (`PLUGSYNC_CRASH_AT`, for tests).
     pub crash_at: Option<crate::store::StepPhase>,
+    /// The least free space the state directory's file system must have for a step to start.
+    pub min_free_bytes: u64,
 }
 
 /// A plan ready to apply: each step's context and what it needs on this side.
@@ -88,6 +90,11 @@ pub struct PreparedPlan {
     pub steps: Vec<PreparedStep>,
     /// The waves, by index into `steps`.
     pub waves: Vec<Vec<usize>>,
+    /// The policy's update windows, checked again before each step (a long reconcile may run
+    /// into one); empty when forced.
+    pub windows: Vec<crate::spec::model::Window>,
+    /// The time the plan was made for; each step's check adds the time since.
+    pub now: jiff::Timestamp,
 }
 
 /// One step of a [`PreparedPlan`].

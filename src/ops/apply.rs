@@ -106,6 +106,7 @@ pub fn reconcile(
         exe: options.exe.clone(),
         preflight_timeout: options.preflight_timeout,
         crash_at: options.crash_at,
+        min_free_bytes: MIN_FREE_BYTES,
     };
     let mut engine = Engine::resume(port, &store, apply_options)?;
     // Under the lease from here to the end.
@@ -172,6 +173,10 @@ fn apply_rounds(
     }
     Ok(plan_id)
 }
+
+/// The least free space under the state directory for a step to start: room for the
+/// journal's writes, well beyond them.
+const MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// How many times a reconcile plans again after a host restart interrupted a step.
 const MAX_ROUNDS: usize = 3;
@@ -455,6 +460,11 @@ fn prepare(
         origin,
         steps,
         waves,
+        windows: match &options.force {
+            Some(_) => Vec::new(),
+            None => inputs.desired.set.spec.policy.windows.clone(),
+        },
+        now: options.now,
     })
 }
 
