@@ -925,7 +925,15 @@ fn a_deny_window_that_opens_while_the_reconcile_runs_stops_the_steps_left() {
     ));
     // Ten seconds before the window opens; the first step soaks fifteen.
     let finished = reconcile_with(&desk, &[("PLUGSYNC_NOW", "2026-12-02T14:29:50Z")], &[]);
-    check(&desk, &finished, 1, expect![[r#""#]]);
+    check(&desk, &finished, 1, expect![[r#"
+        [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 15s ✓  committed
+        [2/3] risk_model 1.0.0 → 2.0.0
+              ✗ stopped at the policy window: deny window `trading-hours` opened while the reconcile ran: the steps left wait for the next reconcile (or `--force --reason TEXT`)
+                nothing changed on the host
+        [3/3] ma_cross 2.0.0 → 2.1.0 not started
+
+        Reconcile failed at step 2 of 3. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+    "#]]);
     assert_eq!(
         versions(&desk),
         [pair("ma_cross", "2.0.0"), pair("risk_model", "1.0.0")]
@@ -942,6 +950,10 @@ fn a_plugin_plugins_yaml_no_longer_names_is_unloaded_when_prune_is_on() {
 ",
     );
     let finished = reconcile(&desk, &[]);
-    check(&desk, &finished, 0, expect![[r#""#]]);
+    check(&desk, &finished, 0, expect![[r#"
+        [1/1] ma_cross 1.0.0 (remove)      unloaded
+
+        Applied 1 step. The host runs risk_model 1.0.0.
+    "#]]);
     assert_eq!(versions(&desk), [pair("risk_model", "1.0.0")]);
 }

@@ -446,7 +446,10 @@ impl<'a> Engine<'a> {
     /// `preflighted`: the step's real switch made in a throwaway child process first.
     fn preflight(&mut self, index: usize) -> Result<Option<Duration>> {
         let Some(preflight) = self.runs[index].preflight.clone() else {
-            self.runs[index].report.mark("preflight skipped");
+            // A removal runs no new code: nothing to preflight.
+            if self.runs[index].context.operation != StepOperationName::Unload {
+                self.runs[index].report.mark("not preflighted");
+            }
             self.journal(index, StepPhase::Preflighted, None, Value::Null)?;
             return Ok(Some(Duration::ZERO));
         };
