@@ -372,6 +372,8 @@ fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
     }
     let mut progress = PrintProgress {
         json: matches!(args.output, Output::Json),
+        live: std::io::stderr().is_terminal(),
+        showing: false,
     };
     let report = ops::reconcile(&options, &port, &mut progress)?;
     match args.output {
@@ -385,14 +387,30 @@ fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
     Ok(ExitCode::from(report.exit_code()))
 }
 
-/// Prints an apply's progress: each step's lines as it ends, on stdout; notices on stderr.
+/// Prints an apply's progress: each step's lines as it ends, on stdout; notices on stderr; on
+/// a terminal, the running step's line kept up to date on stderr.
 struct PrintProgress {
     /// The result goes out as JSON at the end: no lines on stdout before it.
     json: bool,
+    /// stderr is a terminal: show the running step's line as it goes.
+    live: bool,
+    /// A live line is on the terminal now.
+    showing: bool,
+}
+
+impl PrintProgress {
+    /// Clears the live line, if one shows.
+    fn clear(&mut self) {
+        if self.showing {
+            eprint!("\r\x1b[2K");
+            self.showing = false;
+        }
+    }
 }
 
 impl ops::Progress for PrintProgress {
     fn step(&mut self, report: &crate::apply::StepReport) {
+        self.clear();
         if self.json {
             eprintln!("{}", report.text());
         } else {
@@ -400,7 +418,16 @@ impl ops::Progress for PrintProgress {
         }
     }
 
+    fn working(&mut self, report: &crate::apply::StepReport) {
+        if self.live {
+            self.clear();
+            eprint!("{}", report.working());
+            self.showing = true;
+        }
+    }
+
     fn notice(&mut self, text: &str) {
+        self.clear();
         eprintln!("{text}");
     }
 }

@@ -808,11 +808,18 @@ fn on_failure_halt_rolls_back_then_halts_the_plugin_and_says_so() {
 #[derive(Default)]
 struct Told {
     steps: Vec<String>,
+    /// Each step's phases as it moved, by step id.
+    phases: Vec<(String, String)>,
 }
 
 impl plugsync::ops::Progress for Told {
     fn step(&mut self, report: &plugsync::apply::StepReport) {
         self.steps.push(report.text());
+    }
+
+    fn working(&mut self, report: &plugsync::apply::StepReport) {
+        let phase = report.phase.map_or("none".to_owned(), |p| p.to_string());
+        self.phases.push((report.step_id.clone(), phase));
     }
 
     fn notice(&mut self, _: &str) {}
@@ -862,6 +869,19 @@ fn the_same_engine_applies_through_a_runtime_in_this_process() {
         [2/3] risk_model 1.0.0 → 2.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
         [3/3] ma_cross 2.0.0 → 2.1.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed"#]].assert_eq(&normalise_apply(&told.steps.join("\n")));
     assert_eq!(upgraded.running, ["ma_cross 2.1.0", "risk_model 2.0.0"]);
+    // Every step went through every phase of a successful step, in order, each once.
+    for step in &upgraded.steps {
+        let phases: Vec<&str> = (told.phases.iter())
+            .filter(|(id, _)| *id == step.step_id)
+            .map(|(_, phase)| phase.as_str())
+            .collect();
+        assert_eq!(
+            phases,
+            ["planned", "preflighted", "staged", "switch-sent", "soaking", "commit-sent"],
+            "{}",
+            step.title
+        );
+    }
     let reference = reference_after_upgrade();
     assert_eq!(states_of(&runtime), reference);
     // The host's records name the embedded client and the reconciler.
@@ -903,6 +923,7 @@ fn the_result_as_json_names_each_step_its_marks_and_outcome() {
               "number": 1,
               "of": 1,
               "outcome": "done",
+              "phase": "done",
               "plugin": "risk_model",
               "resumed": false,
               "step_id": "[ID]",
@@ -925,7 +946,11 @@ fn a_deny_window_that_opens_while_the_reconcile_runs_stops_the_steps_left() {
     ));
     // Ten seconds before the window opens; the first step soaks fifteen.
     let finished = reconcile_with(&desk, &[("PLUGSYNC_NOW", "2026-12-02T14:29:50Z")], &[]);
-    check(&desk, &finished, 1, expect![[r#"
+    check(
+        &desk,
+        &finished,
+        1,
+        expect![[r#"
         [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 15s ✓  committed
         [2/3] risk_model 1.0.0 → 2.0.0
               ✗ stopped at the policy window: deny window `trading-hours` opened while the reconcile ran: the steps left wait for the next reconcile (or `--force --reason TEXT`)
@@ -933,7 +958,8 @@ fn a_deny_window_that_opens_while_the_reconcile_runs_stops_the_steps_left() {
         [3/3] ma_cross 2.0.0 → 2.1.0 not started
 
         Reconcile failed at step 2 of 3. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
-    "#]]);
+    "#]],
+    );
     assert_eq!(
         versions(&desk),
         [pair("ma_cross", "2.0.0"), pair("risk_model", "1.0.0")]
@@ -950,10 +976,15 @@ fn a_plugin_plugins_yaml_no_longer_names_is_unloaded_when_prune_is_on() {
 ",
     );
     let finished = reconcile(&desk, &[]);
-    check(&desk, &finished, 0, expect![[r#"
+    check(
+        &desk,
+        &finished,
+        0,
+        expect![[r#"
         [1/1] ma_cross 1.0.0 (remove)      unloaded
 
         Applied 1 step. The host runs risk_model 1.0.0.
-    "#]]);
+    "#]],
+    );
     assert_eq!(versions(&desk), [pair("risk_model", "1.0.0")]);
 }

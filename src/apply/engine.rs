@@ -52,6 +52,8 @@ pub struct Engine<'a> {
     ended: Vec<StepReport>,
     /// Notices since the caller last took them.
     notices: Vec<String>,
+    /// Steps that moved (not to their end) since the caller last took them.
+    working: Vec<StepReport>,
 }
 
 /// The reconcile lease, as held.
@@ -107,6 +109,7 @@ impl<'a> Engine<'a> {
             planned_at: None,
             ended: Vec::new(),
             notices: Vec::new(),
+            working: Vec::new(),
         };
         let mut resumed = Vec::new();
         for open in store.unfinished()? {
@@ -227,6 +230,11 @@ impl<'a> Engine<'a> {
     /// The steps that ended since the last call, in the order they ended.
     pub fn take_ended(&mut self) -> Vec<StepReport> {
         std::mem::take(&mut self.ended)
+    }
+
+    /// The steps that moved since the last call, not to their end (a progress line's update).
+    pub fn take_working(&mut self) -> Vec<StepReport> {
+        std::mem::take(&mut self.working)
     }
 
     /// What the engine had to say since the last call (a lease held elsewhere, an outcome
@@ -949,6 +957,10 @@ impl<'a> Engine<'a> {
             detail,
         })?;
         self.runs[index].phase = Some(phase);
+        self.runs[index].report.phase = Some(phase);
+        if !phase.is_terminal() {
+            self.working.push(self.runs[index].report.clone());
+        }
         if self.options.crash_at == Some(phase) {
             // A crash injected on purpose (`PLUGSYNC_CRASH_AT`), to prove a restart finishes
             // what the journal holds: no destructor, no flush, like a `kill -9`.

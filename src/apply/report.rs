@@ -64,6 +64,8 @@ pub struct StepReport {
     pub rollback: Option<String>,
     /// A step a previous run left, finished by this one.
     pub resumed: bool,
+    /// The last phase journaled (`soaking`, `done`…).
+    pub phase: Option<crate::store::StepPhase>,
 }
 
 impl StepReport {
@@ -79,7 +81,35 @@ impl StepReport {
             outcome: None,
             rollback: None,
             resumed: false,
+            phase: None,
         }
+    }
+
+    /// The step's line while it runs: its marks so far, and what it does now.
+    pub fn working(&self) -> String {
+        let doing = match self.phase {
+            None => "starting",
+            Some(crate::store::StepPhase::Planned) => "preflight…",
+            Some(crate::store::StepPhase::Preflighted) => "staging…",
+            Some(crate::store::StepPhase::Staged | crate::store::StepPhase::SwitchSent) => {
+                "switching…"
+            }
+            Some(crate::store::StepPhase::Soaking) => "soaking…",
+            Some(crate::store::StepPhase::CommitSent) => "committing…",
+            Some(crate::store::StepPhase::RollbackSent) => "rolling back…",
+            Some(_) => "",
+        };
+        let mut line = format!(
+            "[{}/{}] {:<28} {}",
+            self.number,
+            self.of,
+            self.title,
+            self.marks.join("  ")
+        );
+        line = line.trim_end().to_owned();
+        line.push_str("  ");
+        line.push_str(doing);
+        line
     }
 
     /// Notes what the step went through.

@@ -81,6 +81,10 @@ pub struct ReconcileOptions {
 pub trait Progress {
     /// A step ended: its lines.
     fn step(&mut self, report: &StepReport);
+    /// A step moved on, not to its end: what it does now ([`StepReport::working`]).
+    fn working(&mut self, report: &StepReport) {
+        let _ = report;
+    }
     /// Something to know (a lease held elsewhere, a plan, an outcome in doubt).
     fn notice(&mut self, text: &str);
 }
@@ -211,6 +215,9 @@ fn check_api(port: &dyn HostPort) -> Result<()> {
 fn tell(engine: &mut Engine<'_>, progress: &mut dyn Progress) {
     for text in engine.take_notices() {
         progress.notice(&text);
+    }
+    for report in engine.take_working() {
+        progress.working(&report);
     }
     for report in engine.take_ended() {
         progress.step(&report);
