@@ -309,9 +309,9 @@ fn dry_run_options(args: ReconcileArgs) -> Result<ops::DryRunOptions, crate::Err
 fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
     let crash_at = match std::env::var("PLUGSYNC_CRASH_AT") {
         Ok(name) if !name.is_empty() => {
-            Some(name.parse::<crate::store::StepPhase>().map_err(|unknown| {
+            Some(name.parse::<crate::apply::CrashPoint>().map_err(|reason| {
                 crate::Error::BadCrashPoint {
-                    reason: unknown.to_string(),
+                    reason,
                     value: name.clone(),
                 }
             })?)

@@ -283,8 +283,25 @@ fn desk_at_v1() -> Desk {
 fn a_reconcile_killed_right_after_journaling_any_transition_is_finished_by_the_next() {
     // What the next `plugsync reconcile` prints after a crash at each transition of a
     // successful step: before the switch is sent, the step is planned again; after, it is
-    // finished from the journal, its outcome read from the host.
+    // finished from the journal, its outcome read from the host — also when the host applied
+    // a request whose answer never reached the journal (`+answered`).
     let cases = [
+        (
+            "switch-sent+answered",
+            expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) switched (found pending on the host)  soak 300ms ✓  committed
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]],
+        ),
+        (
+            "commit-sent+answered",
+            expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     (left by a previous run) committed (found on the host)
+
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+        "#]],
+        ),
         (
             "planned",
             expect![[r#"
@@ -877,7 +894,14 @@ fn the_same_engine_applies_through_a_runtime_in_this_process() {
             .collect();
         assert_eq!(
             phases,
-            ["planned", "preflighted", "staged", "switch-sent", "soaking", "commit-sent"],
+            [
+                "planned",
+                "preflighted",
+                "staged",
+                "switch-sent",
+                "soaking",
+                "commit-sent"
+            ],
             "{}",
             step.title
         );

@@ -567,6 +567,7 @@ impl<'a> Engine<'a> {
         );
         match answer {
             Ok(answer) => {
+                self.crash_if_answered(StepPhase::SwitchSent);
                 if operation == StepOperationName::Unload {
                     self.runs[index].report.mark("unloaded");
                     return self.done(index);
@@ -621,9 +622,13 @@ impl<'a> Engine<'a> {
         let run = &self.runs[index];
         let id = run.step_id.as_str();
         if pending_id(running) == Some(id) {
+            self.runs[index]
+                .report
+                .mark("switched (found pending on the host)");
             return self.begin_soak(index);
         }
         if applied_id(running) == Some(id) || unloaded_by(status, &run.context.plugin, id) {
+            self.runs[index].report.mark("applied (found on the host)");
             return self.done(index);
         }
         if let Some(last) = running.and_then(|p| p.last_step.as_ref())
@@ -705,6 +710,9 @@ impl<'a> Engine<'a> {
         if self.runs[index].report.resumed && pending_id(running) != Some(id.as_str()) {
             // Sent before a restart: what became of it is on the host.
             return if applied_id(running) == Some(id.as_str()) {
+                self.runs[index]
+                    .report
+                    .mark("committed (found on the host)");
                 self.done(index)
             } else {
                 let why = rollback_reason(running);
@@ -718,6 +726,7 @@ impl<'a> Engine<'a> {
             .step(StepOperation::Commit, &id, &body, self.epoch())
         {
             Ok(_) => {
+                self.crash_if_answered(StepPhase::CommitSent);
                 self.runs[index].report.mark("committed");
                 self.done(index)
             }
@@ -787,6 +796,7 @@ impl<'a> Engine<'a> {
             .unwrap_or_else(|| "rolled back by plugsync".to_owned());
         match answer {
             Ok(answer) => {
+                self.crash_if_answered(StepPhase::RollbackSent);
                 let detail = serde_json::from_value::<RollbackReport>(answer.body.clone())
                     .map(|r| describe_rollback(&r))
                     .unwrap_or_default();
@@ -961,13 +971,35 @@ impl<'a> Engine<'a> {
         if !phase.is_terminal() {
             self.working.push(self.runs[index].report.clone());
         }
-        if self.options.crash_at == Some(phase) {
+        if self.options.crash_at
+            == Some(super::CrashPoint {
+                phase,
+                answered: false,
+            })
+        {
             // A crash injected on purpose (`PLUGSYNC_CRASH_AT`), to prove a restart finishes
             // what the journal holds: no destructor, no flush, like a `kill -9`.
             eprintln!("plugsync: PLUGSYNC_CRASH_AT={phase}: aborting right after journaling it");
             std::process::abort();
         }
         Ok(())
+    }
+
+    /// When told to crash once the host answered `phase`'s request, aborts: the host applied
+    /// it, the journal does not know.
+    fn crash_if_answered(&self, phase: StepPhase) {
+        if self.options.crash_at
+            == Some(super::CrashPoint {
+                phase,
+                answered: true,
+            })
+        {
+            eprintln!(
+                "plugsync: PLUGSYNC_CRASH_AT={phase}+answered: aborting before journaling the \
+                 host's answer"
+            );
+            std::process::abort();
+        }
     }
 
     /// Closes a journaled step that will not be driven.

@@ -70,10 +70,48 @@ pub struct ApplyOptions {
     pub exe: PathBuf,
     /// How long a preflight may take before its child is killed.
     pub preflight_timeout: Duration,
-    /// Abort the process right after journaling this phase (`PLUGSYNC_CRASH_AT`, for tests).
-    pub crash_at: Option<crate::store::StepPhase>,
+    /// Abort the process at this point (`PLUGSYNC_CRASH_AT`, for tests).
+    pub crash_at: Option<CrashPoint>,
     /// The least free space the state directory's file system must have for a step to start.
     pub min_free_bytes: u64,
+}
+
+/// Where `PLUGSYNC_CRASH_AT` makes plugsync abort, to prove a restart finishes what the journal
+/// holds: right after journaling a phase (`switch-sent`: journaled, not yet sent), or right
+/// after the host answered the request that phase sent (`switch-sent+answered`: applied on the
+/// host, the answer not yet journaled — the outcome a restart must read from the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashPoint {
+    /// The phase.
+    pub phase: crate::store::StepPhase,
+    /// After the host's answer to the phase's request, rather than after the journal write.
+    pub answered: bool,
+}
+
+impl std::str::FromStr for CrashPoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<CrashPoint, String> {
+        use crate::store::StepPhase;
+        let (name, answered) = match text.strip_suffix("+answered") {
+            Some(name) => (name, true),
+            None => (text, false),
+        };
+        let phase: StepPhase =
+            (name.parse()).map_err(|e: crate::store::UnknownPhase| e.to_string())?;
+        let sends = [
+            StepPhase::SwitchSent,
+            StepPhase::CommitSent,
+            StepPhase::RollbackSent,
+        ];
+        if answered && !sends.contains(&phase) {
+            return Err(format!(
+                "`+answered` follows a phase that sends a request: `switch-sent`, `commit-sent` \
+                 or `rollback-sent`, not `{phase}`"
+            ));
+        }
+        Ok(CrashPoint { phase, answered })
+    }
 }
 
 /// A plan ready to apply: each step's context and what it needs on this side.

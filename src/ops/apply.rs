@@ -24,8 +24,8 @@ use plugsync_host::{Digest, Origin, TrustedKeys, VerifySpec};
 use serde_json::Value;
 
 use crate::apply::{
-    Action, ApplyOptions, ApplyReport, Engine, HostPort, LocalArtifact, Preflight, PreparedPlan,
-    PreparedStep, StepReport, context, error_policy,
+    Action, ApplyOptions, ApplyReport, CrashPoint, Engine, HostPort, LocalArtifact, Preflight,
+    PreparedPlan, PreparedStep, StepReport, context, error_policy,
 };
 use crate::error::{Error, Result};
 use crate::observe::{Observation, Source};
@@ -33,7 +33,7 @@ use crate::plan::{
     PlanDocument, PlannedStep, Refusal, SearchLimits, StateMigration, StepAction, Wait, Warning,
 };
 use crate::preflight::{ArtifactFile, PreviewStep};
-use crate::store::{StepPhase, Store};
+use crate::store::Store;
 
 use super::lock::ArtifactCache;
 use super::reconcile::Inputs;
@@ -72,7 +72,7 @@ pub struct ReconcileOptions {
     /// How far the ordering search may go.
     pub limits: SearchLimits,
     /// Abort right after journaling this phase (`PLUGSYNC_CRASH_AT`, for tests).
-    pub crash_at: Option<StepPhase>,
+    pub crash_at: Option<CrashPoint>,
     /// How long the reconcile lease lasts unless renewed.
     pub lease_ttl: Duration,
 }
