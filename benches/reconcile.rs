@@ -453,8 +453,9 @@ fn call_until_stopped(
                 break;
             }
             drop(guard);
-            // No host: wait for one, leaving the CPU to the restart.
-            thread::yield_now();
+            // No host: wait for one, leaving the CPU to the restart. A sleep, not a yield: a
+            // yielding thread counts as queued for a CPU, which would hide the wait from `net`.
+            thread::sleep(Duration::from_micros(50));
         }
         let ended = probe.now();
         let queued = queued_before
