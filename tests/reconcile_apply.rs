@@ -1012,3 +1012,48 @@ fn a_plugin_plugins_yaml_no_longer_names_is_unloaded_when_prune_is_on() {
     );
     assert_eq!(versions(&desk), [pair("risk_model", "1.0.0")]);
 }
+
+#[test]
+fn a_build_that_fails_its_probe_is_stopped_in_preflight_or_refused_by_the_hosts_verification() {
+    let desk = desk_at_v2_0(&[FAULT_PROBE]);
+    let probe = serde_json::to_string(&crossing_up_probe(1)).unwrap();
+    let with_probe = ma_cross_at("2.0.4").replace(
+        "      verify: {soak: {duration: 60s, maxErrorRate: 0.001}}",
+        &format!("      verify: {{probes: [{probe}]}}"),
+    );
+    desk.desire(&with_probe);
+    let cases = [
+        // Caught before the host sees the build.
+        (
+            vec![],
+            expect![[r#"
+            [1/1] ma_cross 2.0.0 → 2.0.4
+                  ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.4 (step 1 of 1) failed in the preview process: verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}
+                    nothing changed on the host
+
+            Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+        "#]],
+        ),
+        // Without the preflight, the host's own verification refuses the switch.
+        (
+            vec!["--no-preflight"],
+            expect![[r#"
+                [1/1] ma_cross 2.0.0 → 2.0.4       not preflighted  staged ✓
+                      ✗ stopped at the switch: the host refused it (`verification_failed`): verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}
+                        nothing changed on the host
+
+                Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            "#]],
+        ),
+    ];
+    for (args, expected) in cases {
+        let states = snapshot(&desk).0;
+        let finished = reconcile(&desk, &args);
+        check(&desk, &finished, 1, expected);
+        assert_eq!(snapshot(&desk).0, states, "{args:?}: a state changed");
+        assert_eq!(
+            versions(&desk),
+            [pair("ma_cross", "2.0.0"), pair("risk_model", "1.0.0")]
+        );
+    }
+}

@@ -595,7 +595,14 @@ impl<'a> Engine<'a> {
                 )?;
                 self.fail(index, "switch", message)
             }
-            Err(Error::HostRefused { code, message, .. }) => self.stop(index, &code, message),
+            Err(Error::HostRefused { code, message, .. }) => {
+                let what = operation.operation().name();
+                self.stop(
+                    index,
+                    what,
+                    format!("the host refused it (`{code}`): {message}"),
+                )
+            }
             // In doubt (the host unreachable, a 5xx): the next pass reads the outcome from the
             // host's status.
             Err(error) if transient(&error) => {

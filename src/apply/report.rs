@@ -25,7 +25,8 @@ pub enum StepOutcome {
     },
     /// Stopped before anything changed on the host.
     Stopped {
-        /// What refused it (`pre-check`, `preflight`, `stage`, or the host's error code).
+        /// What refused it (`pre-check`, `policy window`, `preflight`, `stage`, or the
+        /// operation the host refused: `switch`, `install`, `unload`).
         check: String,
         /// Why, and the fix.
         message: String,
