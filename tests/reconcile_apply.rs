@@ -1057,3 +1057,20 @@ fn a_build_that_fails_its_probe_is_stopped_in_preflight_or_refused_by_the_hosts_
         );
     }
 }
+
+#[test]
+fn a_step_pending_on_the_host_that_this_client_did_not_start_is_never_called_in_sync() {
+    let desk = desk_at_v1();
+    // Another tool switched risk_model to what plugins.yaml asks, and has not committed.
+    let artifact = desk.api.stage(&lib(RISK_MODEL_1_1_0));
+    desk.api.post(
+        "/v1/steps/by-hand/switch",
+        json!({"plugin": "risk_model", "artifact": artifact, "config": {"max_position": 10},
+               "lease_ms": 600_000, "origin": {"tool": "ops-script"}}),
+    );
+    desk.desire(&V1_1.replace("      verify: {soak: {duration: 300ms}}\n", ""));
+    let refused = reconcile(&desk, &[]);
+    check(&desk, &refused, 1, expect![[r#"
+        error: `risk_model` has a step in progress on the host (step `by-hand`) that this client did not start: nothing was applied; wait for its commit or rollback, then reconcile again
+    "#]]);
+}

@@ -157,6 +157,9 @@ fn apply_rounds(
         {
             check_saved_plan(saved, &document)?;
         }
+        // A step pending on the host that this client did not start (another tool's, or a run
+        // whose journal was lost) may still roll back: nothing is in sync until it ends.
+        check_pending(&observation)?;
         if document.plan.in_sync() {
             break;
         }
@@ -316,6 +319,20 @@ fn check_saved_plan(path: &Path, document: &PlanDocument) -> Result<()> {
     })
 }
 
+/// Refuses to go on while a step this client did not start is pending on the host (this
+/// client's own were finished from its journal before).
+fn check_pending(observation: &Observation) -> Result<()> {
+    let pending = (observation.running.status.plugins.iter())
+        .find_map(|p| Some((p, p.pending.as_ref()?)));
+    match pending {
+        Some((plugin, pending)) => Err(Error::StepPendingElsewhere {
+            plugin: plugin.plugin.clone(),
+            step_id: pending.step_id.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Refuses what policy forbids now, unless forced; and strategies not implemented.
 fn check_policy(document: &PlanDocument, force: Option<&str>) -> Result<()> {
     let plan = &document.plan;
@@ -329,12 +346,6 @@ fn check_policy(document: &PlanDocument, force: Option<&str>) -> Result<()> {
     }
     for wait in &plan.waits {
         match wait {
-            Wait::PendingStep { plugin, step_id } => {
-                return Err(Error::StepPendingElsewhere {
-                    plugin: plugin.clone(),
-                    step_id: step_id.clone(),
-                });
-            }
             Wait::Window {
                 denied_by,
                 outside,
