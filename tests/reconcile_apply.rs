@@ -1070,7 +1070,46 @@ fn a_step_pending_on_the_host_that_this_client_did_not_start_is_never_called_in_
     );
     desk.desire(&V1_1.replace("      verify: {soak: {duration: 300ms}}\n", ""));
     let refused = reconcile(&desk, &[]);
-    check(&desk, &refused, 1, expect![[r#"
+    check(
+        &desk,
+        &refused,
+        1,
+        expect![[r#"
         error: `risk_model` has a step in progress on the host (step `by-hand`) that this client did not start: nothing was applied; wait for its commit or rollback, then reconcile again
+    "#]],
+    );
+}
+
+#[test]
+fn the_steps_of_one_wave_run_together_up_to_max_parallel() {
+    let desk = Desk::new();
+    publish(desk.path(), "quote_counter", "stable");
+    // Two plugins that need nothing of each other: one wave of two installs.
+    desk.desire(
+        "  policy: {maxParallel: 2}
+  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}, verify: {soak: {duration: 3s}}}
+    - {id: quote_counter, version: 1.0.0, verify: {soak: {duration: 3s}}}
+",
+    );
+    let running = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
+    // Both soak at once: one wave, not one step after the other.
+    wait_until("both installs are pending at once", || {
+        let status = desk.api.status();
+        let pending = |id: &str| {
+            status["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["plugin"] == id && !p["pending"].is_null())
+        };
+        pending("risk_model") && pending("quote_counter")
+    });
+    let finished = running.finish();
+    check(&desk, &finished, 0, expect![[r#"
+        [1/2] risk_model 1.0.0 (install)   preflight ✓  staged ✓  installed  soak 3s ✓  committed
+        [2/2] quote_counter 1.0.0 (install) preflight ✓  staged ✓  installed  soak 3s ✓  committed
+
+        Applied 2 steps. The host runs quote_counter 1.0.0, risk_model 1.0.0.
     "#]]);
 }

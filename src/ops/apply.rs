@@ -322,8 +322,8 @@ fn check_saved_plan(path: &Path, document: &PlanDocument) -> Result<()> {
 /// Refuses to go on while a step this client did not start is pending on the host (this
 /// client's own were finished from its journal before).
 fn check_pending(observation: &Observation) -> Result<()> {
-    let pending = (observation.running.status.plugins.iter())
-        .find_map(|p| Some((p, p.pending.as_ref()?)));
+    let pending =
+        (observation.running.status.plugins.iter()).find_map(|p| Some((p, p.pending.as_ref()?)));
     match pending {
         Some((plugin, pending)) => Err(Error::StepPendingElsewhere {
             plugin: plugin.plugin.clone(),
