@@ -1106,10 +1106,45 @@ fn the_steps_of_one_wave_run_together_up_to_max_parallel() {
         pending("risk_model") && pending("quote_counter")
     });
     let finished = running.finish();
-    check(&desk, &finished, 0, expect![[r#"
+    check(
+        &desk,
+        &finished,
+        0,
+        expect![[r#"
         [1/2] risk_model 1.0.0 (install)   preflight ✓  staged ✓  installed  soak 3s ✓  committed
         [2/2] quote_counter 1.0.0 (install) preflight ✓  staged ✓  installed  soak 3s ✓  committed
 
         Applied 2 steps. The host runs quote_counter 1.0.0, risk_model 1.0.0.
+    "#]],
+    );
+}
+
+#[test]
+fn a_frozen_host_is_not_changed_unless_forced_with_a_reason_it_records() {
+    let desk = desk_at_v1();
+    desk.api.post(
+        "/v1/restraints",
+        json!({"action": "freeze", "reason": "quarter-end close"}),
+    );
+    desk.desire(V1_1);
+    let refused = reconcile(&desk, &[]);
+    check(&desk, &refused, 1, expect![[r#"
+        error: the host is frozen by default: quarter-end close; nothing was applied. Lift it on the host, or go ahead with `--force --reason TEXT` (recorded on the host)
     "#]]);
+    let forced = reconcile(
+        &desk,
+        &["--force", "--reason", "limits fix, approved by risk"],
+    );
+    check(&desk, &forced, 0, expect![[r#"
+        [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
+
+        Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
+    "#]]);
+    let restraints = &desk.api.status()["restraints"];
+    let forced = &restraints["forced"][0];
+    assert_eq!(
+        (&forced["plugin"], &forced["because"]["reason"]),
+        (&json!("risk_model"), &json!("limits fix, approved by risk")),
+        "{restraints}"
+    );
 }
