@@ -1128,23 +1128,67 @@ fn a_frozen_host_is_not_changed_unless_forced_with_a_reason_it_records() {
     );
     desk.desire(V1_1);
     let refused = reconcile(&desk, &[]);
-    check(&desk, &refused, 1, expect![[r#"
+    check(
+        &desk,
+        &refused,
+        1,
+        expect![[r#"
         error: the host is frozen by default: quarter-end close; nothing was applied. Lift it on the host, or go ahead with `--force --reason TEXT` (recorded on the host)
-    "#]]);
+    "#]],
+    );
     let forced = reconcile(
         &desk,
         &["--force", "--reason", "limits fix, approved by risk"],
     );
-    check(&desk, &forced, 0, expect![[r#"
+    check(
+        &desk,
+        &forced,
+        0,
+        expect![[r#"
         [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 300ms ✓  committed
 
         Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
-    "#]]);
+    "#]],
+    );
     let restraints = &desk.api.status()["restraints"];
     let forced = &restraints["forced"][0];
     assert_eq!(
         (&forced["plugin"], &forced["because"]["reason"]),
         (&json!("risk_model"), &json!("limits fix, approved by risk")),
         "{restraints}"
+    );
+}
+
+#[test]
+fn signed_artifacts_are_checked_here_then_staged_with_their_signature_for_the_host_to_check() {
+    let desk = Desk::signed();
+    let keys = desk.path().join("k.pub");
+    let keys = keys.to_str().unwrap();
+    desk.desire(V1);
+    // The host trusts only `k`: each artifact staged carried its signature, or it would have
+    // been refused there.
+    let installed = reconcile(&desk, &["--trusted-keys", keys]);
+    check(
+        &desk,
+        &installed,
+        0,
+        expect![[r#"
+        [1/2] risk_model 1.0.0 (install)   preflight ✓  staged ✓  installed  committed
+        [2/2] ma_cross 1.0.0 (install)     preflight ✓  staged ✓  installed  committed
+
+        Applied 2 steps. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+    "#]],
+    );
+    // A release published without a signature: refused here, before the host sees it.
+    publish(desk.path(), FAULT_CALL, "stable");
+    desk.desire(&ma_cross_at("2.0.3"));
+    let unsigned = reconcile(&desk, &["--trusted-keys", keys]);
+    check(
+        &desk,
+        &unsigned,
+        1,
+        expect![[r#"
+        error: `ma_cross` 2.0.3 (sha256 [HASH]) is not signed: publish it signed (`plugsync publish --sign-key`) by a key in `--trusted-keys`, or pin a version that is
+    "#]],
     );
 }

@@ -40,7 +40,28 @@ impl Desk {
     }
 
     pub fn with_host_args(args: &[&str]) -> Desk {
+        Desk::start(tempfile::tempdir().unwrap(), None, args)
+    }
+
+    /// A desk whose registry is signed by the key `k` (`k.key`, `k.pub` in its directory),
+    /// beside a host that trusts only that key (`--trusted-keys k.pub`).
+    pub fn signed() -> Desk {
         let dir = tempfile::tempdir().unwrap();
+        let keygen = plugsync(
+            &[OsStr::new("keygen"), dir.path().join("k").as_os_str()],
+            &[],
+        );
+        assert!(keygen.status.success(), "{}", keygen.stderr);
+        let public = dir.path().join("k.pub");
+        let key = dir.path().join("k.key");
+        Desk::start(
+            dir,
+            Some(&key),
+            &["--trusted-keys", public.to_str().unwrap()],
+        )
+    }
+
+    fn start(dir: tempfile::TempDir, sign_key: Option<&Path>, args: &[&str]) -> Desk {
         for name in [
             MA_CROSS_1_0_0,
             MA_CROSS_2_0_0,
@@ -49,7 +70,7 @@ impl Desk {
             RISK_MODEL_1_1_0,
             RISK_MODEL_2_0_0,
         ] {
-            publish(dir.path(), name, "stable");
+            publish_signed(dir.path(), name, "stable", sign_key);
         }
         // The host knows three clients; the test's own calls are `default`'s.
         let tokens = format!("default {TOKEN}\nalice {ALICE_TOKEN}\nbob {BOB_TOKEN}\n");
@@ -266,18 +287,25 @@ impl Desk {
 }
 
 pub fn publish(dir: &Path, name: &str, channel: &str) {
+    publish_signed(dir, name, channel, None);
+}
+
+/// Publishes a built library to the registry in `dir`, signed with `key` if given.
+pub fn publish_signed(dir: &Path, name: &str, channel: &str, key: Option<&Path>) {
     let library = lib(name);
-    let finished = plugsync(
-        &[
-            "publish".as_ref(),
-            library.as_os_str(),
-            "--registry".as_ref(),
-            dir.join("registry").as_os_str(),
-            "--channel".as_ref(),
-            OsStr::new(channel),
-        ],
-        &[],
-    );
+    let registry = dir.join("registry");
+    let mut args: Vec<&OsStr> = vec![
+        "publish".as_ref(),
+        library.as_os_str(),
+        "--registry".as_ref(),
+        registry.as_os_str(),
+        "--channel".as_ref(),
+        OsStr::new(channel),
+    ];
+    if let Some(key) = key {
+        args.extend(["--sign-key".as_ref(), key.as_os_str()]);
+    }
+    let finished = plugsync(&args, &[]);
     assert!(finished.status.success(), "{}", finished.stderr);
 }
 
