@@ -260,7 +260,11 @@ fn finish(
 ) -> Result<ApplyReport> {
     let failed = engine.failed();
     let steps = engine.reports();
-    engine.release()?;
+    // The steps are done whatever becomes of the lease: a release that fails leaves it to
+    // expire (the same client takes it back at once).
+    if let Err(error) = engine.release() {
+        tracing::warn!("could not release the host's reconcile lease: {error}");
+    }
     let status = port.status(false)?;
     let mut running: Vec<String> = status
         .status
