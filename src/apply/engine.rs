@@ -643,8 +643,7 @@ impl<'a> Engine<'a> {
             && last.outcome == StepState::RolledBack
         {
             let why = rollback_reason(running);
-            self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
-            return self.fail(index, "soak", why);
+            return self.rolled_back(index, "soak", why);
         }
         // No trace of it on the host: never received, or forgotten by a restart. Sent again
         // with the same id, the host applies it or says it is gone.
@@ -723,8 +722,7 @@ impl<'a> Engine<'a> {
                 self.done(index)
             } else {
                 let why = rollback_reason(running);
-                self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
-                self.fail(index, "soak", why)
+                self.rolled_back(index, "soak", why)
             };
         }
         let body = self.runs[index].context.commit_request(&self.origin);
@@ -756,8 +754,7 @@ impl<'a> Engine<'a> {
                     Some(_) => rollback_reason(running),
                     None => format!("the commit was refused: {code}: {message}"),
                 };
-                self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
-                self.fail(index, "commit", why)
+                self.rolled_back(index, "commit", why)
             }
             Err(error) if transient(&error) => Ok(Some(SOAK_POLL)),
             Err(error) => Err(error),
@@ -789,8 +786,7 @@ impl<'a> Engine<'a> {
             && pending_id(running) != Some(id.as_str())
         {
             let why = rollback_reason(running);
-            self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
-            return self.fail(index, "soak", why);
+            return self.rolled_back(index, "soak", why);
         }
         let body = self.runs[index].context.rollback_request(&self.origin);
         let answer = self
@@ -870,8 +866,7 @@ impl<'a> Engine<'a> {
             return Ok(None);
         };
         self.runs[index].report.rollback = Some(why.clone());
-        self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
-        self.fail(index, "soak", why)
+        self.rolled_back(index, "soak", why)
     }
 
     /// A step the host forgot (it restarted before the commit): a new attempt with a new id,
@@ -918,6 +913,12 @@ impl<'a> Engine<'a> {
         });
         self.emit(index);
         Ok(None)
+    }
+
+    /// Journals that the step was rolled back (`why`), then fails it.
+    fn rolled_back(&mut self, index: usize, check: &str, why: String) -> Result<Option<Duration>> {
+        self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+        self.fail(index, check, why)
     }
 
     /// The step was rolled back (journaled by the caller); `on_failure: halt` halts the
