@@ -62,6 +62,18 @@ enum Command {
     /// in which order, what each migration does to the live state — without touching the host.
     #[command(after_help = RECONCILE_EXIT_CODES)]
     Reconcile(ReconcileArgs),
+    /// Freeze the host: every client's switch, install and unload refused until `unfreeze`
+    /// (the kill switch: it goes even while another client reconciles).
+    Freeze(FreezeArgs),
+    /// Lift the host's freeze.
+    Unfreeze(HostOnlyArgs),
+    /// Keep a plugin at the version it runs: every reconcile leaves it there, and says so,
+    /// until `release` (or, with `-f`, until its entry in plugins.yaml changes).
+    Hold(HoldArgs),
+    /// Release a plugin's hold: the next reconcile moves it to what plugins.yaml asks.
+    Release(PluginOnHostArgs),
+    /// Clear the failed marks of a plugin's versions: the next reconcile may try them again.
+    Retry(PluginOnHostArgs),
     /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
     /// `--trusted-keys` (`NAME.pub`).
     Keygen(KeygenArgs),
@@ -192,7 +204,8 @@ struct ReconcileArgs {
     /// recomputed from plugins.yaml, the lock, the registry and the host.
     #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
     plan: Option<PathBuf>,
-    /// Apply despite a deny window, a freeze, a hold or a failed mark (needs `--reason`).
+    /// Apply despite a deny window or a freeze (needs `--reason`). Holds and failed marks are
+    /// lifted by `release` and `retry`, or by a change of the plugin's entry.
     #[arg(long, requires = "reason", conflicts_with = "dry_run")]
     force: bool,
     /// Why: sent to the host with `--force` or `--break-lease`, and recorded there.
@@ -216,15 +229,8 @@ struct ReconcileArgs {
         default_value = "plugins.yaml"
     )]
     file: PathBuf,
-    /// The host's control API: `http://ADDR`, `https://HOST:PORT` or `unix:PATH`.
-    #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
-    host: String,
-    /// File holding this client's bearer token.
-    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.
-    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    connection: HostConnection,
     /// Plan against a saved `plugsync status --output json` instead of asking the host (CI
     /// with no route to it); migrations are previewed only if it was saved `--with-state`.
     #[arg(long, value_name = "FILE", requires = "dry_run")]
@@ -279,9 +285,9 @@ fn dry_run_options(args: ReconcileArgs) -> Result<ops::DryRunOptions, crate::Err
     let observe = match args.observed {
         Some(path) => ops::Observe::File(path),
         None => ops::Observe::Host {
-            url: args.host,
-            token_file: args.token_file,
-            tls_ca: args.tls_ca,
+            url: args.connection.host,
+            token_file: args.connection.token_file,
+            tls_ca: args.connection.tls_ca,
         },
     };
     Ok(ops::DryRunOptions {
@@ -347,11 +353,7 @@ fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
         lease_ttl: (std::time::Duration::from_secs(30).max(args.preview_timeout * 2))
             .min(std::time::Duration::from_secs(3600)),
     };
-    let port = crate::apply::HttpHost::new(
-        &args.host,
-        args.token_file.as_deref(),
-        args.tls_ca.as_deref(),
-    )?;
+    let port = args.connection.port()?;
     if args.break_lease {
         let reason = args.reason.clone().unwrap_or_default();
         let broken = crate::apply::HostPort::lease(
@@ -450,6 +452,88 @@ fn print_dry_run(
         Output::Json => print!("{}", dry_run.json()),
     }
     Ok(ExitCode::from(dry_run.exit_code()))
+}
+
+/// Which host to ask, and as whom.
+#[derive(Debug, clap::Args)]
+struct HostConnection {
+    /// The host's control API: `http://ADDR`, `https://HOST:PORT` or `unix:PATH`.
+    #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
+    host: String,
+    /// File holding this client's bearer token, alone: the host's `--token-file` when it holds
+    /// a single token, else a file of one of its clients' tokens.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// A restraint change's connection: the host, and whether to wait for its lease.
+#[derive(Debug, clap::Args)]
+struct RestrainOn {
+    #[command(flatten)]
+    connection: HostConnection,
+    /// Fail at once if another client holds the host's reconcile lease, instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+impl HostConnection {
+    fn port(&self) -> crate::Result<crate::apply::HttpHost> {
+        crate::apply::HttpHost::new(
+            &self.host,
+            self.token_file.as_deref(),
+            self.tls_ca.as_deref(),
+        )
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct FreezeArgs {
+    /// Why (shown to every client and operator).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    #[command(flatten)]
+    host: RestrainOn,
+}
+
+#[derive(Debug, clap::Args)]
+struct HostOnlyArgs {
+    #[command(flatten)]
+    host: RestrainOn,
+}
+
+#[derive(Debug, clap::Args)]
+struct HoldArgs {
+    /// The plugin.
+    plugin: String,
+    /// Why (shown to every client and operator).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// The plugins.yaml naming it: the hold then also ends when its entry there changes.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    host: RestrainOn,
+}
+
+#[derive(Debug, clap::Args)]
+struct PluginOnHostArgs {
+    /// The plugin.
+    plugin: String,
+    #[command(flatten)]
+    host: RestrainOn,
+}
+
+/// Makes one restraint change on the host and says what was done.
+fn restrain(change: ops::RestraintChange, host: &RestrainOn) -> crate::Result<bool> {
+    let port = host.connection.port()?;
+    let done = ops::restrain(&change, &port, host.no_wait, &mut |notice| {
+        eprintln!("{notice}")
+    })?;
+    println!("{done}");
+    Ok(true)
 }
 
 #[derive(Debug, clap::Args)]
@@ -650,16 +734,8 @@ struct StatusArgs {
     /// Include every plugin's state.
     #[arg(long)]
     with_state: bool,
-    /// The host's control API: `http://ADDR`, `https://HOST:PORT` or `unix:PATH`.
-    #[arg(long, value_name = "URL", env = "PLUGSYNC_HOST", default_value = crate::DEFAULT_HOST)]
-    host: String,
-    /// File holding this client's bearer token, alone: the host's `--token-file` when it holds
-    /// a single token, else a file of one of its clients' tokens.
-    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// The CA (PEM) that signed an `https://` host's certificate: the only one trusted.
-    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TLS_CA")]
-    tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    connection: HostConnection,
 }
 
 fn init_logging(default: &str) {
@@ -841,6 +917,42 @@ pub fn run() -> ExitCode {
             ops::yank(&args.registry, &args.plugin, &args.version, args.undo).map(print_done)
         }
         Command::Keygen(args) => ops::keygen(&args.name).map(print_done),
+        Command::Freeze(args) => restrain(
+            ops::RestraintChange::Freeze {
+                reason: args.reason,
+            },
+            &args.host,
+        ),
+        Command::Unfreeze(args) => restrain(ops::RestraintChange::Unfreeze, &args.host),
+        Command::Hold(args) => {
+            let entry_sha256 = match &args.file {
+                Some(file) => Some(ops::entry_fingerprint(file, &args.plugin)),
+                None => None,
+            };
+            match entry_sha256.transpose() {
+                Ok(entry_sha256) => restrain(
+                    ops::RestraintChange::Hold {
+                        plugin: args.plugin,
+                        reason: args.reason,
+                        entry_sha256,
+                    },
+                    &args.host,
+                ),
+                Err(error) => Err(error),
+            }
+        }
+        Command::Release(args) => restrain(
+            ops::RestraintChange::Release {
+                plugin: args.plugin,
+            },
+            &args.host,
+        ),
+        Command::Retry(args) => restrain(
+            ops::RestraintChange::Retry {
+                plugin: args.plugin,
+            },
+            &args.host,
+        ),
         Command::Lock(args) => ops::lock(&ops::LockOptions {
             file: args.file,
             update: match args.update {
@@ -864,9 +976,9 @@ pub fn run() -> ExitCode {
         }
         Command::Status(args) => {
             let options = ops::StatusOptions {
-                host: Some(args.host),
-                token_file: args.token_file,
-                tls_ca: args.tls_ca,
+                host: Some(args.connection.host),
+                token_file: args.connection.token_file,
+                tls_ca: args.connection.tls_ca,
                 format: match args.output {
                     Output::Text => ops::StatusFormat::Text,
                     Output::Json => ops::StatusFormat::Json,

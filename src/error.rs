@@ -83,7 +83,8 @@ pub enum Error {
     /// Another client holds the host's reconcile lease, and `--no-wait` was given.
     #[error(
         "{holder} is reconciling the host at {host}: nothing was applied; run again without \
-         `--no-wait` to wait for it, or with `--break-lease --reason TEXT` if that client is gone"
+         `--no-wait` to wait for it, or take its lease with `plugsync reconcile --break-lease \
+         --reason TEXT` if that client is gone"
     )]
     LeaseHeldElsewhere {
         /// The host.
@@ -173,14 +174,24 @@ pub enum Error {
         until: String,
     },
 
-    /// A restraint on the host (freeze, hold, failed mark) forbids a step.
+    /// The host is frozen: no step may be taken. (Holds and failed marks keep their plugins
+    /// where they are; the rest of a plan goes on.)
     #[error(
-        "{what}; nothing was applied. Lift it on the host, or go ahead with `--force --reason \
-         TEXT` (recorded on the host)"
+        "{what}; nothing was applied. Lift it with `plugsync unfreeze` once it is over, or go \
+         ahead with `--force --reason TEXT` (recorded on the host)"
     )]
     Restrained {
         /// The restraint, who set it and why.
         what: String,
+    },
+
+    /// A restraint change that makes no sense on this host (a release of a plugin not held).
+    #[error("{what}: nothing was changed; {fix}")]
+    NotRestrainable {
+        /// What is not so.
+        what: String,
+        /// Where to look instead.
+        fix: String,
     },
 
     /// A switch cannot be preflighted: the running version's artifact is not available.

@@ -7,7 +7,7 @@
 
 mod support;
 
-use expect_test::{Expect, expect};
+use expect_test::expect;
 use serde_json::{Value, json};
 use support::desk::*;
 use support::process::Finished;
@@ -43,46 +43,6 @@ fn reconcile_with(desk: &Desk, env: &[(&str, &str)], args: &[&str]) -> Finished 
     let mut all = vec![("PLUGSYNC_NOW", SATURDAY)];
     all.extend(env);
     desk.reconcile_of(&desk.path().join("plugins.yaml"), &all, args)
-}
-
-/// Checks the exit code, then stdout (or stderr on exit 1 with nothing on stdout), normalised.
-fn check(desk: &Desk, finished: &Finished, code: i32, expected: Expect) {
-    assert_eq!(
-        finished.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        finished.stdout,
-        finished.stderr
-    );
-    let shown = if finished.stdout.is_empty() {
-        &finished.stderr
-    } else {
-        &finished.stdout
-    };
-    expected.assert_eq(&normalise_apply(&desk.normalised(shown)));
-}
-
-/// Step ids and plan ids (digests) become `[ID]`, slot-held times `[µs]`.
-fn normalise_apply(text: &str) -> String {
-    let mut out = String::new();
-    for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '(' || c == ')') {
-        let bare = word.trim_end_matches(|c: char| c.is_whitespace() || c == '(' || c == ')');
-        let tail = &word[bare.len()..];
-        let hex = bare.len() >= 12 && bare.chars().take(12).all(|c| c.is_ascii_hexdigit());
-        if hex {
-            out.push_str("[ID]");
-            out.push_str(tail);
-        } else if bare.chars().all(|c| c.is_ascii_digit())
-            && tail.starts_with(' ')
-            && out.ends_with("held ")
-        {
-            out.push_str("[N]");
-            out.push_str(tail);
-        } else {
-            out.push_str(word);
-        }
-    }
-    out
 }
 
 /// The states a runtime in this process holds after the calls [`Desk::trade`] makes and the
@@ -462,8 +422,10 @@ fn a_release_that_panics_in_its_soak_is_rolled_back_by_the_host_its_state_exact_
         expect![[r#"
             [1/1] ma_cross 2.0.0 → 2.0.3       preflight ✓  staged ✓  switched (slot held [N] µs)
                   ✗ rolled back by the host: the new version panicked in call #6 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 1 call replayed into 2.0.0, 0 outputs differ; 2.0.0 serves, its state exact
+                  ma_cross 2.0.3 marked failed on this host: not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
 
-            Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.3); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            Kept: ma_cross 2.0.0: 2.0.3 marked failed by host at [TIME]: rolled back: the new version panicked in call #6 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); not retried (clear: `plugsync retry ma_cross`, or change its entry)
         "#]],
     );
     assert_eq!(
@@ -506,12 +468,14 @@ fn a_build_whose_migration_panics_is_stopped_in_preflight_and_never_reaches_the_
         &finished,
         1,
         expect![[r#"
-        [1/1] ma_cross 2.0.0 → 2.0.2
-              ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture)
-                nothing changed on the host
+            [1/1] ma_cross 2.0.0 → 2.0.2
+                  ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture)
+                    nothing changed on the host
+                  ma_cross 2.0.2 marked failed on this host: not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
 
-        Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
-    "#]],
+            Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.2); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            Kept: ma_cross 2.0.0: 2.0.2 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture); not retried (clear: `plugsync retry ma_cross`, or change its entry)
+        "#]],
     );
     assert_eq!(snapshot(&desk), before, "the host changed");
 }
@@ -527,22 +491,24 @@ fn a_build_whose_migration_aborts_or_hangs_is_stopped_in_preflight_and_never_rea
         (
             "abort",
             expect![[r#"
-        [1/1] ma_cross 1.0.0 → 2.0.10
-              ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
-                nothing changed on the host
+                [1/1] ma_cross 1.0.0 → 2.0.10
+                      ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step
+                        nothing changed on the host
+                      ma_cross 2.0.10 marked failed on this host: not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
 
-        Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-    "#]],
+                Reconcile failed at step 1 of 1 (ma_cross 1.0.0 → 2.0.10); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
+                Kept: ma_cross 1.0.0: 2.0.10 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) crashed the preview process: signal 6 (SIGABRT); the live host was not touched: fix the plugin, or plan a path that avoids this step; not retried (clear: `plugsync retry ma_cross`, or change its entry)
+            "#]],
         ),
         (
             "hang",
             expect![[r#"
-        [1/1] ma_cross 1.0.0 → 2.0.10
-              ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 3s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
-                nothing changed on the host
+                [1/1] ma_cross 1.0.0 → 2.0.10
+                      ✗ stopped at the preflight: migrating `ma_cross` 1.0.0 -> 2.0.10 (step 1 of 1) did not finish within 3s (the preview process was killed); the live host was not touched: if the migration is only slow, raise it with `--preview-timeout`
+                        nothing changed on the host
 
-        Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-    "#]],
+                Reconcile failed at step 1 of 1 (ma_cross 1.0.0 → 2.0.10); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
+            "#]],
         ),
     ];
     for (fault, expected) in cases {
@@ -555,6 +521,11 @@ fn a_build_whose_migration_aborts_or_hangs_is_stopped_in_preflight_and_never_rea
         );
         check(&desk, &finished, 1, expected);
         assert_eq!(snapshot(&desk), before, "{fault}: the host changed");
+        // A crash marks the version failed (a hang does not: it may only be slow); cleared
+        // here so that the next case tries it again.
+        if fault == "abort" {
+            assert!(desk.operator(&["retry", "ma_cross"]).status.success());
+        }
     }
 }
 
@@ -718,7 +689,7 @@ fn two_clients_with_their_own_journals_take_turns_by_the_hosts_lease() {
         &refused,
         1,
         expect![[r#"
-            error: `alice` (its lease runs until [TIME] unless renewed) is reconciling the host at [HOST]: nothing was applied; run again without `--no-wait` to wait for it, or with `--break-lease --reason TEXT` if that client is gone
+            error: `alice` (its lease runs until [TIME] unless renewed) is reconciling the host at [HOST]: nothing was applied; run again without `--no-wait` to wait for it, or take its lease with `plugsync reconcile --break-lease --reason TEXT` if that client is gone
         "#]],
     );
     // Waiting, bob gets the lease once alice is done, and finds nothing left to do.
@@ -767,8 +738,6 @@ fn a_host_killed_mid_soak_comes_back_on_its_committed_set_and_the_reconcile_plan
         &finished,
         0,
         expect![[r#"
-            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
-                  ✗ interrupted: the host restarted during the soak and came back on its committed set (risk_model 1.0.0 runs); planned again
             [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 2s ✓  committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
@@ -806,8 +775,10 @@ fn on_failure_halt_rolls_back_then_halts_the_plugin_and_says_so() {
             [1/1] ma_cross 2.0.0 → 2.0.3       preflight ✓  staged ✓  switched (slot held [N] µs)
                   ✗ rolled back by the host: the new version panicked in call #5 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 0 calls replayed into 2.0.0, 0 outputs differ; 2.0.0 serves, its state exact
                   `ma_cross` HALTED on the host (onFailure: halt): every call to it is refused until an operator resumes it
+                  ma_cross 2.0.3 marked failed on this host: not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
 
-            Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.3); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            Kept: ma_cross 2.0.0: 2.0.3 marked failed by host at [TIME]: rolled back: the new version panicked in call #5 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); not retried (clear: `plugsync retry ma_cross`, or change its entry)
         "#]],
     );
     let bar = json!({"bar": {"instrument": "ES", "close": 100.0}});
@@ -975,14 +946,14 @@ fn a_deny_window_that_opens_while_the_reconcile_runs_stops_the_steps_left() {
         &finished,
         1,
         expect![[r#"
-        [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 15s ✓  committed
-        [2/3] risk_model 1.0.0 → 2.0.0
-              ✗ stopped at the policy window: deny window `trading-hours` opened while the reconcile ran: the steps left wait for the next reconcile (or `--force --reason TEXT`)
-                nothing changed on the host
-        [3/3] ma_cross 2.0.0 → 2.1.0 not started
+            [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  soak 15s ✓  committed
+            [2/3] risk_model 1.0.0 → 2.0.0
+                  ✗ stopped at the policy window: deny window `trading-hours` opened while the reconcile ran: the steps left wait for the next reconcile (or `--force --reason TEXT`)
+                    nothing changed on the host
+            [3/3] ma_cross 2.0.0 → 2.1.0 not started
 
-        Reconcile failed at step 2 of 3. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
-    "#]],
+            Reconcile failed at step 2 of 3 (risk_model 1.0.0 → 2.0.0); 1 step applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+        "#]],
     );
     assert_eq!(
         versions(&desk),
@@ -1027,12 +998,14 @@ fn a_build_that_fails_its_probe_is_stopped_in_preflight_or_refused_by_the_hosts_
         (
             vec![],
             expect![[r#"
-            [1/1] ma_cross 2.0.0 → 2.0.4
-                  ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.4 (step 1 of 1) failed in the preview process: verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}
-                    nothing changed on the host
+                [1/1] ma_cross 2.0.0 → 2.0.4
+                      ✗ stopped at the preflight: migrating `ma_cross` 2.0.0 -> 2.0.4 (step 1 of 1) failed in the preview process: verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}
+                        nothing changed on the host
+                      ma_cross 2.0.4 marked failed on this host: not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
 
-            Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
-        "#]],
+                Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.4); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+                Kept: ma_cross 2.0.0: 2.0.4 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.4 (step 1 of 1) failed in the preview process: verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}; not retried (clear: `plugsync retry ma_cross`, or change its entry)
+            "#]],
         ),
         // Without the preflight, the host's own verification refuses the switch.
         (
@@ -1041,8 +1014,10 @@ fn a_build_that_fails_its_probe_is_stopped_in_preflight_or_refused_by_the_hosts_
                 [1/1] ma_cross 2.0.0 → 2.0.4       not preflighted  staged ✓
                       ✗ stopped at the switch: the host refused it (`verification_failed`): verification of `ma_cross` 2.0.4 failed, the running version keeps serving: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}
                         nothing changed on the host
+                      ma_cross 2.0.4 marked failed on this host: not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
 
-                Reconcile failed at step 1 of 1. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+                Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.4); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+                Kept: ma_cross 2.0.0: 2.0.4 marked failed by host at [TIME]: verification failed: probe `a fresh instance buys on a cross up` step 4: expected {"orders":[{"instrument":"ES","order_id":1,"qty":1}]}, got {"orders":[{"instrument":"ES","order_id":1,"qty":-1}]}; not retried (clear: `plugsync retry ma_cross`, or change its entry)
             "#]],
         ),
     ];
@@ -1050,6 +1025,10 @@ fn a_build_that_fails_its_probe_is_stopped_in_preflight_or_refused_by_the_hosts_
         let states = snapshot(&desk).0;
         let finished = reconcile(&desk, &args);
         check(&desk, &finished, 1, expected);
+        // Marked failed either way (by plugsync's preflight, or the host's verification);
+        // cleared so that the next case tries it again.
+        let retried = desk.operator(&["retry", "ma_cross"]);
+        assert!(retried.status.success(), "{}", retried.stderr);
         assert_eq!(snapshot(&desk).0, states, "{args:?}: a state changed");
         assert_eq!(
             versions(&desk),
@@ -1133,8 +1112,8 @@ fn a_frozen_host_is_not_changed_unless_forced_with_a_reason_it_records() {
         &refused,
         1,
         expect![[r#"
-        error: the host is frozen by default: quarter-end close; nothing was applied. Lift it on the host, or go ahead with `--force --reason TEXT` (recorded on the host)
-    "#]],
+            error: the host is frozen by default: quarter-end close; nothing was applied. Lift it with `plugsync unfreeze` once it is over, or go ahead with `--force --reason TEXT` (recorded on the host)
+        "#]],
     );
     let forced = reconcile(
         &desk,

@@ -6,10 +6,11 @@
 //! held by another client), or finished. Nothing in a pass sleeps: waiting is the caller's
 //! requeue, so a lease is never held across a sleep of the engine's own.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use plugsync_host::Origin;
 use plugsync_host::control::api::{LeaseRequest, RestraintRequest, RunningState};
+use plugsync_host::{Digest, Origin};
 use plugsync_host::{PluginStatus, RollbackReport, StepState, SwapReport};
 use serde_json::{Value, json};
 
@@ -43,8 +44,11 @@ pub struct Engine<'a> {
     wave: usize,
     /// A step failed or was interrupted: no step of this plan not yet started starts.
     stopping: bool,
-    /// A step failed (rolled back, or stopped by a check): the reconcile ends.
+    /// A step of this run failed (rolled back, or stopped by a check): the reconcile fails,
+    /// though it may go on with a plan made again without it.
     failed: bool,
+    /// A step of the loaded plan was interrupted (the host restarted under it).
+    interrupted: bool,
     /// The loaded plan's windows, the time it was made for, and when it was loaded.
     windows: Vec<crate::spec::model::Window>,
     planned_at: Option<(jiff::Timestamp, Instant)>,
@@ -104,6 +108,7 @@ impl<'a> Engine<'a> {
             waves: Vec::new(),
             wave: 0,
             stopping: false,
+            interrupted: false,
             failed: false,
             windows: Vec::new(),
             planned_at: None,
@@ -172,7 +177,10 @@ impl<'a> Engine<'a> {
 
     /// Adds a plan's steps, in its waves, after those loaded so far.
     pub fn load(&mut self, plan: PreparedPlan) {
-        self.stopping = self.failed;
+        // A plan made again after a failure or an interruption starts afresh: what failed is
+        // marked on the host, and the new plan was made without it.
+        self.stopping = false;
+        self.interrupted = false;
         self.origin = plan.origin.clone();
         self.windows = plan.windows.clone();
         self.planned_at = Some((plan.now, Instant::now()));
@@ -212,14 +220,37 @@ impl<'a> Engine<'a> {
         &self.origin
     }
 
-    /// Whether a step failed (or was refused): the reconcile stops.
+    /// Whether a step of this run failed (or was refused): the reconcile fails.
     pub fn failed(&self) -> bool {
         self.failed
     }
 
-    /// Whether a step was interrupted (the host restarted under it): the plan is made again.
+    /// Whether the loaded plan stopped short (a step failed or was interrupted): the rest of
+    /// it did not start, and a plan made again decides.
+    pub fn stopped_short(&self) -> bool {
+        self.stopping
+    }
+
+    /// Whether a step of the loaded plan was interrupted (the host restarted under it).
     pub fn interrupted(&self) -> bool {
-        self.stopping && !self.failed
+        self.interrupted
+    }
+
+    /// The versions whose steps failed in this run, as (plugin, artifact; `None`: a
+    /// removal): never tried again in the same run, whatever the host's marks say.
+    pub fn failed_versions(&self) -> BTreeSet<(String, Option<Digest>)> {
+        (self.runs.iter())
+            .filter(|run| {
+                matches!(
+                    run.report.outcome,
+                    Some(StepOutcome::RolledBack { .. } | StepOutcome::Stopped { .. })
+                )
+            })
+            .map(|run| {
+                let to = run.context.to.as_ref().map(|to| to.sha256);
+                (run.context.plugin.clone(), to)
+            })
+            .collect()
     }
 
     /// Every step's report, in order.
@@ -292,6 +323,16 @@ impl<'a> Engine<'a> {
             return Ok(Action::Requeue(Duration::ZERO));
         }
         Ok(Action::Requeue(next.unwrap_or(SOAK_POLL)))
+    }
+
+    /// Sends a restraint change (a release, a cleared mark) under the reconcile lease,
+    /// taking it first if need be (waiting while another client holds it).
+    pub fn restrain(&mut self, request: &RestraintRequest) -> Result<()> {
+        while let Some(wait) = self.hold_lease()? {
+            std::thread::sleep(wait);
+        }
+        self.port.restraints(request, self.epoch())?;
+        Ok(())
     }
 
     /// Acquires or renews the reconcile lease; the wait when another client holds it.
@@ -504,8 +545,41 @@ impl<'a> Engine<'a> {
                 self.journal(index, StepPhase::Preflighted, None, Value::Null)?;
                 Ok(Some(Duration::ZERO))
             }
-            Err(error) => self.stop(index, "preflight", error.to_string()),
+            Err(error) => {
+                let message = error.to_string();
+                if error.faults_the_new_version(preflight.running.is_none()) {
+                    self.mark_failed(index, &message)?;
+                }
+                self.stop(index, "preflight", message)
+            }
         }
+    }
+
+    /// Marks the step's target version failed on the host, as the host marks a version its own
+    /// checks failed: no client retries it until it is cleared or its entry changes. A mark
+    /// that cannot be set is said, not fatal (the step stops either way).
+    fn mark_failed(&mut self, index: usize, why: &str) -> Result<()> {
+        let context = &self.runs[index].context;
+        let Some(to) = &context.to else {
+            return Ok(());
+        };
+        let request = RestraintRequest::MarkFailed {
+            plugin: context.plugin.clone(),
+            artifact: to.sha256,
+            version: to.version.clone(),
+            reason: format!("preflight failed: {why}"),
+            by: None,
+            entry_sha256: context.entry_sha256.clone(),
+        };
+        let plugin = context.plugin.clone();
+        let version = to.version.clone();
+        match self.port.restraints(&request, self.epoch()) {
+            Ok(_) => self.runs[index].report.marked_failed = Some(version),
+            Err(error) => self.notices.push(format!(
+                "could not mark `{plugin}` {version} failed on the host: {error}"
+            )),
+        }
+        Ok(())
     }
 
     /// `staged`: the artifact in the host's store.
@@ -597,6 +671,11 @@ impl<'a> Engine<'a> {
             }
             Err(Error::HostRefused { code, message, .. }) => {
                 let what = operation.operation().name();
+                if code == "verification_failed" {
+                    // The host marked the version failed as it refused it.
+                    self.runs[index].report.marked_failed =
+                        (self.runs[index].context.to.as_ref()).map(|to| to.version.clone());
+                }
                 self.stop(
                     index,
                     what,
@@ -861,6 +940,7 @@ impl<'a> Engine<'a> {
             self.journal(index, StepPhase::Stopped, None, json!({"message": message}))?;
             // The rest of this plan assumed the step: none of it starts.
             self.stopping = true;
+            self.interrupted = true;
             self.runs[index].report.outcome = Some(StepOutcome::Interrupted { message });
             self.emit(index);
             return Ok(None);
@@ -943,6 +1023,9 @@ impl<'a> Engine<'a> {
                 Err(error) => Err(error.to_string()),
             });
         }
+        // The host marks the version it rolled back failed (whoever asked for the rollback).
+        self.runs[index].report.marked_failed =
+            (self.runs[index].context.to.as_ref()).map(|to| to.version.clone());
         self.runs[index].report.outcome = Some(StepOutcome::RolledBack {
             check: check.to_owned(),
             message,

@@ -67,6 +67,9 @@ pub struct StepReport {
     pub resumed: bool,
     /// The last phase journaled (`soaking`, `done`…).
     pub phase: Option<crate::store::StepPhase>,
+    /// The version the step's failure marked failed on the host, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marked_failed: Option<String>,
 }
 
 impl StepReport {
@@ -83,6 +86,7 @@ impl StepReport {
             rollback: None,
             resumed: false,
             phase: None,
+            marked_failed: None,
         }
     }
 
@@ -166,6 +170,14 @@ impl StepReport {
                 }
             }
         }
+        if let Some(version) = &self.marked_failed {
+            let plugin = &self.plugin;
+            let _ = write!(
+                text,
+                "\n      {plugin} {version} marked failed on this host: not retried (clear: \
+                 `plugsync retry {plugin}`, or change its entry in plugins.yaml)"
+            );
+        }
         text.trim_end().to_owned()
     }
 }
@@ -181,6 +193,10 @@ pub struct ApplyReport {
     pub running: Vec<String>,
     /// Whether a step failed.
     pub failed: bool,
+    /// The plugins the last plan kept where they are (a hold, a failed mark, or a plugin
+    /// they depend on that stays): `plugin version: why`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
 }
 
 impl ApplyReport {
@@ -196,31 +212,53 @@ impl ApplyReport {
         } else {
             self.running.join(", ")
         };
-        if self.steps.is_empty() {
+        let mut kept = String::new();
+        for line in &self.kept {
+            let _ = write!(kept, "\nKept: {line}");
+        }
+        if self.steps.is_empty() && self.kept.is_empty() {
             return format!("In sync: nothing to apply. The host runs {runs}.");
         }
-        let failed = self.steps.iter().find(|s| {
-            matches!(
-                s.outcome,
-                Some(StepOutcome::RolledBack { .. } | StepOutcome::Stopped { .. })
-            )
-        });
-        match failed {
-            Some(step) => format!(
-                "Reconcile failed at step {} of {}. The host runs {runs} — a committed set.",
-                step.number, step.of
-            ),
-            None => {
-                let done = self
-                    .steps
-                    .iter()
-                    .filter(|s| s.outcome == Some(StepOutcome::Done));
-                format!(
-                    "Applied {} step{}. The host runs {runs}.",
-                    done.clone().count(),
-                    if done.count() == 1 { "" } else { "s" }
+        if self.steps.is_empty() {
+            return format!(
+                "Nothing to apply: the rest is kept where it is by the host's restraints. The \
+                 host runs {runs}.{kept}"
+            );
+        }
+        self.steps_summary(&runs) + &kept
+    }
+
+    fn steps_summary(&self, runs: &str) -> String {
+        let failed: Vec<&StepReport> = (self.steps.iter())
+            .filter(|s| {
+                matches!(
+                    s.outcome,
+                    Some(StepOutcome::RolledBack { .. } | StepOutcome::Stopped { .. })
                 )
-            }
+            })
+            .collect();
+        let done = (self.steps.iter())
+            .filter(|s| s.outcome == Some(StepOutcome::Done))
+            .count();
+        let applied = format!("{done} step{} applied", if done == 1 { "" } else { "s" });
+        match failed.as_slice() {
+            [] => format!(
+                "Applied {done} step{}. The host runs {runs}.",
+                if done == 1 { "" } else { "s" }
+            ),
+            [step] => format!(
+                "Reconcile failed at step {} of {} ({}); {applied}. The host runs {runs} — a \
+                 committed set.",
+                step.number, step.of, step.title
+            ),
+            [first, rest @ ..] => format!(
+                "Reconcile failed at step {} of {} ({}) and {} more; {applied}. The host runs \
+                 {runs} — a committed set.",
+                first.number,
+                first.of,
+                first.title,
+                rest.len()
+            ),
         }
     }
 }

@@ -51,6 +51,10 @@ pub struct StepContext {
     pub min_calls: Option<u64>,
     /// Halt the plugin after a rollback.
     pub halt_on_failure: bool,
+    /// The fingerprint of the plugin's entry in plugins.yaml, carried by a failed mark this
+    /// step sets (`PluginSpec::fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_sha256: Option<String>,
 }
 
 impl StepContext {
@@ -215,6 +219,7 @@ pub fn context(
         soak_ms,
         min_calls: soak.and_then(|s| s.min_calls_before_commit),
         halt_on_failure: step.on_failure == OnFailure::Halt,
+        entry_sha256: origin.entry_sha256.clone(),
     })
 }
 

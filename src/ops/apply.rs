@@ -5,21 +5,26 @@
 //! 2. **Lease**: take the host's reconcile lease (waiting while another client holds it, or
 //!    failing with `--no-wait`), held and renewed until the end;
 //! 3. **Resume**: finish the steps a previous run left in the journal (read from the host what
-//!    became of each), and stop there if one failed;
+//!    became of each);
 //! 4. **Plan** against what the host runs now (pure, as the dry run plans); with `--plan`, apply
-//!    only if the saved plan's id is the one computed now;
-//! 5. **Policy**: a deny window, a freeze, a hold or a failed mark refuses the apply unless
-//!    `--force --reason`; a strategy not implemented refuses it;
-//! 6. **Prepare** each step: its request, its artifact fetched and verified into the cache,
+//!    only if the saved plan's id is the one computed now. Plugins the host's holds and
+//!    failed marks keep (and those whose move would break a dependency with them) stay where
+//!    they are, and the plan goes on without them;
+//! 5. **Policy**: a deny window or a freeze refuses the apply unless `--force --reason`; a
+//!    strategy not implemented refuses it;
+//! 6. **Lift** the holds and failed marks whose plugin's entry in plugins.yaml has changed
+//!    since they were set;
+//! 7. **Prepare** each step: its request, its artifact fetched and verified into the cache,
 //!    its preflight;
-//! 7. **Apply** with the [`Engine`]: each step journaled, preflighted, staged, switched, soaked
-//!    and committed, or rolled back and the reconcile stopped.
+//! 8. **Apply** with the [`Engine`]: each step journaled, preflighted, staged, switched, soaked
+//!    and committed, or rolled back — its version then marked failed on the host, and a plan
+//!    made again without it (step 4), until nothing is left to do.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use plugsync_host::control::api::Capability;
+use plugsync_host::control::api::{Capability, RestraintRequest};
 use plugsync_host::{Digest, Origin, TrustedKeys, VerifySpec};
 use serde_json::Value;
 
@@ -30,9 +35,11 @@ use crate::apply::{
 use crate::error::{Error, Result};
 use crate::observe::{Observation, Source};
 use crate::plan::{
-    PlanDocument, PlannedStep, Refusal, SearchLimits, StateMigration, StepAction, Wait, Warning,
+    Lift, PlanDocument, PlannedStep, Refusal, SearchLimits, StateMigration, StepAction, Wait,
+    Warning,
 };
 use crate::preflight::{ArtifactFile, PreviewStep};
+use crate::render;
 use crate::store::Store;
 
 use super::lock::ArtifactCache;
@@ -56,8 +63,8 @@ pub struct ReconcileOptions {
     pub registry_ca: Option<PathBuf>,
     /// A plan saved by `reconcile --dry-run --out`: applied only if it is still the plan.
     pub plan: Option<PathBuf>,
-    /// Go ahead despite a deny window, a freeze, a hold or a failed mark, for this reason
-    /// (sent to the host and recorded).
+    /// Go ahead despite a deny window or a freeze, for this reason (sent to the host and
+    /// recorded).
     pub force: Option<String>,
     /// Fail at once when another client holds the host's reconcile lease.
     pub no_wait: bool,
@@ -123,26 +130,28 @@ pub fn reconcile(
         // The lease is given back on an error too (a crash leaves it to expire).
         let _ = engine.release();
     }
-    finish(engine, port, applied?)
+    let (plan_id, kept) = applied?;
+    finish(engine, port, plan_id, kept)
 }
 
-/// Finishes what the journal holds, then plans and applies until the host is in sync, a step
-/// fails, or [`MAX_ROUNDS`] plans were interrupted; the last plan's id.
+/// Finishes what the journal holds, then plans and applies until the host is in sync (or
+/// what is left is kept by the host's restraints); the last plan's id.
+///
+/// A failed step does not end the reconcile: its version is marked failed on the host, and a
+/// plan made again keeps that plugin (and whatever needs it) where it is and goes on with the
+/// rest. A step interrupted by a host restart is planned again, at most [`MAX_ROUNDS`] times.
 fn apply_rounds(
     engine: &mut Engine<'_>,
     inputs: &Inputs,
     options: &ReconcileOptions,
     port: &dyn HostPort,
     progress: &mut dyn Progress,
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, Vec<String>)> {
     drive(engine, progress)?;
-    // A step interrupted by a host restart ends its plan: the host is observed and planned
-    // again, a bounded number of times.
     let mut plan_id = None;
-    for round in 0..MAX_ROUNDS {
-        if engine.failed() {
-            break;
-        }
+    let mut kept = Vec::new();
+    let mut interruptions = 0;
+    for round in 0..MAX_PLANS {
         let running = port.status(false)?;
         let observation = Observation {
             source: Source::Host {
@@ -152,6 +161,16 @@ fn apply_rounds(
         };
         let document = inputs.plan(observation.clone(), options.now, options.limits)?;
         plan_id = Some(document.plan_id.to_string());
+        kept = (document.plan.kept())
+            .filter_map(|(change, _)| {
+                let why = render::kept_why(change)?;
+                let at = change
+                    .from
+                    .as_ref()
+                    .map_or("not loaded".to_owned(), |v| v.to_string());
+                Some(format!("{} {at}: {why}", change.plugin))
+            })
+            .collect();
         if round == 0
             && let Some(saved) = &options.plan
         {
@@ -163,7 +182,27 @@ fn apply_rounds(
         if document.plan.in_sync() {
             break;
         }
+        // Whatever the host's marks say (a mark lost with its store, cleared behind this
+        // run's back), a version that failed in this run is not tried again in it.
+        let failed = engine.failed_versions();
+        if let Some(step) = (document.plan.steps.iter()).find(|step| {
+            let target = step.to.as_ref().map(|t| t.at.sha256);
+            failed.contains(&(step.plugin.clone(), target))
+        }) {
+            progress.notice(&format!(
+                "Not retrying `{}` {}: it failed in this run",
+                step.plugin,
+                step.to
+                    .as_ref()
+                    .map_or(String::new(), |t| t.at.version.to_string())
+            ));
+            break;
+        }
         check_policy(&document, options.force.as_deref())?;
+        lift(&document, engine, progress)?;
+        if document.plan.steps.is_empty() {
+            continue;
+        }
         let prepared = prepare(&document, inputs, &observation, options, engine.origin())?;
         progress.notice(&format!(
             "Applying plan {} ({} step{}) to {}",
@@ -174,18 +213,68 @@ fn apply_rounds(
         ));
         engine.load(prepared);
         drive(engine, progress)?;
-        if !engine.interrupted() {
+        if engine.interrupted() {
+            interruptions += 1;
+            if interruptions >= MAX_ROUNDS {
+                break;
+            }
+        } else if !engine.stopped_short() {
             break;
         }
     }
-    Ok(plan_id)
+    Ok((plan_id, kept))
+}
+
+/// Lifts the holds and failed marks plugins.yaml has moved past, under the lease, before the
+/// steps (the host would refuse them otherwise).
+fn lift(
+    document: &PlanDocument,
+    engine: &mut Engine<'_>,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    for lift in &document.plan.lifts {
+        let (request, text) = match lift {
+            Lift::Hold { plugin, because } => (
+                RestraintRequest::Release {
+                    plugin: plugin.clone(),
+                    by: None,
+                },
+                format!(
+                    "Released the hold on `{plugin}` (by {}: {}): its entry in plugins.yaml changed",
+                    because.by, because.reason
+                ),
+            ),
+            Lift::Failed {
+                plugin,
+                version,
+                sha256,
+                ..
+            } => (
+                RestraintRequest::ClearFailed {
+                    artifact: *sha256,
+                    by: None,
+                },
+                format!(
+                    "Cleared the failed mark on `{plugin}` {version}: its entry in plugins.yaml \
+                     changed"
+                ),
+            ),
+        };
+        engine.restrain(&request)?;
+        progress.notice(&text);
+    }
+    Ok(())
 }
 
 /// The least free space under the state directory for a step to start: room for the
 /// journal's writes, well beyond them.
 const MIN_FREE_BYTES: u64 = 64 << 20;
 
-/// How many times a reconcile plans again after a host restart interrupted a step.
+/// How many plans one reconcile makes at most (each after a failure, a lift or an
+/// interruption): a bound, never reached in practice, on a host that keeps changing under it.
+const MAX_PLANS: usize = 32;
+
+/// How many times a reconcile plans again after host restarts interrupted steps.
 const MAX_ROUNDS: usize = 3;
 
 /// What the engine needs of the host's control API.
@@ -257,6 +346,7 @@ fn finish(
     mut engine: Engine<'_>,
     port: &dyn HostPort,
     plan_id: Option<String>,
+    kept: Vec<String>,
 ) -> Result<ApplyReport> {
     let failed = engine.failed();
     let steps = engine.reports();
@@ -282,6 +372,7 @@ fn finish(
         steps,
         running,
         failed,
+        kept,
     })
 }
 
@@ -378,21 +469,6 @@ fn check_policy(document: &PlanDocument, force: Option<&str>) -> Result<()> {
             Refusal::Freeze { because } => {
                 format!("the host is frozen by {}: {}", because.by, because.reason)
             }
-            Refusal::Hold {
-                plugin, because, ..
-            } => format!(
-                "`{plugin}` is held at its running version by {}: {}",
-                because.by, because.reason
-            ),
-            Refusal::Failed {
-                plugin,
-                version,
-                because,
-                ..
-            } => format!(
-                "`{plugin}` {version} is marked failed on this host by {}: {}",
-                because.by, because.reason
-            ),
         };
         return Err(Error::Restrained { what });
     }
@@ -447,9 +523,14 @@ fn prepare(
     origin.forced = options.force.clone();
     let mut steps = Vec::with_capacity(of);
     for step in &plan.steps {
-        let update = (inputs.desired.set.spec.plugins.iter())
-            .find(|p| p.id == step.plugin)
-            .and_then(|p| p.update.as_ref());
+        let spec = (inputs.desired.set.spec.plugins.iter()).find(|p| p.id == step.plugin);
+        let update = spec.and_then(|p| p.update.as_ref());
+        // The plugin's own entry, so that a failed mark set by this step stands until that
+        // entry changes.
+        let origin = Origin {
+            entry_sha256: spec.map(|p| p.fingerprint().to_string()),
+            ..origin.clone()
+        };
         let context =
             context(step, of, update, &origin, options.force.as_deref()).ok_or_else(|| {
                 Error::BadSavedPlan {

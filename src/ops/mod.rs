@@ -9,6 +9,7 @@ mod lock;
 mod preview;
 mod reconcile;
 mod registry;
+mod restrain;
 mod status;
 mod validate;
 
@@ -19,5 +20,6 @@ pub use inspect::{InspectFormat, inspect};
 pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};
 pub use reconcile::{DryRun, DryRunOptions, Observe, dry_run};
 pub use registry::{PublishOptions, keygen, promote, publish, yank};
+pub use restrain::{RestraintChange, entry_fingerprint, restrain};
 pub use status::{StatusFormat, StatusOptions, status};
 pub use validate::{SchemaName, Validated, schema, validate};

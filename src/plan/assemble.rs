@@ -16,14 +16,15 @@ use serde_json::Value;
 use super::error::PlanError;
 use super::limits::SearchLimits;
 use super::model::{
-    Change, ChangeKind, ConfigChange, Plan, PlannedStep, Reason, Refusal, StateMigration,
-    StepAction, Target, VersionAt, Wait, Warning,
+    Change, ChangeKind, ConfigChange, Kept, KeptBecause, Plan, PlannedStep, Reason, Refusal,
+    StateMigration, StepAction, Target, VersionAt, Wait, Warning,
 };
 use super::order::{Because, Involved, Placement, order};
 use super::path::{
     Allowance, GraphInput, HostCompat, MigrationBy, PathStep, RuleSource, Running, UpgradePath,
     VersionGraph, paths,
 };
+use super::restrained::{Move, Standing, keep_dependants};
 use crate::registry::{IndexEntry, IndexFile};
 use crate::resolve::{Resolution, Resolved, Why};
 use crate::spec::model::{Migration, OnFailure, PluginSet, PluginSpec, Strategy};
@@ -56,6 +57,10 @@ struct Planned<'a> {
     paths: Vec<UpgradePath>,
     kind: ChangeKind,
     config: Option<ConfigChange>,
+    /// Where its change would leave it, as the ordering sees it.
+    end: Option<Placement>,
+    /// Why it stays where it is, if the host's restraints keep it.
+    kept: Option<KeptBecause>,
 }
 
 /// The plan that takes the host from what it runs to what `input.set` asks (see the module
@@ -74,6 +79,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         .map(|p| (p.plugin.as_str(), p))
         .collect();
     let named: BTreeSet<&str> = spec.plugins.iter().map(|p| p.id.as_str()).collect();
+    let standing = Standing::of(&running.restraints, &spec.plugins);
     for plugin in &spec.plugins {
         let resolved = resolved_of
             .get(plugin.id.as_str())
@@ -84,12 +90,12 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         let status = status_of.get(plugin.id.as_str()).copied();
         let entry = entry(input.index, &plugin.id, &resolved.sha256);
         let desired_config = plugin.config.clone();
+        let target = Placement {
+            version: resolved.version.clone(),
+            dependencies: requirements(entry.map(|e| &e.dependencies)),
+        };
         let Some(status) = status else {
-            let target = Placement {
-                version: resolved.version.clone(),
-                dependencies: requirements(entry.map(|e| &e.dependencies)),
-            };
-            involved.push(Involved::install(&plugin.id, target));
+            involved.push(Involved::install(&plugin.id, target.clone()));
             planned.push(Planned {
                 id: plugin.id.clone(),
                 spec: Some(plugin),
@@ -98,6 +104,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
                 paths: Vec::new(),
                 kind: ChangeKind::Install,
                 config: None,
+                kept: standing.keeps(&plugin.id, None, &resolved.sha256, true),
+                end: Some(target),
             });
             continue;
         };
@@ -110,6 +118,24 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             versions: Vec::new(),
         };
         let index = input.index.get(&plugin.id).unwrap_or(&empty);
+        // A version marked failed is not one to step through (the target is judged below).
+        let unmarked;
+        let index = if (index.versions.iter()).any(|v| standing.failed(&plugin.id, &v.sha256)) {
+            unmarked = IndexFile {
+                plugin: index.plugin.clone(),
+                versions: (index.versions.iter())
+                    .filter(|v| {
+                        v.sha256 == resolved.sha256
+                            || v.sha256 == status.version.digest
+                            || !standing.failed(&plugin.id, &v.sha256)
+                    })
+                    .cloned()
+                    .collect(),
+            };
+            &unmarked
+        } else {
+            index
+        };
         let graph = VersionGraph::build(&GraphInput::of(
             plugin,
             spec,
@@ -142,6 +168,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             ChangeKind::Unchanged => Involved::fixed(&plugin.id, placement(&status.metadata)),
             _ => Involved::upgrade(&graph, &found),
         });
+        let moves = kind != ChangeKind::Unchanged;
         planned.push(Planned {
             id: plugin.id.clone(),
             spec: Some(plugin),
@@ -150,6 +177,16 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             paths: found,
             kind,
             config,
+            kept: standing.keeps(
+                &plugin.id,
+                Some(&status.version.digest),
+                &resolved.sha256,
+                moves,
+            ),
+            end: Some(match moves {
+                true => target,
+                false => placement(&status.metadata),
+            }),
         });
     }
     // The plugins the host runs that plugins.yaml does not name.
@@ -173,8 +210,14 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             paths: Vec::new(),
             kind,
             config: None,
+            kept: None,
+            end: match kind {
+                ChangeKind::Remove => None,
+                _ => Some(placement(&status.metadata)),
+            },
         });
     }
+    keep_restrained(&mut planned, &mut involved);
 
     let max_parallel = spec.policy.max_parallel.unwrap_or(1) as usize;
     let ordered = order(&involved, max_parallel, &input.limits)?;
@@ -241,6 +284,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     let plan = Plan {
         waits: waits(input, &steps),
         refusals: refusals(running, &steps),
+        lifts: standing.lifts,
         changes,
         steps,
         waves,
@@ -548,7 +592,7 @@ fn change(plugin: &Planned<'_>, own: Option<&Vec<&PlannedStep>>) -> Change {
         kind: plugin.kind,
         from: plugin.running.map(running_at),
         to: match plugin.kind {
-            ChangeKind::Remove | ChangeKind::Unmanaged => None,
+            ChangeKind::Remove | ChangeKind::Unmanaged | ChangeKind::Kept => None,
             _ => plugin.resolved.map(|r| VersionAt {
                 version: r.version.clone(),
                 sha256: r.sha256,
@@ -558,6 +602,13 @@ fn change(plugin: &Planned<'_>, own: Option<&Vec<&PlannedStep>>) -> Change {
         via,
         steps: own.iter().map(|s| s.number).collect(),
         config: plugin.config.clone(),
+        kept: plugin.kept.as_ref().map(|because| Kept {
+            wanted: plugin.resolved.map(|r| VersionAt {
+                version: r.version.clone(),
+                sha256: r.sha256,
+            }),
+            because: because.clone(),
+        }),
     }
 }
 
@@ -622,46 +673,53 @@ fn minutes(seconds: i64) -> String {
 }
 
 fn refusals(running: &RuntimeStatus, steps: &[PlannedStep]) -> Vec<Refusal> {
-    let restraints = &running.restraints;
-    let mut refusals = Vec::new();
-    if steps.is_empty() {
-        return refusals;
-    }
-    if let Some(freeze) = &restraints.freeze {
-        refusals.push(Refusal::Freeze {
+    match (&running.restraints.freeze, steps.is_empty()) {
+        (Some(freeze), false) => vec![Refusal::Freeze {
             because: freeze.clone(),
-        });
+        }],
+        _ => Vec::new(),
     }
-    for (plugin, because) in &restraints.holds {
-        let held: Vec<usize> = steps
-            .iter()
-            .filter(|s| &s.plugin == plugin)
-            .map(|s| s.number)
-            .collect();
-        if !held.is_empty() {
-            refusals.push(Refusal::Hold {
-                plugin: plugin.clone(),
-                because: because.clone(),
-                steps: held,
-            });
-        }
+}
+
+/// Keeps where they are the plugins the host's restraints keep, and every plugin whose move
+/// would break a dependency with one of them (`restrained::keep_dependants`): each becomes
+/// [`ChangeKind::Kept`], fixed at what it runs (or left absent) for the ordering.
+fn keep_restrained(planned: &mut [Planned<'_>], involved: &mut [Involved]) {
+    let mut kept: BTreeMap<String, KeptBecause> = (planned.iter())
+        .filter_map(|p| Some((p.id.clone(), p.kept.clone()?)))
+        .collect();
+    if kept.is_empty() {
+        return;
     }
-    for mark in &restraints.failed {
-        let marked: Vec<usize> = steps
-            .iter()
-            .filter(|s| s.to.as_ref().is_some_and(|t| t.at.sha256 == mark.digest))
-            .map(|s| s.number)
-            .collect();
-        if !marked.is_empty() {
-            refusals.push(Refusal::Failed {
-                plugin: mark.plugin.clone(),
-                version: mark.version.clone(),
-                because: mark.because.clone(),
-                steps: marked,
-            });
-        }
+    let moves: BTreeMap<String, Move> = (planned.iter())
+        .map(|p| {
+            let start = p.running.map(|status| placement(&status.metadata));
+            (
+                p.id.clone(),
+                Move {
+                    start,
+                    end: p.end.clone(),
+                },
+            )
+        })
+        .collect();
+    keep_dependants(&moves, &mut kept);
+    for (plugin, involved) in planned.iter_mut().zip(involved.iter_mut()) {
+        let Some(because) = kept.remove(&plugin.id) else {
+            continue;
+        };
+        *involved = match plugin.running {
+            Some(status) => Involved::fixed(&plugin.id, placement(&status.metadata)),
+            None => Involved {
+                plugin: plugin.id.clone(),
+                start: None,
+                routes: Vec::new(),
+            },
+        };
+        plugin.kind = ChangeKind::Kept;
+        plugin.paths.clear();
+        plugin.kept = Some(because);
     }
-    refusals
 }
 
 /// A plugin with steps whose slot was busy when observed, or holds a stuck call.

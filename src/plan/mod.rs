@@ -22,6 +22,7 @@ mod limits;
 mod model;
 mod order;
 mod path;
+mod restrained;
 
 pub use assemble::{PlanInput, plan};
 pub(crate) use document::host_time;
@@ -32,8 +33,8 @@ pub use document::{
 pub use error::{Blocked, JumpRefused, NoOrder, NoPath, PlanError, Unmet};
 pub use limits::SearchLimits;
 pub use model::{
-    Change, ChangeKind, ConfigChange, Plan, PlannedStep, Reason, Refusal, StateMigration,
-    StepAction, Target, VersionAt, Wait, Warning,
+    Change, ChangeKind, ConfigChange, Kept, KeptBecause, Lift, Plan, PlannedStep, Reason, Refusal,
+    StateMigration, StepAction, Target, VersionAt, Wait, Warning,
 };
 pub use order::{Because, Involved, Ordered, OrderedStep, Placement, Route, Wave, order};
 pub use path::{

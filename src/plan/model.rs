@@ -28,14 +28,24 @@ pub struct Plan {
     pub waits: Vec<Wait>,
     /// What the host would refuse, and who set it.
     pub refusals: Vec<Refusal>,
+    /// Holds and failed marks plugins.yaml has moved past (their plugin's entry changed since
+    /// they were set): lifted before the steps.
+    pub lifts: Vec<Lift>,
     /// What the operator should know, though nothing stops.
     pub warnings: Vec<Warning>,
 }
 
 impl Plan {
-    /// Whether the host already runs what plugins.yaml asks (no step to take).
+    /// Whether there is nothing to do: no step to take, no restraint to lift. (A plugin kept
+    /// where it is by a hold or a failed mark is not out of sync: it is where the host's
+    /// restraints say it must stay.)
     pub fn in_sync(&self) -> bool {
-        self.steps.is_empty()
+        self.steps.is_empty() && self.lifts.is_empty()
+    }
+
+    /// The plugins kept where they are although plugins.yaml asks otherwise.
+    pub fn kept(&self) -> impl Iterator<Item = (&Change, &Kept)> {
+        (self.changes.iter()).filter_map(|change| Some((change, change.kept.as_ref()?)))
     }
 
     /// How many plugins change by `kind`.
@@ -85,6 +95,81 @@ pub struct Change {
     pub steps: Vec<usize>,
     /// The running config's hash and the desired one's, when they differ.
     pub config: Option<ConfigChange>,
+    /// Why it stays where it is, though plugins.yaml asks otherwise (kind `kept`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Kept>,
+}
+
+/// A plugin that stays where it is although plugins.yaml asks otherwise: the host's restraints
+/// keep it, or keep a plugin it depends on (or that depends on it). Not retried, not undone;
+/// the rest of the plan goes on without it.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Kept {
+    /// What plugins.yaml asks for it (`None`: a removal).
+    pub wanted: Option<VersionAt>,
+    /// Why it stays.
+    pub because: KeptBecause,
+}
+
+/// Why a plugin stays where it is.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum KeptBecause {
+    /// Held at its running version (a manual rollback), until released or until its entry in
+    /// plugins.yaml changes.
+    Held {
+        /// Who, why and when.
+        because: Because,
+    },
+    /// The version plugins.yaml asks for is marked failed on this host: not retried until
+    /// cleared (`plugsync retry`) or until its entry in plugins.yaml changes.
+    Failed {
+        /// The version marked.
+        version: String,
+        /// What failed, by whom and when.
+        because: Because,
+    },
+    /// The version it would move to needs a version of a plugin that stays.
+    Needs {
+        /// The plugin that stays.
+        plugin: String,
+        /// What the new version needs of it.
+        requirement: String,
+    },
+    /// A plugin that stays needs it as it runs now.
+    NeededBy {
+        /// The plugin that stays.
+        plugin: String,
+        /// What that plugin needs of this one.
+        requirement: String,
+    },
+}
+
+/// A hold or a failed mark that plugins.yaml has moved past: its plugin's entry changed since
+/// it was set. The apply lifts it before the steps, then plans with it gone.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Lift {
+    /// A hold released.
+    Hold {
+        /// The plugin.
+        plugin: String,
+        /// Who set it, why and when.
+        because: Because,
+    },
+    /// A failed mark cleared.
+    Failed {
+        /// The plugin.
+        plugin: String,
+        /// The version marked.
+        version: String,
+        /// The artifact marked.
+        #[schemars(with = "String")]
+        sha256: Digest,
+        /// What failed, by whom and when.
+        because: Because,
+    },
 }
 
 /// The config a change leaves, beside the running one.
@@ -115,6 +200,9 @@ pub enum ChangeKind {
     Unchanged,
     /// Loaded, not named by plugins.yaml, kept (`policy.prune` is off).
     Unmanaged,
+    /// Stays where it is though plugins.yaml asks otherwise: a hold, a failed mark, or a
+    /// plugin it depends on that stays ([`Change::kept`] says which).
+    Kept,
 }
 
 impl ChangeKind {
@@ -125,6 +213,7 @@ impl ChangeKind {
             ChangeKind::Upgrade | ChangeKind::Downgrade | ChangeKind::Reconfigure => '~',
             ChangeKind::Remove => '-',
             ChangeKind::Unchanged | ChangeKind::Unmanaged => ' ',
+            ChangeKind::Kept => '=',
         }
     }
 }
@@ -309,7 +398,8 @@ pub enum Wait {
     },
 }
 
-/// What the host would refuse, and who set it.
+/// What the host would refuse, and who set it. (Holds and failed marks refuse nothing: the
+/// plugins they restrain are [`Kept`], and the rest of the plan goes on.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Refusal {
@@ -317,26 +407,6 @@ pub enum Refusal {
     Freeze {
         /// Who froze it, why and when.
         because: Because,
-    },
-    /// A plugin is held at its running version (a manual rollback).
-    Hold {
-        /// The plugin.
-        plugin: String,
-        /// Who, why and when.
-        because: Because,
-        /// Its steps, by number.
-        steps: Vec<usize>,
-    },
-    /// A step's target version is marked failed on this host.
-    Failed {
-        /// The plugin.
-        plugin: String,
-        /// The version.
-        version: String,
-        /// Why it was marked, by whom and when.
-        because: Because,
-        /// The steps that would install it, by number.
-        steps: Vec<usize>,
     },
 }
 

@@ -182,6 +182,21 @@ pub enum PreflightError {
 }
 
 impl PreflightError {
+    /// Whether the new version's own code failed (it crashed, panicked, or its migration,
+    /// health or probes failed), not the preview's setup, the running version, or time: a
+    /// failure that marks the version failed. For an `install`, loading is the new code's.
+    pub fn faults_the_new_version(&self, install: bool) -> bool {
+        let stage = match self {
+            PreflightError::Crashed { stage, .. } | PreflightError::Failed { stage, .. } => stage,
+            _ => return false,
+        };
+        match **stage {
+            PreviewStage::Step { .. } => true,
+            PreviewStage::Running { .. } => install,
+            PreviewStage::Setup { .. } => false,
+        }
+    }
+
     /// The plugin whose preview failed.
     pub fn plugin(&self) -> &str {
         match self {

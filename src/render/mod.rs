@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::observe::{Drift, DriftKind};
 use crate::plan::{
-    Change, ChangeKind, PlanDocument, PlannedStep, PreviewOutcome, Reason, Refusal, StateMigration,
-    StepAction, Wait, Warning, host_time,
+    Change, ChangeKind, Kept, KeptBecause, Lift, PlanDocument, PlannedStep, PreviewOutcome, Reason,
+    Refusal, StateMigration, StepAction, Wait, Warning, host_time,
 };
 use crate::spec::model::{Jump, Strategy, Verify};
 
@@ -40,6 +40,7 @@ pub fn plan_text(document: &PlanDocument, styled: bool) -> String {
     let mut out = String::new();
     header(&mut out, document);
     changes(&mut out, document, paint);
+    lifts(&mut out, &document.plan.lifts);
     if !document.plan.steps.is_empty() {
         set_diff(&mut out, document);
         steps(&mut out, document, paint);
@@ -66,6 +67,7 @@ impl Paint {
             ChangeKind::Install => "32",
             ChangeKind::Remove => "31",
             ChangeKind::Upgrade | ChangeKind::Downgrade | ChangeKind::Reconfigure => "33",
+            ChangeKind::Kept => "36",
             ChangeKind::Unchanged | ChangeKind::Unmanaged => return sign.to_string(),
         };
         self.code(code, &sign.to_string())
@@ -128,6 +130,7 @@ fn changes(out: &mut String, document: &PlanDocument, paint: Paint) {
             (ChangeKind::Unchanged, _) => "unchanged".to_owned(),
             (ChangeKind::Reconfigure, _) if change.config.is_some() => "config changed".to_owned(),
             (ChangeKind::Reconfigure, _) => "another build".to_owned(),
+            (ChangeKind::Kept, _) => kept_why(change).unwrap_or_default(),
             (_, Some(why)) => why.to_string(),
             (_, None) => String::new(),
         };
@@ -167,7 +170,9 @@ fn set_diff(out: &mut String, document: &PlanDocument) {
     };
     let (mut running, mut desired) = (String::new(), String::new());
     for change in &document.plan.changes {
-        let config = change.config.as_ref();
+        // A plugin kept by the host's restraints stays as it runs, config included.
+        let stays = change.kind == ChangeKind::Kept;
+        let config = change.config.as_ref().filter(|_| !stays);
         if change.from.is_some() {
             running.push_str(&line(
                 &change.plugin,
@@ -175,11 +180,11 @@ fn set_diff(out: &mut String, document: &PlanDocument) {
                 config.map(|c| &c.running),
             ));
         }
-        let kept = matches!(change.kind, ChangeKind::Unchanged | ChangeKind::Unmanaged);
-        let to = if kept {
-            change.from.as_ref()
-        } else {
-            change.to.as_ref()
+        let to = match change.kind {
+            ChangeKind::Unchanged | ChangeKind::Unmanaged | ChangeKind::Kept => {
+                change.from.as_ref()
+            }
+            _ => change.to.as_ref(),
         };
         if to.is_some() {
             desired.push_str(&line(&change.plugin, to, config.map(|c| &c.desired)));
@@ -196,6 +201,68 @@ fn set_diff(out: &mut String, document: &PlanDocument) {
         let _ = writeln!(out, "  {text}");
     }
     out.push('\n');
+}
+
+/// Why a plugin stays where it is, what plugins.yaml asks of it, and how to let it go; `None`
+/// for a change that is not [`ChangeKind::Kept`].
+pub fn kept_why(change: &Change) -> Option<String> {
+    Some(kept(&change.plugin, change.kept.as_ref()?))
+}
+
+fn kept(plugin: &str, kept: &Kept) -> String {
+    let wanted = match &kept.wanted {
+        Some(wanted) => format!("plugins.yaml asks {wanted}"),
+        None => "plugins.yaml removes it".to_owned(),
+    };
+    match &kept.because {
+        KeptBecause::Held { because } => format!(
+            "held by {} since {}: {}; {wanted} (release: `plugsync release {plugin}`)",
+            because.by,
+            host_time(because.at.as_nanos()),
+            because.reason
+        ),
+        KeptBecause::Failed { version, because } => format!(
+            "{version} marked failed by {} at {}: {}; not retried (clear: `plugsync retry \
+             {plugin}`, or change its entry)",
+            because.by,
+            host_time(because.at.as_nanos()),
+            because.reason
+        ),
+        KeptBecause::Needs {
+            plugin: other,
+            requirement,
+        } => format!("{wanted}, which needs `{other}` {requirement}: `{other}` stays"),
+        KeptBecause::NeededBy {
+            plugin: other,
+            requirement,
+        } => format!("{wanted}, but `{other}`, which stays, needs it {requirement}"),
+    }
+}
+
+/// The holds and failed marks plugins.yaml has moved past, lifted before the steps.
+fn lifts(out: &mut String, lifts: &[Lift]) {
+    for lift in lifts {
+        let text = match lift {
+            Lift::Hold { plugin, because } => format!(
+                "the hold on `{plugin}` (by {}: {}): its entry in plugins.yaml changed since",
+                because.by, because.reason
+            ),
+            Lift::Failed {
+                plugin,
+                version,
+                because,
+                ..
+            } => format!(
+                "the failed mark on `{plugin}` {version} (by {}: {}): its entry in plugins.yaml \
+                 changed since",
+                because.by, because.reason
+            ),
+        };
+        let _ = writeln!(out, "Lifts: {text}");
+    }
+    if !lifts.is_empty() {
+        out.push('\n');
+    }
 }
 
 fn versions(change: &Change) -> String {
@@ -518,44 +585,11 @@ fn refusals(out: &mut String, refusals: &[Refusal]) {
                 host_time(because.at.as_nanos()),
                 because.reason
             ),
-            Refusal::Hold {
-                plugin,
-                because,
-                steps,
-            } => format!(
-                "`{plugin}` is held by {} since {}: {}; {} refused (lift: `plugsync release \
-                 {plugin}`)",
-                because.by,
-                host_time(because.at.as_nanos()),
-                because.reason,
-                step_list(steps)
-            ),
-            Refusal::Failed {
-                plugin,
-                version,
-                because,
-                steps,
-            } => format!(
-                "`{plugin}` {version} is marked failed on this host ({}, by {} at {}); {} \
-                 refused (clear: `plugsync retry {plugin}`)",
-                because.reason,
-                because.by,
-                host_time(because.at.as_nanos()),
-                step_list(steps)
-            ),
         };
         let _ = writeln!(out, "Refused: {text}");
     }
     if !refusals.is_empty() {
         out.push('\n');
-    }
-}
-
-fn step_list(steps: &[usize]) -> String {
-    let numbers: Vec<String> = steps.iter().map(ToString::to_string).collect();
-    match steps.len() {
-        1 => format!("step {}", numbers[0]),
-        _ => format!("steps {}", numbers.join(", ")),
     }
 }
 
@@ -665,6 +699,17 @@ fn summary(out: &mut String, document: &PlanDocument) {
     let plan = &document.plan;
     let id = document.plan_id.to_string();
     let short_id = format!("{}…{}", &id[..4], &id[id.len() - 4..]);
+    let kept = plan.count(ChangeKind::Kept);
+    if plan.in_sync() && kept > 0 {
+        let _ = writeln!(
+            out,
+            "No changes: {kept} plugin{} kept where {} by the host's restraints (above); the \
+             rest runs what plugins.yaml asks. Plan id {short_id}.",
+            if kept == 1 { "" } else { "s" },
+            if kept == 1 { "it is" } else { "they are" }
+        );
+        return;
+    }
     if plan.in_sync() {
         let running = plan
             .changes
@@ -680,10 +725,19 @@ fn summary(out: &mut String, document: &PlanDocument) {
     }
     let moving = |kind| plan.count(kind);
     let steps = plan.steps.len();
+    let kept = match kept {
+        0 => String::new(),
+        n => format!(", {n} kept"),
+    };
+    let lifted = match plan.lifts.len() {
+        0 => String::new(),
+        1 => ", 1 restraint lifted".to_owned(),
+        n => format!(", {n} restraints lifted"),
+    };
     let _ = writeln!(
         out,
         "Plan: {} to install, {} to upgrade, {} to downgrade, {} to reconfigure, {} to remove \
-         ({steps} step{}), {} unchanged. Plan id {short_id}.",
+         ({steps} step{}), {} unchanged{kept}{lifted}. Plan id {short_id}.",
         moving(ChangeKind::Install),
         moving(ChangeKind::Upgrade),
         moving(ChangeKind::Downgrade),

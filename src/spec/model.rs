@@ -346,6 +346,16 @@ pub struct PluginSpec {
     pub migrations: Vec<Migration>,
 }
 
+impl PluginSpec {
+    /// The sha256 of this entry's canonical JSON, as the merged plugins.yaml gives it. A hold
+    /// or a failed mark set under it records it, and stands until this entry — not any other
+    /// part of the file, nor its comments or layout — changes.
+    pub fn fingerprint(&self) -> plugsync_host::Digest {
+        let canonical = plugsync_plugin::canonical_json(self).unwrap_or_default();
+        plugsync_host::Digest::of(&canonical)
+    }
+}
+
 /// A release channel. A channel sees its own releases and those of the more stable ones.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,

@@ -257,6 +257,17 @@ impl Desk {
         (all, vars)
     }
 
+    /// `plugsync ARGS --host URL --token-file token` (the `default` client's token unless
+    /// the test gives another's): an operator's command against the desk's host.
+    pub fn operator(&self, args: &[&str]) -> Finished {
+        let mut all: Vec<OsString> = args.iter().map(Into::into).collect();
+        all.extend(["--host".into(), (&self.host.url).into()]);
+        if !args.contains(&"--token-file") {
+            all.extend(["--token-file".into(), self.path().join("token").into()]);
+        }
+        plugsync(&all, &[])
+    }
+
     pub fn dry_run(&self, args: &[&str]) -> Finished {
         self.dry_run_at(SATURDAY, args)
     }
@@ -275,15 +286,54 @@ impl Desk {
         } else {
             &finished.stdout
         };
-        assert_eq!(
-            finished.status.code(),
-            Some(code),
-            "stdout:\n{}\nstderr:\n{}",
-            finished.stdout,
-            finished.stderr
-        );
+        assert_exit(finished, code);
         expected.assert_eq(&self.normalised(shown));
     }
+}
+
+/// Asserts the exit code, showing both outputs if it differs.
+pub fn assert_exit(finished: &Finished, code: i32) {
+    assert_eq!(
+        finished.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+}
+
+/// Checks the exit code, then stdout (or stderr on exit 1 with nothing on stdout), normalised.
+pub fn check(desk: &Desk, finished: &Finished, code: i32, expected: Expect) {
+    assert_exit(finished, code);
+    let shown = if finished.stdout.is_empty() {
+        &finished.stderr
+    } else {
+        &finished.stdout
+    };
+    expected.assert_eq(&normalise_apply(&desk.normalised(shown)));
+}
+
+/// Step ids and plan ids (digests) become `[ID]`, slot-held times `[µs]`.
+pub fn normalise_apply(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_inclusive(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+        let bare = word.trim_end_matches(|c: char| c.is_whitespace() || c == '(' || c == ')');
+        let tail = &word[bare.len()..];
+        let hex = bare.len() >= 12 && bare.chars().take(12).all(|c| c.is_ascii_hexdigit());
+        if hex {
+            out.push_str("[ID]");
+            out.push_str(tail);
+        } else if bare.chars().all(|c| c.is_ascii_digit())
+            && tail.starts_with(' ')
+            && out.ends_with("held ")
+        {
+            out.push_str("[N]");
+            out.push_str(tail);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
 }
 
 pub fn publish(dir: &Path, name: &str, channel: &str) {

@@ -114,6 +114,11 @@ pub struct Origin {
     /// forbids it now), as the operator gave it: recorded with the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced: Option<String>,
+    /// The sha256 of this plugin's entry in that desired state (the client's fingerprint of
+    /// what it asked for this plugin): a failed mark set because the change failed carries
+    /// it, and stands until the entry changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_sha256: Option<String>,
 }
 
 /// What the host runs, as committed.

@@ -60,6 +60,11 @@ pub struct Because {
     /// Host time it was set.
     #[cfg_attr(feature = "control-api", schemars(with = "i64"))]
     pub at: HostTime,
+    /// The sha256 of the plugin's entry in the desired state the restraint was set under (a
+    /// client's fingerprint of what it asked for that plugin), when a client gave one: a hold
+    /// or a failed mark stands until that entry changes, and clients lift it once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_sha256: Option<String>,
 }
 
 /// A version the host marked failed.
@@ -243,6 +248,7 @@ impl RestraintsCell {
                 reason: force.reason.clone(),
                 by: force.by.clone(),
                 at: now,
+                entry_sha256: None,
             },
         };
         tracing::warn!(

@@ -335,6 +335,7 @@ pub(crate) fn roll_back(
     state: &mut SlotState,
     reason: RollbackReason,
 ) -> Option<(RollbackReport, Discarded)> {
+    let entry_sha256 = (state.step.as_ref()).and_then(|step| step.entry_sha256.clone());
     let rolled_back = roll_back_unmarked(&slot.id, state, reason.clone())?;
     if rolled_back.0.to.is_none() {
         // An install undone: nothing runs, whatever status saw last.
@@ -349,6 +350,7 @@ pub(crate) fn roll_back(
             reason: format!("rolled back: {reason}"),
             by: "host".to_owned(),
             at: slot.clock.now(),
+            entry_sha256,
         },
     });
     Some(rolled_back)

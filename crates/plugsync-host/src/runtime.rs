@@ -19,7 +19,9 @@ use crate::persist::{
     UnloadedPlugin,
 };
 use crate::reconcile_lease::{LeaseBreak, LeaseGuard, LeaseHolder, LeaseStatus, ReconcileLease};
-use crate::restraints::{Because, Force, Restraint, Restraints, RestraintsCell};
+use crate::restraints::{
+    Because, FailedMark, Force, Restraint, Restraints, RestraintsCell, add_failed,
+};
 use crate::rollback::{self, RollbackReason, RollbackReport, VersionRef};
 use crate::slot::{
     Active, CallError, CallOutput, Counters, Fault, Journal, PendingStep, Slot, SlotHandle,
@@ -697,6 +699,7 @@ impl Runtime {
                     journal: Journal::new(0),
                     previous_fault: None,
                     fresh_state: false,
+                    entry_sha256: (asked.origin.as_ref()).and_then(|o| o.entry_sha256.clone()),
                     watch: StepWatch::new(Some(lease), terms.soak.clone(), state.counters, now),
                 });
             }
@@ -1194,9 +1197,16 @@ impl Runtime {
     }
 
     /// Holds `plugin` at its running version: a switch of it is refused unless forced.
-    pub fn hold(&self, plugin: &str, reason: &str, by: &str) -> Result<()> {
-        check_plugin_id(plugin)?;
-        let because = self.because(reason, by)?;
+    /// `entry_sha256`, a client's fingerprint of the plugin's desired entry, lets clients lift
+    /// the hold once that entry changes.
+    pub fn hold(
+        &self,
+        plugin: &str,
+        reason: &str,
+        by: &str,
+        entry_sha256: Option<&str>,
+    ) -> Result<()> {
+        let because = self.because_for(plugin, reason, by, entry_sha256)?;
         tracing::warn!(plugin, reason, by, "plugin held");
         self.shared.restraints.update(|r| {
             r.holds.insert(plugin.to_owned(), because);
@@ -1224,6 +1234,34 @@ impl Runtime {
                     reason: format!("no failed mark on artifact {digest}: nothing to clear"),
                 });
             }
+            Ok(())
+        })
+    }
+
+    /// Marks `plugin`'s artifact `digest` (its `version`) failed on a client's word: it failed a
+    /// check the client ran before asking the host (a preflight). A switch or install of it is
+    /// refused until the mark is cleared, as for the host's own marks.
+    pub fn mark_failed(
+        &self,
+        plugin: &str,
+        digest: &Digest,
+        version: &str,
+        reason: &str,
+        by: &str,
+        entry_sha256: Option<&str>,
+    ) -> Result<()> {
+        let because = self.because_for(plugin, reason, by, entry_sha256)?;
+        tracing::warn!(plugin, %digest, version, reason = %because.reason, by = %because.by, "version marked failed");
+        self.shared.restraints.update(|r| {
+            add_failed(
+                r,
+                FailedMark {
+                    plugin: plugin.to_owned(),
+                    digest: *digest,
+                    version: version.to_owned(),
+                    because,
+                },
+            );
             Ok(())
         })
     }
@@ -1256,6 +1294,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// A restraint on `plugin` (its id checked), set under a client's entry fingerprint.
+    fn because_for(
+        &self,
+        plugin: &str,
+        reason: &str,
+        by: &str,
+        entry_sha256: Option<&str>,
+    ) -> Result<Because> {
+        check_plugin_id(plugin)?;
+        Ok(Because {
+            entry_sha256: entry_sha256.map(str::to_owned),
+            ..self.because(reason, by)?
+        })
+    }
+
     fn because(&self, reason: &str, by: &str) -> Result<Because> {
         if reason.trim().is_empty() || by.trim().is_empty() {
             return Err(HostError::BadRestraint {
@@ -1266,6 +1319,7 @@ impl Runtime {
             reason: reason.to_owned(),
             by: by.to_owned(),
             at: self.shared.clock.now(),
+            entry_sha256: None,
         })
     }
 

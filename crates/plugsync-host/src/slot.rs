@@ -230,6 +230,9 @@ pub(crate) struct PendingStep {
     pub previous_fault: Option<Fault>,
     /// The switch discarded the state (`SwapRequest::fresh_state`): recorded at commit.
     pub fresh_state: bool,
+    /// The asking client's fingerprint of the plugin's desired entry, for the failed mark
+    /// should the step fail.
+    pub entry_sha256: Option<String>,
     /// Lease and soak thresholds, watched by the steward.
     pub watch: StepWatch,
 }

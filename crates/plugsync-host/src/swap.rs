@@ -30,6 +30,7 @@ use crate::digest::Digest;
 use crate::error::{HostError, Result};
 use crate::library::{Instance, Library};
 use crate::migration::{Migrated, Transition, TransitionKind, migrate};
+use crate::persist::Origin;
 use crate::restraints::{Because, FailedMark, Force, add_failed};
 use crate::rollback::{self, RollbackReason, VersionRef};
 use crate::rules::MigrationRule;
@@ -104,6 +105,10 @@ pub struct SwapRequest {
     /// so none need be declared), switched under the lock. The report says so.
     #[serde(default)]
     pub fresh_state: bool,
+    /// Who asked, and from which desired state: kept with the pending step, so that a failed
+    /// mark set when the step fails carries the plugin's desired entry (`entry_sha256`).
+    #[serde(default)]
+    pub origin: Option<Origin>,
 }
 
 fn default_journal_capacity() -> usize {
@@ -127,6 +132,7 @@ impl SwapRequest {
             migration_rules: None,
             force: None,
             fresh_state: false,
+            origin: None,
         }
     }
 
@@ -445,6 +451,7 @@ fn switch(
         journal: Journal::new(request.journal_capacity),
         previous_fault: replaced_fault.clone(),
         fresh_state: request.fresh_state,
+        entry_sha256: (request.origin.as_ref()).and_then(|o| o.entry_sha256.clone()),
         watch: StepWatch::new(
             request.lease_ms.map(Duration::from_millis),
             request.soak.clone(),
@@ -565,6 +572,7 @@ impl Runtime {
     pub fn swap(&self, request: SwapRequest) -> Result<SwapReport> {
         let plugin = request.plugin.clone();
         let target = request.artifact;
+        let entry_sha256 = (request.origin.as_ref()).and_then(|o| o.entry_sha256.clone());
         let result = self.swap_unlogged(request);
         if let Err(HostError::VerificationFailed {
             version, report, ..
@@ -579,6 +587,7 @@ impl Runtime {
                     reason: format!("verification failed: {}", report.summary()),
                     by: "host".to_owned(),
                     at: self.shared.clock.now(),
+                    entry_sha256,
                 },
             };
             self.persisted(self.shared.restraints.update(|restraints| {

@@ -752,6 +752,78 @@ async fn a_version_rolled_back_is_marked_failed_and_refused_until_cleared() {
 }
 
 #[tokio::test]
+async fn a_failed_mark_and_a_hold_carry_the_clients_entry_fingerprint_across_a_restart() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    // A verification that fails: the host's mark carries the fingerprint of the desired entry
+    // the switch came from, so every client can tell when that entry has changed since.
+    let verify = json!({"health": true, "probes": [{"name": "never", "steps": [{"input": {"bar": {"instrument": "ES", "close": 1.0}}, "expect": {"orders": ["never"]}}]}]});
+    let origin = json!({"tool": "plugsync-reconcile", "entry_sha256": "e2"});
+    host.post(
+        "/v1/steps/s1/switch",
+        json!({"plugin": "ma_cross", "artifact": v2, "verify": verify, "origin": origin}),
+    )
+    .await
+    .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "verification_failed");
+    let status = host.get("/v1/status").await;
+    let mark = &status.expect_ok()["restraints"]["failed"][0];
+    assert_eq!(mark["because"]["entry_sha256"], json!("e2"));
+    restrain(&host, json!({"action": "clear_failed", "artifact": v2}))
+        .await
+        .expect_ok();
+    // A step rolled back: so does its mark.
+    let origin = json!({"tool": "plugsync-reconcile", "entry_sha256": "e1"});
+    let switch = json!({"plugin": "ma_cross", "artifact": v2, "origin": origin});
+    host.post("/v1/steps/s2/switch", switch).await.expect_ok();
+    host.post("/v1/steps/s2/rollback", ma_cross())
+        .await
+        .expect_ok();
+    // A client marks a version that failed its own preflight; and holds a plugin.
+    let unstaged = "ab".repeat(32);
+    restrain(
+        &host,
+        json!({"action": "mark_failed", "plugin": "ma_cross", "artifact": unstaged, "version": "2.0.9", "reason": "preflight: probe `flat` failed", "entry_sha256": "e3"}),
+    )
+    .await
+    .expect_ok();
+    restrain(
+        &host,
+        json!({"action": "hold", "plugin": "ma_cross", "reason": "manual rollback", "entry_sha256": "e4"}),
+    )
+    .await
+    .expect_ok();
+
+    let host = host.restart().await;
+    let status = host.get("/v1/status").await;
+    let restraints = &status.expect_ok()["restraints"];
+    let marks: Vec<(Value, Value, Value)> = (restraints["failed"].as_array().unwrap().iter())
+        .map(|m| {
+            (
+                m["version"].clone(),
+                m["because"]["by"].clone(),
+                m["because"]["entry_sha256"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            (json!("2.0.0"), json!("host"), json!("e1")),
+            (json!("2.0.9"), json!("default"), json!("e3")),
+        ]
+    );
+    assert_eq!(restraints["holds"]["ma_cross"]["entry_sha256"], json!("e4"));
+    // The client's mark is refused like the host's own.
+    let refused = host
+        .post(
+            "/v1/steps/s3/install",
+            json!({"artifact": unstaged, "config": {}}),
+        )
+        .await;
+    assert_ne!(refused.status, StatusCode::OK);
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_halted_plugin_refuses_every_call_until_resumed_even_after_a_restart() {
     let (host, _, _) = host_with_v1_and_v2_staged().await;
     restrain(
@@ -1015,23 +1087,36 @@ async fn the_holders_epoch_admits_the_holder_only_not_a_client_that_read_it_from
     let borrowed = laptop
         .post_with_epoch(
             "/v1/restraints",
-            json!({"action": "freeze", "reason": "mine now"}),
+            json!({"action": "hold", "plugin": "ma_cross", "reason": "mine now"}),
             epoch,
         )
         .await;
     borrowed.expect_error(StatusCode::CONFLICT, "lease_held");
     let status = host.get("/v1/status").await;
-    assert_eq!(status.expect_ok()["restraints"]["freeze"], Value::Null);
+    assert_eq!(status.expect_ok()["restraints"]["holds"], json!({}));
     // The holder's own request with it goes through, in its name.
     host.post_with_epoch(
         "/v1/restraints",
-        json!({"action": "freeze", "reason": "maintenance"}),
+        json!({"action": "hold", "plugin": "ma_cross", "reason": "maintenance"}),
         epoch,
     )
     .await
     .expect_ok();
     let status = host.get("/v1/status").await;
-    assert_eq!(status.expect_ok()["restraints"]["freeze"]["by"], "sidecar");
+    assert_eq!(
+        status.expect_ok()["restraints"]["holds"]["ma_cross"]["by"],
+        "sidecar"
+    );
+    // A freeze, the kill switch, goes whoever holds the lease.
+    laptop
+        .post(
+            "/v1/restraints",
+            json!({"action": "freeze", "reason": "stop everything"}),
+        )
+        .await
+        .expect_ok();
+    let status = host.get("/v1/status").await;
+    assert_eq!(status.expect_ok()["restraints"]["freeze"]["by"], "laptop");
     host.shutdown().await;
 }
 

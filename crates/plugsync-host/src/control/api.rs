@@ -624,6 +624,10 @@ pub enum RestraintRequest {
         /// Who: the authenticated client's name (the only name it may give).
         #[serde(default)]
         by: Option<String>,
+        /// The client's fingerprint of the plugin's entry in its desired state: clients lift
+        /// the hold once that entry changes (API 1.1).
+        #[serde(default)]
+        entry_sha256: Option<String>,
     },
     /// Release a plugin's hold.
     Release {
@@ -640,6 +644,25 @@ pub enum RestraintRequest {
         /// Who: the authenticated client's name (the only name it may give).
         #[serde(default)]
         by: Option<String>,
+    },
+    /// Mark a version failed on the client's word: it failed a check the client ran before
+    /// asking the host (a preflight). Refused like the host's own marks until cleared (API 1.1).
+    MarkFailed {
+        /// Plugin id.
+        plugin: String,
+        /// The artifact that failed (it need not be staged).
+        artifact: Digest,
+        /// Its version.
+        version: String,
+        /// What failed.
+        reason: String,
+        /// Who: the authenticated client's name (the only name it may give).
+        #[serde(default)]
+        by: Option<String>,
+        /// The client's fingerprint of the plugin's entry in its desired state: clients clear
+        /// the mark once that entry changes.
+        #[serde(default)]
+        entry_sha256: Option<String>,
     },
     /// Halt a plugin: every call refused at once until resumed.
     Halt {
@@ -670,6 +693,7 @@ impl RestraintRequest {
             | RestraintRequest::Hold { by, .. }
             | RestraintRequest::Release { by, .. }
             | RestraintRequest::ClearFailed { by, .. }
+            | RestraintRequest::MarkFailed { by, .. }
             | RestraintRequest::Halt { by, .. }
             | RestraintRequest::Resume { by, .. } => by.as_deref(),
         }

@@ -458,10 +458,14 @@ pub(crate) static ROUTES: &[Route] = &[
                       (its switch refused with 409 `held` unless forced); `clear_failed` the \
                       mark the host puts on a version that failed verification or was rolled \
                       back (a switch or install of it refused with 409 `version_failed` until \
-                      then, unless forced); `halt` / `resume` a plugin (every call refused at \
-                      once, 409 `halted` on the call route, until resumed). A change forced \
-                      through (`force` with a reason) is recorded. Carries the lease epoch like \
-                      the step routes.",
+                      then, unless forced), or `mark_failed` one on a client's word (it failed \
+                      the client's own preflight); `halt` / `resume` a plugin (every call \
+                      refused at once, 409 `halted` on the call route, until resumed). A hold \
+                      or a mark may carry the client's `entry_sha256`, the fingerprint of the \
+                      plugin's desired entry: clients lift it once that entry changes. A change \
+                      forced through (`force` with a reason) is recorded. Carries the lease \
+                      epoch like the step routes, except `freeze`, the kill switch, admitted \
+                      whoever holds the lease.",
         params: &[],
         query: None,
         body: Body::Json(schema::<RestraintRequest>),
@@ -739,7 +743,7 @@ fn lease_epoch(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// `POST /v1/restraints`: applied under the reconcile lease, like a step, in the authenticated
-/// client's name.
+/// client's name; a freeze whoever holds the lease.
 async fn restraints(
     State(app): State<App>,
     Extension(client): Extension<Client>,
@@ -751,15 +755,40 @@ async fn restraints(
     let epoch = lease_epoch(&headers)?;
     let runtime = app.runtime.clone();
     let restraints = blocking(move || -> Result<Restraints, HostError> {
-        let _lease = runtime.admit(epoch, Some(&by))?;
+        // A freeze is the kill switch: admitted whoever holds the lease (the holder's next
+        // change is then refused). Everything else changes what the holder plans around.
+        let _lease = match request {
+            RestraintRequest::Freeze { .. } => None,
+            _ => Some(runtime.admit(epoch, Some(&by))?),
+        };
         match request {
             RestraintRequest::Freeze { reason, .. } => runtime.freeze(&reason, &by)?,
             RestraintRequest::Unfreeze { .. } => runtime.unfreeze(&by)?,
-            RestraintRequest::Hold { plugin, reason, .. } => runtime.hold(&plugin, &reason, &by)?,
+            RestraintRequest::Hold {
+                plugin,
+                reason,
+                entry_sha256,
+                ..
+            } => runtime.hold(&plugin, &reason, &by, entry_sha256.as_deref())?,
             RestraintRequest::Release { plugin, .. } => runtime.release_hold(&plugin, &by)?,
             RestraintRequest::ClearFailed { artifact, .. } => {
                 runtime.clear_failed(&artifact, &by)?
             }
+            RestraintRequest::MarkFailed {
+                plugin,
+                artifact,
+                version,
+                reason,
+                entry_sha256,
+                ..
+            } => runtime.mark_failed(
+                &plugin,
+                &artifact,
+                &version,
+                &reason,
+                &by,
+                entry_sha256.as_deref(),
+            )?,
             RestraintRequest::Halt { plugin, reason, .. } => runtime.halt(&plugin, &reason, &by)?,
             RestraintRequest::Resume { plugin, .. } => runtime.resume(&plugin, &by)?,
         }
@@ -1502,7 +1531,9 @@ fn switch(runtime: &Runtime, call: &StepCall, request: SwitchRequest) -> Result<
     }
     swap.migration_rules = request.migration_rules;
     swap.fresh_state = request.fresh_state;
-    swap.force = asked(call, request.origin, request.force).force;
+    let asked = asked(call, request.origin, request.force);
+    swap.force = asked.force;
+    swap.origin = asked.origin;
     let metadata = runtime.store().get(&swap.artifact)?.metadata;
     runtime.check_dependencies("switch", PlannedChange::Run(&metadata), swap.force.as_ref())?;
     ok_json(&runtime.swap(swap)?)
