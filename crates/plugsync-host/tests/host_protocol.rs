@@ -1077,7 +1077,7 @@ async fn an_operator_restores_a_snapshot_it_took_and_not_during_a_step() {
 
 #[tokio::test]
 async fn the_holders_epoch_admits_the_holder_only_not_a_client_that_read_it_from_status() {
-    let host = Host::start_with_clients(&CLIENTS).await;
+    let (host, _, v2) = with_v1_and_v2_staged(Host::start_with_clients(&CLIENTS).await).await;
     let laptop = host.as_client(LAPTOP_TOKEN);
     let acquired = host
         .post("/v1/lease", json!({"action": "acquire", "ttl_ms": 30_000}))
@@ -1106,6 +1106,27 @@ async fn the_holders_epoch_admits_the_holder_only_not_a_client_that_read_it_from
     assert_eq!(
         status.expect_ok()["restraints"]["holds"]["ma_cross"]["by"],
         "sidecar"
+    );
+    // So does a rollback of a step the holder soaks: back to the committed version, by replay.
+    host.post_with_epoch(
+        "/v1/steps/s2/switch",
+        json!({"plugin": "ma_cross", "artifact": v2, "force": "the hold is this test's"}),
+        epoch,
+    )
+    .await
+    .expect_ok();
+    laptop
+        .post("/v1/steps/s2/rollback", json!({"plugin": "ma_cross"}))
+        .await
+        .expect_ok();
+    let status = host.get("/v1/status").await;
+    let plugins = status.expect_ok()["plugins"].clone();
+    let plugin = (plugins.as_array().unwrap().iter())
+        .find(|p| p["plugin"] == "ma_cross")
+        .unwrap();
+    assert_eq!(
+        (&plugin["version"]["version"], &plugin["pending"]),
+        (&json!("1.0.0"), &Value::Null)
     );
     // A freeze, the kill switch, goes whoever holds the lease.
     laptop

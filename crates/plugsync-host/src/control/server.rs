@@ -375,7 +375,9 @@ pub(crate) static ROUTES: &[Route] = &[
         description: "Switches back to the previous instance, carrying the calls made since the \
                       switch back by replay, else down-migration, else reporting exactly what \
                       was lost. The pending step must be the one switched with this step id \
-                      (otherwise 409 `step_not_owned`). Applied once per step id.",
+                      (otherwise 409 `step_not_owned`). Applied once per step id. Admitted \
+                      whoever holds the reconcile lease (an operator's emergency stop of a step \
+                      another client soaks: it only ever goes back to the committed version).",
         params: &[STEP_ID],
         query: None,
         body: Body::Json(schema::<PluginRequest>),
@@ -1364,8 +1366,14 @@ async fn step<R: DeserializeOwned + Send + 'static>(
     let id = step_id.clone();
     let outcome = blocking(move || {
         // Refused by the lease, nothing is recorded: the step id is not spent. Held until the
-        // operation is done, so the lease cannot change hands under it.
-        let _lease = runtime.admit(epoch, Some(&client.name))?;
+        // operation is done, so the lease cannot change hands under it. A rollback goes
+        // whoever holds the lease: it only ever returns to the committed version, by replay,
+        // losing nothing — an operator's emergency stop of a step another client soaks (that
+        // client then finds its step ended elsewhere).
+        let _lease = match operation {
+            "rollback" => None,
+            _ => Some(runtime.admit(epoch, Some(&client.name))?),
+        };
         let call = StepCall {
             id: id.clone(),
             client,
