@@ -170,6 +170,7 @@ impl Generated {
             resolution: &resolution,
             index: &self.index,
             running: &self.status,
+            of_record: &self.set.spec.plugins,
             now: jiff::Timestamp::UNIX_EPOCH,
             limits: SearchLimits::default(),
         };

@@ -62,6 +62,12 @@ enum Command {
     /// in which order, what each migration does to the live state — without touching the host.
     #[command(after_help = RECONCILE_EXIT_CODES)]
     Reconcile(ReconcileArgs),
+    /// Roll a plugin back by hand, and hold it there: a step still pending on the host is
+    /// rolled back by the host (lossless replay); a committed one is a planned downgrade of the
+    /// live state, shown first and applied with `--yes`. The next reconcile, by any client,
+    /// leaves it there until `release` or a change of its entry in plugins.yaml.
+    #[command(after_help = ROLLBACK_EXIT_CODES)]
+    Rollback(RollbackArgs),
     /// Freeze the host: every client's switch, install and unload refused until `unfreeze`
     /// (the kill switch: it goes even while another client reconciles).
     Freeze(FreezeArgs),
@@ -432,6 +438,12 @@ impl ops::Progress for PrintProgress {
         self.clear();
         eprintln!("{text}");
     }
+
+    fn plan(&mut self, text: &str) {
+        self.clear();
+        print!("{text}");
+        println!();
+    }
 }
 
 /// Prints a dry run (and saves it with `--out`); its exit code says whether changes are
@@ -487,6 +499,120 @@ impl HostConnection {
             self.tls_ca.as_deref(),
         )
     }
+}
+
+const ROLLBACK_EXIT_CODES: &str = "Exit codes: 0 rolled back (and held), 2 the downgrade's \
+plan shown and not applied (no --yes), 1 a step failed or an error.";
+
+#[derive(Debug, clap::Args)]
+struct RollbackArgs {
+    /// The plugin.
+    plugin: String,
+    /// The version to go back to (default: the one it ran before, from this plugsync's
+    /// journal).
+    #[arg(long, value_name = "VERSION")]
+    to: Option<semver::Version>,
+    /// A plugin to carry down with it, to a version (`ma_cross@2.0.0`): one whose running
+    /// version needs the plugin's current one. Repeatable.
+    #[arg(long, value_name = "PLUGIN@VERSION", value_parser = parse_carry)]
+    carry: Vec<(String, semver::Version)>,
+    /// Why (recorded with the hold on the host).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Apply the downgrade of a committed step (without it, its plan is only shown).
+    #[arg(long)]
+    yes: bool,
+    /// The plugins.yaml: its registry, its policy, and the entries the hold is set under.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "plugins.yaml"
+    )]
+    file: PathBuf,
+    #[command(flatten)]
+    host: RestrainOn,
+    /// Do not preflight the downgrade's steps in a child process.
+    #[arg(long)]
+    no_preflight: bool,
+    /// How long the preview or preflight of one step may run.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    preview_timeout: std::time::Duration,
+    /// Where plugsync keeps its journal and cache.
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// The publishers' public keys: artifacts must be signed by one of them.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+}
+
+fn parse_carry(text: &str) -> Result<(String, semver::Version), String> {
+    let (plugin, version) = text
+        .split_once('@')
+        .ok_or_else(|| format!("`{text}` is not PLUGIN@VERSION (`ma_cross@2.0.0`)"))?;
+    let version = semver::Version::parse(version)
+        .map_err(|error| format!("`{version}` is not a version: {error}"))?;
+    Ok((plugin.to_owned(), version))
+}
+
+/// `plugsync rollback`: the downgrade's plan, or what was rolled back and held.
+fn rollback(args: RollbackArgs) -> crate::Result<ExitCode> {
+    let options = ops::RollbackOptions {
+        apply: ops::ReconcileOptions {
+            file: args.file,
+            locked: false,
+            state_dir: args.state_dir.unwrap_or_else(ops::default_state_dir),
+            trusted_keys: args.trusted_keys,
+            registry_ca: None,
+            plan: None,
+            force: None,
+            no_wait: args.host.no_wait,
+            preflight: !args.no_preflight,
+            preflight_timeout: args.preview_timeout,
+            exe: std::env::current_exe().map_err(|source| crate::Error::Setup {
+                action: "find the plugsync executable (it runs previews and preflights)",
+                source,
+            })?,
+            now: now()?,
+            limits: crate::plan::SearchLimits::default(),
+            crash_at: None,
+            lease_ttl: (std::time::Duration::from_secs(30).max(args.preview_timeout * 2))
+                .min(std::time::Duration::from_secs(3600)),
+        },
+        plugin: args.plugin,
+        to: args.to,
+        carry: args.carry,
+        reason: args.reason,
+        yes: args.yes,
+        styled: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let port = args.host.connection.port()?;
+    let mut progress = PrintProgress {
+        json: false,
+        live: std::io::stderr().is_terminal(),
+        showing: false,
+    };
+    Ok(match ops::rollback(&options, &port, &mut progress)? {
+        ops::RollbackOutcome::Pending(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        ops::RollbackOutcome::Planned(plan) => {
+            print!("{plan}");
+            println!(
+                "\nNot applied: run again with `--yes` to apply it (the plugin is then held)."
+            );
+            ExitCode::from(2)
+        }
+        ops::RollbackOutcome::Applied { report, held, .. } => {
+            // The plan and the steps' lines went out as they came (`PrintProgress`).
+            println!("\n{}", report.summary());
+            for line in held {
+                println!("{line}");
+            }
+            ExitCode::from(report.exit_code())
+        }
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -917,6 +1043,7 @@ pub fn run() -> ExitCode {
             ops::yank(&args.registry, &args.plugin, &args.version, args.undo).map(print_done)
         }
         Command::Keygen(args) => ops::keygen(&args.name).map(print_done),
+        Command::Rollback(args) => return rollback(args).unwrap_or_else(fail),
         Command::Freeze(args) => restrain(
             ops::RestraintChange::Freeze {
                 reason: args.reason,

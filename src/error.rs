@@ -185,6 +185,26 @@ pub enum Error {
         what: String,
     },
 
+    /// A manual rollback would leave a running plugin's requirement on the plugin unmet.
+    #[error(
+        "rolling `{plugin}` back to {to} would break `{dependant}` {version}, which needs \
+         `{plugin}` {requirement}: nothing was changed; carry it down too with `--carry \
+         {dependant}@VERSION` (a version that accepts `{plugin}` {to}), or roll `{dependant}` \
+         back first"
+    )]
+    RollbackBreaksDependant {
+        /// The plugin rolled back.
+        plugin: String,
+        /// The version it would go back to.
+        to: String,
+        /// The running plugin that needs it.
+        dependant: String,
+        /// The dependant's running version.
+        version: String,
+        /// What it needs.
+        requirement: String,
+    },
+
     /// A restraint change that makes no sense on this host (a release of a plugin not held).
     #[error("{what}: nothing was changed; {fix}")]
     NotRestrainable {

@@ -69,8 +69,9 @@ fn the_demos_faulty_release_is_rolled_back_by_replay_in_its_soak_and_its_state_m
     // faulty release from a plugins.yaml of its own, then the locked plugins.yaml.
     for line in [
         "  [1/1] ma_cross 1.0.0 → 2.0.1       preflight ✓  staged ✓",
-        "  Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a \
-         committed set.",
+        "  Reconcile failed at step 1 of 1 (ma_cross 1.0.0 → 2.0.1); 0 steps applied. The host \
+         runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.",
+        "  ma_cross 2.0.1 marked failed on this host: not retried",
         "  [1/3] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held ",
         "  [2/3] risk_model 1.0.0 → 2.0.0     preflight ✓  staged ✓  switched (slot held ",
         "  [3/3] ma_cross 2.0.0 → 2.1.0       preflight ✓  staged ✓  switched (slot held ",

@@ -158,6 +158,7 @@ fn plan_of(
         resolution: &resolution,
         index: &index,
         running: &status,
+        of_record: &set.spec.plugins,
         now: "2026-12-05T17:00:00Z".parse().unwrap(),
         limits: SearchLimits::default(),
     };

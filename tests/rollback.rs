@@ -1,583 +1,322 @@
-//! Rollback of a switched step with the real example plugins: by replay it gives exactly the
-//! state of a plugin that was never updated and lists the outputs that differed, each call
-//! replayed at the host time it was first given; when the journal overflowed, by the declared
-//! migration back, keeping the fills the new version received (after an upgrade, a downgrade
-//! or a reconfigure); with neither, the previous version resumes with its state at the switch
-//! and the report accounts exactly for the calls lost.
+//! `plugsync rollback` through the binary, against a real reference host: a pending step
+//! rolled back by the host (even while another client soaks it), a committed one downgraded by
+//! a plan shown first and applied with `--yes`, a dependant refused unless carried down, and
+//! the hold that keeps every reconcile from undoing it.
 
 mod support;
 
-use std::path::Path;
-
-use plugsync_host::{
-    Divergence, HostError, HostTime, RollbackMethod, RollbackReason, StepState, SwapRequest,
-    TransitionKind, inspect,
-};
-use serde_json::{Value, json};
+use expect_test::expect;
+use serde_json::json;
+use support::desk::*;
 use support::*;
 
-const CONFIG: fn() -> Value = || json!({"fast_ma_period": 2, "slow_ma_period": 4});
+/// risk_model and ma_cross at their first versions.
+const V1: &str = "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 1.0.0
+      config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}
+";
 
-/// A divergence with its outputs parsed, for comparison.
-fn parsed(divergence: &Divergence) -> (u64, Value, Value, Value) {
-    let parse = |output: &Result<String, String>| {
-        json(output.as_ref().expect("both versions answered").as_bytes())
-    };
-    (
-        divergence.seq,
-        json(divergence.input.as_bytes()),
-        parse(&divergence.new_output),
-        parse(&divergence.old_output),
+/// `plugsync reconcile` on the desk's plugins.yaml, on a Saturday.
+fn reconcile(desk: &Desk) -> support::process::Finished {
+    desk.reconcile_of(
+        &desk.path().join("plugins.yaml"),
+        &[("PLUGSYNC_NOW", SATURDAY)],
+        &[],
     )
 }
 
-#[test]
-fn rollback_by_replay_gives_the_state_of_a_never_updated_plugin_and_lists_what_differed() {
-    let (_dir, runtime) = runtime();
-    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
-    let v2 = stage(&runtime, MA_CROSS_2_0_0);
-    let mut calls: Vec<Recorded> = (0..4)
-        .map(|_| record(&runtime, "ma_cross", bar("ES", 100.0)))
+/// The versions the host runs, sorted.
+fn running(desk: &Desk) -> Vec<String> {
+    let status = desk.api.status();
+    let mut running: Vec<String> = (status["plugins"].as_array().unwrap().iter())
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["plugin"].as_str().unwrap(),
+                p["version"]["version"].as_str().unwrap()
+            )
+        })
         .collect();
-    runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
+    running.sort();
+    running
+}
 
-    // Up 0.2%: 1.0.0 would buy, 2.0.0 (1% threshold) does not. Up to 105: 2.0.0 buys (order
-    // 1), 1.0.0 would already be long. The fill of 2.0.0's order, and another instrument's
-    // bar, get the same (empty) answer from both.
-    for input in [
-        bar("ES", 100.2),
-        bar("ES", 105.0),
-        fill(1, "ES", 1, 105.0),
-        bar("NQ", 50.0),
-    ] {
-        calls.push(record(&runtime, "ma_cross", input));
-    }
-    assert_eq!(json(&calls[5].output), orders(&[(1, "ES", 1)]));
-    assert!(calls[4..].iter().all(|c| c.receipt.digest == v2));
+/// A desk at [`V1`], then at `spec`, both by `plugsync reconcile`, having traded between.
+fn desk_moved_to(spec: &str) -> Desk {
+    let desk = Desk::new();
+    desk.desire(V1);
+    assert!(reconcile(&desk).status.success());
+    desk.trade();
+    desk.desire(spec);
+    let moved = reconcile(&desk);
+    assert!(moved.status.success(), "{}", moved.stderr);
+    desk
+}
 
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert_eq!(
-        (report.from.digest, report.to.as_ref().unwrap().digest),
-        (v2, v1)
+const RISK_1_1: &str = "  plugins:
+    - {id: risk_model, version: 1.1.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 1.0.0
+      config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}
+";
+
+#[test]
+fn a_committed_upgrade_is_rolled_back_by_a_planned_downgrade_shown_first_then_held() {
+    let desk = desk_moved_to(RISK_1_1);
+    // Without `--yes`: the plan, its migration previewed on the live state; nothing changes.
+    let file = desk.path().join("plugins.yaml");
+    let file = file.to_str().unwrap();
+    let shown = desk.operator(&[
+        "rollback",
+        "risk_model",
+        "-f",
+        file,
+        "--reason",
+        "limits too loose",
+    ]);
+    desk.check(&shown, 2, expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.1.0 → 1.0.0  pinned                        1 step
+            ma_cross    1.0.0          unchanged
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.1.0
+          +risk_model 1.0.0
+           ma_cross 1.0.0
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.1.0 → 1.0.0      minor  migrate   pinned
+               switch: immediate; verify: health
+               config (migrated by 1.1.0): unchanged
+               state (live snapshot, migrated in a sandbox): unchanged
+
+        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
+
+        Not applied: run again with `--yes` to apply it (the plugin is then held).
+    "#]]);
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.1.0"]);
+
+    let applied = desk.operator(&[
+        "rollback",
+        "risk_model",
+        "-f",
+        file,
+        "--reason",
+        "limits too loose",
+        "--yes",
+    ]);
+    check(
+        &desk,
+        &applied,
+        0,
+        expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  1.1.0 → 1.0.0  pinned                        1 step
+            ma_cross    1.0.0          unchanged
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 1.1.0
+          +risk_model 1.0.0
+           ma_cross 1.0.0
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. risk_model  1.1.0 → 1.0.0      minor  migrate   pinned
+               switch: immediate; verify: health
+               config (migrated by 1.1.0): unchanged
+               state (live snapshot, migrated in a sandbox): unchanged
+
+        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
+
+        [1/1] risk_model 1.1.0 → 1.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  committed
+
+        Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+        Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
+    "#]],
     );
-    assert_eq!(report.reason, RollbackReason::Requested);
-    assert_eq!(report.calls_since_switch, 4);
-    assert!(report.lost_nothing());
-    let RollbackMethod::Replay {
-        replayed,
-        divergences,
-    } = &report.method
-    else {
-        panic!("expected a rollback by replay: {:?}", report.method);
-    };
-    assert_eq!(*replayed, 4);
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
+    let hold = &desk.api.status()["restraints"]["holds"]["risk_model"];
     assert_eq!(
-        divergences.iter().map(parsed).collect::<Vec<_>>(),
-        [
-            (
-                5,
-                json(&bar("ES", 100.2)),
-                orders(&[]),
-                orders(&[(1, "ES", 1)])
-            ),
-            (
-                6,
-                json(&bar("ES", 105.0)),
-                orders(&[(1, "ES", 1)]),
-                orders(&[])
-            ),
-        ]
-    );
-
-    // The reference: 1.0.0 alone, fed the same inputs at the same host times.
-    let (_reference_dir, reference, clock) = reference_runtime();
-    install(&reference, MA_CROSS_1_0_0, CONFIG());
-    feed_at(&reference, &clock, "ma_cross", &calls);
-    let restored = runtime.snapshot("ma_cross").unwrap();
-    let never_updated = reference.snapshot("ma_cross").unwrap();
-    assert_eq!(state(&restored), state(&never_updated));
-    assert_eq!(
-        (restored.seq, restored.sha256, &restored.version),
+        (&hold["by"], &hold["reason"]),
         (
-            never_updated.seq,
-            never_updated.sha256,
-            &never_updated.version
+            &json!("default"),
+            &json!("manual rollback: limits too loose")
         )
     );
-    assert_eq!(state(&restored)["instruments"]["ES"]["position"], 1);
 
-    // 1.0.0 serves again; the step is over and status says how it ended.
-    let next = runtime.call("ma_cross", &bar("ES", 104.0)).unwrap();
-    assert_eq!(next.receipt.digest, v1);
-    let status = runtime.status();
-    let plugin = &status.plugins[0];
-    assert_eq!(plugin.pending, None);
-    assert_eq!(
-        plugin.last_step.as_ref().unwrap().outcome,
-        StepState::RolledBack
+    // The next reconcile keeps it there, and says so.
+    check(
+        &desk,
+        &reconcile(&desk),
+        0,
+        expect![[r#"
+        Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+        Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: limits too loose; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
+    "#]],
     );
-    assert_eq!(plugin.last_rollback.as_ref(), Some(&report));
-    assert_eq!(status.live_instances, 1);
-    let error = runtime.rollback("ma_cross").unwrap_err();
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
+}
+
+#[test]
+fn a_rollback_that_would_break_a_dependant_is_refused_unless_it_is_carried_down() {
+    let desk = desk_moved_to(
+        "  plugins:
+    - {id: risk_model, version: 2.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 2.1.0
+      config: {fast_period: 2, slow_period: 4, order_qty: 1}
+",
+    );
+    let file = desk.path().join("plugins.yaml");
+    let file = file.to_str().unwrap();
+    let refused = desk.operator(&[
+        "rollback",
+        "risk_model",
+        "-f",
+        file,
+        "--to",
+        "1.0.0",
+        "--reason",
+        "x",
+    ]);
+    desk.check(&refused, 1, expect![[r#"
+        error: rolling `risk_model` back to 1.0.0 would break `ma_cross` 2.1.0, which needs `risk_model` >=2.0, <3: nothing was changed; carry it down too with `--carry ma_cross@VERSION` (a version that accepts `risk_model` 1.0.0), or roll `ma_cross` back first
+    "#]]);
+    let carried = desk.operator(&[
+        "rollback",
+        "risk_model",
+        "-f",
+        file,
+        "--to",
+        "1.0.0",
+        "--carry",
+        "ma_cross@2.0.0",
+        "--reason",
+        "notional wrong",
+        "--yes",
+    ]);
+    check(
+        &desk,
+        &carried,
+        0,
+        expect![[r#"
+        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+          ~ risk_model  2.0.0 → 1.0.0  pinned                        1 step
+          ~ ma_cross    2.1.0 → 2.0.0  pinned                        1 step
+
+        Set:
+          --- running
+          +++ desired
+          @@ -1,2 +1,2 @@
+          -risk_model 2.0.0
+          -ma_cross 2.1.0
+          +risk_model 1.0.0
+          +ma_cross 2.0.0
+
+        Order (each intermediate set satisfies every dependency):
+
+           1. ma_cross    2.1.0 → 2.0.0      minor  migrate   pinned; 2.1.0 needs risk_model >=2.0, <3, which step 2 breaks: moves first
+               switch: immediate; verify: health
+               config (migrated by 2.1.0): unchanged
+               state (live snapshot, migrated in a sandbox):
+                 /instruments/ES/last_close: removed (was 99.5)
+           2. risk_model  2.0.0 → 1.0.0      major  migrate   pinned
+               switch: immediate; verify: health
+               config (migrated by 2.0.0): unchanged
+               state (live snapshot, migrated in a sandbox):
+                 /instruments/ES/notional: removed (was 99.5)
+                 /limits: removed (was {"max_notional":1000000.0,"max_position":10})
+                 /max_position: added 10
+
+        Plan: 0 to install, 0 to upgrade, 2 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
+
+        [1/2] ma_cross 2.1.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  committed
+        [2/2] risk_model 2.0.0 → 1.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  committed
+
+        Applied 2 steps. The host runs ma_cross 2.0.0, risk_model 1.0.0.
+        Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
+        Held `ma_cross` at 2.0.0: every reconcile keeps it there until `plugsync release ma_cross`, or until its entry in plugins.yaml changes.
+    "#]],
+    );
+    assert_eq!(running(&desk), ["ma_cross 2.0.0", "risk_model 1.0.0"]);
+    let holds = &desk.api.status()["restraints"]["holds"];
     assert!(
-        matches!(error, HostError::NoStepInProgress { .. }),
-        "{error}"
+        holds["ma_cross"].is_object() && holds["risk_model"].is_object(),
+        "{holds}"
     );
 }
 
-/// What a rollback after a journal overflow must carry back.
-struct Overflow {
-    /// The version running before the step, and its config.
-    running: &'static str,
-    config: Value,
-    /// The version switched to.
-    target: &'static str,
-    /// The 1.x or 2.x state expected after the rollback, but for its instruments.
-    parameters: Value,
-}
-
-/// Swaps with a journal of 2 calls, sends 4 (fills among them), rolls back: the state comes
-/// back by migration, with every fill.
-fn rollback_after_overflow_keeps_the_fills(case: Overflow) {
-    let (_dir, runtime) = runtime();
-    let running = install(&runtime, case.running, case.config);
-    let target = stage(&runtime, case.target);
-    for input in [fill(7, "ES", 2, 100.0), bar("ES", 100.0), bar("ES", 101.0)] {
-        record(&runtime, "ma_cross", input);
-    }
-    let swap = runtime
-        .swap(SwapRequest::new("ma_cross", target).journal_capacity(2))
-        .unwrap();
-    for input in [
-        fill(8, "ES", -5, 101.0),
-        fill(9, "NQ", 3, 50.0),
-        bar("ES", 102.0),
-        fill(10, "NQ", 1, 51.0),
-    ] {
-        let out = record(&runtime, "ma_cross", input);
-        assert_eq!(out.receipt.digest, target);
-    }
-    let pending = runtime.status().plugins[0].pending.clone().unwrap();
-    assert!(!pending.journal_complete);
-
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert_eq!(
-        (report.from.digest, report.to.as_ref().unwrap().digest),
-        (target, running)
-    );
-    assert_eq!(report.calls_since_switch, 4);
-    assert!(report.lost_nothing());
-    let RollbackMethod::DownMigration {
-        unjournaled_calls,
-        state: migrated,
-        in_doubt_call,
-    } = &report.method
-    else {
-        panic!("expected a rollback by migration: {:?}", report.method);
-    };
-    assert_eq!(*unjournaled_calls, 4);
-    assert_eq!(*in_doubt_call, None);
-
-    // Positions are the sums of the fills, before and after the switch; windows and orders
-    // are carried as well.
-    let mut expected = case.parameters;
-    expected["next_order_id"] = json!(1);
-    expected["instruments"] = json!({
-        "ES": {"closes": [100.0, 101.0, 102.0], "position": -3, "pending": 3, "side": 0},
-        "NQ": {"closes": [], "position": 4, "pending": -4, "side": 0},
+#[test]
+fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
+    let desk = Desk::new();
+    desk.desire(V1);
+    assert!(reconcile(&desk).status.success());
+    desk.trade();
+    desk.desire(&RISK_1_1.replace(
+        "config: {max_position: 10}}",
+        "config: {max_position: 10}, verify: {soak: {duration: 10m}}}",
+    ));
+    let soaking = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
+    wait_until("risk_model 1.1.0 soaks", || {
+        !desk.api.plugin("risk_model")["pending"].is_null()
     });
-    assert_eq!(*migrated, expected);
-    let snapshot = runtime.snapshot("ma_cross").unwrap();
-    assert_eq!(state(&snapshot), expected);
-    assert_eq!(snapshot.version.digest, running);
-    assert_eq!(swap.from.digest, running);
-    assert_eq!(
-        runtime
-            .call("ma_cross", &bar("ES", 103.0))
-            .unwrap()
-            .receipt
-            .digest,
-        running
+    // The reconcile holds the lease; the operator's rollback goes all the same.
+    let file = desk.path().join("plugins.yaml");
+    let rolled = desk.operator(&[
+        "rollback",
+        "risk_model",
+        "-f",
+        file.to_str().unwrap(),
+        "--reason",
+        "stop it",
+    ]);
+    check(
+        &desk,
+        &rolled,
+        0,
+        expect![[r#"
+            Rolled back `risk_model`'s pending step [HASH].1.1 (1.1.0): 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact.
+            Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
+        "#]],
     );
-}
+    let finished = soaking.finish();
+    check(
+        &desk,
+        &finished,
+        1,
+        expect![[r#"
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
+                  ✗ rolled back by the host: rollback requested by `default` (plugsync-rollback); 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
+                  risk_model 1.1.0 marked failed on this host: not retried (clear: `plugsync retry risk_model`, or change its entry in plugins.yaml)
 
-#[test]
-fn rollback_of_an_upgrade_after_a_journal_overflow_migrates_the_state_down_with_its_fills() {
-    rollback_after_overflow_keeps_the_fills(Overflow {
-        running: MA_CROSS_1_0_0,
-        config: CONFIG(),
-        target: MA_CROSS_2_0_0,
-        parameters: json!({"fast_ma_period": 2, "slow_ma_period": 4, "order_qty": 1}),
-    });
-}
-
-#[test]
-fn rollback_of_a_downgrade_after_a_journal_overflow_migrates_the_state_up_with_its_fills() {
-    rollback_after_overflow_keeps_the_fills(Overflow {
-        running: MA_CROSS_2_0_0,
-        config: json!({"fast_period": 2, "slow_period": 4}),
-        target: MA_CROSS_1_0_0,
-        parameters: json!({"fast_period": 2, "slow_period": 4, "order_qty": 1,
-                           "signal_threshold": 0.01}),
-    });
-}
-
-#[test]
-fn rollback_of_a_reconfigure_after_a_journal_overflow_keeps_the_state_as_it_is() {
-    // 1.0.0 declares no migration at all: a reconfigure passes the state unchanged, both ways.
-    let (_dir, runtime) = runtime();
-    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
-    record(&runtime, "ma_cross", fill(7, "ES", 2, 100.0));
-    runtime
-        .swap(
-            SwapRequest::new("ma_cross", v1)
-                .config(json!({"fast_ma_period": 3, "slow_ma_period": 6}))
-                .journal_capacity(1),
-        )
-        .unwrap();
-    for input in [fill(8, "ES", 1, 100.0), fill(9, "ES", 1, 100.0)] {
-        record(&runtime, "ma_cross", input);
-    }
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert!(
-        matches!(report.method, RollbackMethod::DownMigration { .. }),
-        "{:?}",
-        report.method
+            Reconcile failed at step 1 of 1 (risk_model 1.0.0 → 1.1.0); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
+            Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: stop it; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
+        "#]],
     );
-    let snapshot = runtime.snapshot("ma_cross").unwrap();
-    assert_eq!(state(&snapshot)["instruments"]["ES"]["position"], 4);
-    // The previous config is back in force.
-    assert_eq!(state(&snapshot)["slow_ma_period"], 4);
-    assert_eq!(runtime.status().plugins[0].config, CONFIG());
-}
-
-#[test]
-fn rollback_with_neither_replay_nor_down_migration_resumes_the_state_at_the_switch_and_accounts_for_every_lost_call()
- {
-    // 2.0.8 migrates up from 1.x but declares no way back.
-    let metadata = inspect(&lib(NO_DOWNGRADE)).unwrap();
-    assert_eq!(
-        (metadata.version.as_str(), &metadata.downgrades_to),
-        ("2.0.8", &Vec::<String>::new())
-    );
-    let (_dir, runtime) = runtime();
-    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
-    let v2 = stage(&runtime, NO_DOWNGRADE);
-    for input in [fill(7, "ES", 2, 100.0), bar("ES", 100.0), bar("ES", 101.0)] {
-        record(&runtime, "ma_cross", input);
-    }
-    let swap = runtime
-        .swap(SwapRequest::new("ma_cross", v2).journal_capacity(2))
-        .unwrap();
-    assert_eq!(swap.kind, TransitionKind::Upgrade);
-    // One thread: no call arrived between the cut and the switch, so `state_before` is the
-    // state 1.0.0 had at the switch.
-    assert_eq!((swap.cut_seq, swap.switched_seq), (3, 3));
-
-    // Five calls, bars and fills, more than the journal holds.
-    let lost: Vec<Recorded> = [
-        fill(8, "ES", -5, 101.0),
-        fill(9, "NQ", 3, 50.0),
-        bar("ES", 102.0),
-        fill(10, "NQ", 1, 51.0),
-        bar("NQ", 52.0),
-    ]
-    .into_iter()
-    .map(|input| record(&runtime, "ma_cross", input))
-    .collect();
-    assert!(lost.iter().all(|c| c.receipt.digest == v2));
-    let pending = runtime.status().plugins[0].pending.clone().unwrap();
-    assert_eq!(
-        (pending.calls_since_switch, pending.journal_complete),
-        (5, false)
-    );
-    let abandoned = runtime.snapshot("ma_cross").unwrap();
-    assert_eq!(abandoned.version.digest, v2);
-    assert_eq!(state(&abandoned)["instruments"]["ES"]["position"], -3);
-    assert_eq!(state(&abandoned)["instruments"]["NQ"]["position"], 4);
-
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert_eq!(
-        (report.from.digest, report.to.as_ref().unwrap().digest),
-        (v2, v1)
-    );
-    assert_eq!(report.reason, RollbackReason::Requested);
-    assert_eq!(report.calls_since_switch, 5);
-    assert!(!report.lost_nothing());
-    let RollbackMethod::Lossy { lost: account } = &report.method else {
-        panic!("expected a lossy rollback: {:?}", report.method);
-    };
-    assert_eq!(
-        (account.count, account.first_seq, account.last_seq),
-        (5, swap.switched_seq + 1, lost[4].receipt.seq)
-    );
-    assert_eq!(account.last_seq, 8);
-    assert_eq!(
-        normalise(&account.why, Path::new("/")),
-        "the journal holds 2 calls and 5 came since the switch, and ma_cross 2.0.8 declares no \
-         `downgrades_to` covering 1.0.0"
-    );
-    // The state 2.0.8 had, fills and all, is kept for manual recovery.
-    assert_eq!(account.abandoned_state.as_ref(), Some(&state(&abandoned)));
-
-    // 1.0.0 serves again with its state exactly as at the switch: none of the five calls.
-    let resumed = runtime.snapshot("ma_cross").unwrap();
-    assert_eq!(resumed.version.digest, v1);
-    assert_eq!(state(&resumed), swap.state_before);
-    assert_eq!(resumed.sha256, swap.state_before_sha256);
-    assert_eq!(state(&resumed)["instruments"]["ES"]["position"], 2);
-    assert_eq!(state(&resumed)["instruments"].get("NQ"), None);
-    let next = runtime.call("ma_cross", &bar("ES", 103.0)).unwrap();
-    assert_eq!((next.receipt.digest, next.receipt.seq), (v1, 9));
-    let status = runtime.status();
-    let plugin = &status.plugins[0];
-    assert_eq!((&plugin.pending, &plugin.fault), (&None, &None));
-    assert_eq!(
-        plugin.last_step.as_ref().unwrap().outcome,
-        StepState::RolledBack
-    );
-    assert_eq!(plugin.last_rollback.as_ref(), Some(&report));
-    assert_eq!(status.live_instances, 1);
-}
-
-#[test]
-fn calls_at_a_host_time_the_caller_gives_are_replayed_at_that_time_by_a_rollback() {
-    let (_dir, runtime) = runtime();
-    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
-    let v2 = stage(&runtime, MA_CROSS_2_0_0);
-    let handle = runtime.handle("ma_cross").unwrap();
-    let mut calls: Vec<Recorded> = (0..4)
-        .map(|i| record_at(&handle, bar("ES", 100.0), event_time(i)))
-        .collect();
-    runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
-    for (i, input) in [
-        bar("ES", 100.2),
-        bar("ES", 105.0),
-        fill(1, "ES", 1, 105.0),
-        bar("NQ", 50.0),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        calls.push(record_at(&handle, input, event_time(4 + i as i64)));
-    }
-    assert!(calls[4..].iter().all(|c| c.receipt.digest == v2));
-    // Not the runtime's clock: it shows START and later.
-    assert!(calls.iter().all(|c| c.receipt.now.0 < START.0));
-
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert!(
-        matches!(report.method, RollbackMethod::Replay { replayed: 4, .. }),
-        "{:?}",
-        report.method
-    );
-    assert_eq!(report.to.as_ref().unwrap().digest, v1);
-
-    // The reference: 1.0.0 alone, given the same times.
-    let (_reference_dir, reference, clock) = reference_runtime();
-    install(&reference, MA_CROSS_1_0_0, CONFIG());
-    feed_at(&reference, &clock, "ma_cross", &calls);
-    let restored = runtime.snapshot("ma_cross").unwrap();
-    let never_updated = reference.snapshot("ma_cross").unwrap();
-    assert_eq!(state(&restored), state(&never_updated));
-    assert_eq!(
-        (restored.seq, restored.sha256),
-        (never_updated.seq, never_updated.sha256)
-    );
-}
-
-#[test]
-fn a_rollback_by_replay_gives_each_call_the_host_time_it_was_first_given() {
-    // The example plugins ignore the time; what a replayed call was given shows where the
-    // previous version panics on it: 2.0.3 panics on `CRASH`, which 2.0.0 serves.
-    let (_dir, runtime) = runtime();
-    let faulty = install(
-        &runtime,
-        FAULT_CALL,
-        json!({"fast_period": 2, "slow_period": 4}),
-    );
-    let v2 = stage(&runtime, MA_CROSS_2_0_0);
-    let handle = runtime.handle("ma_cross").unwrap();
-    record_at(&handle, bar("ES", 100.0), event_time(0));
-    let swap = runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
-    assert_eq!(swap.kind, TransitionKind::Downgrade);
-    let calls = [
-        record_at(&handle, bar("ES", 101.0), event_time(1)),
-        record_at(&handle, bar("CRASH", 1.0), event_time(2)),
-        record_at(&handle, bar("ES", 102.0), event_time(3)),
-    ];
-    assert_eq!(calls[1].receipt.digest, v2);
-    assert_eq!(json(&calls[1].output), orders(&[]));
-
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert_eq!(
-        (report.from.digest, report.to.as_ref().unwrap().digest),
-        (v2, faulty)
-    );
-    let panic = "plugin panicked: call on instrument CRASH (fault injected by the \
-                 ma_cross_fault_call fixture)";
-    assert_eq!(
-        report.method,
-        RollbackMethod::Replay {
-            replayed: 3,
-            divergences: vec![Divergence {
-                seq: 3,
-                input: String::from_utf8(bar("CRASH", 1.0)).unwrap(),
-                new_output: Ok(r#"{"orders":[]}"#.to_owned()),
-                old_output: Err(panic.to_owned()),
-            }],
-        }
-    );
-    // The restored instance panicked in the replay of call #3: the slot is faulted, at the time
-    // that call was given, not at a reading of the runtime's clock.
-    let fault = runtime.status().plugins[0].fault.clone().expect("faulted");
-    assert_eq!(
-        (fault.seq, fault.at, fault.digest, fault.message.as_str()),
-        (3, event_time(2), faulty, panic)
-    );
-}
-
-#[test]
-fn a_rollback_by_replay_gives_each_call_its_host_time_so_a_plugin_that_reads_it_comes_back_exactly()
-{
-    // The gate fixture (2.0.9) takes a bar about ECHO_NOW as closing at the host time, and
-    // echoes the time: its state and its answers depend on the time each call is given.
-    let config = json!({"fast_period": 2, "slow_period": 4});
-    let (_dir, runtime) = runtime();
-    let gated = install(&runtime, FAULT_GATE, config.clone());
-    let handle = runtime.handle("ma_cross").unwrap();
-    let mut calls: Vec<Recorded> = (0..3)
-        .map(|i| record_at(&handle, bar(ECHO_NOW, 1.0), event_time(i)))
-        .collect();
-    // A reconfigure to the same config: the step's new instance answers as the old one would.
-    let swap = runtime.swap(SwapRequest::new("ma_cross", gated)).unwrap();
-    assert_eq!(swap.kind, TransitionKind::Reconfigure);
-    for (i, input) in [
-        bar(ECHO_NOW, 1.0),
-        bar("ES", 100.0),
-        bar(ECHO_NOW, 1.0),
-        fill(7, "ES", 2, 100.0),
-        bar(ECHO_NOW, 1.0),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        calls.push(record_at(&handle, input, event_time(3 + i as i64)));
-    }
-    for call in &calls {
-        if json(&call.input)["bar"]["instrument"] == ECHO_NOW {
-            assert_eq!(
-                json(&call.output),
-                json!({"orders": [], "now": call.receipt.now.0}),
-                "call #{} answers the time it was given",
-                call.receipt.seq
-            );
-        }
-    }
-    let times: std::collections::BTreeSet<HostTime> = calls.iter().map(|c| c.receipt.now).collect();
-    assert_eq!(times.len(), calls.len(), "every call has its own host time");
-
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert_eq!(
-        report.method,
-        RollbackMethod::Replay {
-            replayed: 5,
-            divergences: vec![],
-        },
-        "replayed at their own times, the calls answer what they answered"
-    );
-
-    // The reference: 2.0.9 alone, given the same times.
-    let (_reference_dir, reference, clock) = reference_runtime();
-    install(&reference, FAULT_GATE, config);
-    replay(&reference, &clock, "ma_cross", &calls);
-    let restored = runtime.snapshot("ma_cross").unwrap();
-    let never_updated = reference.snapshot("ma_cross").unwrap();
-    assert_eq!(state(&restored), state(&never_updated));
-    assert_eq!(
-        (restored.seq, restored.sha256),
-        (never_updated.seq, never_updated.sha256)
-    );
-    let closes: Vec<f64> = calls
-        .iter()
-        .filter(|c| json(&c.input)["bar"]["instrument"] == ECHO_NOW)
-        .map(|c| c.receipt.now.0 as f64 / 1e9)
-        .skip(2)
-        .collect();
-    assert_eq!(
-        state(&restored)["instruments"][ECHO_NOW]["closes"],
-        json!(closes),
-        "the window holds the last 4 host times"
-    );
-}
-
-#[test]
-fn a_call_refused_during_a_step_is_journaled_and_replayed_with_the_others() {
-    let (_dir, runtime) = runtime();
-    let v1 = install(&runtime, MA_CROSS_1_0_0, CONFIG());
-    let v2 = stage(&runtime, MA_CROSS_2_0_0);
-    let before: Vec<Vec<u8>> = (0..4).map(|_| bar("ES", 100.0)).collect();
-    for input in &before {
-        record(&runtime, "ma_cross", input.clone());
-    }
-    runtime.swap(SwapRequest::new("ma_cross", v2)).unwrap();
-
-    // Two calls both versions answer alike, and between them one both refuse: a negative
-    // close is an error, not a panic, and changes nothing.
-    let refused = bar("ES", -1.0);
-    let during = [bar("NQ", 50.0), refused.clone(), fill(7, "ES", 2, 100.0)];
-    for input in &during {
-        let result = runtime.call("ma_cross", input);
-        if *input == refused {
-            let error = result.unwrap_err();
-            assert!(
-                error
-                    .to_string()
-                    .contains("`close` must be a positive price"),
-                "{error}"
-            );
-        } else {
-            assert_eq!(result.unwrap().receipt.digest, v2);
-        }
-    }
-    assert_eq!(
-        runtime.status().plugins[0]
-            .pending
-            .as_ref()
-            .unwrap()
-            .calls_since_switch,
-        3
-    );
-
-    let report = runtime.rollback("ma_cross").unwrap();
-    assert_eq!(report.to.as_ref().unwrap().digest, v1);
-    assert_eq!(report.calls_since_switch, 3);
-    assert_eq!(
-        report.method,
-        RollbackMethod::Replay {
-            replayed: 3,
-            divergences: vec![],
-        },
-        "the refused call is in the journal and refused again in the replay"
-    );
-
-    // The reference: 1.0.0 alone, fed the same inputs (the refused one refused there too).
-    let (_reference_dir, reference) = support::runtime();
-    install(&reference, MA_CROSS_1_0_0, CONFIG());
-    for input in before.iter().chain(&during) {
-        let result = reference.call("ma_cross", input);
-        assert_eq!(
-            result.is_err(),
-            *input == refused,
-            "{}",
-            String::from_utf8_lossy(input)
-        );
-    }
-    let restored = runtime.snapshot("ma_cross").unwrap();
-    let never_updated = reference.snapshot("ma_cross").unwrap();
-    assert_eq!(state(&restored), state(&never_updated));
-    assert_eq!(
-        (restored.seq, restored.sha256),
-        (never_updated.seq, never_updated.sha256)
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
+    // Held (and the version marked failed by the host's rollback): not retried.
+    check(
+        &desk,
+        &reconcile(&desk),
+        0,
+        expect![[r#"
+        Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+        Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: stop it; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
+    "#]],
     );
 }

@@ -1129,8 +1129,17 @@ fn pending_id(running: Option<&PluginStatus>) -> Option<&str> {
 }
 
 fn applied_id(running: Option<&PluginStatus>) -> Option<&str> {
+    use plugsync_host::AppliedOperation;
+    // A step rolled back on request (an operator's `plugsync rollback` of it) is recorded
+    // under its id too: only a commit (or an install's) says it was applied.
     running
         .and_then(|p| p.applied.as_ref())
+        .filter(|a| {
+            matches!(
+                a.operation,
+                AppliedOperation::Commit | AppliedOperation::Install
+            )
+        })
         .and_then(|a| a.step_id.as_deref())
 }
 
@@ -1145,18 +1154,28 @@ fn unloaded_by(status: &RunningState, plugin: &str, id: &str) -> bool {
 
 /// Why the host rolled the plugin's last step back, as its status says.
 fn rollback_reason(running: Option<&PluginStatus>) -> String {
+    // A rollback another client asked for is recorded with who asked (an operator's
+    // `plugsync rollback` of a step this client soaked).
+    let asked = (running.and_then(|p| p.applied.as_ref()))
+        .filter(|a| a.operation == plugsync_host::AppliedOperation::Rollback)
+        .and_then(|a| a.origin.as_ref())
+        .map(|origin| match &origin.client {
+            Some(client) => format!(" by `{client}` ({})", origin.tool),
+            None => format!(" by {}", origin.tool),
+        })
+        .unwrap_or_default();
     match running.and_then(|p| p.last_rollback.as_ref()) {
         Some(report) => format!(
-            "rolled back by the host: {}{}",
+            "rolled back by the host: {}{asked}{}",
             report.reason,
             describe_rollback(report)
         ),
-        None => "rolled back by the host".to_owned(),
+        None => format!("rolled back by the host{asked}"),
     }
 }
 
 /// `; 12 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact`.
-fn describe_rollback(report: &RollbackReport) -> String {
+pub fn describe_rollback(report: &RollbackReport) -> String {
     use plugsync_host::RollbackMethod;
     let serving = report
         .to

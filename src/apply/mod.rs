@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use plugsync_host::Digest;
 
-pub use engine::Engine;
+pub use engine::{Engine, describe_rollback};
 pub use port::{
     HostAnswer, HostMethod, HostPort, HostRequest, HttpHost, InProcessHost, StepOperation,
 };

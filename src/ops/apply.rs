@@ -94,6 +94,10 @@ pub trait Progress {
     }
     /// Something to know (a lease held elsewhere, a plan, an outcome in doubt).
     fn notice(&mut self, text: &str);
+    /// A plan about to be applied, as text: shown before its steps (a manual rollback's).
+    fn plan(&mut self, text: &str) {
+        let _ = text;
+    }
 }
 
 /// Reconciles the host behind `port` with plugins.yaml (see the module docs). A failed step
@@ -108,10 +112,22 @@ pub fn reconcile(
         options.locked,
         options.registry_ca.as_deref(),
     )?;
+    apply(&inputs, options, RECONCILE_TOOL, port, progress)
+}
+
+/// Applies what `inputs` ask (plugins.yaml's, or a manual rollback's set), as `tool`: the
+/// journal finished first, then plans until nothing is left to do.
+pub(super) fn apply(
+    inputs: &Inputs,
+    options: &ReconcileOptions,
+    tool: &'static str,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<ApplyReport> {
     check_api(port)?;
     let store = Store::open(&options.state_dir)?;
     let apply_options = ApplyOptions {
-        tool: RECONCILE_TOOL,
+        tool,
         lease_ttl: options.lease_ttl,
         no_wait: options.no_wait,
         exe: options.exe.clone(),
@@ -125,7 +141,7 @@ pub fn reconcile(
         tell(&mut engine, progress);
         std::thread::sleep(wait);
     }
-    let applied = apply_rounds(&mut engine, &inputs, options, port, progress);
+    let applied = apply_rounds(&mut engine, inputs, options, port, progress);
     if applied.is_err() {
         // The lease is given back on an error too (a crash leaves it to expire).
         let _ = engine.release();
@@ -525,10 +541,11 @@ fn prepare(
     for step in &plan.steps {
         let spec = (inputs.desired.set.spec.plugins.iter()).find(|p| p.id == step.plugin);
         let update = spec.and_then(|p| p.update.as_ref());
-        // The plugin's own entry, so that a failed mark set by this step stands until that
-        // entry changes.
+        // The plugin's own entry in plugins.yaml, so that a failed mark set by this step
+        // stands until that entry changes.
+        let of_record = (inputs.of_record.iter()).find(|p| p.id == step.plugin);
         let origin = Origin {
-            entry_sha256: spec.map(|p| p.fingerprint().to_string()),
+            entry_sha256: of_record.map(|p| p.fingerprint().to_string()),
             ..origin.clone()
         };
         let context =

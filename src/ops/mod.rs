@@ -10,6 +10,7 @@ mod preview;
 mod reconcile;
 mod registry;
 mod restrain;
+mod rollback;
 mod status;
 mod validate;
 
@@ -21,5 +22,6 @@ pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};
 pub use reconcile::{DryRun, DryRunOptions, Observe, dry_run};
 pub use registry::{PublishOptions, keygen, promote, publish, yank};
 pub use restrain::{RestraintChange, entry_fingerprint, restrain};
+pub use rollback::{ROLLBACK_TOOL, RollbackOptions, RollbackOutcome, rollback};
 pub use status::{StatusFormat, StatusOptions, status};
 pub use validate::{SchemaName, Validated, schema, validate};

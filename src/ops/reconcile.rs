@@ -135,6 +135,9 @@ pub(super) struct Inputs {
     pub registry: Option<Box<dyn registry::Registry>>,
     pub index: BTreeMap<String, registry::IndexFile>,
     pub resolution: resolve::Resolution,
+    /// plugins.yaml's own entries, which the host's holds and failed marks are judged by
+    /// (the desired set's, but for a manual rollback, which plans from a set of its own).
+    pub of_record: Vec<spec::model::PluginSpec>,
 }
 
 impl Inputs {
@@ -166,6 +169,7 @@ impl Inputs {
         let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
             .map_err(|error| Error::Resolve(Box::new(error)))?;
         Ok(Inputs {
+            of_record: desired.set.spec.plugins.clone(),
             desired,
             lock,
             registry,
@@ -186,6 +190,7 @@ impl Inputs {
             resolution: &self.resolution,
             index: &self.index,
             running: &observation.running.status,
+            of_record: &self.of_record,
             now,
             limits,
         };

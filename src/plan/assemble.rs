@@ -41,6 +41,9 @@ pub struct PlanInput<'a> {
     pub index: &'a BTreeMap<String, IndexFile>,
     /// What the host runs.
     pub running: &'a RuntimeStatus,
+    /// plugins.yaml's own entries, which the host's holds and failed marks are judged by:
+    /// `set`'s, except for a manual rollback, which plans from a set of its own.
+    pub of_record: &'a [PluginSpec],
     /// The time the plan is for (policy windows).
     pub now: Timestamp,
     /// How far the search may go.
@@ -79,7 +82,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
         .map(|p| (p.plugin.as_str(), p))
         .collect();
     let named: BTreeSet<&str> = spec.plugins.iter().map(|p| p.id.as_str()).collect();
-    let standing = Standing::of(&running.restraints, &spec.plugins);
+    let standing = Standing::of(&running.restraints, input.of_record);
     for plugin in &spec.plugins {
         let resolved = resolved_of
             .get(plugin.id.as_str())

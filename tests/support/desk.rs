@@ -258,14 +258,20 @@ impl Desk {
     }
 
     /// `plugsync ARGS --host URL --token-file token` (the `default` client's token unless
-    /// the test gives another's): an operator's command against the desk's host.
+    /// the test gives another's), with the desk's state directory, on a Saturday: an
+    /// operator's command against the desk's host.
     pub fn operator(&self, args: &[&str]) -> Finished {
         let mut all: Vec<OsString> = args.iter().map(Into::into).collect();
         all.extend(["--host".into(), (&self.host.url).into()]);
         if !args.contains(&"--token-file") {
             all.extend(["--token-file".into(), self.path().join("token").into()]);
         }
-        plugsync(&all, &[])
+        let state = self.path().join("state");
+        let env = [
+            ("PLUGSYNC_STATE_DIR", state.as_os_str()),
+            ("PLUGSYNC_NOW", OsStr::new(SATURDAY)),
+        ];
+        plugsync(&all, &env)
     }
 
     pub fn dry_run(&self, args: &[&str]) -> Finished {

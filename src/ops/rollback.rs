@@ -1,0 +1,352 @@
+//! `plugsync rollback PLUGIN`: an operator going back by hand — and every reconcile told to
+//! leave it there.
+//!
+//! - While the plugin's step is **pending** on the host (switched, soaking), the rollback is
+//!   the host's own: the previous instance serves again with the calls made since the switch
+//!   replayed into it, losing nothing. The host admits it whoever holds the reconcile lease, so
+//!   it stops a step another client (a sidecar) is soaking.
+//! - Once the step is **committed**, the previous instance is gone: the rollback is a **planned
+//!   downgrade of the live state**, made like any reconcile — a plan from what runs to the
+//!   plugin at `--to VERSION` (by default the version it ran before, from this plugsync's
+//!   journal), every other plugin pinned where it runs; its path, its state migration previewed
+//!   on the live state, shown first; applied with `--yes` by the same engine (preflight, soak,
+//!   commit or rollback). A plugin whose running version needs the current one is refused
+//!   unless it is carried down too (`--carry PLUGIN@VERSION`), and the plan shows it.
+//!
+//! Either way the plugin (and what was carried) is then **held** on the host, with who and
+//! why: the next reconcile, by any client, keeps it there and says so, until `plugsync release`
+//! or a change of its entry in plugins.yaml.
+
+use std::collections::BTreeMap;
+
+use plugsync_host::control::api::PluginRequest;
+use plugsync_host::{Origin, RollbackReport};
+use semver::Version;
+
+use super::apply::{ReconcileOptions, apply};
+use super::reconcile::Inputs;
+use super::restrain::{RestraintChange, restrain};
+use crate::apply::{ApplyReport, HostPort, StepContext, StepOperation, describe_rollback};
+use crate::error::{Error, Result};
+use crate::observe::{Observation, Source};
+use crate::resolve::{self, Update};
+use crate::spec::model::PluginSpec;
+use crate::store::{StepPhase, Store};
+
+use super::Progress;
+
+/// The tool a manual rollback's changes are recorded under on the host.
+pub const ROLLBACK_TOOL: &str = "plugsync-rollback";
+
+/// What to roll back, to where, and how.
+#[derive(Debug, Clone)]
+pub struct RollbackOptions {
+    /// The reconcile's own settings: plugins.yaml (its registry, its policy, the entries holds
+    /// are set under), the state directory, keys, preflight, lease, time.
+    pub apply: ReconcileOptions,
+    /// The plugin.
+    pub plugin: String,
+    /// The version to go back to (default: the one it ran before, from the journal).
+    pub to: Option<Version>,
+    /// Plugins carried down with it, each to a version: those whose running version needs
+    /// the plugin's current one.
+    pub carry: Vec<(String, Version)>,
+    /// Why (recorded with the hold).
+    pub reason: String,
+    /// Apply the downgrade (without it, only its plan is shown).
+    pub yes: bool,
+    /// Colour the plan.
+    pub styled: bool,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone)]
+pub enum RollbackOutcome {
+    /// The pending step rolled back by the host, and the plugin held: what happened.
+    Pending(String),
+    /// The downgrade's plan, shown and not applied (no `--yes`).
+    Planned(String),
+    /// The downgrade applied (or failed, the report says which), and the plugins held if it
+    /// was.
+    Applied {
+        /// Its plan, as shown before it was applied.
+        plan: String,
+        /// What the apply did.
+        report: ApplyReport,
+        /// What was held afterwards, for the operator.
+        held: Vec<String>,
+    },
+}
+
+/// Rolls `options.plugin` back on the host behind `port` (see the module docs).
+pub fn rollback(
+    options: &RollbackOptions,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<RollbackOutcome> {
+    let plugin = &options.plugin;
+    let running = port.status(false)?;
+    let status = (running.status.plugins.iter())
+        .find(|p| &p.plugin == plugin)
+        .ok_or_else(|| Error::NotRestrainable {
+            what: format!(
+                "`{plugin}` is not loaded on the host at {}",
+                port.describe()
+            ),
+            fix: "roll back a plugin the host runs (`plugsync status` lists them)".into(),
+        })?;
+    if let Some(pending) = &status.pending {
+        return roll_back_pending(options, port, pending.step_id.as_deref(), progress);
+    }
+    let mut inputs = Inputs::read(
+        &options.apply.file,
+        false,
+        options.apply.registry_ca.as_deref(),
+    )?;
+    let to = match &options.to {
+        Some(to) => to.clone(),
+        None => version_before(&options.apply, plugin, &status.version.version)?,
+    };
+    check_dependants(options, &running.status, &to)?;
+    pin(&mut inputs, options, &running.status, &to)?;
+
+    // The plan, its migrations previewed on the live state; a hold of the plugins moved is the
+    // operator's own (a rollback replaces it), so it is not what keeps them.
+    let mut observation = Observation {
+        source: Source::Host {
+            url: port.describe().to_owned(),
+        },
+        running: port.status(true)?,
+    };
+    let moved: Vec<&str> = std::iter::once(plugin.as_str())
+        .chain(options.carry.iter().map(|(id, _)| id.as_str()))
+        .collect();
+    let restraints = &mut observation.running.status.restraints;
+    restraints
+        .holds
+        .retain(|id, _| !moved.contains(&id.as_str()));
+    let mut document = inputs.plan(observation.clone(), options.apply.now, options.apply.limits)?;
+    document.previews = super::preview::previews(
+        &document.plan,
+        &observation,
+        inputs.registry.as_deref(),
+        &inputs.index,
+        &super::preview::PreviewContext {
+            state_dir: &options.apply.state_dir,
+            trusted_keys: options.apply.trusted_keys.as_deref(),
+            timeout: options.apply.preflight_timeout,
+            exe: &options.apply.exe,
+        },
+    );
+    let plan = crate::render::plan_text(&document, options.styled);
+    if !options.yes {
+        return Ok(RollbackOutcome::Planned(plan));
+    }
+
+    progress.plan(&plan);
+    let mut notice = |text: &str| progress.notice(text);
+    for id in &moved {
+        if running.status.restraints.holds.contains_key(*id) {
+            let release = RestraintChange::Release {
+                plugin: (*id).to_owned(),
+            };
+            restrain(&release, port, options.apply.no_wait, &mut notice)?;
+        }
+    }
+    let report = apply(&inputs, &options.apply, ROLLBACK_TOOL, port, progress)?;
+    let mut held = Vec::new();
+    if !report.failed {
+        for id in &moved {
+            held.push(hold(options, &inputs.of_record, id, port, progress)?);
+        }
+    }
+    Ok(RollbackOutcome::Applied { plan, report, held })
+}
+
+/// The host's rollback of the pending step `step_id`, then the hold.
+fn roll_back_pending(
+    options: &RollbackOptions,
+    port: &dyn HostPort,
+    step_id: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<RollbackOutcome> {
+    let plugin = &options.plugin;
+    let Some(step_id) = step_id else {
+        return Err(Error::NotRestrainable {
+            what: format!(
+                "`{plugin}`'s pending step has no step id: it was not asked for through the control API"
+            ),
+            fix: "roll it back where it was switched".into(),
+        });
+    };
+    let request = PluginRequest {
+        plugin: plugin.clone(),
+        origin: Some(Origin {
+            tool: ROLLBACK_TOOL.to_owned(),
+            ..Origin::default()
+        }),
+        force: None,
+    };
+    let body = serde_json::to_value(&request).unwrap_or_default();
+    let answer = port.step(StepOperation::Rollback, step_id, &body, None)?;
+    let report: RollbackReport =
+        serde_json::from_value(answer.body).map_err(|error| Error::BadAnswer {
+            url: port.describe().to_owned(),
+            status: 200,
+            reason: format!("not a rollback report: {error}"),
+        })?;
+    // plugins.yaml is only needed for the entry the hold is set under.
+    let of_record = crate::spec::load(&options.apply.file, &crate::spec::Limits::default())
+        .map(|desired| desired.set.spec.plugins)
+        .unwrap_or_default();
+    let held = hold(options, &of_record, plugin, port, progress)?;
+    let from = report.from.version.clone();
+    Ok(RollbackOutcome::Pending(format!(
+        "Rolled back `{plugin}`'s pending step {step_id} ({from}): {}.\n{held}",
+        describe_rollback(&report).trim_start_matches("; ")
+    )))
+}
+
+/// Holds `plugin` where it now runs, under its entry in plugins.yaml (`of_record`).
+fn hold(
+    options: &RollbackOptions,
+    of_record: &[PluginSpec],
+    plugin: &str,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<String> {
+    let entry_sha256 = (of_record.iter())
+        .find(|spec| spec.id == plugin)
+        .map(|spec| spec.fingerprint().to_string());
+    let change = RestraintChange::Hold {
+        plugin: plugin.to_owned(),
+        reason: format!("manual rollback: {}", options.reason),
+        entry_sha256,
+    };
+    let mut notice = |text: &str| progress.notice(text);
+    restrain(&change, port, options.apply.no_wait, &mut notice)
+}
+
+/// The version `plugin` ran before `running`: the `from` of the last step this plugsync
+/// committed that took it to `running`.
+fn version_before(options: &ReconcileOptions, plugin: &str, running: &str) -> Result<Version> {
+    let store = Store::open(&options.state_dir)?;
+    let mut contexts: BTreeMap<String, StepContext> = BTreeMap::new();
+    let mut before = None;
+    for journaled in store.records(0)? {
+        let record = &journaled.record;
+        if record.plugin != plugin {
+            continue;
+        }
+        match record.phase {
+            StepPhase::Planned => {
+                if let Ok(context) = serde_json::from_value(record.detail.clone()) {
+                    contexts.insert(record.step_id.clone(), context);
+                }
+            }
+            StepPhase::Done => {
+                let Some(context) = contexts.get(&record.step_id) else {
+                    continue;
+                };
+                if let (Some(from), Some(to)) = (&context.from, &context.to)
+                    && to.version == running
+                    && from.version != running
+                {
+                    before = Some(from.version.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    let before = before.ok_or_else(|| Error::NotRestrainable {
+        what: format!(
+            "this plugsync's journal ({}) records no step that took `{plugin}` to {running}",
+            options.state_dir.display()
+        ),
+        fix: "say which version to go back to with `--to VERSION`".into(),
+    })?;
+    Version::parse(&before).map_err(|error| Error::NotRestrainable {
+        what: format!("the journal's version `{before}` of `{plugin}` does not parse: {error}"),
+        fix: "say which version to go back to with `--to VERSION`".into(),
+    })
+}
+
+/// Refuses a rollback that would leave a running plugin's requirement on it unmet, unless
+/// that plugin is carried down too.
+fn check_dependants(
+    options: &RollbackOptions,
+    running: &plugsync_host::RuntimeStatus,
+    to: &Version,
+) -> Result<()> {
+    let plugin = &options.plugin;
+    for dependant in &running.plugins {
+        if options.carry.iter().any(|(id, _)| id == &dependant.plugin) {
+            continue;
+        }
+        let Some(requirement) = dependant.metadata.dependencies.get(plugin) else {
+            continue;
+        };
+        let met = semver::VersionReq::parse(requirement).is_ok_and(|req| req.matches(to));
+        if !met {
+            return Err(Error::RollbackBreaksDependant {
+                plugin: plugin.clone(),
+                to: to.to_string(),
+                dependant: dependant.plugin.clone(),
+                version: dependant.version.version.clone(),
+                requirement: requirement.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The rollback's own desired set: every plugin plugins.yaml names pinned where it runs (its
+/// config as it runs), but the plugin rolled back and those carried, pinned to their versions;
+/// nothing installed, nothing removed.
+fn pin(
+    inputs: &mut Inputs,
+    options: &RollbackOptions,
+    running: &plugsync_host::RuntimeStatus,
+    to: &Version,
+) -> Result<()> {
+    let mut targets: BTreeMap<&str, &Version> = BTreeMap::from([(options.plugin.as_str(), to)]);
+    for (id, version) in &options.carry {
+        targets.insert(id, version);
+    }
+    let spec = &mut inputs.desired.set.spec;
+    for id in targets.keys() {
+        if !spec.plugins.iter().any(|p| p.id == *id) {
+            return Err(Error::NotRestrainable {
+                what: format!("`{id}` is not named in {}", options.apply.file.display()),
+                fix: "a rollback takes its versions from the registry plugins.yaml names: name \
+                      the plugin there"
+                    .into(),
+            });
+        }
+    }
+    spec.policy.prune = false;
+    spec.plugins
+        .retain(|p| running.plugins.iter().any(|r| r.plugin == p.id));
+    for entry in &mut spec.plugins {
+        let version = match targets.get(entry.id.as_str()) {
+            Some(version) => (*version).clone(),
+            None => {
+                let Some(runs) = running.plugins.iter().find(|r| r.plugin == entry.id) else {
+                    continue;
+                };
+                Version::parse(&runs.version.version).map_err(|error| Error::NotRestrainable {
+                    what: format!("`{}` runs `{}`: {error}", entry.id, runs.version.version),
+                    fix: "roll it back through the control API".into(),
+                })?
+            }
+        };
+        entry.version = Some(version);
+        entry.channel = None;
+        entry.constraint = None;
+        entry.config = None;
+    }
+    inputs.lock = None;
+    inputs.resolution = resolve::resolve(&inputs.desired.set, &inputs.index, None, &Update::None)
+        .map_err(|error| Error::Resolve(Box::new(error)))?;
+    Ok(())
+}
