@@ -35,6 +35,8 @@ pub struct Engine<'a> {
     options: ApplyOptions,
     origin: Origin,
     lease: Option<HeldLease>,
+    /// The name the host knows this client by: the lease's holder, as the host answered.
+    client: Option<String>,
     /// Told once that another client holds the lease.
     told_waiting: bool,
     runs: Vec<StepRun>,
@@ -99,6 +101,7 @@ impl<'a> Engine<'a> {
             options,
             origin,
             lease: None,
+            client: None,
             told_waiting: false,
             runs: Vec::new(),
             waves: Vec::new(),
@@ -329,7 +332,8 @@ impl<'a> Engine<'a> {
             ttl_ms,
         }) {
             Ok(answer) => {
-                let epoch = answer.holder.map(|h| h.epoch).unwrap_or_default();
+                let epoch = answer.holder.as_ref().map(|h| h.epoch).unwrap_or_default();
+                self.client = answer.holder.map(|h| h.owner);
                 self.lease = Some(HeldLease {
                     epoch,
                     renewed: Instant::now(),
@@ -387,6 +391,10 @@ impl<'a> Engine<'a> {
 
     /// Pre-checks, then `planned`: the plugin runs what the plan expected.
     fn start(&mut self, index: usize, running: Option<&PluginStatus>) -> Result<Option<Duration>> {
+        // Who asks is journaled with the step: the name the host gave this client's lease.
+        if self.runs[index].context.client.is_none() {
+            self.runs[index].context.client = self.client.clone();
+        }
         let context = &self.runs[index].context;
         let runs_now = running.map(|p| (p.version.version.clone(), p.version.digest));
         let expected = context.from.as_ref().map(|f| (f.version.clone(), f.sha256));
@@ -808,7 +816,7 @@ impl<'a> Engine<'a> {
                     index,
                     StepPhase::RolledBack,
                     None,
-                    json!({"message": message}),
+                    json!({"check": "soak", "message": message}),
                 )?;
                 self.fail(index, "soak", message)
             }
@@ -819,7 +827,7 @@ impl<'a> Engine<'a> {
                     index,
                     StepPhase::RolledBack,
                     None,
-                    json!({"message": message}),
+                    json!({"check": "soak", "message": message}),
                 )?;
                 self.fail(index, "soak", message)
             }
@@ -858,7 +866,8 @@ impl<'a> Engine<'a> {
                  ({} runs)",
                 describe_running(running)
             );
-            self.journal(index, StepPhase::Stopped, None, json!({"message": message}))?;
+            let detail = json!({"outcome": "interrupted", "message": message});
+            self.journal(index, StepPhase::Stopped, None, detail)?;
             // The rest of this plan assumed the step: none of it starts.
             self.stopping = true;
             self.runs[index].report.outcome = Some(StepOutcome::Interrupted { message });
@@ -876,7 +885,10 @@ impl<'a> Engine<'a> {
             index,
             StepPhase::Stopped,
             None,
-            json!({"message": format!("superseded by a new attempt: {message}")}),
+            json!({
+                "outcome": "superseded",
+                "message": format!("superseded by a new attempt: {message}")
+            }),
         )?;
         let run = &mut self.runs[index];
         run.attempt += 1;
@@ -917,7 +929,8 @@ impl<'a> Engine<'a> {
 
     /// Journals that the step was rolled back (`why`), then fails it.
     fn rolled_back(&mut self, index: usize, check: &str, why: String) -> Result<Option<Duration>> {
-        self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+        let detail = json!({"check": check, "message": why});
+        self.journal(index, StepPhase::RolledBack, None, detail)?;
         self.fail(index, check, why)
     }
 
@@ -1016,7 +1029,7 @@ impl<'a> Engine<'a> {
             phase: StepPhase::Stopped,
             at_ms: now_ms(),
             request: None,
-            detail: json!({"message": why}),
+            detail: json!({"outcome": "interrupted", "message": why}),
             ..last.clone()
         })?;
         Ok(())

@@ -102,6 +102,7 @@ pub fn reconcile(
         options.registry_ca.as_deref(),
     )?;
     check_api(port)?;
+    warn_unreadable(&inputs, progress);
     let store = Store::open(&options.state_dir)?;
     let apply_options = ApplyOptions {
         tool: RECONCILE_TOOL,
@@ -124,6 +125,19 @@ pub fn reconcile(
         let _ = engine.release();
     }
     finish(engine, port, applied?)
+}
+
+/// Tells of each file of the desired state whose repository could not be read: its commit is
+/// not recorded, and the reconcile goes on.
+fn warn_unreadable(inputs: &Inputs, progress: &mut dyn Progress) {
+    for file in &inputs.provenance {
+        if let crate::spec::provenance::Git::Unreadable { reason } = &file.git {
+            progress.notice(&format!(
+                "warning: git: unreadable ({reason}): `{}` is applied, its commit not recorded",
+                file.file.display()
+            ));
+        }
+    }
 }
 
 /// Finishes what the journal holds, then plans and applies until the host is in sync, a step
@@ -450,13 +464,14 @@ fn prepare(
         let update = (inputs.desired.set.spec.plugins.iter())
             .find(|p| p.id == step.plugin)
             .and_then(|p| p.update.as_ref());
-        let context =
+        let mut context =
             context(step, of, update, &origin, options.force.as_deref()).ok_or_else(|| {
                 Error::BadSavedPlan {
                     path: options.file.clone(),
                     reason: format!("its step {} has no target version", step.number),
                 }
             })?;
+        context.provenance = inputs.provenance.clone();
         let artifact = match &step.to {
             Some(target) => Some(fetch(&step.plugin, &target.at.sha256)?),
             None => None,

@@ -135,11 +135,14 @@ pub(super) struct Inputs {
     pub registry: Option<Box<dyn registry::Registry>>,
     pub index: BTreeMap<String, registry::IndexFile>,
     pub resolution: resolve::Resolution,
+    /// Where each file of the desired state came from in git, read with it.
+    pub provenance: Vec<spec::provenance::FileProvenance>,
 }
 
 impl Inputs {
     /// Reads plugins.yaml (every error at once), its lock (checked: see [`check_lock`]), the
-    /// registry's index of the plugins it names, and resolves.
+    /// registry's index of the plugins it names, and resolves; and where each file of the
+    /// desired state comes from in git (never an error: see `spec::provenance`).
     pub fn read(file: &Path, locked: bool, registry_ca: Option<&Path>) -> Result<Inputs> {
         let desired =
             spec::load(file, &Limits::default()).map_err(|report| Error::InvalidDesiredState {
@@ -165,12 +168,14 @@ impl Inputs {
         };
         let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
             .map_err(|error| Error::Resolve(Box::new(error)))?;
+        let provenance = spec::provenance::of_files(&desired.files);
         Ok(Inputs {
             desired,
             lock,
             registry,
             index,
             resolution,
+            provenance,
         })
     }
 
