@@ -298,6 +298,60 @@ fn each_step_is_told_with_its_commit_dirty_flag_outcome_and_who_asked() {
     .assert_eq(&without_timestamps(&normalise(&none.stdout, desk.path())));
 }
 
+#[test]
+fn a_step_the_host_rolled_back_tells_the_check_its_soak_and_why() {
+    let desk = Desk::new();
+    publish(desk.path(), FAULT_CALL, "stable");
+    desk.desire(START);
+    let installed = reconcile(&desk, &[]);
+    assert!(installed.status.success(), "{}", installed.stderr);
+    desk.trade();
+    // ma_cross 2.0.3 panics on a bar of `CRASH` in its soak: the host rolls it back.
+    desk.desire(&desired("1.0.0", "2.0.3").replace(
+        "order_qty: 1}\n",
+        "order_qty: 1}\n      verify: {soak: {duration: 60s, maxErrorRate: 0.001}}\n",
+    ));
+    let running = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
+    wait_until("ma_cross 2.0.3 soaks", || {
+        !desk.api.plugin("ma_cross")["pending"].is_null()
+    });
+    let crash = serde_json::json!({"bar": {"instrument": "CRASH", "close": 1.0}});
+    let (status, body) = desk.api.try_post(
+        "/v1/plugins/ma_cross/call",
+        serde_json::json!({"input": crash}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let finished = running.finish();
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.stderr);
+
+    let shown = history(&state(&desk), &["ma_cross"], &[]);
+    let text = without_durations(&without_timestamps(&normalise(&shown.stdout, desk.path())));
+    expect![[r#"
+        WHEN  PLUGIN  CHANGE  OUTCOME  TOOK  BY  COMMIT  PLAN
+        [TIME]  ma_cross  2.0.0 → 2.0.3  rolled back  [TOOK]  default  not in git  [SHORT]
+          ✗ soak: rolled back by the host: the new version panicked in call #5 (plugin panicked: call on instrument CRASH (fault injected by the ma_cross_fault_call fixture)); 0 calls replayed into 2.0.0, 0 outputs differ; 2.0.0 serves, its state exact
+        [TIME]  ma_cross  install 2.0.0  done  [TOOK]  default  not in git  [SHORT]
+    "#]]
+    .assert_eq(&text);
+    let entries = history_json(&state(&desk), &["ma_cross"], &[]);
+    let rolled_back = &entries[0];
+    assert_eq!(
+        (&rolled_back["outcome"], &rolled_back["check"]),
+        (&"rolled-back".into(), &"soak".into())
+    );
+    // It soaked from the switch until the host rolled it back, well short of its 60 s.
+    let soaked = rolled_back["soakMs"].as_u64().unwrap();
+    assert!(soaked < 60_000, "{rolled_back}");
+    let phases: Vec<&str> = (rolled_back["phases"].as_array().unwrap().iter())
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases.join(" → "),
+        "planned → preflighted → staged → switch-sent → soaking → rolled-back"
+    );
+    check_schema(&entries);
+}
+
 /// Validates the entries against `schemas/history.schema.json`.
 fn check_schema(entries: &[Value]) {
     let schema: Value = serde_json::from_str(
