@@ -560,6 +560,34 @@ mod tests {
     }
 
     #[test]
+    fn dirty_is_any_file_of_the_chain_in_git_and_unknown_outside() {
+        use crate::spec::provenance::FileState::{Clean, Modified, Untracked};
+        let file = |git: Git| FileProvenance {
+            file: "plugins.yaml".into(),
+            git,
+        };
+        let repo = |state| {
+            file(Git::Repository {
+                workdir: "/r".into(),
+                path: "plugins.yaml".to_owned(),
+                commit: None,
+                state,
+            })
+        };
+        let cases = [
+            (vec![], None),
+            (vec![file(Git::Outside)], None),
+            (vec![repo(Clean)], Some(false)),
+            (vec![repo(Clean), repo(Modified)], Some(true)),
+            (vec![repo(Untracked), file(Git::Outside)], Some(true)),
+            (vec![repo(Clean), file(Git::Outside)], Some(false)),
+        ];
+        for (provenance, expected) in cases {
+            assert_eq!(dirty(&provenance), expected, "{provenance:?}");
+        }
+    }
+
+    #[test]
     fn spans_read_at_a_glance() {
         let cases = [
             (0, "0ms"),

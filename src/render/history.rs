@@ -149,3 +149,97 @@ fn empty(history: &History) -> String {
     }
     format!("{what} in the journal `{}`.\n", journal.display())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::ops::Version;
+    use crate::spec::provenance::{FileProvenance, FileState};
+
+    fn entry(plugin: &str, from: Option<&str>, to: Option<&str>, outcome: Outcome) -> HistoryEntry {
+        let version = |v: &str| Version {
+            version: v.to_owned(),
+            sha256: "ab".repeat(32),
+        };
+        HistoryEntry {
+            step_id: format!("{}.1.1", "7c1e0a9b3d2f".repeat(5)),
+            plan_id: "7c1e0a9b3d2f".repeat(5),
+            plugin: plugin.to_owned(),
+            action: None,
+            number: Some(1),
+            of: Some(1),
+            from: from.map(version),
+            to: to.map(version),
+            outcome,
+            check: None,
+            message: None,
+            started_at: "2026-12-02T14:05:32.417Z".to_owned(),
+            ended_at: None,
+            duration_ms: 12_345,
+            soak_ms: None,
+            phases: Vec::new(),
+            client: Some("alice".to_owned()),
+            commit: None,
+            dirty: None,
+            provenance: Vec::new(),
+            desired_sha256: None,
+            forced: None,
+        }
+    }
+
+    fn in_git(commit: &str, state: FileState) -> Vec<FileProvenance> {
+        vec![FileProvenance {
+            file: PathBuf::from("plugins.yaml"),
+            git: Git::Repository {
+                workdir: PathBuf::from("/desk"),
+                path: "plugins.yaml".to_owned(),
+                commit: Some(commit.to_owned()),
+                state,
+            },
+        }]
+    }
+
+    #[test]
+    fn the_table_aligns_its_columns_and_tells_failures_and_forced_reasons_below_a_row() {
+        let mut rolled_back = entry(
+            "risk_model",
+            Some("1.0.0"),
+            Some("2.0.0"),
+            Outcome::RolledBack,
+        );
+        rolled_back.check = Some("soak".to_owned());
+        rolled_back.message = Some("rolled back by the host: 7 errors in 1204 calls".to_owned());
+        rolled_back.provenance = in_git("3f9c2e1a4b5c6d7e", FileState::Modified);
+        rolled_back.dirty = Some(true);
+        let mut forced = entry("ma_cross", Some("2.0.0"), Some("2.0.0"), Outcome::Done);
+        forced.forced = Some("hotfix".to_owned());
+        forced.client = None;
+        forced.duration_ms = 350;
+        forced.provenance = in_git("3f9c2e1a4b5c6d7e", FileState::Clean);
+        let mut install = entry("quote_counter", None, Some("1.0.0"), Outcome::Done);
+        install.provenance = vec![FileProvenance {
+            file: PathBuf::from("plugins.yaml"),
+            git: Git::Outside,
+        }];
+        let removal = entry("old", Some("1.0.0"), None, Outcome::Interrupted);
+        let history = History {
+            journal: Some(PathBuf::from("/state/journal.redb")),
+            state_dir: PathBuf::from("/state"),
+            entries: vec![rolled_back, forced, install, removal],
+            plugin: None,
+            since: None,
+        };
+        expect_test::expect![[r#"
+            WHEN                  PLUGIN         CHANGE             OUTCOME      TOOK   BY     COMMIT              PLAN
+            2026-12-02T14:05:32Z  risk_model     1.0.0 → 2.0.0      rolled back  12.3s  alice  3f9c2e1a4b5c+dirty  7c1e0a9b3d2f
+                                  ✗ soak: rolled back by the host: 7 errors in 1204 calls
+            2026-12-02T14:05:32Z  ma_cross       reconfigure 2.0.0  done         350ms  —      3f9c2e1a4b5c        7c1e0a9b3d2f
+                                  forced: hotfix
+            2026-12-02T14:05:32Z  quote_counter  install 1.0.0      done         12.3s  alice  not in git          7c1e0a9b3d2f
+            2026-12-02T14:05:32Z  old            remove 1.0.0       interrupted  12.3s  alice  —                   7c1e0a9b3d2f
+        "#]]
+        .assert_eq(&history_text(&history));
+    }
+}
