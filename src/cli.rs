@@ -43,7 +43,7 @@ enum Command {
     /// fix; exit 0 when valid, 1 otherwise.
     Validate(ValidateArgs),
     /// Print a JSON Schema, for editors and CI: plugins.yaml's (the default), a registry
-    /// index's, or plugins.lock's.
+    /// index's, plugins.lock's, a plan's or the history's JSON.
     Schema(SchemaArgs),
     /// Publish a built plugin to a registry directory: its metadata read without running it,
     /// hashed, signed with `--sign-key`, added to the index.
@@ -80,6 +80,11 @@ enum Command {
     Release(PluginOnHostArgs),
     /// Clear the failed marks of a plugin's versions: the next reconcile may try them again.
     Retry(PluginOnHostArgs),
+    /// Show what this client's reconciles changed, newest first: each step's plugin, versions,
+    /// outcome (and the check that failed), duration, who asked, the git commit plugins.yaml was
+    /// read at (`+dirty` when it differed from it), plan and forced reason. Read from the
+    /// journal in the state directory.
+    History(HistoryArgs),
     /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
     /// `--trusted-keys` (`NAME.pub`).
     Keygen(KeygenArgs),
@@ -189,6 +194,39 @@ struct LockArgs {
     /// A CA (PEM) an `https://` registry's certificate must verify against.
     #[arg(long, value_name = "FILE", env = "PLUGSYNC_REGISTRY_CA")]
     registry_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct HistoryArgs {
+    /// Only this plugin's steps.
+    plugin: Option<String>,
+    /// Only steps with a transition at or after this time: RFC 3339 (`2026-12-02T14:00:00Z`)
+    /// or how long ago (`2h`, `7d`, `1h30m`; from `PLUGSYNC_NOW` when set).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Output format (the JSON is a contract: `plugsync schema history`).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Where plugsync keeps its state (the journal is `DIR/journal.redb`).
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// `plugsync history`: the journal's steps, as text or JSON.
+fn history(args: HistoryArgs) -> Result<String, crate::Error> {
+    let since = match &args.since {
+        Some(text) => Some(ops::parse_since(text, now()?)?),
+        None => None,
+    };
+    let history = ops::history(&ops::HistoryOptions {
+        state_dir: args.state_dir.unwrap_or_else(ops::default_state_dir),
+        plugin: args.plugin,
+        since,
+    })?;
+    Ok(match args.output {
+        Output::Text => history.text(),
+        Output::Json => history.json(),
+    })
 }
 
 /// `reconcile`'s exit codes, in its `--help`.
@@ -691,6 +729,8 @@ enum SchemaChoice {
     Lock,
     /// A plan (`reconcile --dry-run --output json`).
     Plan,
+    /// `history --output json`.
+    History,
 }
 
 #[derive(Debug, clap::Args)]
@@ -1020,6 +1060,7 @@ pub fn run() -> ExitCode {
                     SchemaChoice::Index => ops::SchemaName::Index,
                     SchemaChoice::Lock => ops::SchemaName::Lock,
                     SchemaChoice::Plan => ops::SchemaName::Plan,
+                    SchemaChoice::History => ops::SchemaName::History,
                 })
             );
             Ok(true)
@@ -1080,6 +1121,7 @@ pub fn run() -> ExitCode {
             },
             &args.host,
         ),
+        Command::History(args) => history(args).map(print_done),
         Command::Lock(args) => ops::lock(&ops::LockOptions {
             file: args.file,
             update: match args.update {

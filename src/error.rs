@@ -332,6 +332,11 @@ pub enum Error {
     #[error(transparent)]
     Store(Box<crate::store::StoreError>),
 
+    /// `plugsync history` was asked something it cannot answer (boxed: rare, and keeps every
+    /// `Result` small).
+    #[error(transparent)]
+    History(Box<crate::ops::HistoryError>),
+
     /// The control API server refused its configuration or failed.
     #[error(transparent)]
     Control(#[from] plugsync_host::control::ControlError),
@@ -640,6 +645,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl From<crate::registry::RegistryError> for Error {
     fn from(error: crate::registry::RegistryError) -> Self {
         Error::Registry(Box::new(error))
+    }
+}
+
+impl From<crate::ops::HistoryError> for Error {
+    fn from(error: crate::ops::HistoryError) -> Self {
+        Error::History(Box::new(error))
     }
 }
 

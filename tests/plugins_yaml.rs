@@ -10,6 +10,9 @@ use std::process::Command;
 use expect_test::{Expect, expect};
 use plugsync::spec::{self, Limits};
 
+#[path = "support/bless.rs"]
+mod bless;
+
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -696,17 +699,7 @@ fn every_example_is_valid_and_names_the_schema_for_editors() {
 
 /// Compares `text` with `schemas/<name>`, or writes it there with `PLUGSYNC_BLESS=1`.
 fn check_schema_file(name: &str, text: &str) {
-    let path = workspace().join("schemas").join(name);
-    if std::env::var_os("PLUGSYNC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, text).unwrap();
-        return;
-    }
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        current == text,
-        "`schemas/{name}` is out of date: refresh it with `PLUGSYNC_BLESS=1 cargo test --test \
-         plugins_yaml` and review the diff"
-    );
+    bless::check_blessed(&format!("schemas/{name}"), text, "plugins_yaml");
 }
 
 #[test]
@@ -794,18 +787,8 @@ fn validate_exits_0_for_a_valid_file_and_1_with_every_error_on_stderr() {
 
 #[test]
 fn the_reference_in_docs_is_written_from_the_schema() {
-    let path = workspace().join("docs/plugins-yaml.md");
     let text = spec::reference_markdown();
-    if std::env::var_os("PLUGSYNC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &text).unwrap();
-        return;
-    }
-    let current = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        current == text,
-        "`docs/plugins-yaml.md` is out of date: refresh it with `PLUGSYNC_BLESS=1 cargo test \
-         --test plugins_yaml` and review the diff"
-    );
+    bless::check_blessed("docs/plugins-yaml.md", &text, "plugins_yaml");
 }
 
 #[test]

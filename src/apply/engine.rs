@@ -36,6 +36,8 @@ pub struct Engine<'a> {
     options: ApplyOptions,
     origin: Origin,
     lease: Option<HeldLease>,
+    /// The name the host knows this client by: the lease's holder, as the host answered.
+    client: Option<String>,
     /// Told once that another client holds the lease.
     told_waiting: bool,
     runs: Vec<StepRun>,
@@ -103,6 +105,7 @@ impl<'a> Engine<'a> {
             options,
             origin,
             lease: None,
+            client: None,
             told_waiting: false,
             runs: Vec::new(),
             waves: Vec::new(),
@@ -370,7 +373,8 @@ impl<'a> Engine<'a> {
             ttl_ms,
         }) {
             Ok(answer) => {
-                let epoch = answer.holder.map(|h| h.epoch).unwrap_or_default();
+                let epoch = answer.holder.as_ref().map(|h| h.epoch).unwrap_or_default();
+                self.client = answer.holder.map(|h| h.owner);
                 self.lease = Some(HeldLease {
                     epoch,
                     renewed: Instant::now(),
@@ -428,6 +432,10 @@ impl<'a> Engine<'a> {
 
     /// Pre-checks, then `planned`: the plugin runs what the plan expected.
     fn start(&mut self, index: usize, running: Option<&PluginStatus>) -> Result<Option<Duration>> {
+        // Who asks is journaled with the step: the name the host gave this client's lease.
+        if self.runs[index].context.client.is_none() {
+            self.runs[index].context.client = self.client.clone();
+        }
         let context = &self.runs[index].context;
         let runs_now = running.map(|p| (p.version.version.clone(), p.version.digest));
         let expected = context.from.as_ref().map(|f| (f.version.clone(), f.sha256));
@@ -887,7 +895,7 @@ impl<'a> Engine<'a> {
                     index,
                     StepPhase::RolledBack,
                     None,
-                    json!({"message": message}),
+                    json!({"check": "soak", "message": message}),
                 )?;
                 self.fail(index, "soak", message)
             }
@@ -898,7 +906,7 @@ impl<'a> Engine<'a> {
                     index,
                     StepPhase::RolledBack,
                     None,
-                    json!({"message": message}),
+                    json!({"check": "soak", "message": message}),
                 )?;
                 self.fail(index, "soak", message)
             }
@@ -937,7 +945,8 @@ impl<'a> Engine<'a> {
                  ({} runs)",
                 describe_running(running)
             );
-            self.journal(index, StepPhase::Stopped, None, json!({"message": message}))?;
+            let detail = json!({"outcome": "interrupted", "message": message});
+            self.journal(index, StepPhase::Stopped, None, detail)?;
             // The rest of this plan assumed the step: none of it starts.
             self.stopping = true;
             self.interrupted = true;
@@ -956,7 +965,10 @@ impl<'a> Engine<'a> {
             index,
             StepPhase::Stopped,
             None,
-            json!({"message": format!("superseded by a new attempt: {message}")}),
+            json!({
+                "outcome": "superseded",
+                "message": format!("superseded by a new attempt: {message}")
+            }),
         )?;
         let run = &mut self.runs[index];
         run.attempt += 1;
@@ -997,7 +1009,8 @@ impl<'a> Engine<'a> {
 
     /// Journals that the step was rolled back (`why`), then fails it.
     fn rolled_back(&mut self, index: usize, check: &str, why: String) -> Result<Option<Duration>> {
-        self.journal(index, StepPhase::RolledBack, None, json!({"message": why}))?;
+        let detail = json!({"check": check, "message": why});
+        self.journal(index, StepPhase::RolledBack, None, detail)?;
         self.fail(index, check, why)
     }
 
@@ -1099,7 +1112,7 @@ impl<'a> Engine<'a> {
             phase: StepPhase::Stopped,
             at_ms: now_ms(),
             request: None,
-            detail: json!({"message": why}),
+            detail: json!({"outcome": "interrupted", "message": why}),
             ..last.clone()
         })?;
         Ok(())

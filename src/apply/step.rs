@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::plan::{PlannedStep, StateMigration, StepAction};
 use crate::spec::model::{OnFailure, Update};
+use crate::spec::provenance::FileProvenance;
 
 use super::port::StepOperation;
 
@@ -25,8 +26,11 @@ pub fn step_id(plan_id: &str, number: usize, attempt: u32) -> String {
 }
 
 /// Everything needed to finish a step from the journal alone: the operation and its request,
-/// what the host should run before and after, and how long to soak. Journaled with the step's
-/// first transition (`planned`).
+/// what the host should run before and after, and how long to soak; and what `plugsync
+/// history` tells of it besides its transitions: the desired state's sha256 and git
+/// provenance, who asked, why it was forced. Journaled with the step's first transition
+/// (`planned`). Fields added since the first journals are `#[serde(default)]`, so those still
+/// read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepContext {
     /// The step's number in its plan, from 1.
@@ -55,6 +59,20 @@ pub struct StepContext {
     /// step sets (`PluginSpec::fingerprint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry_sha256: Option<String>,
+    /// The sha256 of the desired state the plan was made from (the origin's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_sha256: Option<String>,
+    /// Where plugins.yaml, then each file it extends, came from in git when the step was
+    /// planned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provenance: Vec<FileProvenance>,
+    /// Who asked: the name the host knows this client by (the holder of the reconcile lease
+    /// the step ran under).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Why the step was forced (`--force --reason`), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<String>,
 }
 
 impl StepContext {
@@ -153,6 +171,7 @@ pub fn context(
         differential: v.differential.clone(),
     });
     let force = force.map(str::to_owned);
+    let forced = force.clone();
     let (operation, request) = match step.action {
         StepAction::Install => {
             let request = InstallRequest {
@@ -220,6 +239,10 @@ pub fn context(
         min_calls: soak.and_then(|s| s.min_calls_before_commit),
         halt_on_failure: step.on_failure == OnFailure::Halt,
         entry_sha256: origin.entry_sha256.clone(),
+        desired_sha256: origin.desired_sha256.clone(),
+        provenance: Vec::new(),
+        client: origin.client.clone(),
+        forced,
     })
 }
 

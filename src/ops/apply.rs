@@ -125,6 +125,7 @@ pub(super) fn apply(
     progress: &mut dyn Progress,
 ) -> Result<ApplyReport> {
     check_api(port)?;
+    warn_unreadable(&inputs, progress);
     let store = Store::open(&options.state_dir)?;
     let apply_options = ApplyOptions {
         tool,
@@ -148,6 +149,19 @@ pub(super) fn apply(
     }
     let (plan_id, kept) = applied?;
     finish(engine, port, plan_id, kept)
+}
+
+/// Tells of each file of the desired state whose repository could not be read: its commit is
+/// not recorded, and the reconcile goes on.
+fn warn_unreadable(inputs: &Inputs, progress: &mut dyn Progress) {
+    for file in &inputs.provenance {
+        if let crate::spec::provenance::Git::Unreadable { reason } = &file.git {
+            progress.notice(&format!(
+                "warning: git: unreadable ({reason}): `{}` is applied, its commit not recorded",
+                file.file.display()
+            ));
+        }
+    }
 }
 
 /// Finishes what the journal holds, then plans and applies until the host is in sync (or
@@ -548,13 +562,14 @@ fn prepare(
             entry_sha256: of_record.map(|p| p.fingerprint().to_string()),
             ..origin.clone()
         };
-        let context =
+        let mut context =
             context(step, of, update, &origin, options.force.as_deref()).ok_or_else(|| {
                 Error::BadSavedPlan {
                     path: options.file.clone(),
                     reason: format!("its step {} has no target version", step.number),
                 }
             })?;
+        context.provenance = inputs.provenance.clone();
         let artifact = match &step.to {
             Some(target) => Some(fetch(&step.plugin, &target.at.sha256)?),
             None => None,

@@ -3,6 +3,7 @@
 
 mod apply;
 mod demo;
+mod history;
 mod host;
 mod inspect;
 mod lock;
@@ -16,6 +17,10 @@ mod validate;
 
 pub use apply::{Progress, RECONCILE_TOOL, ReconcileOptions, reconcile};
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, demo};
+pub use history::{
+    History, HistoryEntry, HistoryError, HistoryOptions, Outcome, PhaseAt, Version, history,
+    history_schema, parse_since, span,
+};
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
 pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};

@@ -138,11 +138,14 @@ pub(super) struct Inputs {
     /// plugins.yaml's own entries, which the host's holds and failed marks are judged by
     /// (the desired set's, but for a manual rollback, which plans from a set of its own).
     pub of_record: Vec<spec::model::PluginSpec>,
+    /// Where each file of the desired state came from in git, read with it.
+    pub provenance: Vec<spec::provenance::FileProvenance>,
 }
 
 impl Inputs {
     /// Reads plugins.yaml (every error at once), its lock (checked: see [`check_lock`]), the
-    /// registry's index of the plugins it names, and resolves.
+    /// registry's index of the plugins it names, and resolves; and where each file of the
+    /// desired state comes from in git (never an error: see `spec::provenance`).
     pub fn read(file: &Path, locked: bool, registry_ca: Option<&Path>) -> Result<Inputs> {
         let desired =
             spec::load(file, &Limits::default()).map_err(|report| Error::InvalidDesiredState {
@@ -168,6 +171,7 @@ impl Inputs {
         };
         let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
             .map_err(|error| Error::Resolve(Box::new(error)))?;
+        let provenance = spec::provenance::of_files(&desired.files);
         Ok(Inputs {
             of_record: desired.set.spec.plugins.clone(),
             desired,
@@ -175,6 +179,7 @@ impl Inputs {
             registry,
             index,
             resolution,
+            provenance,
         })
     }
 

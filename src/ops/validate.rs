@@ -41,6 +41,8 @@ pub enum SchemaName {
     Lock,
     /// A plan: `reconcile --dry-run --output json`.
     Plan,
+    /// `history --output json`.
+    History,
 }
 
 /// The schema named, pretty-printed.
@@ -50,6 +52,7 @@ pub fn schema(name: SchemaName) -> String {
         SchemaName::Index => crate::registry::index_schema(),
         SchemaName::Lock => crate::resolve::lock_schema(),
         SchemaName::Plan => crate::plan::plan_schema(),
+        SchemaName::History => super::history_schema(),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

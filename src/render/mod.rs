@@ -7,6 +7,7 @@
 //! warnings, and a summary line with the plan id. Colours only when asked (a terminal, without
 //! `NO_COLOR`): the words carry everything without them.
 
+pub mod history;
 pub mod json_diff;
 
 use std::fmt::Write as _;

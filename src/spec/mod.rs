@@ -14,6 +14,7 @@ mod decode;
 mod diagnostic;
 mod extends;
 pub mod model;
+pub mod provenance;
 mod reference;
 pub mod windows;
 pub mod yaml;

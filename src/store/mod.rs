@@ -169,7 +169,8 @@ pub struct JournalRecord {
     pub plugin: String,
     /// The phase entered.
     pub phase: StepPhase,
-    /// When, in unix milliseconds (the caller's clock: `PLUGSYNC_NOW` in tests).
+    /// When, in unix milliseconds, by the wall clock (soaks are timed by it; `PLUGSYNC_NOW`,
+    /// which moves policy windows, does not move it).
     pub at_ms: i64,
     /// The exact JSON body about to be sent to the host in this phase, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

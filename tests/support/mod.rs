@@ -3,6 +3,7 @@
 //! normalisation that makes error messages comparable.
 #![allow(dead_code)] // each test binary uses a part of it
 
+pub mod bless;
 pub mod desk;
 pub mod process;
 
