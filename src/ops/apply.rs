@@ -125,7 +125,7 @@ pub(super) fn apply(
     progress: &mut dyn Progress,
 ) -> Result<ApplyReport> {
     check_api(port)?;
-    warn_unreadable(&inputs, progress);
+    warn_unreadable(inputs, progress);
     let store = Store::open(&options.state_dir)?;
     let apply_options = ApplyOptions {
         tool,
