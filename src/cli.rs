@@ -68,6 +68,9 @@ enum Command {
     /// leaves it there until `release` or a change of its entry in plugins.yaml.
     #[command(after_help = ROLLBACK_EXIT_CODES)]
     Rollback(RollbackArgs),
+    /// Drop the rollback points past their retention (`policy.rollbackRetention`, 7 days by
+    /// default) from the state directory; every reconcile does it too.
+    Gc(GcArgs),
     /// Freeze the host: every client's switch, install and unload refused until `unfreeze`
     /// (the kill switch: it goes even while another client reconciles).
     Freeze(FreezeArgs),
@@ -560,6 +563,10 @@ struct RollbackArgs {
     /// Apply the downgrade of a committed step (without it, its plan is only shown).
     #[arg(long)]
     yes: bool,
+    /// Then put back the state of the newest rollback point taken at that version (possibly
+    /// days old: its difference from what the downgrade leaves is shown first).
+    #[arg(long)]
+    restore_snapshot: bool,
     /// The plugins.yaml: its registry, its policy, and the entries the hold is set under.
     #[arg(
         short = 'f',
@@ -622,6 +629,7 @@ fn rollback(args: RollbackArgs) -> crate::Result<ExitCode> {
         carry: args.carry,
         reason: args.reason,
         yes: args.yes,
+        restore_snapshot: args.restore_snapshot,
         styled: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
     };
     let port = args.host.connection.port()?;
@@ -651,6 +659,13 @@ fn rollback(args: RollbackArgs) -> crate::Result<ExitCode> {
             ExitCode::from(report.exit_code())
         }
     })
+}
+
+#[derive(Debug, clap::Args)]
+struct GcArgs {
+    /// Where plugsync keeps its journal and rollback points.
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -1085,6 +1100,10 @@ pub fn run() -> ExitCode {
         }
         Command::Keygen(args) => ops::keygen(&args.name).map(print_done),
         Command::Rollback(args) => return rollback(args).unwrap_or_else(fail),
+        Command::Gc(args) => now().and_then(|now| {
+            let state_dir = args.state_dir.unwrap_or_else(ops::default_state_dir);
+            ops::gc(&state_dir, now).map(print_done)
+        }),
         Command::Freeze(args) => restrain(
             ops::RestraintChange::Freeze {
                 reason: args.reason,

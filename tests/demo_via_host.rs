@@ -128,7 +128,7 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
           plan check: its 3 steps are the demo's steps 2-4 below, in order, to the same artifacts (step 1 first tries a faulty release that is not in plugins.yaml)
         step 1/4: a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)
           not committed: the previous version serves; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
-          Reconcile failed at step 1 of 1. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
+          Reconcile failed at step 1 of 1 (ma_cross 1.0.0 → 2.0.1); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
         step 2/4: ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
         step 3/4: risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)

@@ -301,11 +301,11 @@ fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
         1,
         expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
-                  ✗ rolled back by the host: rollback requested by `default` (plugsync-rollback); 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
+                  ✗ rolled back by the host: rollback requested; 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
                   risk_model 1.1.0 marked failed on this host: not retried (clear: `plugsync retry risk_model`, or change its entry in plugins.yaml)
 
             Reconcile failed at step 1 of 1 (risk_model 1.0.0 → 1.1.0); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-            Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: stop it; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
+            Kept: risk_model 1.0.0: 1.1.0 marked failed by host at [TIME]: rolled back: rollback requested; not retried (clear: `plugsync retry risk_model`, or change its entry)
         "#]],
     );
     assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
@@ -319,4 +319,81 @@ fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
         Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: stop it; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
     "#]],
     );
+}
+
+#[test]
+fn a_rollback_point_is_kept_before_each_step_restored_on_request_and_dropped_once_expired() {
+    let desk = Desk::new();
+    desk.desire(V1);
+    assert!(reconcile(&desk).status.success());
+    desk.trade();
+    let before_upgrade = desk.api.state("risk_model");
+    desk.desire(RISK_1_1);
+    let upgraded = reconcile(&desk);
+    assert!(
+        upgraded.stdout.contains("rollback point ✓"),
+        "{}",
+        upgraded.stdout
+    );
+    // The desk trades on: the live state moves away from the point's.
+    desk.trade();
+    assert_ne!(desk.api.state("risk_model"), before_upgrade);
+
+    let file = desk.path().join("plugins.yaml");
+    let file = file.to_str().unwrap();
+    let args = [
+        "rollback",
+        "risk_model",
+        "-f",
+        file,
+        "--reason",
+        "back to Friday's book",
+        "--restore-snapshot",
+    ];
+    let shown = desk.operator(&args);
+    assert_exit(&shown, 2);
+    let restore = &shown.stdout[shown.stdout.find("Then restore").unwrap()..];
+    expect![[r#"
+        Then restore risk_model 1.0.0 before step [HASH].1.1, taken [TIME]:
+               its state against what the downgrade leaves:
+                 /instruments/ES/exposure: 2 → 1
+                 /instruments/ES/reserved: -2 → -1
+
+        Not applied: run again with `--yes` to apply it (the plugin is then held).
+    "#]].assert_eq(&normalise_apply(&desk.normalised(restore)));
+
+    let mut yes = args.to_vec();
+    yes.push("--yes");
+    let restored = desk.operator(&yes);
+    assert_exit(&restored, 0);
+    assert!(
+        restored
+            .stdout
+            .contains("Restored the state of risk_model 1.0.0"),
+        "{}",
+        restored.stdout
+    );
+    assert_eq!(desk.api.state("risk_model"), before_upgrade);
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
+
+    // Kept a week (the default); dropped by `plugsync gc` once expired.
+    let state = desk.path().join("state");
+    let gc = |now: &str| {
+        support::process::plugsync(
+            &["gc", "--state-dir", state.to_str().unwrap()],
+            &[("PLUGSYNC_NOW", std::ffi::OsStr::new(now))],
+        )
+    };
+    expect![[r#"
+        No rollback point has expired.
+        Kept 2 points; the next expires at [TIME].
+    "#]].assert_eq(&normalise_apply(&desk.normalised(&gc(SATURDAY).stdout)));
+    expect![[r#"
+        Dropped 2 expired rollback points:
+          risk_model 1.0.0 before step [HASH].1.1, taken [TIME]
+          risk_model 1.1.0 before step [HASH].1.1, taken [TIME]
+        None is kept.
+    "#]].assert_eq(&normalise_apply(
+        &desk.normalised(&gc("2026-12-13T00:00:00Z").stdout),
+    ));
 }

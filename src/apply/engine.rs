@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::preflight::{ChildRunner, PreviewJob, preview};
-use crate::store::{JournalRecord, StepPhase, Store};
+use crate::store::{JournalRecord, RollbackPoint, RunningVersion, StepPhase, Store};
 
 use super::port::{HostPort, StepOperation};
 use super::report::{StepOutcome, StepReport};
@@ -54,6 +54,8 @@ pub struct Engine<'a> {
     /// The loaded plan's windows, the time it was made for, and when it was loaded.
     windows: Vec<crate::spec::model::Window>,
     planned_at: Option<(jiff::Timestamp, Instant)>,
+    /// How long the loaded plan's rollback points are kept.
+    retention: Duration,
     /// Steps ended since the caller last took them.
     ended: Vec<StepReport>,
     /// Notices since the caller last took them.
@@ -115,6 +117,7 @@ impl<'a> Engine<'a> {
             failed: false,
             windows: Vec::new(),
             planned_at: None,
+            retention: crate::store::DEFAULT_RETENTION,
             ended: Vec::new(),
             notices: Vec::new(),
             working: Vec::new(),
@@ -187,6 +190,7 @@ impl<'a> Engine<'a> {
         self.origin = plan.origin.clone();
         self.windows = plan.windows.clone();
         self.planned_at = Some((plan.now, Instant::now()));
+        self.retention = plan.rollback_retention;
         let base = self.runs.len();
         for step in plan.steps {
             // The same plan made again (the host unchanged since a run that stopped): the
@@ -463,7 +467,73 @@ impl<'a> Engine<'a> {
             );
             return self.stop(index, "pre-check", check);
         }
+        if let Some(problem) = self.keep_point(index)? {
+            return self.stop(index, "rollback point", problem);
+        }
         Ok(Some(Duration::ZERO))
+    }
+
+    /// Keeps a rollback point of what the step is about to change (not for an install: nothing
+    /// runs yet); why it could not, if so (the step then does not start).
+    fn keep_point(&mut self, index: usize) -> Result<Option<String>> {
+        let context = &self.runs[index].context;
+        let Some(from) = &context.from else {
+            return Ok(None);
+        };
+        let plugin = context.plugin.clone();
+        let running = self.port.status(true)?;
+        let Some(status) = running.status.plugins.iter().find(|p| p.plugin == plugin) else {
+            return Ok(Some(format!("`{plugin}` is no longer loaded on the host")));
+        };
+        let state = running
+            .states
+            .as_ref()
+            .and_then(|s| s.get(&plugin))
+            .cloned();
+        if let Some(snapshot) = &state
+            && let Err(error) = snapshot.verify()
+        {
+            return Ok(Some(format!(
+                "the host's state of `{plugin}` does not verify ({error}): it is not one to roll \
+                 back to"
+            )));
+        }
+        let mut others: Vec<RunningVersion> = (running.status.plugins.iter())
+            .map(|p| RunningVersion {
+                plugin: p.plugin.clone(),
+                version: p.version.version.clone(),
+                sha256: p.version.digest,
+            })
+            .collect();
+        others.sort_by(|a, b| a.plugin.cmp(&b.plugin));
+        let at_ms = self.plan_time_ms();
+        let retention = self.retention.as_millis() as i64;
+        let point = RollbackPoint {
+            step_id: self.runs[index].step_id.clone(),
+            plan_id: self.runs[index].plan_id.clone(),
+            plugin,
+            at_ms,
+            expires_at_ms: at_ms.saturating_add(retention),
+            version: from.version.clone(),
+            sha256: from.sha256,
+            config: status.config.clone(),
+            state,
+            running: others,
+        };
+        self.store.save_point(&point)?;
+        self.runs[index].report.mark("rollback point ✓");
+        Ok(None)
+    }
+
+    /// Now, by the clock the plan was made for (its time plus what has elapsed since it was
+    /// loaded), in unix milliseconds: `PLUGSYNC_NOW` moves it in tests.
+    fn plan_time_ms(&self) -> i64 {
+        match self.planned_at {
+            Some((planned, loaded)) => planned
+                .as_millisecond()
+                .saturating_add(loaded.elapsed().as_millis() as i64),
+            None => now_ms(),
+        }
     }
 
     /// Why the state directory's file system is too full for a step to start, if it is: every

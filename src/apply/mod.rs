@@ -133,6 +133,8 @@ pub struct PreparedPlan {
     pub windows: Vec<crate::spec::model::Window>,
     /// The time the plan was made for; each step's check adds the time since.
     pub now: jiff::Timestamp,
+    /// How long the rollback points of its steps are kept (`policy.rollbackRetention`).
+    pub rollback_retention: std::time::Duration,
 }
 
 /// One step of a [`PreparedPlan`].

@@ -102,6 +102,8 @@ pub enum StepOperation {
     Rollback,
     /// Remove a plugin.
     Unload,
+    /// Put a saved state into the running version (an operator's, from a rollback point).
+    Restore,
 }
 
 impl StepOperation {
@@ -113,6 +115,7 @@ impl StepOperation {
             StepOperation::Commit => "commit",
             StepOperation::Rollback => "rollback",
             StepOperation::Unload => "unload",
+            StepOperation::Restore => "restore",
         }
     }
 }

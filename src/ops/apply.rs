@@ -40,7 +40,7 @@ use crate::plan::{
 };
 use crate::preflight::{ArtifactFile, PreviewStep};
 use crate::render;
-use crate::store::Store;
+use crate::store::{DEFAULT_RETENTION, Store};
 
 use super::lock::ArtifactCache;
 use super::reconcile::Inputs;
@@ -148,7 +148,12 @@ pub(super) fn apply(
         let _ = engine.release();
     }
     let (plan_id, kept) = applied?;
-    finish(engine, port, plan_id, kept)
+    let report = finish(engine, port, plan_id, kept)?;
+    // Rollback points past their retention go on the way out (what `plugsync gc` does).
+    if let Err(error) = store.gc(options.now.as_millisecond()) {
+        tracing::warn!("could not drop expired rollback points: {error}");
+    }
+    Ok(report)
 }
 
 /// Tells of each file of the desired state whose repository could not be read: its commit is
@@ -600,6 +605,8 @@ fn prepare(
             None => inputs.desired.set.spec.policy.windows.clone(),
         },
         now: options.now,
+        rollback_retention: (inputs.desired.set.spec.policy.rollback_retention.as_ref())
+            .map_or(DEFAULT_RETENTION, |period| period.0),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod apply;
 mod demo;
+mod gc;
 mod history;
 mod host;
 mod inspect;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use apply::{Progress, RECONCILE_TOOL, ReconcileOptions, reconcile};
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, demo};
+pub use gc::gc;
 pub use history::{
     History, HistoryEntry, HistoryError, HistoryOptions, Outcome, PhaseAt, Version, history,
     history_schema, parse_since, span,

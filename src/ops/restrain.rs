@@ -212,7 +212,11 @@ fn requests_in_order(requests: &[RestraintRequest], port: &dyn HostPort, epoch: 
 }
 
 /// Takes the host's reconcile lease for one change; its epoch.
-fn acquire(port: &dyn HostPort, no_wait: bool, notice: &mut dyn FnMut(&str)) -> Result<u64> {
+pub(super) fn acquire(
+    port: &dyn HostPort,
+    no_wait: bool,
+    notice: &mut dyn FnMut(&str),
+) -> Result<u64> {
     let mut told = false;
     loop {
         let acquired = port.lease(&LeaseRequest::Acquire {

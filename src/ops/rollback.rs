@@ -19,19 +19,20 @@
 
 use std::collections::BTreeMap;
 
-use plugsync_host::control::api::PluginRequest;
+use plugsync_host::control::api::{PluginRequest, RestoreRequest};
 use plugsync_host::{Origin, RollbackReport};
 use semver::Version;
 
 use super::apply::{ReconcileOptions, apply};
 use super::reconcile::Inputs;
-use super::restrain::{RestraintChange, restrain};
+use super::restrain::{RestraintChange, acquire, restrain};
 use crate::apply::{ApplyReport, HostPort, StepContext, StepOperation, describe_rollback};
 use crate::error::{Error, Result};
 use crate::observe::{Observation, Source};
+use crate::plan::PreviewOutcome;
 use crate::resolve::{self, Update};
 use crate::spec::model::PluginSpec;
-use crate::store::{StepPhase, Store};
+use crate::store::{RollbackPoint, StepPhase, Store};
 
 use super::Progress;
 
@@ -55,6 +56,9 @@ pub struct RollbackOptions {
     pub reason: String,
     /// Apply the downgrade (without it, only its plan is shown).
     pub yes: bool,
+    /// Also put back the state of the newest rollback point taken at the version gone back
+    /// to (its difference from what the downgrade leaves is shown first).
+    pub restore_snapshot: bool,
     /// Colour the plan.
     pub styled: bool,
 }
@@ -138,7 +142,17 @@ pub fn rollback(
             exe: &options.apply.exe,
         },
     );
-    let plan = crate::render::plan_text(&document, options.styled);
+    let mut plan = crate::render::plan_text(&document, options.styled);
+    let restore = match options.restore_snapshot {
+        true => Some(point_to_restore(options, &to, &document, &observation)?),
+        false => None,
+    };
+    if let Some((point, change)) = &restore {
+        plan.push_str(&format!(
+            "\nThen restore {}:\n{change}",
+            super::gc::describe(point)
+        ));
+    }
     if !options.yes {
         return Ok(RollbackOutcome::Planned(plan));
     }
@@ -156,11 +170,104 @@ pub fn rollback(
     let report = apply(&inputs, &options.apply, ROLLBACK_TOOL, port, progress)?;
     let mut held = Vec::new();
     if !report.failed {
+        if let Some((point, _)) = &restore {
+            held.push(restore_point(options, point, port, progress)?);
+        }
         for id in &moved {
             held.push(hold(options, &inputs.of_record, id, port, progress)?);
         }
     }
     Ok(RollbackOutcome::Applied { plan, report, held })
+}
+
+/// The newest rollback point of the plugin at `to` that holds a state, and that state's
+/// difference from the one the downgrade leaves (its preview), or from the live one.
+fn point_to_restore(
+    options: &RollbackOptions,
+    to: &Version,
+    document: &crate::plan::PlanDocument,
+    observation: &Observation,
+) -> Result<(RollbackPoint, String)> {
+    let plugin = &options.plugin;
+    let store = Store::open(&options.apply.state_dir)?;
+    let version = to.to_string();
+    let point = (store.points(Some(plugin))?.into_iter())
+        .find(|point| point.version == version && point.state.is_some())
+        .ok_or_else(|| Error::NotRestrainable {
+            what: format!(
+                "no rollback point of `{plugin}` {version} with a state is kept in `{}`",
+                options.apply.state_dir.display()
+            ),
+            fix: "roll back without `--restore-snapshot` (the state is migrated down); \
+                  `plugsync status` lists the points kept"
+                .into(),
+        })?;
+    let saved = (point.state.as_ref())
+        .map(|snapshot| snapshot.verify())
+        .transpose()
+        .map_err(|error| Error::NotRestrainable {
+            what: format!("the rollback point's state does not verify: {error}"),
+            fix: "roll back without `--restore-snapshot`".into(),
+        })?
+        .unwrap_or_default();
+    // What the downgrade's last step of the plugin leaves, as previewed; else what runs now.
+    let last = (document.plan.steps.iter()).rfind(|step| &step.plugin == plugin);
+    let previewed = last.and_then(|step| {
+        let preview = document.previews.iter().find(|p| p.step == step.number)?;
+        match &preview.outcome {
+            PreviewOutcome::Migrated { state_after, .. } => Some(state_after.clone()),
+            _ => None,
+        }
+    });
+    let (before, what) = match previewed {
+        Some(state) => (state, "its state against what the downgrade leaves"),
+        None => {
+            let live = (observation.running.states.as_ref())
+                .and_then(|states| states.get(plugin))
+                .and_then(|snapshot| snapshot.verify().ok())
+                .unwrap_or_default();
+            (live, "its state against the live state")
+        }
+    };
+    let change = crate::render::state_change(what, &before, &saved);
+    Ok((point, change))
+}
+
+/// Puts `point`'s state into the running version (the downgrade left it at the point's
+/// version), under the reconcile lease; what was done.
+fn restore_point(
+    options: &RollbackOptions,
+    point: &RollbackPoint,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<String> {
+    let Some(snapshot) = &point.state else {
+        return Ok(String::new());
+    };
+    let request = RestoreRequest {
+        snapshot: snapshot.clone(),
+        origin: Some(Origin {
+            tool: ROLLBACK_TOOL.to_owned(),
+            ..Origin::default()
+        }),
+    };
+    let body = serde_json::to_value(&request).unwrap_or_default();
+    let mut notice = |text: &str| progress.notice(text);
+    let epoch = acquire(port, options.apply.no_wait, &mut notice)?;
+    // One restore per point: a retry is answered from the host's record.
+    let sent = port.step(
+        StepOperation::Restore,
+        &format!("{}.restore", point.step_id),
+        &body,
+        Some(epoch),
+    );
+    let _ = port.lease(&plugsync_host::control::api::LeaseRequest::Release { owner: None, epoch });
+    sent?;
+    Ok(format!(
+        "Restored the state of {} (sha256 {}).",
+        super::gc::describe(point),
+        snapshot.sha256.short()
+    ))
 }
 
 /// The host's rollback of the pending step `step_id`, then the hold.
@@ -171,6 +278,15 @@ fn roll_back_pending(
     progress: &mut dyn Progress,
 ) -> Result<RollbackOutcome> {
     let plugin = &options.plugin;
+    if options.restore_snapshot {
+        return Err(Error::NotRestrainable {
+            what: format!(
+                "`{plugin}`'s step is still pending: its rollback replays every call into the \
+                 previous version, losing nothing, and restores no older snapshot"
+            ),
+            fix: "roll back without `--restore-snapshot`".into(),
+        });
+    }
     let Some(step_id) = step_id else {
         return Err(Error::NotRestrainable {
             what: format!(

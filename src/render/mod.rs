@@ -487,6 +487,14 @@ fn preview(out: &mut String, document: &PlanDocument, step: &PlannedStep) {
     }
 }
 
+/// `what` from `before` to `after` as the plan shows a state change: a heading, then the
+/// changed paths (or `unchanged`).
+pub fn state_change(what: &str, before: &Value, after: &Value) -> String {
+    let mut out = String::new();
+    edit_lines(&mut out, what, before, after);
+    out
+}
+
 fn edit_lines(out: &mut String, what: &str, before: &Value, after: &Value) {
     let lines = json_diff::summary(before, after);
     if lines.is_empty() {

@@ -19,6 +19,20 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// A rollback point that does not read back.
+    #[error(
+        "the rollback point of step `{step_id}` in `{path}` is corrupt ({reason}); the journal \
+         was written by something other than plugsync: move it aside to start afresh"
+    )]
+    CorruptPoint {
+        /// The database file.
+        path: PathBuf,
+        /// Its step.
+        step_id: String,
+        /// Why it does not read.
+        reason: String,
+    },
+
     /// The state directory's path names something that is not a directory.
     #[error(
         "`{path}` is not a directory: plugsync keeps its journal in a state directory; give \

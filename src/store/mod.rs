@@ -28,6 +28,7 @@
 //! host. One process has the file open at a time (redb holds a lock on it).
 
 mod error;
+mod point;
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -43,6 +44,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 pub use error::{StoreError, UnknownPhase};
+pub use point::{DEFAULT_RETENTION, RollbackPoint, RunningVersion};
 
 /// The journal's format, in its `meta` table. A journal of a newer format is refused.
 pub const FORMAT: u64 = 1;
@@ -56,6 +58,8 @@ const JOURNAL: TableDefinition<u64, &str> = TableDefinition::new("journal");
 const STEP_RECORDS: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("step_records");
 const UNFINISHED: TableDefinition<&str, u64> = TableDefinition::new("unfinished");
+/// Rollback points by step id (JSON). Created in journals of format 1 that lack it.
+const ROLLBACK_POINTS: TableDefinition<&str, &str> = TableDefinition::new("rollback_points");
 
 /// The read cache: a journal is small, and each record is read about once.
 const CACHE_BYTES: usize = 8 << 20;
@@ -335,6 +339,80 @@ impl Store {
         Ok(records)
     }
 
+    /// Keeps `point` (durably), replacing one of the same step.
+    pub fn save_point(&self, point: &RollbackPoint) -> Result<(), StoreError> {
+        let json = serde_json::to_string(point).map_err(|error| StoreError::Unencodable {
+            step_id: point.step_id.clone(),
+            reason: error.to_string(),
+        })?;
+        let action = "keep a rollback point";
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| self.db_error(action, e))?;
+        {
+            let mut points = tx
+                .open_table(ROLLBACK_POINTS)
+                .map_err(|e| self.db_error(action, e))?;
+            points
+                .insert(point.step_id.as_str(), json.as_str())
+                .map_err(|e| self.db_error(action, e))?;
+        }
+        tx.commit().map_err(|e| self.db_error(action, e))
+    }
+
+    /// The rollback points kept (of `plugin`, or all), newest first.
+    pub fn points(&self, plugin: Option<&str>) -> Result<Vec<RollbackPoint>, StoreError> {
+        let action = "read the rollback points";
+        let tx = self.db.begin_read().map_err(|e| self.db_error(action, e))?;
+        let table = tx
+            .open_table(ROLLBACK_POINTS)
+            .map_err(|e| self.db_error(action, e))?;
+        let mut points = Vec::new();
+        for entry in table.iter().map_err(|e| self.db_error(action, e))? {
+            let (step_id, json) = entry.map_err(|e| self.db_error(action, e))?;
+            let point: RollbackPoint =
+                serde_json::from_str(json.value()).map_err(|error| StoreError::CorruptPoint {
+                    path: self.path.clone(),
+                    step_id: step_id.value().to_owned(),
+                    reason: error.to_string(),
+                })?;
+            if plugin.is_none_or(|plugin| point.plugin == plugin) {
+                points.push(point);
+            }
+        }
+        points.sort_by(|a, b| (b.at_ms, &b.step_id).cmp(&(a.at_ms, &a.step_id)));
+        Ok(points)
+    }
+
+    /// Drops the rollback points expired at `now_ms`, in one transaction; those dropped,
+    /// newest first.
+    pub fn gc(&self, now_ms: i64) -> Result<Vec<RollbackPoint>, StoreError> {
+        let expired: Vec<RollbackPoint> = (self.points(None)?.into_iter())
+            .filter(|point| point.expired(now_ms))
+            .collect();
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let action = "drop expired rollback points";
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| self.db_error(action, e))?;
+        {
+            let mut points = tx
+                .open_table(ROLLBACK_POINTS)
+                .map_err(|e| self.db_error(action, e))?;
+            for point in &expired {
+                points
+                    .remove(point.step_id.as_str())
+                    .map_err(|e| self.db_error(action, e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.db_error(action, e))?;
+        Ok(expired)
+    }
+
     /// Checks the format in `meta`, or writes it in a new journal (with the empty tables, so
     /// that readers always find them).
     fn check_format(&self) -> Result<(), StoreError> {
@@ -385,6 +463,8 @@ impl Store {
         tx.open_multimap_table(STEP_RECORDS)
             .map_err(|e| self.db_error(action, e))?;
         tx.open_table(UNFINISHED)
+            .map_err(|e| self.db_error(action, e))?;
+        tx.open_table(ROLLBACK_POINTS)
             .map_err(|e| self.db_error(action, e))?;
         tx.commit().map_err(|e| self.db_error(action, e))
     }
