@@ -915,6 +915,14 @@ struct StatusArgs {
     /// Include every plugin's state.
     #[arg(long)]
     with_state: bool,
+    /// Also show plugins.yaml against what runs: per plugin in sync, a change pending, or kept
+    /// by the host's restraints (and why); drift; the last plan applied; rollback points.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// The state directory whose last plan and rollback points to show (with `-f`, the
+    /// default one unless given).
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     #[command(flatten)]
     connection: HostConnection,
 }
@@ -1172,6 +1180,12 @@ pub fn run() -> ExitCode {
                     Output::Json => ops::StatusFormat::Json,
                 },
                 with_state: args.with_state,
+                file: args.file,
+                state_dir: args.state_dir,
+                now: match now() {
+                    Ok(now) => now,
+                    Err(error) => return fail(error),
+                },
             };
             ops::status(&options).map(|text| {
                 print!("{text}");

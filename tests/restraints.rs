@@ -414,3 +414,58 @@ fn a_freeze_goes_while_another_client_reconciles_and_stops_every_change_until_li
     "#]],
     );
 }
+
+#[test]
+fn status_shows_desired_against_running_what_is_kept_and_why_the_last_plan_and_rollback_points() {
+    let desk = desk_at_v1();
+    desk.desire(V2_AND_QUOTES);
+    let file = desk.path().join("plugins.yaml");
+    let file = file.to_str().unwrap();
+    let held = desk.operator(&[
+        "hold",
+        "risk_model",
+        "--reason",
+        "limits under review",
+        "-f",
+        file,
+    ]);
+    assert_exit(&held, 0);
+    assert!(reconcile(&desk).status.success());
+
+    let status = desk.operator(&["status", "-f", file]);
+    assert_exit(&status, 0);
+    let operator = &status.stdout[status.stdout.find("\ndesired:").unwrap()..];
+    expect![[r#"
+
+        desired: [ROOT]/plugins.yaml
+          PLUGIN         DESIRED  RUNNING  STATUS
+          risk_model     2.0.0    1.0.0    kept: held by default since [TIME]: limits under review; plugins.yaml asks 2.0.0 (release: `plugsync release risk_model`)
+          ma_cross       2.1.0    1.0.0    kept: plugins.yaml asks 2.1.0, which needs `risk_model` >=2.0, <3: `risk_model` stays
+          quote_counter  1.0.0    1.0.0    in-sync
+          nothing for the next reconcile to do: 2 kept by the host's restraints
+
+        last plan applied here: [SHORT], [TIME] by default: 1 committed
+    "#]].assert_eq(&normalise_apply(&desk.normalised(operator)));
+
+    // As JSON, under its own key: the rest is still the host's running state, which a dry run
+    // reads back (`--observed`).
+    let json = desk.operator(&["status", "-f", file, "--output", "json"]);
+    assert_exit(&json, 0);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let plugins = &value["plugsync"]["desired"]["plugins"];
+    let statuses: Vec<(&str, &str)> = (plugins.as_array().unwrap().iter())
+        .map(|p| (p["plugin"].as_str().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("risk_model", "kept"),
+            ("ma_cross", "kept"),
+            ("quote_counter", "in-sync")
+        ]
+    );
+    let saved = desk.path().join("status.json");
+    std::fs::write(&saved, &json.stdout).unwrap();
+    let observed = desk.dry_run(&["--observed", saved.to_str().unwrap()]);
+    assert_exit(&observed, 0);
+}

@@ -360,7 +360,8 @@ fn a_rollback_point_is_kept_before_each_step_restored_on_request_and_dropped_onc
                  /instruments/ES/reserved: -2 → -1
 
         Not applied: run again with `--yes` to apply it (the plugin is then held).
-    "#]].assert_eq(&normalise_apply(&desk.normalised(restore)));
+    "#]]
+    .assert_eq(&normalise_apply(&desk.normalised(restore)));
 
     let mut yes = args.to_vec();
     yes.push("--yes");
@@ -387,13 +388,15 @@ fn a_rollback_point_is_kept_before_each_step_restored_on_request_and_dropped_onc
     expect![[r#"
         No rollback point has expired.
         Kept 2 points; the next expires at [TIME].
-    "#]].assert_eq(&normalise_apply(&desk.normalised(&gc(SATURDAY).stdout)));
+    "#]]
+    .assert_eq(&normalise_apply(&desk.normalised(&gc(SATURDAY).stdout)));
     expect![[r#"
         Dropped 2 expired rollback points:
           risk_model 1.0.0 before step [HASH].1.1, taken [TIME]
           risk_model 1.1.0 before step [HASH].1.1, taken [TIME]
         None is kept.
-    "#]].assert_eq(&normalise_apply(
+    "#]]
+    .assert_eq(&normalise_apply(
         &desk.normalised(&gc("2026-12-13T00:00:00Z").stdout),
     ));
 }

@@ -8,6 +8,7 @@ mod history;
 mod host;
 mod inspect;
 mod lock;
+mod operator_view;
 mod preview;
 mod reconcile;
 mod registry;
@@ -26,6 +27,7 @@ pub use history::{
 pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
 pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};
+pub use operator_view::{OperatorView, operator_view};
 pub use reconcile::{DryRun, DryRunOptions, Observe, dry_run};
 pub use registry::{PublishOptions, keygen, promote, publish, yank};
 pub use restrain::{RestraintChange, entry_fingerprint, restrain};

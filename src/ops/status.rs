@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::operator_view::operator_view;
 use crate::client::ControlClient;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How `status` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,6 +39,12 @@ pub struct StatusOptions {
     pub format: StatusFormat,
     /// Also ask for every plugin's state.
     pub with_state: bool,
+    /// plugins.yaml, to show desired against running (and drift, and what is kept).
+    pub file: Option<PathBuf>,
+    /// The state directory whose journal and rollback points to show.
+    pub state_dir: Option<PathBuf>,
+    /// The time plans are made for (`PLUGSYNC_NOW` in tests).
+    pub now: jiff::Timestamp,
 }
 
 /// Asks the host what it runs and renders the answer.
@@ -53,11 +60,43 @@ pub fn status(options: &StatusOptions) -> Result<String> {
         &[]
     };
     let body = client.get("v1/status", query)?;
+    let view = match (&options.file, &options.state_dir) {
+        (None, None) => None,
+        (file, state_dir) => {
+            let running = serde_json::from_str(&body).map_err(|error| Error::BadAnswer {
+                url: client.url().to_owned(),
+                status: 200,
+                reason: format!("not a running state: {error}"),
+            })?;
+            let state_dir = state_dir.clone().unwrap_or_else(super::default_state_dir);
+            Some(operator_view(
+                &running,
+                file.as_deref(),
+                &state_dir,
+                options.now,
+            )?)
+        }
+    };
     Ok(match options.format {
-        StatusFormat::Json => pretty_json(&body) + "\n",
+        StatusFormat::Json => {
+            // The operator's view under its own key: the rest reads back as the host's state.
+            let body = match &view {
+                Some(view) => {
+                    let view = serde_json::to_string(view).unwrap_or_default();
+                    let trimmed = body.trim_end().trim_end_matches('}');
+                    format!("{trimmed},\"plugsync\":{view}}}")
+                }
+                None => body,
+            };
+            pretty_json(&body) + "\n"
+        }
         StatusFormat::Text => {
             let status: Value = serde_json::from_str(&body).expect("the client checked it");
-            render(&status)
+            let mut text = render(&status);
+            if let Some(view) = &view {
+                text.push_str(&view.text());
+            }
+            text
         }
     })
 }

@@ -618,6 +618,12 @@ fn drift(out: &mut String, drift: &[Drift]) {
     out.push('\n');
 }
 
+/// One plugin's drift on a line: `ma_cross: its last change was …`.
+pub fn drift_text(drift: &Drift) -> String {
+    let kinds: Vec<String> = drift.kinds.iter().map(drift_kind).collect();
+    format!("{}: {}", drift.plugin, kinds.join("; "))
+}
+
 fn drift_kind(kind: &DriftKind) -> String {
     match kind {
         DriftKind::Unrecorded => "the host has no record of how it came to run".to_owned(),
