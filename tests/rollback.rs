@@ -77,6 +77,7 @@ fn a_committed_upgrade_is_rolled_back_by_a_planned_downgrade_shown_first_then_he
         "limits too loose",
     ]);
     desk.check(&shown, 2, expect![[r#"
+        Rollback of `risk_model` to 1.0.0: every other plugin stays where it runs (plugins.yaml gives the registry and the policy).
         Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
         Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
@@ -118,34 +119,35 @@ fn a_committed_upgrade_is_rolled_back_by_a_planned_downgrade_shown_first_then_he
         &applied,
         0,
         expect![[r#"
-        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
-        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+            Rollback of `risk_model` to 1.0.0: every other plugin stays where it runs (plugins.yaml gives the registry and the policy).
+            Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+            Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  1.1.0 → 1.0.0  pinned                        1 step
-            ma_cross    1.0.0          unchanged
+              ~ risk_model  1.1.0 → 1.0.0  pinned                        1 step
+                ma_cross    1.0.0          unchanged
 
-        Set:
-          --- running
-          +++ desired
-          @@ -1,2 +1,2 @@
-          -risk_model 1.1.0
-          +risk_model 1.0.0
-           ma_cross 1.0.0
+            Set:
+              --- running
+              +++ desired
+              @@ -1,2 +1,2 @@
+              -risk_model 1.1.0
+              +risk_model 1.0.0
+               ma_cross 1.0.0
 
-        Order (each intermediate set satisfies every dependency):
+            Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.1.0 → 1.0.0      minor  migrate   pinned
-               switch: immediate; verify: health
-               config (migrated by 1.1.0): unchanged
-               state (live snapshot, migrated in a sandbox): unchanged
+               1. risk_model  1.1.0 → 1.0.0      minor  migrate   pinned
+                   switch: immediate; verify: health
+                   config (migrated by 1.1.0): unchanged
+                   state (live snapshot, migrated in a sandbox): unchanged
 
-        Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
+            Plan: 0 to install, 0 to upgrade, 1 to downgrade, 0 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
 
-        [1/1] risk_model 1.1.0 → 1.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  committed
+            [1/1] risk_model 1.1.0 → 1.0.0     rollback point ✓  preflight ✓  staged ✓  switched (slot held [N] µs)  committed
 
-        Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.0.0.
-        Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
-    "#]],
+            Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+            Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
+        "#]],
     );
     assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
     let hold = &desk.api.status()["restraints"]["holds"]["risk_model"];
@@ -213,45 +215,46 @@ fn a_rollback_that_would_break_a_dependant_is_refused_unless_it_is_carried_down(
         &carried,
         0,
         expect![[r#"
-        Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
-        Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+            Rollback of `risk_model` to 1.0.0, `ma_cross` to 2.0.0: every other plugin stays where it runs (plugins.yaml gives the registry and the policy).
+            Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+            Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  2.0.0 → 1.0.0  pinned                        1 step
-          ~ ma_cross    2.1.0 → 2.0.0  pinned                        1 step
+              ~ risk_model  2.0.0 → 1.0.0  pinned                        1 step
+              ~ ma_cross    2.1.0 → 2.0.0  pinned                        1 step
 
-        Set:
-          --- running
-          +++ desired
-          @@ -1,2 +1,2 @@
-          -risk_model 2.0.0
-          -ma_cross 2.1.0
-          +risk_model 1.0.0
-          +ma_cross 2.0.0
+            Set:
+              --- running
+              +++ desired
+              @@ -1,2 +1,2 @@
+              -risk_model 2.0.0
+              -ma_cross 2.1.0
+              +risk_model 1.0.0
+              +ma_cross 2.0.0
 
-        Order (each intermediate set satisfies every dependency):
+            Order (each intermediate set satisfies every dependency):
 
-           1. ma_cross    2.1.0 → 2.0.0      minor  migrate   pinned; 2.1.0 needs risk_model >=2.0, <3, which step 2 breaks: moves first
-               switch: immediate; verify: health
-               config (migrated by 2.1.0): unchanged
-               state (live snapshot, migrated in a sandbox):
-                 /instruments/ES/last_close: removed (was 99.5)
-           2. risk_model  2.0.0 → 1.0.0      major  migrate   pinned
-               switch: immediate; verify: health
-               config (migrated by 2.0.0): unchanged
-               state (live snapshot, migrated in a sandbox):
-                 /instruments/ES/notional: removed (was 99.5)
-                 /limits: removed (was {"max_notional":1000000.0,"max_position":10})
-                 /max_position: added 10
+               1. ma_cross    2.1.0 → 2.0.0      minor  migrate   pinned; 2.1.0 needs risk_model >=2.0, <3, which step 2 breaks: moves first
+                   switch: immediate; verify: health
+                   config (migrated by 2.1.0): unchanged
+                   state (live snapshot, migrated in a sandbox):
+                     /instruments/ES/last_close: removed (was 99.5)
+               2. risk_model  2.0.0 → 1.0.0      major  migrate   pinned
+                   switch: immediate; verify: health
+                   config (migrated by 2.0.0): unchanged
+                   state (live snapshot, migrated in a sandbox):
+                     /instruments/ES/notional: removed (was 99.5)
+                     /limits: removed (was {"max_notional":1000000.0,"max_position":10})
+                     /max_position: added 10
 
-        Plan: 0 to install, 0 to upgrade, 2 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
+            Plan: 0 to install, 0 to upgrade, 2 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
 
-        [1/2] ma_cross 2.1.0 → 2.0.0       preflight ✓  staged ✓  switched (slot held [N] µs)  committed
-        [2/2] risk_model 2.0.0 → 1.0.0     preflight ✓  staged ✓  switched (slot held [N] µs)  committed
+            [1/2] ma_cross 2.1.0 → 2.0.0       rollback point ✓  preflight ✓  staged ✓  switched (slot held [N] µs)  committed
+            [2/2] risk_model 2.0.0 → 1.0.0     rollback point ✓  preflight ✓  staged ✓  switched (slot held [N] µs)  committed
 
-        Applied 2 steps. The host runs ma_cross 2.0.0, risk_model 1.0.0.
-        Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
-        Held `ma_cross` at 2.0.0: every reconcile keeps it there until `plugsync release ma_cross`, or until its entry in plugins.yaml changes.
-    "#]],
+            Applied 2 steps. The host runs ma_cross 2.0.0, risk_model 1.0.0.
+            Held `risk_model` at 1.0.0: every reconcile keeps it there until `plugsync release risk_model`, or until its entry in plugins.yaml changes.
+            Held `ma_cross` at 2.0.0: every reconcile keeps it there until `plugsync release ma_cross`, or until its entry in plugins.yaml changes.
+        "#]],
     );
     assert_eq!(running(&desk), ["ma_cross 2.0.0", "risk_model 1.0.0"]);
     let holds = &desk.api.status()["restraints"]["holds"];
@@ -300,8 +303,8 @@ fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
         &finished,
         1,
         expect![[r#"
-            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
-                  ✗ rolled back by the host: rollback requested; 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
+            [1/1] risk_model 1.0.0 → 1.1.0     rollback point ✓  preflight ✓  staged ✓  switched (slot held [N] µs)
+                  ✗ rolled back by the host: rollback requested by `default` (plugsync-rollback); 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
                   risk_model 1.1.0 marked failed on this host: not retried (clear: `plugsync retry risk_model`, or change its entry in plugins.yaml)
 
             Reconcile failed at step 1 of 1 (risk_model 1.0.0 → 1.1.0); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
@@ -392,8 +395,8 @@ fn a_rollback_point_is_kept_before_each_step_restored_on_request_and_dropped_onc
     .assert_eq(&normalise_apply(&desk.normalised(&gc(SATURDAY).stdout)));
     expect![[r#"
         Dropped 2 expired rollback points:
-          risk_model 1.0.0 before step [HASH].1.1, taken [TIME]
           risk_model 1.1.0 before step [HASH].1.1, taken [TIME]
+          risk_model 1.0.0 before step [HASH].1.1, taken [TIME]
         None is kept.
     "#]]
     .assert_eq(&normalise_apply(

@@ -142,7 +142,15 @@ pub fn rollback(
             exe: &options.apply.exe,
         },
     );
-    let mut plan = crate::render::plan_text(&document, options.styled);
+    let carried: Vec<String> = (options.carry.iter())
+        .map(|(id, version)| format!(", `{id}` to {version}"))
+        .collect();
+    let mut plan = format!(
+        "Rollback of `{plugin}` to {to}{}: every other plugin stays where it runs (plugins.yaml \
+         gives the registry and the policy).\n",
+        carried.concat()
+    );
+    plan.push_str(&crate::render::plan_text(&document, options.styled));
     let restore = match options.restore_snapshot {
         true => Some(point_to_restore(options, &to, &document, &observation)?),
         false => None,
