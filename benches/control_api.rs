@@ -293,6 +293,15 @@ fn swap_request(host: &Host<'_>, target: Digest, step_id: &str) -> SwapRequest {
     request
 }
 
+/// Clears the failed mark a rollback set on `target` (untimed): every rollback marks the
+/// version it left failed, and the next turn switches up to it again, which the host would
+/// refuse.
+fn clear_failed_mark(runtime: &Runtime, target: Digest) {
+    runtime
+        .clear_failed(&target, "control_api bench")
+        .expect("the rollback marked the version it left failed");
+}
+
 /// What the handler records of a runtime error (only to fail with it).
 fn recorded_error(error: &HostError) -> Value {
     json!({"code": error.code(), "message": error.to_string()})
@@ -529,6 +538,7 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                 switch_up(&id);
                 let path = format!("/v1/steps/{id}/rollback");
                 timed(s, || client.post(&path, &json!({"plugin": PLUGIN})));
+                clear_failed_mark(runtime, v2);
             }),
             by(Via::InProcess, |s| {
                 let id = fresh_step_id("rollback");
@@ -538,11 +548,13 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                         runtime.rollback(PLUGIN)
                     })
                 });
+                clear_failed_mark(runtime, v2);
             }),
             by(Via::Bare, |s| {
                 let id = fresh_step_id("rollback");
                 switch_up(&id);
                 timed(s, || runtime.rollback(PLUGIN).expect("the step rolls back"));
+                clear_failed_mark(runtime, v2);
             }),
         ],
     ));
