@@ -88,7 +88,8 @@ fn main() {
         println!("smoke run (not `cargo bench`): the figures below mean nothing");
         SMOKE
     };
-    let [v1_library, v2_library] = common::plugin_libraries(["ma_cross_v1_0_0", "ma_cross_v2_0_0"]);
+    let [v1_library, v2_library, risk_library] =
+        common::plugin_libraries(["ma_cross_v1_0_0", "ma_cross_v2_0_0", "risk_model_v1_0_0"]);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let runtime = Runtime::new(RuntimeOptions::new(dir.path().join("store"))).expect("a runtime");
     let v1 = runtime
@@ -99,6 +100,15 @@ fn main() {
         .stage_file(&v2_library)
         .expect("2.0.0 stages")
         .digest;
+    // ma_cross 2.0.0 needs risk_model: the control API refuses a switch whose dependencies
+    // would not run (the in-process `Runtime::swap` leaves that check to its caller).
+    let risk_model = runtime
+        .stage_file(&risk_library)
+        .expect("risk_model 1.0.0 stages")
+        .digest;
+    runtime
+        .install(&risk_model, json!({"max_position": 10}))
+        .expect("risk_model 1.0.0 installs");
     runtime
         .install(&v1, json!({"fast_ma_period": 5, "slow_ma_period": 20}))
         .expect("ma_cross 1.0.0 installs");
@@ -291,6 +301,15 @@ fn swap_request(host: &Host<'_>, target: Digest, step_id: &str) -> SwapRequest {
         request = request.config(upgrade_config());
     }
     request
+}
+
+/// Clears the failed mark a rollback set on `target` (untimed): every rollback marks the
+/// version it left failed, and the next turn switches up to it again, which the host would
+/// refuse.
+fn clear_failed_mark(runtime: &Runtime, target: Digest) {
+    runtime
+        .clear_failed(&target, "control_api bench")
+        .expect("the rollback marked the version it left failed");
 }
 
 /// What the handler records of a runtime error (only to fail with it).
@@ -529,6 +548,7 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                 switch_up(&id);
                 let path = format!("/v1/steps/{id}/rollback");
                 timed(s, || client.post(&path, &json!({"plugin": PLUGIN})));
+                clear_failed_mark(runtime, v2);
             }),
             by(Via::InProcess, |s| {
                 let id = fresh_step_id("rollback");
@@ -538,11 +558,13 @@ fn round_trips(host: &Host<'_>, params: &Params, v2_bytes: &[u8], v2_path: &Path
                         runtime.rollback(PLUGIN)
                     })
                 });
+                clear_failed_mark(runtime, v2);
             }),
             by(Via::Bare, |s| {
                 let id = fresh_step_id("rollback");
                 switch_up(&id);
                 timed(s, || runtime.rollback(PLUGIN).expect("the step rolls back"));
+                clear_failed_mark(runtime, v2);
             }),
         ],
     ));

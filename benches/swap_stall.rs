@@ -546,6 +546,13 @@ fn swap_back_and_forth(
                     let (elapsed, replayed) = probe.window(window, || {
                         roll_back(runtime, slot, series, targets, &mut output)
                     });
+                    // Every rollback marks the version it left failed, and the host refuses a
+                    // switch to a failed version: the next pair upgrades to it again, so the
+                    // mark is cleared, as an operator would once the cause is known (after the
+                    // window: it writes the restraints file).
+                    runtime
+                        .clear_failed(&series.upgrade_to(targets), "swap_stall")
+                        .expect("the rollback marked the version it left failed");
                     (elapsed, Err(replayed))
                 }
                 (_, rollback_after) => {

@@ -678,7 +678,7 @@ impl Runtime {
         })?;
         let instance = Instance::create(library.clone(), &config_bytes)
             .map_err(|f| f.into_error(&library, "create"))?;
-        let lease_expires_at = {
+        let (lease_expires_at, described) = {
             let mut state = slot.state();
             if let Some(lease) = terms.lease {
                 let now = self.shared.clock.now();
@@ -710,14 +710,15 @@ impl Runtime {
                 last: std::time::Instant::now(),
             });
             state.fail_closed = terms.fail_closed;
-            // Seeded now, so that status has something to show even if the first call hangs.
-            lock(&slot.last_known).status = describe(&slot, &state);
-            state
+            let lease_expires_at = state
                 .step
                 .as_ref()
                 .and_then(|step| step.watch.lease)
-                .map(|(until, _)| until)
+                .map(|(until, _)| until);
+            (lease_expires_at, describe(&state))
         };
+        // Seeded now, so that status has something to show even if the first call hangs.
+        lock(&slot.last_known).status = described.map(|d| d.status(&slot.id));
         tracing::info!(plugin = %slot.id, version = %library.version, leased = terms.lease.is_some(), "installed");
         Ok(Installed {
             plugin: slot.id.clone(),
@@ -1076,8 +1077,9 @@ impl Runtime {
         for slot in self.slots() {
             let seen = loop {
                 if let Some(state) = slot.try_state() {
-                    let status = describe(&slot, &state);
+                    let described = describe(&state);
                     drop(state);
+                    let status = described.map(|d| d.status(&slot.id));
                     lock(&slot.last_known).status = status.clone();
                     break status;
                 }
@@ -1457,17 +1459,55 @@ pub(crate) fn snapshot_of(slot: &Slot, wait: bool) -> Result<Option<StateSnapsho
     }))
 }
 
+/// What one slot runs, as read under its lock: clones only, and the health check (plugin
+/// code, which runs only under the lock). [`Described::status`] makes it a status once the lock
+/// is released: the config's hash (canonical JSON, then sha256) was ~85 % of the instructions
+/// a status read held the slot for (callgrind: 14.8k of 17.3k), and callers wait for whatever
+/// is done under the lock.
+struct Described {
+    library: Arc<Library>,
+    config: serde_json::Value,
+    health: Health,
+    fault: Option<Fault>,
+    counters: Counters,
+    last_call_at: Option<HostTime>,
+    pending: Option<PendingStatus>,
+    last_step: Option<StepRecord>,
+    last_rollback: Option<RollbackReport>,
+    fail_closed: bool,
+}
+
+impl Described {
+    fn status(self, plugin: &str) -> PluginStatus {
+        let library = &self.library;
+        PluginStatus {
+            plugin: plugin.to_owned(),
+            version: VersionRef::of(library),
+            config_hash: config_hash(&self.config),
+            config: self.config,
+            state_schema: library.metadata.state_schema,
+            metadata: library.metadata.clone(),
+            health: self.health,
+            fault: self.fault,
+            counters: self.counters,
+            last_call_at: self.last_call_at,
+            pending: self.pending,
+            last_step: self.last_step,
+            last_rollback: self.last_rollback,
+            busy: false,
+            stuck: None,
+            applied: None,
+            fail_closed: self.fail_closed,
+        }
+    }
+}
+
 /// What one slot runs, read under its lock (runs the health check); `None` when empty.
-fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
+fn describe(state: &SlotState) -> Option<Described> {
     let active = state.active.as_ref()?;
-    let library = active.library();
-    Some(PluginStatus {
-        plugin: slot.id.clone(),
-        version: VersionRef::of(library),
+    Some(Described {
+        library: active.library().clone(),
         config: active.config.clone(),
-        config_hash: config_hash(&active.config),
-        state_schema: library.metadata.state_schema,
-        metadata: library.metadata.clone(),
         health: match &state.fault {
             Some(fault) => Health::Unhealthy {
                 reason: format!(
@@ -1498,9 +1538,6 @@ fn describe(slot: &Slot, state: &SlotState) -> Option<PluginStatus> {
         }),
         last_step: state.last_step.clone(),
         last_rollback: state.last_rollback.clone(),
-        busy: false,
-        stuck: None,
-        applied: None,
         fail_closed: state.fail_closed,
     })
 }

@@ -717,7 +717,8 @@ impl Runtime {
                 return Err(error);
             }
         };
-        let switched = self.switch_now(target.slot, &mut state, instance, &cut, request);
+        let config = cut.migrated.config.clone();
+        let switched = self.switch_now(target.slot, &mut state, instance, config, request);
         let locked_window = started.elapsed();
         drop(state);
         drop(recorded);
@@ -731,20 +732,20 @@ impl Runtime {
         })
     }
 
-    /// Switches under the lock already held.
+    /// Switches under the lock already held, to `instance` running `config`.
     fn switch_now(
         &self,
         slot: &Slot,
         state: &mut SlotState,
         instance: Instance,
-        cut: &Cut,
+        config: Value,
         request: &SwapRequest,
     ) -> Result<Option<Fault>> {
         switch(
             &slot.id,
             state,
             instance,
-            cut.migrated.config.clone(),
+            config,
             request,
             self.shared.clock.now(),
         )
@@ -808,6 +809,8 @@ impl Runtime {
                 }
             }
         }
+        // Cloned before the lock: callers wait for whatever is done under it.
+        let config = cut.migrated.config.clone();
         let mut state = slot.state();
         let started = Instant::now();
         let last_round = match state.catch_up.take() {
@@ -839,7 +842,7 @@ impl Runtime {
         match result {
             Ok(n) => {
                 let switched_seq = state.seq;
-                let switched = self.switch_now(slot, &mut state, instance, &cut, request);
+                let switched = self.switch_now(slot, &mut state, instance, config, request);
                 let locked_window = started.elapsed();
                 drop(state);
                 drop(last_round);
