@@ -564,6 +564,15 @@ pub enum Error {
         found: String,
     },
 
+    /// The demo could not make its scratch git repository or a commit in it.
+    #[error("the demo could not {action} in its scratch git repository: {reason}")]
+    DemoGit {
+        /// What it was doing.
+        action: &'static str,
+        /// Why, in gix's words.
+        reason: String,
+    },
+
     /// The desk the demo updates served no call while the demo warmed up.
     #[error(
         "no call reached the plugins in the {warm_up_ms} ms before the first step ({venue}): the \

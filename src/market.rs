@@ -149,6 +149,20 @@ impl CallLog {
         }
     }
 
+    /// A log that records nothing until [`restart`](CallLog::restart)ed.
+    pub fn idle() -> CallLog {
+        CallLog {
+            recording: AtomicBool::new(false),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Forgets what was recorded and records from now on.
+    pub fn restart(&self) {
+        *lock(&self.calls) = Vec::new();
+        self.recording.store(true, Ordering::Relaxed);
+    }
+
     fn record(&self, receipt: CallReceipt, input: &[u8]) {
         if self.recording.load(Ordering::Relaxed) {
             lock(&self.calls).push((receipt, input.to_vec()));

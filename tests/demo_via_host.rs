@@ -1,9 +1,10 @@
-//! `plugsync demo --via-host` through the real binary: it starts a real `plugsync host`, plans
-//! the upgrades with `reconcile --dry-run` against that host from a plugins.yaml it publishes,
-//! validates and locks, applies the four steps with the apply engine through its control API
-//! (a plugins.yaml pinning the faulty release, then the locked one) while the host's desk
-//! trades, stops the host with SIGTERM and passes; `plugsync demo --host` names an unreachable
-//! host in one line.
+//! `plugsync demo --via-host` through the real binary: it starts a real `plugsync host` and
+//! tells the whole GitOps story through its control API while the host's desk trades —
+//! plugins.yaml committed in a scratch git repository, validated, locked and planned
+//! (`reconcile --dry-run`), reconciled; a faulty release committed, rolled back, marked failed
+//! and not retried, then moved past; a manual rollback held against the next reconcile, then
+//! released; `plugsync history` naming each step's commit — stops the host with SIGTERM and
+//! passes; `plugsync demo --host` names an unreachable host in one line.
 
 mod support;
 
@@ -30,9 +31,14 @@ fn demo(args: &[&str]) -> Output {
         .expect("the plugsync binary runs")
 }
 
-/// A line with what varies from run to run replaced: call counts by `[N]`, and the note of a
-/// books read retried past a fill in flight dropped.
+/// A line with what varies from run to run replaced: call counts by `[N]`, what follows `by` on a `Kept:` line (who, when) dropped, and the note of a books
+/// read retried past a fill in flight dropped.
 fn normalise(line: &str) -> String {
+    if line.starts_with("  Kept: ")
+        && let Some(by) = line.find(" by ")
+    {
+        return format!("{} by …", &line[..by]);
+    }
     let line = match line.find(", at read ") {
         Some(start) => {
             let end = line[start..].find(')').map_or(line.len(), |e| start + e);
@@ -95,11 +101,24 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
         output.status
     );
 
-    let kept: Vec<String> = stdout
+    // The GitOps directory (a fresh temporary one) as `[GITOPS]`.
+    let gitops = after(&stdout, "published to a registry (in ", ')');
+    let mut shown = stdout.replace(gitops, "[GITOPS]");
+    // And the commits the demo made in its scratch repository as `[COMMIT]`.
+    let commits: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("  commit "))
+        .map(|rest| &rest[..8])
+        .collect();
+    for commit in &commits {
+        shown = shown.replace(commit, "[COMMIT]");
+    }
+    let kept: Vec<String> = shown
         .lines()
         .filter(|l| {
             [
-                "    `plugsync validate`",
+                "== ",
+                "  commit ",
                 "      ~ ",
                 "  plan check:",
                 "step ",
@@ -107,9 +126,14 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
                 "  not committed",
                 "  Applied ",
                 "  Reconcile failed",
+                "  Nothing to apply",
+                "  Kept: ",
+                "  Held ",
                 "stopped ",
                 "summary:",
                 "plan:",
+                "✓ ",
+                "✗ ",
                 "PASS",
             ]
             .iter()
@@ -119,28 +143,68 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
         .map(normalise)
         .collect();
     expect![[r#"
-            `plugsync validate`: valid (2 plugins, every field checked)
+        == 1. A desk trading under load ==
+        == 2. plugins.yaml committed, validated, locked; the plan `reconcile --dry-run` shows ==
+          commit [COMMIT]  pin risk_model 2.0.0, ma_cross 2.0.0
               ~ risk_model  1.0.0 → 2.0.0  pinned                        1 step
-              ~ ma_cross    1.0.0 → 2.1.0  pinned                        2 steps (via 2.0.0)
-               1. ma_cross    1.0.0 → 2.0.0      major  migrate   on the way to 2.1.0; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
+              ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+               1. ma_cross    1.0.0 → 2.0.0      major  migrate   pinned; 1.0.0 needs risk_model >=1.0, <2, which step 2 breaks: moves first
                2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
-               3. ma_cross    2.0.0 → 2.1.0      minor  migrate   pinned; needs risk_model >=2.0, <3 (after step 2)
-          plan check: its 3 steps are the demo's steps 2-4 below, in order, to the same artifacts (step 1 first tries a faulty release that is not in plugins.yaml)
-        step 1/4: a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)
+          plan check: its 2 steps are the demo's steps 1-2 below, in order, to the same artifacts
+        == 3. `plugsync reconcile -f [GITOPS]/desk/plugins.yaml` (commit [COMMIT]) ==
+        step 1/6: ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)
+          committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
+        step 2/6: risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)
+          committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
+          Applied 2 steps. The host runs ma_cross 2.0.0, risk_model 2.0.0.
+        == 4. A faulty release committed: rolled back, marked failed, not retried ==
+          commit [COMMIT]  ma_cross 2.0.1: a patch release, switched under the lock (starts fresh)
+        step 3/6: a faulty ma_cross patch release (2.0.1: healthy when fresh, fails once it trades)
           not committed: the previous version serves; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
-          Reconcile failed at step 1 of 1 (ma_cross 1.0.0 → 2.0.1); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-        step 2/4: ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)
+          Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.1); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 2.0.0 — a committed set.
+          Kept: ma_cross 2.0.0: 2.0.1 marked failed by …
+          Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 2.0.0, risk_model 2.0.0.
+          Kept: ma_cross 2.0.0: 2.0.1 marked failed by …
+          commit [COMMIT]  ma_cross 2.1.0, past the faulty 2.0.1
+        step 4/6: ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
-        step 3/4: risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)
+          Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.
+        == 5. A manual rollback: `plugsync rollback ma_cross --yes`, held ==
+              ~ ma_cross    2.1.0 → 2.0.0  pinned                        1 step
+               1. ma_cross  2.1.0 → 2.0.0      minor  migrate   pinned
+        step 5/6: manual rollback: ma_cross 2.1.0 -> 2.0.0 (a planned downgrade of the live state)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
-        step 4/4: ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)
+          Applied 1 step. The host runs ma_cross 2.0.0, risk_model 2.0.0.
+          Held `ma_cross` at 2.0.0: every reconcile keeps it there until `plugsync release ma_cross`, or until its entry in plugins.yaml changes.
+          Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 2.0.0, risk_model 2.0.0.
+          Kept: ma_cross 2.0.0: held by …
+        step 6/6: released: ma_cross 2.0.0 -> 2.1.0 again
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
-          Applied 3 steps. The host runs ma_cross 2.1.0, risk_model 2.0.0.
+          Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.
+        == 6. `plugsync history --state-dir [GITOPS]/state` ==
         stopped the host with SIGTERM: it exited cleanly (exit status: 0), its states checkpointed
-        summary: 4 steps (3 committed, 1 rolled back), [N] calls served, 0 failed; books agree (ma_cross's positions = risk_model's exposures) after every step; state never lost by the runtime's own report (not checked against a reference)
-        plan: `reconcile --dry-run` planned exactly the upgrades the demo made after its faulty step, in order (ma_cross → 2.0.0, risk_model → 2.0.0, ma_cross → 2.1.0)
+        summary: 6 steps (5 committed, 1 rolled back), [N] calls served, 0 failed; books agree (ma_cross's positions = risk_model's exposures) after every step; state never lost by the runtime's own report (not checked against a reference)
+        plan: `reconcile --dry-run` planned exactly the upgrades the first commit's reconcile made, in order (ma_cross → 2.0.0, risk_model → 2.0.0)
+        ✓ ma_cross 2.0.1 rolled back and marked failed on the host
+        ✓ the next reconcile did not retry ma_cross 2.0.1
+        ✓ the next reconcile kept ma_cross held at 2.0.0
+        ✓ `plugsync history` shows the 6 steps, each with the commit it was applied from ([COMMIT], [COMMIT], [COMMIT])
         PASS"#]]
     .assert_eq(&kept.join("\n"));
+
+    // The history names each step's commit: the first commit's two steps, the faulty
+    // release's, then the third commit's upgrade, manual rollback and move back.
+    assert_eq!(commits.len(), 3, "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("  WHEN "))
+        .filter(|l| l.starts_with("  20"))
+        .collect();
+    assert_eq!(rows.len(), 6, "{stdout}");
+    for (commit, steps) in commits.iter().zip([2, 1, 3]) {
+        let naming = rows.iter().filter(|r| r.contains(commit)).count();
+        assert_eq!(naming, steps, "commit {commit} in:\n{stdout}");
+    }
 
     // The faulty release was rolled back without losing a call's effect: at the switch by the
     // host itself, or, caught unhealthy in the soak, by the host or on the apply engine's
@@ -182,7 +246,6 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
     let scratch = after(&stdout, "its store, token (0600) and log in ", '\n');
     assert!(!Path::new(scratch).exists(), "{scratch} was left behind");
     // And so is the directory of its plugins.yaml, registry and lock.
-    let gitops = after(&stdout, "as an operator declares it (in ", ')');
     assert!(!Path::new(gitops).exists(), "{gitops} was left behind");
 }
 

@@ -39,6 +39,7 @@
 //! what it can check there.
 
 mod apply;
+mod git;
 mod gitops;
 mod in_process;
 mod report;
@@ -158,6 +159,18 @@ pub struct DemoOutcome {
     pub failed: u64,
     /// The plan `reconcile --dry-run` computed before the steps, checked against them.
     pub plan: PlanCheck,
+    /// The story's other checks, in order: what an operator must see happen between the steps.
+    pub checks: Vec<StoryCheck>,
+}
+
+/// One of the story's checks besides the steps': a failed mark, a reconcile that did not retry
+/// it, a hold kept, the history's commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoryCheck {
+    /// What was checked.
+    pub what: String,
+    /// Whether it held.
+    pub held: bool,
 }
 
 /// The plan `reconcile --dry-run` computed from the demo's plugins.yaml before the steps.
@@ -165,18 +178,19 @@ pub struct DemoOutcome {
 pub struct PlanCheck {
     /// Its steps, `plugin → version`.
     pub planned: Vec<String>,
-    /// The upgrades the demo makes after its faulty step, `plugin → version`.
+    /// The upgrades the demo makes from that plugins.yaml, `plugin → version`.
     pub expected: Vec<String>,
     /// Whether the plan's steps were those, in order, each to the same artifact.
     pub as_expected: bool,
 }
 
 impl DemoOutcome {
-    /// No call failed, no state was lost, every check matched, the plan was the steps taken
-    /// and every step went as expected.
+    /// No call failed, no state was lost, every check matched, the plan was the steps taken,
+    /// every step went as expected and every check of the story held.
     pub fn passed(&self) -> bool {
         self.failed == 0
             && self.plan.as_expected
+            && self.checks.iter().all(|c| c.held)
             && self
                 .steps
                 .iter()
@@ -300,13 +314,7 @@ struct Step {
     expect: Expect,
 }
 
-const STEPS: [Step; 4] = [
-    Step {
-        plugin: "ma_cross",
-        library: "libma_cross_fault_health.so",
-        title: "a faulty ma_cross release (2.0.1: healthy when fresh, fails once it trades)",
-        expect: Expect::RolledBack,
-    },
+const STEPS: [Step; 6] = [
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_0_0.so",
@@ -321,8 +329,26 @@ const STEPS: [Step; 4] = [
     },
     Step {
         plugin: "ma_cross",
+        library: "libma_cross_fault_health.so",
+        title: "a faulty ma_cross patch release (2.0.1: healthy when fresh, fails once it trades)",
+        expect: Expect::RolledBack,
+    },
+    Step {
+        plugin: "ma_cross",
         library: "libma_cross_v2_1_0.so",
         title: "ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)",
+        expect: Expect::Committed,
+    },
+    Step {
+        plugin: "ma_cross",
+        library: "libma_cross_v2_0_0.so",
+        title: "manual rollback: ma_cross 2.1.0 -> 2.0.0 (a planned downgrade of the live state)",
+        expect: Expect::Committed,
+    },
+    Step {
+        plugin: "ma_cross",
+        library: "libma_cross_v2_1_0.so",
+        title: "released: ma_cross 2.0.0 -> 2.1.0 again",
         expect: Expect::Committed,
     },
 ];
@@ -387,9 +413,15 @@ trait Venue {
     fn calls(&self) -> Result<Calls>;
     /// Checks the plugins' books.
     fn books(&self) -> Result<Books>;
-    /// Checks `plugin`'s state against a reference runtime that ran its version since the
-    /// start, fed the same calls at the same host times (after a rollback: the state of a
-    /// plugin that was never updated).
+    /// Marks, at a quiet point, where `plugin`'s reference starts: its state there, and the
+    /// calls from then on recorded (where the demo sees its callers; elsewhere nothing).
+    fn mark(&self, plugin: &str) -> Result<()> {
+        let _ = plugin;
+        Ok(())
+    }
+    /// Checks `plugin`'s state against a reference runtime that ran its version from the
+    /// [`mark`](Venue::mark) on, fed the same calls at the same host times (after a rollback:
+    /// the state of a plugin that was never updated).
     fn reference(&self, plugin: &str) -> Result<Reference>;
     /// Where `reconcile --dry-run` observes the desk.
     fn observe(&self) -> crate::ops::Observe;
@@ -409,7 +441,7 @@ trait WaitMeter: Sync {
     fn longest(&self) -> Duration;
 }
 
-/// The shared part: warm up, stage, declare and plan, apply every step, and total the calls.
+/// The shared part: warm up, stage, declare and plan, tell the story, and total the calls.
 fn run_steps(
     venue: &dyn Venue,
     dir: &Path,
@@ -419,12 +451,21 @@ fn run_steps(
     let start = venue.calls()?;
     // Let the windows fill before the first step.
     std::thread::sleep(options.soak);
-    if venue.calls()?.served == start.served {
+    let warm = venue.calls()? - start;
+    if warm.served == 0 {
         return Err(Error::DemoNotTrading {
             venue: venue.name(),
             warm_up_ms: options.soak.as_millis() as u64,
         });
     }
+    stage_header(out, 1, "A desk trading under load");
+    let _ = writeln!(
+        out,
+        "  {} calls served in the first {} ms, {} failed",
+        warm.served,
+        options.soak.as_millis(),
+        warm.failed
+    );
     let mut staged = Vec::new();
     for step in &STEPS {
         staged.push(venue.stage(&dir.join(step.library))?);
@@ -437,15 +478,26 @@ fn run_steps(
             path: std::env::temp_dir(),
             source,
         })?;
-    let plan = gitops::tell(work.path(), dir, venue.observe(), &staged, options, out)?;
-    let outcomes = apply::apply_steps(venue, work.path(), &staged, options, out)?;
+    stage_header(
+        out,
+        2,
+        "plugins.yaml committed, validated, locked; the plan `reconcile --dry-run` shows",
+    );
+    let mut desk = gitops::tell(work.path(), dir, venue.observe(), &staged, options, out)?;
+    let (outcomes, checks) = apply::tell_story(venue, &mut desk, &staged, options, out)?;
     let total = venue.calls()? - start;
     Ok(DemoOutcome {
         steps: outcomes,
         calls: total.served,
         failed: total.failed,
-        plan,
+        plan: desk.plan,
+        checks,
     })
+}
+
+/// A stage's header: `== 3. … ==`, after a blank line.
+fn stage_header(out: &mut dyn Write, number: usize, title: &str) {
+    let _ = writeln!(out, "\n== {number}. {title} ==");
 }
 
 /// Whether a rollback lost state, and on whose account.
@@ -481,19 +533,27 @@ fn print_verdict(outcome: &DemoOutcome, books_checked: &str, out: &mut dyn Write
     if plan.as_expected {
         let _ = writeln!(
             out,
-            "plan: `reconcile --dry-run` planned exactly the upgrades the demo made after its \
-             faulty step, in order ({})",
+            "plan: `reconcile --dry-run` planned exactly the upgrades the first commit's \
+             reconcile made, in order ({})",
             plan.planned.join(", ")
         );
     } else {
         let _ = writeln!(
             out,
-            "plan: DID NOT MATCH the steps: `reconcile --dry-run` planned {} ({}); the demo's \
-             upgrades after its faulty step are {} ({})",
+            "plan: DID NOT MATCH the steps: `reconcile --dry-run` planned {} ({}); the first \
+             commit's upgrades are {} ({})",
             plan.planned.len(),
             plan.planned.join(", "),
             plan.expected.len(),
             plan.expected.join(", ")
+        );
+    }
+    for check in &outcome.checks {
+        let _ = writeln!(
+            out,
+            "{} {}",
+            if check.held { "✓" } else { "✗ FAILED:" },
+            check.what
         );
     }
     let _ = writeln!(out, "{}", if outcome.passed() { "PASS" } else { "FAIL" });

@@ -18,7 +18,7 @@ mod status;
 mod validate;
 
 pub use apply::{Progress, RECONCILE_TOOL, ReconcileOptions, reconcile};
-pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, demo};
+pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, StoryCheck, demo};
 pub use gc::gc;
 pub use history::{
     History, HistoryEntry, HistoryError, HistoryOptions, Outcome, PhaseAt, Version, history,

@@ -1,70 +1,79 @@
-//! The steps, applied as an operator's `plugsync reconcile` applies them: [`ops::reconcile`]
-//! (the apply engine) over the venue's [`HostPort`], once for a plugins.yaml pinning the faulty
-//! release, once for the demo's plugins.yaml. The demo narrates each step as the engine ends it
-//! (its [`Progress`]), and checks what the engine cannot see: the calls served and failed, the
-//! books, and, after the rollback, the restored state against a reference.
+//! The story after the first commit, as an operator lives it: each change applied as
+//! `plugsync reconcile` applies it — [`ops::reconcile`] (the apply engine) over the venue's
+//! [`HostPort`], from the committed plugins.yaml — and each operator command run as its library
+//! function ([`ops::rollback`], [`ops::restrain`], [`ops::history`]):
+//!
+//! 3. the first commit reconciled (the plan shown before);
+//! 4. a faulty patch release committed and reconciled: rolled back by replay and marked failed
+//!    on the host; a second reconcile does not retry it; a commit that moves the entry past it
+//!    goes on;
+//! 5. a manual rollback of that upgrade (applied, then held); the next reconcile keeps it
+//!    held; released, the next reconcile moves it back;
+//! 6. `plugsync history`, each step with the commit it was applied from.
+//!
+//! The demo narrates each step as the engine ends it (its [`Progress`]), and checks what the
+//! engine cannot see: the calls served and failed, the books, and, after the rollback by
+//! replay, the restored state against a reference.
 //!
 //! [`ops::reconcile`]: crate::ops::reconcile
+//! [`ops::rollback`]: crate::ops::rollback
+//! [`ops::restrain`]: crate::ops::restrain
+//! [`ops::history`]: crate::ops::history
 
 use std::io::Write;
-use std::path::Path;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use plugsync_host::{RollbackMethod, SwapReport};
 
+use super::gitops::{Desk, Entry, PLANNED, indent};
 use super::report::{print_rollback, print_switch};
 use super::{
-    Calls, DemoOptions, Expect, Reference, STEPS, Staged, Step, StepOutcome, Venue, WaitMeter,
-    gitops,
+    Calls, DemoOptions, Expect, Reference, STEPS, Staged, Step, StepOutcome, StoryCheck, Venue,
+    WaitMeter, gitops, stage_header,
 };
 use crate::apply::{self as engine, ApplyReport, HostAnswer, HostMethod, HostPort, HostRequest};
 use crate::error::{Error, Result};
-use crate::ops::{Progress, ReconcileOptions, reconcile};
+use crate::ops::{
+    HistoryOptions, Progress, ReconcileOptions, RestraintChange, RollbackOptions, RollbackOutcome,
+    history, reconcile, restrain, rollback,
+};
 use crate::plan::SearchLimits;
 
 /// How long the reconcile lease lasts unless renewed (as `plugsync reconcile`'s).
 const LEASE_TTL: Duration = Duration::from_secs(30);
 
-/// Applies the demo's steps with the engine, narrating to `out`: the faulty release from
-/// `faulty-release/plugins.yaml`, then the upgrades from the locked `plugins.yaml` under `work`.
-/// `staged` holds each step's artifact, in `STEPS` order.
-pub(super) fn apply_steps(
+/// The demo's steps each stage applies, in `STEPS`.
+const FAULTY: Range<usize> = PLANNED..PLANNED + 1;
+const MOVED_ON: Range<usize> = PLANNED + 1..PLANNED + 2;
+const ROLLED_BACK: Range<usize> = PLANNED + 2..PLANNED + 3;
+const RELEASED: Range<usize> = PLANNED + 3..PLANNED + 4;
+
+/// Tells stages 3 to 6 of the story on `venue`, from `desk`'s repository, narrating to `out`
+/// (see the module docs); `staged` holds each step's artifact, in `STEPS` order. Each step's
+/// outcome, and the story's other checks.
+pub(super) fn tell_story(
     venue: &dyn Venue,
-    work: &Path,
+    desk: &mut Desk,
     staged: &[Staged],
     options: &DemoOptions,
     out: &mut dyn Write,
-) -> Result<Vec<StepOutcome>> {
+) -> Result<(Vec<StepOutcome>, Vec<StoryCheck>)> {
     let exe = gitops::plugsync_exe(options);
     let port = Watched {
         port: venue.port()?,
         meter: venue.meter(),
         switches: Mutex::new(Vec::new()),
     };
-    let state_dir = work.join("state");
     let preflight = match &exe {
-        Some(exe) => format!(
-            "preflighted in a child `{} preflight-child` on the live state",
-            exe.display()
-        ),
-        None => "NOT preflighted (no plugsync executable found to run the child: preflight off)"
-            .to_owned(),
+        Some(_) => "preflighted in a child `plugsync preflight-child` on the live state",
+        None => "NOT preflighted (no plugsync executable found to run the child: preflight off)",
     };
-    let _ = writeln!(
-        out,
-        "  the steps are applied as `plugsync reconcile` applies them (the apply engine, over \
-         the {} control API): each journaled in {}, {preflight}, staged, switched under the \
-         host's reconcile lease, soaked {} ms while the desk trades (the host watches health \
-         and error rate), then committed — or rolled back\n",
-        port.describe(),
-        state_dir.display(),
-        options.soak.as_millis()
-    );
-    let reconcile_options = |file: &Path, locked: bool| ReconcileOptions {
-        file: file.to_owned(),
-        locked,
-        state_dir: state_dir.clone(),
+    let apply_options = ReconcileOptions {
+        file: desk.file.clone(),
+        locked: true,
+        state_dir: desk.state_dir.clone(),
         trusted_keys: None,
         registry_ca: None,
         plan: None,
@@ -78,43 +87,185 @@ pub(super) fn apply_steps(
         crash_at: None,
         lease_ttl: LEASE_TTL,
     };
-
-    let (faulty, upgrades) = STEPS.split_at(1);
+    let reconcile_options = || ReconcileOptions {
+        now: jiff::Timestamp::now(),
+        ..apply_options.clone()
+    };
     let mut narrator = Narrator {
         calls: venue.calls()?,
         venue,
         port: &port,
         out,
         first: 0,
-        steps: faulty,
-        staged: &staged[..1],
+        steps: &STEPS[..PLANNED],
+        staged,
         outcomes: Vec::new(),
         error: None,
     };
-    // risk_model stays as the desk runs it.
-    let running = port.status(false)?;
-    let risk_config = (running.status.plugins.iter())
-        .find(|p| p.plugin == "risk_model")
-        .map_or(serde_json::Value::Null, |p| p.config.clone());
-    let file = gitops::faulty_release(work, &staged[0], &risk_config, options.soak, narrator.out)?;
-    let report = reconcile(&reconcile_options(&file, false), &port, &mut narrator)?;
-    narrator.finish(&report)?;
+    let mut checks = Vec::new();
+    let ma_cross = |n: usize| staged[n].version.as_str();
 
+    // 3. The first commit.
+    stage_header(
+        narrator.out,
+        3,
+        &format!(
+            "`plugsync reconcile -f {}` (commit {})",
+            desk.file.display(),
+            short(&desk.commits[0])
+        ),
+    );
     let _ = writeln!(
         narrator.out,
-        "`plugsync reconcile -f {}` (the plugins.yaml planned above, locked):",
-        work.join("plugins.yaml").display()
+        "  each step journaled in {}, {preflight}, staged, switched under the host's reconcile \
+         lease over the {} control API, soaked {} ms while the desk trades, then committed — or \
+         rolled back",
+        desk.state_dir.display(),
+        port.describe(),
+        options.soak.as_millis()
     );
-    narrator.first = faulty.len();
-    narrator.steps = upgrades;
-    narrator.staged = &staged[faulty.len()..];
-    let report = reconcile(
-        &reconcile_options(&work.join("plugins.yaml"), true),
+    narrator.apply(0..PLANNED, &reconcile_options(), &port)?;
+
+    // 4. A faulty release, committed.
+    stage_header(
+        narrator.out,
+        4,
+        "A faulty release committed: rolled back, marked failed, not retried",
+    );
+    venue.mark("ma_cross")?;
+    let faulty = ma_cross(FAULTY.start);
+    desk.commit(
+        &Entry {
+            version: faulty,
+            locked: true,
+        },
+        &format!("ma_cross {faulty}: a patch release, switched under the lock (starts fresh)"),
+        narrator.out,
+    )?;
+    narrator.apply(FAULTY, &reconcile_options(), &port)?;
+    let marked = (port.status(false)?.status.restraints.failed.iter())
+        .any(|mark| mark.plugin == "ma_cross" && mark.version == faulty);
+    checks.push(StoryCheck {
+        what: format!("ma_cross {faulty} rolled back and marked failed on the host"),
+        held: marked,
+    });
+    let _ = writeln!(narrator.out, "  the next reconcile, from the same commit:");
+    let again = narrator.apply(FAULTY.end..FAULTY.end, &reconcile_options(), &port)?;
+    checks.push(StoryCheck {
+        what: format!("the next reconcile did not retry ma_cross {faulty}"),
+        held: again.steps.is_empty()
+            && (again.kept.iter()).any(|k| k.contains(&format!("{faulty} marked failed"))),
+    });
+    let fixed = ma_cross(MOVED_ON.start);
+    desk.commit(
+        &Entry {
+            version: fixed,
+            locked: false,
+        },
+        &format!("ma_cross {fixed}, past the faulty {faulty}"),
+        narrator.out,
+    )?;
+    narrator.apply(MOVED_ON, &reconcile_options(), &port)?;
+
+    // 5. A manual rollback, held against the next reconcile.
+    stage_header(
+        narrator.out,
+        5,
+        "A manual rollback: `plugsync rollback ma_cross --yes`, held",
+    );
+    narrator.expect(ROLLED_BACK);
+    let rolled = rollback(
+        &RollbackOptions {
+            apply: reconcile_options(),
+            plugin: "ma_cross".to_owned(),
+            to: None,
+            carry: Vec::new(),
+            reason: "demo drill: back to the previous version".to_owned(),
+            yes: true,
+            restore_snapshot: false,
+            styled: false,
+        },
         &port,
         &mut narrator,
     )?;
-    narrator.finish(&report)?;
-    Ok(narrator.outcomes)
+    if let RollbackOutcome::Applied { report, held, .. } = &rolled {
+        narrator.finish(report)?;
+        for line in held {
+            let _ = writeln!(narrator.out, "  {line}");
+        }
+    }
+    let _ = writeln!(narrator.out, "  the next reconcile, from the same commit:");
+    let kept = narrator.apply(
+        ROLLED_BACK.end..ROLLED_BACK.end,
+        &reconcile_options(),
+        &port,
+    )?;
+    let back = ma_cross(ROLLED_BACK.start);
+    checks.push(StoryCheck {
+        what: format!("the next reconcile kept ma_cross held at {back}"),
+        held: kept.steps.is_empty()
+            && (kept.kept.iter()).any(|k| k.starts_with(&format!("ma_cross {back}: held by"))),
+    });
+    let release = RestraintChange::Release {
+        plugin: "ma_cross".to_owned(),
+    };
+    let released = restrain(&release, &port, false, &mut |_| {})?;
+    let _ = writeln!(narrator.out, "  `plugsync release ma_cross`: {released}");
+    narrator.apply(RELEASED, &reconcile_options(), &port)?;
+
+    // 6. The history.
+    stage_header(
+        narrator.out,
+        6,
+        &format!(
+            "`plugsync history --state-dir {}`",
+            desk.state_dir.display()
+        ),
+    );
+    let told = history(&HistoryOptions {
+        state_dir: desk.state_dir.clone(),
+        plugin: None,
+        since: None,
+    })?;
+    let _ = write!(narrator.out, "{}", indent("  ", &told.text()));
+    checks.push(history_check(&told, &desk.commits));
+    Ok((narrator.outcomes, checks))
+}
+
+/// Each step in the history, oldest first, names the commit it was applied from, clean: the
+/// first commit's steps, the faulty release's, then the third commit's (its upgrade, the
+/// manual rollback and the move back).
+fn history_check(told: &crate::ops::History, commits: &[String]) -> StoryCheck {
+    let from: [usize; STEPS.len()] = [0, 0, 1, 2, 2, 2];
+    let expected: Vec<Option<&str>> = from
+        .iter()
+        .map(|&n| commits.get(n).map(String::as_str))
+        .collect();
+    let found: Vec<Option<&str>> = (told.entries.iter().rev())
+        .map(|e| {
+            (e.dirty == Some(false))
+                .then_some(e.commit.as_deref())
+                .flatten()
+        })
+        .collect();
+    StoryCheck {
+        what: format!(
+            "`plugsync history` shows the {} steps, each with the commit it was applied from \
+             ({})",
+            STEPS.len(),
+            commits
+                .iter()
+                .map(|c| short(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        held: found == expected,
+    }
+}
+
+/// A commit id as the demo prints it: its first 8 hex digits.
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(8)]
 }
 
 /// A switch the venue's port carried, as the host answered it.
@@ -188,8 +339,9 @@ struct Narrator<'a, 'o> {
     out: &'o mut dyn Write,
     /// The index in `STEPS` of the plan's first step.
     first: usize,
-    /// The demo's steps this plan makes, and their artifacts.
+    /// The demo's steps this plan makes.
     steps: &'static [Step],
+    /// Every step's artifact, in `STEPS` order.
     staged: &'a [Staged],
     /// The calls served and failed when the last step ended.
     calls: Calls,
@@ -199,23 +351,43 @@ struct Narrator<'a, 'o> {
 }
 
 impl Narrator<'_, '_> {
+    /// The next apply is to make the demo's steps `steps` (an empty range: none).
+    fn expect(&mut self, steps: Range<usize>) {
+        self.first = steps.start;
+        self.steps = &STEPS[steps];
+    }
+
+    /// `plugsync reconcile` as `options` ask, on `port`, expected to make the demo's steps
+    /// `steps`: narrated, and its summary printed.
+    fn apply(
+        &mut self,
+        steps: Range<usize>,
+        options: &ReconcileOptions,
+        port: &dyn HostPort,
+    ) -> Result<ApplyReport> {
+        self.expect(steps);
+        let report = reconcile(options, port, self)?;
+        self.finish(&report)?;
+        Ok(report)
+    }
+
     /// The apply's summary; the demo's steps it did not report are not as expected.
     fn finish(&mut self, report: &ApplyReport) -> Result<()> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }
-        let _ = writeln!(self.out, "  {}\n", report.summary());
+        let _ = writeln!(self.out, "  {}", report.summary().replace('\n', "\n  "));
         let reported = report.steps.len().min(self.steps.len());
         let left = self
             .steps
             .iter()
-            .zip(self.staged)
+            .zip(&self.staged[self.first..])
             .enumerate()
             .skip(reported);
         for (n, (step, artifact)) in left {
             let _ = writeln!(
                 self.out,
-                "step {}/{}: {}\n  NOT APPLIED: the plan had no step to {} {}\n",
+                "step {}/{}: {}\n  NOT APPLIED: the plan had no step to {} {}",
                 self.first + n + 1,
                 STEPS.len(),
                 step.title,
@@ -242,10 +414,10 @@ impl Narrator<'_, '_> {
 
     fn narrate(&mut self, report: &engine::StepReport) -> Result<StepOutcome> {
         let step = self.steps.get(report.number - 1);
-        let artifact = self.staged.get(report.number - 1);
+        let artifact = self.staged.get(self.first + report.number - 1);
         let _ = writeln!(
             self.out,
-            "step {}/{}: {}",
+            "\nstep {}/{}: {}",
             self.first + report.number,
             STEPS.len(),
             step.map_or(report.title.as_str(), |s| s.title)
@@ -304,7 +476,7 @@ impl Narrator<'_, '_> {
         self.calls = now;
         let _ = writeln!(
             self.out,
-            "  {}; {} calls served during the step, {} failed; books {}\n",
+            "  {}; {} calls served during the step, {} failed; books {}",
             if committed {
                 "committed"
             } else {
@@ -358,7 +530,8 @@ impl Narrator<'_, '_> {
                 let _ = writeln!(
                     self.out,
                     "  restored state checked: identical to a reference runtime that ran \
-                     {restored} alone and was fed the same {calls} calls (sha256 {})",
+                     {restored} from its state before the step, fed the same {calls} calls \
+                     (sha256 {})",
                     &sha256[..12.min(sha256.len())]
                 );
                 Some(true)
@@ -393,5 +566,9 @@ impl Progress for Narrator<'_, '_> {
 
     fn notice(&mut self, text: &str) {
         let _ = writeln!(self.out, "  {text}");
+    }
+
+    fn plan(&mut self, text: &str) {
+        let _ = write!(self.out, "{}", indent("    ", text));
     }
 }

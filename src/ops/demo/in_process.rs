@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
-use plugsync_host::{Digest, RollbackReport, Runtime, RuntimeOptions, TrustedKeys};
+use plugsync_host::{Digest, RollbackReport, Runtime, RuntimeOptions, StateSnapshot, TrustedKeys};
 use serde_json::{Value, json};
 
 use super::{
@@ -32,8 +32,17 @@ struct Floor {
     /// check the books at a quiet point.
     gate: RwLock<()>,
     stop: AtomicBool,
-    /// Every strategy call answered, until the step that rolls back has been checked.
+    /// Every strategy call answered from the mark until the step that rolls back has been
+    /// checked.
     log: CallLog,
+}
+
+/// Where the reference starts: a plugin's state at a quiet point, the config it ran with and
+/// the library of its version.
+struct Baseline {
+    snapshot: StateSnapshot,
+    config: Value,
+    library: PathBuf,
 }
 
 impl Floor {
@@ -67,8 +76,12 @@ struct InProcess<'a> {
     runtime: &'a Runtime,
     floor: &'a Floor,
     instruments: &'a [&'a str],
-    /// The libraries the desk started on, and their configs, for the reference.
+    /// The libraries' directory, for the reference.
     dir: &'a Path,
+    /// The demo's libraries by digest, for the reference.
+    libraries: &'a BTreeMap<Digest, &'a str>,
+    /// Where the reference starts (see [`Venue::mark`]).
+    baseline: Mutex<Option<Baseline>>,
 }
 
 impl Venue for InProcess<'_> {
@@ -96,6 +109,36 @@ impl Venue for InProcess<'_> {
         })
     }
 
+    fn mark(&self, plugin: &str) -> Result<()> {
+        if plugin != "ma_cross" {
+            return Ok(());
+        }
+        // A quiet point: no round of bars in flight; every call from here on recorded.
+        let snapshot = {
+            let _quiet = self
+                .floor
+                .gate
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let snapshot = self.runtime.snapshot(plugin)?;
+            self.floor.log.restart();
+            snapshot
+        };
+        let config = (self.runtime.status().plugins.into_iter())
+            .find(|p| p.plugin == plugin)
+            .map_or(Value::Null, |p| p.config);
+        let library = self.libraries.get(&snapshot.version.digest);
+        *self
+            .baseline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = library.map(|name| Baseline {
+            library: self.dir.join(name),
+            snapshot,
+            config,
+        });
+        Ok(())
+    }
+
     fn reference(&self, plugin: &str) -> Result<Reference> {
         if plugin != "ma_cross" {
             return Ok(Reference::Unavailable(format!(
@@ -113,7 +156,17 @@ impl Venue for InProcess<'_> {
         };
         // Only the first rollback is checked: stop recording (the log would grow all along).
         self.floor.log.stop();
-        let checked = check_reference(self.dir, &live, &calls);
+        let baseline = self
+            .baseline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(baseline) = baseline else {
+            return Ok(Reference::Unavailable(
+                "no mark was taken before the step".to_owned(),
+            ));
+        };
+        let checked = check_reference(&baseline, &live, &calls);
         Ok(match checked {
             Ok(()) => Reference::Matched {
                 calls: calls.len(),
@@ -148,53 +201,56 @@ fn strategy_config() -> Value {
     json!({"fast_ma_period": 5, "slow_ma_period": 20, "order_qty": 1})
 }
 
-/// Feeds `calls` (every call of ma_cross since the start, in sequence order) to a reference
-/// runtime of its own running the desk's first ma_cross alone, each at the host time it was
-/// given, and compares the state with `live`.
+/// Feeds `calls` (every call of ma_cross since the mark, in sequence order) to a reference
+/// runtime of its own running the version of the mark alone, from its state there, each call
+/// at the host time it was given, and compares the state with `live`.
 fn check_reference(
-    dir: &Path,
+    baseline: &Baseline,
     live: &plugsync_host::StateSnapshot,
     calls: &[(plugsync_host::CallReceipt, Vec<u8>)],
 ) -> std::result::Result<(), String> {
     let store = tempfile_dir("reference");
+    let start = &baseline.snapshot;
     let result = (|| {
         let reference = Runtime::new(RuntimeOptions::new(&store)).map_err(|e| e.to_string())?;
         let digest = reference
-            .stage_file(&dir.join(STRATEGY_START))
+            .stage_file(&baseline.library)
             .map_err(|e| e.to_string())?
             .digest;
         if digest != live.version.digest {
             return Err(format!(
-                "{} serves, not the desk's first version ({})",
+                "{} serves, not the version of the mark ({})",
                 live.version.version,
                 digest.short()
             ));
         }
         reference
-            .install(&digest, strategy_config())
+            .install(&digest, baseline.config.clone())
             .map_err(|e| e.to_string())?;
+        reference.restore(start).map_err(|e| e.to_string())?;
         let handle = reference.handle("ma_cross").map_err(|e| e.to_string())?;
         let mut output = Vec::new();
-        for (receipt, input) in calls.iter().take_while(|(r, _)| r.seq <= live.seq) {
+        let since = calls.iter().filter(|(r, _)| r.seq > start.seq);
+        for (receipt, input) in since.take_while(|(r, _)| r.seq <= live.seq) {
             let again = handle
                 .call_into_at(input, receipt.now, &mut output)
                 .map_err(|e| format!("call #{} failed in the reference: {e}", receipt.seq))?;
-            if again.seq != receipt.seq {
+            if start.seq + again.seq != receipt.seq {
                 return Err(format!(
                     "call #{} is missing from the record (a call failed?)",
-                    again.seq
+                    start.seq + again.seq
                 ));
             }
         }
         let expected = reference.snapshot("ma_cross").map_err(|e| e.to_string())?;
-        if (expected.seq, expected.sha256) == (live.seq, live.sha256) {
+        if (start.seq + expected.seq, expected.sha256) == (live.seq, live.sha256) {
             Ok(())
         } else {
             Err(format!(
                 "after call #{} the reference has state sha256 {} (as of call #{}), the desk {}",
                 live.seq,
                 expected.sha256.short(),
-                expected.seq,
+                start.seq + expected.seq,
                 live.sha256.short()
             ))
         }
@@ -292,7 +348,7 @@ fn trade(
         stats: (0..threads).map(|_| DeskStats::default()).collect(),
         gate: RwLock::new(()),
         stop: AtomicBool::new(false),
-        log: CallLog::recording(),
+        log: CallLog::idle(),
     };
     let _ = writeln!(
         out,
@@ -300,6 +356,7 @@ fn trade(
         instruments.len()
     );
 
+    let names: BTreeMap<Digest, &str> = digests.iter().map(|(name, d)| (*d, *name)).collect();
     let (strategy, risk) = (runtime.handle("ma_cross")?, runtime.handle("risk_model")?);
     let (outcome, desks) = std::thread::scope(|scope| {
         let mut feeds = Vec::new();
@@ -340,6 +397,8 @@ fn trade(
             floor: &floor,
             instruments: &instruments,
             dir,
+            libraries: &names,
+            baseline: Mutex::new(None),
         };
         let outcome = run_steps(&venue, dir, options, out);
         floor.stop.store(true, Ordering::Relaxed);
@@ -360,7 +419,6 @@ fn trade(
             let _ = writeln!(out, "  failed call: {}", failure.error);
         }
     }
-    let names: BTreeMap<Digest, &str> = digests.iter().map(|(name, d)| (*d, *name)).collect();
     let tagged: Vec<String> = by_digest
         .iter()
         .map(|(d, n)| format!("{} ({}): {n}", names.get(d).unwrap_or(&"?"), d.short()))
