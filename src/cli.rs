@@ -23,14 +23,13 @@ enum Command {
     /// Run a live trading desk and hot-update its plugins under load: in this process, or
     /// through a host's control API (`--via-host`, `--host URL`).
     ///
-    /// Before the upgrades, it tells them as GitOps: publishes the example plugins to a
-    /// registry in a temporary directory, writes a plugins.yaml pinning risk_model 2.0.0 and
-    /// ma_cross 2.1.0, validates and locks it, prints the plan `reconcile --dry-run` computes
-    /// against the desk (state migrations previewed) and checks that it is the upgrades made.
-    /// Then it applies the steps as `plugsync reconcile` does: a faulty ma_cross (from a
-    /// plugins.yaml of its own) rolled back by replay, then ma_cross 2.0.0, risk_model 2.0.0,
-    /// ma_cross 2.1.0. It exits 0 only if the plan matched, no call failed, no state was lost
-    /// and the books matched after every step.
+    /// It tells the GitOps story: plugins.yaml committed in a scratch git repository
+    /// (risk_model 2.0.0, ma_cross 2.0.0), validated, locked, its plan shown
+    /// (`reconcile --dry-run`, state migrations previewed) and reconciled; a faulty ma_cross
+    /// 2.0.1 committed, rolled back by replay, marked failed and not retried, then a commit to
+    /// 2.1.0; a manual rollback held against the next reconcile, then released; and `history`,
+    /// each step with its commit. It exits 0 only if the plan matched, no call failed, no state
+    /// was lost, the books matched after every step and every stage's check held.
     Demo(DemoArgs),
     /// Print a built plugin's metadata, read from the file without running it.
     Inspect(InspectArgs),

@@ -7,32 +7,30 @@
 //!    fills back to both plugins and into the host's ledger), or in a host: one the demo starts
 //!    (`--via-host`) or one already running (`--host URL`), trading with its own feed;
 //! 3. **stage** the artifacts of the steps (`PUT /v1/artifacts/…` for a host);
-//! 4. **declare and plan** the upgrades as an operator would, in a temporary directory:
-//!    **publish** the example plugins to a registry directory (channel `stable`), **write** a
-//!    plugins.yaml pinning risk_model 2.0.0 and ma_cross 2.1.0 (each with a config and a soak),
-//!    **validate** it and **lock** it, then compute **`reconcile --dry-run`** against the desk
-//!    (the runtime in this process, or the host's control API) and print the plan, its state
+//! 4. **declare and plan** as an operator would, in a temporary directory: **publish** the
+//!    example plugins to a registry directory (channel `stable`), **write** a plugins.yaml
+//!    pinning risk_model 2.0.0 and ma_cross 2.0.0 (each with a config and a soak), **validate**
+//!    and **lock** it and **commit** both files in a scratch git repository (gix, no `git`),
+//!    then compute **`reconcile --dry-run`** against the desk and print the plan, its state
 //!    migrations previewed on the live states in a child `plugsync preflight-child` (when no
-//!    plugsync executable is found, without previews, and it says so); **check** that the
-//!    plan's steps are the upgrades step 5 makes after its faulty release, in order, to the
-//!    same artifacts;
-//! 5. **apply** the steps while the desk trades, as `plugsync reconcile` applies them: with
-//!    the apply engine ([`ops::reconcile`](crate::ops::reconcile)) over the venue's
-//!    [`HostPort`] (the runtime's control API called in this process, or the host's over
-//!    HTTP), journaled in the GitOps directory, each step preflighted in a child `plugsync`
-//!    (when none is found, not preflighted, and it says so), staged, switched under the
-//!    host's reconcile lease, soaked, then committed or rolled back. First a plugins.yaml of
-//!    its own pins a faulty ma_cross (switched under the lock so that it starts fresh, it
-//!    passes its preflight and its health check at the switch, serves calls, fails its health
-//!    check and is rolled back by replaying those calls; in this process the restored state
-//!    is then checked against a reference runtime fed the same calls); then the locked
-//!    plugins.yaml: ma_cross 2.0.0, risk_model 2.0.0, ma_cross 2.1.0. As the engine ends each
-//!    step, the demo prints its line, the state before and after migration, how the switch
-//!    was done, the calls served and failed, and checks the books;
+//!    plugsync executable is found, without previews, and it says so); **check** that its
+//!    steps are the demo's first steps, in order, to the same artifacts;
+//! 5. **tell the story** while the desk trades (`apply.rs`), each change applied as
+//!    `plugsync reconcile` applies it, by the apply engine ([`ops::reconcile`](crate::ops::reconcile))
+//!    over the venue's [`HostPort`] from the committed plugins.yaml, each step journaled,
+//!    preflighted in a child `plugsync`, staged, switched under the lease, soaked, committed or
+//!    rolled back: the first commit; a faulty ma_cross 2.0.1 committed (switched under the
+//!    lock so that it starts fresh, it serves calls, fails its health check and is rolled back
+//!    by replaying them, its restored state checked in this process against a reference
+//!    runtime fed the same calls from a mark before the step), marked failed, not retried by
+//!    the next reconcile, then moved past by a commit to 2.1.0; a manual rollback
+//!    ([`ops::rollback`](crate::ops::rollback) with `yes`) held against the next reconcile,
+//!    released ([`ops::restrain`](crate::ops::restrain)) and moved back; then
+//!    [`ops::history`](crate::ops::history), each step with the commit it was applied from;
 //! 6. **verdict**: success only if the plan was the upgrades made, no call failed, no rollback
-//!    lost state, the faulty step was rolled back by replaying the calls it served (and, in
-//!    this process, its restored state matched the reference) and the others committed, and
-//!    the books matched after every step.
+//!    lost state, each step ended as expected, the books matched after every step, and every
+//!    check of the story held (the failed mark, the reconcile that did not retry it, the hold
+//!    kept, the history's commits).
 //!
 //! The story, the narration and the checks are shared: a [`Venue`] says only how the demo
 //! reaches the plugins (a [`Runtime`](plugsync_host::Runtime) here, or the control API) and
