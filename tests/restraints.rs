@@ -452,6 +452,50 @@ fn status_shows_desired_against_running_what_is_kept_and_why_the_last_plan_and_r
     let json = desk.operator(&["status", "-f", file, "--output", "json"]);
     assert_exit(&json, 0);
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let operator = serde_json::to_string_pretty(&value["plugsync"]).unwrap();
+    expect![[r#"
+        {
+          "desired": {
+            "commit": null,
+            "dirty": null,
+            "drift": [],
+            "file": "[ROOT]/plugins.yaml",
+            "inSync": true,
+            "lifts": [],
+            "plugins": [
+              {
+                "desired": "2.0.0",
+                "plugin": "risk_model",
+                "running": "1.0.0",
+                "status": "kept",
+                "why": "held by default since [TIME]: limits under review; plugins.yaml asks 2.0.0 (release: `plugsync release risk_model`)"
+              },
+              {
+                "desired": "2.1.0",
+                "plugin": "ma_cross",
+                "running": "1.0.0",
+                "status": "kept",
+                "why": "plugins.yaml asks 2.1.0, which needs `risk_model` >=2.0, <3: `risk_model` stays"
+              },
+              {
+                "desired": "1.0.0",
+                "plugin": "quote_counter",
+                "running": "1.0.0",
+                "status": "in-sync"
+              }
+            ]
+          },
+          "lastPlan": {
+            "client": "default",
+            "done": 1,
+            "failed": [],
+            "planId": "[HASH]",
+            "startedAt": "[TIME]",
+            "unfinished": 0
+          },
+          "rollbackPoints": []
+        }
+    "#]].assert_eq(&normalise_apply(&desk.normalised(&operator)));
     let plugins = &value["plugsync"]["desired"]["plugins"];
     let statuses: Vec<(&str, &str)> = (plugins.as_array().unwrap().iter())
         .map(|p| (p["plugin"].as_str().unwrap(), p["status"].as_str().unwrap()))
