@@ -520,8 +520,8 @@ impl<'a> Engine<'a> {
             state,
             running: others,
         };
+        // Not a mark of the step's line: a safety record, listed by `status` and `gc`.
         self.store.save_point(&point)?;
-        self.runs[index].report.mark("rollback point ✓");
         Ok(None)
     }
 
