@@ -237,7 +237,8 @@ fn render(status: &Value) -> String {
     if !freeze.is_null() {
         let _ = writeln!(
             out,
-            "frozen by {}: {}; switch, install and unload are refused unless forced",
+            "frozen by {}: {}; switch, install and unload are refused unless forced (lift: \
+             `plugsync unfreeze`)",
             text(&freeze["by"]),
             text(&freeze["reason"])
         );
@@ -245,7 +246,8 @@ fn render(status: &Value) -> String {
     let empty_map = serde_json::Map::new();
     for (plugin, because) in restraints["holds"].as_object().unwrap_or(&empty_map) {
         notes.push(format!(
-            "{plugin}: held at its running version by {}: {}",
+            "{plugin}: held at its running version by {}: {} (release: `plugsync release \
+             {plugin}`)",
             text(&because["by"]),
             text(&because["reason"])
         ));
@@ -259,11 +261,13 @@ fn render(status: &Value) -> String {
     }
     for mark in restraints["failed"].as_array().unwrap_or(&empty) {
         notes.push(format!(
-            "{}: {} ({}) is marked failed: {}",
+            "{}: {} ({}) is marked failed: {}; not retried (clear: `plugsync retry {}`, or \
+             change its entry in plugins.yaml)",
             text(&mark["plugin"]),
             text(&mark["version"]),
             short(&mark["digest"]),
-            text(&mark["because"]["reason"])
+            text(&mark["because"]["reason"]),
+            text(&mark["plugin"]),
         ));
     }
     for plugin in plugins {
@@ -569,12 +573,12 @@ mod tests {
         expect_test::expect![[r#"
             host: plugin ABI 1, framework 0.1.0, 2 plugins
             reconcile lease: held by sidecar (epoch 3) for 12.3 s more
-            frozen by ops: US open; switch, install and unload are refused unless forced
+            frozen by ops: US open; switch, install and unload are refused unless forced (lift: `plugsync unfreeze`)
             PLUGIN      VERSION  SHA256        HEALTH  FAULTED  CALLS  ERRORS  PANICS  LAST CALL  PENDING STEP  LAST STEP
             ma_cross    2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  1.5 s ago  -             -
             risk_model  2.0.0    aaaaaaaaaaaa  ok      no           7       0       0  0.0 s ago  -             -
-              risk_model: held at its running version by ops: under review
-              ma_cross: 2.0.1 (aaaaaaaaaaaa) is marked failed: rolled back: lease of 600000 ms expired
+              risk_model: held at its running version by ops: under review (release: `plugsync release risk_model`)
+              ma_cross: 2.0.1 (aaaaaaaaaaaa) is marked failed: rolled back: lease of 600000 ms expired; not retried (clear: `plugsync retry ma_cross`, or change its entry in plugins.yaml)
               ma_cross: busy: its slot was held when status looked (a long call or a switch); shown as last seen
               ma_cross: stuck: call #8 has run for 1500 ms, longer than the host's call watchdog allows; it cannot be cancelled in-process
 
