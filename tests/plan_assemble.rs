@@ -95,7 +95,13 @@ fn render(plan: &Result<Plan, plan::PlanError>) -> String {
         if let Some(config) = &change.config {
             out.push_str(&format!("; config {} → {}", config.running, config.desired));
         }
+        if let Some(kept) = &change.kept {
+            out.push_str(&format!("; kept {}", serde_json::to_string(kept).unwrap()));
+        }
         out.push('\n');
+    }
+    for lift in &plan.lifts {
+        out.push_str(&format!("lift {}\n", serde_json::to_string(lift).unwrap()));
     }
     for step in &plan.steps {
         let version = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
@@ -305,12 +311,7 @@ fn what_would_make_the_steps_wait_or_be_refused_is_listed() {
             let because = json!({"reason": "audit", "by": "ops", "at": 0});
             status["lease"]["holder"] =
                 json!({"owner": "sidecar-b", "epoch": 3, "expires_at": 0, "acquired_at": 0});
-            status["restraints"]["freeze"] = because.clone();
-            status["restraints"]["holds"] = json!({"ma_cross": because.clone()});
-            status["restraints"]["failed"] = json!([{
-                "plugin": "ma_cross", "digest": artifact("ma_cross", "2.0.0"),
-                "version": "2.0.0", "because": because,
-            }]);
+            status["restraints"]["freeze"] = because;
         },
         expect![[r#"
             ma_cross Upgrade steps [1]
@@ -319,11 +320,79 @@ fn what_would_make_the_steps_wait_or_be_refused_is_listed() {
             wait {"kind":"window","deniedBy":["weekend"],"outside":[],"until":"2026-12-07T00:00:00Z","untilLocal":"Mon 00:00 UTC","wait":"31h"}
             wait {"kind":"lease","holder":"sidecar-b"}
             refused {"kind":"freeze","because":{"reason":"audit","by":"ops","at":0}}
-            refused {"kind":"hold","plugin":"ma_cross","because":{"reason":"audit","by":"ops","at":0},"steps":[1]}
-            refused {"kind":"failed","plugin":"ma_cross","version":"2.0.0","because":{"reason":"audit","by":"ops","at":0},"steps":[1]}
             warning {"kind":"strategyNotSupported","plugin":"ma_cross","strategy":"when-idle"}
         "#]],
     );
+}
+
+/// (case, the version asked, the host's holds, its failed marks, the plan)
+#[test]
+fn holds_and_failed_marks_keep_their_plugin_and_ones_set_under_another_entry_are_lifted() {
+    let because = |entry: Option<&str>| json!({"reason": "audit", "by": "ops", "at": 0, "entry_sha256": entry});
+    let mark = |version: &str, entry: Option<&str>| {
+        json!({"plugin": "ma_cross", "digest": artifact("ma_cross", version),
+               "version": version, "because": because(entry)})
+    };
+    let cases = [
+        (
+            "a hold set by hand keeps it",
+            "2.0.0",
+            json!({"ma_cross": because(None)}),
+            json!([]),
+            expect![[r#"
+                a hold set by hand keeps it:
+                ma_cross Kept steps []; kept {"wanted":{"version":"2.0.0","sha256":"51e8f6bebc5094b6bede1c90107bc4b90e54f011fc8cf16aa825248b47215d0b"},"because":{"kind":"held","because":{"reason":"audit","by":"ops","at":0}}}
+                waves []
+            "#]],
+        ),
+        (
+            "a failed mark on the version asked keeps it",
+            "2.0.0",
+            json!({}),
+            json!([mark("2.0.0", None)]),
+            expect![[r#"
+                a failed mark on the version asked keeps it:
+                ma_cross Kept steps []; kept {"wanted":{"version":"2.0.0","sha256":"51e8f6bebc5094b6bede1c90107bc4b90e54f011fc8cf16aa825248b47215d0b"},"because":{"kind":"failed","version":"2.0.0","because":{"reason":"audit","by":"ops","at":0}}}
+                waves []
+            "#]],
+        ),
+        (
+            "a hold set under another entry is lifted, and the plugin moves",
+            "2.0.0",
+            json!({"ma_cross": because(Some("an-older-entry"))}),
+            json!([]),
+            expect![[r#"
+                a hold set under another entry is lifted, and the plugin moves:
+                ma_cross Upgrade steps [1]
+                lift {"kind":"hold","plugin":"ma_cross","because":{"reason":"audit","by":"ops","at":0,"entry_sha256":"an-older-entry"}}
+                1. ma_cross Upgrade 1.0.0 → 2.0.0; config (migrated by the host); [{"kind":"pinned"}]
+                waves [[1]]
+            "#]],
+        ),
+        (
+            "a failed mark on the only way there keeps it, by that version",
+            "2.1.0",
+            json!({}),
+            json!([mark("2.0.0", None)]),
+            expect![[r#"
+                a failed mark on the only way there keeps it, by that version:
+                ma_cross Kept steps []; kept {"wanted":{"version":"2.1.0","sha256":"8e953b0e715fef7ffea0ee0f8e05d390701030f3a7dc81f09e9e27419e1b4a89"},"because":{"kind":"failed","version":"2.0.0","because":{"reason":"audit","by":"ops","at":0}}}
+                waves []
+            "#]],
+        ),
+    ];
+    for (case, version, holds, failed, expected) in cases {
+        let plan = plan_of(
+            MA_CROSS,
+            &format!("  plugins:\n    - {{id: ma_cross, version: {version}}}\n"),
+            &[running("ma_cross", "1.0.0")],
+            |status| {
+                status["restraints"]["holds"] = holds;
+                status["restraints"]["failed"] = failed;
+            },
+        );
+        expected.assert_eq(&format!("{case}:\n{}", render(&plan)));
+    }
 }
 
 #[test]

@@ -735,8 +735,9 @@ fn a_fresh_state_step_is_marked_as_discarding_the_state() {
 }
 
 #[test]
-fn what_the_host_would_refuse_is_shown_with_who_and_why() {
+fn what_the_host_would_refuse_or_keeps_is_shown_with_who_and_why() {
     let desk = Desk::at_v1();
+    publish(desk.path(), "quote_counter", "stable");
     // A version rolled back on this host is marked failed there.
     let artifact = desk.api.stage(&lib(RISK_MODEL_1_1_0));
     desk.api.post(
@@ -757,40 +758,39 @@ fn what_the_host_would_refuse_is_shown_with_who_and_why() {
         "  plugins:
     - {id: risk_model, version: 1.1.0, config: {max_position: 10}}
     - {id: ma_cross, version: 2.0.0}
+    - {id: quote_counter, version: 1.0.0}
 ",
     );
+    // The held plugin and the one whose version failed are kept; the install, which neither
+    // touches, is what the freeze refuses.
     let finished = desk.dry_run(&["--no-preview"]);
     desk.check(&finished, 2, expect![[r#"
         Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
         Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
 
-          ~ risk_model  1.0.0 → 1.1.0  pinned                        1 step
-          ~ ma_cross    1.0.0 → 2.0.0  pinned                        1 step
+          = risk_model     1.0.0  1.1.0 marked failed by host at [TIME]: rolled back: rollback requested; not retried (clear: `plugsync retry risk_model`, or change its entry)
+          = ma_cross       1.0.0  held by default since [TIME]: investigating fills; plugins.yaml asks 2.0.0 (release: `plugsync release ma_cross`)
+          + quote_counter  1.0.0  pinned                        1 step
 
         Set:
           --- running
           +++ desired
-          @@ -1,2 +1,2 @@
-          -risk_model 1.0.0
-          -ma_cross 1.0.0
-          +risk_model 1.1.0
-          +ma_cross 2.0.0
+          @@ -2 +2,2 @@
+           ma_cross 1.0.0
+          +quote_counter 1.0.0
 
         Order (each intermediate set satisfies every dependency):
 
-           1. risk_model  1.0.0 → 1.1.0      minor  migrate   pinned
+           1. quote_counter  → 1.0.0            install          pinned
                switch: immediate; verify: health
-           2. ma_cross    1.0.0 → 2.0.0      major  migrate   pinned
-               switch: immediate; verify: health
+               config: {}
 
         Refused: the host is frozen by default since [TIME]: quarter-end close (lift: `plugsync unfreeze`)
-        Refused: `ma_cross` is held by default since [TIME]: investigating fills; step 2 refused (lift: `plugsync release ma_cross`)
-        Refused: `risk_model` 1.1.0 is marked failed on this host (rolled back: rollback requested, by host at [TIME]); step 1 refused (clear: `plugsync retry risk_model`)
 
         Drift (runs other than the reconciler left it):
           risk_model (at [TIME]): last change `rollback` by `api` (client `default`), not the reconciler
 
-        Plan: 0 to install, 2 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (2 steps), 0 unchanged. Plan id [ID].
+        Plan: 1 to install, 0 to upgrade, 0 to downgrade, 0 to reconfigure, 0 to remove (1 step), 0 unchanged, 2 kept. Plan id [ID].
     "#]]);
 }
 

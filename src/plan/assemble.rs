@@ -120,39 +120,57 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             plugin: plugin.id.clone(),
             versions: Vec::new(),
         };
-        let index = input.index.get(&plugin.id).unwrap_or(&empty);
-        // A version marked failed is not one to step through (the target is judged below).
-        let unmarked;
-        let index = if (index.versions.iter()).any(|v| standing.failed(&plugin.id, &v.sha256)) {
-            unmarked = IndexFile {
-                plugin: index.plugin.clone(),
-                versions: (index.versions.iter())
-                    .filter(|v| {
-                        v.sha256 == resolved.sha256
-                            || v.sha256 == status.version.digest
-                            || !standing.failed(&plugin.id, &v.sha256)
-                    })
+        let full = input.index.get(&plugin.id).unwrap_or(&empty);
+        let graph_of = |index: &IndexFile| -> Result<(VersionGraph, Vec<UpgradePath>), PlanError> {
+            let graph = VersionGraph::build(&GraphInput::of(
+                plugin,
+                spec,
+                &allow,
+                Running {
+                    metadata: &status.metadata,
+                    sha256: status.version.digest,
+                    config_differs,
+                },
+                resolved,
+                index,
+                &host,
+            ))?;
+            let found = paths(&graph, input.limits.k_paths)?;
+            Ok((graph, found))
+        };
+        // A version marked failed is not one to step through (the target is judged below);
+        // when no path is left without one, the plugin stays, kept by the first on its way.
+        let marked = |v: &IndexEntry| {
+            v.sha256 != resolved.sha256
+                && v.sha256 != status.version.digest
+                && standing.failed(&plugin.id, &v.sha256)
+        };
+        let mut through_marked = None;
+        let (graph, found) = if full.versions.iter().any(marked) {
+            let unmarked = IndexFile {
+                plugin: full.plugin.clone(),
+                versions: (full.versions.iter())
+                    .filter(|v| !marked(v))
                     .cloned()
                     .collect(),
             };
-            &unmarked
+            match graph_of(&unmarked) {
+                Ok(planned) => planned,
+                Err(_) => {
+                    let (graph, found) = graph_of(full)?;
+                    through_marked = (found.first().into_iter())
+                        .flat_map(|path| &path.steps)
+                        .find_map(|step| standing.failed.get(&step.sha256))
+                        .map(|mark| KeptBecause::Failed {
+                            version: mark.version.clone(),
+                            because: mark.because.clone(),
+                        });
+                    (graph, found)
+                }
+            }
         } else {
-            index
+            graph_of(full)?
         };
-        let graph = VersionGraph::build(&GraphInput::of(
-            plugin,
-            spec,
-            &allow,
-            Running {
-                metadata: &status.metadata,
-                sha256: status.version.digest,
-                config_differs,
-            },
-            resolved,
-            index,
-            &host,
-        ))?;
-        let found = paths(&graph, input.limits.k_paths)?;
         let running_version = parse(&status.metadata.version);
         let kind = match running_version.as_ref().map(|v| resolved.version.cmp(v)) {
             Some(std::cmp::Ordering::Greater) => ChangeKind::Upgrade,
@@ -180,12 +198,13 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
             paths: found,
             kind,
             config,
-            kept: standing.keeps(
+            kept: (standing.keeps(
                 &plugin.id,
                 Some(&status.version.digest),
                 &resolved.sha256,
                 moves,
-            ),
+            ))
+            .or(through_marked.filter(|_| moves)),
             end: Some(match moves {
                 true => target,
                 false => placement(&status.metadata),
