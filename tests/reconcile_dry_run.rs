@@ -1112,178 +1112,179 @@ fn the_json_plan_of_the_example_desk_installed_afresh() {
         &finished,
         2,
         expect![[r#"
-        {
-          "format": 1,
-          "planId": "[HASH]",
-          "file": "[ROOT]/examples/desk.yaml",
-          "inputs": {
-            "desiredSha256": "[HASH]",
-            "lockSha256": null,
-            "abi": 1,
-            "framework": "0.1.0",
-            "residentCap": 8,
-            "running": []
-          },
-          "observed": {
-            "source": "[HOST]",
-            "at": "[TIME]",
-            "api": "1.1",
-            "withState": true
-          },
-          "changes": [
             {
-              "plugin": "risk_model",
-              "kind": "install",
-              "from": null,
-              "to": {
-                "version": "1.0.0",
-                "sha256": "[HASH]"
+              "format": 1,
+              "planId": "[HASH]",
+              "file": "[ROOT]/examples/desk.yaml",
+              "inputs": {
+                "desiredSha256": "[HASH]",
+                "lockSha256": null,
+                "abi": 1,
+                "framework": "0.1.0",
+                "residentCap": 8,
+                "running": []
               },
-              "why": {
-                "kind": "pinned"
+              "observed": {
+                "source": "[HOST]",
+                "at": "[TIME]",
+                "api": "1.1",
+                "withState": true
               },
-              "via": [],
-              "steps": [
-                1
-              ],
-              "config": null
-            },
-            {
-              "plugin": "ma_cross",
-              "kind": "install",
-              "from": null,
-              "to": {
-                "version": "2.0.0",
-                "sha256": "[HASH]"
-              },
-              "why": {
-                "kind": "pinned"
-              },
-              "via": [],
-              "steps": [
-                2
-              ],
-              "config": null
-            }
-          ],
-          "steps": [
-            {
-              "number": 1,
-              "plugin": "risk_model",
-              "action": "install",
-              "from": null,
-              "to": {
-                "version": "1.0.0",
-                "sha256": "[HASH]",
-                "file": "artifacts/risk_model/1.0.0/librisk_model_v1_0_0.so",
-                "signature": null
-              },
-              "jump": null,
-              "migration": null,
-              "config": {
-                "max_position": 100
-              },
-              "reasons": [
+              "changes": [
                 {
-                  "kind": "pinned"
-                }
-              ],
-              "strategy": {
-                "kind": "immediate"
-              },
-              "verify": {
-                "soak": {
-                  "duration": "30s",
-                  "maxErrorRate": 0.001,
-                  "minCalls": 100
-                }
-              },
-              "onFailure": "halt"
-            },
-            {
-              "number": 2,
-              "plugin": "ma_cross",
-              "action": "install",
-              "from": null,
-              "to": {
-                "version": "2.0.0",
-                "sha256": "[HASH]",
-                "file": "artifacts/ma_cross/2.0.0/libma_cross_v2_0_0.so",
-                "signature": null
-              },
-              "jump": null,
-              "migration": null,
-              "config": {
-                "fast_period": 5,
-                "signal_threshold": 0.01,
-                "slow_period": 20
-              },
-              "reasons": [
-                {
-                  "kind": "pinned"
+                  "plugin": "risk_model",
+                  "kind": "install",
+                  "from": null,
+                  "to": {
+                    "version": "1.0.0",
+                    "sha256": "[HASH]"
+                  },
+                  "why": {
+                    "kind": "pinned"
+                  },
+                  "via": [],
+                  "steps": [
+                    1
+                  ],
+                  "config": null
                 },
                 {
-                  "kind": "after",
-                  "dependency": "risk_model",
-                  "requirement": ">=1.0, <3",
-                  "step": 1
+                  "plugin": "ma_cross",
+                  "kind": "install",
+                  "from": null,
+                  "to": {
+                    "version": "2.0.0",
+                    "sha256": "[HASH]"
+                  },
+                  "why": {
+                    "kind": "pinned"
+                  },
+                  "via": [],
+                  "steps": [
+                    2
+                  ],
+                  "config": null
                 }
               ],
-              "strategy": {
-                "kind": "immediate"
-              },
-              "verify": {
-                "probes": [
-                  {
-                    "name": "a cross up buys",
-                    "state": null,
-                    "steps": [
+              "steps": [
+                {
+                  "number": 1,
+                  "plugin": "risk_model",
+                  "action": "install",
+                  "from": null,
+                  "to": {
+                    "version": "1.0.0",
+                    "sha256": "[HASH]",
+                    "file": "artifacts/risk_model/1.0.0/librisk_model_v1_0_0.so",
+                    "signature": null
+                  },
+                  "jump": null,
+                  "migration": null,
+                  "config": {
+                    "max_position": 100
+                  },
+                  "reasons": [
+                    {
+                      "kind": "pinned"
+                    }
+                  ],
+                  "strategy": {
+                    "kind": "immediate"
+                  },
+                  "verify": {
+                    "soak": {
+                      "duration": "30s",
+                      "maxErrorRate": 0.001,
+                      "minCalls": 100
+                    }
+                  },
+                  "onFailure": "halt"
+                },
+                {
+                  "number": 2,
+                  "plugin": "ma_cross",
+                  "action": "install",
+                  "from": null,
+                  "to": {
+                    "version": "2.0.0",
+                    "sha256": "[HASH]",
+                    "file": "artifacts/ma_cross/2.0.0/libma_cross_v2_0_0.so",
+                    "signature": null
+                  },
+                  "jump": null,
+                  "migration": null,
+                  "config": {
+                    "fast_period": 5,
+                    "signal_threshold": 0.01,
+                    "slow_period": 20
+                  },
+                  "reasons": [
+                    {
+                      "kind": "pinned"
+                    },
+                    {
+                      "kind": "after",
+                      "dependency": "risk_model",
+                      "requirement": ">=1.0, <3",
+                      "step": 1
+                    }
+                  ],
+                  "strategy": {
+                    "kind": "immediate"
+                  },
+                  "verify": {
+                    "probes": [
                       {
-                        "input": {
-                          "bar": {
-                            "close": 100.0,
-                            "instrument": "ES"
+                        "name": "a cross up buys",
+                        "state": null,
+                        "steps": [
+                          {
+                            "input": {
+                              "bar": {
+                                "close": 100.0,
+                                "instrument": "ES"
+                              }
+                            },
+                            "expect": null
+                          },
+                          {
+                            "input": {
+                              "bar": {
+                                "close": 101.0,
+                                "instrument": "ES"
+                              }
+                            },
+                            "expect": null
                           }
-                        },
-                        "expect": null
-                      },
-                      {
-                        "input": {
-                          "bar": {
-                            "close": 101.0,
-                            "instrument": "ES"
-                          }
-                        },
-                        "expect": null
+                        ]
                       }
-                    ]
-                  }
-                ],
-                "soak": {
-                  "duration": "1m",
-                  "maxErrorRate": 0.001,
-                  "minCalls": 100,
-                  "maxCallLatencyUs": 500,
-                  "minCallsBeforeCommit": 1000
+                    ],
+                    "soak": {
+                      "duration": "1m",
+                      "maxErrorRate": 0.001,
+                      "minCalls": 100,
+                      "maxCallLatencyUs": 500,
+                      "minCallsBeforeCommit": 1000
+                    }
+                  },
+                  "onFailure": "rollback"
                 }
-              },
-              "onFailure": "rollback"
+              ],
+              "waves": [
+                [
+                  1
+                ],
+                [
+                  2
+                ]
+              ],
+              "waits": [],
+              "refusals": [],
+              "lifts": [],
+              "warnings": [],
+              "drift": [],
+              "previews": []
             }
-          ],
-          "waves": [
-            [
-              1
-            ],
-            [
-              2
-            ]
-          ],
-          "waits": [],
-          "refusals": [],
-          "warnings": [],
-          "drift": [],
-          "previews": []
-        }
-    "#]],
+        "#]],
     );
 }
