@@ -298,17 +298,30 @@ fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
         "#]],
     );
     let finished = soaking.finish();
+    // Kept by the hold or by the mark, whichever its next plan saw first (the operator's
+    // rollback and hold race its plan): either says why, and how to let it go.
+    let (shown, kept) = finished
+        .stdout
+        .split_at(finished.stdout.find("Kept: ").unwrap());
+    assert!(
+        kept.starts_with("Kept: risk_model 1.0.0: held by default")
+            || kept.starts_with("Kept: risk_model 1.0.0: 1.1.0 marked failed by host"),
+        "{kept}"
+    );
+    let finished = support::process::Finished {
+        stdout: shown.to_owned(),
+        ..finished
+    };
     check(
         &desk,
         &finished,
         1,
         expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
-                  ✗ rolled back by the host: rollback requested by `default` (plugsync-rollback); 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
+                  ✗ rolled back by the host: rollback requested; 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
                   risk_model 1.1.0 marked failed on this host: not retried (clear: `plugsync retry risk_model`, or change its entry in plugins.yaml)
 
             Reconcile failed at step 1 of 1 (risk_model 1.0.0 → 1.1.0); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.
-            Kept: risk_model 1.0.0: 1.1.0 marked failed by host at [TIME]: rolled back: rollback requested; not retried (clear: `plugsync retry risk_model`, or change its entry)
         "#]],
     );
     assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);

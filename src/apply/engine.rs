@@ -519,6 +519,7 @@ impl<'a> Engine<'a> {
             config: status.config.clone(),
             state,
             running: others,
+            seq: 0,
         };
         // Not a mark of the step's line: a safety record, listed by `status` and `gc`.
         self.store.save_point(&point)?;

@@ -341,15 +341,26 @@ impl Store {
 
     /// Keeps `point` (durably), replacing one of the same step.
     pub fn save_point(&self, point: &RollbackPoint) -> Result<(), StoreError> {
-        let json = serde_json::to_string(point).map_err(|error| StoreError::Unencodable {
-            step_id: point.step_id.clone(),
-            reason: error.to_string(),
-        })?;
         let action = "keep a rollback point";
         let tx = self
             .db
             .begin_write()
             .map_err(|e| self.db_error(action, e))?;
+        let seq = {
+            let journal = tx
+                .open_table(JOURNAL)
+                .map_err(|e| self.db_error(action, e))?;
+            let last = journal.last().map_err(|e| self.db_error(action, e))?;
+            last.map_or(0, |(seq, _)| seq.value())
+        };
+        let point = RollbackPoint {
+            seq,
+            ..point.clone()
+        };
+        let json = serde_json::to_string(&point).map_err(|error| StoreError::Unencodable {
+            step_id: point.step_id.clone(),
+            reason: error.to_string(),
+        })?;
         {
             let mut points = tx
                 .open_table(ROLLBACK_POINTS)
@@ -361,7 +372,7 @@ impl Store {
         tx.commit().map_err(|e| self.db_error(action, e))
     }
 
-    /// The rollback points kept (of `plugin`, or all), newest first.
+    /// The rollback points kept (of `plugin`, or all), the last kept first.
     pub fn points(&self, plugin: Option<&str>) -> Result<Vec<RollbackPoint>, StoreError> {
         let action = "read the rollback points";
         let tx = self.db.begin_read().map_err(|e| self.db_error(action, e))?;
@@ -381,7 +392,7 @@ impl Store {
                 points.push(point);
             }
         }
-        points.sort_by(|a, b| (b.at_ms, &b.step_id).cmp(&(a.at_ms, &a.step_id)));
+        points.sort_by(|a, b| (b.seq, b.at_ms, &b.step_id).cmp(&(a.seq, a.at_ms, &a.step_id)));
         Ok(points)
     }
 

@@ -43,6 +43,10 @@ pub struct RollbackPoint {
     pub state: Option<StateSnapshot>,
     /// What every plugin ran then (the dependencies it ran beside), sorted.
     pub running: Vec<RunningVersion>,
+    /// Its place among the journal's records when it was kept (set by `Store::save_point`):
+    /// the order points were taken in, whatever clock timed them.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// One plugin's version, as a rollback point saw it.
