@@ -726,7 +726,9 @@ fn a_host_killed_mid_soak_comes_back_on_its_committed_set_and_the_reconcile_plan
     desk.trade();
     let stopped = desk.restart_host("TERM");
     assert!(stopped.status.success(), "{}", stopped.stderr);
-    desk.desire(&V1_1.replace("300ms", "2s"));
+    // A soak long enough that the kill lands in it even on a loaded machine (the kill follows
+    // the first sight of the pending step; the step planned again soaks as long).
+    desk.desire(&V1_1.replace("300ms", "15s"));
     let running = desk.reconcile_in_background(&[("PLUGSYNC_NOW", SATURDAY)], &[]);
     wait_until("risk_model 1.1.0 soaks", || {
         !desk.api.plugin("risk_model")["pending"].is_null()
@@ -738,7 +740,9 @@ fn a_host_killed_mid_soak_comes_back_on_its_committed_set_and_the_reconcile_plan
         &finished,
         0,
         expect![[r#"
-            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 2s ✓  committed
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
+                  ✗ interrupted: the host restarted during the soak and came back on its committed set (risk_model 1.0.0 runs); planned again
+            [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)  soak 15s ✓  committed
 
             Applied 1 step. The host runs ma_cross 1.0.0, risk_model 1.1.0.
         "#]],
