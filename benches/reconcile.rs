@@ -291,6 +291,7 @@ impl Fixture {
             limits: SearchLimits::default(),
             crash_at: None,
             lease_ttl: Duration::from_secs(30),
+            stop: plugsync::apply::Stop::new(),
         }
     }
 }

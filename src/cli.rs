@@ -61,6 +61,11 @@ enum Command {
     /// in which order, what each migration does to the live state — without touching the host.
     #[command(after_help = RECONCILE_EXIT_CODES)]
     Reconcile(ReconcileArgs),
+    /// The sidecar: reconcile on start, on every change to plugins.yaml (watched: in-place
+    /// edits, rename-on-save, `git pull`, a symlink swap) and on an interval (drift), until
+    /// SIGTERM or SIGINT. An invalid plugins.yaml is never applied: its errors are logged and
+    /// the last good one stays the one reconciled to.
+    Run(RunArgs),
     /// Roll a plugin back by hand, and hold it there: a step still pending on the host is
     /// rolled back by the host (lossless replay); a committed one is a planned downgrade of the
     /// live state, shown first and applied with `--yes`. The next reconcile, by any client,
@@ -327,6 +332,21 @@ fn now() -> Result<jiff::Timestamp, crate::Error> {
     }
 }
 
+/// `PLUGSYNC_CRASH_AT`: where a test makes plugsync abort, to prove the journal.
+fn crash_point() -> crate::Result<Option<crate::apply::CrashPoint>> {
+    match std::env::var("PLUGSYNC_CRASH_AT") {
+        Ok(name) if !name.is_empty() => {
+            name.parse::<crate::apply::CrashPoint>()
+                .map(Some)
+                .map_err(|reason| crate::Error::BadCrashPoint {
+                    reason,
+                    value: name.clone(),
+                })
+        }
+        _ => Ok(None),
+    }
+}
+
 fn dry_run_options(args: ReconcileArgs) -> Result<ops::DryRunOptions, crate::Error> {
     let observe = match args.observed {
         Some(path) => ops::Observe::File(path),
@@ -359,17 +379,7 @@ fn dry_run_options(args: ReconcileArgs) -> Result<ops::DryRunOptions, crate::Err
 
 /// `plugsync reconcile` (no `--dry-run`): applies, a line per step, then the summary.
 fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
-    let crash_at = match std::env::var("PLUGSYNC_CRASH_AT") {
-        Ok(name) if !name.is_empty() => {
-            Some(name.parse::<crate::apply::CrashPoint>().map_err(|reason| {
-                crate::Error::BadCrashPoint {
-                    reason,
-                    value: name.clone(),
-                }
-            })?)
-        }
-        _ => None,
-    };
+    let crash_at = crash_point()?;
     let options = ops::ReconcileOptions {
         file: args.file,
         locked: args.locked,
@@ -398,6 +408,7 @@ fn apply(args: ReconcileArgs) -> Result<ExitCode, crate::Error> {
         // Renewed every third of it, and before each change: longer than a preflight may run.
         lease_ttl: (std::time::Duration::from_secs(30).max(args.preview_timeout * 2))
             .min(std::time::Duration::from_secs(3600)),
+        stop: crate::apply::Stop::new(),
     };
     let port = args.connection.port()?;
     if args.break_lease {
@@ -541,6 +552,118 @@ impl HostConnection {
     }
 }
 
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The plugins.yaml to follow.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        default_value = "plugins.yaml"
+    )]
+    file: PathBuf,
+    #[command(flatten)]
+    connection: HostConnection,
+    /// Where plugsync keeps its journal, history, rollback points, artifact cache and
+    /// `sidecar.json` (its status).
+    #[arg(long, value_name = "DIR", env = "PLUGSYNC_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Drift (the host changed by hand, plugins.yaml not): reconcile it away, or only report
+    /// it. Healing never undoes a hold, a freeze or a failed mark.
+    #[arg(long, value_enum, default_value = "heal")]
+    drift: DriftChoice,
+    /// How often the host is compared with plugins.yaml when nothing changed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    drift_interval: std::time::Duration,
+    /// How long plugins.yaml's directory must be quiet after a change before it is read.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = humantime::parse_duration)]
+    debounce: std::time::Duration,
+    /// The longest wait between retries of a failing reconcile (the backoff doubles up to it).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    max_backoff: std::time::Duration,
+    /// Require a plugins.lock made from plugins.yaml.
+    #[arg(long)]
+    locked: bool,
+    /// Do not preflight steps in a child process before the host sees them.
+    #[arg(long)]
+    no_preflight: bool,
+    /// How long one step's preflight may run before it is stopped.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    preflight_timeout: std::time::Duration,
+    /// The publishers' public keys: artifacts must be signed by one of them.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_TRUSTED_KEYS")]
+    trusted_keys: Option<PathBuf>,
+    /// A CA (PEM) an `https://` registry's certificate must verify against.
+    #[arg(long, value_name = "FILE", env = "PLUGSYNC_REGISTRY_CA")]
+    registry_ca: Option<PathBuf>,
+    /// The log's format on stderr (`RUST_LOG` or `PLUGSYNC_LOG` filter it).
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+/// `--drift`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DriftChoice {
+    /// Reconcile drift away.
+    Heal,
+    /// Only report it.
+    Report,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people.
+    Human,
+    /// A JSON object per line.
+    Json,
+}
+
+fn run_options(args: RunArgs) -> crate::Result<ops::RunOptions> {
+    let clock = match std::env::var("PLUGSYNC_NOW") {
+        Ok(value) if !value.is_empty() => crate::watch::Clock::Fixed(now()?),
+        _ => crate::watch::Clock::System,
+    };
+    let reconcile = ops::ReconcileOptions {
+        file: args.file,
+        locked: args.locked,
+        state_dir: args.state_dir.unwrap_or_else(ops::default_state_dir),
+        trusted_keys: args.trusted_keys,
+        registry_ca: args.registry_ca,
+        plan: None,
+        force: None,
+        no_wait: false,
+        preflight: !args.no_preflight,
+        preflight_timeout: args.preflight_timeout,
+        exe: std::env::current_exe().map_err(|source| crate::Error::Setup {
+            action: "find the plugsync executable (it runs preflights)",
+            source,
+        })?,
+        now: clock.now(),
+        limits: crate::plan::SearchLimits::default(),
+        crash_at: crash_point()?,
+        lease_ttl: (std::time::Duration::from_secs(30).max(args.preflight_timeout * 2))
+            .min(std::time::Duration::from_secs(3600)),
+        stop: crate::apply::Stop::new(),
+    };
+    Ok(ops::RunOptions {
+        sidecar: crate::watch::SidecarOptions {
+            reconcile,
+            clock,
+            drift: match args.drift {
+                DriftChoice::Heal => crate::watch::DriftMode::Heal,
+                DriftChoice::Report => crate::watch::DriftMode::Report,
+            },
+            drift_interval: args.drift_interval,
+            debounce: args.debounce,
+            max_backoff: args.max_backoff,
+        },
+        host: args.connection.host,
+        token_file: args.connection.token_file,
+        tls_ca: args.connection.tls_ca,
+    })
+}
+
 const ROLLBACK_EXIT_CODES: &str = "Exit codes: 0 rolled back (and held), 2 the downgrade's \
 plan shown and not applied (no --yes), 1 a step failed or an error.";
 
@@ -622,6 +745,7 @@ fn rollback(args: RollbackArgs) -> crate::Result<ExitCode> {
             crash_at: None,
             lease_ttl: (std::time::Duration::from_secs(30).max(args.preview_timeout * 2))
                 .min(std::time::Duration::from_secs(3600)),
+            stop: crate::apply::Stop::new(),
         },
         plugin: args.plugin,
         to: args.to,
@@ -926,17 +1050,22 @@ struct StatusArgs {
     connection: HostConnection,
 }
 
-fn init_logging(default: &str) {
+/// The log on stderr: filtered by `PLUGSYNC_LOG` or else `RUST_LOG` (default: `default`),
+/// coloured only on a terminal without `NO_COLOR`.
+fn init_logging(default: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("PLUGSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("PLUGSYNC_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::env::var_os("NO_COLOR").is_none()
         && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => log.with_ansi(ansi).init(),
+        LogFormat::Json => log.json().flatten_event(true).init(),
+    }
 }
 
 fn demo_options(args: DemoArgs) -> crate::Result<ops::DemoOptions> {
@@ -1017,10 +1146,16 @@ fn print_done(text: String) -> bool {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // A host is a daemon: its log says what it runs. Other commands speak on stdout.
-    init_logging(match cli.command {
-        Command::Host(_) => "info",
-        _ => "warn",
-    });
+    init_logging(
+        match cli.command {
+            Command::Host(_) | Command::Run(_) => "info",
+            _ => "warn",
+        },
+        match &cli.command {
+            Command::Run(args) => args.log_format,
+            _ => LogFormat::Human,
+        },
+    );
     let result = match cli.command {
         Command::Reconcile(args) if !args.dry_run => {
             return match apply(args) {
@@ -1054,6 +1189,9 @@ pub fn run() -> ExitCode {
         }
         Command::Host(args) => {
             host_options(args).and_then(|options| ops::host(&options).map(|()| true))
+        }
+        Command::Run(args) => {
+            run_options(args).and_then(|options| ops::run(&options).map(|()| true))
         }
         Command::Validate(args) => {
             let styled = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -205,6 +205,17 @@ pub enum Error {
         requirement: String,
     },
 
+    /// A stop was asked (SIGTERM, SIGINT) and the apply stopped at a safe point before its
+    /// end: what was in flight is in the journal, for the next run to finish.
+    #[error(
+        "stopped before the end, as asked: {left}; the journal has it and the next \
+         `plugsync run` or `reconcile` finishes it"
+    )]
+    Stopped {
+        /// What was left in flight (or "no step in flight").
+        left: String,
+    },
+
     /// A restraint change that makes no sense on this host (a release of a plugin not held).
     #[error("{what}: nothing was changed; {fix}")]
     NotRestrainable {

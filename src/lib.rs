@@ -19,6 +19,7 @@ pub mod render;
 pub mod resolve;
 pub mod spec;
 pub mod store;
+pub mod watch;
 
 pub use cli::run;
 pub use client::DEFAULT_HOST;

@@ -844,6 +844,7 @@ fn the_same_engine_applies_through_a_runtime_in_this_process() {
         limits: Default::default(),
         crash_at: None,
         lease_ttl: std::time::Duration::from_secs(30),
+        stop: plugsync::apply::Stop::new(),
     };
     let mut told = Told::default();
     let installed = reconcile(&options("plugins.yaml"), &port, &mut told).unwrap();

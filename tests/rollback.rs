@@ -318,7 +318,7 @@ fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
         1,
         expect![[r#"
             [1/1] risk_model 1.0.0 → 1.1.0     preflight ✓  staged ✓  switched (slot held [N] µs)
-                  ✗ rolled back by the host: rollback requested; 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
+                  ✗ rolled back by the host: rollback requested by `default` (plugsync-rollback); 0 calls replayed into 1.0.0, 0 outputs differ; 1.0.0 serves, its state exact
                   risk_model 1.1.0 marked failed on this host: not retried (clear: `plugsync retry risk_model`, or change its entry in plugins.yaml)
 
             Reconcile failed at step 1 of 1 (risk_model 1.0.0 → 1.1.0); 0 steps applied. The host runs ma_cross 1.0.0, risk_model 1.0.0 — a committed set.

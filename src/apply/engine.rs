@@ -265,6 +265,22 @@ impl<'a> Engine<'a> {
         self.runs.iter().map(|r| r.report.clone()).collect()
     }
 
+    /// The steps begun and not ended, each as `step ID (TITLE) at PHASE`: what a stop now
+    /// leaves to the journal.
+    pub fn in_flight(&self) -> Vec<String> {
+        (self.runs.iter())
+            .filter(|run| run.report.outcome.is_none())
+            .filter_map(|run| {
+                let phase = run.phase?;
+                Some(format!(
+                    "step {} ({}) at `{phase}`",
+                    run.step_id,
+                    run.context.title()
+                ))
+            })
+            .collect()
+    }
+
     /// The steps that ended since the last call, in the order they ended.
     pub fn take_ended(&mut self) -> Vec<StepReport> {
         std::mem::take(&mut self.ended)
@@ -1240,15 +1256,19 @@ fn unloaded_by(status: &RunningState, plugin: &str, id: &str) -> bool {
 fn rollback_reason(running: Option<&PluginStatus>) -> String {
     // A rollback another client asked for is recorded with who asked (an operator's
     // `plugsync rollback` of a step this client soaked).
-    let asked = (running.and_then(|p| p.applied.as_ref()))
-        .filter(|a| a.operation == plugsync_host::AppliedOperation::Rollback)
-        .and_then(|a| a.origin.as_ref())
+    let report = running.and_then(|p| p.last_rollback.as_ref());
+    let asked = (report.and_then(|r| r.asked_by.as_ref()))
+        .or_else(|| {
+            (running.and_then(|p| p.applied.as_ref()))
+                .filter(|a| a.operation == plugsync_host::AppliedOperation::Rollback)
+                .and_then(|a| a.origin.as_ref())
+        })
         .map(|origin| match &origin.client {
             Some(client) => format!(" by `{client}` ({})", origin.tool),
             None => format!(" by {}", origin.tool),
         })
         .unwrap_or_default();
-    match running.and_then(|p| p.last_rollback.as_ref()) {
+    match report {
         Some(report) => format!(
             "rolled back by the host: {}{asked}{}",
             report.reason,

@@ -170,3 +170,46 @@ pub struct Preflight {
     /// The step.
     pub step: PreviewStep,
 }
+
+/// A request to stop at the next safe point, shared between whoever asks (a signal handler,
+/// a test) and the apply that honours it. Every point between two passes of the [`Engine`] is
+/// safe: each transition is journaled before it is acted on, so a step left there is finished
+/// (or found rolled back by the host) by the next run. Waits — for the lease, a soak, a
+/// backoff — end early when it is asked.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    asked: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Stop {
+    /// A stop nobody has asked for yet.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Asks every holder of this stop (or a clone) to stop at its next safe point.
+    pub fn ask(&self) {
+        let (asked, changed) = &*self.asked;
+        *asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        changed.notify_all();
+    }
+
+    /// Whether a stop was asked.
+    pub fn asked(&self) -> bool {
+        *(self.asked.0.lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits `wait`, or less if a stop is asked meanwhile; whether one was.
+    pub fn sleep(&self, wait: Duration) -> bool {
+        let (asked, changed) = &*self.asked;
+        let guard = asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = changed
+            .wait_timeout_while(guard, wait, |asked| !*asked)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard
+    }
+}

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::apply::{
     Action, ApplyOptions, ApplyReport, CrashPoint, Engine, HostPort, LocalArtifact, Preflight,
-    PreparedPlan, PreparedStep, StepReport, context, error_policy,
+    PreparedPlan, PreparedStep, StepReport, Stop, context, error_policy,
 };
 use crate::error::{Error, Result};
 use crate::observe::{Observation, Source};
@@ -43,7 +43,7 @@ use crate::render;
 use crate::store::{DEFAULT_RETENTION, Store};
 
 use super::lock::ArtifactCache;
-use super::reconcile::Inputs;
+use super::reconcile::{DesiredState, Inputs};
 
 /// The tool the host's records name for `plugsync reconcile`.
 pub const RECONCILE_TOOL: &str = "plugsync-reconcile";
@@ -82,6 +82,8 @@ pub struct ReconcileOptions {
     pub crash_at: Option<CrashPoint>,
     /// How long the reconcile lease lasts unless renewed.
     pub lease_ttl: Duration,
+    /// Asked to stop (SIGTERM to `plugsync run`): the apply ends at its next safe point.
+    pub stop: Stop,
 }
 
 /// Where the apply tells what happens as it happens.
@@ -115,6 +117,35 @@ pub fn reconcile(
     apply(&inputs, options, RECONCILE_TOOL, port, progress)
 }
 
+/// Reconciles the host behind `port` with a plugins.yaml already read (the sidecar's last good
+/// one): as [`reconcile`], its lock, registry index and resolution read now.
+pub fn reconcile_desired(
+    desired: DesiredState,
+    options: &ReconcileOptions,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<ApplyReport> {
+    let inputs = Inputs::resolve(desired, options.locked, options.registry_ca.as_deref())?;
+    apply(&inputs, options, RECONCILE_TOOL, port, progress)
+}
+
+/// The plan a reconcile with `desired` would apply now, computed without the lease and
+/// without previews: what the sidecar's drift check compares the host with.
+pub fn plan_now(
+    desired: DesiredState,
+    options: &ReconcileOptions,
+    port: &dyn HostPort,
+) -> Result<PlanDocument> {
+    let inputs = Inputs::resolve(desired, options.locked, options.registry_ca.as_deref())?;
+    let observation = Observation {
+        source: Source::Host {
+            url: port.describe().to_owned(),
+        },
+        running: port.status(false)?,
+    };
+    inputs.plan(observation, options.now, options.limits)
+}
+
 /// Applies what `inputs` ask (plugins.yaml's, or a manual rollback's set), as `tool`: the
 /// journal finished first, then plans until nothing is left to do.
 pub(super) fn apply(
@@ -127,21 +158,9 @@ pub(super) fn apply(
     check_api(port)?;
     warn_unreadable(inputs, progress);
     let store = Store::open(&options.state_dir)?;
-    let apply_options = ApplyOptions {
-        tool,
-        lease_ttl: options.lease_ttl,
-        no_wait: options.no_wait,
-        exe: options.exe.clone(),
-        preflight_timeout: options.preflight_timeout,
-        crash_at: options.crash_at,
-        min_free_bytes: MIN_FREE_BYTES,
-    };
-    let mut engine = Engine::resume(port, &store, apply_options)?;
+    let mut engine = Engine::resume(port, &store, engine_options(options, tool))?;
     // Under the lease from here to the end.
-    while let Some(wait) = engine.acquire()? {
-        tell(&mut engine, progress);
-        std::thread::sleep(wait);
-    }
+    acquire(&mut engine, options, progress)?;
     let applied = apply_rounds(&mut engine, inputs, options, port, progress);
     if applied.is_err() {
         // The lease is given back on an error too (a crash leaves it to expire).
@@ -154,6 +173,57 @@ pub(super) fn apply(
         tracing::warn!("could not drop expired rollback points: {error}");
     }
     Ok(report)
+}
+
+/// Finishes the steps a previous run left in the journal, with no desired state to plan from
+/// (`plugsync run` starting on an invalid plugins.yaml): `None` when the journal had none, and
+/// then the host was not touched.
+pub fn finish_journal(
+    options: &ReconcileOptions,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+) -> Result<Option<ApplyReport>> {
+    let store = Store::open(&options.state_dir)?;
+    let mut engine = Engine::resume(port, &store, engine_options(options, RECONCILE_TOOL))?;
+    if engine.reports().is_empty() {
+        return Ok(None);
+    }
+    check_api(port)?;
+    acquire(&mut engine, options, progress)?;
+    if let Err(error) = drive(&mut engine, progress, &options.stop) {
+        let _ = engine.release();
+        return Err(error);
+    }
+    finish(engine, port, None, Vec::new()).map(Some)
+}
+
+/// How the engine works, from what `reconcile` is asked.
+fn engine_options(options: &ReconcileOptions, tool: &'static str) -> ApplyOptions {
+    ApplyOptions {
+        tool,
+        lease_ttl: options.lease_ttl,
+        no_wait: options.no_wait,
+        exe: options.exe.clone(),
+        preflight_timeout: options.preflight_timeout,
+        crash_at: options.crash_at,
+        min_free_bytes: MIN_FREE_BYTES,
+    }
+}
+
+/// Takes the host's reconcile lease, waiting while another client holds it (or until a stop
+/// is asked).
+fn acquire(
+    engine: &mut Engine<'_>,
+    options: &ReconcileOptions,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    while let Some(wait) = engine.acquire()? {
+        tell(engine, progress);
+        if options.stop.sleep(wait) {
+            return Err(stopped(engine));
+        }
+    }
+    Ok(())
 }
 
 /// Tells of each file of the desired state whose repository could not be read: its commit is
@@ -182,7 +252,7 @@ fn apply_rounds(
     port: &dyn HostPort,
     progress: &mut dyn Progress,
 ) -> Result<(Option<String>, Vec<String>)> {
-    drive(engine, progress)?;
+    drive(engine, progress, &options.stop)?;
     let mut plan_id = None;
     let mut kept = Vec::new();
     let mut interruptions = 0;
@@ -246,8 +316,11 @@ fn apply_rounds(
             if prepared.steps.len() == 1 { "" } else { "s" },
             port.describe()
         ));
+        if options.stop.asked() {
+            return Err(stopped(engine));
+        }
         engine.load(prepared);
-        drive(engine, progress)?;
+        drive(engine, progress, &options.stop)?;
         if engine.interrupted() {
             interruptions += 1;
             if interruptions >= MAX_ROUNDS {
@@ -352,27 +425,41 @@ fn tell(engine: &mut Engine<'_>, progress: &mut dyn Progress) {
 }
 
 /// Runs passes until every step loaded has ended; errors retried as [`error_policy`] says.
-fn drive(engine: &mut Engine<'_>, progress: &mut dyn Progress) -> Result<()> {
+/// A stop asked ends it between two passes (each transition is journaled by then).
+fn drive(engine: &mut Engine<'_>, progress: &mut dyn Progress, stop: &Stop) -> Result<()> {
     let mut failures = 0;
     loop {
         let pass = engine.reconcile();
         tell(engine, progress);
-        match pass {
+        let wait = match pass {
             Ok(Action::Finished) => return Ok(()),
             Ok(Action::Requeue(wait)) => {
                 failures = 0;
-                if !wait.is_zero() {
-                    std::thread::sleep(wait);
-                }
+                wait
             }
             Err(error) => {
                 failures += 1;
                 match error_policy(&error, failures) {
-                    Some(wait) => std::thread::sleep(wait),
+                    Some(wait) => wait,
                     None => return Err(error),
                 }
             }
+        };
+        if stop.asked() || stop.sleep(wait) {
+            return Err(stopped(engine));
         }
+    }
+}
+
+/// The error a stop ends an apply with: what it leaves in flight.
+fn stopped(engine: &Engine<'_>) -> Error {
+    let in_flight = engine.in_flight();
+    Error::Stopped {
+        left: if in_flight.is_empty() {
+            "no step in flight".to_owned()
+        } else {
+            in_flight.join(", ")
+        },
     }
 }
 

@@ -229,14 +229,14 @@ pub fn host(options: &HostOptions) -> Result<()> {
 }
 
 /// SIGTERM and SIGINT, listened for from the start.
-struct StopSignal {
+pub(super) struct StopSignal {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
 
 impl StopSignal {
     /// Must run inside the async runtime.
-    fn install() -> Result<StopSignal> {
+    pub(super) fn install() -> Result<StopSignal> {
         let listen = |kind| {
             signal(kind).map_err(|source| Error::Setup {
                 action: "listen for signals",
@@ -250,7 +250,7 @@ impl StopSignal {
     }
 
     /// Resolves at the first SIGTERM or SIGINT; a second one while stopping exits at once.
-    async fn wait(mut self) {
+    pub(super) async fn wait(mut self) {
         let name = tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",

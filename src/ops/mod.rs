@@ -14,10 +14,14 @@ mod reconcile;
 mod registry;
 mod restrain;
 mod rollback;
+mod run;
 mod status;
 mod validate;
 
-pub use apply::{Progress, RECONCILE_TOOL, ReconcileOptions, reconcile};
+pub use apply::{
+    Progress, RECONCILE_TOOL, ReconcileOptions, finish_journal, plan_now, reconcile,
+    reconcile_desired,
+};
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, StoryCheck, demo};
 pub use gc::gc;
 pub use history::{
@@ -28,9 +32,10 @@ pub use host::{FeedFile, HostOptions, host};
 pub use inspect::{InspectFormat, inspect};
 pub use lock::{LockOptions, LockOutcome, default_state_dir, lock};
 pub use operator_view::{OperatorView, operator_view};
-pub use reconcile::{DryRun, DryRunOptions, Observe, dry_run};
+pub use reconcile::{DesiredState, DryRun, DryRunOptions, Observe, dry_run};
 pub use registry::{PublishOptions, keygen, promote, publish, yank};
 pub use restrain::{RestraintChange, entry_fingerprint, restrain};
 pub use rollback::{ROLLBACK_TOOL, RollbackOptions, RollbackOutcome, rollback};
+pub use run::{RunOptions, run};
 pub use status::{StatusFormat, StatusOptions, status};
 pub use validate::{SchemaName, Validated, schema, validate};

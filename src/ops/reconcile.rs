@@ -127,6 +127,49 @@ pub fn dry_run(options: &DryRunOptions) -> Result<DryRun> {
     Ok(DryRun { document })
 }
 
+/// A plugins.yaml read and valid (with the files it extends), and where each of its files
+/// came from in git when it was read.
+#[derive(Debug, Clone)]
+pub struct DesiredState {
+    /// What it asks (its `file`'s directory is where the lock and a relative registry are).
+    pub desired: spec::Desired,
+    /// Where each file of it came from in git.
+    pub provenance: Vec<spec::provenance::FileProvenance>,
+}
+
+impl DesiredState {
+    /// Reads and checks plugins.yaml: every error at once, rendered with `file:line:column`.
+    pub fn read(file: &Path) -> Result<DesiredState> {
+        let desired =
+            spec::load(file, &Limits::default()).map_err(|report| Error::InvalidDesiredState {
+                report: report.render(false),
+            })?;
+        let provenance = spec::provenance::of_files(&desired.files);
+        Ok(DesiredState {
+            desired,
+            provenance,
+        })
+    }
+
+    /// The sha256 of what it asks (as `plugins.lock` records it): a comment or a reordering
+    /// that changes nothing keeps it.
+    pub fn sha256(&self) -> Digest {
+        resolve::desired_sha256(&self.desired.set)
+    }
+
+    /// The commit plugins.yaml itself was read at (hex), and whether the file differs from
+    /// it; `None` outside git (or before the first commit).
+    pub fn commit(&self) -> Option<(&str, bool)> {
+        match &self.provenance.first()?.git {
+            spec::provenance::Git::Repository { commit, state, .. } => Some((
+                commit.as_deref()?,
+                *state != spec::provenance::FileState::Clean,
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// What a plan is computed from, besides the host: plugins.yaml, its lock, the registry's
 /// index, and the versions resolved from them.
 pub(super) struct Inputs {
@@ -147,12 +190,23 @@ impl Inputs {
     /// registry's index of the plugins it names, and resolves; and where each file of the
     /// desired state comes from in git (never an error: see `spec::provenance`).
     pub fn read(file: &Path, locked: bool, registry_ca: Option<&Path>) -> Result<Inputs> {
-        let desired =
-            spec::load(file, &Limits::default()).map_err(|report| Error::InvalidDesiredState {
-                report: report.render(false),
-            })?;
+        Inputs::resolve(DesiredState::read(file)?, locked, registry_ca)
+    }
+
+    /// The inputs of a plan from a desired state already read: its lock, the registry's index
+    /// and the resolution are read now (the sidecar plans from the last good plugins.yaml while
+    /// the file on disk is invalid).
+    pub fn resolve(
+        desired: DesiredState,
+        locked: bool,
+        registry_ca: Option<&Path>,
+    ) -> Result<Inputs> {
+        let DesiredState {
+            desired,
+            provenance,
+        } = desired;
         let set = &desired.set;
-        let dir = file.parent().unwrap_or(Path::new(""));
+        let dir = desired.file.parent().unwrap_or(Path::new(""));
         let lock_path = dir.join("plugins.lock");
         let lock = read_lock(&lock_path)?;
         let desired_sha256 = resolve::desired_sha256(set);
@@ -171,7 +225,6 @@ impl Inputs {
         };
         let resolution = resolve::resolve(set, &index, lock.as_ref(), &Update::None)
             .map_err(|error| Error::Resolve(Box::new(error)))?;
-        let provenance = spec::provenance::of_files(&desired.files);
         Ok(Inputs {
             of_record: desired.set.spec.plugins.clone(),
             desired,

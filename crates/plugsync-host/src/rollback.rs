@@ -203,6 +203,10 @@ pub struct RollbackReport {
     pub method: RollbackMethod,
     /// Calls the rolled-back version served.
     pub calls_since_switch: u64,
+    /// Who asked for it, when a client did (reason `requested`): recorded with the report, so
+    /// whoever reads it (the client that was soaking the step) sees who, whenever it looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asked_by: Option<crate::Origin>,
 }
 
 impl RollbackReport {
@@ -415,6 +419,7 @@ fn roll_back_unmarked(
         fault = state.fault.clone();
     }
     let report = RollbackReport {
+        asked_by: None,
         plugin: plugin.to_owned(),
         from: VersionRef::of(new.library()),
         to: Some(VersionRef::of(previous.library())),
@@ -460,6 +465,7 @@ fn undo_install(
     calls_since_switch: u64,
 ) -> (RollbackReport, Discarded) {
     let report = RollbackReport {
+        asked_by: None,
         plugin: plugin.to_owned(),
         from: VersionRef::of(new.library()),
         to: None,

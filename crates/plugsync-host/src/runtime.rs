@@ -934,13 +934,17 @@ impl Runtime {
         let _control = lock(&slot.control);
         let mut state = slot.state();
         check_owner(plugin, &state, asked.step_id.as_deref())?;
-        let Some((report, discarded)) =
+        let Some((mut report, discarded)) =
             rollback::roll_back(&slot, &mut state, RollbackReason::Requested)
         else {
             return Err(HostError::NoStepInProgress {
                 plugin: plugin.to_owned(),
             });
         };
+        // Who asked, in the report status shows, set before the slot is let go: a reader never
+        // sees the rollback without it.
+        report.asked_by = asked.origin.clone();
+        state.last_rollback = Some(report.clone());
         let config = state.active.as_ref().map(|active| active.config.clone());
         drop(state);
         drop(discarded);

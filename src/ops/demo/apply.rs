@@ -86,6 +86,7 @@ pub(super) fn tell_story(
         limits: SearchLimits::default(),
         crash_at: None,
         lease_ttl: LEASE_TTL,
+        stop: crate::apply::Stop::new(),
     };
     let reconcile_options = || ReconcileOptions {
         now: jiff::Timestamp::now(),

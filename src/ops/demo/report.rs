@@ -193,6 +193,7 @@ mod tests {
 
     fn rollback(reason: RollbackReason, method: RollbackMethod) -> RollbackReport {
         RollbackReport {
+            asked_by: None,
             plugin: "ma_cross".into(),
             from: version("2.0.1", 1),
             to: Some(version("1.0.0", 0)),

@@ -1,0 +1,465 @@
+//! `plugsync run`: the sidecar — a loop around the same reconcile as `plugsync reconcile`,
+//! with the same journal and the same host lease, so an operator's manual reconcile and the
+//! sidecar take turns and never interleave.
+//!
+//! - **On start** it finishes what a previous run left in the journal, then reconciles.
+//! - **On change**: plugins.yaml's directories are watched ([`files`]); after a quiet
+//!   `debounce`, the file is read whole and, if what it asks changed, reconciled. A file that
+//!   does not parse or validate is never applied: its errors are logged with `file:line:column`
+//!   and the last good desired state stays the one reconciled to (drift checks included).
+//! - **On an interval** it plans against the host without the lease; a plan that is not empty
+//!   is drift: healed (`--drift heal`: a reconcile, which keeps what the host's holds, freeze
+//!   and failed marks keep) or only reported.
+//! - **On failure** (the host unreachable, a registry down, a freeze) it retries after
+//!   [`error_policy`]'s backoff. A step that fails is not a failure of the loop: its version is
+//!   marked failed on the host and never retried.
+//! - **On stop** (SIGTERM, SIGINT, [`SidecarHandle::stop`]) it ends at the apply's next safe
+//!   point and returns: what was in flight is in the journal.
+//!
+//! Everything it does is told to its [`Observer`]s as [`SidecarEvent`]s: the log, the status
+//! file (`sidecar.json` in the state directory), alerts and metrics.
+
+mod event;
+mod files;
+mod status;
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use plugsync_host::Digest;
+
+use crate::apply::{HostPort, StepReport, Stop};
+use crate::error::{Error, Result};
+use crate::ops::{self, DesiredState, Progress, ReconcileOptions};
+
+pub use event::{LogObserver, Observer, SidecarEvent, Trigger};
+pub use files::{FileWatch, directories_of};
+pub use status::{SIDECAR_FILE, SidecarStatus, StatusFile};
+
+/// What the sidecar does when the host drifts from plugins.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriftMode {
+    /// Reconcile it away (never undoing a hold, a freeze or a failed mark: the plan keeps
+    /// those).
+    #[default]
+    Heal,
+    /// Only tell of it (log, status, alert, metric).
+    Report,
+}
+
+/// The time plans are made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The system's.
+    System,
+    /// A fixed instant (`PLUGSYNC_NOW`, for tests).
+    Fixed(Timestamp),
+}
+
+impl Clock {
+    /// Now, by this clock.
+    pub fn now(self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::Fixed(at) => at,
+        }
+    }
+}
+
+/// How the sidecar runs.
+#[derive(Debug, Clone)]
+pub struct SidecarOptions {
+    /// Each reconcile's options (`file`, state directory, registry CA…); `now` and `stop` are
+    /// set by the sidecar for each.
+    pub reconcile: ReconcileOptions,
+    /// The time plans are made for.
+    pub clock: Clock,
+    /// Heal or only report drift.
+    pub drift: DriftMode,
+    /// How often the host is compared with plugins.yaml when nothing changed.
+    pub drift_interval: Duration,
+    /// How long the files must be quiet after a change before they are read.
+    pub debounce: Duration,
+    /// The longest backoff between retries of a failing reconcile.
+    pub max_backoff: Duration,
+}
+
+/// What the sidecar wakes up for.
+#[derive(Debug)]
+enum Wake {
+    /// A watched directory changed.
+    Files,
+    /// A stop was asked.
+    Stop,
+}
+
+/// Stops a running [`Sidecar`] from another thread (a signal handler).
+#[derive(Debug, Clone)]
+pub struct SidecarHandle {
+    stop: Stop,
+    wake: Sender<Wake>,
+}
+
+impl SidecarHandle {
+    /// Asks the sidecar to stop at the next safe point (see the module docs).
+    pub fn stop(&self) {
+        self.stop.ask();
+        let _ = self.wake.send(Wake::Stop);
+    }
+}
+
+/// The sidecar loop (see the module docs), over the host behind a [`HostPort`]: its control
+/// API ([`crate::apply::HttpHost`]) or a runtime in this process
+/// ([`crate::apply::InProcessHost`]).
+pub struct Sidecar {
+    options: SidecarOptions,
+    port: Box<dyn HostPort>,
+    observers: Vec<Box<dyn Observer>>,
+    stop: Stop,
+    wake: Sender<Wake>,
+    woken: Receiver<Wake>,
+}
+
+impl std::fmt::Debug for Sidecar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sidecar")
+            .field("options", &self.options)
+            .field("host", &self.port.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the loop keeps between wake-ups.
+#[derive(Default)]
+struct Memory {
+    /// The last plugins.yaml read that was valid: what is reconciled to.
+    last_good: Option<DesiredState>,
+    /// What the last reconcile that ran to its end reconciled to.
+    reconciled: Option<Digest>,
+    /// The last invalid file's report (told once, not at every look).
+    invalid: Option<String>,
+    /// Failed reconciles in a row, and when the next try is due.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// The last drift told, by plan id (told once while it lasts, in report mode).
+    drift_told: Option<String>,
+    /// A reconcile stopped part-way, as asked: what it left in flight.
+    stopped: Option<String>,
+}
+
+impl Sidecar {
+    /// A sidecar for the host behind `port`; it tells `observers` (the log is always one).
+    pub fn new(options: SidecarOptions, port: Box<dyn HostPort>) -> Sidecar {
+        let (wake, woken) = std::sync::mpsc::channel();
+        Sidecar {
+            options,
+            port,
+            observers: vec![Box::new(LogObserver)],
+            stop: Stop::new(),
+            wake,
+            woken,
+        }
+    }
+
+    /// Adds an observer (alerts, metrics, the status file).
+    pub fn observe(&mut self, observer: Box<dyn Observer>) {
+        self.observers.push(observer);
+    }
+
+    /// A handle that stops it from another thread.
+    pub fn handle(&self) -> SidecarHandle {
+        SidecarHandle {
+            stop: self.stop.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Runs until stopped (see the module docs). Returns `Ok` on a stop asked; an error only
+    /// when the loop itself cannot run (the files cannot be watched).
+    pub fn run(mut self) -> Result<()> {
+        let wake = self.wake.clone();
+        let mut watch = FileWatch::new(wake, || Wake::Files).map_err(|error| Error::Setup {
+            action: "watch plugins.yaml's directory",
+            source: std::io::Error::other(error),
+        })?;
+        let file = self.options.reconcile.file.clone();
+        watch.follow(std::slice::from_ref(&file));
+        let mut memory = Memory::default();
+
+        self.finish_journal();
+        let mut next = Some(Trigger::Start);
+        let mut next_drift = Instant::now() + self.options.drift_interval;
+        while !self.stop.asked() {
+            match next.take() {
+                Some(Trigger::Start | Trigger::Change) => {
+                    self.read(&mut memory, &mut watch);
+                    let changed =
+                        memory.last_good.as_ref().map(DesiredState::sha256) != memory.reconciled;
+                    if memory.last_good.is_some() && (changed || memory.retry_at.is_some()) {
+                        self.reconcile(&mut memory, Trigger::Change);
+                    }
+                }
+                Some(Trigger::Retry) => self.reconcile(&mut memory, Trigger::Retry),
+                Some(Trigger::Drift) => {
+                    next_drift = Instant::now() + self.options.drift_interval;
+                    self.check_drift(&mut memory);
+                }
+                None => {}
+            }
+            if self.stop.asked() {
+                break;
+            }
+            // Sleep until a file changes, the retry is due, or the drift check.
+            let (due, trigger) = match memory.retry_at {
+                Some(at) if at < next_drift => (at, Trigger::Retry),
+                _ => (next_drift, Trigger::Drift),
+            };
+            match self
+                .woken
+                .recv_timeout(due.saturating_duration_since(Instant::now()))
+            {
+                Ok(Wake::Files) => {
+                    self.quiet();
+                    next = Some(Trigger::Change);
+                }
+                Ok(Wake::Stop) => break,
+                Err(RecvTimeoutError::Timeout) => next = Some(trigger),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let left = (memory.stopped.take()).unwrap_or_else(|| "no step in flight".to_owned());
+        self.tell(&SidecarEvent::Stopping { left });
+        Ok(())
+    }
+
+    /// Waits until the files have been quiet for `debounce` (a save is often several
+    /// events: truncate, write, rename), at most twenty times that in all.
+    fn quiet(&self) {
+        let debounce = self.options.debounce;
+        let give_up = Instant::now() + debounce * 20;
+        loop {
+            match self.woken.recv_timeout(debounce) {
+                Ok(Wake::Files) if Instant::now() < give_up => {}
+                Ok(Wake::Stop) => {
+                    // Seen by the loop through `stop.asked()`.
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Reads plugins.yaml: a valid file asking something new becomes the last good one; an
+    /// invalid one is told (once) and changes nothing.
+    fn read(&mut self, memory: &mut Memory, watch: &mut FileWatch) {
+        let file = self.options.reconcile.file.clone();
+        match DesiredState::read(&file) {
+            Ok(desired) => {
+                watch.follow(&desired.desired.files);
+                memory.invalid = None;
+                let sha256 = desired.sha256();
+                if memory.last_good.as_ref().map(DesiredState::sha256) != Some(sha256) {
+                    self.tell(&SidecarEvent::DesiredRead {
+                        sha256,
+                        commit: desired
+                            .commit()
+                            .map(|(commit, dirty)| (commit.to_owned(), dirty)),
+                    });
+                }
+                memory.last_good = Some(desired);
+            }
+            Err(error) => {
+                watch.follow(std::slice::from_ref(&file));
+                let report = match error {
+                    Error::InvalidDesiredState { report } => report,
+                    other => other.to_string(),
+                };
+                if memory.invalid.as_ref() != Some(&report) {
+                    memory.invalid = Some(report.clone());
+                    self.tell(&SidecarEvent::DesiredInvalid {
+                        report,
+                        keeping: memory.last_good.as_ref().map(DesiredState::sha256),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Finishes the steps a previous run left in the journal, whatever plugins.yaml says now.
+    fn finish_journal(&mut self) {
+        let options = self.reconcile_options();
+        let mut progress = Tell::new(&mut self.observers);
+        match ops::finish_journal(&options, self.port.as_ref(), &mut progress) {
+            Ok(Some(report)) => self.tell(&SidecarEvent::ReconcileFinished {
+                trigger: Trigger::Start,
+                report,
+                took: Duration::ZERO,
+            }),
+            Ok(None) => {}
+            // The reconcile that follows finishes it (it resumes the journal first).
+            Err(error) => tracing::warn!("could not finish the journal yet: {error}"),
+        }
+    }
+
+    /// Reconciles to the last good desired state, as `plugsync reconcile` does.
+    fn reconcile(&mut self, memory: &mut Memory, trigger: Trigger) {
+        let Some(desired) = memory.last_good.clone() else {
+            return;
+        };
+        let sha256 = desired.sha256();
+        self.tell(&SidecarEvent::ReconcileStarted { trigger });
+        let started = Instant::now();
+        let options = self.reconcile_options();
+        let mut progress = Tell::new(&mut self.observers);
+        let result = ops::reconcile_desired(desired, &options, self.port.as_ref(), &mut progress);
+        match result {
+            Ok(report) => {
+                memory.reconciled = Some(sha256);
+                memory.failures = 0;
+                memory.retry_at = None;
+                memory.drift_told = None;
+                self.tell(&SidecarEvent::ReconcileFinished {
+                    trigger,
+                    report,
+                    took: started.elapsed(),
+                });
+            }
+            Err(Error::Stopped { left }) => memory.stopped = Some(left),
+            Err(error) => {
+                memory.failures += 1;
+                let retry_in = error_policy(
+                    &error,
+                    memory.failures,
+                    self.options.drift_interval,
+                    self.options.max_backoff,
+                );
+                memory.retry_at = Some(Instant::now() + retry_in);
+                self.tell(&SidecarEvent::ReconcileFailed {
+                    trigger,
+                    error: error.to_string(),
+                    failures: memory.failures,
+                    retry_in,
+                });
+            }
+        }
+    }
+
+    /// Compares the host with the last good desired state, without the lease; drift is told
+    /// and, with `--drift heal`, reconciled away.
+    fn check_drift(&mut self, memory: &mut Memory) {
+        let Some(desired) = memory.last_good.clone() else {
+            return;
+        };
+        if memory.retry_at.is_some() {
+            // A retry is due anyway: it reconciles.
+            return;
+        }
+        let options = self.reconcile_options();
+        let document = match ops::plan_now(desired, &options, self.port.as_ref()) {
+            Ok(document) => document,
+            Err(error) => {
+                tracing::warn!("drift check failed: {error}");
+                return;
+            }
+        };
+        if document.plan.in_sync() {
+            memory.drift_told = None;
+            return;
+        }
+        let plan_id = document.plan_id.to_string();
+        let healing = self.options.drift == DriftMode::Heal;
+        if healing || memory.drift_told.as_ref() != Some(&plan_id) {
+            let changes = (document.plan.changes.iter())
+                .filter(|change| !change.steps.is_empty())
+                .map(|change| {
+                    let at = |v: &Option<crate::plan::VersionAt>| {
+                        v.as_ref()
+                            .map_or("not loaded".to_owned(), |v| v.version.to_string())
+                    };
+                    format!(
+                        "{}: runs {}, plugins.yaml asks {}",
+                        change.plugin,
+                        at(&change.from),
+                        at(&change.to)
+                    )
+                })
+                .collect();
+            self.tell(&SidecarEvent::DriftFound {
+                plan_id: plan_id.clone(),
+                changes,
+                healing,
+            });
+            memory.drift_told = Some(plan_id);
+        }
+        if healing {
+            self.reconcile(memory, Trigger::Drift);
+        }
+    }
+
+    /// Each reconcile's options: the clock read now, and this sidecar's stop.
+    fn reconcile_options(&self) -> ReconcileOptions {
+        ReconcileOptions {
+            now: self.options.clock.now(),
+            stop: self.stop.clone(),
+            ..self.options.reconcile.clone()
+        }
+    }
+
+    fn tell(&mut self, event: &SidecarEvent) {
+        for observer in &mut self.observers {
+            observer.observe(event);
+        }
+    }
+}
+
+/// How long the sidecar waits before it tries a failed reconcile again, the `failures`-th in a
+/// row: an exponential backoff from one second up to `max` — but a freeze or a closed update
+/// window is not a fault, and is looked at again at the next drift check.
+pub fn error_policy(error: &Error, failures: u32, interval: Duration, max: Duration) -> Duration {
+    match error {
+        Error::Restrained { .. } | Error::PolicyWindow { .. } => interval,
+        _ => Duration::from_secs(1u64 << failures.saturating_sub(1).min(20)).min(max),
+    }
+}
+
+/// The apply's progress, as events.
+struct Tell<'a> {
+    observers: &'a mut Vec<Box<dyn Observer>>,
+    started: std::collections::BTreeSet<String>,
+}
+
+impl<'a> Tell<'a> {
+    fn new(observers: &'a mut Vec<Box<dyn Observer>>) -> Tell<'a> {
+        Tell {
+            observers,
+            started: std::collections::BTreeSet::new(),
+        }
+    }
+
+    fn tell(&mut self, event: &SidecarEvent) {
+        for observer in self.observers.iter_mut() {
+            observer.observe(event);
+        }
+    }
+}
+
+impl Progress for Tell<'_> {
+    fn step(&mut self, report: &StepReport) {
+        self.tell(&SidecarEvent::StepEnded(report.clone()));
+    }
+
+    fn working(&mut self, report: &StepReport) {
+        if self.started.insert(report.step_id.clone()) {
+            self.tell(&SidecarEvent::StepStarted {
+                plugin: report.plugin.clone(),
+                title: report.title.clone(),
+                step_id: report.step_id.clone(),
+            });
+        }
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.tell(&SidecarEvent::Notice(text.to_owned()));
+    }
+}
