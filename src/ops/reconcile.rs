@@ -151,10 +151,14 @@ impl DesiredState {
         })
     }
 
-    /// The sha256 of what it asks (as `plugins.lock` records it): a comment or a reordering
-    /// that changes nothing keeps it.
+    /// The sha256 of everything it asks, merged (versions, configs, strategies, policy): a
+    /// comment, a reordering of keys or a move of a setting into a base file keeps it, any
+    /// change of meaning does not.
     pub fn sha256(&self) -> Digest {
-        resolve::desired_sha256(&self.desired.set)
+        // Its maps are `BTreeMap`s keyed by strings: the JSON is canonical, and cannot fail.
+        let json = serde_json::to_vec(&self.desired.set)
+            .expect("a plugins.yaml's model serialises (every map is keyed by strings)");
+        Digest::of(&json)
     }
 
     /// The commit plugins.yaml itself was read at (hex), and whether the file differs from

@@ -100,6 +100,12 @@ pub enum SidecarEvent {
         /// Whether the sidecar heals it now (`--drift heal`) or only reports it.
         healing: bool,
     },
+    /// A drift check was made (after its [`SidecarEvent::DriftFound`], if it found drift).
+    Checked {
+        /// Whether the host runs other than plugins.yaml asks (kept by the host's restraints
+        /// is not drift).
+        drift: bool,
+    },
     /// A stop was asked; the sidecar ends (what is in flight stays in the journal).
     Stopping {
         /// What was left in flight.
@@ -202,6 +208,7 @@ impl Observer for LogObserver {
                 "drift: the host runs other than plugins.yaml asks: {}",
                 changes.join("; ")
             ),
+            SidecarEvent::Checked { drift } => tracing::debug!(drift, "drift check"),
             SidecarEvent::Stopping { left } => tracing::info!("stopping: {left}"),
         }
     }

@@ -365,6 +365,7 @@ impl Sidecar {
         };
         if document.plan.in_sync() {
             memory.drift_told = None;
+            self.tell(&SidecarEvent::Checked { drift: false });
             return;
         }
         let plan_id = document.plan_id.to_string();
@@ -392,6 +393,7 @@ impl Sidecar {
             });
             memory.drift_told = Some(plan_id);
         }
+        self.tell(&SidecarEvent::Checked { drift: true });
         if healing {
             self.reconcile(memory, Trigger::Drift);
         }

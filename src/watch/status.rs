@@ -39,6 +39,12 @@ pub struct SidecarStatus {
     pub last_reconcile: Option<LastReconcile>,
     /// The last drift found, while it lasts.
     pub drift: Option<DriftSeen>,
+    /// Reconciles ended since the start (applied, failed or in error).
+    pub reconciles: u64,
+    /// Drift checks made since the start.
+    pub checks: u64,
+    /// When the last drift check was made.
+    pub last_check_at: Option<String>,
 }
 
 /// The last valid plugins.yaml.
@@ -131,6 +137,7 @@ impl SidecarStatus {
             SidecarEvent::ReconcileFinished {
                 trigger, report, ..
             } => {
+                self.reconciles += 1;
                 self.drift = None;
                 self.last_reconcile = Some(LastReconcile {
                     at: now.to_owned(),
@@ -147,6 +154,7 @@ impl SidecarStatus {
                 failures,
                 retry_in,
             } => {
+                self.reconciles += 1;
                 self.last_reconcile = Some(LastReconcile {
                     at: now.to_owned(),
                     trigger: trigger.name().to_owned(),
@@ -167,6 +175,13 @@ impl SidecarStatus {
                     changes: changes.clone(),
                     healing: *healing,
                 });
+            }
+            SidecarEvent::Checked { drift } => {
+                self.checks += 1;
+                self.last_check_at = Some(now.to_owned());
+                if !drift {
+                    self.drift = None;
+                }
             }
             SidecarEvent::Stopping { .. } => self.stopped_at = Some(now.to_owned()),
             SidecarEvent::ReconcileStarted { .. }

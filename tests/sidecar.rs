@@ -1,0 +1,303 @@
+//! `plugsync run` through the binary, against a real reference host running the real example
+//! plugins: plugins.yaml edited in place, by rename-on-save and by a symlink swap; an invalid
+//! edit never applied; drift healed or only reported; a hold left alone; SIGTERM mid-step and
+//! the next start finishing the job.
+//!
+//! Nothing here sleeps for a set time to let something happen: each test waits for the fact
+//! itself (the host's status, the sidecar's `sidecar.json` counters, a log line), polling.
+
+mod support;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::desk::*;
+use support::process::{Finished, Proc};
+use support::*;
+
+/// Both plugins at their first versions.
+const V1: &str = "  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
+";
+
+/// risk_model's minor upgrade, soaked briefly.
+const V1_1: &str = "  plugins:
+    - id: risk_model
+      version: 1.1.0
+      config: {max_position: 10}
+      verify: {soak: {duration: 300ms}}
+    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
+";
+
+/// How long a wait for a fact may take before the test fails (a loaded machine is slow).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// Waits until `done` holds, polling; fails naming `what`, with the sidecar's log.
+fn eventually(sidecar: &Proc, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}; the sidecar's log:\n{}",
+            sidecar.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the host runs: `plugin version`, sorted, and whether a step is pending.
+fn running(desk: &Desk) -> Vec<String> {
+    let status = desk.api.status();
+    let mut running: Vec<String> = (status["plugins"].as_array().unwrap().iter())
+        .map(|p| {
+            let pending = if p["pending"].is_null() {
+                ""
+            } else {
+                " (pending)"
+            };
+            format!(
+                "{} {}{pending}",
+                p["plugin"].as_str().unwrap(),
+                p["version"]["version"].as_str().unwrap()
+            )
+        })
+        .collect();
+    running.sort();
+    running
+}
+
+/// A plugins.yaml for the desk's registry (by absolute path: the file may live elsewhere).
+fn desired(desk: &Desk, plugins: &str) -> String {
+    format!(
+        "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {{name: desk-a}}\nspec:\n  \
+         registry: {{url: {}}}\n{plugins}",
+        desk.path().join("registry").display()
+    )
+}
+
+/// `plugsync run -f FILE` against the desk's host, its state in `state`, on a Saturday.
+fn run(desk: &Desk, file: &Path, args: &[&str]) -> Proc {
+    let mut all: Vec<&OsStr> = vec![
+        OsStr::new("run"),
+        OsStr::new("-f"),
+        file.as_os_str(),
+        OsStr::new("--host"),
+        OsStr::new(&desk.host.url),
+    ];
+    let token = desk.path().join("token");
+    let state = desk.path().join("state");
+    all.extend([OsStr::new("--token-file"), token.as_os_str()]);
+    all.extend([OsStr::new("--state-dir"), state.as_os_str()]);
+    all.extend([OsStr::new("--debounce"), OsStr::new("50ms")]);
+    all.extend(args.iter().map(OsStr::new));
+    Proc::spawn(&all, &[("PLUGSYNC_NOW", OsStr::new(SATURDAY))])
+}
+
+/// The sidecar's `sidecar.json` (null before it is written).
+fn status(desk: &Desk) -> Value {
+    std::fs::read(desk.path().join("state/sidecar.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// How many reconciles the sidecar has ended (applied, failed or in error).
+fn reconciles(desk: &Desk) -> u64 {
+    status(desk)["reconciles"].as_u64().unwrap_or(0)
+}
+
+/// How many drift checks it has made.
+fn checks(desk: &Desk) -> u64 {
+    status(desk)["checks"].as_u64().unwrap_or(0)
+}
+
+/// Writes `text` to `path` as an editor that saves by rename does: a new file beside, renamed
+/// over the old one.
+fn save_by_rename(path: &Path, text: &str) {
+    let beside = path.with_extension("yaml.swp");
+    std::fs::write(&beside, text).unwrap();
+    std::fs::rename(&beside, path).unwrap();
+}
+
+/// Stops the sidecar with SIGTERM; how it ended.
+fn stop(mut sidecar: Proc) -> Finished {
+    sidecar.signal("TERM");
+    sidecar.wait();
+    sidecar.finish()
+}
+
+#[test]
+fn each_way_an_edit_lands_is_applied_in_place_by_rename_and_by_a_symlink_swap() {
+    let desk = Desk::new();
+    // As git-sync lays a checkout out: `current` links to the revision checked out.
+    let revision = |name: &str, plugins: &str| -> PathBuf {
+        let dir = desk.path().join("git").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("plugins.yaml"), desired(&desk, plugins)).unwrap();
+        dir
+    };
+    revision("rev-1", V1);
+    std::os::unix::fs::symlink("rev-1", desk.path().join("git/current")).unwrap();
+    let file = desk.path().join("git/current/plugins.yaml");
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+
+    // In place.
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    eventually(&sidecar, "risk_model 1.1.0 is committed", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]
+    });
+
+    // By rename-on-save: a reconfigure.
+    save_by_rename(&file, &desired(&desk, &V1_1.replace("10}", "20}")));
+    eventually(&sidecar, "risk_model runs with max_position 20", || {
+        desk.api.plugin("risk_model")["config"]["max_position"] == 20
+    });
+
+    // By a symlink swap to another revision: back to the first versions.
+    revision("rev-2", V1);
+    let link = desk.path().join("git/current.new");
+    std::os::unix::fs::symlink("rev-2", &link).unwrap();
+    std::fs::rename(&link, desk.path().join("git/current")).unwrap();
+    eventually(&sidecar, "risk_model is back on 1.0.0", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+
+    let stopped = stop(sidecar);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let last = &status(&desk)["lastReconcile"];
+    assert_eq!(last["outcome"], "applied", "{last}");
+    assert!(status(&desk)["stoppedAt"].is_string());
+}
+
+#[test]
+fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_one_is() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+    let before = reconciles(&desk);
+
+    std::fs::write(
+        &file,
+        desired(&desk, &V1_1.replace("version: 1.1.0", "verison: 1.1.0")),
+    )
+    .unwrap();
+    eventually(&sidecar, "the sidecar says plugins.yaml is invalid", || {
+        status(&desk)["invalid"].is_object()
+    });
+    let invalid = status(&desk)["invalid"]["report"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(invalid.contains("plugins.yaml:8:7"), "{invalid}");
+    assert!(invalid.contains("`verison`"), "{invalid}");
+    assert!(
+        sidecar
+            .stderr()
+            .contains("plugins.yaml is invalid, keeping the last good desired state")
+    );
+    assert_eq!(reconciles(&desk), before, "nothing was reconciled");
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
+
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    eventually(&sidecar, "risk_model 1.1.0 is committed", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]
+    });
+    assert!(status(&desk)["invalid"].is_null());
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn drift_made_by_hand_is_healed() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(&desk, &file, &["--drift-interval", "200ms"]);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+
+    desk.switch_by("risk_model", RISK_MODEL_1_1_0, "an-operators-script");
+    eventually(&sidecar, "the drift is healed", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+    assert!(sidecar.stderr().contains("drift: the host runs other than plugins.yaml asks: risk_model: runs 1.1.0, plugins.yaml asks 1.0.0"), "{}", sidecar.stderr());
+}
+
+#[test]
+fn drift_with_report_only_is_told_once_and_left_alone() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(
+        &desk,
+        &file,
+        &["--drift-interval", "200ms", "--drift", "report"],
+    );
+    eventually(&sidecar, "a check found nothing to do", || {
+        checks(&desk) >= 1
+    });
+    desk.switch_by("risk_model", RISK_MODEL_1_1_0, "an-operators-script");
+    eventually(&sidecar, "the drift is told", || {
+        status(&desk)["drift"]["changes"][0] == "risk_model: runs 1.1.0, plugins.yaml asks 1.0.0"
+    });
+    let told = checks(&desk);
+    eventually(&sidecar, "two checks more", || checks(&desk) >= told + 2);
+    assert_eq!(
+        running(&desk),
+        ["ma_cross 1.0.0", "risk_model 1.1.0"],
+        "only told"
+    );
+    assert_eq!(status(&desk)["drift"]["healing"], false);
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn sigterm_mid_soak_exits_0_and_the_next_start_finishes_the_step() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+    // A soak long enough that the stop lands in it even on a loaded machine.
+    std::fs::write(&file, desired(&desk, &V1_1.replace("300ms", "10s"))).unwrap();
+    eventually(&sidecar, "risk_model 1.1.0 soaks", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0 (pending)"]
+    });
+
+    let stopped = stop(sidecar);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("1.0.0 → 1.1.0) at `soaking`"),
+        "the log says what was left in flight:\n{}",
+        stopped.stderr
+    );
+    assert_eq!(
+        running(&desk),
+        ["ma_cross 1.0.0", "risk_model 1.1.0 (pending)"],
+        "left soaking on the host, under its lease"
+    );
+
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the step left is committed", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]
+    });
+    let finished = stop(sidecar);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("soak 10s ✓  committed"),
+        "the journal's step was finished, not planned again:\n{}",
+        finished.stderr
+    );
+}
