@@ -130,12 +130,13 @@ pub fn reconcile_desired(
 }
 
 /// The plan a reconcile with `desired` would apply now, computed without the lease and
-/// without previews: what the sidecar's drift check compares the host with.
+/// without previews — what the sidecar's drift check compares the host with — and the host's
+/// status it was made against.
 pub fn plan_now(
     desired: DesiredState,
     options: &ReconcileOptions,
     port: &dyn HostPort,
-) -> Result<PlanDocument> {
+) -> Result<(PlanDocument, Observation)> {
     let inputs = Inputs::resolve(desired, options.locked, options.registry_ca.as_deref())?;
     let observation = Observation {
         source: Source::Host {
@@ -143,7 +144,8 @@ pub fn plan_now(
         },
         running: port.status(false)?,
     };
-    inputs.plan(observation, options.now, options.limits)
+    let document = inputs.plan(observation.clone(), options.now, options.limits)?;
+    Ok((document, observation))
 }
 
 /// Applies what `inputs` ask (plugins.yaml's, or a manual rollback's set), as `tool`: the

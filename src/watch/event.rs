@@ -7,6 +7,7 @@ use plugsync_host::Digest;
 use serde::Serialize;
 
 use crate::apply::{ApplyReport, StepOutcome, StepReport};
+use crate::plan::VersionAt;
 
 /// Why the sidecar reconciles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,6 +101,12 @@ pub enum SidecarEvent {
         /// Whether the sidecar heals it now (`--drift heal`) or only reports it.
         healing: bool,
     },
+    /// What each plugin should run and runs, as a drift check saw it (after each reconcile
+    /// too): metrics' info series and call counters.
+    Observed {
+        /// Each plugin plugins.yaml names or the host runs, by id.
+        plugins: Vec<PluginSeen>,
+    },
     /// A drift check was made (after its [`SidecarEvent::DriftFound`], if it found drift).
     Checked {
         /// Whether the host runs other than plugins.yaml asks (kept by the host's restraints
@@ -111,6 +118,19 @@ pub enum SidecarEvent {
         /// What was left in flight.
         left: String,
     },
+}
+
+/// One plugin as a drift check saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSeen {
+    /// The plugin.
+    pub plugin: String,
+    /// What plugins.yaml asks it to run (`None`: not named, or removed).
+    pub desired: Option<VersionAt>,
+    /// What the host runs (`None`: not loaded).
+    pub running: Option<VersionAt>,
+    /// The host's call counters of what runs.
+    pub counters: Option<plugsync_host::Counters>,
 }
 
 impl SidecarEvent {
@@ -209,6 +229,7 @@ impl Observer for LogObserver {
                 changes.join("; ")
             ),
             SidecarEvent::Checked { drift } => tracing::debug!(drift, "drift check"),
+            SidecarEvent::Observed { .. } => {}
             SidecarEvent::Stopping { left } => tracing::info!("stopping: {left}"),
         }
     }

@@ -33,7 +33,7 @@ use crate::apply::{HostPort, StepReport, Stop};
 use crate::error::{Error, Result};
 use crate::ops::{self, DesiredState, Progress, ReconcileOptions};
 
-pub use event::{LogObserver, Observer, SidecarEvent, Trigger};
+pub use event::{LogObserver, Observer, PluginSeen, SidecarEvent, Trigger};
 pub use files::{FileWatch, directories_of};
 pub use status::{SIDECAR_FILE, SidecarStatus, StatusFile};
 
@@ -146,6 +146,8 @@ struct Memory {
     drift_told: Option<String>,
     /// A reconcile stopped part-way, as asked: what it left in flight.
     stopped: Option<String>,
+    /// When the next drift check is due (`None`: at once).
+    next_check: Option<Instant>,
 }
 
 impl Sidecar {
@@ -189,7 +191,7 @@ impl Sidecar {
 
         self.finish_journal();
         let mut next = Some(Trigger::Start);
-        let mut next_drift = Instant::now() + self.options.drift_interval;
+        memory.next_check = Some(Instant::now() + self.options.drift_interval);
         while !self.stop.asked() {
             match next.take() {
                 Some(Trigger::Start | Trigger::Change) => {
@@ -202,7 +204,7 @@ impl Sidecar {
                 }
                 Some(Trigger::Retry) => self.reconcile(&mut memory, Trigger::Retry),
                 Some(Trigger::Drift) => {
-                    next_drift = Instant::now() + self.options.drift_interval;
+                    memory.next_check = Some(Instant::now() + self.options.drift_interval);
                     self.check_drift(&mut memory);
                 }
                 None => {}
@@ -211,9 +213,10 @@ impl Sidecar {
                 break;
             }
             // Sleep until a file changes, the retry is due, or the drift check.
+            let next_check = memory.next_check.unwrap_or_else(Instant::now);
             let (due, trigger) = match memory.retry_at {
-                Some(at) if at < next_drift => (at, Trigger::Retry),
-                _ => (next_drift, Trigger::Drift),
+                Some(at) if at < next_check => (at, Trigger::Retry),
+                _ => (next_check, Trigger::Drift),
             };
             match self
                 .woken
@@ -319,6 +322,11 @@ impl Sidecar {
                 memory.failures = 0;
                 memory.retry_at = None;
                 memory.drift_told = None;
+                // Checked at once: what runs now, for status and metrics (and a host that
+                // changed meanwhile).
+                if trigger != Trigger::Drift {
+                    memory.next_check = None;
+                }
                 self.tell(&SidecarEvent::ReconcileFinished {
                     trigger,
                     report,
@@ -356,13 +364,16 @@ impl Sidecar {
             return;
         }
         let options = self.reconcile_options();
-        let document = match ops::plan_now(desired, &options, self.port.as_ref()) {
-            Ok(document) => document,
+        let (document, observation) = match ops::plan_now(desired, &options, self.port.as_ref()) {
+            Ok(planned) => planned,
             Err(error) => {
                 tracing::warn!("drift check failed: {error}");
                 return;
             }
         };
+        self.tell(&SidecarEvent::Observed {
+            plugins: seen(&document, &observation),
+        });
         if document.plan.in_sync() {
             memory.drift_told = None;
             self.tell(&SidecarEvent::Checked { drift: false });
@@ -464,4 +475,25 @@ impl Progress for Tell<'_> {
     fn notice(&mut self, text: &str) {
         self.tell(&SidecarEvent::Notice(text.to_owned()));
     }
+}
+
+/// Each plugin plugins.yaml names or the host runs, as the plan and the host's status saw it.
+fn seen(
+    document: &crate::plan::PlanDocument,
+    observation: &crate::observe::Observation,
+) -> Vec<PluginSeen> {
+    let running = &observation.running.status.plugins;
+    (document.plan.changes.iter())
+        .map(|change| PluginSeen {
+            plugin: change.plugin.clone(),
+            desired: change
+                .kept
+                .as_ref()
+                .map_or(change.to.clone(), |kept| kept.wanted.clone()),
+            running: change.from.clone(),
+            counters: (running.iter())
+                .find(|p| p.plugin == change.plugin)
+                .map(|p| p.counters.clone()),
+        })
+        .collect()
 }

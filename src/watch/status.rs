@@ -184,7 +184,8 @@ impl SidecarStatus {
                 }
             }
             SidecarEvent::Stopping { .. } => self.stopped_at = Some(now.to_owned()),
-            SidecarEvent::ReconcileStarted { .. }
+            SidecarEvent::Observed { .. }
+            | SidecarEvent::ReconcileStarted { .. }
             | SidecarEvent::StepStarted { .. }
             | SidecarEvent::StepEnded(_)
             | SidecarEvent::Notice(_) => {}
