@@ -493,7 +493,7 @@ fn seen(
             running: change.from.clone(),
             counters: (running.iter())
                 .find(|p| p.plugin == change.plugin)
-                .map(|p| p.counters.clone()),
+                .map(|p| p.counters),
         })
         .collect()
 }
