@@ -599,6 +599,25 @@ struct RunArgs {
     /// The log's format on stderr (`RUST_LOG` or `PLUGSYNC_LOG` filter it).
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
+    /// Run the reference host in this process too, the sidecar in a thread beside it: plugsync
+    /// tried with nothing else running (its desk trades once plugins.yaml's plugins run).
+    #[arg(long, conflicts_with_all = ["host", "token_file", "tls_ca"])]
+    embedded: bool,
+    /// With `--embedded`: where the host's control API listens (port 0: any free port, shown
+    /// when ready); its token is in `STATE_DIR/host-token`.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "embedded",
+        default_value = "127.0.0.1:0"
+    )]
+    listen: Listen,
+    /// With `--embedded`: the host's store (default `STATE_DIR/host-store`).
+    #[arg(long, value_name = "DIR", requires = "embedded")]
+    store: Option<PathBuf>,
+    /// With `--embedded`: do not run the synthetic desk.
+    #[arg(long, requires = "embedded")]
+    no_feed: bool,
 }
 
 /// `--drift`.
@@ -1189,6 +1208,20 @@ pub fn run() -> ExitCode {
         }
         Command::Host(args) => {
             host_options(args).and_then(|options| ops::host(&options).map(|()| true))
+        }
+        Command::Run(args) if args.embedded => {
+            let (listen, store, feed) = (args.listen.clone(), args.store.clone(), !args.no_feed);
+            run_options(args)
+                .and_then(|options| {
+                    let state_dir = &options.sidecar.reconcile.state_dir;
+                    let host = ops::EmbeddedHost {
+                        listen,
+                        store: store.unwrap_or_else(|| state_dir.join("host-store")),
+                        feed,
+                    };
+                    ops::run_embedded(options.sidecar, host)
+                })
+                .map(|()| true)
         }
         Command::Run(args) => {
             run_options(args).and_then(|options| ops::run(&options).map(|()| true))

@@ -184,6 +184,7 @@ fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_
     eventually(&sidecar, "the first versions run", || {
         running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
     });
+    eventually(&sidecar, "the first reconcile is told", || reconciles(&desk) == 1);
     let before = reconciles(&desk);
 
     std::fs::write(
@@ -300,4 +301,143 @@ fn sigterm_mid_soak_exits_0_and_the_next_start_finishes_the_step() {
         "the journal's step was finished, not planned again:\n{}",
         finished.stderr
     );
+}
+
+#[test]
+fn a_manual_reconcile_while_the_sidecar_applies_waits_for_the_hosts_lease() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+    std::fs::write(&file, desired(&desk, &V1_1.replace("300ms", "3s"))).unwrap();
+    eventually(&sidecar, "risk_model 1.1.0 soaks", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0 (pending)"]
+    });
+
+    // Another client, with its own journal: it waits, then finds nothing left to do.
+    let alice_token = desk.path().join("alice.token");
+    let alice_state = desk.path().join("alice-state");
+    let manual = desk.reconcile_of(
+        &file,
+        &[
+            ("PLUGSYNC_NOW", SATURDAY),
+            ("PLUGSYNC_STATE_DIR", alice_state.to_str().unwrap()),
+        ],
+        &["--token-file", alice_token.to_str().unwrap()],
+    );
+    assert!(manual.status.success(), "{}", manual.stderr);
+    assert!(
+        manual.stderr.contains("waiting: `default`"),
+        "it waited on the sidecar's lease:\n{}",
+        manual.stderr
+    );
+    assert_eq!(
+        manual.stdout,
+        "In sync: nothing to apply. The host runs ma_cross 1.0.0, risk_model 1.1.0.\n"
+    );
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn a_hold_made_by_hand_is_not_healed_away() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    let sidecar = run(&desk, &file, &["--drift-interval", "200ms"]);
+    eventually(&sidecar, "risk_model 1.1.0 runs", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]
+    });
+
+    // An operator rolls risk_model back by hand (another client, its own journal): a hold.
+    let rolled_back = desk.operator(&[
+        "rollback",
+        "risk_model",
+        "--to",
+        "1.0.0",
+        "--yes",
+        "--reason",
+        "1.1.0 misprices ES",
+        "-f",
+        file.to_str().unwrap(),
+        "--token-file",
+        desk.path().join("alice.token").to_str().unwrap(),
+        "--state-dir",
+        desk.path().join("alice-state").to_str().unwrap(),
+    ]);
+    assert!(rolled_back.status.success(), "{}", rolled_back.stderr);
+    let after = checks(&desk);
+    eventually(&sidecar, "three drift checks more", || {
+        checks(&desk) >= after + 3
+    });
+    assert_eq!(
+        running(&desk),
+        ["ma_cross 1.0.0", "risk_model 1.0.0"],
+        "held"
+    );
+    assert!(status(&desk)["drift"].is_null(), "a hold is not drift");
+    assert!(!sidecar.stderr().contains("drift:"), "{}", sidecar.stderr());
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn embedded_the_sidecar_runs_beside_the_host_in_one_process_and_the_desk_trades() {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let state = desk.path().join("embedded");
+    let args: Vec<&OsStr> = vec![
+        OsStr::new("run"),
+        OsStr::new("--embedded"),
+        OsStr::new("-f"),
+        file.as_os_str(),
+        OsStr::new("--state-dir"),
+        state.as_os_str(),
+        OsStr::new("--drift-interval"),
+        OsStr::new("1h"),
+        OsStr::new("--debounce"),
+        OsStr::new("50ms"),
+    ];
+    let mut embedded = Proc::spawn(&args, &[("PLUGSYNC_NOW", OsStr::new(SATURDAY))]);
+    let url = embedded
+        .line_starting("plugsync host listening on ")
+        .trim_start_matches("plugsync host listening on ")
+        .to_owned();
+    let token = std::fs::read_to_string(state.join("host-token")).unwrap();
+    let api = support::process::Api::at(&url, token.trim());
+    let calls = |plugin: &str| -> u64 {
+        (api.status()["plugins"].as_array().unwrap().iter())
+            .find(|p| p["plugin"] == plugin)
+            .map_or(0, |p| p["counters"]["calls"].as_u64().unwrap())
+    };
+    eventually(&embedded, "the desk trades through both plugins", || {
+        calls("ma_cross") > 0 && calls("risk_model") > 0
+    });
+
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    eventually(
+        &embedded,
+        "risk_model 1.1.0 is committed under load",
+        || {
+            let status = api.status();
+            (status["plugins"].as_array().unwrap().iter()).any(|p| {
+                p["plugin"] == "risk_model"
+                    && p["version"]["version"] == "1.1.0"
+                    && p["pending"].is_null()
+            })
+        },
+    );
+    let served = calls("risk_model");
+    eventually(&embedded, "the desk still trades", || {
+        calls("risk_model") > served
+    });
+
+    let stopped = stop(embedded);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let sidecar: Value =
+        serde_json::from_slice(&std::fs::read(state.join("sidecar.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["host"], "in-process");
+    assert_eq!(sidecar["lastReconcile"]["outcome"], "applied");
 }

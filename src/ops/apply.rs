@@ -157,13 +157,32 @@ pub(super) fn apply(
     port: &dyn HostPort,
     progress: &mut dyn Progress,
 ) -> Result<ApplyReport> {
+    apply_then(inputs, options, tool, port, progress, &mut |_| Ok(()))
+}
+
+/// [`apply`], then `then` while the lease is still held, when every step was applied: what
+/// must be in place before another client may reconcile (a manual rollback's hold — else a
+/// sidecar could take the lease in between and undo the rollback).
+pub(super) fn apply_then(
+    inputs: &Inputs,
+    options: &ReconcileOptions,
+    tool: &'static str,
+    port: &dyn HostPort,
+    progress: &mut dyn Progress,
+    then: &mut dyn FnMut(&mut Engine<'_>) -> Result<()>,
+) -> Result<ApplyReport> {
     check_api(port)?;
     warn_unreadable(inputs, progress);
     let store = Store::open(&options.state_dir)?;
     let mut engine = Engine::resume(port, &store, engine_options(options, tool))?;
     // Under the lease from here to the end.
     acquire(&mut engine, options, progress)?;
-    let applied = apply_rounds(&mut engine, inputs, options, port, progress);
+    let applied = apply_rounds(&mut engine, inputs, options, port, progress).and_then(|done| {
+        if !engine.failed() {
+            then(&mut engine)?;
+        }
+        Ok(done)
+    });
     if applied.is_err() {
         // The lease is given back on an error too (a crash leaves it to expire).
         let _ = engine.release();

@@ -91,6 +91,9 @@ pub struct HostOptions {
     pub fail_closed: Vec<String>,
     /// Serve `POST /v1/plugins/{plugin}/call` (a plugin author feeding a plugin by hand).
     pub allow_calls: bool,
+    /// Run the sidecar in a thread of this process, over the runtime's in-process control API
+    /// (`plugsync run --embedded`): it stops with the host.
+    pub sidecar: Option<crate::watch::SidecarOptions>,
 }
 
 impl HostOptions {
@@ -116,6 +119,7 @@ impl HostOptions {
             fresh_state: Vec::new(),
             fail_closed: Vec::new(),
             allow_calls: false,
+            sidecar: None,
         }
     }
 }
@@ -170,13 +174,28 @@ pub fn host(options: &HostOptions) -> Result<()> {
         Some(script) => Some(script.prepare(&runtime)?),
         None => None,
     };
-    let desk = if replay.is_some() {
-        None
+    // The desk trades once its plugins run: at once when they are loaded here, else (with
+    // the sidecar in this process, which installs them) as soon as they are.
+    let trading = if replay.is_some() {
+        Trading::Off
     } else if options.feed {
-        desk_handles(&runtime)
+        match desk_handles(&runtime) {
+            Ok(handles) => Trading::Now(handles),
+            Err(missing) if options.sidecar.is_some() => {
+                tracing::info!("the feed starts once the sidecar has installed {missing}");
+                Trading::Later
+            }
+            Err(missing) => {
+                tracing::warn!(
+                    "the feed is off: the desk trades through {STRATEGY} and {RISK}, and \
+                     {missing} not loaded (pass `--load` with its library)"
+                );
+                Trading::Off
+            }
+        }
     } else {
         tracing::info!("the feed is off (`--feed off`)");
-        None
+        Trading::Off
     };
 
     let threads = options.feed_threads.clamp(1, INSTRUMENTS.len());
@@ -185,6 +204,10 @@ pub fn host(options: &HostOptions) -> Result<()> {
         .clamp(1, INSTRUMENTS.len() / threads);
     let stats: Vec<DeskStats> = (0..threads).map(|_| DeskStats::default()).collect();
     let (ledger, stop) = (Ledger::default(), AtomicBool::new(false));
+    let sidecar = match &options.sidecar {
+        Some(sidecar) => Some(start_sidecar(&runtime, sidecar)?),
+        None => None,
+    };
     let served = std::thread::scope(|scope| {
         let mut feeds = Vec::new();
         if let Some(replay) = replay {
@@ -195,10 +218,12 @@ pub fn host(options: &HostOptions) -> Result<()> {
                 .expect("the feed thread starts");
             feeds.push(feed);
         }
-        if let Some((strategy, risk)) = &desk {
+        let (ledger, stats, stop) = (&ledger, &stats, &stop);
+        let start_feeds = move |(strategy, risk): (SlotHandle, SlotHandle)| {
+            let mut feeds = Vec::new();
             for (t, instruments) in INSTRUMENTS.chunks(per_thread).take(threads).enumerate() {
-                let desk = Desk::new(strategy.clone(), risk.clone(), &ledger, &stats[t]);
-                let (stop, pace) = (&stop, options.feed_pace);
+                let desk = Desk::new(strategy.clone(), risk.clone(), ledger, &stats[t]);
+                let pace = options.feed_pace;
                 let feed = std::thread::Builder::new()
                     .name(format!("feed-{t}"))
                     .spawn_scoped(scope, move || trade(desk, instruments, t, pace, stop))
@@ -210,11 +235,44 @@ pub fn host(options: &HostOptions) -> Result<()> {
                 instruments = threads * per_thread,
                 "the feed is on: bars go through {STRATEGY} → {RISK} → the simulated exchange"
             );
+            feeds
+        };
+        match trading {
+            Trading::Now(handles) => feeds.extend(start_feeds(handles)),
+            Trading::Later => {
+                let runtime = &runtime;
+                let waiter = std::thread::Builder::new()
+                    .name("feed-waiter".to_owned())
+                    .spawn_scoped(scope, move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            if let Ok(handles) = desk_handles(runtime) {
+                                for feed in start_feeds(handles) {
+                                    if feed.join().is_err() {
+                                        tracing::error!("a feed thread panicked");
+                                    }
+                                }
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    })
+                    .expect("the feed waiter starts");
+                feeds.push(waiter);
+            }
+            Trading::Off => {}
         }
         println!("plugsync host listening on {url}");
         tracing::info!(%url, store = %options.store.display(), "ready");
         let served = io.block_on(server.serve(stop_signal.wait()));
         stop.store(true, Ordering::Relaxed);
+        if let Some((handle, thread)) = sidecar {
+            handle.stop();
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!("the sidecar ended: {error}"),
+                Err(_) => tracing::error!("the sidecar thread panicked"),
+            }
+        }
         for feed in feeds {
             if feed.join().is_err() {
                 tracing::error!("a feed thread panicked");
@@ -367,7 +425,7 @@ fn load(
 }
 
 /// The strategy and risk slots, if both are loaded; else logs why the feed is off.
-fn desk_handles(runtime: &Runtime) -> Option<(SlotHandle, SlotHandle)> {
+fn desk_handles(runtime: &Runtime) -> std::result::Result<(SlotHandle, SlotHandle), String> {
     let running: Vec<String> = runtime
         .status()
         .plugins
@@ -378,18 +436,52 @@ fn desk_handles(runtime: &Runtime) -> Option<(SlotHandle, SlotHandle)> {
         .into_iter()
         .filter(|id| !running.iter().any(|r| r == id))
         .collect();
-    if !missing.is_empty() {
-        tracing::warn!(
-            "the feed is off: the desk trades through {STRATEGY} and {RISK}, and {} not \
-             loaded (pass `--load` with its library)",
-            match missing.as_slice() {
-                [one] => format!("{one} is"),
-                _ => "neither is".to_owned(),
-            }
-        );
-        return None;
+    let handles = (runtime.handle(STRATEGY).ok()).zip(runtime.handle(RISK).ok());
+    match (missing.as_slice(), handles) {
+        ([], Some(handles)) => Ok(handles),
+        ([one], _) => Err(format!("{one} is")),
+        _ => Err("neither is".to_owned()),
     }
-    Some((runtime.handle(STRATEGY).ok()?, runtime.handle(RISK).ok()?))
+}
+
+/// When the desk trades.
+enum Trading {
+    /// From the start: its plugins are loaded.
+    Now((SlotHandle, SlotHandle)),
+    /// Once the sidecar in this process has installed them.
+    Later,
+    /// Never (`--feed off`, a feed file, or its plugins not loaded and nothing to load them).
+    Off,
+}
+
+/// Starts `plugsync run --embedded`'s sidecar in a thread of this process, over the runtime's
+/// in-process control API (client `plugsync-run`); its handle stops it.
+fn start_sidecar(
+    runtime: &Runtime,
+    options: &crate::watch::SidecarOptions,
+) -> Result<(
+    crate::watch::SidecarHandle,
+    std::thread::JoinHandle<Result<()>>,
+)> {
+    use crate::watch::{Sidecar, StatusFile};
+    // The runtime checks signatures against its own trusted keys before every load.
+    let port =
+        crate::apply::InProcessHost::new(runtime.clone(), "plugsync-run", TrustedKeys::none())?;
+    let mut sidecar = Sidecar::new(options.clone(), Box::new(port));
+    sidecar.observe(Box::new(StatusFile::new(
+        &options.reconcile.state_dir,
+        &options.reconcile.file,
+        crate::apply::InProcessHost::PLACE,
+    )));
+    let handle = sidecar.handle();
+    let thread = std::thread::Builder::new()
+        .name("plugsync-sidecar".to_owned())
+        .spawn(move || sidecar.run())
+        .map_err(|source| Error::Setup {
+            action: "start the sidecar thread",
+            source,
+        })?;
+    Ok((handle, thread))
 }
 
 /// One feed thread: rounds of bars for its instruments until told to stop.

@@ -36,6 +36,6 @@ pub use reconcile::{DesiredState, DryRun, DryRunOptions, Observe, dry_run};
 pub use registry::{PublishOptions, keygen, promote, publish, yank};
 pub use restrain::{RestraintChange, entry_fingerprint, restrain};
 pub use rollback::{ROLLBACK_TOOL, RollbackOptions, RollbackOutcome, rollback};
-pub use run::{RunOptions, run};
+pub use run::{EmbeddedHost, RunOptions, run, run_embedded};
 pub use status::{StatusFormat, StatusOptions, status};
 pub use validate::{SchemaName, Validated, schema, validate};

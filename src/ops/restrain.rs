@@ -107,15 +107,10 @@ pub fn restrain(
                     fix: "hold a plugin the host runs (`plugsync status` lists them)".into(),
                 });
             };
-            let until = match entry_sha256 {
-                Some(_) => format!(
-                    "`plugsync release {plugin}`, or until its entry in plugins.yaml changes"
-                ),
-                None => format!("`plugsync release {plugin}`"),
-            };
-            let done = format!(
-                "Held `{plugin}` at {}: every reconcile keeps it there until {until}.",
-                status.version.version
+            let done = held_text(
+                plugin,
+                &status.version.version.to_string(),
+                entry_sha256.is_some(),
             );
             let request = RestraintRequest::Hold {
                 plugin: plugin.clone(),
@@ -212,6 +207,17 @@ fn requests_in_order(requests: &[RestraintRequest], port: &dyn HostPort, epoch: 
 }
 
 /// Takes the host's reconcile lease for one change; its epoch.
+/// What a hold of `plugin` at `version` says once set (`by_entry`: lifted too by a change of
+/// its entry in plugins.yaml).
+pub(super) fn held_text(plugin: &str, version: &str, by_entry: bool) -> String {
+    let until = if by_entry {
+        format!("`plugsync release {plugin}`, or until its entry in plugins.yaml changes")
+    } else {
+        format!("`plugsync release {plugin}`")
+    };
+    format!("Held `{plugin}` at {version}: every reconcile keeps it there until {until}.")
+}
+
 pub(super) fn acquire(
     port: &dyn HostPort,
     no_wait: bool,

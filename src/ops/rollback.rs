@@ -19,13 +19,13 @@
 
 use std::collections::BTreeMap;
 
-use plugsync_host::control::api::{PluginRequest, RestoreRequest};
+use plugsync_host::control::api::{PluginRequest, RestoreRequest, RestraintRequest};
 use plugsync_host::{Origin, RollbackReport};
 use semver::Version;
 
-use super::apply::{ReconcileOptions, apply};
+use super::apply::{ReconcileOptions, apply_then};
 use super::reconcile::Inputs;
-use super::restrain::{RestraintChange, acquire, restrain};
+use super::restrain::{RestraintChange, acquire, held_text, restrain};
 use crate::apply::{ApplyReport, HostPort, StepContext, StepOperation, describe_rollback};
 use crate::error::{Error, Result};
 use crate::observe::{Observation, Source};
@@ -175,15 +175,31 @@ pub fn rollback(
             restrain(&release, port, options.apply.no_wait, &mut notice)?;
         }
     }
-    let report = apply(&inputs, &options.apply, ROLLBACK_TOOL, port, progress)?;
+    // Held before the lease is given back: no other client (a sidecar healing drift) may
+    // reconcile between the rollback and its hold, and undo it.
+    let versions: Vec<(&str, String)> = std::iter::once((plugin.as_str(), to.to_string()))
+        .chain((options.carry.iter()).map(|(id, version)| (id.as_str(), version.to_string())))
+        .collect();
     let mut held = Vec::new();
-    if !report.failed {
-        if let Some((point, _)) = &restore {
-            held.push(restore_point(options, point, port, progress)?);
-        }
-        for id in &moved {
-            held.push(hold(options, &inputs.of_record, id, port, progress)?);
-        }
+    let report = apply_then(
+        &inputs,
+        &options.apply,
+        ROLLBACK_TOOL,
+        port,
+        progress,
+        &mut |engine| {
+            for (id, version) in &versions {
+                let (request, text) = hold_request(options, &inputs.of_record, id, version);
+                engine.restrain(&request)?;
+                held.push(text);
+            }
+            Ok(())
+        },
+    )?;
+    if !report.failed
+        && let Some((point, _)) = &restore
+    {
+        held.insert(0, restore_point(options, point, port, progress)?);
     }
     Ok(RollbackOutcome::Applied { plan, report, held })
 }
@@ -331,7 +347,9 @@ fn roll_back_pending(
     )))
 }
 
-/// Holds `plugin` where it now runs, under its entry in plugins.yaml (`of_record`).
+/// Holds `plugin` where it now runs, under its entry in plugins.yaml (`of_record`). (The
+/// host's rollback of a pending step also marks the version failed: a client that reconciles
+/// before the hold is set cannot switch back to it.)
 fn hold(
     options: &RollbackOptions,
     of_record: &[PluginSpec],
@@ -349,6 +367,27 @@ fn hold(
     };
     let mut notice = |text: &str| progress.notice(text);
     restrain(&change, port, options.apply.no_wait, &mut notice)
+}
+
+/// The hold of `plugin` at `version`, under its entry in plugins.yaml (`of_record`), and
+/// what it says once set.
+fn hold_request(
+    options: &RollbackOptions,
+    of_record: &[PluginSpec],
+    plugin: &str,
+    version: &str,
+) -> (RestraintRequest, String) {
+    let entry_sha256 = (of_record.iter())
+        .find(|spec| spec.id == plugin)
+        .map(|spec| spec.fingerprint().to_string());
+    let text = held_text(plugin, version, entry_sha256.is_some());
+    let request = RestraintRequest::Hold {
+        plugin: plugin.to_owned(),
+        reason: format!("manual rollback: {}", options.reason),
+        by: None,
+        entry_sha256,
+    };
+    (request, text)
 }
 
 /// The version `plugin` ran before `running`: the `from` of the last step this plugsync

@@ -2,13 +2,17 @@
 //! SIGTERM or SIGINT — which end it at the apply's next safe point, exit 0 (a second signal
 //! exits at once: the journal is safe at any instant).
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use plugsync_host::control::Listen;
 
 use crate::apply::HttpHost;
 use crate::error::{Error, Result};
 use crate::watch::{Sidecar, SidecarHandle, SidecarOptions, StatusFile};
 
-use super::host::StopSignal;
+use super::host::{HostOptions, StopSignal};
 
 /// What `plugsync run` is asked.
 #[derive(Debug, Clone)]
@@ -75,4 +79,60 @@ fn stop_on_signal(handle: SidecarHandle) -> Result<()> {
             source,
         })?;
     Ok(())
+}
+
+/// The host `plugsync run --embedded` runs in its own process.
+#[derive(Debug, Clone)]
+pub struct EmbeddedHost {
+    /// Where its control API listens (for `plugsync status`, `history`, a second client).
+    pub listen: Listen,
+    /// Its store.
+    pub store: PathBuf,
+    /// Run the synthetic desk once its plugins are installed.
+    pub feed: bool,
+}
+
+/// Runs the reference host with the sidecar in a thread of the same process, over the
+/// runtime's in-process control API ([`crate::watch::Sidecar`] over
+/// [`crate::apply::InProcessHost`]): plugsync tried with nothing else running. The control
+/// API's token is `STATE_DIR/host-token` (made on first use, `0600`). Stops as the host does,
+/// on SIGTERM or SIGINT.
+pub fn run_embedded(sidecar: crate::watch::SidecarOptions, host: EmbeddedHost) -> Result<()> {
+    let token_file = sidecar.reconcile.state_dir.join("host-token");
+    ensure_token(&token_file)?;
+    tracing::info!(
+        token_file = %token_file.display(),
+        "plugsync run --embedded: the host's control API takes the token in this file"
+    );
+    let mut options = HostOptions::new(token_file);
+    options.listen = host.listen;
+    options.store = host.store;
+    options.feed = host.feed;
+    options.sidecar = Some(sidecar);
+    super::host(&options)
+}
+
+/// Makes a token file holding a fresh random token, `0600`, unless it exists.
+fn ensure_token(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let io = |source| Error::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(|error| io(std::io::Error::other(error)))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(format!("{token}\n").as_bytes()).map_err(io)
 }

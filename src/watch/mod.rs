@@ -374,6 +374,13 @@ impl Sidecar {
         self.tell(&SidecarEvent::Observed {
             plugins: seen(&document, &observation),
         });
+        // This loop holds the lease only while it reconciles: whoever holds it now is another
+        // client in the middle of its own changes (an operator's rollback, a manual
+        // reconcile), which are not drift. Looked at again next time.
+        if let Some(holder) = &observation.running.status.lease.holder {
+            tracing::debug!(holder = %holder.owner, "drift check skipped: another client reconciles");
+            return;
+        }
         if document.plan.in_sync() {
             memory.drift_told = None;
             self.tell(&SidecarEvent::Checked { drift: false });

@@ -257,8 +257,13 @@ pub struct Api {
 
 impl Api {
     pub fn new(host: &Host, token: &str) -> Api {
+        Api::at(&host.url, token)
+    }
+
+    /// The control API at `url` (a host this test did not start: `plugsync run --embedded`).
+    pub fn at(url: &str, token: &str) -> Api {
         Api {
-            url: host.url.clone(),
+            url: url.to_owned(),
             token: token.to_owned(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             io: tokio::runtime::Builder::new_current_thread()
