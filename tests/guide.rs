@@ -1,15 +1,16 @@
-//! The documentation shows code that compiles: every `rust` and `toml` block of the guides is a
-//! copy of a source file of this repository (which is built and tested), named on the block's
-//! first line (`// path` or `# path`). A block may skip lines with a `// …` (`# …`) line; each
-//! run of lines between skips must appear in the file, in order, with the same text up to
-//! indentation. A block copied from a doc comment (`//!`, `///`) matches its text.
+//! The documentation shows what is real: every `rust` and `toml` block of the guides is a copy
+//! of a source file of this repository (which is built and tested), and every `ini` and `yaml`
+//! block a copy of a file shipped with it (a systemd unit, an example plugins.yaml), named on
+//! the block's first line (`// path` or `# path`). A block may skip lines with a `// …` (`# …`)
+//! line; each run of lines between skips must appear in the file, in order, with the same text
+//! up to indentation. A block copied from a doc comment (`//!`, `///`) matches its text.
 
 use std::path::Path;
 
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The guides whose code blocks are checked.
-const GUIDES: [&str; 1] = ["docs/plugin-guide.md"];
+const GUIDES: [&str; 2] = ["docs/plugin-guide.md", "docs/operator-guide.md"];
 
 /// A fenced code block: its language, the line of the file it starts on, and its lines.
 struct Block {
@@ -70,14 +71,14 @@ fn find(source: &[(String, String)], run: &[String], from: usize) -> Option<usiz
 }
 
 #[test]
-fn every_rust_and_toml_block_of_the_guides_is_copied_from_a_source_file() {
+fn every_rust_toml_ini_and_yaml_block_of_the_guides_is_copied_from_a_file() {
     let mut checked = 0;
     for guide in GUIDES {
         let text = std::fs::read_to_string(Path::new(WORKSPACE).join(guide)).unwrap();
         for block in blocks(&text) {
             let comment = match block.lang.as_str() {
                 "rust" => "//",
-                "toml" => "#",
+                "toml" | "ini" | "yaml" => "#",
                 _ => continue,
             };
             let at = format!("{guide}:{}", block.line);
