@@ -95,6 +95,11 @@ enum Command {
     /// Write an ed25519 key pair for `publish --sign-key` (`NAME.key`, `0600`) and hosts'
     /// `--trusted-keys` (`NAME.pub`).
     Keygen(KeygenArgs),
+    /// Print the shell completion script for plugsync's commands and flags.
+    ///
+    /// Install it where the shell looks for it: bash, `/etc/bash_completion.d/plugsync`; zsh,
+    /// `_plugsync` in a directory of `$fpath`; fish, `~/.config/fish/completions/plugsync.fish`.
+    Completions(CompletionsArgs),
     /// Internal: run one preview job from stdin in this throwaway process (`src/preflight`).
     #[command(name = "preflight-child", hide = true)]
     PreflightChild(PreflightChildArgs),
@@ -857,6 +862,51 @@ fn restrain(change: ops::RestraintChange, host: &RestrainOn) -> crate::Result<bo
     Ok(true)
 }
 
+/// A shell `plugsync completions` writes a script for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    shell: CompletionShell,
+}
+
+/// `plugsync completions SHELL`: the script, generated from this command line's definition.
+fn completions(args: &CompletionsArgs) -> crate::Result<bool> {
+    use std::io::Write as _;
+    let shell = match args.shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    // clap_complete offers hidden commands too (`preflight-child`), and a `Command` has no way
+    // to remove one: the root is assembled again from `Cli`'s own arguments and its visible
+    // commands, so nothing of the command line is restated here.
+    let full = <Cli as clap::CommandFactory>::command();
+    let mut command = clap::Command::new("plugsync")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    if let Some(about) = full.get_about() {
+        command = command.about(about.clone());
+    }
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "plugsync", &mut script);
+    std::io::stdout()
+        .write_all(&script)
+        .map_err(|source| crate::Error::Setup {
+            action: "write the completion script",
+            source,
+        })?;
+    Ok(true)
+}
+
 #[derive(Debug, clap::Args)]
 struct KeygenArgs {
     /// Where to write the pair: `NAME.key` and `NAME.pub`.
@@ -1277,6 +1327,7 @@ pub fn run() -> ExitCode {
             ops::yank(&args.registry, &args.plugin, &args.version, args.undo).map(print_done)
         }
         Command::Keygen(args) => ops::keygen(&args.name).map(print_done),
+        Command::Completions(args) => completions(&args),
         Command::Rollback(args) => return rollback(args).unwrap_or_else(fail),
         Command::Gc(args) => now().and_then(|now| {
             let state_dir = args.state_dir.unwrap_or_else(ops::default_state_dir);

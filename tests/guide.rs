@@ -1,15 +1,21 @@
-//! The documentation shows code that compiles: every `rust` and `toml` block of the guides is a
-//! copy of a source file of this repository (which is built and tested), named on the block's
-//! first line (`// path` or `# path`). A block may skip lines with a `// …` (`# …`) line; each
-//! run of lines between skips must appear in the file, in order, with the same text up to
-//! indentation. A block copied from a doc comment (`//!`, `///`) matches its text.
+//! The documentation shows what is real: every `rust` and `toml` block of the guides is a copy
+//! of a source file of this repository (which is built and tested), named on the block's first
+//! line (`// path` or `# path`); an `ini` or `yaml` block that names a file so (a systemd unit,
+//! an example plugins.yaml: a path with a `/`) is a copy of it, and one that does not (a
+//! Prometheus job, say) only an illustration. A block may skip lines with a `// …` (`# …`)
+//! line; each run of lines between skips must appear in the file, in order, with the same text
+//! up to indentation. A block copied from a doc comment (`//!`, `///`) matches its text.
 
 use std::path::Path;
 
 const WORKSPACE: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The guides whose code blocks are checked.
-const GUIDES: [&str; 1] = ["docs/plugin-guide.md"];
+const GUIDES: [&str; 3] = [
+    "docs/plugin-guide.md",
+    "docs/operator-guide.md",
+    "docs/fleet.md",
+];
 
 /// A fenced code block: its language, the line of the file it starts on, and its lines.
 struct Block {
@@ -69,8 +75,16 @@ fn find(source: &[(String, String)], run: &[String], from: usize) -> Option<usiz
     })
 }
 
+/// Whether a block's first line is `# PATH`, a path with a `/` and no space.
+fn names_a_file(block: &Block) -> bool {
+    let first = block.lines.first().map(|l| l.trim()).unwrap_or_default();
+    first
+        .strip_prefix("# ")
+        .is_some_and(|path| path.contains('/') && !path.contains(char::is_whitespace))
+}
+
 #[test]
-fn every_rust_and_toml_block_of_the_guides_is_copied_from_a_source_file() {
+fn every_rust_toml_ini_and_yaml_block_of_the_guides_is_copied_from_a_file() {
     let mut checked = 0;
     for guide in GUIDES {
         let text = std::fs::read_to_string(Path::new(WORKSPACE).join(guide)).unwrap();
@@ -78,6 +92,7 @@ fn every_rust_and_toml_block_of_the_guides_is_copied_from_a_source_file() {
             let comment = match block.lang.as_str() {
                 "rust" => "//",
                 "toml" => "#",
+                "ini" | "yaml" if names_a_file(&block) => "#",
                 _ => continue,
             };
             let at = format!("{guide}:{}", block.line);
@@ -101,7 +116,7 @@ fn every_rust_and_toml_block_of_the_guides_is_copied_from_a_source_file() {
                 let start = find(&source, run, from).unwrap_or_else(|| {
                     panic!(
                         "{at}: these lines are not in `{path}` (in this order), so the guide no \
-                         longer shows what compiles; copy them again:\n{}",
+                         longer shows what is built or shipped; copy them again:\n{}",
                         run.join("\n")
                     )
                 });
