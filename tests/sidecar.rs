@@ -184,7 +184,9 @@ fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_
     eventually(&sidecar, "the first versions run", || {
         running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
     });
-    eventually(&sidecar, "the first reconcile is told", || reconciles(&desk) == 1);
+    eventually(&sidecar, "the first reconcile is told", || {
+        reconciles(&desk) == 1
+    });
     let before = reconciles(&desk);
 
     std::fs::write(
@@ -440,4 +442,88 @@ fn embedded_the_sidecar_runs_beside_the_host_in_one_process_and_the_desk_trades(
         serde_json::from_slice(&std::fs::read(state.join("sidecar.json")).unwrap()).unwrap();
     assert_eq!(sidecar["host"], "in-process");
     assert_eq!(sidecar["lastReconcile"]["outcome"], "applied");
+}
+
+/// A commit of `text` as `file` in `repo` over HEAD's tree, made before the work tree has it
+/// (as a `git pull` lands: the commit exists when the file changes); its id.
+fn commit(repo: &gix::Repository, file: &str, text: &str, message: &str) -> String {
+    let blob = repo.write_blob(text).unwrap().detach();
+    let parent = repo.head_id().ok().map(|id| id.detach());
+    let base = match parent {
+        Some(id) => repo.find_commit(id).unwrap().tree_id().unwrap().detach(),
+        None => gix::ObjectId::empty_tree(repo.object_hash()),
+    };
+    let mut editor = repo.edit_tree(base).unwrap();
+    editor
+        .upsert(file, gix::object::tree::EntryKind::Blob, blob)
+        .unwrap();
+    let tree = editor.write().unwrap().detach();
+    let operator = gix::actor::SignatureRef {
+        name: "ops".into(),
+        email: "ops@desk-a.example".into(),
+        time: "1796222400 +0000",
+    };
+    let id = repo
+        .commit_as(operator, operator, "HEAD", message, tree, parent)
+        .unwrap();
+    id.to_string()
+}
+
+#[test]
+fn each_commit_applied_is_in_history_with_its_id() {
+    let desk = Desk::new();
+    let dir = desk.path().join("repo");
+    let repo = gix::init(&dir).unwrap();
+    let file = dir.join("plugins.yaml");
+    let first = commit(&repo, "plugins.yaml", &desired(&desk, V1), "desk-a: v1");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first reconcile is told", || {
+        reconciles(&desk) == 1
+    });
+    assert_eq!(status(&desk)["desired"]["commit"], first.as_str());
+
+    let second = commit(
+        &repo,
+        "plugins.yaml",
+        &desired(&desk, V1_1),
+        "risk_model 1.1.0",
+    );
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    eventually(&sidecar, "the second reconcile is told", || {
+        reconciles(&desk) == 2
+    });
+    assert_eq!(status(&desk)["desired"]["commit"], second.as_str());
+    assert!(stop(sidecar).status.success());
+
+    let state = desk.path().join("state");
+    let history = support::process::plugsync(
+        &[
+            OsStr::new("history"),
+            OsStr::new("--output"),
+            OsStr::new("json"),
+            OsStr::new("--state-dir"),
+            state.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(history.status.success(), "{}", history.stderr);
+    let entries: Value = serde_json::from_str(&history.stdout).unwrap();
+    let commits: Vec<(&str, &str, bool)> = (entries.as_array().unwrap().iter())
+        .map(|e| {
+            (
+                e["plugin"].as_str().unwrap(),
+                e["commit"].as_str().unwrap(),
+                e["dirty"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        commits,
+        [
+            ("risk_model", second.as_str(), false),
+            ("ma_cross", first.as_str(), false),
+            ("risk_model", first.as_str(), false),
+        ]
+    );
 }
