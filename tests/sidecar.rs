@@ -211,6 +211,21 @@ fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_
     assert_eq!(reconciles(&desk), before, "nothing was reconciled");
     assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
 
+    // Operators see it in `plugsync status` (the sidecar's part, from its state directory).
+    let shown = desk.operator(&["status"]);
+    assert!(shown.status.success(), "{}", shown.stderr);
+    let sidecar_part = &shown.stdout[shown.stdout.find("\nsidecar:").unwrap()..];
+    let pid = status(&desk)["pid"].to_string();
+    expect_test::expect![[r#"
+
+        sidecar: pid [PID] since [TIME], following [ROOT]/plugins.yaml on [HOST]
+          plugins.yaml INVALID since [TIME]: unknown key `verison` in a plugin at [ROOT]/plugins.yaml:8:7
+          reconciling to the last good one (read [TIME])
+          last reconcile: [TIME] (change): applied — Applied 2 steps. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+          drift checks: 1, the last [TIME]
+    "#]]
+    .assert_eq(&desk.normalised(&sidecar_part.replace(&pid, "[PID]")));
+
     std::fs::write(&file, desired(&desk, V1_1)).unwrap();
     eventually(&sidecar, "risk_model 1.1.0 is committed", || {
         running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]

@@ -32,6 +32,14 @@ pub struct OperatorView {
     pub last_plan: Option<LastPlan>,
     /// The rollback points kept, newest first.
     pub rollback_points: Vec<PointView>,
+    /// The journal is open in another plugsync (a sidecar reconciling now): the last plan and
+    /// the rollback points are not shown.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub journal_busy: bool,
+    /// What the sidecar (`plugsync run`) with this state directory says of itself, from its
+    /// `sidecar.json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<crate::watch::SidecarStatus>,
 }
 
 /// plugins.yaml against the host.
@@ -120,15 +128,35 @@ pub fn operator_view(
         Some(file) => Some(desired_view(running, file, now)?),
         None => None,
     };
-    let (last_plan, rollback_points) = match state_dir.join(FILE_NAME).exists() {
-        true => (last_plan(state_dir)?, points(state_dir)?),
-        false => (None, Vec::new()),
+    let journal = match state_dir.join(FILE_NAME).exists() {
+        true => last_plan(state_dir).and_then(|plan| Ok((plan, points(state_dir)?))),
+        false => Ok((None, Vec::new())),
     };
+    let (last_plan, rollback_points, journal_busy) = match journal {
+        Ok((plan, points)) => (plan, points, false),
+        Err(error) if in_use(&error) => (None, Vec::new(), true),
+        Err(error) => return Err(error),
+    };
+    let sidecar = crate::watch::SidecarStatus::read(state_dir).unwrap_or_else(|error| {
+        tracing::warn!("cannot read the sidecar's status: {error}");
+        None
+    });
     Ok(OperatorView {
         desired,
         last_plan,
         rollback_points,
+        journal_busy,
+        sidecar,
     })
+}
+
+/// Whether `error` says the journal is open in another plugsync.
+fn in_use(error: &crate::Error) -> bool {
+    match error {
+        crate::Error::Store(error) => matches!(**error, crate::store::StoreError::InUse { .. }),
+        crate::Error::History(error) => matches!(**error, super::HistoryError::JournalInUse { .. }),
+        _ => false,
+    }
 }
 
 fn desired_view(running: &RunningState, file: &Path, now: Timestamp) -> Result<DesiredView> {
@@ -349,6 +377,15 @@ impl OperatorView {
             None if self.desired.is_some() => out.push_str("\nlast plan applied here: none\n"),
             None => {}
         }
+        if self.journal_busy {
+            out.push_str(
+                "\nthe journal is open in another plugsync (a sidecar reconciling?): the last \
+                 plan and the rollback points are not shown\n",
+            );
+        }
+        if let Some(sidecar) = &self.sidecar {
+            out.push_str(&sidecar_text(sidecar));
+        }
         if !self.rollback_points.is_empty() {
             let _ = writeln!(
                 out,
@@ -370,4 +407,113 @@ impl OperatorView {
         }
         out
     }
+}
+
+/// What the sidecar says of itself, for people.
+fn sidecar_text(sidecar: &crate::watch::SidecarStatus) -> String {
+    let mut out = String::new();
+    let at = |t: &str| to_the_second(t);
+    match &sidecar.stopped_at {
+        Some(stopped) => {
+            let _ = writeln!(
+                out,
+                "\nsidecar: stopped {} (pid {} ran since {})",
+                at(stopped),
+                sidecar.pid,
+                at(&sidecar.started_at)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\nsidecar: pid {} since {}, following {} on {}",
+                sidecar.pid,
+                at(&sidecar.started_at),
+                sidecar.file.display(),
+                sidecar.host
+            );
+        }
+    }
+    if let Some(invalid) = &sidecar.invalid {
+        // The first problem and its place; `plugsync validate` shows them all.
+        let mut lines = invalid.report.lines();
+        let first = lines.next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let place = lines
+            .find_map(|line| line.trim_start().strip_prefix("--> "))
+            .map(|place| format!(" at {place}"))
+            .unwrap_or_default();
+        let more = invalid.report.matches("\nerror").count();
+        let _ = writeln!(
+            out,
+            "  plugins.yaml INVALID since {}: {first}{place}{}",
+            at(&invalid.since),
+            match more {
+                0 => String::new(),
+                n => format!(" (and {n} more: `plugsync validate`)"),
+            }
+        );
+        let _ = writeln!(
+            out,
+            "  reconciling to the last good one{}",
+            match &sidecar.desired {
+                Some(desired) => format!(
+                    " ({})",
+                    desired.commit.as_deref().map_or_else(
+                        || format!("read {}", at(&desired.at)),
+                        |c| format!("commit {}", c.get(..12).unwrap_or(c))
+                    )
+                ),
+                None => ": none yet, nothing is applied".to_owned(),
+            }
+        );
+    } else if let Some(desired) = &sidecar.desired {
+        let _ = writeln!(
+            out,
+            "  desired: read {}{}",
+            at(&desired.at),
+            match &desired.commit {
+                Some(c) if desired.dirty =>
+                    format!(" at {} (modified since)", c.get(..12).unwrap_or(c)),
+                Some(c) => format!(" at {}", c.get(..12).unwrap_or(c)),
+                None => String::new(),
+            }
+        );
+    }
+    if let Some(last) = &sidecar.last_reconcile {
+        let summary = last.summary.lines().next().unwrap_or_default();
+        let _ = write!(
+            out,
+            "  last reconcile: {} ({}): {} — {summary}",
+            at(&last.at),
+            last.trigger,
+            last.outcome
+        );
+        if let Some(retry) = &last.retry_in {
+            let _ = write!(out, "; retried in {retry} ({} in a row)", last.failures);
+        }
+        out.push('\n');
+    }
+    if let Some(drift) = &sidecar.drift {
+        let _ = writeln!(
+            out,
+            "  drift since {} ({}): {}",
+            at(&drift.at),
+            if drift.healing {
+                "healing"
+            } else {
+                "reported only"
+            },
+            drift.changes.join("; ")
+        );
+    }
+    if let Some(checked) = &sidecar.last_check_at {
+        let _ = writeln!(
+            out,
+            "  drift checks: {}, the last {}",
+            sidecar.checks,
+            at(checked)
+        );
+    }
+    out
 }

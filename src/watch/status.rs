@@ -18,7 +18,7 @@ pub const SIDECAR_FILE: &str = "sidecar.json";
 
 /// What `sidecar.json` holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct SidecarStatus {
     /// The sidecar's process id.
     pub pid: u32,
