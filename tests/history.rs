@@ -46,29 +46,8 @@ fn desired(risk: &str, ma_cross: &str) -> String {
 /// A commit in the desk's repository: `file` as it is on disk, over HEAD's tree; its id.
 fn commit(repo: &gix::Repository, file: &str, message: &str) -> String {
     let workdir = repo.workdir().expect("a work tree");
-    let blob = repo
-        .write_blob(std::fs::read(workdir.join(file)).unwrap())
-        .unwrap()
-        .detach();
-    let parent = repo.head_id().ok().map(|id| id.detach());
-    let base = match parent {
-        Some(id) => repo.find_commit(id).unwrap().tree_id().unwrap().detach(),
-        None => gix::ObjectId::empty_tree(repo.object_hash()),
-    };
-    let mut editor = repo.edit_tree(base).unwrap();
-    editor
-        .upsert(file, gix::object::tree::EntryKind::Blob, blob)
-        .unwrap();
-    let tree = editor.write().unwrap().detach();
-    let operator = gix::actor::SignatureRef {
-        name: "ops".into(),
-        email: "ops@desk-a.example".into(),
-        time: "1796222400 +0000",
-    };
-    let id = repo
-        .commit_as(operator, operator, "HEAD", message, tree, parent)
-        .unwrap();
-    id.to_string()
+    let bytes = std::fs::read(workdir.join(file)).unwrap();
+    support::git::commit(repo, file, &bytes, message)
 }
 
 /// `plugsync reconcile` on the desk's plugins.yaml, on a Saturday (no window applies).

@@ -129,6 +129,19 @@ fn stop(mut sidecar: Proc) -> Finished {
     sidecar.finish()
 }
 
+/// A desk whose plugins.yaml asks the first versions, and a sidecar (with `args`) that has
+/// installed them.
+fn at_v1(args: &[&str]) -> (Desk, PathBuf, Proc) {
+    let desk = Desk::new();
+    let file = desk.path().join("plugins.yaml");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(&desk, &file, args);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+    (desk, file, sidecar)
+}
+
 #[test]
 fn each_way_an_edit_lands_is_applied_in_place_by_rename_and_by_a_symlink_swap() {
     let desk = Desk::new();
@@ -177,13 +190,7 @@ fn each_way_an_edit_lands_is_applied_in_place_by_rename_and_by_a_symlink_swap() 
 
 #[test]
 fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_one_is() {
-    let desk = Desk::new();
-    let file = desk.path().join("plugins.yaml");
-    std::fs::write(&file, desired(&desk, V1)).unwrap();
-    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
-    eventually(&sidecar, "the first versions run", || {
-        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
-    });
+    let (desk, file, sidecar) = at_v1(&["--drift-interval", "1h"]);
     eventually(&sidecar, "the first reconcile is told", || {
         reconciles(&desk) == 1
     });
@@ -236,13 +243,7 @@ fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_
 
 #[test]
 fn drift_made_by_hand_is_healed() {
-    let desk = Desk::new();
-    let file = desk.path().join("plugins.yaml");
-    std::fs::write(&file, desired(&desk, V1)).unwrap();
-    let sidecar = run(&desk, &file, &["--drift-interval", "200ms"]);
-    eventually(&sidecar, "the first versions run", || {
-        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
-    });
+    let (desk, _file, sidecar) = at_v1(&["--drift-interval", "200ms"]);
 
     desk.switch_by("risk_model", RISK_MODEL_1_1_0, "an-operators-script");
     eventually(&sidecar, "the drift is healed", || {
@@ -281,13 +282,7 @@ fn drift_with_report_only_is_told_once_and_left_alone() {
 
 #[test]
 fn sigterm_mid_soak_exits_0_and_the_next_start_finishes_the_step() {
-    let desk = Desk::new();
-    let file = desk.path().join("plugins.yaml");
-    std::fs::write(&file, desired(&desk, V1)).unwrap();
-    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
-    eventually(&sidecar, "the first versions run", || {
-        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
-    });
+    let (desk, file, sidecar) = at_v1(&["--drift-interval", "1h"]);
     // A soak long enough that the stop lands in it even on a loaded machine.
     std::fs::write(&file, desired(&desk, &V1_1.replace("300ms", "10s"))).unwrap();
     eventually(&sidecar, "risk_model 1.1.0 soaks", || {
@@ -322,13 +317,7 @@ fn sigterm_mid_soak_exits_0_and_the_next_start_finishes_the_step() {
 
 #[test]
 fn a_manual_reconcile_while_the_sidecar_applies_waits_for_the_hosts_lease() {
-    let desk = Desk::new();
-    let file = desk.path().join("plugins.yaml");
-    std::fs::write(&file, desired(&desk, V1)).unwrap();
-    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
-    eventually(&sidecar, "the first versions run", || {
-        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
-    });
+    let (desk, file, sidecar) = at_v1(&["--drift-interval", "1h"]);
     std::fs::write(&file, desired(&desk, &V1_1.replace("300ms", "3s"))).unwrap();
     eventually(&sidecar, "risk_model 1.1.0 soaks", || {
         running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0 (pending)"]
@@ -459,29 +448,10 @@ fn embedded_the_sidecar_runs_beside_the_host_in_one_process_and_the_desk_trades(
     assert_eq!(sidecar["lastReconcile"]["outcome"], "applied");
 }
 
-/// A commit of `text` as `file` in `repo` over HEAD's tree, made before the work tree has it
-/// (as a `git pull` lands: the commit exists when the file changes); its id.
+/// A commit of `text` as `file` in `repo`, made before the work tree has it (as a `git pull`
+/// lands: the commit exists when the file changes); its id.
 fn commit(repo: &gix::Repository, file: &str, text: &str, message: &str) -> String {
-    let blob = repo.write_blob(text).unwrap().detach();
-    let parent = repo.head_id().ok().map(|id| id.detach());
-    let base = match parent {
-        Some(id) => repo.find_commit(id).unwrap().tree_id().unwrap().detach(),
-        None => gix::ObjectId::empty_tree(repo.object_hash()),
-    };
-    let mut editor = repo.edit_tree(base).unwrap();
-    editor
-        .upsert(file, gix::object::tree::EntryKind::Blob, blob)
-        .unwrap();
-    let tree = editor.write().unwrap().detach();
-    let operator = gix::actor::SignatureRef {
-        name: "ops".into(),
-        email: "ops@desk-a.example".into(),
-        time: "1796222400 +0000",
-    };
-    let id = repo
-        .commit_as(operator, operator, "HEAD", message, tree, parent)
-        .unwrap();
-    id.to_string()
+    support::git::commit(repo, file, text.as_bytes(), message)
 }
 
 #[test]

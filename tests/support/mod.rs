@@ -5,6 +5,7 @@
 
 pub mod bless;
 pub mod desk;
+pub mod git;
 pub mod process;
 
 use std::ffi::OsString;
