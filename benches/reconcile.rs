@@ -49,9 +49,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use plugsync::apply::{InProcessHost, StepReport};
-use plugsync::ops::{self, Progress, PublishOptions, ReconcileOptions};
+use plugsync::ops::{self, Progress, ReconcileOptions};
 use plugsync::plan::SearchLimits;
-use plugsync::spec::model::Channel;
 use plugsync_host::{
     Digest, Runtime, RuntimeOptions, SlotHandle, SwapMode, SwapRequest, TrustedKeys,
 };
@@ -166,16 +165,7 @@ impl Fixture {
         let libraries = common::plugin_libraries(PACKAGES);
         let exe = plugsync_exe();
         let desk = tempfile::tempdir().expect("a temporary directory");
-        for library in &libraries {
-            ops::publish(&PublishOptions {
-                library: library.clone(),
-                registry: desk.path().join("registry"),
-                channel: Channel::Stable,
-                sign_key: None,
-                migrations: None,
-            })
-            .unwrap_or_else(|e| panic!("publishing {} failed: {e}", library.display()));
-        }
+        common::publish_stable(&libraries, desk.path());
         std::fs::write(desk.path().join("plugins.yaml"), PLUGINS_YAML)
             .expect("plugins.yaml is written");
         Fixture {

@@ -24,9 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use plugsync::apply::{InProcessHost, StepOutcome, Stop};
-use plugsync::ops::{self, PublishOptions, ReconcileOptions};
+use plugsync::ops::ReconcileOptions;
 use plugsync::plan::SearchLimits;
-use plugsync::spec::model::Channel;
 use plugsync::watch::{Clock, DriftMode, Observer, Sidecar, SidecarEvent, SidecarOptions};
 use plugsync_host::{Runtime, RuntimeOptions, SlotHandle, TrustedKeys};
 
@@ -92,16 +91,7 @@ fn main() {
     };
     let libraries = common::plugin_libraries(PACKAGES);
     let desk = tempfile::tempdir().expect("a temporary directory");
-    for library in &libraries {
-        ops::publish(&PublishOptions {
-            library: library.clone(),
-            registry: desk.path().join("registry"),
-            channel: Channel::Stable,
-            sign_key: None,
-            migrations: None,
-        })
-        .unwrap_or_else(|e| panic!("publishing {} failed: {e}", library.display()));
-    }
+    common::publish_stable(&libraries, desk.path());
     let file = desk.path().join("plugins.yaml");
     std::fs::write(&file, plugins_yaml("1.0.0")).expect("plugins.yaml is written");
 

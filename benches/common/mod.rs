@@ -148,3 +148,18 @@ impl SplitMix {
         self.next() % bound
     }
 }
+
+/// A directory registry under `dir/registry` with `libraries` published on `stable`, as an
+/// operator's `plugsync publish` makes it.
+pub fn publish_stable(libraries: &[PathBuf], dir: &Path) {
+    for library in libraries {
+        plugsync::ops::publish(&plugsync::ops::PublishOptions {
+            library: library.clone(),
+            registry: dir.join("registry"),
+            channel: plugsync::spec::model::Channel::Stable,
+            sign_key: None,
+            migrations: None,
+        })
+        .unwrap_or_else(|e| panic!("publishing {} failed: {e}", library.display()));
+    }
+}

@@ -148,6 +148,8 @@ struct Memory {
     stopped: Option<String>,
     /// When the next drift check is due (`None`: at once).
     next_check: Option<Instant>,
+    /// When expired rollback points were last dropped.
+    collected: Option<Instant>,
 }
 
 impl Sidecar {
@@ -206,6 +208,7 @@ impl Sidecar {
                 Some(Trigger::Drift) => {
                     memory.next_check = Some(Instant::now() + self.options.drift_interval);
                     self.check_drift(&mut memory);
+                    self.collect(&mut memory);
                 }
                 None => {}
             }
@@ -417,6 +420,29 @@ impl Sidecar {
         }
     }
 
+    /// Drops expired rollback points, at most once an hour (each reconcile does too, on its
+    /// way out: this is for a sidecar with nothing to apply for days).
+    fn collect(&mut self, memory: &mut Memory) {
+        if memory.collected.is_some_and(|at| at.elapsed() < GC_EVERY) {
+            return;
+        }
+        memory.collected = Some(Instant::now());
+        let state_dir = &self.options.reconcile.state_dir;
+        if !state_dir.join(crate::store::FILE_NAME).exists() {
+            return;
+        }
+        let now_ms = self.options.clock.now().as_millisecond();
+        match crate::store::Store::open(state_dir).and_then(|store| store.gc(now_ms)) {
+            Ok(dropped) if !dropped.is_empty() => {
+                tracing::info!(dropped = dropped.len(), "expired rollback points dropped");
+            }
+            Ok(_) => {}
+            // Open in another plugsync (a manual reconcile with this state directory): that
+            // reconcile collects on its way out.
+            Err(error) => tracing::debug!("rollback points not collected now: {error}"),
+        }
+    }
+
     /// Each reconcile's options: the clock read now, and this sidecar's stop.
     fn reconcile_options(&self) -> ReconcileOptions {
         ReconcileOptions {
@@ -432,6 +458,9 @@ impl Sidecar {
         }
     }
 }
+
+/// How often a sidecar with nothing to apply drops expired rollback points.
+const GC_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long the sidecar waits before it tries a failed reconcile again, the `failures`-th in a
 /// row: an exponential backoff from one second up to `max` — but a freeze or a closed update
