@@ -108,6 +108,7 @@ fn main() {
             drift_interval: Duration::from_secs(3600),
             debounce: DEBOUNCE,
             max_backoff: Duration::from_secs(5),
+            committed_only: false,
         },
         Box::new(port),
     );

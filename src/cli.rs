@@ -577,15 +577,20 @@ struct RunArgs {
     /// it. Healing never undoes a hold, a freeze or a failed mark.
     #[arg(long, value_enum, default_value = "heal")]
     drift: DriftChoice,
-    /// How often the host is compared with plugins.yaml when nothing changed.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How often the host is compared with plugins.yaml (which is read again too) when
+    /// nothing changed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = loop_duration)]
     drift_interval: std::time::Duration,
     /// How long plugins.yaml's directory must be quiet after a change before it is read.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = loop_duration)]
     debounce: std::time::Duration,
     /// The longest wait between retries of a failing reconcile (the backoff doubles up to it).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = loop_duration)]
     max_backoff: std::time::Duration,
+    /// Apply plugins.yaml (and the files it extends) only exactly as their git commit holds
+    /// them: an edit not committed, or a file caught mid-write, is never applied.
+    #[arg(long)]
+    committed_only: bool,
     /// Require a plugins.lock made from plugins.yaml.
     #[arg(long)]
     locked: bool,
@@ -623,6 +628,15 @@ struct RunArgs {
     /// With `--embedded`: do not run the synthetic desk.
     #[arg(long, requires = "embedded")]
     no_feed: bool,
+}
+
+/// A duration of the sidecar's loop: more than nothing, at most a day.
+fn loop_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if duration.is_zero() || duration > std::time::Duration::from_secs(86_400) {
+        return Err("give a duration above 0 and at most 24h".to_owned());
+    }
+    Ok(duration)
 }
 
 /// `--drift`.
@@ -681,6 +695,7 @@ fn run_options(args: RunArgs) -> crate::Result<ops::RunOptions> {
             drift_interval: args.drift_interval,
             debounce: args.debounce,
             max_backoff: args.max_backoff,
+            committed_only: args.committed_only,
         },
         host: args.connection.host,
         token_file: args.connection.token_file,

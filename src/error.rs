@@ -205,6 +205,28 @@ pub enum Error {
         requirement: String,
     },
 
+    /// Another `plugsync run` already uses this state directory.
+    #[error(
+        "another `plugsync run` (pid {pid}) uses the state directory `{state_dir}`: stop it, or \
+         give this one its own `--state-dir`"
+    )]
+    SidecarRunning {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// The process holding it, as its lock file says.
+        pid: String,
+    },
+
+    /// The sidecar cannot watch plugins.yaml's directories (inotify's limits reached).
+    #[error(
+        "cannot watch plugins.yaml's directories: {source}; raise `fs.inotify.max_user_instances` \
+         or `max_user_watches` (sysctl), or stop other watchers of this user"
+    )]
+    Watch {
+        /// What the watcher said.
+        source: notify::Error,
+    },
+
     /// A stop was asked (SIGTERM, SIGINT) and the apply stopped at a safe point before its
     /// end: what was in flight is in the journal, for the next run to finish.
     #[error(

@@ -228,7 +228,7 @@ fn an_invalid_edit_is_logged_with_its_place_and_never_applied_and_the_next_good_
         sidecar: pid [PID] since [TIME], following [ROOT]/plugins.yaml on [HOST]
           plugins.yaml INVALID since [TIME]: unknown key `verison` in a plugin at [ROOT]/plugins.yaml:8:7
           reconciling to the last good one (read [TIME])
-          last reconcile: [TIME] (change): applied — Applied 2 steps. The host runs ma_cross 1.0.0, risk_model 1.0.0.
+          last reconcile: [TIME] (start): applied — Applied 2 steps. The host runs ma_cross 1.0.0, risk_model 1.0.0.
           drift checks: 1, the last [TIME]
     "#]]
     .assert_eq(&desk.normalised(&sidecar_part.replace(&pid, "[PID]")));
@@ -277,7 +277,14 @@ fn drift_with_report_only_is_told_once_and_left_alone() {
         "only told"
     );
     assert_eq!(status(&desk)["drift"]["healing"], false);
-    assert!(stop(sidecar).status.success());
+    let stopped = stop(sidecar);
+    assert!(stopped.status.success());
+    assert_eq!(
+        stopped.stderr.matches("drift: the host runs").count(),
+        1,
+        "told once while it lasts:\n{}",
+        stopped.stderr
+    );
 }
 
 #[test]
@@ -318,7 +325,8 @@ fn sigterm_mid_soak_exits_0_and_the_next_start_finishes_the_step() {
 #[test]
 fn a_manual_reconcile_while_the_sidecar_applies_waits_for_the_hosts_lease() {
     let (desk, file, sidecar) = at_v1(&["--drift-interval", "1h"]);
-    std::fs::write(&file, desired(&desk, &V1_1.replace("300ms", "3s"))).unwrap();
+    // A soak long enough that the manual reconcile starts in it even on a loaded machine.
+    std::fs::write(&file, desired(&desk, &V1_1.replace("300ms", "10s"))).unwrap();
     eventually(&sidecar, "risk_model 1.1.0 soaks", || {
         running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0 (pending)"]
     });
@@ -511,4 +519,147 @@ fn each_commit_applied_is_in_history_with_its_id() {
             ("risk_model", first.as_str(), false),
         ]
     );
+}
+
+#[test]
+fn a_broken_base_is_not_applied_and_its_fix_is_seen_where_it_lives() {
+    let desk = Desk::new();
+    // As a fleet lays its repository out: a host's file extends a shared base.
+    let base = desk.path().join("fleet/base/plugins.yaml");
+    let host = desk.path().join("fleet/hosts/prod/plugins.yaml");
+    std::fs::create_dir_all(base.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+    std::fs::write(&base, desired(&desk, V1)).unwrap();
+    std::fs::write(
+        &host,
+        "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {name: prod}\nspec:\n  \
+         extends: ../../base/plugins.yaml\n",
+    )
+    .unwrap();
+    let sidecar = run(&desk, &host, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+
+    std::fs::write(
+        &base,
+        desired(&desk, &V1_1.replace("version: 1.1.0", "verison: 1.1.0")),
+    )
+    .unwrap();
+    eventually(&sidecar, "the base is told invalid", || {
+        status(&desk)["invalid"].is_object()
+    });
+    // Fixed in the base's own directory, nowhere near the host's file.
+    std::fs::write(&base, desired(&desk, V1_1)).unwrap();
+    eventually(&sidecar, "risk_model 1.1.0 is committed", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]
+    });
+    assert!(status(&desk)["invalid"].is_null());
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn a_checkout_not_there_at_start_is_applied_when_git_sync_makes_it() {
+    let desk = Desk::new();
+    std::fs::create_dir_all(desk.path().join("git")).unwrap();
+    let file = desk.path().join("git/current/plugins.yaml");
+    let sidecar = run(&desk, &file, &["--drift-interval", "1h"]);
+    eventually(&sidecar, "the missing file is told", || {
+        status(&desk)["invalid"].is_object()
+    });
+
+    // git-sync's first sync: a worktree, then the link to it.
+    let revision = desk.path().join("git/rev-1");
+    std::fs::create_dir_all(&revision).unwrap();
+    std::fs::write(revision.join("plugins.yaml"), desired(&desk, V1)).unwrap();
+    std::os::unix::fs::symlink("rev-1", desk.path().join("git/current")).unwrap();
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn a_typo_undone_is_valid_again_with_nothing_to_apply() {
+    let (desk, file, sidecar) = at_v1(&["--drift-interval", "1h"]);
+    eventually(&sidecar, "the first reconcile is told", || {
+        reconciles(&desk) == 1
+    });
+    std::fs::write(
+        &file,
+        desired(&desk, &V1.replace("version: 1.0.0", "verison: 1.0.0")),
+    )
+    .unwrap();
+    eventually(&sidecar, "the typo is told", || {
+        status(&desk)["invalid"].is_object()
+    });
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    eventually(&sidecar, "the file is valid again", || {
+        status(&desk)["invalid"].is_null()
+    });
+    assert_eq!(reconciles(&desk), 1, "what it asks did not change");
+    assert!(stop(sidecar).status.success());
+}
+
+#[test]
+fn one_sidecar_per_state_directory_made_private() {
+    let (desk, file, first) = at_v1(&["--drift-interval", "1h"]);
+    let mode = std::fs::metadata(desk.path().join("state"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700
+    );
+    let second = run(&desk, &file, &["--drift-interval", "1h"]).finish();
+    assert_eq!(second.status.code(), Some(1), "{}", second.stderr);
+    let pid = status(&desk)["pid"].to_string();
+    assert!(
+        second.stderr.contains(&format!(
+            "error: another `plugsync run` (pid {pid}) uses the state directory"
+        )),
+        "{}",
+        second.stderr
+    );
+    assert!(stop(first).status.success());
+}
+
+#[test]
+fn committed_only_applies_a_commit_and_never_an_edit_not_committed() {
+    let desk = Desk::new();
+    let dir = desk.path().join("repo");
+    let repo = gix::init(&dir).unwrap();
+    let file = dir.join("plugins.yaml");
+    commit(&repo, "plugins.yaml", &desired(&desk, V1), "desk-a: v1");
+    std::fs::write(&file, desired(&desk, V1)).unwrap();
+    let sidecar = run(
+        &desk,
+        &file,
+        &["--drift-interval", "1h", "--committed-only"],
+    );
+    eventually(&sidecar, "the first versions run", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.0.0"]
+    });
+
+    // Edited by hand on the machine, not committed: told, not applied.
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    eventually(&sidecar, "the edit is refused", || {
+        status(&desk)["invalid"]["report"]
+            .as_str()
+            .is_some_and(|r| r.contains("it differs from the commit checked out"))
+    });
+    assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
+
+    // Committed: applied.
+    commit(
+        &repo,
+        "plugins.yaml",
+        &desired(&desk, V1_1),
+        "risk_model 1.1.0",
+    );
+    std::fs::write(&file, desired(&desk, V1_1)).unwrap();
+    eventually(&sidecar, "risk_model 1.1.0 is committed", || {
+        running(&desk) == ["ma_cross 1.0.0", "risk_model 1.1.0"]
+    });
+    assert!(stop(sidecar).status.success());
 }

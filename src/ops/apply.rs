@@ -157,19 +157,38 @@ pub(super) fn apply(
     port: &dyn HostPort,
     progress: &mut dyn Progress,
 ) -> Result<ApplyReport> {
-    apply_then(inputs, options, tool, port, progress, &mut |_| Ok(()))
+    let mut nothing = |_: &mut Engine<'_>| Ok(());
+    let mut also_nothing = |_: &mut Engine<'_>| Ok(());
+    apply_then(
+        inputs,
+        options,
+        tool,
+        port,
+        progress,
+        UnderLease {
+            first: &mut nothing,
+            then: &mut also_nothing,
+        },
+    )
 }
 
-/// [`apply`], then `then` while the lease is still held, when every step was applied: what
-/// must be in place before another client may reconcile (a manual rollback's hold — else a
-/// sidecar could take the lease in between and undo the rollback).
+/// What an apply also does under its lease, so that no other client can act in between (a
+/// sidecar healing drift would otherwise undo a manual rollback).
+pub(super) struct UnderLease<'a> {
+    /// Before the first plan (a manual rollback releases the operator's own old holds).
+    pub first: &'a mut dyn FnMut(&mut Engine<'_>) -> Result<()>,
+    /// After the last step, when every step was applied (its new hold).
+    pub then: &'a mut dyn FnMut(&mut Engine<'_>) -> Result<()>,
+}
+
+/// [`apply`], with what [`UnderLease`] says done while the lease is held.
 pub(super) fn apply_then(
     inputs: &Inputs,
     options: &ReconcileOptions,
     tool: &'static str,
     port: &dyn HostPort,
     progress: &mut dyn Progress,
-    then: &mut dyn FnMut(&mut Engine<'_>) -> Result<()>,
+    under_lease: UnderLease<'_>,
 ) -> Result<ApplyReport> {
     check_api(port)?;
     warn_unreadable(inputs, progress);
@@ -177,12 +196,14 @@ pub(super) fn apply_then(
     let mut engine = Engine::resume(port, &store, engine_options(options, tool))?;
     // Under the lease from here to the end.
     acquire(&mut engine, options, progress)?;
-    let applied = apply_rounds(&mut engine, inputs, options, port, progress).and_then(|done| {
-        if !engine.failed() {
-            then(&mut engine)?;
-        }
-        Ok(done)
-    });
+    let applied = (under_lease.first)(&mut engine)
+        .and_then(|()| apply_rounds(&mut engine, inputs, options, port, progress))
+        .and_then(|done| {
+            if !engine.failed() {
+                (under_lease.then)(&mut engine)?;
+            }
+            Ok(done)
+        });
     if applied.is_err() {
         // The lease is given back on an error too (a crash leaves it to expire).
         let _ = engine.release();

@@ -470,13 +470,20 @@ fn start_sidecar(
     let mut sidecar = Sidecar::new(options.clone(), Box::new(port));
     sidecar.observe(Box::new(StatusFile::new(
         &options.reconcile.state_dir,
-        &options.reconcile.file,
         crate::apply::InProcessHost::PLACE,
+        options,
     )));
     let handle = sidecar.handle();
     let thread = std::thread::Builder::new()
         .name("plugsync-sidecar".to_owned())
-        .spawn(move || sidecar.run())
+        .spawn(move || {
+            let ran = sidecar.run();
+            // Said at once: the host serves on without it until stopped.
+            if let Err(error) = &ran {
+                tracing::error!("the sidecar stopped, the host serves on without it: {error}");
+            }
+            ran
+        })
         .map_err(|source| Error::Setup {
             action: "start the sidecar thread",
             source,

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use plugsync_host::control::api::RunningState;
@@ -40,6 +41,9 @@ pub struct OperatorView {
     /// `sidecar.json`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<crate::watch::SidecarStatus>,
+    /// When this view was taken (`PLUGSYNC_NOW` in tests): a sidecar's silence is judged by it.
+    #[serde(skip)]
+    pub now: Timestamp,
 }
 
 /// plugins.yaml against the host.
@@ -147,6 +151,7 @@ pub fn operator_view(
         rollback_points,
         journal_busy,
         sidecar,
+        now,
     })
 }
 
@@ -384,7 +389,7 @@ impl OperatorView {
             );
         }
         if let Some(sidecar) = &self.sidecar {
-            out.push_str(&sidecar_text(sidecar));
+            out.push_str(&sidecar_text(sidecar, self.now));
         }
         if !self.rollback_points.is_empty() {
             let _ = writeln!(
@@ -410,7 +415,7 @@ impl OperatorView {
 }
 
 /// What the sidecar says of itself, for people.
-fn sidecar_text(sidecar: &crate::watch::SidecarStatus) -> String {
+fn sidecar_text(sidecar: &crate::watch::SidecarStatus, now: Timestamp) -> String {
     let mut out = String::new();
     let at = |t: &str| to_the_second(t);
     match &sidecar.stopped_at {
@@ -432,6 +437,24 @@ fn sidecar_text(sidecar: &crate::watch::SidecarStatus) -> String {
                 sidecar.file.display(),
                 sidecar.host
             );
+            // It checks every interval: silent for three, it is gone (killed, its machine
+            // down) or stuck.
+            let heard = (sidecar.last_check_at.as_deref())
+                .unwrap_or(&sidecar.started_at)
+                .parse::<Timestamp>()
+                .ok();
+            let interval = Duration::from_millis(sidecar.drift_interval_ms.max(1));
+            if let Some(heard) = heard
+                && sidecar.drift_interval_ms > 0
+                && now.duration_since(heard).unsigned_abs() > interval * 3
+            {
+                let _ = writeln!(
+                    out,
+                    "  NOT HEARD FROM since {} (it checks every {}): is it running?",
+                    to_the_second(&heard.to_string()),
+                    humantime::format_duration(interval)
+                );
+            }
         }
     }
     if let Some(invalid) = &sidecar.invalid {

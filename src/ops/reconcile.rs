@@ -133,6 +133,9 @@ pub fn dry_run(options: &DryRunOptions) -> Result<DryRun> {
 pub struct DesiredState {
     /// What it asks (its `file`'s directory is where the lock and a relative registry are).
     pub desired: spec::Desired,
+    /// The sha256 of `plugins.lock` beside it when read (`None`: no lock): a new lock changes
+    /// the versions applied as surely as an edit.
+    pub lock_sha256: Option<Digest>,
     /// Where each file of it came from in git.
     pub provenance: Vec<spec::provenance::FileProvenance>,
 }
@@ -145,20 +148,36 @@ impl DesiredState {
                 report: report.render(false),
             })?;
         let provenance = spec::provenance::of_files(&desired.files);
+        let lock_path = file.parent().unwrap_or(Path::new("")).join("plugins.lock");
+        let lock_sha256 = match std::fs::read(&lock_path) {
+            Ok(bytes) => Some(Digest::of(&bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "read",
+                    path: lock_path,
+                    source,
+                });
+            }
+        };
         Ok(DesiredState {
+            lock_sha256,
             desired,
             provenance,
         })
     }
 
-    /// The sha256 of everything it asks, merged (versions, configs, strategies, policy): a
-    /// comment, a reordering of keys or a move of a setting into a base file keeps it, any
-    /// change of meaning does not.
+    /// The sha256 of everything it asks, merged (versions, configs, strategies, policy), and
+    /// of its lock: a comment, a reordering of keys or a move of a setting into a base file
+    /// keeps it, any change of meaning does not.
     pub fn sha256(&self) -> Digest {
         // Its maps are `BTreeMap`s keyed by strings: the JSON is canonical, and cannot fail.
-        let json = serde_json::to_vec(&self.desired.set)
+        let mut bytes = serde_json::to_vec(&self.desired.set)
             .expect("a plugins.yaml's model serialises (every map is keyed by strings)");
-        Digest::of(&json)
+        if let Some(lock) = &self.lock_sha256 {
+            bytes.extend_from_slice(lock.to_string().as_bytes());
+        }
+        Digest::of(&bytes)
     }
 
     /// The commit plugins.yaml itself was read at (hex), and whether the file differs from
@@ -208,6 +227,7 @@ impl Inputs {
         let DesiredState {
             desired,
             provenance,
+            ..
         } = desired;
         let set = &desired.set;
         let dir = desired.file.parent().unwrap_or(Path::new(""));

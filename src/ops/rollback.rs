@@ -23,7 +23,7 @@ use plugsync_host::control::api::{PluginRequest, RestoreRequest, RestraintReques
 use plugsync_host::{Origin, RollbackReport};
 use semver::Version;
 
-use super::apply::{ReconcileOptions, apply_then};
+use super::apply::{ReconcileOptions, UnderLease, apply_then};
 use super::reconcile::Inputs;
 use super::restrain::{RestraintChange, acquire, held_text, restrain};
 use crate::apply::{ApplyReport, HostPort, StepContext, StepOperation, describe_rollback};
@@ -166,20 +166,19 @@ pub fn rollback(
     }
 
     progress.plan(&plan);
-    let mut notice = |text: &str| progress.notice(text);
-    for id in &moved {
-        if running.status.restraints.holds.contains_key(*id) {
-            let release = RestraintChange::Release {
-                plugin: (*id).to_owned(),
-            };
-            restrain(&release, port, options.apply.no_wait, &mut notice)?;
-        }
-    }
     // Held before the lease is given back: no other client (a sidecar healing drift) may
     // reconcile between the rollback and its hold, and undo it.
     let versions: Vec<(&str, String)> = std::iter::once((plugin.as_str(), to.to_string()))
         .chain((options.carry.iter()).map(|(id, version)| (id.as_str(), version.to_string())))
         .collect();
+    // The operator's own holds of the plugins moved go under the same lease: a sidecar
+    // reconciling between their release and the rollback would move them where they were
+    // held away from.
+    let held_now: Vec<String> = (moved.iter())
+        .filter(|id| running.status.restraints.holds.contains_key(**id))
+        .map(|id| (*id).to_owned())
+        .collect();
+    let mut released = Vec::new();
     let mut held = Vec::new();
     let report = apply_then(
         &inputs,
@@ -187,15 +186,30 @@ pub fn rollback(
         ROLLBACK_TOOL,
         port,
         progress,
-        &mut |engine| {
-            for (id, version) in &versions {
-                let (request, text) = hold_request(options, &inputs.of_record, id, version);
-                engine.restrain(&request)?;
-                held.push(text);
-            }
-            Ok(())
+        UnderLease {
+            first: &mut |engine| {
+                for plugin in &held_now {
+                    engine.restrain(&RestraintRequest::Release {
+                        plugin: plugin.clone(),
+                        by: None,
+                    })?;
+                    released.push(format!("Released the hold on `{plugin}` to roll it back."));
+                }
+                Ok(())
+            },
+            then: &mut |engine| {
+                for (id, version) in &versions {
+                    let (request, text) = hold_request(options, &inputs.of_record, id, version);
+                    engine.restrain(&request)?;
+                    held.push(text);
+                }
+                Ok(())
+            },
         },
     )?;
+    for text in &released {
+        progress.notice(text);
+    }
     if !report.failed
         && let Some((point, _)) = &restore
     {

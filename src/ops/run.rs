@@ -10,7 +10,7 @@ use plugsync_host::control::Listen;
 
 use crate::apply::HttpHost;
 use crate::error::{Error, Result};
-use crate::watch::{Sidecar, SidecarHandle, SidecarOptions, StatusFile};
+use crate::watch::{Sidecar, SidecarHandle, SidecarLock, SidecarOptions, StatusFile};
 
 use super::host::{HostOptions, StopSignal};
 
@@ -35,11 +35,12 @@ pub fn run(options: &RunOptions) -> Result<()> {
         options.tls_ca.as_deref(),
     )?;
     let state_dir = options.sidecar.reconcile.state_dir.clone();
+    let _only = SidecarLock::take(&state_dir)?;
     let mut sidecar = Sidecar::new(options.sidecar.clone(), Box::new(port));
     sidecar.observe(Box::new(StatusFile::new(
         &state_dir,
-        &options.sidecar.reconcile.file,
         &options.host,
+        &options.sidecar,
     )));
     stop_on_signal(sidecar.handle())?;
     tracing::info!(
@@ -98,6 +99,7 @@ pub struct EmbeddedHost {
 /// API's token is `STATE_DIR/host-token` (made on first use, `0600`). Stops as the host does,
 /// on SIGTERM or SIGINT.
 pub fn run_embedded(sidecar: crate::watch::SidecarOptions, host: EmbeddedHost) -> Result<()> {
+    let _only = SidecarLock::take(&sidecar.reconcile.state_dir)?;
     let token_file = sidecar.reconcile.state_dir.join("host-token");
     ensure_token(&token_file)?;
     tracing::info!(

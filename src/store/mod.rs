@@ -548,7 +548,8 @@ fn open_error(path: &Path, error: DatabaseError) -> StoreError {
 
 /// Creates the state directory `0700` if it is missing; refuses one its group or others can
 /// write.
-fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+/// Creates the state directory `0700` if it is missing, and refuses one others can write.
+pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
     if !dir.exists() {
         DirBuilder::new()
             .recursive(true)

@@ -9,16 +9,24 @@
 //! where the files resolve. An event says only "look again": the file is then read whole, and
 //! applied only if what it asks changed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
 /// The directories watched for a set of files, kept current with [`FileWatch::follow`].
 pub struct FileWatch {
     watcher: RecommendedWatcher,
-    watched: BTreeSet<PathBuf>,
+    /// Each directory watched, and which directory it was when watched (device, inode): a
+    /// directory replaced at the same path drops the kernel's watch with the old one.
+    watched: BTreeMap<PathBuf, Option<(u64, u64)>>,
+    /// The paths whose change matters (each file as named and as it resolves): an event on
+    /// one of them or on a directory above one wakes the loop, any other (an editor's swap
+    /// file, a log beside plugins.yaml) does not.
+    targets: Arc<RwLock<Vec<PathBuf>>>,
 }
 
 impl std::fmt::Debug for FileWatch {
@@ -30,63 +38,115 @@ impl std::fmt::Debug for FileWatch {
 }
 
 impl FileWatch {
-    /// A watch that sends `wake()` on `to` for every change in a watched directory.
+    /// A watch that sends `wake()` on `to` for every change that may change the files.
     pub fn new<T: Send + 'static>(
         to: Sender<T>,
         wake: impl Fn() -> T + Send + 'static,
     ) -> notify::Result<FileWatch> {
+        let targets: Arc<RwLock<Vec<PathBuf>>> = Arc::default();
+        let seen = Arc::clone(&targets);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Access events (a file opened or read) change nothing; anything else, and an
-            // error of the watch itself (an overflowed queue), means "look again".
-            if let Ok(event) = &event
-                && event.kind.is_access()
-            {
-                return;
+            let matters = match &event {
+                // An error of the watch itself (an overflowed queue): look again.
+                Err(_) => true,
+                Ok(event) if event.need_rescan() || event.paths.is_empty() => true,
+                // Reading a file changes nothing.
+                Ok(event) if event.kind.is_access() => false,
+                Ok(event) => {
+                    let targets = seen.read().unwrap_or_else(PoisonError::into_inner);
+                    (event.paths.iter())
+                        .any(|path| targets.iter().any(|target| target.starts_with(path)))
+                }
+            };
+            if matters {
+                let _ = to.send(wake());
             }
-            let _ = to.send(wake());
         })?;
         Ok(FileWatch {
             watcher,
-            watched: BTreeSet::new(),
+            watched: BTreeMap::new(),
+            targets,
         })
     }
 
-    /// Watches exactly the directories `files` need now (see the module docs); a directory
-    /// that cannot be watched (gone, not yet there) is skipped: the next change looks again.
+    /// Watches exactly the directories `files` need now (see the module docs), each watched
+    /// again if it was replaced since; a directory not there yet is watched through the
+    /// nearest one above it that is.
     pub fn follow(&mut self, files: &[PathBuf]) {
-        let wanted: BTreeSet<PathBuf> = files.iter().flat_map(|f| directories_of(f)).collect();
-        for gone in self.watched.difference(&wanted) {
-            let _ = self.watcher.unwatch(gone);
+        let mut targets = Vec::new();
+        for file in files {
+            let named = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+            if let Ok(real) = std::fs::canonicalize(&named) {
+                targets.push(real);
+            }
+            targets.push(named);
         }
-        let mut watched = BTreeSet::new();
+        *self.targets.write().unwrap_or_else(PoisonError::into_inner) = targets;
+
+        let wanted: BTreeSet<PathBuf> = files.iter().flat_map(|f| directories_of(f)).collect();
+        let gone: Vec<PathBuf> = (self.watched.keys())
+            .filter(|directory| !wanted.contains(*directory))
+            .cloned()
+            .collect();
+        for directory in gone {
+            let _ = self.watcher.unwatch(&directory);
+            self.watched.remove(&directory);
+        }
         for directory in wanted {
-            let ok = self.watched.contains(&directory)
-                || (self.watcher)
-                    .watch(&directory, RecursiveMode::NonRecursive)
-                    .map_err(|error| {
-                        tracing::debug!("cannot watch `{}`: {error}", directory.display());
-                    })
-                    .is_ok();
-            if ok {
-                watched.insert(directory);
+            let identity = identity(&directory);
+            match self.watched.get(&directory) {
+                Some(watched) if *watched == identity && identity.is_some() => continue,
+                Some(_) => {
+                    let _ = self.watcher.unwatch(&directory);
+                }
+                None => {}
+            }
+            match (self.watcher).watch(&directory, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(directory, identity);
+                }
+                Err(error) => {
+                    // Gone between the look and the watch: the next change looks again.
+                    tracing::debug!("cannot watch `{}`: {error}", directory.display());
+                    self.watched.remove(&directory);
+                }
             }
         }
-        self.watched = watched;
     }
 
     /// The directories watched now.
     pub fn watched(&self) -> impl Iterator<Item = &Path> {
-        self.watched.iter().map(PathBuf::as_path)
+        self.watched.keys().map(PathBuf::as_path)
+    }
+}
+
+/// Which directory is at `path` now (device, inode), if one is.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The nearest directory at or above `path` that exists (`/` at worst).
+fn existing(path: &Path) -> PathBuf {
+    let mut at = path;
+    loop {
+        if at.is_dir() {
+            return at.to_owned();
+        }
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => return at.to_owned(),
+        }
     }
 }
 
 /// The directories whose changes can change what `file` reads: its own as named, the one it
-/// resolves to, and the one holding each symlink on its path.
+/// resolves to, and the one holding each symlink on its path — each, if not there yet, by the
+/// nearest directory above it that is (its creation is a change there).
 pub fn directories_of(file: &Path) -> BTreeSet<PathBuf> {
     let file = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
     let mut directories = BTreeSet::new();
     if let Some(parent) = file.parent() {
-        directories.insert(parent.to_owned());
+        directories.insert(existing(parent));
     }
     if let Some(parent) = std::fs::canonicalize(&file)
         .ok()
@@ -140,6 +200,18 @@ mod tests {
 
         assert_eq!(
             directories_of(&root.join("plugins.yaml")),
+            BTreeSet::from([root.clone()])
+        );
+    }
+
+    #[test]
+    fn a_file_whose_directories_are_not_there_yet_is_watched_from_the_nearest_one_that_is() {
+        let root = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(root.path()).unwrap();
+
+        // As before git-sync's first sync: `/git/current` does not exist yet.
+        assert_eq!(
+            directories_of(&root.join("current/hosts/prod/plugins.yaml")),
             BTreeSet::from([root.clone()])
         );
     }

@@ -11,7 +11,7 @@
 //!   is drift: healed (`--drift heal`: a reconcile, which keeps what the host's holds, freeze
 //!   and failed marks keep) or only reported.
 //! - **On failure** (the host unreachable, a registry down, a freeze) it retries after
-//!   [`error_policy`]'s backoff. A step that fails is not a failure of the loop: its version is
+//!   [`retry_delay`]'s backoff. A step that fails is not a failure of the loop: its version is
 //!   marked failed on the host and never retried.
 //! - **On stop** (SIGTERM, SIGINT, [`SidecarHandle::stop`]) it ends at the apply's next safe
 //!   point and returns: what was in flight is in the journal.
@@ -23,6 +23,7 @@ mod event;
 mod files;
 mod status;
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ use crate::ops::{self, DesiredState, Progress, ReconcileOptions};
 
 pub use event::{LogObserver, Observer, PluginSeen, SidecarEvent, Trigger};
 pub use files::{FileWatch, directories_of};
-pub use status::{SIDECAR_FILE, SidecarStatus, StatusFile};
+pub use status::{SIDECAR_FILE, SidecarLock, SidecarStatus, StatusFile};
 
 /// What the sidecar does when the host drifts from plugins.yaml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,6 +84,9 @@ pub struct SidecarOptions {
     pub debounce: Duration,
     /// The longest backoff between retries of a failing reconcile.
     pub max_backoff: Duration,
+    /// Apply only a plugins.yaml (and bases) exactly as their commit holds them: an edit not
+    /// committed, or a file caught mid-write, is never applied.
+    pub committed_only: bool,
 }
 
 /// What the sidecar wakes up for.
@@ -139,9 +143,19 @@ struct Memory {
     reconciled: Option<Digest>,
     /// The last invalid file's report (told once, not at every look).
     invalid: Option<String>,
-    /// Failed reconciles in a row, and when the next try is due.
+    /// Failed reconciles in a row.
     failures: u32,
+    /// When the next try of a failed reconcile (or of the journal left) is due.
     retry_at: Option<Instant>,
+    /// What the failing reconcile reconciled to: a file event that changes nothing of it
+    /// waits for the retry, a real change goes at once.
+    attempted: Option<Digest>,
+    /// The journal held steps a previous run left and they could not be finished yet (with
+    /// no valid plugins.yaml, no reconcile would finish them).
+    journal_left: bool,
+    /// The files followed: the desired state's (plugins.yaml, its bases, its lock) as last
+    /// read valid, plus plugins.yaml itself (an error never shrinks the set).
+    followed: Vec<PathBuf>,
     /// The last drift told, by plan id (told once while it lasts, in report mode).
     drift_told: Option<String>,
     /// A reconcile stopped part-way, as asked: what it left in flight.
@@ -182,32 +196,35 @@ impl Sidecar {
     /// Runs until stopped (see the module docs). Returns `Ok` on a stop asked; an error only
     /// when the loop itself cannot run (the files cannot be watched).
     pub fn run(mut self) -> Result<()> {
-        let wake = self.wake.clone();
-        let mut watch = FileWatch::new(wake, || Wake::Files).map_err(|error| Error::Setup {
-            action: "watch plugins.yaml's directory",
-            source: std::io::Error::other(error),
-        })?;
+        let mut watch = FileWatch::new(self.wake.clone(), || Wake::Files)
+            .map_err(|error| Error::Watch { source: error })?;
         let file = self.options.reconcile.file.clone();
-        watch.follow(std::slice::from_ref(&file));
-        let mut memory = Memory::default();
+        let mut memory = Memory {
+            followed: vec![file.clone(), lock_of(&file)],
+            ..Memory::default()
+        };
+        watch.follow(&memory.followed);
 
-        self.finish_journal();
-        let mut next = Some(Trigger::Start);
+        self.finish_journal(&mut memory);
+        let mut next = (!self.stop.asked()).then_some(Trigger::Start);
         memory.next_check = Some(Instant::now() + self.options.drift_interval);
         while !self.stop.asked() {
             match next.take() {
-                Some(Trigger::Start | Trigger::Change) => {
-                    self.read(&mut memory, &mut watch);
-                    let changed =
-                        memory.last_good.as_ref().map(DesiredState::sha256) != memory.reconciled;
-                    if memory.last_good.is_some() && (changed || memory.retry_at.is_some()) {
-                        self.reconcile(&mut memory, Trigger::Change);
-                    }
+                Some(trigger @ (Trigger::Start | Trigger::Change)) => {
+                    self.look(&mut memory, &mut watch, trigger);
+                }
+                Some(Trigger::Retry) if memory.journal_left && memory.last_good.is_none() => {
+                    memory.retry_at = None;
+                    self.finish_journal(&mut memory);
                 }
                 Some(Trigger::Retry) => self.reconcile(&mut memory, Trigger::Retry),
                 Some(Trigger::Drift) => {
                     memory.next_check = Some(Instant::now() + self.options.drift_interval);
-                    self.check_drift(&mut memory);
+                    // The file read again first: a change no event told of (a watch lost
+                    // with a directory, a file system that sends none) is seen here.
+                    if !self.look(&mut memory, &mut watch, Trigger::Change) {
+                        self.check_drift(&mut memory);
+                    }
                     self.collect(&mut memory);
                 }
                 None => {}
@@ -239,33 +256,69 @@ impl Sidecar {
         Ok(())
     }
 
-    /// Waits until the files have been quiet for `debounce` (a save is often several
-    /// events: truncate, write, rename), at most twenty times that in all.
+    /// Waits until the files have been quiet for `debounce` (a save is often several events:
+    /// truncate, write, rename). A file still being written is never read: while events keep
+    /// coming, it keeps waiting (saying so once a while), until a stop.
     fn quiet(&self) {
         let debounce = self.options.debounce;
-        let give_up = Instant::now() + debounce * 20;
+        let mut busy_since = Instant::now();
         loop {
             match self.woken.recv_timeout(debounce) {
-                Ok(Wake::Files) if Instant::now() < give_up => {}
-                Ok(Wake::Stop) => {
-                    // Seen by the loop through `stop.asked()`.
-                    return;
+                Ok(Wake::Files) => {
+                    if busy_since.elapsed() >= debounce * 20 {
+                        tracing::warn!(
+                            "plugins.yaml's directory keeps changing; waiting for it to be quiet \
+                             for {} before reading it",
+                            humantime::format_duration(debounce)
+                        );
+                        busy_since = Instant::now();
+                    }
                 }
-                _ => return,
+                // A stop is seen by the loop through `stop.asked()`.
+                Ok(Wake::Stop) | Err(_) => return,
             }
         }
+    }
+
+    /// Reads plugins.yaml and reconciles if what it asks is new (`trigger`: why it was read);
+    /// whether it reconciled.
+    fn look(&mut self, memory: &mut Memory, watch: &mut FileWatch, trigger: Trigger) -> bool {
+        self.read(memory, watch);
+        let Some(sha256) = memory.last_good.as_ref().map(DesiredState::sha256) else {
+            return false;
+        };
+        let changed = Some(sha256) != memory.reconciled;
+        // A failing reconcile is tried again at its retry, not at every event; a new desired
+        // state goes at once.
+        let waits_for_retry = memory.retry_at.is_some() && memory.attempted == Some(sha256);
+        if trigger == Trigger::Start || (changed && !waits_for_retry) {
+            self.reconcile(memory, trigger);
+            return true;
+        }
+        false
     }
 
     /// Reads plugins.yaml: a valid file asking something new becomes the last good one; an
     /// invalid one is told (once) and changes nothing.
     fn read(&mut self, memory: &mut Memory, watch: &mut FileWatch) {
         let file = self.options.reconcile.file.clone();
-        match DesiredState::read(&file) {
+        let read = DesiredState::read(&file).and_then(|desired| {
+            if self.options.committed_only {
+                check_committed(&desired)?;
+            }
+            Ok(desired)
+        });
+        match read {
             Ok(desired) => {
-                watch.follow(&desired.desired.files);
-                memory.invalid = None;
+                memory.followed = (desired.desired.files.iter().cloned())
+                    .chain([lock_of(&file)])
+                    .collect();
+                watch.follow(&memory.followed);
+                let was_invalid = memory.invalid.take().is_some();
                 let sha256 = desired.sha256();
-                if memory.last_good.as_ref().map(DesiredState::sha256) != Some(sha256) {
+                if was_invalid
+                    || memory.last_good.as_ref().map(DesiredState::sha256) != Some(sha256)
+                {
                     self.tell(&SidecarEvent::DesiredRead {
                         sha256,
                         commit: desired
@@ -276,7 +329,11 @@ impl Sidecar {
                 memory.last_good = Some(desired);
             }
             Err(error) => {
-                watch.follow(std::slice::from_ref(&file));
+                // What was followed stays followed (a broken base is fixed where it lives).
+                if !memory.followed.contains(&file) {
+                    memory.followed.push(file.clone());
+                }
+                watch.follow(&memory.followed);
                 let report = match error {
                     Error::InvalidDesiredState { report } => report,
                     other => other.to_string(),
@@ -292,19 +349,42 @@ impl Sidecar {
         }
     }
 
-    /// Finishes the steps a previous run left in the journal, whatever plugins.yaml says now.
-    fn finish_journal(&mut self) {
+    /// Finishes the steps a previous run left in the journal, whatever plugins.yaml says now;
+    /// tried again with a backoff while it cannot (a reconcile, which resumes the journal
+    /// first, does it too).
+    fn finish_journal(&mut self, memory: &mut Memory) {
         let options = self.reconcile_options();
+        let started = Instant::now();
         let mut progress = Tell::new(&mut self.observers);
         match ops::finish_journal(&options, self.port.as_ref(), &mut progress) {
-            Ok(Some(report)) => self.tell(&SidecarEvent::ReconcileFinished {
-                trigger: Trigger::Start,
-                report,
-                took: Duration::ZERO,
-            }),
-            Ok(None) => {}
-            // The reconcile that follows finishes it (it resumes the journal first).
-            Err(error) => tracing::warn!("could not finish the journal yet: {error}"),
+            Ok(report) => {
+                memory.journal_left = false;
+                if let Some(report) = report {
+                    self.tell(&SidecarEvent::ReconcileFinished {
+                        trigger: Trigger::Start,
+                        report,
+                        took: started.elapsed(),
+                    });
+                }
+            }
+            Err(Error::Stopped { left }) => memory.stopped = Some(left),
+            Err(error) => {
+                memory.journal_left = true;
+                memory.failures += 1;
+                let retry_in = retry_delay(
+                    &error,
+                    memory.failures,
+                    self.options.drift_interval,
+                    self.options.max_backoff,
+                );
+                memory.retry_at = Some(Instant::now() + retry_in);
+                self.tell(&SidecarEvent::ReconcileFailed {
+                    trigger: Trigger::Start,
+                    error: format!("the steps a previous run left: {error}"),
+                    failures: memory.failures,
+                    retry_in,
+                });
+            }
         }
     }
 
@@ -322,6 +402,8 @@ impl Sidecar {
         match result {
             Ok(report) => {
                 memory.reconciled = Some(sha256);
+                memory.attempted = None;
+                memory.journal_left = false;
                 memory.failures = 0;
                 memory.retry_at = None;
                 memory.drift_told = None;
@@ -338,8 +420,12 @@ impl Sidecar {
             }
             Err(Error::Stopped { left }) => memory.stopped = Some(left),
             Err(error) => {
-                memory.failures += 1;
-                let retry_in = error_policy(
+                // A freeze or a closed window is not a fault: it does not grow the backoff.
+                if !waits(&error) {
+                    memory.failures += 1;
+                }
+                memory.attempted = Some(sha256);
+                let retry_in = retry_delay(
                     &error,
                     memory.failures,
                     self.options.drift_interval,
@@ -462,14 +548,51 @@ impl Sidecar {
 /// How often a sidecar with nothing to apply drops expired rollback points.
 const GC_EVERY: Duration = Duration::from_secs(3600);
 
-/// How long the sidecar waits before it tries a failed reconcile again, the `failures`-th in a
-/// row: an exponential backoff from one second up to `max` — but a freeze or a closed update
-/// window is not a fault, and is looked at again at the next drift check.
-pub fn error_policy(error: &Error, failures: u32, interval: Duration, max: Duration) -> Duration {
-    match error {
-        Error::Restrained { .. } | Error::PolicyWindow { .. } => interval,
-        _ => Duration::from_secs(1u64 << failures.saturating_sub(1).min(20)).min(max),
+/// How long the sidecar waits before it tries a failed reconcile again, the `failures`-th
+/// fault in a row: an exponential backoff from one second up to `max` — but a freeze or a
+/// closed update window is not a fault, and is looked at again at the next drift check.
+pub fn retry_delay(error: &Error, failures: u32, interval: Duration, max: Duration) -> Duration {
+    if waits(error) {
+        return interval;
     }
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(20)).min(max)
+}
+
+/// Whether `error` is the host's or the policy's "not now" rather than a fault.
+fn waits(error: &Error) -> bool {
+    matches!(error, Error::Restrained { .. } | Error::PolicyWindow { .. })
+}
+
+/// The lock beside plugins.yaml (followed too: a new lock changes the versions applied).
+fn lock_of(file: &Path) -> PathBuf {
+    file.with_file_name("plugins.lock")
+}
+
+/// With `--committed-only`: refuses a desired state whose files are not exactly what their
+/// commit holds (modified, untracked, outside git).
+fn check_committed(desired: &DesiredState) -> Result<()> {
+    use crate::spec::provenance::{FileState, Git};
+    for file in &desired.provenance {
+        let why = match &file.git {
+            Git::Repository {
+                commit: Some(_),
+                state: FileState::Clean,
+                ..
+            } => continue,
+            Git::Repository { commit: None, .. } => "its repository has no commit yet",
+            Git::Repository { .. } => "it differs from the commit checked out",
+            Git::Outside => "it is in no git repository",
+            Git::Unreadable { .. } => "its repository cannot be read",
+        };
+        return Err(Error::InvalidDesiredState {
+            report: format!(
+                "error: `{}` is not applied: {why} (`--committed-only` applies only committed \
+                 files)",
+                file.file.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The apply's progress, as events.

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::event::{Observer, SidecarEvent};
@@ -43,8 +42,11 @@ pub struct SidecarStatus {
     pub reconciles: u64,
     /// Drift checks made since the start.
     pub checks: u64,
-    /// When the last drift check was made.
+    /// When the last drift check was made (every `drift_interval_ms` while it runs: a check
+    /// much older than that says the sidecar is gone).
     pub last_check_at: Option<String>,
+    /// How often it checks.
+    pub drift_interval_ms: u64,
 }
 
 /// The last valid plugins.yaml.
@@ -203,18 +205,24 @@ fn round(duration: Duration) -> Duration {
 pub struct StatusFile {
     state_dir: PathBuf,
     status: SidecarStatus,
+    /// The sidecar's clock: its times and `plugsync status`'s now agree (`PLUGSYNC_NOW`).
+    clock: super::Clock,
 }
 
 impl StatusFile {
-    /// Starts the file for a sidecar following `file` on `host`.
-    pub fn new(state_dir: &Path, file: &Path, host: &str) -> StatusFile {
+    /// Starts the file for a sidecar following `file` on `host` as `options` say.
+    pub fn new(state_dir: &Path, host: &str, options: &super::SidecarOptions) -> StatusFile {
+        let drift_interval = options.drift_interval;
+        let file = &options.reconcile.file;
         let mut status_file = StatusFile {
+            clock: options.clock,
             state_dir: state_dir.to_owned(),
             status: SidecarStatus {
                 pid: std::process::id(),
-                started_at: Timestamp::now().to_string(),
+                started_at: options.clock.now().to_string(),
                 file: file.to_owned(),
                 host: host.to_owned(),
+                drift_interval_ms: drift_interval.as_millis() as u64,
                 ..SidecarStatus::default()
             },
         };
@@ -233,7 +241,8 @@ impl StatusFile {
 
     fn try_write(&self) -> std::io::Result<()> {
         use std::io::Write as _;
-        std::fs::create_dir_all(&self.state_dir)?;
+        // Made `0700` as the journal's open makes it (this may run first), never by the umask.
+        crate::store::prepare_dir(&self.state_dir).map_err(std::io::Error::other)?;
         // tempfile creates it 0600, exclusively, under an unpredictable name.
         let mut file = tempfile::NamedTempFile::new_in(&self.state_dir)?;
         let json = serde_json::to_vec_pretty(&self.status).map_err(std::io::Error::other)?;
@@ -248,9 +257,53 @@ impl StatusFile {
 impl Observer for StatusFile {
     fn observe(&mut self, event: &SidecarEvent) {
         let before = self.status.clone();
-        self.status.record(event, &Timestamp::now().to_string());
+        self.status.record(event, &self.clock.now().to_string());
         if self.status != before {
             self.write();
         }
+    }
+}
+
+/// The one sidecar of a state directory: an exclusive `flock` on `STATE_DIR/sidecar.lock`,
+/// held for the life of the process (the kernel lets it go however the process ends). A
+/// second sidecar on the same directory would fight the first for the journal and write
+/// `sidecar.json` over it.
+#[derive(Debug)]
+pub struct SidecarLock {
+    _file: std::fs::File,
+}
+
+impl SidecarLock {
+    /// Takes the lock, or says which process holds it.
+    pub fn take(state_dir: &Path) -> crate::Result<SidecarLock> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::unix::fs::OpenOptionsExt as _;
+        crate::store::prepare_dir(state_dir)?;
+        let path = state_dir.join("sidecar.lock");
+        let io = |source| crate::Error::Io {
+            action: "lock",
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(crate::Error::SidecarRunning {
+                state_dir: state_dir.to_owned(),
+                pid: holder.trim().to_owned(),
+            });
+        }
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(SidecarLock { _file: file })
     }
 }
