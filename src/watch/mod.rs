@@ -3,13 +3,15 @@
 //! sidecar take turns and never interleave.
 //!
 //! - **On start** it finishes what a previous run left in the journal, then reconciles.
-//! - **On change**: plugins.yaml's directories are watched ([`files`]); after a quiet
-//!   `debounce`, the file is read whole and, if what it asks changed, reconciled. A file that
-//!   does not parse or validate is never applied: its errors are logged with `file:line:column`
-//!   and the last good desired state stays the one reconciled to (drift checks included).
-//! - **On an interval** it plans against the host without the lease; a plan that is not empty
-//!   is drift: healed (`--drift heal`: a reconcile, which keeps what the host's holds, freeze
-//!   and failed marks keep) or only reported.
+//! - **On change**: plugins.yaml's directories are watched ([`FileWatch`]); once they have been
+//!   quiet for `debounce`, the file is read whole and, if what it asks (or its lock) changed,
+//!   reconciled. A file that does not parse or validate is never applied: its errors are
+//!   logged with `file:line:column` and the last good desired state stays the one reconciled
+//!   to. With `committed_only`, neither is a file that differs from its commit.
+//! - **On an interval** it reads the file again (a change no event told of is seen there),
+//!   then plans against the host without the lease; a plan that is not empty is drift: healed
+//!   (`--drift heal`: a reconcile, which keeps what the host's holds, freeze and failed marks
+//!   keep) or only reported. A check is skipped while another client holds the lease.
 //! - **On failure** (the host unreachable, a registry down, a freeze) it retries after
 //!   [`retry_delay`]'s backoff. A step that fails is not a failure of the loop: its version is
 //!   marked failed on the host and never retried.
