@@ -3,10 +3,14 @@
 //! exits at once: the journal is safe at any instant).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::apply::HttpHost;
 use crate::error::{Error, Result};
-use crate::watch::{Sidecar, SidecarHandle, SidecarOptions, StatusFile};
+use crate::watch::metrics::{self, Metrics, MetricsObserver, MetricsOptions};
+use crate::watch::{
+    AlertCounters, AlertObserver, AlertOptions, Sidecar, SidecarHandle, SidecarOptions, StatusFile,
+};
 
 use super::host::StopSignal;
 
@@ -21,6 +25,11 @@ pub struct RunOptions {
     pub token_file: Option<PathBuf>,
     /// The CA an `https://` host's certificate must verify against.
     pub tls_ca: Option<PathBuf>,
+    /// The webhooks told of steps, failures, drift and an invalid plugins.yaml (none: no
+    /// alerts).
+    pub alerts: AlertOptions,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`None`: not served).
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Runs the sidecar until a stop signal (see the module docs).
@@ -37,6 +46,28 @@ pub fn run(options: &RunOptions) -> Result<()> {
         &options.sidecar.reconcile.file,
         &options.host,
     )));
+    // Alerts' fate is counted for metrics whether or not either is on.
+    let alert_counters = Arc::new(AlertCounters::default());
+    // Bound before the loop starts, so a bad address refuses the start; stopped when this
+    // returns.
+    let _metrics_server = match &options.metrics {
+        Some(metrics_options) => {
+            let metrics = Metrics::new(Arc::clone(&alert_counters));
+            let server = metrics::serve(metrics_options, Arc::clone(&metrics))?;
+            tracing::info!("metrics listening on http://{}", server.local_addr());
+            sidecar.observe(Box::new(MetricsObserver::new(metrics)));
+            Some(server)
+        }
+        None => None,
+    };
+    if !options.alerts.webhooks.is_empty() {
+        sidecar.observe(Box::new(AlertObserver::new(
+            &options.alerts,
+            &options.host,
+            &options.sidecar.reconcile.file,
+            alert_counters,
+        )?));
+    }
     stop_on_signal(sidecar.handle())?;
     tracing::info!(
         file = %options.sidecar.reconcile.file.display(),

@@ -3,7 +3,7 @@
 //! sidecar take turns and never interleave.
 //!
 //! - **On start** it finishes what a previous run left in the journal, then reconciles.
-//! - **On change**: plugins.yaml's directories are watched ([`files`]); after a quiet
+//! - **On change**: plugins.yaml's directories are watched ([`FileWatch`]); after a quiet
 //!   `debounce`, the file is read whole and, if what it asks changed, reconciled. A file that
 //!   does not parse or validate is never applied: its errors are logged with `file:line:column`
 //!   and the last good desired state stays the one reconciled to (drift checks included).
@@ -19,8 +19,10 @@
 //! Everything it does is told to its [`Observer`]s as [`SidecarEvent`]s: the log, the status
 //! file (`sidecar.json` in the state directory), alerts and metrics.
 
+mod alert;
 mod event;
 mod files;
+pub mod metrics;
 mod status;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -33,6 +35,9 @@ use crate::apply::{HostPort, StepReport, Stop};
 use crate::error::{Error, Result};
 use crate::ops::{self, DesiredState, Progress, ReconcileOptions};
 
+pub use alert::{
+    Alert, AlertCounters, AlertDetail, AlertFormat, AlertObserver, AlertOptions, alert_schema,
+};
 pub use event::{LogObserver, Observer, PluginSeen, SidecarEvent, Trigger};
 pub use files::{FileWatch, directories_of};
 pub use status::{SIDECAR_FILE, SidecarStatus, StatusFile};
@@ -260,9 +265,13 @@ impl Sidecar {
         match DesiredState::read(&file) {
             Ok(desired) => {
                 watch.follow(&desired.desired.files);
-                memory.invalid = None;
+                // Valid again, even as the last good one was: told, so that what said it
+                // invalid (status, metrics) hears it is not any more.
+                let was_invalid = memory.invalid.take().is_some();
                 let sha256 = desired.sha256();
-                if memory.last_good.as_ref().map(DesiredState::sha256) != Some(sha256) {
+                if was_invalid
+                    || memory.last_good.as_ref().map(DesiredState::sha256) != Some(sha256)
+                {
                     self.tell(&SidecarEvent::DesiredRead {
                         sha256,
                         commit: desired
@@ -468,6 +477,8 @@ impl Progress for Tell<'_> {
                 plugin: report.plugin.clone(),
                 title: report.title.clone(),
                 step_id: report.step_id.clone(),
+                from: report.from.clone(),
+                to: report.to.clone(),
             });
         }
     }
