@@ -276,12 +276,13 @@ fn a_webhook_down_or_silent_stalls_neither_the_reconciles_nor_the_webhook_that_a
     );
     assert_eq!(told(&good), INSTALL_AND_UPGRADE);
 
-    // A stop gives up on what the others still owe, within the drain time.
+    // A stop gives up on what the others still owe after the drain time (3 s; the rest is
+    // slack for a loaded machine): a post in flight to the silent webhook is cut short.
     let stopping = Instant::now();
     let stopped = stop(sidecar);
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(
-        stopping.elapsed() < Duration::from_secs(30),
+        stopping.elapsed() < Duration::from_secs(15),
         "the stop took {:?}",
         stopping.elapsed()
     );

@@ -595,6 +595,8 @@ impl Drop for AlertObserver {
         for courier in &self.couriers {
             courier.shared.lock().stop_by = Some(stop_by);
             courier.shared.wake.notify_all();
+            // A permit: the post in flight, or the next one, sees it.
+            courier.shared.stopping.notify_one();
         }
         for courier in &mut self.couriers {
             if let Some(thread) = courier.thread.take() {
@@ -620,6 +622,8 @@ struct Courier {
 struct Shared {
     state: Mutex<Queue>,
     wake: Condvar,
+    /// Told once the sidecar stops: a post in flight is cut short at the drain time.
+    stopping: tokio::sync::Notify,
 }
 
 struct Queue {
@@ -636,6 +640,7 @@ impl Shared {
                 stop_by: None,
             }),
             wake: Condvar::new(),
+            stopping: tokio::sync::Notify::new(),
         }
     }
 
@@ -700,6 +705,16 @@ impl Shared {
                 .wait_timeout(queue, end - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+    }
+
+    /// Ends at the stop's drain time (never, while the sidecar runs).
+    async fn drained(&self) {
+        self.stopping.notified().await;
+        let stop_by = self.lock().stop_by;
+        match stop_by {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
         }
     }
 
@@ -827,37 +842,56 @@ impl Webhook {
     /// failure when none succeeded.
     fn deliver(&self, shared: &Shared, parcel: &Parcel) -> std::result::Result<(), (u32, String)> {
         let mut tries = 0;
+        let mut last: Option<String> = None;
         loop {
             let Some(budget) = shared.budget(self.timeout) else {
-                return Err((
-                    tries,
-                    "the sidecar stopped before it could be sent".to_owned(),
-                ));
+                let reason = match last {
+                    Some(reason) => format!("{reason}; then the sidecar stopped"),
+                    None => "the sidecar stopped before it could be sent".to_owned(),
+                };
+                return Err((tries, reason));
             };
             tries += 1;
-            let failure = match self.post(parcel, budget) {
+            let failure = match self.post(shared, parcel, budget) {
                 Ok(()) => return Ok(()),
                 Err(failure) => failure,
             };
-            let wait = self.backoff.get(tries as usize - 1);
-            match wait {
-                Some(wait) if failure.retry => shared.pause(Instant::now() + *wait),
+            match self.backoff.get(tries as usize - 1) {
+                Some(wait) if failure.retry => {
+                    last = Some(failure.reason);
+                    shared.pause(Instant::now() + *wait);
+                }
                 _ => return Err((tries, failure.reason)),
             }
         }
     }
 
     /// One post, within `budget`.
-    fn post(&self, parcel: &Parcel, budget: Duration) -> std::result::Result<(), Failure> {
+    fn post(
+        &self,
+        shared: &Shared,
+        parcel: &Parcel,
+        budget: Duration,
+    ) -> std::result::Result<(), Failure> {
         let request = self
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(parcel.body.clone());
-        // Sent within the runtime: the request's own timer needs it.
-        let answer = self
-            .runtime
-            .block_on(async { tokio::time::timeout(budget, request.send()).await });
+        // Sent within the runtime: the request's own timer needs it. A stop cuts it short at
+        // the drain time, however long it was given.
+        let answer = self.runtime.block_on(async {
+            tokio::select! {
+                answer = tokio::time::timeout(budget, request.send()) => Some(answer),
+                () = shared.drained() => None,
+            }
+        });
+        let Some(answer) = answer else {
+            return Err(Failure {
+                reason: "no answer before the sidecar stopped".to_owned(),
+                retry: false,
+            });
+        };
         match answer {
             Err(_) => Err(Failure {
                 reason: format!(
@@ -891,6 +925,8 @@ impl Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::AtomicU64;
 
     fn report(outcome: StepOutcome) -> StepReport {
         StepReport {
@@ -994,5 +1030,112 @@ mod tests {
         assert!(shared.next(&counters, "w").is_none());
         assert_eq!(counters.dropped(), 2);
         assert_eq!(shared.budget(Duration::from_secs(5)), None);
+    }
+
+    /// A webhook on 127.0.0.1 answering each request with the next status of `answers` (the
+    /// last one for ever after), closing each connection; it counts the requests.
+    fn webhook(answers: &'static [u16]) -> (reqwest::Url, Arc<AtomicU64>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let n = counted.fetch_add(1, Ordering::SeqCst) as usize;
+                let status = answers[n.min(answers.len() - 1)];
+                let _ = write!(
+                    reader.into_inner(),
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        (reqwest::Url::parse(&url).unwrap(), requests)
+    }
+
+    fn quick(url: reqwest::Url) -> AlertOptions {
+        AlertOptions {
+            backoff: vec![Duration::from_millis(10); 3],
+            ..AlertOptions::new(vec![url], AlertFormat::Json)
+        }
+    }
+
+    fn invalid() -> SidecarEvent {
+        SidecarEvent::DesiredInvalid {
+            report: "error: unknown key".into(),
+            keeping: None,
+        }
+    }
+
+    /// Waits (polling, 60 s at most) until `done`.
+    fn until(mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_server_error_is_retried_and_the_alert_delivered() {
+        let (url, requests) = webhook(&[503, 500, 200]);
+        let counters = Arc::new(AlertCounters::default());
+        let mut observer =
+            AlertObserver::new(&quick(url), "h", Path::new("p"), Arc::clone(&counters)).unwrap();
+        observer.observe(&invalid());
+        until(|| counters.delivered() == 1);
+        assert_eq!(requests.load(Ordering::SeqCst), 3);
+        assert_eq!((counters.failed(), counters.dropped()), (0, 0));
+    }
+
+    #[test]
+    fn a_client_error_is_not_retried_and_the_alert_counted_failed() {
+        let (url, requests) = webhook(&[404]);
+        let counters = Arc::new(AlertCounters::default());
+        let mut observer =
+            AlertObserver::new(&quick(url), "h", Path::new("p"), Arc::clone(&counters)).unwrap();
+        observer.observe(&invalid());
+        until(|| counters.failed() == 1);
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_webhook_that_never_answers_holds_a_stop_up_for_the_drain_time_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = reqwest::Url::parse(&format!("http://{}/", listener.local_addr().unwrap()));
+        let counters = Arc::new(AlertCounters::default());
+        let options = AlertOptions {
+            drain: Duration::from_millis(300),
+            ..quick(url.unwrap())
+        };
+        let mut observer =
+            AlertObserver::new(&options, "h", Path::new("p"), Arc::clone(&counters)).unwrap();
+        for _ in 0..3 {
+            observer.observe(&invalid());
+        }
+        let stopping = Instant::now();
+        drop(observer);
+        // One post cut short at the drain time, the two behind it never sent.
+        assert!(
+            stopping.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            stopping.elapsed()
+        );
+        assert_eq!((counters.failed(), counters.dropped()), (1, 2));
+        drop(listener);
     }
 }
