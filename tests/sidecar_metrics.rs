@@ -348,4 +348,8 @@ fn a_metrics_address_off_loopback_is_refused_without_metrics_allow_remote() {
         "{}",
         refused.stderr
     );
+    assert!(
+        status(&desk).is_null(),
+        "refused before it started: no sidecar.json"
+    );
 }

@@ -39,6 +39,19 @@ pub fn run(options: &RunOptions) -> Result<()> {
         options.token_file.as_deref(),
         options.tls_ca.as_deref(),
     )?;
+    // Alerts' fate is counted for metrics whether or not either is on.
+    let alert_counters = Arc::new(AlertCounters::default());
+    // Bound before anything else starts, so a bad address refuses the start (and leaves no
+    // `sidecar.json` behind); stopped when this returns.
+    let metrics = match &options.metrics {
+        Some(metrics_options) => {
+            let metrics = Metrics::new(Arc::clone(&alert_counters));
+            let server = metrics::serve(metrics_options, Arc::clone(&metrics))?;
+            tracing::info!("metrics listening on http://{}", server.local_addr());
+            Some((metrics, server))
+        }
+        None => None,
+    };
     let state_dir = options.sidecar.reconcile.state_dir.clone();
     let mut sidecar = Sidecar::new(options.sidecar.clone(), Box::new(port));
     sidecar.observe(Box::new(StatusFile::new(
@@ -46,20 +59,10 @@ pub fn run(options: &RunOptions) -> Result<()> {
         &options.sidecar.reconcile.file,
         &options.host,
     )));
-    // Alerts' fate is counted for metrics whether or not either is on.
-    let alert_counters = Arc::new(AlertCounters::default());
-    // Bound before the loop starts, so a bad address refuses the start; stopped when this
-    // returns.
-    let _metrics_server = match &options.metrics {
-        Some(metrics_options) => {
-            let metrics = Metrics::new(Arc::clone(&alert_counters));
-            let server = metrics::serve(metrics_options, Arc::clone(&metrics))?;
-            tracing::info!("metrics listening on http://{}", server.local_addr());
-            sidecar.observe(Box::new(MetricsObserver::new(metrics)));
-            Some(server)
-        }
-        None => None,
-    };
+    let _metrics_server = metrics.map(|(metrics, server)| {
+        sidecar.observe(Box::new(MetricsObserver::new(metrics)));
+        server
+    });
     if !options.alerts.webhooks.is_empty() {
         sidecar.observe(Box::new(AlertObserver::new(
             &options.alerts,

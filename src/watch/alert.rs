@@ -556,19 +556,21 @@ impl AlertObserver {
         file: &Path,
         counters: Arc<AlertCounters>,
     ) -> Result<AlertObserver> {
-        let mut couriers = Vec::with_capacity(options.webhooks.len());
-        for url in &options.webhooks {
-            couriers.push(Courier::start(url, options, Arc::clone(&counters))?);
-        }
-        Ok(AlertObserver {
+        let mut observer = AlertObserver {
             host: host.to_owned(),
             file: file.to_owned(),
             format: options.format,
             capacity: options.queue.max(1),
             counters,
-            couriers,
+            couriers: Vec::with_capacity(options.webhooks.len()),
             drain: options.drain,
-        })
+        };
+        for url in &options.webhooks {
+            // On an error, dropping the observer stops the threads already started.
+            let courier = Courier::start(url, options, Arc::clone(&observer.counters))?;
+            observer.couriers.push(courier);
+        }
+        Ok(observer)
     }
 }
 
