@@ -15,7 +15,12 @@ use serde_json::Value;
 
 /// The rules file as JSON.
 fn rules_file() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/plugsync-rules.yaml");
+    yaml_file("deploy/prometheus/plugsync-rules.yaml")
+}
+
+/// A YAML file of the workspace as JSON.
+fn yaml_file(relative: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     let text = std::fs::read_to_string(&path).unwrap();
     let node = yaml::parse(&text, &Limits::default())
         .unwrap_or_else(|e| panic!("{} is not YAML: {e:?}", path.display()));
@@ -135,4 +140,21 @@ fn the_series_list_is_what_the_names_say() {
     assert!(metrics::exports("plugsync_swap_stall_seconds_count"));
     assert!(!metrics::exports("plugsync_drift_bucket"));
     assert!(!metrics::exports("plugsync_reconciles"));
+}
+
+#[test]
+fn every_rule_has_a_promtool_unit_test_that_fires_it() {
+    // `promtool test rules deploy/prometheus/plugsync-rules.test.yaml` runs them (Prometheus
+    // ships promtool; it is not needed to build or test plugsync).
+    let tests = yaml_file("deploy/prometheus/plugsync-rules.test.yaml");
+    assert_eq!(tests["rule_files"][0], "plugsync-rules.yaml");
+    let fired: BTreeSet<String> = (tests["tests"].as_array().unwrap().iter())
+        .flat_map(|test| test["alert_rule_test"].as_array().unwrap().iter())
+        .filter(|case| !case["exp_alerts"].as_array().unwrap().is_empty())
+        .map(|case| case["alertname"].as_str().unwrap().to_owned())
+        .collect();
+    let alerts: BTreeSet<String> = (rules().iter())
+        .map(|rule| rule["alert"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(fired, alerts);
 }
