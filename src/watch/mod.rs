@@ -36,7 +36,8 @@ use crate::error::{Error, Result};
 use crate::ops::{self, DesiredState, Progress, ReconcileOptions};
 
 pub use alert::{
-    Alert, AlertCounters, AlertDetail, AlertFormat, AlertObserver, AlertOptions, alert_schema,
+    Alert, AlertCounters, AlertDetail, AlertFormat, AlertKind, AlertObserver, AlertOptions,
+    ApiVersion, alert_schema,
 };
 pub use event::{LogObserver, Observer, PluginSeen, SidecarEvent, Trigger};
 pub use files::{FileWatch, directories_of};
