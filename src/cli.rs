@@ -628,6 +628,24 @@ struct RunArgs {
     /// With `--embedded`: do not run the synthetic desk.
     #[arg(long, requires = "embedded")]
     no_feed: bool,
+    /// A webhook (`http://` or `https://`) to post alerts to, repeatable: a step started,
+    /// committed, rolled back, stopped or interrupted; a reconcile failed; drift found;
+    /// plugins.yaml invalid. Posted from a queue of their own, retried with backoff: a webhook
+    /// down never holds up a reconcile.
+    #[arg(long = "alert-webhook", value_name = "URL", value_parser = parse_webhook)]
+    alert_webhook: Vec<reqwest::Url>,
+    /// The alerts' body: the versioned JSON object (`plugsync schema alert`), or a Slack
+    /// incoming-webhook message.
+    #[arg(long, value_enum, default_value = "json")]
+    alert_format: AlertFormatChoice,
+    /// Where to serve `/metrics` (Prometheus), `/healthz` and `/readyz`: `IP:PORT` (port 0:
+    /// any free port, logged), or `off`. A loopback address unless `--metrics-allow-remote`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_listen)]
+    metrics_listen: MetricsListen,
+    /// Serve metrics on a non-loopback `--metrics-listen` address (plain HTTP: the series
+    /// name the plugins, their versions and their traffic).
+    #[arg(long)]
+    metrics_allow_remote: bool,
 }
 
 /// A duration of the sidecar's loop: more than nothing, at most a day.
@@ -637,6 +655,40 @@ fn loop_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err("give a duration above 0 and at most 24h".to_owned());
     }
     Ok(duration)
+}
+
+/// `--alert-format`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AlertFormatChoice {
+    /// `{"apiVersion": "plugsync/v1", "kind": "Alert", "event": …}`.
+    Json,
+    /// `{"text": …}`, for a Slack incoming webhook.
+    Slack,
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct MetricsListen(Option<std::net::SocketAddr>);
+
+fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
+    if text == "off" {
+        return Ok(MetricsListen(None));
+    }
+    text.parse()
+        .map(|addr| MetricsListen(Some(addr)))
+        .map_err(|_| format!("`{text}` is not `IP:PORT` (e.g. `127.0.0.1:9464`) or `off`"))
+}
+
+fn parse_webhook(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|error| {
+        format!("not a URL ({error}): e.g. `https://hooks.example.com/plugsync`")
+    })?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!(
+            "a webhook is `http://` or `https://`, not `{other}:`"
+        )),
+    }
 }
 
 /// `--drift`.
@@ -700,6 +752,17 @@ fn run_options(args: RunArgs) -> crate::Result<ops::RunOptions> {
         host: args.connection.host,
         token_file: args.connection.token_file,
         tls_ca: args.connection.tls_ca,
+        alerts: crate::watch::AlertOptions::new(
+            args.alert_webhook,
+            match args.alert_format {
+                AlertFormatChoice::Json => crate::watch::AlertFormat::Json,
+                AlertFormatChoice::Slack => crate::watch::AlertFormat::Slack,
+            },
+        ),
+        metrics: (args.metrics_listen.0).map(|listen| crate::watch::metrics::MetricsOptions {
+            listen,
+            allow_remote: args.metrics_allow_remote,
+        }),
     })
 }
 
@@ -953,6 +1016,8 @@ enum SchemaChoice {
     Plan,
     /// `history --output json`.
     History,
+    /// An alert `run --alert-webhook` posts.
+    Alert,
 }
 
 #[derive(Debug, clap::Args)]
@@ -1319,6 +1384,7 @@ pub fn run() -> ExitCode {
                     SchemaChoice::Lock => ops::SchemaName::Lock,
                     SchemaChoice::Plan => ops::SchemaName::Plan,
                     SchemaChoice::History => ops::SchemaName::History,
+                    SchemaChoice::Alert => ops::SchemaName::Alert,
                 })
             );
             Ok(true)

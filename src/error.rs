@@ -383,6 +383,29 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// `plugsync run --metrics-listen` on an address other hosts can reach, not allowed.
+    #[error(
+        "`--metrics-listen {listen}` is not a loopback address: the metrics name every plugin, \
+         its versions and its traffic, served in clear to whoever reaches it; listen on \
+         `127.0.0.1:PORT`, or pass `--metrics-allow-remote` if the network is yours"
+    )]
+    MetricsNotLoopback {
+        /// The address asked.
+        listen: std::net::SocketAddr,
+    },
+
+    /// The metrics address cannot be listened on (in use, not this host's).
+    #[error(
+        "cannot serve metrics on `{listen}`: {source}; pick another address with \
+         `--metrics-listen ADDR` (port 0: any free port), or `--metrics-listen off`"
+    )]
+    MetricsListen {
+        /// The address asked.
+        listen: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+
     /// `--load` names two libraries of the same plugin.
     #[error(
         "`--load` names two libraries of `{plugin}` (`{first}` and `{second}`): a host runs one \

@@ -9,125 +9,14 @@
 mod support;
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde_json::Value;
+use support::process::Proc;
+
 use support::desk::*;
-use support::process::{Finished, Proc};
+use support::sidecar::*;
 use support::*;
-
-/// Both plugins at their first versions.
-const V1: &str = "  plugins:
-    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
-    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
-";
-
-/// risk_model's minor upgrade, soaked briefly.
-const V1_1: &str = "  plugins:
-    - id: risk_model
-      version: 1.1.0
-      config: {max_position: 10}
-      verify: {soak: {duration: 300ms}}
-    - {id: ma_cross, version: 1.0.0, config: {fast_ma_period: 2, slow_ma_period: 4, order_qty: 1}}
-";
-
-/// How long a wait for a fact may take before the test fails (a loaded machine is slow).
-const PATIENCE: Duration = Duration::from_secs(120);
-
-/// Waits until `done` holds, polling; fails naming `what`, with the sidecar's log.
-fn eventually(sidecar: &Proc, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; the sidecar's log:\n{}",
-            sidecar.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// What the host runs: `plugin version`, sorted, and whether a step is pending.
-fn running(desk: &Desk) -> Vec<String> {
-    let status = desk.api.status();
-    let mut running: Vec<String> = (status["plugins"].as_array().unwrap().iter())
-        .map(|p| {
-            let pending = if p["pending"].is_null() {
-                ""
-            } else {
-                " (pending)"
-            };
-            format!(
-                "{} {}{pending}",
-                p["plugin"].as_str().unwrap(),
-                p["version"]["version"].as_str().unwrap()
-            )
-        })
-        .collect();
-    running.sort();
-    running
-}
-
-/// A plugins.yaml for the desk's registry (by absolute path: the file may live elsewhere).
-fn desired(desk: &Desk, plugins: &str) -> String {
-    format!(
-        "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {{name: desk-a}}\nspec:\n  \
-         registry: {{url: {}}}\n{plugins}",
-        desk.path().join("registry").display()
-    )
-}
-
-/// `plugsync run -f FILE` against the desk's host, its state in `state`, on a Saturday.
-fn run(desk: &Desk, file: &Path, args: &[&str]) -> Proc {
-    let mut all: Vec<&OsStr> = vec![
-        OsStr::new("run"),
-        OsStr::new("-f"),
-        file.as_os_str(),
-        OsStr::new("--host"),
-        OsStr::new(&desk.host.url),
-    ];
-    let token = desk.path().join("token");
-    let state = desk.path().join("state");
-    all.extend([OsStr::new("--token-file"), token.as_os_str()]);
-    all.extend([OsStr::new("--state-dir"), state.as_os_str()]);
-    all.extend([OsStr::new("--debounce"), OsStr::new("50ms")]);
-    all.extend(args.iter().map(OsStr::new));
-    Proc::spawn(&all, &[("PLUGSYNC_NOW", OsStr::new(SATURDAY))])
-}
-
-/// The sidecar's `sidecar.json` (null before it is written).
-fn status(desk: &Desk) -> Value {
-    std::fs::read(desk.path().join("state/sidecar.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or(Value::Null)
-}
-
-/// How many reconciles the sidecar has ended (applied, failed or in error).
-fn reconciles(desk: &Desk) -> u64 {
-    status(desk)["reconciles"].as_u64().unwrap_or(0)
-}
-
-/// How many drift checks it has made.
-fn checks(desk: &Desk) -> u64 {
-    status(desk)["checks"].as_u64().unwrap_or(0)
-}
-
-/// Writes `text` to `path` as an editor that saves by rename does: a new file beside, renamed
-/// over the old one.
-fn save_by_rename(path: &Path, text: &str) {
-    let beside = path.with_extension("yaml.swp");
-    std::fs::write(&beside, text).unwrap();
-    std::fs::rename(&beside, path).unwrap();
-}
-
-/// Stops the sidecar with SIGTERM; how it ended.
-fn stop(mut sidecar: Proc) -> Finished {
-    sidecar.signal("TERM");
-    sidecar.wait();
-    sidecar.finish()
-}
 
 /// A desk whose plugins.yaml asks the first versions, and a sidecar (with `args`) that has
 /// installed them.

@@ -742,10 +742,12 @@ impl<'a> Engine<'a> {
                     return self.done(index);
                 }
                 if let Ok(report) = serde_json::from_value::<SwapReport>(answer.body.clone()) {
-                    self.runs[index].report.mark(&format!(
-                        "switched (slot held {})",
-                        micros(report.locked_window.as_micros())
-                    ));
+                    let held = report.locked_window.as_micros();
+                    self.runs[index].report.slot_held_us =
+                        Some(u64::try_from(held).unwrap_or(u64::MAX));
+                    self.runs[index]
+                        .report
+                        .mark(&format!("switched (slot held {})", micros(held)));
                 } else {
                     self.runs[index].report.mark("installed");
                 }

@@ -70,6 +70,18 @@ pub struct StepReport {
     /// The version the step's failure marked failed on the host, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub marked_failed: Option<String>,
+    /// The version running before the step (`None`: an install). Not in the JSON result,
+    /// whose `title` says it: for the sidecar's alerts and metrics.
+    #[serde(skip)]
+    pub from: Option<String>,
+    /// The version after it (`None`: a removal); as `from`.
+    #[serde(skip)]
+    pub to: Option<String>,
+    /// How long the switch held the plugin's slot, in microseconds, as the host reported it
+    /// (the `switched (slot held N µs)` mark); `None` before a switch answered, or for an
+    /// install or removal. For the sidecar's metrics, not in the JSON result.
+    #[serde(skip)]
+    pub slot_held_us: Option<u64>,
 }
 
 impl StepReport {
@@ -87,6 +99,9 @@ impl StepReport {
             resumed: false,
             phase: None,
             marked_failed: None,
+            from: context.from.as_ref().map(|from| from.version.clone()),
+            to: context.to.as_ref().map(|to| to.version.clone()),
+            slot_held_us: None,
         }
     }
 

@@ -5,12 +5,17 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use plugsync_host::control::Listen;
 
 use crate::apply::HttpHost;
 use crate::error::{Error, Result};
-use crate::watch::{Sidecar, SidecarHandle, SidecarLock, SidecarOptions, StatusFile};
+use crate::watch::metrics::{self, Metrics, MetricsObserver, MetricsOptions};
+use crate::watch::{
+    AlertCounters, AlertObserver, AlertOptions, Sidecar, SidecarHandle, SidecarLock,
+    SidecarOptions, StatusFile,
+};
 
 use super::host::{HostOptions, StopSignal};
 
@@ -25,6 +30,11 @@ pub struct RunOptions {
     pub token_file: Option<PathBuf>,
     /// The CA an `https://` host's certificate must verify against.
     pub tls_ca: Option<PathBuf>,
+    /// The webhooks told of steps, failures, drift and an invalid plugins.yaml (none: no
+    /// alerts).
+    pub alerts: AlertOptions,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`None`: not served).
+    pub metrics: Option<MetricsOptions>,
 }
 
 /// Runs the sidecar until a stop signal (see the module docs).
@@ -34,14 +44,40 @@ pub fn run(options: &RunOptions) -> Result<()> {
         options.token_file.as_deref(),
         options.tls_ca.as_deref(),
     )?;
+    // One sidecar per state directory, before anything else (a second is told whose it is).
     let state_dir = options.sidecar.reconcile.state_dir.clone();
     let _only = SidecarLock::take(&state_dir)?;
+    // Alerts' fate is counted for metrics whether or not either is on.
+    let alert_counters = Arc::new(AlertCounters::default());
+    // Bound before anything else starts, so a bad address refuses the start (and leaves no
+    // `sidecar.json` behind); stopped when this returns.
+    let metrics = match &options.metrics {
+        Some(metrics_options) => {
+            let metrics = Metrics::new(Arc::clone(&alert_counters));
+            let server = metrics::serve(metrics_options, Arc::clone(&metrics))?;
+            tracing::info!("metrics listening on http://{}", server.local_addr());
+            Some((metrics, server))
+        }
+        None => None,
+    };
     let mut sidecar = Sidecar::new(options.sidecar.clone(), Box::new(port));
     sidecar.observe(Box::new(StatusFile::new(
         &state_dir,
         &options.host,
         &options.sidecar,
     )));
+    let _metrics_server = metrics.map(|(metrics, server)| {
+        sidecar.observe(Box::new(MetricsObserver::new(metrics)));
+        server
+    });
+    if !options.alerts.webhooks.is_empty() {
+        sidecar.observe(Box::new(AlertObserver::new(
+            &options.alerts,
+            &options.host,
+            &options.sidecar.reconcile.file,
+            alert_counters,
+        )?));
+    }
     stop_on_signal(sidecar.handle())?;
     tracing::info!(
         file = %options.sidecar.reconcile.file.display(),

@@ -43,6 +43,8 @@ pub enum SchemaName {
     Plan,
     /// `history --output json`.
     History,
+    /// An alert `plugsync run --alert-webhook` posts (`--alert-format json`).
+    Alert,
 }
 
 /// The schema named, pretty-printed.
@@ -53,6 +55,7 @@ pub fn schema(name: SchemaName) -> String {
         SchemaName::Lock => crate::resolve::lock_schema(),
         SchemaName::Plan => crate::plan::plan_schema(),
         SchemaName::History => super::history_schema(),
+        SchemaName::Alert => crate::watch::alert_schema(),
     };
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
 }

@@ -65,6 +65,10 @@ pub enum SidecarEvent {
         title: String,
         /// Its step id.
         step_id: String,
+        /// The version running before it (`None`: an install).
+        from: Option<String>,
+        /// The version after it (`None`: a removal).
+        to: Option<String>,
     },
     /// A step ended (committed, rolled back, stopped, interrupted).
     StepEnded(StepReport),

@@ -21,8 +21,10 @@
 //! Everything it does is told to its [`Observer`]s as [`SidecarEvent`]s: the log, the status
 //! file (`sidecar.json` in the state directory), alerts and metrics.
 
+mod alert;
 mod event;
 mod files;
+pub mod metrics;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +38,10 @@ use crate::apply::{HostPort, StepReport, Stop};
 use crate::error::{Error, Result};
 use crate::ops::{self, DesiredState, Progress, ReconcileOptions};
 
+pub use alert::{
+    Alert, AlertCounters, AlertDetail, AlertFormat, AlertKind, AlertObserver, AlertOptions,
+    ApiVersion, alert_schema,
+};
 pub use event::{LogObserver, Observer, PluginSeen, SidecarEvent, Trigger};
 pub use files::{FileWatch, directories_of};
 pub use status::{SIDECAR_FILE, SidecarLock, SidecarStatus, StatusFile};
@@ -316,6 +322,8 @@ impl Sidecar {
                     .chain([lock_of(&file)])
                     .collect();
                 watch.follow(&memory.followed);
+                // Valid again, even as the last good one was: told, so that what said it
+                // invalid (status, metrics) hears it is not any more.
                 let was_invalid = memory.invalid.take().is_some();
                 let sha256 = desired.sha256();
                 if was_invalid
@@ -629,6 +637,8 @@ impl Progress for Tell<'_> {
                 plugin: report.plugin.clone(),
                 title: report.title.clone(),
                 step_id: report.step_id.clone(),
+                from: report.from.clone(),
+                to: report.to.clone(),
             });
         }
     }

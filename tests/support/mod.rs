@@ -7,6 +7,7 @@ pub mod bless;
 pub mod desk;
 pub mod git;
 pub mod process;
+pub mod sidecar;
 
 use std::ffi::OsString;
 use std::io::Write;
