@@ -310,7 +310,11 @@ impl Sidecar {
     /// invalid one is told (once) and changes nothing.
     fn read(&mut self, memory: &mut Memory, watch: &mut FileWatch) {
         let file = self.options.reconcile.file.clone();
-        let read = DesiredState::read(&file).and_then(|desired| {
+        // Read through the path as it resolves now, once: the file and the bases it extends
+        // (relative to it) all come from one revision, though a symlink above them (git-sync's
+        // `current`) may swap to another in between.
+        let resolved = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+        let read = DesiredState::read(&resolved).and_then(|desired| {
             if self.options.committed_only {
                 check_committed(&desired)?;
             }
@@ -318,8 +322,10 @@ impl Sidecar {
         });
         match read {
             Ok(desired) => {
-                memory.followed = (desired.desired.files.iter().cloned())
-                    .chain([lock_of(&file)])
+                // The path as named too: its symlinks are where the next revision lands.
+                memory.followed = std::iter::once(file.clone())
+                    .chain(desired.desired.files.iter().cloned())
+                    .chain([lock_of(&file), lock_of(&resolved)])
                     .collect();
                 watch.follow(&memory.followed);
                 // Valid again, even as the last good one was: told, so that what said it
