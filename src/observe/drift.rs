@@ -20,7 +20,7 @@ use serde::Serialize;
 
 /// The `origin.tool` names of plugsync's reconciler: `plugsync reconcile` and the sidecar
 /// `plugsync run`. A change whose origin is any other tool is a change by hand.
-pub const RECONCILER_TOOLS: [&str; 2] = ["plugsync-reconcile", "plugsync-run"];
+pub const RECONCILER_TOOLS: [&str; 2] = [crate::ops::RECONCILE_TOOL, crate::ops::RUN_TOOL];
 
 /// One plugin that drifted, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

@@ -48,6 +48,10 @@ use super::reconcile::{DesiredState, Inputs};
 /// The tool the host's records name for `plugsync reconcile`.
 pub const RECONCILE_TOOL: &str = "plugsync-reconcile";
 
+/// The tool the host's records name for the sidecar, `plugsync run` (history and alerts tell
+/// its steps from an operator's manual reconcile).
+pub const RUN_TOOL: &str = "plugsync-run";
+
 /// What `plugsync reconcile` is asked.
 #[derive(Debug, Clone)]
 pub struct ReconcileOptions {
@@ -118,7 +122,8 @@ pub fn reconcile(
 }
 
 /// Reconciles the host behind `port` with a plugins.yaml already read (the sidecar's last good
-/// one): as [`reconcile`], its lock, registry index and resolution read now.
+/// one), as `plugsync run` ([`RUN_TOOL`]): as [`reconcile`], its lock, registry index and
+/// resolution read now.
 pub fn reconcile_desired(
     desired: DesiredState,
     options: &ReconcileOptions,
@@ -126,7 +131,7 @@ pub fn reconcile_desired(
     progress: &mut dyn Progress,
 ) -> Result<ApplyReport> {
     let inputs = Inputs::resolve(desired, options.locked, options.registry_ca.as_deref())?;
-    apply(&inputs, options, RECONCILE_TOOL, port, progress)
+    apply(&inputs, options, RUN_TOOL, port, progress)
 }
 
 /// The plan a reconcile with `desired` would apply now, computed without the lease and
@@ -226,7 +231,7 @@ pub fn finish_journal(
     progress: &mut dyn Progress,
 ) -> Result<Option<ApplyReport>> {
     let store = Store::open(&options.state_dir)?;
-    let mut engine = Engine::resume(port, &store, engine_options(options, RECONCILE_TOOL))?;
+    let mut engine = Engine::resume(port, &store, engine_options(options, RUN_TOOL))?;
     if engine.reports().is_empty() {
         return Ok(None);
     }

@@ -19,7 +19,7 @@ mod status;
 mod validate;
 
 pub use apply::{
-    Progress, RECONCILE_TOOL, ReconcileOptions, finish_journal, plan_now, reconcile,
+    Progress, RECONCILE_TOOL, RUN_TOOL, ReconcileOptions, finish_journal, plan_now, reconcile,
     reconcile_desired,
 };
 pub use demo::{DemoOptions, DemoOutcome, DemoVenue, PlanCheck, StepOutcome, StoryCheck, demo};
