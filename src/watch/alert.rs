@@ -328,8 +328,7 @@ impl Alert {
                 failures,
                 retry_in,
             } => {
-                let retry =
-                    humantime::format_duration(Duration::from_secs(retry_in.as_secs().max(1)));
+                let retry = humantime::format_duration(super::status::round(*retry_in));
                 let summary = format!(
                     "reconcile of {file_name} on {host} failed ({failures} in a row, retried in \
                      {retry}): {}",

@@ -386,20 +386,12 @@ impl Sidecar {
             Err(Error::Stopped { left }) => memory.stopped = Some(left),
             Err(error) => {
                 memory.journal_left = true;
-                memory.failures += 1;
-                let retry_in = retry_delay(
+                self.retry_later(
+                    memory,
+                    Trigger::Start,
                     &error,
-                    memory.failures,
-                    self.options.drift_interval,
-                    self.options.max_backoff,
+                    "the steps a previous run left: ",
                 );
-                memory.retry_at = Some(Instant::now() + retry_in);
-                self.tell(&SidecarEvent::ReconcileFailed {
-                    trigger: Trigger::Start,
-                    error: format!("the steps a previous run left: {error}"),
-                    failures: memory.failures,
-                    retry_in,
-                });
             }
         }
     }
@@ -436,26 +428,32 @@ impl Sidecar {
             }
             Err(Error::Stopped { left }) => memory.stopped = Some(left),
             Err(error) => {
-                // A freeze or a closed window is not a fault: it does not grow the backoff.
-                if !waits(&error) {
-                    memory.failures += 1;
-                }
                 memory.attempted = Some(sha256);
-                let retry_in = retry_delay(
-                    &error,
-                    memory.failures,
-                    self.options.drift_interval,
-                    self.options.max_backoff,
-                );
-                memory.retry_at = Some(Instant::now() + retry_in);
-                self.tell(&SidecarEvent::ReconcileFailed {
-                    trigger,
-                    error: error.to_string(),
-                    failures: memory.failures,
-                    retry_in,
-                });
+                self.retry_later(memory, trigger, &error, "");
             }
         }
+    }
+
+    /// After a reconcile (or the journal's finish) failed with `error`: the retry scheduled by
+    /// [`retry_delay`] and told, `what` before the error. A freeze or a closed window is not a
+    /// fault: it does not grow the backoff.
+    fn retry_later(&mut self, memory: &mut Memory, trigger: Trigger, error: &Error, what: &str) {
+        if !waits(error) {
+            memory.failures += 1;
+        }
+        let retry_in = retry_delay(
+            error,
+            memory.failures,
+            self.options.drift_interval,
+            self.options.max_backoff,
+        );
+        memory.retry_at = Some(Instant::now() + retry_in);
+        self.tell(&SidecarEvent::ReconcileFailed {
+            trigger,
+            error: format!("{what}{error}"),
+            failures: memory.failures,
+            retry_in,
+        });
     }
 
     /// Compares the host with the last good desired state, without the lease; drift is told

@@ -195,8 +195,8 @@ impl SidecarStatus {
     }
 }
 
-/// Whole seconds (a backoff shown to the millisecond says nothing more).
-fn round(duration: Duration) -> Duration {
+/// Whole seconds, at least one (a backoff shown to the millisecond says nothing more).
+pub(super) fn round(duration: Duration) -> Duration {
     Duration::from_secs(duration.as_secs().max(1))
 }
 
