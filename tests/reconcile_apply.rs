@@ -643,7 +643,7 @@ fn a_strategy_the_engine_does_not_run_yet_is_refused_by_name() {
     let desk = desk_at_v1();
     desk.desire(&V1_1.replace(
         "      verify: {soak: {duration: 300ms}}\n",
-        "      verify: {soak: {duration: 300ms}}\n      strategy: {kind: when-idle, idleFor: 5s}\n",
+        "      verify: {soak: {duration: 300ms}}\n      strategy: {kind: blue-green, agreeingCalls: 100}\n",
     ));
     let refused = reconcile(&desk, &[]);
     check(
@@ -651,7 +651,7 @@ fn a_strategy_the_engine_does_not_run_yet_is_refused_by_name() {
         &refused,
         1,
         expect![[r#"
-        error: `risk_model` asks for the update strategy `when-idle`, which `plugsync reconcile` does not run yet: nothing was applied; use `strategy: {kind: immediate}` (or remove the key) for this plugin
+        error: `risk_model` asks for the update strategy `blue-green`, which `plugsync reconcile` does not run yet: nothing was applied; use `strategy: {kind: immediate}` (or remove the key) for this plugin
     "#]],
     );
 }

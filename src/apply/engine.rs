@@ -29,6 +29,10 @@ const SOAK_POLL: Duration = Duration::from_millis(100);
 /// How often another client's lease is looked at again.
 const LEASE_POLL: Duration = Duration::from_secs(1);
 
+/// How often a switch the host answered "not yet" (its strategy's moment has not come) is
+/// asked again.
+const STRATEGY_POLL: Duration = Duration::from_millis(100);
+
 /// The engine: the steps it drives, the lease it holds, and where it journals.
 pub struct Engine<'a> {
     port: &'a dyn HostPort,
@@ -85,6 +89,9 @@ struct StepRun {
     preflight: Option<Preflight>,
     /// The artifact to stage, if any.
     artifact: Option<super::LocalArtifact>,
+    /// When the host first answered "not yet" to its switch (a strategy waits for its
+    /// moment): the deadline runs from then.
+    waiting_since: Option<Instant>,
     report: StepReport,
 }
 
@@ -145,6 +152,18 @@ impl<'a> Engine<'a> {
                 .next()
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(1);
+            // A switch sent again after its strategy's deadline (`fallback: immediate`) was
+            // journaled with its new body: the last one sent is the one to send again.
+            let mut context = context;
+            if let Some(sent) = (records.iter().rev())
+                .find(|r| r.record.phase == StepPhase::SwitchSent)
+                .and_then(|r| r.record.request.clone())
+            {
+                if sent.get("when").is_none() {
+                    context.wait = None;
+                }
+                context.request = sent;
+            }
             let mut report = StepReport::new(&context, &open.record.step_id);
             report.resumed = true;
             let run = StepRun {
@@ -156,6 +175,7 @@ impl<'a> Engine<'a> {
                 soak_until_ms,
                 preflight: None,
                 artifact: None,
+                waiting_since: None,
                 context,
             };
             if run.phase < Some(StepPhase::SwitchSent) {
@@ -213,6 +233,7 @@ impl<'a> Engine<'a> {
                 soak_until_ms: None,
                 preflight: step.preflight,
                 artifact: step.artifact,
+                waiting_since: None,
                 context: step.context,
             });
         }
@@ -741,6 +762,18 @@ impl<'a> Engine<'a> {
                     self.runs[index].report.mark("unloaded");
                     return self.done(index);
                 }
+                if let (Some(since), Some(wait)) = (
+                    self.runs[index].waiting_since,
+                    &self.runs[index].context.wait,
+                ) {
+                    let waited = humantime::format_duration(Duration::from_millis(
+                        since.elapsed().as_millis() as u64,
+                    ));
+                    let what = wait.waits_for.clone();
+                    self.runs[index]
+                        .report
+                        .mark(&format!("waited {waited} for {what}"));
+                }
                 if let Ok(report) = serde_json::from_value::<SwapReport>(answer.body.clone()) {
                     let held = report.locked_window.as_micros();
                     self.runs[index].report.slot_held_us =
@@ -755,6 +788,9 @@ impl<'a> Engine<'a> {
             }
             Err(Error::HostRefused { code, message, .. }) if code == "step_gone" => {
                 self.supersede(index, &message)
+            }
+            Err(Error::HostRefused { code, message, .. }) if code == "not_yet" => {
+                self.not_yet(index, message)
             }
             Err(Error::HostRefused { code, message, .. }) if code == "rolled_back" => {
                 self.runs[index].report.rollback = Some(message.clone());
@@ -792,6 +828,77 @@ impl<'a> Engine<'a> {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// The host answered "not yet" to the switch (its `when` does not hold): nothing was
+    /// applied and the step id is not spent, so the same switch is asked again until the
+    /// strategy's deadline; then the step fails, or with `fallback: immediate` the switch is
+    /// journaled again without its `when` and sent.
+    fn not_yet(&mut self, index: usize, message: String) -> Result<Option<Duration>> {
+        let Some(wait) = self.runs[index].context.wait.clone() else {
+            // Only a switch that asked for a moment can be told to wait for one.
+            return self.stop(
+                index,
+                "switch",
+                format!("the host refused it (`not_yet`): {message}"),
+            );
+        };
+        let run = &mut self.runs[index];
+        let deadline = Duration::from_millis(wait.deadline_ms);
+        let shown = humantime::format_duration(deadline);
+        let plugin = run.context.plugin.clone();
+        let Some(since) = run.waiting_since else {
+            run.waiting_since = Some(Instant::now());
+            let then = match wait.fallback_immediate {
+                true => "switches anyway",
+                false => "fails",
+            };
+            let step_id = run.step_id.clone();
+            self.notices.push(format!(
+                "step {step_id}: `{plugin}` waits for {}: {}; asked again until {shown} have                  passed, then it {then}",
+                wait.waits_for,
+                not_yet_why(&message)
+            ));
+            return Ok(Some(STRATEGY_POLL));
+        };
+        // A long wait may run into a policy window: the switch waits for the next reconcile.
+        if let Some((planned, loaded)) = self.planned_at
+            && let Some(closed) = self.window_closed(planned, loaded)
+        {
+            return self.stop(index, "policy window", closed);
+        }
+        let elapsed = since.elapsed();
+        if elapsed < deadline {
+            return Ok(Some(STRATEGY_POLL.min(deadline - elapsed)));
+        }
+        if !wait.fallback_immediate {
+            return self.stop(
+                index,
+                "strategy",
+                format!(
+                    "`{plugin}` did not come to {} within its deadline of {shown} ({}): nothing                      changed; the next reconcile waits again (or set `fallback: immediate`)",
+                    wait.waits_for,
+                    not_yet_why(&message)
+                ),
+            );
+        }
+        let run = &mut self.runs[index];
+        if let Some(body) = run.context.request.as_object_mut() {
+            body.remove("when");
+        }
+        run.context.wait = None;
+        run.report.mark(&format!(
+            "no moment of {} within {shown}: switching anyway (fallback: immediate)",
+            wait.waits_for
+        ));
+        let request = run.context.request.clone();
+        self.journal(
+            index,
+            StepPhase::SwitchSent,
+            Some(request),
+            json!({"fallback": "immediate", "waited_ms": elapsed.as_millis() as u64}),
+        )?;
+        self.send_journaled_operation(index)
     }
 
     /// An operation sent before a restart: its outcome read from the host, never from a
@@ -1206,6 +1313,16 @@ impl<'a> Engine<'a> {
         })?;
         Ok(())
     }
+}
+
+/// What the host's "not yet" says of the plugin: its message without the lead and the advice
+/// (`its last call was 3 ms ago, and it waits for 5000 ms without one`).
+fn not_yet_why(message: &str) -> &str {
+    let why = message
+        .split_once(" not yet: ")
+        .map_or(message, |(_, why)| why);
+    why.split_once("; nothing was applied")
+        .map_or(why, |(why, _)| why)
 }
 
 /// Whether an error leaves an outcome in doubt (it may be retried).

@@ -30,7 +30,9 @@ pub use port::{
     HostAnswer, HostMethod, HostPort, HostRequest, HttpHost, InProcessHost, StepOperation,
 };
 pub use report::{ApplyReport, StepOutcome, StepReport};
-pub use step::{LEASE_MARGIN, StepContext, StepOperationName, VersionDigest, context, step_id};
+pub use step::{
+    LEASE_MARGIN, StepContext, StepOperationName, StepWait, VersionDigest, context, step_id,
+};
 
 use crate::error::Error;
 use crate::preflight::{ArtifactFile, PreviewStep};

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use plugsync_host::control::api::{CommitRequest, InstallRequest, PluginRequest, SwitchRequest};
-use plugsync_host::{Digest, Origin, SoakThresholds, VerifySpec};
+use plugsync_host::{Digest, Origin, SoakThresholds, SwitchWhen, VerifySpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::plan::{PlannedStep, StateMigration, StepAction};
-use crate::spec::model::{OnFailure, Update};
+use crate::spec::model::{Fallback, OnFailure, Strategy, Update};
 use crate::spec::provenance::FileProvenance;
 
 use super::port::StepOperation;
@@ -73,6 +73,21 @@ pub struct StepContext {
     /// Why the step was forced (`--force --reason`), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forced: Option<String>,
+    /// What its switch waits for (`when-idle`, `when-flat`): the request's `when`, and how
+    /// long the engine asks again before its deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<StepWait>,
+}
+
+/// How the engine waits for a switch the host answers "not yet" (module `engine`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepWait {
+    /// What it waits for, for messages (`5s without a call`, `flat`).
+    pub waits_for: String,
+    /// How long at most, from the first "not yet", in milliseconds.
+    pub deadline_ms: u64,
+    /// At the deadline, switch anyway (`fallback: immediate`) rather than fail the step.
+    pub fallback_immediate: bool,
 }
 
 impl StepContext {
@@ -216,6 +231,7 @@ pub fn context(
                 fresh_state: step.discards_state(),
                 origin: Some(origin.clone()),
                 force,
+                when: switch_when(&step.strategy),
             };
             (StepOperationName::Switch, to_value(&request))
         }
@@ -243,6 +259,38 @@ pub fn context(
         provenance: Vec::new(),
         client: origin.client.clone(),
         forced,
+        wait: (operation == StepOperationName::Switch)
+            .then(|| step_wait(&step.strategy))
+            .flatten(),
+    })
+}
+
+/// The host's `when` for a strategy that waits for the plugin (`when-idle`, `when-flat`).
+fn switch_when(strategy: &Strategy) -> Option<SwitchWhen> {
+    match strategy {
+        Strategy::WhenIdle { idle_for, .. } => Some(SwitchWhen {
+            idle_for_ms: Some(u64::try_from(idle_for.0.as_millis()).unwrap_or(u64::MAX)),
+            flat: false,
+        }),
+        Strategy::WhenFlat { .. } => Some(SwitchWhen {
+            idle_for_ms: None,
+            flat: true,
+        }),
+        _ => None,
+    }
+}
+
+/// How the engine waits for a strategy's moment.
+fn step_wait(strategy: &Strategy) -> Option<StepWait> {
+    let (deadline, fallback) = strategy.deadline()?;
+    let waits_for = match strategy {
+        Strategy::WhenIdle { idle_for, .. } => format!("{idle_for} without a call"),
+        _ => "flat".to_owned(),
+    };
+    Some(StepWait {
+        waits_for,
+        deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        fallback_immediate: fallback == Fallback::Immediate,
     })
 }
 

@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
-use plugsync_host::{Digest, PluginMetadata, PluginStatus, RuntimeStatus, TransitionKind};
+use plugsync_host::{
+    Digest, PluginMetadata, PluginStatus, RuntimeStatus, SwapSafeAnswer, TransitionKind,
+};
 use plugsync_plugin::canonical_json;
 use semver::{Version, VersionReq};
 use serde_json::Value;
@@ -17,7 +19,7 @@ use super::error::PlanError;
 use super::limits::SearchLimits;
 use super::model::{
     Change, ChangeKind, ConfigChange, Kept, KeptBecause, Plan, PlannedStep, Reason, Refusal,
-    StateMigration, StepAction, Target, VersionAt, Wait, Warning,
+    StateMigration, StepAction, StrategyWait, Target, VersionAt, Wait, Warning,
 };
 use super::order::{Because, Involved, Placement, order};
 use super::path::{
@@ -204,7 +206,8 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
                 &resolved.sha256,
                 moves,
             ))
-            .or(through_marked.filter(|_| moves)),
+            .or(through_marked.filter(|_| moves))
+            .or_else(|| scheduled(input, plugin).filter(|_| moves)),
             end: Some(match moves {
                 true => target,
                 false => placement(&status.metadata),
@@ -457,6 +460,70 @@ impl StepBody {
     }
 }
 
+/// The strategy of `spec`'s switches: its own, else the defaults', else `immediate`.
+fn strategy_of(input: &PlanInput<'_>, spec: Option<&PluginSpec>) -> Strategy {
+    (spec.and_then(|s| s.strategy.clone()))
+        .or_else(|| input.set.spec.defaults.strategy.clone())
+        .unwrap_or(Strategy::Immediate)
+}
+
+/// Why a plugin whose strategy is `scheduled` stays where it is, if its time has not come at
+/// the plan's time.
+fn scheduled(input: &PlanInput<'_>, spec: &PluginSpec) -> Option<KeptBecause> {
+    let strategy = strategy_of(input, Some(spec));
+    let not_before = strategy.not_before(input.now)?;
+    let Strategy::Scheduled { at } = strategy else {
+        return None;
+    };
+    (not_before > input.now).then(|| KeptBecause::Scheduled {
+        at,
+        not_before: not_before.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        wait: minutes(not_before.as_second() - input.now.as_second()),
+    })
+}
+
+/// What a `when-idle` or `when-flat` switch of `plugin` waits for, as the host tells of the
+/// plugin now.
+fn strategy_wait(
+    strategy: &Strategy,
+    action: StepAction,
+    running: &RuntimeStatus,
+    plugin: &str,
+) -> Option<StrategyWait> {
+    if matches!(action, StepAction::Install | StepAction::Remove) {
+        return None;
+    }
+    let (deadline, fallback) = strategy.deadline()?;
+    let deadline = humantime::format_duration(deadline).to_string();
+    let status = running.plugins.iter().find(|p| p.plugin == plugin);
+    match strategy {
+        Strategy::WhenIdle { idle_for, .. } => {
+            let last = status.and_then(|s| s.last_call_at);
+            let idle_ms =
+                last.map(|at| (running.now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000);
+            Some(StrategyWait::Idle {
+                idle_for: idle_for.to_string(),
+                met: idle_ms.is_none_or(|idle| u128::from(idle) >= idle_for.0.as_millis()),
+                idle_ms,
+                deadline,
+                fallback,
+            })
+        }
+        _ => {
+            let answer = status.and_then(|s| s.swap_safe.clone());
+            Some(StrategyWait::Flat {
+                met: matches!(
+                    answer,
+                    Some(SwapSafeAnswer::Safe | SwapSafeAnswer::Undeclared { .. })
+                ),
+                answer,
+                deadline,
+                fallback,
+            })
+        }
+    }
+}
+
 /// The step `body` as planned: with the plugin's strategy, verification and on-failure (after
 /// `defaults`), and why it is where it is in the order.
 fn planned_step(
@@ -468,9 +535,7 @@ fn planned_step(
 ) -> PlannedStep {
     let spec = plugin.spec;
     let defaults = &input.set.spec.defaults;
-    let strategy = (spec.and_then(|s| s.strategy.clone()))
-        .or_else(|| defaults.strategy.clone())
-        .unwrap_or(Strategy::Immediate);
+    let strategy = strategy_of(input, spec);
     let verify = (spec.and_then(|s| s.verify.clone())).or_else(|| defaults.verify.clone());
     let on_failure = (spec.and_then(|s| s.on_failure))
         .or(defaults.on_failure)
@@ -508,6 +573,7 @@ fn planned_step(
     }));
     PlannedStep {
         number,
+        wait: strategy_wait(&strategy, action, input.running, &plugin.id),
         plugin: plugin.id.clone(),
         action,
         from,
@@ -763,12 +829,12 @@ fn slot_warnings(running: &RuntimeStatus, steps: &[PlannedStep]) -> Vec<Warning>
     warnings
 }
 
-/// A step whose strategy the apply engine does not run yet.
+/// A step whose strategy the apply engine does not run yet (`blue-green`).
 fn strategy_warnings(steps: &[PlannedStep]) -> Vec<Warning> {
     let mut seen = BTreeSet::new();
     steps
         .iter()
-        .filter(|s| !matches!(s.strategy, Strategy::Immediate))
+        .filter(|s| matches!(s.strategy, Strategy::BlueGreen { .. }))
         .filter(|s| seen.insert(s.plugin.clone()))
         .map(|s| Warning::StrategyNotSupported {
             plugin: s.plugin.clone(),

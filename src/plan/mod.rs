@@ -34,7 +34,7 @@ pub use error::{Blocked, JumpRefused, NoOrder, NoPath, PlanError, Unmet};
 pub use limits::SearchLimits;
 pub use model::{
     Change, ChangeKind, ConfigChange, Kept, KeptBecause, Lift, Plan, PlannedStep, Reason, Refusal,
-    StateMigration, StepAction, Target, VersionAt, Wait, Warning,
+    StateMigration, StepAction, StrategyWait, Target, VersionAt, Wait, Warning,
 };
 pub use order::{Because, Involved, Ordered, OrderedStep, Placement, Route, Wave, order};
 pub use path::{

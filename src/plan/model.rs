@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::resolve::Why;
-use crate::spec::model::{Jump, OnFailure, Strategy, Verify};
+use crate::spec::model::{Fallback, Jump, OnFailure, Strategy, Verify};
 
 /// The plan: what `plugsync reconcile` would do, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -137,6 +137,17 @@ pub enum KeptBecause {
         /// What the new version needs of it.
         requirement: String,
     },
+    /// Its strategy is `scheduled` and the time has not come: it moves at the first reconcile
+    /// from then on (`plugsync run` plans again at that time).
+    #[serde(rename_all = "camelCase")]
+    Scheduled {
+        /// `at` as plugins.yaml gives it.
+        at: String,
+        /// The instant it may move from (RFC 3339, UTC).
+        not_before: String,
+        /// How long from the plan's time until then (`2h 5m`).
+        wait: String,
+    },
     /// A plugin that stays needs it as it runs now.
     NeededBy {
         /// The plugin that stays.
@@ -245,8 +256,54 @@ pub struct PlannedStep {
     pub strategy: Strategy,
     /// What is checked before and after the switch.
     pub verify: Option<Verify>,
+    /// What a `when-idle` or `when-flat` switch waits for, and how the plugin stands now;
+    /// `None` for the other strategies and for installs and removals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<StrategyWait>,
     /// What a failure leaves.
     pub on_failure: OnFailure,
+}
+
+/// What a step's switch waits for (its strategy), and the host's answer when the plan was
+/// made: whether it would switch at once, or wait up to its deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", tag = "for")]
+pub enum StrategyWait {
+    /// `when-idle`: no call for `idle_for`.
+    #[serde(rename_all = "camelCase")]
+    Idle {
+        /// How long without a call (`5s`).
+        idle_for: String,
+        /// How long ago its last call was, by the host's clock (`None`: no call yet).
+        idle_ms: Option<u64>,
+        /// Whether it has been idle long enough now.
+        met: bool,
+        /// The longest the step waits (`30m`).
+        deadline: String,
+        /// What then.
+        fallback: Fallback,
+    },
+    /// `when-flat`: the plugin says it holds no position and no working order.
+    #[serde(rename_all = "camelCase")]
+    Flat {
+        /// What it answers now (`None`: the host did not say, or the plugin is not loaded).
+        answer: Option<plugsync_host::SwapSafeAnswer>,
+        /// Whether that answer lets it switch now.
+        met: bool,
+        /// The longest the step waits.
+        deadline: String,
+        /// What then.
+        fallback: Fallback,
+    },
+}
+
+impl StrategyWait {
+    /// Whether the step would switch at once.
+    pub fn met(&self) -> bool {
+        match self {
+            StrategyWait::Idle { met, .. } | StrategyWait::Flat { met, .. } => *met,
+        }
+    }
 }
 
 impl PlannedStep {

@@ -11,15 +11,17 @@ pub mod history;
 pub mod json_diff;
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
+use plugsync_host::SwapSafeAnswer;
 use serde_json::Value;
 
 use crate::observe::{Drift, DriftKind};
 use crate::plan::{
     Change, ChangeKind, Kept, KeptBecause, Lift, PlanDocument, PlannedStep, PreviewOutcome, Reason,
-    Refusal, StateMigration, StepAction, Wait, Warning, host_time,
+    Refusal, StateMigration, StepAction, StrategyWait, Wait, Warning, host_time,
 };
-use crate::spec::model::{Jump, Strategy, Verify};
+use crate::spec::model::{Fallback, Jump, Strategy, Verify};
 
 use json_diff::{Edit, abridged};
 
@@ -237,6 +239,14 @@ fn kept(plugin: &str, kept: &Kept) -> String {
             plugin: other,
             requirement,
         } => format!("{wanted}, but `{other}`, which stays, needs it {requirement}"),
+        KeptBecause::Scheduled {
+            at,
+            not_before,
+            wait,
+        } => format!(
+            "{wanted}, scheduled at `{at}`: not before {} (in {wait}); the first reconcile from              then on moves it",
+            not_before.replace('T', " ").replace('Z', " UTC")
+        ),
     }
 }
 
@@ -341,6 +351,9 @@ fn steps(out: &mut String, document: &PlanDocument, paint: Paint) {
             let verify = verify(step.verify.as_ref());
             let _ = writeln!(out, "       {strategy}; verify: {verify}");
         }
+        if let Some(wait) = &step.wait {
+            let _ = writeln!(out, "       {}", strategy_wait(&step.plugin, wait));
+        }
         step_config(out, step);
         preview(out, document, step);
     }
@@ -389,6 +402,79 @@ fn strategy(strategy: &Strategy) -> String {
         Strategy::BlueGreen { agreeing_calls, .. } => {
             format!("switch: blue-green after {agreeing_calls} agreeing calls")
         }
+    }
+}
+
+/// What a step's switch waits for, and the host's answer now: `ma_cross holds a position of
+/// +1 in ES: would wait up to 30m for flat, then fail`.
+fn strategy_wait(plugin: &str, wait: &StrategyWait) -> String {
+    let (deadline, fallback) = match wait {
+        StrategyWait::Idle {
+            deadline, fallback, ..
+        }
+        | StrategyWait::Flat {
+            deadline, fallback, ..
+        } => (deadline, fallback),
+    };
+    let then = match fallback {
+        Fallback::Fail => "then fail",
+        Fallback::Immediate => "then switch anyway",
+    };
+    match wait {
+        StrategyWait::Idle {
+            idle_for,
+            idle_ms: None,
+            ..
+        } => format!(
+            "`{plugin}` has served no call yet: idle for {idle_for} now, would switch at once"
+        ),
+        StrategyWait::Idle {
+            idle_for,
+            idle_ms: Some(idle_ms),
+            met: true,
+            ..
+        } => format!(
+            "`{plugin}` served its last call {} ago: idle for {idle_for} now, would switch at once",
+            ago(*idle_ms)
+        ),
+        StrategyWait::Idle {
+            idle_for,
+            idle_ms: Some(idle_ms),
+            ..
+        } => format!(
+            "`{plugin}` served its last call {} ago: would wait up to {deadline} for {idle_for} \
+             without a call, {then}",
+            ago(*idle_ms)
+        ),
+        StrategyWait::Flat { answer, .. } => match answer {
+            Some(SwapSafeAnswer::Safe) => {
+                format!("`{plugin}` says it is flat now: would switch at once")
+            }
+            Some(SwapSafeAnswer::NotSafe { reason }) => {
+                format!("`{plugin}` {reason}: would wait up to {deadline} for flat, {then}")
+            }
+            Some(SwapSafeAnswer::Failed { message }) => format!(
+                "`{plugin}` cannot say whether it is flat ({message}): would wait up to \
+                 {deadline} for flat, {then}"
+            ),
+            Some(SwapSafeAnswer::Undeclared { abi_minor }) => format!(
+                "`{plugin}` is built for plugin ABI 1.{abi_minor}, before `swap_safe`: it cannot \
+                 say whether it is flat and counts as always flat: would switch at once"
+            ),
+            None => format!(
+                "the host does not say whether `{plugin}` is flat: would wait up to {deadline} \
+                 for flat, {then}"
+            ),
+        },
+    }
+}
+
+/// Milliseconds as the plan shows an idle time (`12 ms`, `3.4 s`, `2m 5s`).
+fn ago(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => humantime::format_duration(Duration::from_secs(ms / 1000)).to_string(),
     }
 }
 

@@ -1046,8 +1046,8 @@ impl Decoder {
                 found: text,
                 reason: "not an RFC 3339 time, nor a time of day and an IANA zone".to_owned(),
                 fix: Some(
-                    "write `2026-12-05T18:00:00-05:00`, or `18:00 America/New_York` for the next \
-                     such time"
+                    "write `2026-12-05T18:00:00-05:00`, or `18:00 America/New_York` for not before \
+                     that time of the day"
                         .to_owned(),
                 ),
             },

@@ -415,7 +415,7 @@ pub enum Strategy {
     WhenIdle {
         /// How long without a call.
         idle_for: Period,
-        /// Give up (or fall back) after this long.
+        /// Give up (or fall back) after this long (default 1h).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline: Option<Period>,
         /// What to do at the deadline (default `fail`).
@@ -425,7 +425,7 @@ pub enum Strategy {
     /// Once the plugin holds no position and no working order (it says so itself).
     #[serde(rename_all = "camelCase")]
     WhenFlat {
-        /// Give up (or fall back) after this long.
+        /// Give up (or fall back) after this long (default 1h).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline: Option<Period>,
         /// What to do at the deadline (default `fail`).
@@ -436,7 +436,8 @@ pub enum Strategy {
     #[serde(rename_all = "camelCase")]
     Scheduled {
         /// RFC 3339 (`2026-12-05T18:00:00-05:00`), or a time of day and an IANA zone
-        /// (`18:00 America/New_York`: the next such time).
+        /// (`18:00 America/New_York`: not before that time on the day the plan is made, in
+        /// that zone).
         at: String,
     },
     /// The new version runs in shadow on mirrored calls; the switch happens once enough
@@ -451,7 +452,47 @@ pub enum Strategy {
     },
 }
 
+/// How long a `when-idle` or `when-flat` step waits for its moment when plugins.yaml gives no
+/// `deadline`.
+pub const DEFAULT_STRATEGY_DEADLINE: Duration = Duration::from_secs(3600);
+
 impl Strategy {
+    /// How long a waiting strategy (`when-idle`, `when-flat`) waits at most, and what it does
+    /// then; `None` for the others.
+    pub fn deadline(&self) -> Option<(Duration, Fallback)> {
+        let (deadline, fallback) = match self {
+            Strategy::WhenIdle {
+                deadline, fallback, ..
+            }
+            | Strategy::WhenFlat { deadline, fallback } => (deadline, fallback),
+            _ => return None,
+        };
+        Some((
+            deadline.as_ref().map_or(DEFAULT_STRATEGY_DEADLINE, |d| d.0),
+            fallback.unwrap_or(Fallback::Fail),
+        ))
+    }
+
+    /// The instant before which a `scheduled` step may not switch, as judged at `now`: the
+    /// RFC 3339 instant given, or that time of day on the day `now` falls on in the zone
+    /// given (`18:00 America/New_York` planned at 09:00 there waits until 18:00; planned at
+    /// 20:00, it goes). `None` for the other strategies (and for an `at` that does not parse,
+    /// which plugins.yaml's checks refuse first).
+    pub fn not_before(&self, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let Strategy::Scheduled { at } = self else {
+            return None;
+        };
+        if let Ok(instant) = at.parse::<jiff::Timestamp>() {
+            return Some(instant);
+        }
+        let (time, zone) = at.split_once(' ')?;
+        let zone = jiff::tz::TimeZone::get(zone.trim()).ok()?;
+        let time: jiff::civil::Time = format!("{time}:00").parse().ok()?;
+        let today = now.to_zoned_datetime(zone.clone()).date();
+        let local = today.to_datetime(time).to_zoned_datetime(zone).ok()?;
+        Some(local.timestamp())
+    }
+
     /// Its `kind` in plugins.yaml.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -363,6 +363,19 @@ pub enum HostError {
         wanted: u64,
     },
 
+    /// A switch whose `when` does not hold yet (the plugin served a call too recently, or is
+    /// not flat), judged under the slot lock: nothing was applied, the step id is not spent.
+    #[error(
+        "`switch` of `{plugin}` not yet: {why}; nothing was applied: ask again with the same \
+         step id"
+    )]
+    NotYet {
+        /// Plugin id.
+        plugin: String,
+        /// What the switch waits for, and what the plugin is doing instead.
+        why: String,
+    },
+
     /// A change a restraint of the host forbids (a freeze, a hold, a version marked failed).
     #[error(
         "{}: `{operation}` of `{plugin}` was refused and nothing was applied; {}, or force this \
@@ -707,6 +720,7 @@ impl HostError {
             HostError::Restrained { .. }
                 | HostError::DependencyUnmet(_)
                 | HostError::NotEnoughCalls { .. }
+                | HostError::NotYet { .. }
         )
     }
 
@@ -748,6 +762,7 @@ impl HostError {
             },
             HostError::BadRestraint { .. } => "bad_restraint",
             HostError::NotEnoughCalls { .. } => "not_enough_calls",
+            HostError::NotYet { .. } => "not_yet",
             HostError::DependencyUnmet(_) => "dependency_unmet",
             HostError::StaleLeaseEpoch { .. } => "stale_lease_epoch",
             HostError::BadLeaseRequest { .. } => "bad_lease_request",

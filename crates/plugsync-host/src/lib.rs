@@ -88,7 +88,9 @@ pub use slot::{
 };
 pub use steward::SoakThresholds;
 pub use store::{ArtifactStore, StoredArtifact};
-pub use swap::{MAX_JOURNAL_CAPACITY, SwapMode, SwapPath, SwapReport, SwapRequest};
+pub use swap::{
+    MAX_JOURNAL_CAPACITY, SwapMode, SwapPath, SwapReport, SwapRequest, SwapSafeAnswer, SwitchWhen,
+};
 pub use verify::{
     DifferentialRow, Probe, ProbeMismatch, ProbeOutcome, ProbeStep, VerifyReport, VerifySpec,
 };

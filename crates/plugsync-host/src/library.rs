@@ -34,18 +34,20 @@ use object::{Object, ObjectSection};
 use plugsync_plugin::PluginMetadata;
 use plugsync_plugin::abi::{
     ABI_MAJOR, ByteSlice, ENTRY_SYMBOL, EntryFn, HostApi, METADATA_SECTION, PluginBuf,
-    PluginVTable, Status, VTABLE_SIZE_1_1,
+    PluginVTable, Status, VTABLE_SIZE_1_1, VTABLE_SIZES,
 };
 
 use crate::digest::Digest;
 use crate::error::{HostError, Result, io};
 use crate::keys::TrustedKeys;
+use crate::swap::SwapSafeAnswer;
 
 /// The framework version of this host, matched against each plugin's `framework` requirement.
 pub const FRAMEWORK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The oldest ABI minor this host loads. The swap's cut needs 1.1's `copy_state`,
-/// `serialize_copy` and `free_copy`; 1.2's `set_host` is optional (called when present).
+/// `serialize_copy` and `free_copy`; 1.2's `set_host` and 1.3's `swap_safe` are optional
+/// (called when present: a library without `swap_safe` counts as always safe to swap).
 pub const REQUIRED_ABI_MINOR: u16 = 1;
 
 /// What the loader accepts beyond the defaults.
@@ -403,7 +405,14 @@ impl Library {
                  (ABI {ABI_MAJOR}.{REQUIRED_ABI_MINOR}): rebuild it with a newer plugsync-plugin SDK"
             )));
         }
-        let vtable: &'static PluginVTable = if vtable_size as usize >= size_of::<PluginVTable>() {
+        // The entries a host may call are those of the minor the metadata declares (checked
+        // before `dlopen`), read no further than the table the library really has.
+        let readable = (VTABLE_SIZES.iter())
+            .filter(|(minor, size)| *minor <= metadata.abi_minor && *size <= vtable_size as usize)
+            .map(|(_, size)| *size)
+            .max()
+            .unwrap_or(VTABLE_SIZE_1_1);
+        let vtable: &'static PluginVTable = if readable >= size_of::<PluginVTable>() {
             // SAFETY: the header says it is a vtable of this ABI major and at least as large as
             // ours, and it is static data of a library that is never unmapped.
             unsafe { vtable_ptr.as_ref() }
@@ -412,19 +421,20 @@ impl Library {
             // its end. Its entries are copied into a table of ours whose later (optional)
             // entries stay zero, i.e. `None`; leaked, like the library.
             let mut table = std::mem::MaybeUninit::<PluginVTable>::zeroed();
-            // SAFETY: the library's table has at least `VTABLE_SIZE_1_1` bytes (checked above)
-            // laid out as the start of ours (a minor only appends); `table` is ours, as large
-            // as `PluginVTable`, and the two do not overlap.
+            // SAFETY: the library's table has at least `readable` bytes (checked above: it is
+            // one of the sizes its header's size covers) laid out as the start of ours (a minor
+            // only appends); `table` is ours, as large as `PluginVTable`, and the two do not
+            // overlap.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     vtable_ptr.as_ptr().cast::<u8>(),
                     table.as_mut_ptr().cast::<u8>(),
-                    VTABLE_SIZE_1_1,
+                    readable,
                 );
             }
-            // SAFETY: the first `VTABLE_SIZE_1_1` bytes are the library's valid 1.1 entries;
-            // every entry after them is an `Option` of a function pointer (asserted by the
-            // SDK), for which all-zero bytes are `None`.
+            // SAFETY: the first `readable` bytes are the library's valid entries of a minor
+            // from 1.1 on; every entry after them is an `Option` of a function pointer
+            // (asserted by the SDK), for which all-zero bytes are `None`.
             Box::leak(Box::new(unsafe { table.assume_init() }))
         };
         // SAFETY: the SDK points `metadata` at the static section bytes.
@@ -686,6 +696,28 @@ impl Instance {
             Ok(())
         } else {
             Err(self.library.failure(status, error))
+        }
+    }
+
+    /// Asks the instance whether a swap is safe now (ABI 1.3's `swap_safe`).
+    pub(crate) fn swap_safe(&self) -> SwapSafeAnswer {
+        let Some(swap_safe) = self.library.vtable.swap_safe else {
+            return SwapSafeAnswer::Undeclared {
+                abi_minor: self.library.metadata.abi_minor,
+            };
+        };
+        let mut reason = PluginBuf::EMPTY;
+        // SAFETY: as for `snapshot`; the entry is the library's own (its metadata declares
+        // 1.3 and its table holds it).
+        let status = unsafe { swap_safe(self.ptr.as_ptr(), &mut reason) };
+        match status {
+            Status::OK => SwapSafeAnswer::Safe,
+            Status::NOT_SAFE => SwapSafeAnswer::NotSafe {
+                reason: String::from_utf8_lossy(&self.library.take(reason)).into_owned(),
+            },
+            _ => SwapSafeAnswer::Failed {
+                message: self.library.failure(status, reason).message,
+            },
         }
     }
 

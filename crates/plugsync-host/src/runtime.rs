@@ -29,6 +29,7 @@ use crate::slot::{
 };
 use crate::steward::{self, SoakThresholds, StepWatch};
 use crate::store::{ArtifactStore, StoredArtifact};
+use crate::swap::SwapSafeAnswer;
 
 /// How a [`Runtime`] is set up.
 #[derive(Clone)]
@@ -294,6 +295,11 @@ pub struct PluginStatus {
     /// requested rollback…): what, asked by whom, when. `None` for a plugin installed before
     /// the host kept them.
     pub applied: Option<AppliedRecord>,
+    /// Whether it says a swap is safe now (its `swap_safe`, asked under the lock with the
+    /// health check): what a `when-flat` switch would be told. `None` from a host that does
+    /// not ask.
+    #[serde(default)]
+    pub swap_safe: Option<SwapSafeAnswer>,
 }
 
 /// A library mapped in the process.
@@ -1479,6 +1485,7 @@ struct Described {
     last_step: Option<StepRecord>,
     last_rollback: Option<RollbackReport>,
     fail_closed: bool,
+    swap_safe: SwapSafeAnswer,
 }
 
 impl Described {
@@ -1502,6 +1509,7 @@ impl Described {
             stuck: None,
             applied: None,
             fail_closed: self.fail_closed,
+            swap_safe: Some(self.swap_safe),
         }
     }
 }
@@ -1543,5 +1551,6 @@ fn describe(state: &SlotState) -> Option<Described> {
         last_step: state.last_step.clone(),
         last_rollback: state.last_rollback.clone(),
         fail_closed: state.fail_closed,
+        swap_safe: active.instance.swap_safe(),
     })
 }

@@ -64,6 +64,80 @@ pub enum SwapMode {
     Locked,
 }
 
+/// When a switch may happen, beyond "now": checked by the host under the slot lock at the
+/// switch itself, so that no call can slip in between a look and the switch. Every condition
+/// given must hold; while one does not, the swap is refused with [`HostError::NotYet`]
+/// (nothing applied, the step id not spent), and the client asks again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SwitchWhen {
+    /// The plugin has served no call for this many milliseconds (`when-idle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_for_ms: Option<u64>,
+    /// The plugin says a swap is safe now: no position, no working order (`when-flat`, its
+    /// `swap_safe`; a library built before ABI 1.3 cannot say and counts as safe).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flat: bool,
+}
+
+impl SwitchWhen {
+    /// Why the switch may not happen now, judged on the slot as it is (its lock held), if it
+    /// may not.
+    fn unmet(&self, state: &SlotState, now: plugsync_plugin::HostTime) -> Option<String> {
+        if let Some(idle_for_ms) = self.idle_for_ms {
+            let idle_ms = state
+                .last_call_at
+                .map(|at| (now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000);
+            if let Some(idle_ms) = idle_ms.filter(|idle| *idle < idle_for_ms) {
+                return Some(format!(
+                    "it served a call {idle_ms} ms ago; it switches after {idle_for_ms} ms                      without one"
+                ));
+            }
+        }
+        if self.flat {
+            let active = state.active.as_ref()?;
+            match active.instance.swap_safe() {
+                SwapSafeAnswer::Safe | SwapSafeAnswer::Undeclared { .. } => {}
+                SwapSafeAnswer::NotSafe { reason } => {
+                    return Some(format!("it is not flat ({reason})"));
+                }
+                SwapSafeAnswer::Failed { message } => {
+                    return Some(format!(
+                        "it cannot say whether it is flat ({message}), so it is not safe"
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// What a plugin answers when asked whether a swap is safe now (its `swap_safe`, ABI 1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum SwapSafeAnswer {
+    /// Safe: nothing open.
+    Safe,
+    /// Not now.
+    NotSafe {
+        /// Why, in the plugin's words (`holds a position in ES (+2)`).
+        reason: String,
+    },
+    /// It could not say (an error or a panic in `swap_safe`): counted as not safe.
+    Failed {
+        /// What it reported.
+        message: String,
+    },
+    /// Its library was built for an ABI minor before 1.3, without `swap_safe`: counted as
+    /// always safe.
+    Undeclared {
+        /// The ABI minor it was built for.
+        abi_minor: u16,
+    },
+}
+
 /// A request to switch a plugin to another artifact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SwapRequest {
@@ -109,6 +183,10 @@ pub struct SwapRequest {
     /// mark set when the step fails carries the plugin's desired entry (`entry_sha256`).
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// Switch only when these hold, judged under the slot lock at the switch; else
+    /// [`HostError::NotYet`].
+    #[serde(default)]
+    pub when: Option<SwitchWhen>,
 }
 
 fn default_journal_capacity() -> usize {
@@ -133,7 +211,14 @@ impl SwapRequest {
             force: None,
             fresh_state: false,
             origin: None,
+            when: None,
         }
+    }
+
+    /// Switches only when `when` holds.
+    pub fn when(mut self, when: SwitchWhen) -> SwapRequest {
+        self.when = Some(when);
+        self
     }
 
     /// Migrates by `rules` instead of the plugins' own `migrate`.
@@ -595,7 +680,10 @@ impl Runtime {
                 Ok(())
             }));
         }
-        if let Err(error) = &result {
+        if let Err(error @ HostError::NotYet { .. }) = &result {
+            // Asked again and again while a strategy waits: not worth a warning each time.
+            tracing::debug!(plugin = %plugin, "switch not yet: {error}");
+        } else if let Err(error) = &result {
             // A refused or failed switch leaves one line on the host, whoever asked for it.
             tracing::warn!(plugin = %plugin, "switch refused: {error}");
         }
@@ -616,6 +704,9 @@ impl Runtime {
         )?;
         let (old_library, old_config) = self.running(&slot)?;
         let rules = request.migration_rules.as_deref();
+        // Looked at once before the cut too, so that a switch that cannot happen yet does not
+        // migrate and verify for nothing; what decides is the look at the switch.
+        self.not_yet(&slot, &slot.state(), &request)?;
         let new_library = self.target_library(
             &slot,
             &old_library,
@@ -707,6 +798,12 @@ impl Runtime {
         request: &SwapRequest,
         reason: String,
     ) -> Result<Switched> {
+        if let Err(not_yet) = self.not_yet(target.slot, &state, request) {
+            let recorded = state.catch_up.take();
+            drop(state);
+            drop(recorded);
+            return Err(not_yet);
+        }
         let prepared = target.prepare_locked(&state);
         let recorded = state.catch_up.take();
         let (cut, instance) = match prepared {
@@ -813,6 +910,12 @@ impl Runtime {
         let config = cut.migrated.config.clone();
         let mut state = slot.state();
         let started = Instant::now();
+        if let Err(not_yet) = self.not_yet(slot, &state, request) {
+            let recorded = state.catch_up.take();
+            drop(state);
+            drop((recorded, instance));
+            return Err(not_yet);
+        }
         let last_round = match state.catch_up.take() {
             Some(journal) => journal,
             None => {
@@ -867,6 +970,21 @@ impl Runtime {
                 drop((last_round, instance));
                 Err(panicked(seq, message))
             }
+        }
+    }
+
+    /// Refuses the switch with [`HostError::NotYet`] while its `when` does not hold on the slot
+    /// as it is (`state`: its lock held).
+    fn not_yet(&self, slot: &Slot, state: &SlotState, request: &SwapRequest) -> Result<()> {
+        let Some(when) = &request.when else {
+            return Ok(());
+        };
+        match when.unmet(state, self.shared.clock.now()) {
+            Some(why) => Err(HostError::NotYet {
+                plugin: slot.id.clone(),
+                why,
+            }),
+            None => Ok(()),
         }
     }
 

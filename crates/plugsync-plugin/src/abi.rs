@@ -8,8 +8,9 @@
 //!
 //! Versioning: a major change breaks the layout; a minor only appends entries to the vtable.
 //! 1.1 appended `copy_state`, `serialize_copy` and `free_copy` (required by hosts since); 1.2
-//! appended `set_host`, which is optional: a host still loads a 1.1 library, treating the entry
-//! as absent, and a 1.2 library runs on a 1.1 host (which never calls it).
+//! appended `set_host` and 1.3 `swap_safe`, both optional: a host still loads a 1.1 or 1.2
+//! library, treating the entries it lacks as absent, and a newer library runs on an older host
+//! (which never calls them).
 //!
 //! Ownership rule: memory is freed by the side that allocated it. Buffers the plugin hands out
 //! ([`PluginBuf`]) are given back to it through [`PluginVTable::free_buf`]; slices the host
@@ -22,13 +23,24 @@ use std::ffi::c_void;
 /// Major version of the ABI. A host refuses a library whose major differs.
 pub const ABI_MAJOR: u16 = 1;
 /// Minor version of the ABI. Minor versions only append entries to the vtable.
-pub const ABI_MINOR: u16 = 2;
+pub const ABI_MINOR: u16 = 3;
 /// `ABI_MAJOR` and `ABI_MINOR` packed as the vtable stores them: `major << 16 | minor`.
 pub const ABI_VERSION: u32 = ((ABI_MAJOR as u32) << 16) | ABI_MINOR as u32;
 
 /// Size of an ABI 1.1 vtable: every entry up to `free_copy`, without 1.2's `set_host`. The
 /// smallest table a host that needs 1.1's entries can use.
 pub const VTABLE_SIZE_1_1: usize = std::mem::offset_of!(PluginVTable, set_host);
+
+/// Size of an ABI 1.2 vtable: every entry up to `set_host`, without 1.3's `swap_safe`.
+pub const VTABLE_SIZE_1_2: usize = std::mem::offset_of!(PluginVTable, swap_safe);
+
+/// The size of the vtable of each ABI minor a host may meet, from 1.1 on, oldest first: a table
+/// is read up to the largest of them it holds.
+pub const VTABLE_SIZES: [(u16, usize); 3] = [
+    (1, VTABLE_SIZE_1_1),
+    (2, VTABLE_SIZE_1_2),
+    (3, std::mem::size_of::<PluginVTable>()),
+];
 
 /// Name of the one symbol a plugin library exports (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"plugsync_plugin_v1\0";
@@ -54,6 +66,9 @@ impl Status {
     /// The plugin panicked; the panic was caught inside the plugin and the error buffer holds
     /// its message. The instance's state is suspect from now on.
     pub const PANIC: Status = Status(2);
+    /// `swap_safe` only (ABI 1.3): a swap is not safe now; the error buffer says why (`holds a
+    /// position in ES`).
+    pub const NOT_SAFE: Status = Status(3);
 }
 
 /// A borrowed byte slice crossing the boundary. Valid only for the duration of the call it is
@@ -241,13 +256,28 @@ pub struct PluginVTable {
     /// Added in ABI 1.2, and optional: `None`, or absent from a smaller (1.1) table, means the
     /// library wants nothing (its panics are then reported from its first `create` on).
     pub set_host: Option<unsafe extern "C" fn(host: *const HostApi)>,
+    /// Whether swapping the instance now is safe for what it trades: `OK` when it is (no
+    /// position, no working order), [`Status::NOT_SAFE`] with the reason in `*reason` when it
+    /// is not, `ERROR` or `PANIC` when it cannot say. A `when-flat` switch is made only on
+    /// `OK`, asked under the slot lock right before the switch; the instance is not mutated.
+    ///
+    /// Added in ABI 1.3, and optional: `None`, or absent from an older table, means the plugin
+    /// cannot say, and a host counts it as always safe.
+    pub swap_safe:
+        Option<unsafe extern "C" fn(instance: *const c_void, reason: *mut PluginBuf) -> Status>,
 }
 
+/// A function pointer's size: every entry appended after 1.1 is an `Option` of one.
+const ENTRY: usize = std::mem::size_of::<Option<unsafe extern "C" fn()>>();
+
 // Every entry a minor appended after 1.1 must be valid when all-zero bytes (`Option` of a
-// function pointer: `None`), because a host completes a 1.1 table with zeroes.
+// function pointer: `None`), because a host completes an older table with zeroes.
 const _: () = assert!(
-    VTABLE_SIZE_1_1 + std::mem::size_of::<Option<unsafe extern "C" fn(*const HostApi)>>()
-        == std::mem::size_of::<PluginVTable>(),
+    VTABLE_SIZE_1_2 == VTABLE_SIZE_1_1 + ENTRY
+        && std::mem::size_of::<PluginVTable>() == VTABLE_SIZE_1_2 + ENTRY
+        && std::mem::size_of::<Option<unsafe extern "C" fn(*const HostApi)>>() == ENTRY
+        && std::mem::size_of::<Option<unsafe extern "C" fn(*const c_void, *mut PluginBuf) -> Status>>(
+        ) == ENTRY,
     "an entry appended after 1.1 must be an `Option` of a function pointer"
 );
 

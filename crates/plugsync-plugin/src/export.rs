@@ -12,7 +12,9 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::abi::{ByteSlice, HostApi, LogLevel, PluginBuf, Status};
-use crate::plugin::{Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin};
+use crate::plugin::{
+    Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, SwapSafety,
+};
 
 /// An instance as the host holds it: the plugin and the output buffer its calls reuse.
 struct Instance<P> {
@@ -354,6 +356,37 @@ pub unsafe extern "C" fn health<P: Plugin>(
     unsafe { guard(error, body) }
 }
 
+/// `swap_safe` entry point (ABI 1.3): `OK` when the plugin says a swap is safe now,
+/// [`Status::NOT_SAFE`] with its reason in `*reason` when not.
+///
+/// # Safety
+///
+/// As [`snapshot`], with `reason` as `guard`'s `error`.
+pub unsafe extern "C" fn swap_safe<P: Plugin>(
+    instance: *const c_void,
+    reason: *mut PluginBuf,
+) -> Status {
+    // SAFETY: no call mutates the instance while it is asked (contract).
+    let instance = unsafe { &*instance.cast::<Instance<P>>() };
+    let mut answer = SwapSafety::Safe;
+    let body = || {
+        answer = instance.plugin.swap_safe();
+        Ok(())
+    };
+    // SAFETY: forwarded contract on `reason`.
+    let status = unsafe { guard(reason, body) };
+    match answer {
+        SwapSafety::NotSafe(why) if status == Status::OK => {
+            if !reason.is_null() {
+                // SAFETY: the host guarantees `reason` is valid for writes when non-null.
+                unsafe { reason.write(into_buf(why.into_bytes())) };
+            }
+            Status::NOT_SAFE
+        }
+        _ => status,
+    }
+}
+
 /// `copy_state` entry point: clones the state into a box the host holds.
 ///
 /// # Safety
@@ -596,6 +629,7 @@ macro_rules! export_plugin {
                 serialize_copy: export::serialize_copy::<$plugin>,
                 free_copy: export::free_copy::<$plugin>,
                 set_host: ::core::option::Option::Some(export::set_host),
+                swap_safe: ::core::option::Option::Some(export::swap_safe::<$plugin>),
             };
 
             #[unsafe(no_mangle)]

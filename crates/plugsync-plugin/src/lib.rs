@@ -22,7 +22,9 @@ mod plugin;
 
 pub use canonical::canonical_json;
 pub use metadata::{BuildInfo, PluginMetadata};
-pub use plugin::{Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError};
+pub use plugin::{
+    Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError, SwapSafety,
+};
 
 /// Version of this SDK, recorded in every plugin's metadata.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -178,4 +178,22 @@ pub trait Plugin: Sized + Send + 'static {
     fn health(&self) -> Result<(), PluginError> {
         Ok(())
     }
+
+    /// Whether swapping this instance now is safe for what it trades: a strategy says
+    /// [`SwapSafety::NotSafe`] while it holds a position or has working orders, so that a
+    /// `when-flat` update never carries open risk across a version change. Asked by the host
+    /// under the slot lock, between two calls, right before such a switch (and by `status`);
+    /// keep it quick. The default is always safe.
+    fn swap_safe(&self) -> SwapSafety {
+        SwapSafety::Safe
+    }
+}
+
+/// A plugin's answer to "may it be swapped now?" ([`Plugin::swap_safe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwapSafety {
+    /// Nothing open: a swap carries no risk across.
+    Safe,
+    /// Not now, and why, for the operator (`holds a position in ES (+2)`).
+    NotSafe(String),
 }

@@ -19,7 +19,7 @@ use crate::rollback::VersionRef;
 use crate::rules::MigrationRule;
 use crate::runtime::{RuntimeStatus, StateSnapshot};
 use crate::steward::SoakThresholds;
-use crate::swap::SwapMode;
+use crate::swap::{SwapMode, SwitchWhen};
 use crate::verify::{VerifyReport, VerifySpec};
 
 /// The body of every error response.
@@ -352,6 +352,10 @@ pub struct SwitchRequest {
     /// (recorded with who gave it); without it such a change is refused with 409.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<String>,
+    /// Switch only when these hold (`when-idle`, `when-flat`), judged under the slot lock at
+    /// the switch: otherwise 409 `not_yet`, nothing applied, the step id not spent (ask again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<SwitchWhen>,
 }
 
 /// The body of `POST /v1/steps/{step_id}/commit`.

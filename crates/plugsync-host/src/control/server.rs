@@ -955,6 +955,7 @@ pub(crate) fn status_of(error: &HostError) -> StatusCode {
         | HostError::LeaseHeld { .. }
         | HostError::Restrained { .. }
         | HostError::NotEnoughCalls { .. }
+        | HostError::NotYet { .. }
         | HostError::DependencyUnmet(_)
         | HostError::StaleLeaseEpoch { .. }
         | HostError::StepNotOwned { .. }
@@ -1539,6 +1540,7 @@ fn switch(runtime: &Runtime, call: &StepCall, request: SwitchRequest) -> Result<
     }
     swap.migration_rules = request.migration_rules;
     swap.fresh_state = request.fresh_state;
+    swap.when = request.when;
     let asked = asked(call, request.origin, request.force);
     swap.force = asked.force;
     swap.origin = asked.origin;

@@ -8,7 +8,7 @@ use std::iter;
 
 use plugsync_desk::{Bar, Cancel, Fill, Order, Orders, StrategyInput, is_price};
 use plugsync_plugin::{
-    Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError,
+    Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError, SwapSafety,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -279,6 +279,26 @@ impl Plugin for MaCross {
 
     fn state(&self) -> &State {
         &self.state
+    }
+
+    /// Flat when no instrument has a filled position or an order pending: a `when-flat` update
+    /// then carries no open risk across the version change.
+    fn swap_safe(&self) -> SwapSafety {
+        let open: Vec<String> = (self.state.instruments.iter())
+            .filter(|(_, i)| i.position != 0 || i.pending != 0)
+            .map(|(name, i)| match (i.position, i.pending) {
+                (0, pending) => format!("{pending:+} working in {name}"),
+                (position, 0) => format!("a position of {position:+} in {name}"),
+                (position, pending) => {
+                    format!("a position of {position:+} and {pending:+} working in {name}")
+                }
+            })
+            .collect();
+        if open.is_empty() {
+            SwapSafety::Safe
+        } else {
+            SwapSafety::NotSafe(format!("holds {}", open.join(", ")))
+        }
     }
 
     /// Takes the instruments and the order ids from the snapshot and keeps the parameters of

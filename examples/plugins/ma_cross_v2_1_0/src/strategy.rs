@@ -8,7 +8,7 @@ use std::iter;
 
 use plugsync_desk::{Bar, Cancel, Fill, Order, Orders, StrategyInput, is_price};
 use plugsync_plugin::{
-    Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError,
+    Direction, HostContext, HostTime, Migration, MigrationDoc, Plugin, PluginError, SwapSafety,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -288,6 +288,26 @@ impl Plugin for MaCross {
         &self.state
     }
 
+    /// Flat when no instrument has a filled position or an order pending: a `when-flat` update
+    /// then carries no open risk across the version change.
+    fn swap_safe(&self) -> SwapSafety {
+        let open: Vec<String> = (self.state.instruments.iter())
+            .filter(|(_, i)| i.position != 0 || i.pending != 0)
+            .map(|(name, i)| match (i.position, i.pending) {
+                (0, pending) => format!("{pending:+} working in {name}"),
+                (position, 0) => format!("a position of {position:+} in {name}"),
+                (position, pending) => {
+                    format!("a position of {position:+} and {pending:+} working in {name}")
+                }
+            })
+            .collect();
+        if open.is_empty() {
+            SwapSafety::Safe
+        } else {
+            SwapSafety::NotSafe(format!("holds {}", open.join(", ")))
+        }
+    }
+
     /// Takes the instruments and the order ids from the snapshot and keeps the parameters of
     /// this instance's config; windows longer than its slow period keep their last closes.
     fn restore(&mut self, state: State) -> Result<(), PluginError> {
@@ -550,6 +570,40 @@ mod tests {
                 }
                 (result, expected) => panic!("{config}: got {result:?}, expected {expected:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn it_is_flat_only_with_no_position_and_no_working_order() {
+        let mut plugin = create(json!({"fast_period": 2, "slow_period": 3})).unwrap();
+        assert_eq!(plugin.swap_safe(), SwapSafety::Safe);
+        let not_safe = |why: &str| SwapSafety::NotSafe(why.to_owned());
+        let cases = [
+            // [10, 10, 13]: long 1 ordered, not filled yet.
+            (
+                vec![bar("ES", 10.0), bar("ES", 10.0), bar("ES", 13.0)],
+                not_safe("holds +1 working in ES"),
+            ),
+            (
+                vec![fill(1, "ES", 1)],
+                not_safe("holds a position of +1 in ES"),
+            ),
+            // [10, 13, 4]: from long 1 to short 1: -2 working.
+            (
+                vec![bar("ES", 4.0)],
+                not_safe("holds a position of +1 and -2 working in ES"),
+            ),
+            (vec![fill(2, "ES", -1)], not_safe("holds -1 working in ES")),
+            (
+                vec![json!({"cancel": {"order_id": 2, "instrument": "ES", "qty": -1}})],
+                SwapSafety::Safe,
+            ),
+        ];
+        for (inputs, expected) in cases {
+            for input in &inputs {
+                send(&mut plugin, input).unwrap();
+            }
+            assert_eq!(plugin.swap_safe(), expected, "after {inputs:?}");
         }
     }
 
