@@ -6,8 +6,8 @@
 
 mod support;
 
-use plugsync_host::{Digest, HostError, SwapRequest};
-use plugsync_plugin::abi::{ABI_MAJOR, ABI_MINOR, PluginVTable, VTABLE_SIZE_1_1};
+use plugsync_host::{Digest, HostError, SwapRequest, SwapSafeAnswer, SwitchWhen};
+use plugsync_plugin::abi::{ABI_MAJOR, ABI_MINOR, PluginVTable, VTABLE_SIZE_1_1, VTABLE_SIZE_1_2};
 use serde_json::json;
 use support::*;
 
@@ -120,6 +120,56 @@ fn an_abi_1_1_library_without_set_host_still_loads_and_swaps() {
         resident.iter().any(|r| r.version.digest == old.digest),
         "{resident:?}"
     );
+}
+
+#[test]
+fn an_abi_1_2_library_cannot_say_whether_it_is_flat_and_counts_as_always_flat() {
+    // ma_cross 2.0.0 as an ABI 1.2 SDK built it (a table that ends after `set_host`), and as
+    // one whose table is full-size but whose metadata says 1.2: the metadata decides, so
+    // neither's `swap_safe` is called, though this build's strategy would say "not flat".
+    for size in [VTABLE_SIZE_1_2, size_of::<PluginVTable>()] {
+        let mut bytes = std::fs::read(lib(MA_CROSS_2_0_0)).unwrap();
+        edit(
+            &mut bytes,
+            minor_entry(ABI_MINOR).as_bytes(),
+            minor_entry(2).as_bytes(),
+        );
+        edit(
+            &mut bytes,
+            &header(ABI_MAJOR, ABI_MINOR, size_of::<PluginVTable>()),
+            &header(ABI_MAJOR, 2, size),
+        );
+        let (_store, runtime) = runtime();
+        let old = runtime
+            .stage("libma_cross_v2_0_0.so", &bytes, &Digest::of(&bytes))
+            .unwrap();
+        runtime
+            .install(
+                &old.digest,
+                json!({"fast_period": 2, "slow_period": 3, "signal_threshold": 0.0}),
+            )
+            .unwrap();
+        for close in [10.0, 10.0, 13.0] {
+            runtime.call("ma_cross", &bar("ES", close)).unwrap();
+        }
+        runtime.call("ma_cross", &fill(1, "ES", 1, 13.0)).unwrap();
+        let status = runtime.status();
+        assert_eq!(
+            status.plugins[0].swap_safe,
+            Some(SwapSafeAnswer::Undeclared { abi_minor: 2 }),
+            "{size}"
+        );
+        assert_eq!(status.plugins[0].metadata.abi_minor, 2);
+        let new = stage(&runtime, MA_CROSS_2_1_0);
+        let flat = SwitchWhen {
+            idle_for_ms: None,
+            flat: true,
+        };
+        let report = runtime
+            .swap(SwapRequest::new("ma_cross", new).when(flat))
+            .unwrap();
+        assert_eq!(report.state_before["instruments"]["ES"]["position"], 1);
+    }
 }
 
 #[test]

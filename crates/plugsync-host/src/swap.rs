@@ -91,7 +91,8 @@ impl SwitchWhen {
                 .map(|at| (now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000);
             if let Some(idle_ms) = idle_ms.filter(|idle| *idle < idle_for_ms) {
                 return Some(format!(
-                    "it served a call {idle_ms} ms ago; it switches after {idle_for_ms} ms                      without one"
+                    "its last call was {idle_ms} ms ago, and it waits for {idle_for_ms} ms \
+                     without one"
                 ));
             }
         }
