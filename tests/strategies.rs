@@ -111,11 +111,18 @@ fn check_applied(desk: &Desk, finished: &Finished, code: i32, expected: expect_t
     while let Some(at) = rest.find("waited ") {
         out.push_str(&rest[..at]);
         let after = &rest[at..];
-        let end = after.find(" for ").unwrap_or(after.len());
+        let end = after.find(" until ").unwrap_or(after.len());
         out.push_str("waited [T]");
         rest = &after[end..];
     }
     out.push_str(rest);
+    // The host's clock: how long ago a busy feed's last call was.
+    let out = match (out.find("its last call was "), out.find(" ms ago")) {
+        (Some(from), Some(to)) if from < to => {
+            format!("{}its last call was [N]{}", &out[..from], &out[to..])
+        }
+        _ => out,
+    };
     expected.assert_eq(&out);
 }
 
@@ -168,7 +175,7 @@ fn when_flat_waits_while_ma_cross_holds_a_position_and_switches_once_it_is_flat(
 
     let running = reconcile_in_background(&desk, &[]);
     wait_until("the reconcile waits for flat", || {
-        running.stderr().contains("waits for flat")
+        running.stderr().contains("waits until it is flat")
     });
     assert_eq!(applied(&desk).0, "1.0.0", "nothing switched while it holds");
     // Down: sell 2 to go short; 1 fills, the rest is cancelled: flat.
@@ -188,12 +195,15 @@ fn when_flat_waits_while_ma_cross_holds_a_position_and_switches_once_it_is_flat(
         &finished,
         0,
         expect![[r#"
-            [1/1] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  waited [T] for flat  switched (slot held [N] µs)  committed
+            [1/1] ma_cross 1.0.0 → 2.0.0       preflight ✓  staged ✓  waited [T] until flat  switched (slot held [N] µs)  committed
 
             Applied 1 step. The host runs ma_cross 2.0.0, risk_model 1.0.0.
         "#]],
     );
-    expect![[""]].assert_eq(&normalise_apply(&desk.normalised(&finished.stderr)));
+    expect![[r#"
+        Applying plan [SHORT] (1 step) to [HOST]
+        step [HASH].1.1: `ma_cross` waits until it is flat: it is not flat (holds a position of +1 in ES); asked again for up to 10m, then it fails
+    "#]].assert_eq(&normalise_apply(&desk.normalised(&finished.stderr)));
     let (version, step_id) = applied(&desk);
     assert_eq!(version, "2.0.0");
     first_attempt(&step_id);
@@ -218,7 +228,9 @@ fn when_idle_switches_once_the_feed_pauses_and_at_its_deadline_fails_or_falls_ba
         .stdout
         .lines()
         .skip_while(|l| !l.contains("switch: when idle"));
-    expect![[""]].assert_eq(&without_numbers(
+    expect![[r#"
+               switch: when idle for [N]s (up to [N]m); verify: health
+               `ma_cross` served its last call [N] ms ago: would wait up to [N]m for [N]s without a call, then fail"#]].assert_eq(&without_numbers(
         &step.take(2).collect::<Vec<_>>().join("\n"),
     ));
     let finished = reconcile_at(&desk, SATURDAY, &[]);
@@ -242,8 +254,28 @@ fn when_idle_switches_once_the_feed_pauses_and_at_its_deadline_fails_or_falls_ba
         })
     };
     let config = "{fast_period: 2, slow_period: 3}";
-    for (fallback, code, expected) in [("fail", 1, expect![[""]]), ("immediate", 0, expect![[""]])]
-    {
+    for (fallback, code, expected) in [
+        (
+            "fail",
+            1,
+            expect![[r#"
+                [1/1] ma_cross 2.0.0 (reconfigure) preflight ✓  staged ✓
+                      ✗ stopped at the strategy: `ma_cross` was not idle for 1h within its deadline of 1s (its last call was [N] ms ago, and it waits for 1h without one): nothing changed; the next reconcile waits again (or set `fallback: immediate`)
+                        nothing changed on the host
+
+                Reconcile failed at step 1 of 1 (ma_cross 2.0.0 (reconfigure)); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 1.0.0 — a committed set.
+            "#]],
+        ),
+        (
+            "immediate",
+            0,
+            expect![[r#"
+                [1/1] ma_cross 2.0.0 (reconfigure) preflight ✓  staged ✓  not idle for 1h within 1s: switching anyway (fallback: immediate)  switched (slot held [N] µs)  committed
+
+                Applied 1 step. The host runs ma_cross 2.0.0, risk_model 1.0.0.
+            "#]],
+        ),
+    ] {
         let strategy =
             format!("{{kind: when-idle, idleFor: 1h, deadline: 1s, fallback: {fallback}}}");
         desk.desire(&format!(
@@ -304,10 +336,21 @@ fn a_plugin_built_before_abi_1_3_counts_as_always_flat_and_the_plan_says_so() {
         .stdout
         .lines()
         .skip_while(|l| !l.contains("switch: when flat"));
-    expect![[""]].assert_eq(&step.take(2).collect::<Vec<_>>().join("\n"));
+    expect![[r#"
+               switch: when flat (up to 10m); verify: health
+               `ma_cross` is built for plugin ABI 1.2, before `swap_safe`: it cannot say whether it is flat and counts as always flat: would switch at once"#]].assert_eq(&step.take(2).collect::<Vec<_>>().join("\n"));
     // Not in the registry (an edited build): no preflight of its switch.
     let finished = reconcile_at(&desk, SATURDAY, &["--no-preflight"]);
-    check_applied(&desk, &finished, 0, expect![[""]]);
+    check_applied(
+        &desk,
+        &finished,
+        0,
+        expect![[r#"
+        [1/1] ma_cross 1.0.0 → 2.0.0       not preflighted  staged ✓  switched (slot held [N] µs)  committed
+
+        Applied 1 step. The host runs ma_cross 2.0.0, risk_model 1.0.0.
+    "#]],
+    );
     let state = desk.api.state("ma_cross");
     assert_eq!(
         state["instruments"]["ES"]["position"], 1,
@@ -336,13 +379,35 @@ fn scheduled_keeps_ma_cross_until_at_and_moves_it_at_the_first_reconcile_after()
         (
             "2.0.0",
             "2026-12-05T18:00:00Z",
-            expect![[""]],
+            expect![[r#"
+                Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+                Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+                    risk_model  1.0.0  unchanged
+                  = ma_cross    1.0.0  plugins.yaml asks 2.0.0, scheduled at `[TIME]`: not before [TIME] (in 1h); the first reconcile from then on moves it
+
+                No changes now: 1 plugin kept where it is (above); the rest runs what plugins.yaml asks. Plan id [ID].
+                == reconcile
+                Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 1.0.0, risk_model 1.0.0.
+                Kept: ma_cross 1.0.0: plugins.yaml asks 2.0.0, scheduled at `[TIME]`: not before [TIME] (in 1h); the first reconcile from then on moves it
+            "#]],
             "2026-12-05T18:00:00Z",
         ),
         (
             "2.0.0\n      config: {fast_period: 2, slow_period: 4}",
             "18:00 America/New_York",
-            expect![[""]],
+            expect![[r#"
+                Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
+                Desired [ROOT]/plugins.yaml (no plugins.lock: versions resolved afresh)
+
+                    risk_model  1.0.0  unchanged
+                  = ma_cross    2.0.0  plugins.yaml asks 2.0.0, scheduled at `18:00 America/New_York`: not before [TIME] (in 6h); the first reconcile from then on moves it
+
+                No changes now: 1 plugin kept where it is (above); the rest runs what plugins.yaml asks. Plan id [ID].
+                == reconcile
+                Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, risk_model 1.0.0.
+                Kept: ma_cross 2.0.0: plugins.yaml asks 2.0.0, scheduled at `18:00 America/New_York`: not before [TIME] (in 6h); the first reconcile from then on moves it
+            "#]],
             "2026-12-05T23:30:00Z",
         ),
     ];

@@ -81,7 +81,7 @@ fn an_idle_switch_waits_until_the_plugin_served_no_call_for_idle_for_in_either_m
         assert_eq!(
             not_yet(&runtime, runtime.swap(request.clone()), old),
             "`switch` of `ma_cross` not yet: its last call was 4999 ms ago, and it waits for \
-             5000 ms without one; nothing was applied: ask again with the same step id",
+             5s without one; nothing was applied: ask again with the same step id",
             "{mode:?}"
         );
         clock.advance(1_000_000);

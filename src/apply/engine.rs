@@ -772,7 +772,7 @@ impl<'a> Engine<'a> {
                     let what = wait.waits_for.clone();
                     self.runs[index]
                         .report
-                        .mark(&format!("waited {waited} for {what}"));
+                        .mark(&format!("waited {waited} until {what}"));
                 }
                 if let Ok(report) = serde_json::from_value::<SwapReport>(answer.body.clone()) {
                     let held = report.locked_window.as_micros();
@@ -855,7 +855,8 @@ impl<'a> Engine<'a> {
             };
             let step_id = run.step_id.clone();
             self.notices.push(format!(
-                "step {step_id}: `{plugin}` waits for {}: {}; asked again until {shown} have                  passed, then it {then}",
+                "step {step_id}: `{plugin}` waits until it is {}: {}; asked again for up to \
+                 {shown}, then it {then}",
                 wait.waits_for,
                 not_yet_why(&message)
             ));
@@ -876,7 +877,8 @@ impl<'a> Engine<'a> {
                 index,
                 "strategy",
                 format!(
-                    "`{plugin}` did not come to {} within its deadline of {shown} ({}): nothing                      changed; the next reconcile waits again (or set `fallback: immediate`)",
+                    "`{plugin}` was not {} within its deadline of {shown} ({}): nothing changed; \
+                     the next reconcile waits again (or set `fallback: immediate`)",
                     wait.waits_for,
                     not_yet_why(&message)
                 ),
@@ -888,7 +890,7 @@ impl<'a> Engine<'a> {
         }
         run.context.wait = None;
         run.report.mark(&format!(
-            "no moment of {} within {shown}: switching anyway (fallback: immediate)",
+            "not {} within {shown}: switching anyway (fallback: immediate)",
             wait.waits_for
         ));
         let request = run.context.request.clone();

@@ -236,8 +236,8 @@ impl ApplyReport {
         }
         if self.steps.is_empty() {
             return format!(
-                "Nothing to apply: the rest is kept where it is by the host's restraints. The \
-                 host runs {runs}.{kept}"
+                "Nothing to apply now: the rest is kept where it is (below). The host runs \
+                 {runs}.{kept}"
             );
         }
         self.steps_summary(&runs) + &kept

@@ -82,7 +82,7 @@ pub struct StepContext {
 /// How the engine waits for a switch the host answers "not yet" (module `engine`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepWait {
-    /// What it waits for, for messages (`5s without a call`, `flat`).
+    /// What it waits to be, for messages (`idle for 5s`, `flat`).
     pub waits_for: String,
     /// How long at most, from the first "not yet", in milliseconds.
     pub deadline_ms: u64,
@@ -284,7 +284,7 @@ fn switch_when(strategy: &Strategy) -> Option<SwitchWhen> {
 fn step_wait(strategy: &Strategy) -> Option<StepWait> {
     let (deadline, fallback) = strategy.deadline()?;
     let waits_for = match strategy {
-        Strategy::WhenIdle { idle_for, .. } => format!("{idle_for} without a call"),
+        Strategy::WhenIdle { idle_for, .. } => format!("idle for {idle_for}"),
         _ => "flat".to_owned(),
     };
     Some(StepWait {

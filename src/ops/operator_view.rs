@@ -344,9 +344,8 @@ impl OperatorView {
                 "  {}",
                 match (desired.in_sync, kept) {
                     (true, 0) => "in sync: the next reconcile has nothing to do".to_owned(),
-                    (true, n) => format!(
-                        "nothing for the next reconcile to do: {n} kept by the host's restraints"
-                    ),
+                    (true, n) =>
+                        format!("nothing for the next reconcile to do now: {n} kept (above)"),
                     (false, _) => {
                         "not in sync: `plugsync reconcile --dry-run` shows the plan".to_owned()
                     }

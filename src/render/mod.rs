@@ -244,7 +244,8 @@ fn kept(plugin: &str, kept: &Kept) -> String {
             not_before,
             wait,
         } => format!(
-            "{wanted}, scheduled at `{at}`: not before {} (in {wait}); the first reconcile from              then on moves it",
+            "{wanted}, scheduled at `{at}`: not before {} (in {wait}); the first reconcile from \
+             then on moves it",
             not_before.replace('T', " ").replace('Z', " UTC")
         ),
     }
@@ -804,8 +805,8 @@ fn summary(out: &mut String, document: &PlanDocument) {
     if plan.in_sync() && kept > 0 {
         let _ = writeln!(
             out,
-            "No changes: {kept} plugin{} kept where {} by the host's restraints (above); the \
-             rest runs what plugins.yaml asks. Plan id {short_id}.",
+            "No changes now: {kept} plugin{} kept where {} (above); the rest runs what \
+             plugins.yaml asks. Plan id {short_id}.",
             if kept == 1 { "" } else { "s" },
             if kept == 1 { "it is" } else { "they are" }
         );

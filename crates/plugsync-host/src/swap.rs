@@ -91,8 +91,8 @@ impl SwitchWhen {
                 .map(|at| (now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000);
             if let Some(idle_ms) = idle_ms.filter(|idle| *idle < idle_for_ms) {
                 return Some(format!(
-                    "its last call was {idle_ms} ms ago, and it waits for {idle_for_ms} ms \
-                     without one"
+                    "its last call was {idle_ms} ms ago, and it waits for {} without one",
+                    millis(idle_for_ms)
                 ));
             }
         }
@@ -111,6 +111,17 @@ impl SwitchWhen {
             }
         }
         None
+    }
+}
+
+/// `1h`, `30s`, `1500 ms`: a wait as an operator wrote it.
+fn millis(ms: u64) -> String {
+    match ms {
+        0 => "0 ms".to_owned(),
+        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        _ if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        _ => format!("{ms} ms"),
     }
 }
 
