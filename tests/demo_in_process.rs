@@ -96,7 +96,7 @@ fn the_demo_tells_the_gitops_story_from_commit_to_history_and_passes() {
         "  Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.1); 0 steps applied. The host \
          runs ma_cross 2.0.0, risk_model 2.0.0 — a committed set.",
         "  the next reconcile, from the same commit:",
-        "  Nothing to apply: the rest is kept where it is by the host's restraints.",
+        "  Nothing to apply now: the rest is kept where it is (below).",
         "  Kept: ma_cross 2.0.0: 2.0.1 marked failed by ",
         &format!(
             "  commit {}  ma_cross 2.1.0, past the faulty 2.0.1",

@@ -163,7 +163,7 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
           not committed: the previous version serves; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.1); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 2.0.0 — a committed set.
           Kept: ma_cross 2.0.0: 2.0.1 marked failed by …
-          Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 2.0.0, risk_model 2.0.0.
+          Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, risk_model 2.0.0.
           Kept: ma_cross 2.0.0: 2.0.1 marked failed by …
           commit [COMMIT]  ma_cross 2.1.0, past the faulty 2.0.1
         step 4/6: ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)
@@ -176,7 +176,7 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Applied 1 step. The host runs ma_cross 2.0.0, risk_model 2.0.0.
           Held `ma_cross` at 2.0.0: every reconcile keeps it there until `plugsync release ma_cross`, or until its entry in plugins.yaml changes.
-          Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 2.0.0, risk_model 2.0.0.
+          Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, risk_model 2.0.0.
           Kept: ma_cross 2.0.0: held by …
         step 6/6: released: ma_cross 2.0.0 -> 2.1.0 again
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)

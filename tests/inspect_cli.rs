@@ -34,7 +34,7 @@ fn inspect_prints_what_a_plugin_declares() {
        version: 2.0.0
           kind: strategy
         sha256: [HASH]
-           abi: 1.2
+           abi: 1.3
      framework: >=0.1, <1
   state schema: 2
   dependencies: risk_model >=1.0, <3

@@ -320,7 +320,6 @@ fn what_would_make_the_steps_wait_or_be_refused_is_listed() {
             wait {"kind":"window","deniedBy":["weekend"],"outside":[],"until":"2026-12-07T00:00:00Z","untilLocal":"Mon 00:00 UTC","wait":"31h"}
             wait {"kind":"lease","holder":"sidecar-b"}
             refused {"kind":"freeze","because":{"reason":"audit","by":"ops","at":0}}
-            warning {"kind":"strategyNotSupported","plugin":"ma_cross","strategy":"when-idle"}
         "#]],
     );
 }

@@ -273,7 +273,7 @@ fn a_strategys_keys_are_those_of_its_kind() {
             15 |       strategy: {kind: scheduled, at: tomorrow}
                |                                       ^^^^^^^^
                |
-            help: write `2026-12-05T18:00:00-05:00`, or `18:00 America/New_York` for the next such time
+            help: write `2026-12-05T18:00:00-05:00`, or `18:00 America/New_York` for not before that time of the day
 
             error: strategy `blue-green` has no `agreeingCalls`
               --> plugins.yaml:18:17

@@ -993,12 +993,11 @@ fn every_shipped_example_plans_against_the_desk() {
 
            1. ma_cross  1.0.0              reconfigure      config changed
                switch: when idle for 30s (up to 10m); verify: health
+               `ma_cross` served its last call [T] ago: would wait up to 10m for 30s without a call, then fail
                config:
                  /fast_ma_period: 2 → 5
                  /order_qty: removed (was 1)
                  /slow_ma_period: 4 → 20
-
-        warning: `ma_cross` asks for the `when-idle` strategy, which `plugsync reconcile` does not apply yet: it would refuse the step
 
         Plan: 0 to install, 0 to upgrade, 0 to downgrade, 1 to reconfigure, 0 to remove (1 step), 1 unchanged. Plan id [ID].
         == floating-channel.yaml: exit Some(1)

@@ -123,9 +123,9 @@ fn a_version_that_fails_is_marked_and_never_retried_while_the_rest_of_the_plan_g
         &reconcile(&desk),
         0,
         expect![[r#"
-        Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 2.0.0, quote_counter 1.0.0, risk_model 1.0.0.
-        Kept: ma_cross 2.0.0: 2.0.2 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture); not retried (clear: `plugsync retry ma_cross`, or change its entry)
-    "#]],
+            Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, quote_counter 1.0.0, risk_model 1.0.0.
+            Kept: ma_cross 2.0.0: 2.0.2 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture); not retried (clear: `plugsync retry ma_cross`, or change its entry)
+        "#]],
     );
     let by_bob = desk.reconcile_of(
         &desk.path().join("plugins.yaml"),
@@ -146,9 +146,9 @@ fn a_version_that_fails_is_marked_and_never_retried_while_the_rest_of_the_plan_g
         &by_bob,
         0,
         expect![[r#"
-        Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 2.0.0, quote_counter 1.0.0, risk_model 1.0.0.
-        Kept: ma_cross 2.0.0: 2.0.2 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture); not retried (clear: `plugsync retry ma_cross`, or change its entry)
-    "#]],
+            Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, quote_counter 1.0.0, risk_model 1.0.0.
+            Kept: ma_cross 2.0.0: 2.0.2 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture); not retried (clear: `plugsync retry ma_cross`, or change its entry)
+        "#]],
     );
     desk.check(&desk.dry_run(&[]), 0, expect![[r#"
         Host [HOST] (API 1.1, ABI 1, framework 0.1.0) — observed [TIME]
@@ -158,7 +158,7 @@ fn a_version_that_fails_is_marked_and_never_retried_while_the_rest_of_the_plan_g
           = ma_cross       2.0.0  2.0.2 marked failed by default at [TIME]: preflight failed: migrating `ma_cross` 2.0.0 -> 2.0.2 (step 1 of 1) failed in the preview process: plugin `ma_cross` 2.0.2 failed in `migrate` (panic caught): plugin panicked: migration bug: cannot migrate 2.0.0 -> 2.0.2 (fault injected by the ma_cross_fault_migrate fixture); not retried (clear: `plugsync retry ma_cross`, or change its entry)
             quote_counter  1.0.0  unchanged
 
-        No changes: 1 plugin kept where it is by the host's restraints (above); the rest runs what plugins.yaml asks. Plan id [ID].
+        No changes now: 1 plugin kept where it is (above); the rest runs what plugins.yaml asks. Plan id [ID].
     "#]]);
 
     // `retry` clears the mark: the next reconcile tries 2.0.2 again (and it fails again).
@@ -442,7 +442,7 @@ fn status_shows_desired_against_running_what_is_kept_and_why_the_last_plan_and_r
           risk_model     2.0.0    1.0.0    kept: held by default since [TIME]: limits under review; plugins.yaml asks 2.0.0 (release: `plugsync release risk_model`)
           ma_cross       2.1.0    1.0.0    kept: plugins.yaml asks 2.1.0, which needs `risk_model` >=2.0, <3: `risk_model` stays
           quote_counter  1.0.0    1.0.0    in-sync
-          nothing for the next reconcile to do: 2 kept by the host's restraints
+          nothing for the next reconcile to do now: 2 kept (above)
 
         last plan applied here: [SHORT], [TIME] by default: 1 committed
     "#]].assert_eq(&normalise_apply(&desk.normalised(operator)));

@@ -165,9 +165,9 @@ fn a_committed_upgrade_is_rolled_back_by_a_planned_downgrade_shown_first_then_he
         &reconcile(&desk),
         0,
         expect![[r#"
-        Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 1.0.0, risk_model 1.0.0.
-        Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: limits too loose; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
-    "#]],
+            Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 1.0.0, risk_model 1.0.0.
+            Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: limits too loose; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
+        "#]],
     );
     assert_eq!(running(&desk), ["ma_cross 1.0.0", "risk_model 1.0.0"]);
 }
@@ -331,9 +331,9 @@ fn a_pending_step_is_rolled_back_by_the_host_while_another_client_soaks_it() {
         &reconcile(&desk),
         0,
         expect![[r#"
-        Nothing to apply: the rest is kept where it is by the host's restraints. The host runs ma_cross 1.0.0, risk_model 1.0.0.
-        Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: stop it; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
-    "#]],
+            Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 1.0.0, risk_model 1.0.0.
+            Kept: risk_model 1.0.0: held by default since [TIME]: manual rollback: stop it; plugins.yaml asks 1.1.0 (release: `plugsync release risk_model`)
+        "#]],
     );
 }
 
