@@ -21,6 +21,9 @@ pub enum Trigger {
     Drift,
     /// The last reconcile failed; this is its retry, after a backoff.
     Retry,
+    /// The time of a `scheduled` change came (`strategy: {kind: scheduled, at: …}`): reconciled
+    /// whatever `--drift` says, since plugins.yaml asked for it.
+    Schedule,
 }
 
 impl Trigger {
@@ -31,6 +34,7 @@ impl Trigger {
             Trigger::Change => "change",
             Trigger::Drift => "drift",
             Trigger::Retry => "retry",
+            Trigger::Schedule => "schedule",
         }
     }
 }

@@ -222,7 +222,7 @@ impl Metrics {
         );
         // Every trigger and outcome known from the start, at 0: a rate or an increase over a
         // series that appears only at its first event misses that event.
-        for trigger in ["start", "change", "drift", "retry"] {
+        for trigger in ["start", "change", "drift", "retry", "schedule"] {
             for outcome in ["applied", "failed", "error"] {
                 drop(reconciles.get_or_create(&vec![
                     ("trigger", trigger.to_owned()),

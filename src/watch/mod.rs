@@ -172,6 +172,8 @@ struct Memory {
     next_check: Option<Instant>,
     /// When expired rollback points were last dropped.
     collected: Option<Instant>,
+    /// When the earliest `scheduled` change the last plan kept may go.
+    scheduled_at: Option<Instant>,
 }
 
 impl Sidecar {
@@ -226,6 +228,10 @@ impl Sidecar {
                     self.finish_journal(&mut memory);
                 }
                 Some(Trigger::Retry) => self.reconcile(&mut memory, Trigger::Retry),
+                Some(Trigger::Schedule) => {
+                    memory.scheduled_at = None;
+                    self.reconcile(&mut memory, Trigger::Schedule);
+                }
                 Some(Trigger::Drift) => {
                     memory.next_check = Some(Instant::now() + self.options.drift_interval);
                     // The file read again first: a change no event told of (a watch lost
@@ -240,12 +246,18 @@ impl Sidecar {
             if self.stop.asked() {
                 break;
             }
-            // Sleep until a file changes, the retry is due, or the drift check.
+            // Sleep until a file changes, the retry is due, a scheduled change's time, or the
+            // drift check.
             let next_check = memory.next_check.unwrap_or_else(Instant::now);
-            let (due, trigger) = match memory.retry_at {
-                Some(at) if at < next_check => (at, Trigger::Retry),
-                _ => (next_check, Trigger::Drift),
-            };
+            let (due, trigger) = [
+                (memory.retry_at, Trigger::Retry),
+                (memory.scheduled_at, Trigger::Schedule),
+            ]
+            .into_iter()
+            .filter_map(|(at, trigger)| Some((at?, trigger)))
+            .filter(|(at, _)| *at < next_check)
+            .min_by_key(|(at, _)| *at)
+            .unwrap_or((next_check, Trigger::Drift));
             match self
                 .woken
                 .recv_timeout(due.saturating_duration_since(Instant::now()))
@@ -477,6 +489,9 @@ impl Sidecar {
         self.tell(&SidecarEvent::Observed {
             plugins: seen(&document, &observation),
         });
+        let kept = document.plan.kept().map(|(_, kept)| &kept.because);
+        memory.scheduled_at =
+            next_scheduled(kept, self.options.clock.now()).map(|wait| Instant::now() + wait);
         // This loop holds the lease only while it reconciles: whoever holds it now is another
         // client in the middle of its own changes (an operator's rollback, a manual
         // reconcile), which are not drift. Looked at again next time.
@@ -652,6 +667,25 @@ impl Progress for Tell<'_> {
     }
 }
 
+/// How long from `now` until the earliest `scheduled` change among those a plan keeps (`kept`:
+/// why each is kept) may go, if any.
+fn next_scheduled<'a>(
+    kept: impl Iterator<Item = &'a crate::plan::KeptBecause>,
+    now: Timestamp,
+) -> Option<Duration> {
+    kept.filter_map(|because| match because {
+        crate::plan::KeptBecause::Scheduled { not_before, .. } => {
+            not_before.parse::<Timestamp>().ok()
+        }
+        _ => None,
+    })
+    .min()
+    .map(|at| {
+        let wait = at.as_millisecond().saturating_sub(now.as_millisecond());
+        Duration::from_millis(wait.max(0) as u64)
+    })
+}
+
 /// Each plugin plugins.yaml names or the host runs, as the plan and the host's status saw it.
 fn seen(
     document: &crate::plan::PlanDocument,
@@ -671,4 +705,47 @@ fn seen(
                 .map(|p| p.counters),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::KeptBecause;
+
+    fn scheduled(not_before: &str) -> KeptBecause {
+        KeptBecause::Scheduled {
+            at: "18:00 America/New_York".to_owned(),
+            not_before: not_before.to_owned(),
+            wait: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_sidecar_wakes_for_the_earliest_scheduled_change_kept() {
+        let now: Timestamp = "2026-12-05T17:00:00Z".parse().unwrap();
+        let held = KeptBecause::Needs {
+            plugin: "risk_model".to_owned(),
+            requirement: ">=2".to_owned(),
+        };
+        let cases = [
+            (vec![], None),
+            (vec![held.clone()], None),
+            (
+                vec![
+                    held,
+                    scheduled("2026-12-05T23:00:00Z"),
+                    scheduled("2026-12-05T18:00:00Z"),
+                ],
+                Some(Duration::from_secs(3600)),
+            ),
+            // Already due (the plan that kept it was made before): at once.
+            (
+                vec![scheduled("2026-12-05T16:00:00Z")],
+                Some(Duration::ZERO),
+            ),
+        ];
+        for (kept, expected) in cases {
+            assert_eq!(next_scheduled(kept.iter(), now), expected, "{kept:?}");
+        }
+    }
 }
