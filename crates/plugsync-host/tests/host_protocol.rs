@@ -1034,6 +1034,36 @@ async fn a_commit_that_waits_for_evidence_is_refused_until_enough_calls_were_ser
 }
 
 #[tokio::test]
+async fn a_switch_that_waits_for_idle_is_not_yet_until_then_and_spends_no_step_id() {
+    let (host, _, v2) = host_with_v1_and_v2_staged().await;
+    let clock = host.clock.clone().expect("a manual clock");
+    host.runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
+    let switch = json!({"plugin": "ma_cross", "artifact": v2, "when": {"idle_for_ms": 2000}});
+    for idle_ms in [0, 1999] {
+        clock.advance(if idle_ms == 0 { 0 } else { 1_999_000_000 });
+        let early = host.post("/v1/steps/s1/switch", switch.clone()).await;
+        assert!(!early.replayed(), "a `not_yet` is not recorded");
+        assert_eq!(
+            early.expect_error(StatusCode::CONFLICT, "not_yet"),
+            format!(
+                "`switch` of `ma_cross` not yet: its last call was {idle_ms} ms ago, and it \
+                 waits for 2s without one; nothing was applied: ask again with the same step id"
+            )
+        );
+        assert_eq!(running(&host).await, ("1.0.0".into(), Value::Null));
+    }
+    // The same step id, not spent: now it switches, and a retry of it replays the switch.
+    clock.advance(1_000_000);
+    let switched = host.post("/v1/steps/s1/switch", switch.clone()).await;
+    assert!(!switched.replayed());
+    switched.expect_ok();
+    assert_eq!(running(&host).await, ("2.0.0".into(), json!("s1")));
+    let again = host.post("/v1/steps/s1/switch", switch).await;
+    assert!(again.replayed());
+    host.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_operator_restores_a_snapshot_it_took_and_not_during_a_step() {
     let (host, _, v2) = host_with_v1_and_v2_staged().await;
     host.runtime.call("ma_cross", &bar("ES", 100.0)).unwrap();
