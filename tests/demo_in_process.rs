@@ -36,7 +36,7 @@ fn the_demo_tells_the_gitops_story_from_commit_to_history_and_passes() {
     assert_eq!(outcome.failed, 0, "{out}");
 
     // Every check of the story held.
-    assert_eq!(outcome.checks.len(), 4, "{out}");
+    assert_eq!(outcome.checks.len(), 5, "{out}");
     assert!(outcome.checks.iter().all(|c| c.held), "{out}");
 
     let faulty = &outcome.steps[2];
@@ -75,7 +75,7 @@ fn the_demo_tells_the_gitops_story_from_commit_to_history_and_passes() {
 
     // The story, stage by stage, each change a commit in the scratch repository.
     let commits = commits(&out);
-    assert_eq!(commits.len(), 3, "{out}");
+    assert_eq!(commits.len(), 4, "{out}");
     let mut at = 0;
     for line in [
         "== 1. A desk trading under load ==",
@@ -112,17 +112,30 @@ fn the_demo_tells_the_gitops_story_from_commit_to_history_and_passes() {
         "  `plugsync release ma_cross`: Released `ma_cross`",
         "  [1/1] ma_cross 2.0.0 → 2.1.0       preflight ✓  staged ✓  switched (slot held ",
         "  Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.",
-        "== 6. `plugsync history --state-dir ",
-        "  WHEN                  PLUGIN      CHANGE         OUTCOME      TOOK ",
+        "== 6. A change scheduled for after the close: kept until then, applied at its time ==",
+        &format!(
+            "  commit {}  ma_cross: twice the order size, from ",
+            commits[3]
+        ),
+        "    +      strategy: {kind: scheduled, at: \"",
+        "  the reconcile now:",
+        "  Nothing to apply now: the rest is kept where it is (below).",
+        "  Kept: ma_cross 2.1.0: plugins.yaml asks 2.1.0, scheduled at `",
+        "  the reconcile at ",
+        "  [1/1] ma_cross 2.1.0 (reconfigure) preflight ✓  staged ✓  switched (slot held ",
+        "  Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.",
+        "== 7. `plugsync history --state-dir ",
+        "  WHEN                  PLUGIN      CHANGE             OUTCOME      TOOK ",
         "✓ ma_cross 2.0.1 rolled back and marked failed on the host",
         "✓ the next reconcile did not retry ma_cross 2.0.1",
         "✓ the next reconcile kept ma_cross held at 2.0.0",
-        "✓ `plugsync history` shows the 6 steps, each with the commit it was applied from",
+        "✓ the reconcile before ",
+        "✓ `plugsync history` shows the 7 steps, each with the commit it was applied from",
     ] {
         let found = out[at..].find(line);
         at += found.unwrap_or_else(|| panic!("no `{line}` after byte {at} in:\n{out}"));
     }
-    // The history table: the six steps, newest first, each with its commit (12 hex digits).
+    // The history table: the seven steps, newest first, each with its commit (12 hex digits).
     let table: Vec<(String, String)> = out
         .lines()
         .skip_while(|l| !l.starts_with("  WHEN "))
@@ -136,6 +149,7 @@ fn the_demo_tells_the_gitops_story_from_commit_to_history_and_passes() {
         })
         .collect();
     let expected: Vec<(String, String)> = [
+        ("ma_cross reconfigure 2.1.0 done", 3),
         ("ma_cross 2.0.0 → 2.1.0", 2),
         ("ma_cross 2.1.0 → 2.0.0", 2),
         ("ma_cross 2.0.0 → 2.1.0", 2),

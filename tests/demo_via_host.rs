@@ -33,7 +33,36 @@ fn demo(args: &[&str]) -> Output {
 
 /// A line with what varies from run to run replaced: call counts by `[N]`, what follows `by` on a `Kept:` line (who, when) dropped, and the note of a books
 /// read retried past a fill in flight dropped.
+/// The times of the scheduled change (an hour from the run) as `[TIME]`, its wait as `[WAIT]`.
+fn without_times(line: &str) -> String {
+    let bytes = line.as_bytes();
+    let shape = b"dddd-dd-dd?dd:dd:dd";
+    let mut out = String::new();
+    let mut at = 0;
+    while at < line.len() {
+        let fits = bytes.len() >= at + shape.len()
+            && (shape.iter().zip(&bytes[at..])).all(|(want, got)| match want {
+                b'd' => got.is_ascii_digit(),
+                b'?' => *got == b'T' || *got == b' ',
+                other => got == other,
+            });
+        if fits {
+            out.push_str("[TIME]");
+            at += shape.len();
+        } else {
+            let c = line[at..].chars().next().expect("within the line");
+            out.push(c);
+            at += c.len_utf8();
+        }
+    }
+    match (out.find("(in "), out.find("); the first reconcile")) {
+        (Some(from), Some(to)) if from < to => format!("{}(in [WAIT]{}", &out[..from], &out[to..]),
+        _ => out,
+    }
+}
+
 fn normalise(line: &str) -> String {
+    let line = &without_times(line);
     if line.starts_with("  Kept: ")
         && let Some(by) = line.find(" by ")
     {
@@ -152,56 +181,65 @@ fn the_demo_runs_its_steps_through_a_host_it_starts_and_stops() {
                2. risk_model  1.0.0 → 2.0.0      major  migrate   pinned
           plan check: its 2 steps are the demo's steps 1-2 below, in order, to the same artifacts
         == 3. `plugsync reconcile -f [GITOPS]/desk/plugins.yaml` (commit [COMMIT]) ==
-        step 1/6: ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)
+        step 1/7: ma_cross 1.0.0 -> 2.0.0 (renames its periods, adds signal_threshold)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
-        step 2/6: risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)
+        step 2/7: risk_model 1.0.0 -> 2.0.0 (new state schema: notional limits)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Applied 2 steps. The host runs ma_cross 2.0.0, risk_model 2.0.0.
         == 4. A faulty release committed: rolled back, marked failed, not retried ==
           commit [COMMIT]  ma_cross 2.0.1: a patch release, switched under the lock (starts fresh)
-        step 3/6: a faulty ma_cross patch release (2.0.1: healthy when fresh, fails once it trades)
+        step 3/7: a faulty ma_cross patch release (2.0.1: healthy when fresh, fails once it trades)
           not committed: the previous version serves; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Reconcile failed at step 1 of 1 (ma_cross 2.0.0 → 2.0.1); 0 steps applied. The host runs ma_cross 2.0.0, risk_model 2.0.0 — a committed set.
           Kept: ma_cross 2.0.0: 2.0.1 marked failed by …
           Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, risk_model 2.0.0.
           Kept: ma_cross 2.0.0: 2.0.1 marked failed by …
           commit [COMMIT]  ma_cross 2.1.0, past the faulty 2.0.1
-        step 4/6: ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)
+        step 4/7: ma_cross 2.0.0 -> 2.1.0 (orders carry limit prices; needs risk_model 2.x)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.
         == 5. A manual rollback: `plugsync rollback ma_cross --yes`, held ==
               ~ ma_cross    2.1.0 → 2.0.0  pinned                        1 step
                1. ma_cross  2.1.0 → 2.0.0      minor  migrate   pinned
-        step 5/6: manual rollback: ma_cross 2.1.0 -> 2.0.0 (a planned downgrade of the live state)
+        step 5/7: manual rollback: ma_cross 2.1.0 -> 2.0.0 (a planned downgrade of the live state)
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Applied 1 step. The host runs ma_cross 2.0.0, risk_model 2.0.0.
           Held `ma_cross` at 2.0.0: every reconcile keeps it there until `plugsync release ma_cross`, or until its entry in plugins.yaml changes.
           Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.0.0, risk_model 2.0.0.
           Kept: ma_cross 2.0.0: held by …
-        step 6/6: released: ma_cross 2.0.0 -> 2.1.0 again
+        step 6/7: released: ma_cross 2.0.0 -> 2.1.0 again
           committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
           Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.
-        == 6. `plugsync history --state-dir [GITOPS]/state` ==
+        == 6. A change scheduled for after the close: kept until then, applied at its time ==
+          commit [COMMIT]  ma_cross: twice the order size, from [TIME]Z
+          Nothing to apply now: the rest is kept where it is (below). The host runs ma_cross 2.1.0, risk_model 2.0.0.
+          Kept: ma_cross 2.1.0: plugins.yaml asks 2.1.0, scheduled at `[TIME]Z`: not before [TIME] UTC (in [WAIT]); the first reconcile from then on moves it
+        step 7/7: scheduled: ma_cross 2.1.0 reconfigured at its time (twice the order size)
+          committed; [N] calls served during the step, 0 failed; books agree on 6 instruments (ma_cross's positions = risk_model's exposures)
+          Applied 1 step. The host runs ma_cross 2.1.0, risk_model 2.0.0.
+        == 7. `plugsync history --state-dir [GITOPS]/state` ==
         stopped the host with SIGTERM: it exited cleanly (exit status: 0), its states checkpointed
-        summary: 6 steps (5 committed, 1 rolled back), [N] calls served, 0 failed; books agree (ma_cross's positions = risk_model's exposures) after every step; state never lost by the runtime's own report (not checked against a reference)
+        summary: 7 steps (6 committed, 1 rolled back), [N] calls served, 0 failed; books agree (ma_cross's positions = risk_model's exposures) after every step; state never lost by the runtime's own report (not checked against a reference)
         plan: `reconcile --dry-run` planned exactly the upgrades the first commit's reconcile made, in order (ma_cross → 2.0.0, risk_model → 2.0.0)
         ✓ ma_cross 2.0.1 rolled back and marked failed on the host
         ✓ the next reconcile did not retry ma_cross 2.0.1
         ✓ the next reconcile kept ma_cross held at 2.0.0
-        ✓ `plugsync history` shows the 6 steps, each with the commit it was applied from ([COMMIT], [COMMIT], [COMMIT])
+        ✓ the reconcile before [TIME]Z kept ma_cross where it runs
+        ✓ `plugsync history` shows the 7 steps, each with the commit it was applied from ([COMMIT], [COMMIT], [COMMIT], [COMMIT])
         PASS"#]]
     .assert_eq(&kept.join("\n"));
 
     // The history names each step's commit: the first commit's two steps, the faulty
-    // release's, then the third commit's upgrade, manual rollback and move back.
-    assert_eq!(commits.len(), 3, "{stdout}");
+    // release's, then the third commit's upgrade, manual rollback and move back, then the
+    // scheduled change's.
+    assert_eq!(commits.len(), 4, "{stdout}");
     let rows: Vec<&str> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("  WHEN "))
         .filter(|l| l.starts_with("  20"))
         .collect();
-    assert_eq!(rows.len(), 6, "{stdout}");
-    for (commit, steps) in commits.iter().zip([2, 1, 3]) {
+    assert_eq!(rows.len(), 7, "{stdout}");
+    for (commit, steps) in commits.iter().zip([2, 1, 3, 1]) {
         let naming = rows.iter().filter(|r| r.contains(commit)).count();
         assert_eq!(naming, steps, "commit {commit} in:\n{stdout}");
     }

@@ -25,7 +25,8 @@
 //!    runtime fed the same calls from a mark before the step), marked failed, not retried by
 //!    the next reconcile, then moved past by a commit to 2.1.0; a manual rollback
 //!    ([`ops::rollback`](crate::ops::rollback) with `yes`) held against the next reconcile,
-//!    released ([`ops::restrain`](crate::ops::restrain)) and moved back; then
+//!    released ([`ops::restrain`](crate::ops::restrain)) and moved back; a change scheduled an
+//!    hour ahead, kept by the reconcile now and applied by one planned at that time; then
 //!    [`ops::history`](crate::ops::history), each step with the commit it was applied from;
 //! 6. **verdict**: success only if the plan was the upgrades made, no call failed, no rollback
 //!    lost state, each step ended as expected, the books matched after every step, and every
@@ -312,7 +313,7 @@ struct Step {
     expect: Expect,
 }
 
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     Step {
         plugin: "ma_cross",
         library: "libma_cross_v2_0_0.so",
@@ -347,6 +348,12 @@ const STEPS: [Step; 6] = [
         plugin: "ma_cross",
         library: "libma_cross_v2_1_0.so",
         title: "released: ma_cross 2.0.0 -> 2.1.0 again",
+        expect: Expect::Committed,
+    },
+    Step {
+        plugin: "ma_cross",
+        library: "libma_cross_v2_1_0.so",
+        title: "scheduled: ma_cross 2.1.0 reconfigured at its time (twice the order size)",
         expect: Expect::Committed,
     },
 ];

@@ -49,6 +49,7 @@ const FAULTY: Range<usize> = PLANNED..PLANNED + 1;
 const MOVED_ON: Range<usize> = PLANNED + 1..PLANNED + 2;
 const ROLLED_BACK: Range<usize> = PLANNED + 2..PLANNED + 3;
 const RELEASED: Range<usize> = PLANNED + 3..PLANNED + 4;
+const SCHEDULED: Range<usize> = PLANNED + 4..PLANNED + 5;
 
 /// Tells stages 3 to 6 of the story on `venue`, from `desk`'s repository, narrating to `out`
 /// (see the module docs); `staged` holds each step's artifact, in `STEPS` order. Each step's
@@ -139,6 +140,7 @@ pub(super) fn tell_story(
         &Entry {
             version: faulty,
             locked: true,
+            scheduled: None,
         },
         &format!("ma_cross {faulty}: a patch release, switched under the lock (starts fresh)"),
         narrator.out,
@@ -162,6 +164,7 @@ pub(super) fn tell_story(
         &Entry {
             version: fixed,
             locked: false,
+            scheduled: None,
         },
         &format!("ma_cross {fixed}, past the faulty {faulty}"),
         narrator.out,
@@ -214,10 +217,52 @@ pub(super) fn tell_story(
     let _ = writeln!(narrator.out, "  `plugsync release ma_cross`: {released}");
     narrator.apply(RELEASED, &reconcile_options(), &port)?;
 
-    // 6. The history.
+    // 6. A change scheduled for later: kept until its time, then applied.
     stage_header(
         narrator.out,
         6,
+        "A change scheduled for after the close: kept until then, applied at its time",
+    );
+    let now = jiff::Timestamp::now();
+    // An hour from now, to the minute (jiff's range ends in 9999: no error before then).
+    let at = jiff::Timestamp::from_second((now.as_second() / 60 + 61) * 60).unwrap_or(now);
+    let at_text = at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let released = ma_cross(RELEASED.start);
+    desk.commit(
+        &Entry {
+            version: released,
+            locked: false,
+            scheduled: Some(&at_text),
+        },
+        &format!("ma_cross: twice the order size, from {at_text}"),
+        narrator.out,
+    )?;
+    let _ = writeln!(narrator.out, "  the reconcile now:");
+    let waiting = narrator.apply(
+        SCHEDULED.start..SCHEDULED.start,
+        &reconcile_options(),
+        &port,
+    )?;
+    checks.push(StoryCheck {
+        what: format!("the reconcile before {at_text} kept ma_cross where it runs"),
+        held: waiting.steps.is_empty()
+            && (waiting.kept.iter()).any(|k| k.contains(&format!("scheduled at `{at_text}`"))),
+    });
+    let _ = writeln!(
+        narrator.out,
+        "  the reconcile at {at_text} (the demo moves its planning clock on; the desk trades \
+         on):"
+    );
+    let due = ReconcileOptions {
+        now: at,
+        ..reconcile_options()
+    };
+    narrator.apply(SCHEDULED, &due, &port)?;
+
+    // 7. The history.
+    stage_header(
+        narrator.out,
+        7,
         &format!(
             "`plugsync history --state-dir {}`",
             desk.state_dir.display()
@@ -237,7 +282,7 @@ pub(super) fn tell_story(
 /// first commit's steps, the faulty release's, then the third commit's (its upgrade, the
 /// manual rollback and the move back).
 fn history_check(told: &crate::ops::History, commits: &[String]) -> StoryCheck {
-    let from: [usize; STEPS.len()] = [0, 0, 1, 2, 2, 2];
+    let from: [usize; STEPS.len()] = [0, 0, 1, 2, 2, 2, 3];
     let expected: Vec<Option<&str>> = from
         .iter()
         .map(|&n| commits.get(n).map(String::as_str))
@@ -493,8 +538,10 @@ impl Narrator<'_, '_> {
         );
         // The step the demo expects: the same plugin, to the same version.
         let planned = step.zip(artifact).is_some_and(|(step, artifact)| {
+            let to = format!(" {}", artifact.version);
             report.plugin == step.plugin
-                && report.title.ends_with(&format!(" {}", artifact.version))
+                && (report.title.ends_with(&to)
+                    || report.title.ends_with(&format!("{to} (reconfigure)")))
         });
         Ok(StepOutcome {
             plugin: report.plugin.clone(),

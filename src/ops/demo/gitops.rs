@@ -45,6 +45,9 @@ pub(super) struct Entry<'a> {
     pub version: &'a str,
     /// Switched under the lock (`update: {mode: locked}`), so that it starts fresh.
     pub locked: bool,
+    /// Twice the order size, not before this time (`strategy: {kind: scheduled, at: …}`):
+    /// a change for after the close.
+    pub scheduled: Option<&'a str>,
 }
 
 /// The desk's git repository: its plugins.yaml, and the commits made so far.
@@ -163,6 +166,7 @@ pub(super) fn tell(
     let entry = Entry {
         version: &ma_cross,
         locked: false,
+        scheduled: None,
     };
     let yaml = plugins_yaml(&desk.risk_model, &entry, options.soak);
     let message = format!("pin risk_model {}, ma_cross {ma_cross}", desk.risk_model);
@@ -226,7 +230,8 @@ pub(super) fn tell(
     } else {
         let _ = writeln!(
             out,
-            "  PLAN MISMATCH: reconcile would take {} step(s) ({}), but the demo's steps              1-{PLANNED} are {} ({}): the verdict will be FAIL",
+            "  PLAN MISMATCH: reconcile would take {} step(s) ({}), but the demo's steps \
+             1-{PLANNED} are {} ({}): the verdict will be FAIL",
             check.planned.len(),
             check.planned.join(", "),
             check.expected.len(),
@@ -312,14 +317,21 @@ fn plugins_yaml(risk_model: &str, entry: &Entry<'_>, soak: Duration) -> String {
         true => "      update: {mode: locked}\n",
         false => "",
     };
+    let (order_qty, strategy) = match entry.scheduled {
+        Some(at) => (
+            2,
+            format!("      strategy: {{kind: scheduled, at: \"{at}\"}}\n"),
+        ),
+        None => (1, String::new()),
+    };
     // ma_cross's config as 2.0.0 migrates the desk's 1.0.0 config, which the steps keep.
     format!(
         "apiVersion: plugsync/v1\nkind: PluginSet\nmetadata: {{name: demo-desk}}\nspec:\n  \
          registry: {{url: ../registry}}\n  plugins:\n    \
          - id: risk_model\n      version: {risk_model}\n      config: {{max_position: 10}}\n{soak}    \
          - id: ma_cross\n      version: {}\n      \
-         config: {{fast_period: 5, slow_period: 20, signal_threshold: 0.01, order_qty: 1}}\n\
-         {locked}{soak}",
+         config: {{fast_period: 5, slow_period: 20, signal_threshold: 0.01, order_qty: \
+         {order_qty}}}\n{locked}{strategy}{soak}",
         entry.version
     )
 }
@@ -422,6 +434,7 @@ mod tests {
         let locked = Entry {
             version: "2.0.1",
             locked: true,
+            scheduled: None,
         };
         let yaml = plugins_yaml("2.0.0", &locked, Duration::from_millis(600));
         expect_test::expect![[r#"
