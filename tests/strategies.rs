@@ -418,3 +418,23 @@ fn scheduled_keeps_ma_cross_until_at_and_moves_it_at_the_first_reconcile_after()
     let plugin = desk.api.plugin("ma_cross");
     assert_eq!(plugin["config"]["slow_period"], 4, "{plugin}");
 }
+
+#[test]
+fn a_saved_plan_keeps_its_id_though_the_hosts_answer_to_its_strategy_moves_on() {
+    let desk = desk();
+    go_long(&desk);
+    desire(
+        &desk,
+        "2.0.0",
+        "{kind: when-idle, idleFor: 1h, deadline: 1s, fallback: immediate}",
+    );
+    let plan = desk.path().join("plan.json");
+    let plan_arg = plan.to_str().unwrap();
+    let saved = desk.dry_run(&["--no-preview", "--out", plan_arg]);
+    assert_exit(&saved, 2);
+    // The plugin's idle time, which the plan shows, is not what it was.
+    send(&desk, bar(13.0));
+    let finished = reconcile_at(&desk, SATURDAY, &["--plan", plan_arg]);
+    assert_exit(&finished, 0);
+    assert_eq!(applied(&desk).0, "2.0.0");
+}

@@ -178,3 +178,26 @@ fn a_flat_switch_waits_while_the_strategy_holds_a_position_or_a_working_order() 
     let report = runtime.swap(request).unwrap();
     assert_eq!(report.to.digest, new);
 }
+
+#[test]
+fn a_faulted_plugin_is_not_asked_whether_it_is_flat_and_is_not_safe() {
+    let (_store, runtime) = runtime();
+    let old = install(&runtime, FAULT_CALL, ma_cross_2());
+    let new = stage(&runtime, MA_CROSS_2_1_0);
+    runtime.call("ma_cross", &bar("CRASH", 1.0)).unwrap_err();
+    let faulted = SwapSafeAnswer::Failed {
+        message: "faulted: it panicked in call #1 (plugin panicked: call on instrument CRASH \
+                  (fault injected by the ma_cross_fault_call fixture))"
+            .to_owned(),
+    };
+    assert_eq!(runtime.status().plugins[0].swap_safe, Some(faulted));
+    let message = not_yet(
+        &runtime,
+        runtime.swap(SwapRequest::new("ma_cross", new).when(flat())),
+        old,
+    );
+    assert!(
+        message.contains("it cannot say whether it is flat (faulted: it panicked in call #1"),
+        "{message}"
+    );
+}

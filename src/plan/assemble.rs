@@ -475,10 +475,16 @@ fn scheduled(input: &PlanInput<'_>, spec: &PluginSpec) -> Option<KeptBecause> {
     let Strategy::Scheduled { at } = strategy else {
         return None;
     };
+    // Shown to the second, rounded up: never earlier than the instant itself (the sidecar
+    // wakes by it).
+    let shown = match not_before.subsec_nanosecond() {
+        0 => not_before,
+        _ => jiff::Timestamp::from_second(not_before.as_second() + 1).unwrap_or(not_before),
+    };
     (not_before > input.now).then(|| KeptBecause::Scheduled {
         at,
-        not_before: not_before.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        wait: minutes(not_before.as_second() - input.now.as_second()),
+        not_before: shown.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        wait: minutes(shown.as_second() - input.now.as_second()),
     })
 }
 

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::model::{Change, Plan, PlannedStep};
+use super::model::{Change, Kept, KeptBecause, Plan, PlannedStep};
 use crate::observe::{Drift, Observation, drift};
 use crate::resolve::PluginsLock;
 use crate::spec::Desired;
@@ -182,12 +182,33 @@ impl PlanDocument {
 }
 
 /// The sha256 of the canonical JSON of what a plan was computed from and what it would do.
+///
+/// What only says how things stand at the moment of planning — the host's answer to a
+/// strategy's condition (`PlannedStep::wait`), the time left until a scheduled change
+/// (`KeptBecause::Scheduled::wait`) — is left out: the same plan made a second later, or
+/// saved and applied later, must keep its id.
 pub fn plan_id(
     inputs: &PlanInputs,
     changes: &[Change],
     steps: &[PlannedStep],
     waves: &[Vec<usize>],
 ) -> Digest {
+    let steps: Vec<PlannedStep> = (steps.iter().cloned())
+        .map(|step| PlannedStep { wait: None, ..step })
+        .collect();
+    let changes: Vec<Change> = (changes.iter().cloned())
+        .map(|mut change| {
+            if let Some(Kept {
+                because: KeptBecause::Scheduled { wait, .. },
+                ..
+            }) = &mut change.kept
+            {
+                wait.clear();
+            }
+            change
+        })
+        .collect();
+    let (changes, steps) = (changes.as_slice(), steps.as_slice());
     #[derive(Serialize)]
     struct Canonical<'a> {
         format: u32,

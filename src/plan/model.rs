@@ -274,7 +274,8 @@ pub enum StrategyWait {
     Idle {
         /// How long without a call (`5s`).
         idle_for: String,
-        /// How long ago its last call was, by the host's clock (`None`: no call yet).
+        /// How long ago its last call was: the host's clock now against the host time that
+        /// call was given (`None`: no call yet).
         idle_ms: Option<u64>,
         /// Whether it has been idle long enough now.
         met: bool,

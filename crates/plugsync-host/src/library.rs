@@ -405,10 +405,11 @@ impl Library {
                  (ABI {ABI_MAJOR}.{REQUIRED_ABI_MINOR}): rebuild it with a newer plugsync-plugin SDK"
             )));
         }
-        // The entries a host may call are those of the minor the metadata declares (checked
-        // before `dlopen`), read no further than the table the library really has.
+        // The entries a host may call are those of the minor both the metadata (checked before
+        // `dlopen`) and the header declare, read no further than the table the library has.
+        let declared = metadata.abi_minor.min(minor);
         let readable = (VTABLE_SIZES.iter())
-            .filter(|(minor, size)| *minor <= metadata.abi_minor && *size <= vtable_size as usize)
+            .filter(|(minor, size)| *minor <= declared && *size <= vtable_size as usize)
             .map(|(_, size)| *size)
             .max()
             .unwrap_or(VTABLE_SIZE_1_1);

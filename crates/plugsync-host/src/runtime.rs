@@ -1551,6 +1551,6 @@ fn describe(state: &SlotState) -> Option<Described> {
         last_step: state.last_step.clone(),
         last_rollback: state.last_rollback.clone(),
         fail_closed: state.fail_closed,
-        swap_safe: active.instance.swap_safe(),
+        swap_safe: crate::swap::swap_safe(state, active),
     })
 }

@@ -72,7 +72,9 @@ pub enum SwapMode {
 #[cfg_attr(feature = "control-api", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SwitchWhen {
-    /// The plugin has served no call for this many milliseconds (`when-idle`).
+    /// The plugin has served no call for this many milliseconds (`when-idle`): the host clock
+    /// now against the host time its last call was given (`SlotState::last_call_at`: the
+    /// runtime's clock, or the time a host gave the call).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_for_ms: Option<u64>,
     /// The plugin says a swap is safe now: no position, no working order (`when-flat`, its
@@ -98,7 +100,7 @@ impl SwitchWhen {
         }
         if self.flat {
             let active = state.active.as_ref()?;
-            match active.instance.swap_safe() {
+            match swap_safe(state, active) {
                 SwapSafeAnswer::Safe | SwapSafeAnswer::Undeclared { .. } => {}
                 SwapSafeAnswer::NotSafe { reason } => {
                     return Some(format!("it is not flat ({reason})"));
@@ -111,6 +113,20 @@ impl SwitchWhen {
             }
         }
         None
+    }
+}
+
+/// What the active instance answers when asked whether a swap is safe now: a faulted one (it
+/// panicked; its state is suspect) is not asked, and is not safe.
+pub(crate) fn swap_safe(state: &SlotState, active: &Active) -> SwapSafeAnswer {
+    match &state.fault {
+        Some(fault) => SwapSafeAnswer::Failed {
+            message: format!(
+                "faulted: it panicked in call #{} ({})",
+                fault.seq, fault.message
+            ),
+        },
+        None => active.instance.swap_safe(),
     }
 }
 
