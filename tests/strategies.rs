@@ -438,3 +438,29 @@ fn a_saved_plan_keeps_its_id_though_the_hosts_answer_to_its_strategy_moves_on() 
     assert_exit(&finished, 0);
     assert_eq!(applied(&desk).0, "2.0.0");
 }
+
+#[test]
+fn a_scheduled_change_whose_time_has_come_still_waits_for_the_policy_windows() {
+    let desk = desk();
+    desk.desire(
+        "  policy:
+    windows:
+      - {name: weekend, deny: true, days: [Sat, Sun], from: \"00:00\", to: \"24:00\", timezone: UTC}
+  plugins:
+    - {id: risk_model, version: 1.0.0, config: {max_position: 10}}
+    - id: ma_cross
+      version: 2.0.0
+      strategy: {kind: scheduled, at: \"2026-12-05T18:00:00Z\"}
+",
+    );
+    // Its time has come (Saturday 19:00 UTC), but the weekend is a deny window.
+    let refused = reconcile_at(&desk, "2026-12-05T19:00:00Z", &[]);
+    check_applied(&desk, &refused, 1, expect![[r#"
+        error: updates are not allowed now: deny window `weekend` is open, until Mon 00:00 UTC ([TIME]); nothing was applied. Reconcile then, or now with `--force --reason TEXT` (recorded on the host)
+    "#]]);
+    assert_eq!(applied(&desk).0, "1.0.0");
+    // On Monday it goes.
+    let moved = reconcile_at(&desk, "2026-12-07T09:00:00Z", &[]);
+    assert_exit(&moved, 0);
+    assert_eq!(applied(&desk).0, "2.0.0");
+}

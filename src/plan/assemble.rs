@@ -504,9 +504,7 @@ fn strategy_wait(
     let status = running.plugins.iter().find(|p| p.plugin == plugin);
     match strategy {
         Strategy::WhenIdle { idle_for, .. } => {
-            let last = status.and_then(|s| s.last_call_at);
-            let idle_ms =
-                last.map(|at| (running.now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000);
+            let idle_ms = plugsync_host::idle_ms(status.and_then(|s| s.last_call_at), running.now);
             Some(StrategyWait::Idle {
                 idle_for: idle_for.to_string(),
                 met: idle_ms.is_none_or(|idle| u128::from(idle) >= idle_for.0.as_millis()),
@@ -518,10 +516,7 @@ fn strategy_wait(
         _ => {
             let answer = status.and_then(|s| s.swap_safe.clone());
             Some(StrategyWait::Flat {
-                met: matches!(
-                    answer,
-                    Some(SwapSafeAnswer::Safe | SwapSafeAnswer::Undeclared { .. })
-                ),
+                met: answer.as_ref().is_some_and(SwapSafeAnswer::lets_switch),
                 answer,
                 deadline,
                 fallback,

@@ -298,15 +298,6 @@ pub enum StrategyWait {
     },
 }
 
-impl StrategyWait {
-    /// Whether the step would switch at once.
-    pub fn met(&self) -> bool {
-        match self {
-            StrategyWait::Idle { met, .. } | StrategyWait::Flat { met, .. } => *met,
-        }
-    }
-}
-
 impl PlannedStep {
     /// Whether the step starts the plugin from a fresh state (its positions discarded).
     pub fn discards_state(&self) -> bool {

@@ -90,6 +90,7 @@ pub use steward::SoakThresholds;
 pub use store::{ArtifactStore, StoredArtifact};
 pub use swap::{
     MAX_JOURNAL_CAPACITY, SwapMode, SwapPath, SwapReport, SwapRequest, SwapSafeAnswer, SwitchWhen,
+    idle_ms,
 };
 pub use verify::{
     DifferentialRow, Probe, ProbeMismatch, ProbeOutcome, ProbeStep, VerifyReport, VerifySpec,

@@ -88,10 +88,8 @@ impl SwitchWhen {
     /// may not.
     fn unmet(&self, state: &SlotState, now: plugsync_plugin::HostTime) -> Option<String> {
         if let Some(idle_for_ms) = self.idle_for_ms {
-            let idle_ms = state
-                .last_call_at
-                .map(|at| (now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000);
-            if let Some(idle_ms) = idle_ms.filter(|idle| *idle < idle_for_ms) {
+            let idle = idle_ms(state.last_call_at, now);
+            if let Some(idle_ms) = idle.filter(|idle| *idle < idle_for_ms) {
                 return Some(format!(
                     "its last call was {idle_ms} ms ago, and it waits for {} without one",
                     millis(idle_for_ms)
@@ -101,7 +99,6 @@ impl SwitchWhen {
         if self.flat {
             let active = state.active.as_ref()?;
             match swap_safe(state, active) {
-                SwapSafeAnswer::Safe | SwapSafeAnswer::Undeclared { .. } => {}
                 SwapSafeAnswer::NotSafe { reason } => {
                     return Some(format!("it is not flat ({reason})"));
                 }
@@ -110,10 +107,22 @@ impl SwitchWhen {
                         "it cannot say whether it is flat ({message}), so it is not safe"
                     ));
                 }
+                // What a plan tells as "would switch at once".
+                answer => debug_assert!(answer.lets_switch()),
             }
         }
         None
     }
+}
+
+/// How long ago, in whole milliseconds, a plugin's last call was at host time `now` (`None`:
+/// no call yet, which counts as idle): what `when-idle` is judged by, on the host at the switch
+/// and in a plan.
+pub fn idle_ms(
+    last_call_at: Option<plugsync_plugin::HostTime>,
+    now: plugsync_plugin::HostTime,
+) -> Option<u64> {
+    last_call_at.map(|at| (now.0.saturating_sub(at.0)).max(0) as u64 / 1_000_000)
 }
 
 /// What the active instance answers when asked whether a swap is safe now: a faulted one (it
@@ -164,6 +173,17 @@ pub enum SwapSafeAnswer {
         /// The ABI minor it was built for.
         abi_minor: u16,
     },
+}
+
+impl SwapSafeAnswer {
+    /// Whether a `when-flat` switch goes on this answer: the plugin says it is safe, or cannot
+    /// say (an older ABI).
+    pub fn lets_switch(&self) -> bool {
+        matches!(
+            self,
+            SwapSafeAnswer::Safe | SwapSafeAnswer::Undeclared { .. }
+        )
+    }
 }
 
 /// A request to switch a plugin to another artifact.
