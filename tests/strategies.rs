@@ -455,9 +455,14 @@ fn a_scheduled_change_whose_time_has_come_still_waits_for_the_policy_windows() {
     );
     // Its time has come (Saturday 19:00 UTC), but the weekend is a deny window.
     let refused = reconcile_at(&desk, "2026-12-05T19:00:00Z", &[]);
-    check_applied(&desk, &refused, 1, expect![[r#"
+    check_applied(
+        &desk,
+        &refused,
+        1,
+        expect![[r#"
         error: updates are not allowed now: deny window `weekend` is open, until Mon 00:00 UTC ([TIME]); nothing was applied. Reconcile then, or now with `--force --reason TEXT` (recorded on the host)
-    "#]]);
+    "#]],
+    );
     assert_eq!(applied(&desk).0, "1.0.0");
     // On Monday it goes.
     let moved = reconcile_at(&desk, "2026-12-07T09:00:00Z", &[]);
